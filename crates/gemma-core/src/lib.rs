@@ -1,0 +1,8 @@
+//! Core types shared by every gemma-rs crate: element types, weight storage
+//! and the common error type. Knows nothing of models.
+
+pub mod error;
+pub mod tensor;
+
+pub use error::{GemmaError, Result};
+pub use tensor::{DType, Matrix, Storage};

@@ -1,0 +1,9 @@
+//! CPU kernels. Every op has a scalar reference; SIMD paths are chosen at run
+//! time by CPU feature detection and tested against the reference.
+
+pub mod dot;
+pub mod matmul;
+pub mod ops;
+
+pub use matmul::matmul;
+pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};

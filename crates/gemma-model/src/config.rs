@@ -1,0 +1,492 @@
+//! `GemmaConfig`: every hyperparameter that changes the math, parsed once
+//! from a Hugging Face `config.json`. Fields the engine cannot honor are
+//! rejected with an error naming them.
+
+use gemma_core::{DType, GemmaError, Result};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Model generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Gemma 1 (`GemmaForCausalLM`).
+    Gemma1,
+    /// Gemma 2 (`Gemma2ForCausalLM`): softcaps, sandwich norms, alternating sliding windows.
+    Gemma2,
+    /// Gemma 3 text (`Gemma3ForCausalLM`, or the text part of `Gemma3ForConditionalGeneration`).
+    Gemma3,
+}
+
+impl Family {
+    /// Human name, e.g. "Gemma 2".
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gemma1 => "Gemma 1",
+            Family::Gemma2 => "Gemma 2",
+            Family::Gemma3 => "Gemma 3",
+        }
+    }
+}
+
+/// Feed-forward activation. Gemma uses tanh-approximated GELU throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu(x, approximate="tanh")`.
+    GeluTanh,
+}
+
+/// Which keys a layer's queries see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// All previous positions.
+    Global,
+    /// Query `i` sees keys `j` with `i - window < j <= i`.
+    Sliding {
+        /// Number of positions seen, the query's own included.
+        window: usize,
+    },
+}
+
+/// Per-layer variation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSpec {
+    /// Global or sliding-window attention.
+    pub attention: AttentionKind,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Linear RoPE scaling factor (positions divided by it); 1.0 for none.
+    pub rope_linear_factor: f64,
+}
+
+/// The typed configuration of one Gemma checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmaConfig {
+    /// Architecture generation.
+    pub family: Family,
+    /// The `architectures[0]` string (or model_type) it was read from.
+    pub architecture: String,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Number of query heads.
+    pub num_heads: usize,
+    /// Number of key/value heads (1 = MQA, < heads = GQA).
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f32,
+    /// Longest sequence the model supports.
+    pub max_position_embeddings: usize,
+    /// Attention score scale: `query_pre_attn_scalar^-0.5`.
+    pub attn_scale: f32,
+    /// `cap * tanh(s / cap)` on attention scores (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// `cap * tanh(l / cap)` on final logits (Gemma 2).
+    pub final_softcap: Option<f32>,
+    /// Embedding multiplier `sqrt(hidden_size)`, rounded to `dtype`.
+    pub embed_scale: f32,
+    /// Feed-forward activation.
+    pub activation: Activation,
+    /// Post-attention and post-feed-forward norms (Gemma 2 and 3).
+    pub sandwich_norms: bool,
+    /// RMSNorm on each query and key head (Gemma 3).
+    pub qk_norm: bool,
+    /// Output head shares the embedding.
+    pub tie_word_embeddings: bool,
+    /// The checkpoint's declared dtype (`dtype` / `torch_dtype`), if any.
+    pub dtype: Option<DType>,
+    /// BOS id from the config.
+    pub bos_token_id: Option<u32>,
+    /// EOS ids from the config.
+    pub eos_token_ids: Vec<u32>,
+    /// One entry per layer.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// Typed access to a JSON object with errors naming the field.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    prefix: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| GemmaError::config(self.name(key), format!("expected a positive integer, found {v}"))),
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?.ok_or_else(|| GemmaError::config(self.name(key), "required field is missing"))
+    }
+
+    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .map(Some)
+                .ok_or_else(|| GemmaError::config(self.name(key), format!("expected a number, found {v}"))),
+        }
+    }
+
+    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| GemmaError::config(self.name(key), format!("expected true or false, found {v}"))),
+        }
+    }
+
+    fn str_opt(&self, key: &str) -> Result<Option<&'a str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| GemmaError::config(self.name(key), format!("expected a string, found {v}"))),
+        }
+    }
+
+    fn ids(&self, key: &str) -> Result<Vec<u32>> {
+        match self.get(key) {
+            None => Ok(vec![]),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(|x| vec![x as u32])
+                .ok_or_else(|| GemmaError::config(self.name(key), "expected a token id")),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_u64().map(|x| x as u32).ok_or_else(|| GemmaError::config(self.name(key), format!("expected token ids, found {v}"))))
+                .collect(),
+            Some(v) => Err(GemmaError::config(self.name(key), format!("expected a token id or a list of them, found {v}"))),
+        }
+    }
+}
+
+/// Parse a dtype name as transformers writes it.
+pub fn parse_dtype(s: &str) -> Option<DType> {
+    match s.trim_start_matches("torch.") {
+        "float32" | "float" | "f32" => Some(DType::F32),
+        "bfloat16" | "bf16" => Some(DType::BF16),
+        "float16" | "half" | "f16" => Some(DType::F16),
+        _ => None,
+    }
+}
+
+/// A RoPE setting for one layer type.
+#[derive(Debug, Clone, Copy)]
+struct Rope {
+    theta: f64,
+    factor: f64,
+}
+
+/// Parse one `rope_parameters` / `rope_scaling` object.
+fn parse_rope(obj: &Value, field: &str, default_theta: f64) -> Result<Rope> {
+    let map = obj.as_object().ok_or_else(|| GemmaError::config(field, format!("expected an object, found {obj}")))?;
+    let f = Fields { obj: map, prefix: "" };
+    let kind = f.str_opt("rope_type")?.or(f.str_opt("type")?).unwrap_or("default");
+    let theta = f.f64_opt("rope_theta")?.unwrap_or(default_theta);
+    let factor = match kind {
+        "default" => 1.0,
+        "linear" => f.f64_opt("factor")?.ok_or_else(|| GemmaError::config(format!("{field}.factor"), "linear RoPE scaling needs a factor"))?,
+        other => {
+            return Err(GemmaError::config(
+                format!("{field}.rope_type"),
+                format!("RoPE type `{other}` is not supported (Gemma uses `default` and `linear`)"),
+            ))
+        }
+    };
+    if factor <= 0.0 {
+        return Err(GemmaError::config(format!("{field}.factor"), "must be positive"));
+    }
+    Ok(Rope { theta, factor })
+}
+
+impl GemmaConfig {
+    /// Read and parse a `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| GemmaError::io(path, e))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| GemmaError::format(path, format!("invalid JSON: {e}")))?;
+        Self::from_json(&value).map_err(|e| match e {
+            GemmaError::Config { field, message } => GemmaError::Config { field: format!("{}: {field}", path.display()), message },
+            other => other,
+        })
+    }
+
+    /// Parse a Hugging Face config object.
+    pub fn from_json(root: &Value) -> Result<Self> {
+        let root_obj = root.as_object().ok_or_else(|| GemmaError::config("<root>", "config.json must be a JSON object"))?;
+        let top = Fields { obj: root_obj, prefix: "" };
+        let architecture = match top.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()) {
+            Some(v) => v.as_str().ok_or_else(|| GemmaError::config("architectures", "expected a list of strings"))?.to_string(),
+            None => top.str_opt("model_type")?.ok_or_else(|| GemmaError::config("architectures", "neither `architectures` nor `model_type` is set"))?.to_string(),
+        };
+        let (family, nested) = match architecture.as_str() {
+            "GemmaForCausalLM" | "gemma" => (Family::Gemma1, false),
+            "Gemma2ForCausalLM" | "gemma2" => (Family::Gemma2, false),
+            "Gemma3ForCausalLM" | "gemma3_text" => (Family::Gemma3, false),
+            "Gemma3ForConditionalGeneration" | "gemma3" => (Family::Gemma3, true),
+            other => {
+                return Err(GemmaError::Unsupported(format!(
+                    "architecture `{other}`; supported: GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration"
+                )))
+            }
+        };
+        let text_obj = if nested {
+            top.get("text_config")
+                .and_then(Value::as_object)
+                .ok_or_else(|| GemmaError::config("text_config", "Gemma3ForConditionalGeneration needs a `text_config` object"))?
+        } else {
+            root_obj
+        };
+        let f = Fields { obj: text_obj, prefix: if nested { "text_config." } else { "" } };
+
+        let hidden_size = f.usize("hidden_size")?;
+        let num_heads = f.usize("num_attention_heads")?;
+        let num_kv_heads = f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads);
+        if num_heads % num_kv_heads != 0 {
+            return Err(GemmaError::config(f.name("num_key_value_heads"), format!("{num_kv_heads} does not divide num_attention_heads {num_heads}")));
+        }
+        let head_dim = f.usize_opt("head_dim")?.unwrap_or(hidden_size / num_heads);
+        if head_dim % 2 != 0 {
+            return Err(GemmaError::config(f.name("head_dim"), "must be even for RoPE"));
+        }
+        let num_layers = f.usize("num_hidden_layers")?;
+
+        // Activation: `hidden_activation` wins; Gemma 1 configs saying
+        // `hidden_act: "gelu"` were trained with the tanh approximation.
+        let act_field = if f.get("hidden_activation").is_some() { "hidden_activation" } else { "hidden_act" };
+        let activation = match f.str_opt(act_field)? {
+            None | Some("gelu_pytorch_tanh") | Some("gelu_new") | Some("gelu_fast") => Activation::GeluTanh,
+            Some("gelu") if act_field == "hidden_act" => Activation::GeluTanh,
+            Some(other) => {
+                return Err(GemmaError::config(f.name(act_field), format!("activation `{other}` is not supported (Gemma uses gelu_pytorch_tanh)")))
+            }
+        };
+        if f.bool_opt("attention_bias")? == Some(true) {
+            return Err(GemmaError::config(f.name("attention_bias"), "attention biases are not supported (no Gemma checkpoint uses them)"));
+        }
+        if f.bool_opt("use_bidirectional_attention")? == Some(true) {
+            return Err(GemmaError::config(f.name("use_bidirectional_attention"), "bidirectional (embedding) models are not supported"));
+        }
+
+        let query_pre_attn_scalar = match family {
+            Family::Gemma1 => head_dim as f64,
+            _ => f.f64_opt("query_pre_attn_scalar")?.unwrap_or(head_dim as f64),
+        };
+        if query_pre_attn_scalar <= 0.0 {
+            return Err(GemmaError::config(f.name("query_pre_attn_scalar"), "must be positive"));
+        }
+        let positive = |key: &str| -> Result<Option<f32>> {
+            match f.f64_opt(key)? {
+                Some(x) if x <= 0.0 => Err(GemmaError::config(f.name(key), "must be positive or null")),
+                other => Ok(other.map(|x| x as f32)),
+            }
+        };
+        let (attn_softcap, final_softcap) = match family {
+            Family::Gemma1 => (None, None),
+            _ => (positive("attn_logit_softcapping")?, positive("final_logit_softcapping")?),
+        };
+
+        let dtype_name = f.str_opt("dtype")?.or(f.str_opt("torch_dtype")?).or(top.str_opt("dtype")?).or(top.str_opt("torch_dtype")?);
+        let dtype = match dtype_name {
+            None => None,
+            Some(s) => Some(parse_dtype(s).ok_or_else(|| GemmaError::config(f.name("dtype"), format!("unknown dtype `{s}`")))?),
+        };
+        let embed_scale = dtype.unwrap_or(DType::F32).round((hidden_size as f32).sqrt());
+
+        let layers = Self::layer_specs(&f, family, num_layers)?;
+        let mut eos_token_ids = f.ids("eos_token_id")?;
+        if eos_token_ids.is_empty() {
+            eos_token_ids = top.ids("eos_token_id")?;
+        }
+        Ok(Self {
+            family,
+            architecture,
+            vocab_size: f.usize("vocab_size")?,
+            hidden_size,
+            intermediate_size: f.usize("intermediate_size")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: f.f64_opt("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+            max_position_embeddings: f.usize_opt("max_position_embeddings")?.unwrap_or(8192),
+            attn_scale: query_pre_attn_scalar.powf(-0.5) as f32,
+            attn_softcap,
+            final_softcap,
+            embed_scale,
+            activation,
+            sandwich_norms: family != Family::Gemma1,
+            qk_norm: family == Family::Gemma3,
+            tie_word_embeddings: f.bool_opt("tie_word_embeddings")?.or(top.bool_opt("tie_word_embeddings")?).unwrap_or(true),
+            dtype,
+            bos_token_id: f.ids("bos_token_id")?.first().copied(),
+            eos_token_ids,
+            layers,
+        })
+    }
+
+    /// Attention kind and RoPE per layer, from `layer_types` or the family's
+    /// default pattern, and `rope_parameters` or the legacy RoPE keys.
+    fn layer_specs(f: &Fields, family: Family, num_layers: usize) -> Result<Vec<LayerSpec>> {
+        let sliding = match f.get("layer_types") {
+            Some(v) => {
+                let list = v.as_array().ok_or_else(|| GemmaError::config(f.name("layer_types"), "expected a list"))?;
+                if list.len() != num_layers {
+                    return Err(GemmaError::config(f.name("layer_types"), format!("has {} entries, num_hidden_layers is {num_layers}", list.len())));
+                }
+                list.iter()
+                    .map(|t| match t.as_str() {
+                        Some("sliding_attention") => Ok(true),
+                        Some("full_attention") => Ok(false),
+                        _ => Err(GemmaError::config(f.name("layer_types"), format!("unknown layer type {t}; expected sliding_attention or full_attention"))),
+                    })
+                    .collect::<Result<Vec<bool>>>()?
+            }
+            None => match family {
+                Family::Gemma1 => vec![false; num_layers],
+                Family::Gemma2 => (0..num_layers).map(|i| (i + 1) % 2 != 0).collect(),
+                Family::Gemma3 => {
+                    let pattern = match f.usize_opt("sliding_window_pattern")? {
+                        Some(p) => p,
+                        None => f.usize_opt("_sliding_window_pattern")?.unwrap_or(6),
+                    };
+                    (0..num_layers).map(|i| (i + 1) % pattern != 0).collect()
+                }
+            },
+        };
+        let window = match f.usize_opt("sliding_window")? {
+            Some(w) => w,
+            None if sliding.iter().any(|&s| s) => return Err(GemmaError::config(f.name("sliding_window"), "required when some layers use sliding attention")),
+            None => 0,
+        };
+
+        // RoPE per layer type.
+        let legacy_theta = f.f64_opt("rope_theta")?.unwrap_or(10_000.0);
+        let (global, local) = match f.get("rope_parameters") {
+            Some(v) if v.get("full_attention").is_some() || v.get("sliding_attention").is_some() => {
+                let g = v.get("full_attention").ok_or_else(|| GemmaError::config(f.name("rope_parameters.full_attention"), "missing"))?;
+                let global = parse_rope(g, &f.name("rope_parameters.full_attention"), legacy_theta)?;
+                let local = match v.get("sliding_attention") {
+                    Some(l) => parse_rope(l, &f.name("rope_parameters.sliding_attention"), 10_000.0)?,
+                    None => global,
+                };
+                (global, local)
+            }
+            Some(v) => {
+                let r = parse_rope(v, &f.name("rope_parameters"), legacy_theta)?;
+                (r, r)
+            }
+            None => {
+                let scaled = match f.get("rope_scaling") {
+                    Some(s) => parse_rope(s, &f.name("rope_scaling"), legacy_theta)?.factor,
+                    None => 1.0,
+                };
+                let global = Rope { theta: legacy_theta, factor: scaled };
+                let local = match family {
+                    // Gemma 3 applies rope_scaling to global layers only and
+                    // has its own local base.
+                    Family::Gemma3 => Rope { theta: f.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0), factor: 1.0 },
+                    _ => global,
+                };
+                (global, local)
+            }
+        };
+        Ok(sliding
+            .into_iter()
+            .map(|s| {
+                let (attention, rope) = if s { (AttentionKind::Sliding { window }, local) } else { (AttentionKind::Global, global) };
+                LayerSpec { attention, rope_theta: rope.theta, rope_linear_factor: rope.factor }
+            })
+            .collect())
+    }
+
+    /// Width of all query heads together.
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"architectures": ["Gemma3ForCausalLM"], "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+               "num_hidden_layers": 7, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+               "sliding_window": 3, "rope_theta": 1e6, "rope_scaling": {"rope_type": "linear", "factor": 8.0}})
+    }
+
+    #[test]
+    fn gemma3_default_pattern_and_legacy_rope() {
+        let c = GemmaConfig::from_json(&base()).unwrap();
+        let kinds: Vec<bool> = c.layers.iter().map(|l| l.attention != AttentionKind::Global).collect();
+        assert_eq!(kinds, [true, true, true, true, true, false, true]);
+        assert_eq!(c.layers[5].rope_theta, 1e6);
+        assert_eq!(c.layers[5].rope_linear_factor, 8.0);
+        assert_eq!(c.layers[0].rope_theta, 10_000.0);
+        assert_eq!(c.layers[0].rope_linear_factor, 1.0);
+        assert_eq!(c.attn_scale, 0.5);
+    }
+
+    #[test]
+    fn gemma2_alternates_starting_with_sliding() {
+        let mut v = base();
+        v["architectures"] = json!(["Gemma2ForCausalLM"]);
+        v["rope_scaling"] = Value::Null;
+        let c = GemmaConfig::from_json(&v).unwrap();
+        let kinds: Vec<bool> = c.layers.iter().map(|l| l.attention != AttentionKind::Global).collect();
+        assert_eq!(kinds, [true, false, true, false, true, false, true]);
+    }
+
+    #[test]
+    fn embed_scale_rounds_to_dtype() {
+        let mut v = base();
+        v["hidden_size"] = json!(3072);
+        v["head_dim"] = json!(4);
+        v["torch_dtype"] = json!("bfloat16");
+        assert_eq!(GemmaConfig::from_json(&v).unwrap().embed_scale, 55.5);
+    }
+
+    #[test]
+    fn rejects_unknown_architecture_and_bad_fields() {
+        let mut v = base();
+        v["architectures"] = json!(["LlamaForCausalLM"]);
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("LlamaForCausalLM"));
+        let mut v = base();
+        v["hidden_activation"] = json!("silu");
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("hidden_activation"));
+        let mut v = base();
+        v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 2.0});
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("yarn"));
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("hidden_size");
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("hidden_size"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The Gemma model: a typed config parsed once from the checkpoint, weights,
+//! a KV cache, and one config-driven forward for Gemma 1, 2 and 3.
+
+pub mod cache;
+pub mod config;
+pub mod forward;
+pub mod hf;
+pub mod variants;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
+pub use forward::{LogitsMode, Model};
+pub use weights::{LayerWeights, Weights};

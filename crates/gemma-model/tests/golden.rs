@@ -1,0 +1,165 @@
+//! Golden tests: logits and greedy ids against transformers, for the tiny
+//! random Gemma 1/2/3 checkpoints made by tools/reference/make_tiny_gemmas.py.
+
+use gemma_formats::SafetensorsSet;
+use gemma_model::{hf::load_model, KvCache, LogitsMode, Model};
+use std::path::PathBuf;
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
+}
+
+fn load(name: &str) -> (Model, SafetensorsSet) {
+    let dir = testdata(name);
+    let model = load_model(&dir, None, &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let goldens = SafetensorsSet::open_files(&[dir.join("goldens.safetensors")]).unwrap();
+    (model, goldens)
+}
+
+fn ids(g: &SafetensorsSet, name: &str) -> Vec<u32> {
+    g.load_i64(name).unwrap().into_iter().map(|x| x as u32).collect()
+}
+
+/// Max |ours - golden| over all positions of all golden sequences, and
+/// whether the argmax agrees wherever the golden top-2 margin exceeds `margin`.
+fn max_logit_diff(name: &str, margin: f32) -> f32 {
+    let (model, g) = load(name);
+    let vocab = model.config.vocab_size;
+    let mut worst = 0f32;
+    let mut k = 0;
+    while g.info(&format!("seq{k}.ids")).is_some() {
+        let toks = ids(&g, &format!("seq{k}.ids"));
+        let want = g.load(&format!("seq{k}.logits")).unwrap().1.to_f32_vec();
+        let mut cache = model.new_cache();
+        let got = model.forward(&toks, &mut cache, LogitsMode::All).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (t, (gr, wr)) in got.chunks(vocab).zip(want.chunks(vocab)).enumerate() {
+            for (a, b) in gr.iter().zip(wr) {
+                worst = worst.max((a - b).abs());
+            }
+            let mut sorted: Vec<f32> = wr.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            if sorted[0] - sorted[1] > margin {
+                assert_eq!(argmax(gr), argmax(wr), "{name} seq{k} position {t}: argmax differs");
+            }
+        }
+        k += 1;
+    }
+    assert!(k >= 5, "{name}: expected at least 5 golden sequences");
+    eprintln!("{name}: max |logit diff| = {worst:.3e} over {k} sequences");
+    worst
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
+}
+
+/// f32 checkpoints: the same math in the same precision; 1e-4 absolute.
+const F32_TOL: f32 = 1e-4;
+/// bf16 checkpoints: transformers computes in bf16 (8-bit mantissa: every
+/// intermediate and the logits themselves are rounded), we compute in f32 from
+/// the same bf16 weights. The tiny models' logits reach magnitude 4–8, where
+/// one bf16 ULP is 2^-5 = 0.031; the measured worst case is 0.17 (≈ 5 ULPs,
+/// Gemma 1 with no final softcap). The tolerance is 10 ULPs at that magnitude.
+const BF16_TOL: f32 = 0.32;
+/// f16 checkpoints: 11-bit mantissa, ULP 2^-8 = 0.0039 at magnitude 4–8;
+/// measured worst case 0.016 (≈ 4 ULPs); tolerance 10 ULPs.
+const F16_TOL: f32 = 0.04;
+
+#[test]
+fn gemma1_f32_logits_match_transformers() {
+    assert!(max_logit_diff("tiny-gemma1", 0.0) < F32_TOL);
+}
+
+#[test]
+fn gemma2_f32_logits_match_transformers() {
+    assert!(max_logit_diff("tiny-gemma2", 0.0) < F32_TOL);
+}
+
+#[test]
+fn gemma3_f32_logits_match_transformers() {
+    assert!(max_logit_diff("tiny-gemma3", 0.0) < F32_TOL);
+}
+
+#[test]
+fn gemma3_multimodal_sharded_checkpoint_matches_text_model() {
+    assert!(max_logit_diff("tiny-gemma3-mm-sharded", 0.0) < F32_TOL);
+}
+
+#[test]
+fn gemma1_bf16_logits_within_tolerance() {
+    assert!(max_logit_diff("tiny-gemma1-bf16", 2.0 * BF16_TOL) < BF16_TOL);
+}
+
+#[test]
+fn gemma2_bf16_logits_within_tolerance() {
+    assert!(max_logit_diff("tiny-gemma2-bf16", 2.0 * BF16_TOL) < BF16_TOL);
+}
+
+#[test]
+fn gemma3_bf16_logits_within_tolerance() {
+    assert!(max_logit_diff("tiny-gemma3-bf16", 2.0 * BF16_TOL) < BF16_TOL);
+}
+
+#[test]
+fn gemma3_f16_logits_within_tolerance() {
+    assert!(max_logit_diff("tiny-gemma3-f16", 2.0 * F16_TOL) < F16_TOL);
+}
+
+/// Greedy decoding with the cache, one token per step, gives transformers' ids.
+fn greedy_matches(name: &str) {
+    let (model, g) = load(name);
+    let mut k = 0;
+    while g.info(&format!("greedy.{k}.prompt")).is_some() {
+        let prompt = ids(&g, &format!("greedy.{k}.prompt"));
+        let want = ids(&g, &format!("greedy.{k}.ids"));
+        let mut cache = model.new_cache();
+        let mut logits = model.forward(&prompt, &mut cache, LogitsMode::Last).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            let next = argmax(&logits) as u32;
+            got.push(next);
+            logits = model.forward(&[next], &mut cache, LogitsMode::Last).unwrap();
+        }
+        assert_eq!(got, want, "{name}: greedy continuation {k} differs");
+        k += 1;
+    }
+    assert!(k >= 2);
+}
+
+#[test]
+fn greedy_ids_identical_gemma1() {
+    greedy_matches("tiny-gemma1");
+}
+
+#[test]
+fn greedy_ids_identical_gemma2() {
+    greedy_matches("tiny-gemma2");
+}
+
+#[test]
+fn greedy_ids_identical_gemma3() {
+    greedy_matches("tiny-gemma3");
+}
+
+/// Cached decoding in steps of every size equals one full forward, also far
+/// past the sliding window (where the ring buffer wraps).
+#[test]
+fn cached_steps_equal_full_forward() {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3"] {
+        let (model, g) = load(name);
+        let toks = ids(&g, "seq5.ids");
+        let vocab = model.config.vocab_size;
+        let full = model.forward(&toks, &mut model.new_cache(), LogitsMode::All).unwrap();
+        for step in [1, 3, 7] {
+            let mut cache: KvCache = model.new_cache();
+            let mut got = Vec::new();
+            for c in toks.chunks(step) {
+                got.extend(model.forward(c, &mut cache, LogitsMode::All).unwrap());
+            }
+            let worst = got.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{name} step {step}: {worst}");
+            assert_eq!(got.len(), toks.len() * vocab);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Chat templates: the model's own Jinja template rendered with Hugging Face
+//! semantics (`messages`, `add_generation_prompt`, `bos_token`,
+//! `raise_exception`, trim_blocks + lstrip_blocks), or Gemma's built-in one.
+
+use gemma_core::{GemmaError, Result};
+use minijinja::{Environment, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// One chat message. Roles: `system`, `user`, `assistant` (or `model`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: String,
+    /// What was said.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with the given role.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+/// Gemma's chat format as a Jinja template, used when a model ships none:
+/// `<bos><start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n`,
+/// roles strictly alternating, a system message folded into the first user
+/// turn followed by a blank line.
+pub const GEMMA_CHAT_TEMPLATE: &str = concat!(
+    "{{ bos_token }}",
+    "{%- if messages[0]['role'] == 'system' -%}",
+    "{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}",
+    "{%- set loop_messages = messages[1:] -%}",
+    "{%- else -%}",
+    "{%- set first_user_prefix = '' -%}",
+    "{%- set loop_messages = messages -%}",
+    "{%- endif -%}",
+    "{%- for message in loop_messages -%}",
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}",
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}",
+    "{%- endif -%}",
+    "{%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}",
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\\n' }}",
+    "{%- endfor -%}",
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}",
+);
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    /// True when this is the built-in Gemma template (the model shipped none).
+    pub builtin: bool,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").field("builtin", &self.builtin).finish()
+    }
+}
+
+fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+impl ChatTemplate {
+    /// Compile a Jinja chat template.
+    pub fn new(source: &str) -> Result<Self> {
+        Self::compile(source.to_string(), false)
+    }
+
+    /// The built-in Gemma template.
+    pub fn gemma() -> Self {
+        Self::compile(GEMMA_CHAT_TEMPLATE.to_string(), true).expect("built-in template compiles")
+    }
+
+    fn compile(source: String, builtin: bool) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template_owned("chat", source).map_err(|e| GemmaError::Template(format!("cannot parse: {e}")))?;
+        Ok(Self { env, builtin })
+    }
+
+    /// Render a conversation. `add_generation_prompt` appends the opening of
+    /// the model's turn.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String> {
+        if messages.is_empty() {
+            return Err(GemmaError::invalid("messages", "a conversation needs at least one message"));
+        }
+        let tmpl = self.env.get_template("chat").map_err(|e| GemmaError::Template(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        })
+        .map_err(|e| {
+            let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
+            GemmaError::Template(detail)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_renders_gemma_format() {
+        let t = ChatTemplate::gemma();
+        let s = t.render(&[ChatMessage::new("user", "Hi")], true, "<bos>", "<eos>").unwrap();
+        assert_eq!(s, "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+    }
+
+    #[test]
+    fn builtin_rejects_non_alternating_roles() {
+        let t = ChatTemplate::gemma();
+        let m = [ChatMessage::new("user", "a"), ChatMessage::new("user", "b")];
+        let err = t.render(&m, true, "<bos>", "<eos>").unwrap_err().to_string();
+        assert!(err.contains("alternate"), "{err}");
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let t = ChatTemplate::new("{{ messages[0]['content'].strip() }}").unwrap();
+        let s = t.render(&[ChatMessage::new("user", "  x  ")], false, "", "").unwrap();
+        assert_eq!(s, "x");
+    }
+}
