@@ -67,12 +67,23 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer():
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    """A tiny BPE laid out like Gemma's: control tokens first, then the 256
+    byte-fallback tokens <0x00>..<0xFF> as ordinary vocabulary entries (not
+    special tokens), then merges learned on a small corpus."""
+    trainer = trainers.BpeTrainer(vocab_size=420 - len(BYTES), special_tokens=SPECIALS, show_progress=False)
+    draft = Tokenizer(models.BPE(unk_token="<unk>"))
+    draft.normalizer = normalizers.Replace(" ", "\u2581")
+    draft.train_from_iterator(CORPUS, trainer=trainer)
+    learned = json.loads(draft.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(SPECIALS + BYTES)}
+    for tok_str, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
+        if tok_str not in vocab:
+            vocab[tok_str] = len(vocab)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Replace(" ", "\u2581")
     tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
-    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=SPECIALS + BYTES, show_progress=False,
-                                  initial_alphabet=[])
-    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tok.add_special_tokens(SPECIALS)
     return tok
 
 

@@ -14,6 +14,8 @@ pub struct LayerCache {
     pub v: Vec<f32>,
     /// Ring size in positions (`usize::MAX` for a global layer: never wraps).
     pub capacity: usize,
+    /// Sliding window (0 for a global layer).
+    window: usize,
     kv_dim: usize,
 }
 
@@ -77,6 +79,10 @@ impl KvCache {
                     AttentionKind::Global => usize::MAX,
                     AttentionKind::Sliding { window } => window + MAX_CHUNK,
                 },
+                window: match l.attention {
+                    AttentionKind::Global => 0,
+                    AttentionKind::Sliding { window } => window,
+                },
                 kv_dim: cfg.kv_dim(),
             })
             .collect();
@@ -96,6 +102,23 @@ impl KvCache {
     /// Advance after a forward over `n` tokens.
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
+    }
+
+    /// Roll back to the first `len` positions, so a new continuation can
+    /// reuse a shared prefix. Returns false (and changes nothing) when a
+    /// sliding-window ring has already overwritten positions that the
+    /// continuation would need.
+    pub fn truncate(&mut self, len: usize) -> bool {
+        if len >= self.len {
+            return len == self.len;
+        }
+        // Position p is overwritten once p + capacity has been written; after
+        // rolling back to `len` a sliding layer needs len-window+1..len-1.
+        let ok = self.layers.iter().all(|l| l.capacity == usize::MAX || self.len - len <= l.capacity - l.window);
+        if ok {
+            self.len = len;
+        }
+        ok
     }
 
     /// Forget everything (keeps allocations).

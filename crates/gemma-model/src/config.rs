@@ -47,6 +47,22 @@ pub enum AttentionKind {
     },
 }
 
+impl AttentionKind {
+    /// True for sliding-window layers.
+    pub fn is_sliding(self) -> bool {
+        matches!(self, AttentionKind::Sliding { .. })
+    }
+
+    /// `L` for local (sliding), `G` for global: used to print layer patterns.
+    pub fn letter(self) -> char {
+        if self.is_sliding() {
+            'L'
+        } else {
+            'G'
+        }
+    }
+}
+
 /// Per-layer variation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSpec {

@@ -134,6 +134,22 @@ impl GemmaTokenizer {
         self.inner.decode(ids, skip_special).map_err(|e| GemmaError::Tokenizer(e.to_string()))
     }
 
+    /// Decode generated ids to user-visible text: control tokens (`<bos>`,
+    /// `<end_of_turn>`, …) are dropped, byte-fallback tokens are kept even
+    /// where a tokenizer.json marks them special.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        let visible: Vec<u32> = ids.iter().copied().filter(|&id| !self.is_control(id)).collect();
+        self.decode(&visible, false)
+    }
+
+    /// True for special tokens other than byte-fallback ones (`<0x41>`).
+    pub fn is_control(&self, id: u32) -> bool {
+        match self.inner.get_added_tokens_decoder().get(&id) {
+            Some(t) if t.special => !(t.content.len() == 6 && t.content.starts_with("<0x") && t.content.ends_with('>')),
+            _ => false,
+        }
+    }
+
     /// The id of a token string, if it is in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

@@ -1,1 +1,127 @@
-//! placeholder
+//! gemma-rs: run Google's Gemma 1, 2 and 3 text models from Rust.
+//!
+//! Load a Hugging Face model folder and stream a completion:
+//!
+//! ```
+//! use gemma::{Gemma, SamplingParams};
+//!
+//! # fn main() -> Result<(), gemma::GemmaError> {
+//! let gemma = Gemma::load("testdata/tiny-gemma3")?;
+//! let mut session = gemma.new_session();
+//! let mut request = gemma.request(&gemma.encode_prompt("The quick brown fox")?);
+//! request.max_new_tokens = 16;
+//! request.params = SamplingParams { temperature: 0.7, top_p: 0.95, seed: 42, ..Default::default() };
+//! let out = gemma.generate(&mut session, &request, &mut |piece| {
+//!     print!("{piece}");
+//!     true // keep going
+//! })?;
+//! assert!(out.tokens.len() <= 16);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+pub use gemma_core::{DType, GemmaError, Result};
+pub use gemma_generate::{TokenStreamDecoder, 
+    generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, SamplingParams,
+    Session,
+};
+pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, Model};
+pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};
+
+/// Default number of new tokens when neither caller nor checkpoint says.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+
+/// How to load a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Convert weight matrices to this dtype at load time (None: as stored).
+    pub dtype: Option<DType>,
+}
+
+/// A loaded Gemma: model, tokenizer and generation defaults.
+#[derive(Debug)]
+pub struct Gemma {
+    /// Weights, config and the forward pass.
+    pub model: Model,
+    /// Tokenizer and chat template.
+    pub tokenizer: GemmaTokenizer,
+    /// Defaults from `generation_config.json`.
+    pub generation_config: GenerationConfig,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+}
+
+impl Gemma {
+    /// Load a Hugging Face model folder with default options.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path, &LoadOptions::default(), &mut |_, _| {})
+    }
+
+    /// Load with options; `progress(done, total)` follows the weights.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let path = path.as_ref();
+        let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
+        let tokenizer = GemmaTokenizer::from_folder(path)?;
+        let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;
+        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf() })
+    }
+
+    /// Every id that ends a turn: the config's and generation config's EOS
+    /// ids, the tokenizer's `<eos>` and `<end_of_turn>`.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = Vec::new();
+        for &id in self.model.config.eos_token_ids.iter().chain(&self.generation_config.eos_token_ids).chain(&self.tokenizer.stop_ids) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// A fresh conversation state.
+    pub fn new_session(&self) -> Session {
+        Session::new(&self.model)
+    }
+
+    /// Tokenize a plain prompt, BOS first as the model expects.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode_prompt(text)
+    }
+
+    /// Render a conversation with the chat template, ready for the model's turn.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.tokenizer.apply_chat_template(messages, true)?;
+        // The template writes BOS itself; encode adds it only if missing.
+        self.tokenizer.encode(&text, self.tokenizer.add_bos)
+    }
+
+    /// A request for `prompt` with the checkpoint's defaults and stop ids.
+    pub fn request(&self, prompt: &[u32]) -> GenerateRequest {
+        GenerateRequest {
+            prompt: prompt.to_vec(),
+            params: self.generation_config.sampling_params(0),
+            max_new_tokens: self.generation_config.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+            stop_ids: self.stop_ids(),
+            stop_strings: Vec::new(),
+        }
+    }
+
+    /// Run a request, streaming text pieces to `on_text` (return false to stop).
+    pub fn generate(&self, session: &mut Session, request: &GenerateRequest, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
+        generate(&self.model, &self.tokenizer, session, request, on_text)
+    }
+
+    /// Greedy completion of a plain prompt, returned whole.
+    pub fn complete(&self, prompt: &str, max_new_tokens: usize) -> Result<String> {
+        let mut request = self.request(&self.encode_prompt(prompt)?);
+        request.params = SamplingParams::greedy();
+        request.max_new_tokens = max_new_tokens;
+        Ok(self.generate(&mut self.new_session(), &request, &mut |_| true)?.text)
+    }
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

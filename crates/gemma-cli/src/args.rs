@@ -1,0 +1,138 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Run Google's Gemma models on CPU.
+#[derive(Debug, Parser)]
+#[command(name = "gemma", version, about)]
+pub struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Continue a prompt, streaming only the new text to stdout.
+    Generate(GenerateArgs),
+    /// Interactive multi-turn chat (/reset clears the history, Ctrl-D exits).
+    Chat(ChatArgs),
+    /// Perplexity of a text or token file.
+    Perplexity(PerplexityArgs),
+    /// Show a model's architecture, sizes and dtypes.
+    Inspect(InspectArgs),
+}
+
+/// Weight dtype chosen at load time.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit floats.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+/// Where the model comes from.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json).
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Convert weights to this dtype when loading (default: as stored).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
+}
+
+/// Sampling flags; unset ones come from the model's generation_config.json.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Maximum number of new tokens.
+    #[arg(long, short = 'n')]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, short = 't')]
+    pub temperature: Option<f32>,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Drop tokens below P times the best token's probability.
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalty for tokens already in the context (1: off).
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// Seed for reproducible sampling (default: random, printed to stderr).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+}
+
+/// `gemma generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(long, short = 'p', conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// Wrap the prompt as a user turn with the chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// System prompt (with --chat).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// `gemma chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// System prompt, folded into the first user turn.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// `gemma perplexity`.
+#[derive(Debug, Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text file: tokenized, cut into windows of ctx-1 tokens, each after BOS.
+    #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+    pub file: Option<PathBuf>,
+    /// File of whitespace-separated token ids, cut into windows of ctx ids as given.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// Window length.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Print one JSON object {"tokens", "nll", "ppl"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gemma inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}

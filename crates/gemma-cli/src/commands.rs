@@ -1,0 +1,244 @@
+//! The subcommands: argument handling and printing over the `gemma` library.
+
+use crate::args::{ChatArgs, Command, DTypeArg, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, SamplingArgs};
+use crate::progress;
+use anyhow::{bail, Context, Result};
+use gemma::{ChatMessage, DType, Gemma, GenerateRequest, LoadOptions};
+use std::io::{BufRead, Write};
+use std::time::Instant;
+
+/// Run one subcommand.
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Generate(a) => generate(a),
+        Command::Chat(a) => chat(a),
+        Command::Perplexity(a) => perplexity(a),
+        Command::Inspect(a) => inspect(a),
+    }
+}
+
+fn load(m: &ModelArgs) -> Result<Gemma> {
+    let dtype = m.dtype.map(|d| match d {
+        DTypeArg::F32 => DType::F32,
+        DTypeArg::Bf16 => DType::BF16,
+        DTypeArg::F16 => DType::F16,
+    });
+    let t0 = Instant::now();
+    let pb = progress::bar("loading");
+    let gemma = Gemma::load_with(&m.model, &LoadOptions { dtype }, &mut |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })
+    .with_context(|| format!("cannot load model from {}", m.model.display()))?;
+    pb.finish_and_clear();
+    let c = &gemma.model.config;
+    eprintln!(
+        "loaded {} ({} layers, hidden {}, {} weights) in {:.2}s",
+        c.family.name(),
+        c.num_layers(),
+        c.hidden_size,
+        gemma.model.weights.dtype(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(gemma)
+}
+
+/// The checkpoint's defaults overridden by the flags given.
+fn request(gemma: &Gemma, prompt: &[u32], s: &SamplingArgs) -> Result<GenerateRequest> {
+    let mut r = gemma.request(prompt);
+    let p = &mut r.params;
+    if let Some(t) = s.temperature {
+        p.temperature = t;
+    }
+    if let Some(k) = s.top_k {
+        p.top_k = k;
+    }
+    if let Some(x) = s.top_p {
+        p.top_p = x;
+    }
+    if let Some(x) = s.min_p {
+        p.min_p = x;
+    }
+    if let Some(x) = s.repeat_penalty {
+        p.repetition_penalty = x;
+    }
+    p.seed = match s.seed {
+        Some(seed) => seed,
+        None => {
+            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            if !p.is_greedy() {
+                eprintln!("seed: {seed}");
+            }
+            seed
+        }
+    };
+    p.validate()?;
+    if let Some(n) = s.max_tokens {
+        r.max_new_tokens = n;
+    }
+    r.stop_strings = s.stop.clone();
+    Ok(r)
+}
+
+/// Stream a generation to stdout; returns the generated text.
+fn stream(gemma: &Gemma, session: &mut gemma::Session, req: &GenerateRequest) -> Result<String> {
+    let mut out = std::io::stdout().lock();
+    let mut io_err = None;
+    let t0 = Instant::now();
+    let g = gemma.generate(session, req, &mut |piece| match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => true,
+        Err(e) => {
+            io_err = Some(e);
+            false
+        }
+    })?;
+    if let Some(e) = io_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("cannot write to stdout");
+        }
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "\n[{} prompt tokens ({} computed), {} generated in {:.2}s, {:.1} tok/s, finish: {:?}]",
+        g.prompt_tokens,
+        g.prompt_tokens_computed,
+        g.tokens.len(),
+        dt,
+        g.tokens.len() as f64 / dt.max(1e-9),
+        g.finish
+    );
+    Ok(g.text)
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let prompt = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read prompt file {} (it must be UTF-8 text)", f.display()))?,
+        (None, None) => bail!("give --prompt or --prompt-file"),
+    };
+    let gemma = load(&a.model)?;
+    let ids = if a.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::new("system", s));
+        }
+        msgs.push(ChatMessage::new("user", prompt));
+        gemma.encode_chat(&msgs)?
+    } else {
+        gemma.encode_prompt(&prompt)?
+    };
+    let req = request(&gemma, &ids, &a.sampling)?;
+    stream(&gemma, &mut gemma.new_session(), &req)?;
+    println!();
+    Ok(())
+}
+
+fn chat(a: ChatArgs) -> Result<()> {
+    let gemma = load(&a.model)?;
+    if gemma.tokenizer.chat_template.builtin {
+        eprintln!("(the model ships no chat template: using the built-in Gemma template)");
+    }
+    let mut session = gemma.new_session();
+    let mut history: Vec<ChatMessage> = Vec::new();
+    if let Some(s) = &a.system {
+        history.push(ChatMessage::new("system", s));
+    }
+    let base = history.clone();
+    eprintln!("chat: type a message; /reset clears the history; Ctrl-D exits.");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        let Some(line) = lines.next() else { break };
+        let line = line.context("cannot read stdin (it must be UTF-8 text)")?;
+        let text = line.trim();
+        match text {
+            "" => continue,
+            "/reset" => {
+                history = base.clone();
+                session.reset();
+                eprintln!("(history cleared)");
+                continue;
+            }
+            "/exit" | "/quit" => break,
+            _ => {}
+        }
+        history.push(ChatMessage::new("user", text));
+        let ids = gemma.encode_chat(&history)?;
+        let req = request(&gemma, &ids, &a.sampling)?;
+        let reply = stream(&gemma, &mut session, &req)?;
+        println!();
+        history.push(ChatMessage::new("assistant", reply));
+    }
+    Ok(())
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let gemma = load(&a.model)?;
+    let windows = if let Some(f) = &a.file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {} (it must be UTF-8 text)", f.display()))?;
+        let ids = gemma.tokenizer.encode(&text, false)?;
+        gemma::windows_with_bos(&ids, gemma.tokenizer.bos_id, a.ctx)?
+    } else if let Some(f) = &a.tokens {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let ids = text
+            .split_whitespace()
+            .enumerate()
+            .map(|(i, w)| w.parse::<u32>().with_context(|| format!("{}: item {} (`{w}`) is not a token id", f.display(), i + 1)))
+            .collect::<Result<Vec<u32>>>()?;
+        gemma::windows_exact(&ids, a.ctx)?
+    } else {
+        bail!("give --file or --tokens");
+    };
+    let pb = progress::bar("scoring");
+    let t0 = Instant::now();
+    let p = gemma::perplexity(&gemma.model, &windows, &mut |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::json!({"tokens": p.tokens, "nll": p.nll, "ppl": p.ppl}));
+    } else {
+        println!("perplexity {:.4} (mean NLL {:.6} over {} tokens, {} windows of ctx {})", p.ppl, p.nll, p.tokens, windows.len(), a.ctx);
+    }
+    eprintln!("scored {} tokens in {:.2}s", p.tokens, t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let gemma = load(&a.model)?;
+    let c = &gemma.model.config;
+    let w = &gemma.model.weights;
+    let name = gemma::variants::identify(c).map(|v| format!("{} {}", v.family.name(), v.size)).unwrap_or_else(|| format!("{} (custom size)", c.family.name()));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "model:            {name}")?;
+    writeln!(out, "architecture:     {}", c.architecture)?;
+    writeln!(out, "layers:           {}", c.num_layers())?;
+    writeln!(out, "hidden size:      {}", c.hidden_size)?;
+    writeln!(out, "intermediate:     {}", c.intermediate_size)?;
+    writeln!(out, "heads:            {} query, {} key/value, head dim {}", c.num_heads, c.num_kv_heads, c.head_dim)?;
+    writeln!(out, "vocabulary:       {} (tokenizer: {})", c.vocab_size, gemma.tokenizer.vocab_size())?;
+    writeln!(out, "context:          {}", c.max_position_embeddings)?;
+    writeln!(out, "layer pattern:    {}", c.layers.iter().map(|l| l.attention.letter()).collect::<String>())?;
+    for (kind, layer) in [("global", c.layers.iter().find(|l| !l.attention.is_sliding())), ("local", c.layers.iter().find(|l| l.attention.is_sliding()))] {
+        if let Some(l) = layer {
+            let window = match l.attention {
+                gemma::AttentionKind::Sliding { window } => format!(", window {window}"),
+                gemma::AttentionKind::Global => String::new(),
+            };
+            writeln!(out, "rope ({kind}):     theta {}, linear factor {}{window}", l.rope_theta, l.rope_linear_factor)?;
+        }
+    }
+    writeln!(out, "attention scale:  {}", c.attn_scale)?;
+    writeln!(out, "softcaps:         attention {:?}, final {:?}", c.attn_softcap, c.final_softcap)?;
+    writeln!(out, "embedding scale:  {}", c.embed_scale)?;
+    writeln!(out, "norms:            {}{}", if c.sandwich_norms { "pre+post (sandwich)" } else { "pre" }, if c.qk_norm { ", qk-norm" } else { "" })?;
+    writeln!(out, "tied output head: {}", w.lm_head.is_none())?;
+    writeln!(out, "weights dtype:    {} (declared: {})", w.dtype(), c.dtype.map_or("unset".into(), |d| d.to_string()))?;
+    writeln!(out, "parameters:       {} ({:.1}M)", w.parameter_count(), w.parameter_count() as f64 / 1e6)?;
+    writeln!(out, "weight bytes:     {} ({:.1} MiB)", w.bytes(), w.bytes() as f64 / (1 << 20) as f64)?;
+    writeln!(out, "chat template:    {}", if gemma.tokenizer.chat_template.builtin { "built-in Gemma" } else { "from the model" })?;
+    writeln!(out, "stop ids:         {:?}", gemma.stop_ids())?;
+    Ok(())
+}

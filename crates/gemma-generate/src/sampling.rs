@@ -1,0 +1,219 @@
+//! Logits processing and sampling, in the order transformers applies them:
+//! repetition penalty, temperature, top-k, top-p, min-p, then a seeded draw.
+
+use crate::rng::Rng;
+use gemma_core::{GemmaError, Result};
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability sums to `top_p`; 1 disables.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one; 0 disables.
+    pub min_p: f32,
+    /// Penalize tokens already in the context (> 1 discourages); 1 disables.
+    pub repetition_penalty: f32,
+    /// Seed of the random draw.
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: 0 }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    /// Check every value is in range.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(GemmaError::invalid("temperature", format!("must be a finite number >= 0, got {}", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(GemmaError::invalid("top_p", format!("must be in (0, 1], got {}", self.top_p)));
+        }
+        if !(self.min_p >= 0.0 && self.min_p < 1.0) {
+            return Err(GemmaError::invalid("min_p", format!("must be in [0, 1), got {}", self.min_p)));
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(GemmaError::invalid("repetition_penalty", format!("must be a finite number > 0, got {}", self.repetition_penalty)));
+        }
+        Ok(())
+    }
+
+    /// True when the choice is deterministic argmax.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+/// Chooses tokens from logits; owns the seeded random stream.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: Rng,
+}
+
+/// Index of the largest value (first one on ties).
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+impl Sampler {
+    /// A sampler with validated parameters.
+    pub fn new(params: SamplingParams) -> Result<Self> {
+        params.validate()?;
+        let rng = Rng::new(params.seed);
+        Ok(Self { params, rng })
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Pick the next token. `logits` (`[vocab]`) is modified in place;
+    /// `context` holds the ids seen so far (for the repetition penalty).
+    pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 {
+            let mut seen = vec![false; logits.len()];
+            for &id in context {
+                if let Some(s) = seen.get_mut(id as usize) {
+                    if !*s {
+                        *s = true;
+                        let l = &mut logits[id as usize];
+                        *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    }
+                }
+            }
+        }
+        if p.is_greedy() {
+            return argmax(logits);
+        }
+        // Candidates sorted by logit, best first; top-k cut before sorting.
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+        if p.top_k > 0 && p.top_k < idx.len() {
+            idx.select_nth_unstable_by(p.top_k - 1, by_logit);
+            idx.truncate(p.top_k);
+        }
+        idx.sort_unstable_by(by_logit);
+        let inv_t = 1.0 / p.temperature as f64;
+        let max = logits[idx[0] as usize] as f64 * inv_t;
+        let mut probs: Vec<f64> = idx.iter().map(|&i| (logits[i as usize] as f64 * inv_t - max).exp()).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= total);
+        let mut keep = probs.len();
+        if p.top_p < 1.0 {
+            let mut cum = 0.0;
+            for (i, &x) in probs.iter().enumerate() {
+                cum += x;
+                if cum >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        if p.min_p > 0.0 {
+            let floor = probs[0] * p.min_p as f64;
+            keep = keep.min(probs.iter().take_while(|&&x| x >= floor).count().max(1));
+        }
+        let mass: f64 = probs[..keep].iter().sum();
+        let mut r = self.rng.next_f64() * mass;
+        for (i, &x) in probs[..keep].iter().enumerate() {
+            r -= x;
+            if r < 0.0 {
+                return idx[i];
+            }
+        }
+        idx[keep - 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(t: f32) -> SamplingParams {
+        SamplingParams { temperature: t, seed: 7, ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_takes_argmax() {
+        let mut s = Sampler::new(params(0.0)).unwrap();
+        assert_eq!(s.sample(&mut [0.1, 3.0, 2.0], &[]), 1);
+    }
+
+    #[test]
+    fn seed_reproduces_and_top_k_one_is_greedy() {
+        let logits = [1.0, 1.1, 0.9, 1.05];
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplingParams { temperature: 1.0, seed, ..Default::default() }).unwrap();
+            (0..50).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+        let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() }).unwrap();
+        for _ in 0..20 {
+            assert_eq!(s.sample(&mut logits.clone(), &[]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_and_min_p_cut_the_tail() {
+        // probabilities ≈ [0.665, 0.245, 0.090]
+        let logits = [2.0, 1.0, 0.0];
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.6, ..Default::default() }).unwrap();
+        for _ in 0..50 {
+            assert_eq!(s.sample(&mut logits.clone(), &[]), 0);
+        }
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, min_p: 0.2, ..Default::default() }).unwrap();
+        for _ in 0..200 {
+            assert_ne!(s.sample(&mut logits.clone(), &[]), 2);
+        }
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_softmax() {
+        let logits = [0.0f32, (2.0f32).ln()];
+        let mut s = Sampler::new(params(1.0)).unwrap();
+        let ones = (0..6000).filter(|_| s.sample(&mut logits.clone(), &[]) == 1).count();
+        assert!((3800..4200).contains(&ones), "{ones}");
+    }
+
+    #[test]
+    fn repetition_penalty_demotes_seen_tokens() {
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() }).unwrap();
+        assert_eq!(s.sample(&mut [1.0, 1.5, -1.0], &[1, 1]), 0);
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        for p in [
+            SamplingParams { temperature: -1.0, ..Default::default() },
+            SamplingParams { temperature: f32::NAN, ..Default::default() },
+            SamplingParams { top_p: 0.0, ..Default::default() },
+            SamplingParams { top_p: 1.5, ..Default::default() },
+            SamplingParams { min_p: 1.0, ..Default::default() },
+            SamplingParams { repetition_penalty: 0.0, ..Default::default() },
+        ] {
+            assert!(Sampler::new(p).is_err());
+        }
+    }
+}
