@@ -56,19 +56,19 @@ pub struct SamplingArgs {
     #[arg(long, short = 'n')]
     pub max_tokens: Option<usize>,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, short = 't')]
+    #[arg(long, short = 't', allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Keep only the K most likely tokens (0: off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_k: Option<usize>,
     /// Nucleus sampling threshold in (0, 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f32>,
     /// Drop tokens below P times the best token's probability.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_p: Option<f32>,
     /// Penalty for tokens already in the context (1: off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
     /// Seed for reproducible sampling (default: random, printed to stderr).
     #[arg(long)]

@@ -1,0 +1,279 @@
+//! The `gemma` binary: happy paths and every kind of bad input. Errors must
+//! name what is wrong, exit non-zero, and never panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
+}
+
+fn gemma(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gemma")).args(args).output().expect("run gemma")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert a clean failure whose message contains every `needle`.
+fn fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+/// A writable copy of a fixture folder.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(testdata(name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn generate_streams_only_the_continuation() {
+    let m = testdata("tiny-gemma3");
+    let o = gemma(&["generate", "-m", path(&m), "-p", "The quick brown fox", "-n", "12", "-t", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(!text.contains("quick brown fox"), "prompt echoed: {text:?}");
+    let lib = gemma::Gemma::load(&m).unwrap().complete("The quick brown fox", 12).unwrap();
+    assert_eq!(text.trim_end_matches('\n'), lib);
+}
+
+#[test]
+fn sampling_flags_and_seed_reproduce() {
+    let m = testdata("tiny-gemma2");
+    let args = ["generate", "-m", path(&m), "-p", "Once upon a time", "-n", "16", "--temperature", "0.9", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.05", "--repeat-penalty", "1.2", "--seed", "5", "--threads", "1"];
+    let (a, b) = (gemma(&args), gemma(&args));
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(stdout(&a), stdout(&b));
+}
+
+#[test]
+fn chat_flag_and_stop_strings_work() {
+    let m = testdata("tiny-gemma1");
+    let o = gemma(&["generate", "-m", path(&m), "-p", "Hello", "--chat", "--system", "Be brief.", "-n", "8", "-t", "0", "--stop", "zzz"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("prompt tokens"));
+}
+
+#[test]
+fn chat_repl_keeps_history_and_resets() {
+    use std::io::Write;
+    let m = testdata("tiny-gemma3");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["chat", "-m", path(&m), "-n", "4", "-t", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\nmore\n/reset\nhi\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("history cleared"), "{err}");
+    // Second turn reuses the first turn's cache; the turn after /reset does not.
+    let turns: Vec<&str> = err.lines().filter(|l| l.contains("prompt tokens")).collect();
+    assert_eq!(turns.len(), 3, "{err}");
+    let computed = |l: &str| -> (usize, usize) {
+        let total = l.trim_start_matches('[').split(' ').next().unwrap().parse().unwrap();
+        let comp = l.split('(').nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        (total, comp)
+    };
+    let (t1, c1) = computed(turns[1]);
+    assert!(c1 < t1, "second turn recomputed the whole history: {}", turns[1]);
+    assert_eq!(turns[0].split(" generated").next(), turns[2].split(" generated").next(), "after /reset the first turn repeats");
+}
+
+#[test]
+fn perplexity_json_matches_transformers() {
+    let m = testdata("tiny-gemma3");
+    let gold: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(m.join("goldens.json")).unwrap()).unwrap();
+    let ids: Vec<String> = gold["ppl_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ids.txt");
+    std::fs::write(&f, ids.join(" ")).unwrap();
+    let ctx = gold["ppl_ctx"].to_string();
+    let o = gemma(&["perplexity", "-m", path(&m), "--tokens", path(&f), "--ctx", &ctx, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("exactly one JSON object");
+    assert_eq!(v["tokens"], gold["ppl_tokens"]);
+    let (got, want) = (v["ppl"].as_f64().unwrap(), gold["ppl"].as_f64().unwrap());
+    assert!((got - want).abs() / want < 1e-5, "{got} vs {want}");
+    assert!((v["nll"].as_f64().unwrap().exp() - got).abs() < 1e-9);
+}
+
+#[test]
+fn perplexity_of_text_file() {
+    let m = testdata("tiny-gemma1");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.txt");
+    std::fs::write(&f, "The quick brown fox jumps over the lazy dog. Paris is the capital of France.").unwrap();
+    let o = gemma(&["perplexity", "-m", path(&m), "--file", path(&f), "--ctx", "8", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v["ppl"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn inspect_reports_architecture_and_sizes() {
+    for (name, family) in [("tiny-gemma1", "Gemma 1"), ("tiny-gemma2-bf16", "Gemma 2"), ("tiny-gemma3-mm-sharded", "Gemma3ForConditionalGeneration")] {
+        let o = gemma(&["inspect", "-m", path(&testdata(name))]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(family), "{out}");
+        assert!(out.contains("parameters:") && out.contains("weight bytes:"), "{out}");
+    }
+    let o = gemma(&["inspect", "-m", path(&testdata("tiny-gemma2-bf16"))]);
+    assert!(stdout(&o).contains("weights dtype:    bf16"));
+    let o = gemma(&["inspect", "-m", path(&testdata("tiny-gemma2-bf16")), "--dtype", "f32"]);
+    assert!(stdout(&o).contains("weights dtype:    f32"));
+}
+
+#[test]
+fn missing_model_folder() {
+    fails_with(&gemma(&["inspect", "-m", "/nonexistent/model"]), &["/nonexistent/model", "not found"]);
+}
+
+#[test]
+fn missing_config_json() {
+    let d = copy_fixture("tiny-gemma3");
+    std::fs::remove_file(d.path().join("config.json")).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["config.json"]);
+}
+
+#[test]
+fn corrupt_config_json() {
+    let d = copy_fixture("tiny-gemma3");
+    std::fs::write(d.path().join("config.json"), "{\"hidden_size\": 48,").unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["config.json", "invalid JSON"]);
+}
+
+#[test]
+fn unknown_architecture() {
+    let d = copy_fixture("tiny-gemma3");
+    let cfg = std::fs::read_to_string(d.path().join("config.json")).unwrap().replace("Gemma3ForCausalLM", "LlamaForCausalLM");
+    std::fs::write(d.path().join("config.json"), cfg).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["LlamaForCausalLM", "supported"]);
+}
+
+#[test]
+fn config_field_with_wrong_type() {
+    let d = copy_fixture("tiny-gemma3");
+    let cfg = std::fs::read_to_string(d.path().join("config.json")).unwrap().replace("\"hidden_size\": 48", "\"hidden_size\": \"48\"");
+    std::fs::write(d.path().join("config.json"), cfg).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["hidden_size", "positive integer"]);
+}
+
+#[test]
+fn truncated_safetensors() {
+    let d = copy_fixture("tiny-gemma3");
+    let f = d.path().join("model.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["model.safetensors", "not a valid safetensors file"]);
+    std::fs::write(&f, &bytes[..5]).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["model.safetensors"]);
+}
+
+#[test]
+fn missing_weights_and_missing_shard() {
+    let d = copy_fixture("tiny-gemma3");
+    std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["model.safetensors"]);
+    let d = copy_fixture("tiny-gemma3-mm-sharded");
+    std::fs::remove_file(d.path().join("model-00002-of-00002.safetensors")).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["model-00002-of-00002.safetensors"]);
+}
+
+#[test]
+fn shape_mismatch_names_tensor_and_shapes() {
+    let d = copy_fixture("tiny-gemma3");
+    let cfg = std::fs::read_to_string(d.path().join("config.json")).unwrap().replace("\"intermediate_size\": 96", "\"intermediate_size\": 64");
+    std::fs::write(d.path().join("config.json"), cfg).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["model.layers.0.mlp.gate_proj.weight", "[96, 48]", "[64, 48]"]);
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let d = copy_fixture("tiny-gemma1");
+    let cfg = std::fs::read_to_string(d.path().join("config.json")).unwrap().replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    std::fs::write(d.path().join("config.json"), cfg).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(d.path())]), &["model.layers.2."]);
+}
+
+#[test]
+fn missing_or_corrupt_tokenizer() {
+    let d = copy_fixture("tiny-gemma3");
+    std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
+    fails_with(&gemma(&["generate", "-m", path(d.path()), "-p", "x"]), &["tokenizer.json"]);
+    std::fs::write(d.path().join("tokenizer.json"), "{not json").unwrap();
+    fails_with(&gemma(&["generate", "-m", path(d.path()), "-p", "x"]), &["tokenizer.json"]);
+}
+
+#[test]
+fn bad_token_ids_in_perplexity_input() {
+    let m = testdata("tiny-gemma3");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ids.txt");
+    std::fs::write(&f, "2 10 11 999999 12").unwrap();
+    fails_with(&gemma(&["perplexity", "-m", path(&m), "--tokens", path(&f), "--ctx", "4"]), &["999999", "out of range"]);
+    std::fs::write(&f, "2 10 eleven").unwrap();
+    fails_with(&gemma(&["perplexity", "-m", path(&m), "--tokens", path(&f)]), &["eleven", "not a token id"]);
+    std::fs::write(&f, "2 10 11").unwrap();
+    fails_with(&gemma(&["perplexity", "-m", path(&m), "--tokens", path(&f), "--ctx", "1"]), &["ctx"]);
+}
+
+#[test]
+fn invalid_utf8_prompts() {
+    let m = testdata("tiny-gemma3");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.txt");
+    std::fs::write(&f, b"caf\xe9 \xff").unwrap();
+    fails_with(&gemma(&["generate", "-m", path(&m), "--prompt-file", path(&f)]), &["bad.txt", "UTF-8"]);
+    fails_with(&gemma(&["perplexity", "-m", path(&m), "--file", path(&f)]), &["bad.txt", "UTF-8"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
+            .args(["generate", "-m", path(&m), "--prompt"])
+            .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+            .output()
+            .unwrap();
+        fails_with(&o, &["UTF-8"]);
+    }
+}
+
+#[test]
+fn out_of_range_sampling_values() {
+    let m = testdata("tiny-gemma3");
+    let m = path(&m);
+    fails_with(&gemma(&["generate", "-m", m, "-p", "x", "--temperature", "-1"]), &["temperature"]);
+    fails_with(&gemma(&["generate", "-m", m, "-p", "x", "--top-p", "1.5"]), &["top_p"]);
+    fails_with(&gemma(&["generate", "-m", m, "-p", "x", "--min-p", "2"]), &["min_p"]);
+    fails_with(&gemma(&["generate", "-m", m, "-p", "x", "--repeat-penalty", "0"]), &["repetition_penalty"]);
+    fails_with(&gemma(&["generate", "-m", m, "-p", "x", "--top-k", "-3"]), &["top-k"]);
+}
+
+#[test]
+fn prompt_longer_than_context() {
+    let m = testdata("tiny-gemma3");
+    let long = "one two three four five ".repeat(200);
+    fails_with(&gemma(&["generate", "-m", path(&m), "-p", &long]), &["context"]);
+}
