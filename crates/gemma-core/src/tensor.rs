@@ -1,10 +1,12 @@
-//! Element types and weight storage. Weights keep their checkpoint dtype in
-//! memory; compute is always f32.
+//! Element types and weight storage. Weights keep their checkpoint type in
+//! memory (float or quantized blocks); compute is always f32.
 
 use half::{bf16, f16};
+use std::sync::Arc;
 
-/// Element type of stored weights.
+/// Element type of stored weights: plain floats or ggml-style quantized blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
 pub enum DType {
     /// 32-bit IEEE float.
     F32,
@@ -12,32 +14,138 @@ pub enum DType {
     F16,
     /// bfloat16, Gemma's reference precision.
     BF16,
+    /// 32 weights: f16 scale + 32 × 4-bit (offset 8).
+    Q4_0,
+    /// 32 weights: f16 scale, f16 min + 32 × 4-bit.
+    Q4_1,
+    /// 32 weights: f16 scale + 32 × 5-bit (offset 16).
+    Q5_0,
+    /// 32 weights: f16 scale, f16 min + 32 × 5-bit.
+    Q5_1,
+    /// 32 weights: f16 scale + 32 × i8.
+    Q8_0,
+    /// 256-weight super-block, 2-bit with 4-bit scales and mins.
+    Q2_K,
+    /// 256-weight super-block, 3-bit with 6-bit scales.
+    Q3_K,
+    /// 256-weight super-block, 4-bit with 6-bit scales and mins.
+    Q4_K,
+    /// 256-weight super-block, 5-bit with 6-bit scales and mins.
+    Q5_K,
+    /// 256-weight super-block, 6-bit with 8-bit scales.
+    Q6_K,
 }
 
+/// Every dtype, in ggml type-id order of appearance.
+pub const ALL_DTYPES: [DType; 13] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+];
+
 impl DType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
+    /// Weights per block (1 for float types).
+    pub fn block_size(self) -> usize {
         match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::F16 | DType::BF16 => 1,
+            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => 32,
+            DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => 256,
         }
     }
 
-    /// Lower-case name as used on the command line and in configs.
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::Q4_0 => 18,
+            DType::Q4_1 => 20,
+            DType::Q5_0 => 22,
+            DType::Q5_1 => 24,
+            DType::Q8_0 => 34,
+            DType::Q2_K => 84,
+            DType::Q3_K => 110,
+            DType::Q4_K => 144,
+            DType::Q5_K => 176,
+            DType::Q6_K => 210,
+        }
+    }
+
+    /// Bytes needed for `n` elements (`n` must be a multiple of the block size).
+    pub fn bytes_for(self, n: usize) -> usize {
+        n / self.block_size() * self.block_bytes()
+    }
+
+    /// True for block-quantized types.
+    pub fn is_quantized(self) -> bool {
+        self.block_size() > 1
+    }
+
+    /// The ggml/GGUF type id.
+    pub fn ggml_id(self) -> u32 {
+        match self {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::Q4_0 => 2,
+            DType::Q4_1 => 3,
+            DType::Q5_0 => 6,
+            DType::Q5_1 => 7,
+            DType::Q8_0 => 8,
+            DType::Q2_K => 10,
+            DType::Q3_K => 11,
+            DType::Q4_K => 12,
+            DType::Q5_K => 13,
+            DType::Q6_K => 14,
+            DType::BF16 => 30,
+        }
+    }
+
+    /// The dtype of a ggml/GGUF type id, if supported.
+    pub fn from_ggml_id(id: u32) -> Option<Self> {
+        ALL_DTYPES.iter().copied().find(|d| d.ggml_id() == id)
+    }
+
+    /// Name as used on the command line and by ggml (`f32`, `q4_k`, …).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
+            DType::Q8_0 => "q8_0",
+            DType::Q2_K => "q2_k",
+            DType::Q3_K => "q3_k",
+            DType::Q4_K => "q4_k",
+            DType::Q5_K => "q5_k",
+            DType::Q6_K => "q6_k",
         }
     }
 
-    /// Round an f32 to this dtype and back (what storing it would do).
+    /// Parse a name (case-insensitive).
+    pub fn from_name(s: &str) -> Option<Self> {
+        let l = s.to_ascii_lowercase();
+        ALL_DTYPES.iter().copied().find(|d| d.name() == l)
+    }
+
+    /// Round an f32 to this float dtype and back (identity for quantized types).
     pub fn round(self, x: f32) -> f32 {
         match self {
-            DType::F32 => x,
             DType::F16 => f16::from_f32(x).to_f32(),
             DType::BF16 => bf16::from_f32(x).to_f32(),
+            _ => x,
         }
     }
 }
@@ -48,7 +156,42 @@ impl std::fmt::Display for DType {
     }
 }
 
-/// Owned, typed element storage.
+/// Raw bytes, owned or borrowed from a shared memory map (no copy).
+#[derive(Clone)]
+pub enum Bytes {
+    /// Owned bytes.
+    Owned(Vec<u8>),
+    /// A range of a memory-mapped file.
+    Mapped {
+        /// The map, shared by every tensor of the file.
+        map: Arc<memmap2::Mmap>,
+        /// Start of the range.
+        start: usize,
+        /// Length of the range.
+        len: usize,
+    },
+}
+
+impl Bytes {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bytes::Owned(v) => write!(f, "Bytes::Owned({} bytes)", v.len()),
+            Bytes::Mapped { len, .. } => write!(f, "Bytes::Mapped({len} bytes)"),
+        }
+    }
+}
+
+/// Typed element storage.
 #[derive(Debug, Clone)]
 pub enum Storage {
     /// f32 elements.
@@ -57,6 +200,16 @@ pub enum Storage {
     F16(Vec<f16>),
     /// bf16 elements.
     BF16(Vec<bf16>),
+    /// Quantized blocks of `dtype`, or float elements kept as raw
+    /// little-endian bytes in a memory map.
+    Raw {
+        /// Element type of the bytes.
+        dtype: DType,
+        /// Number of elements.
+        len: usize,
+        /// The blocks.
+        bytes: Bytes,
+    },
 }
 
 impl Storage {
@@ -66,6 +219,7 @@ impl Storage {
             Storage::F32(_) => DType::F32,
             Storage::F16(_) => DType::F16,
             Storage::BF16(_) => DType::BF16,
+            Storage::Raw { dtype, .. } => *dtype,
         }
     }
 
@@ -75,6 +229,7 @@ impl Storage {
             Storage::F32(v) => v.len(),
             Storage::F16(v) => v.len(),
             Storage::BF16(v) => v.len(),
+            Storage::Raw { len, .. } => *len,
         }
     }
 
@@ -83,52 +238,15 @@ impl Storage {
         self.len() == 0
     }
 
-    /// Copy elements `start..start+out.len()` into `out` as f32.
-    pub fn read_f32(&self, start: usize, out: &mut [f32]) {
-        let end = start + out.len();
-        match self {
-            Storage::F32(v) => out.copy_from_slice(&v[start..end]),
-            Storage::F16(v) => {
-                for (o, x) in out.iter_mut().zip(&v[start..end]) {
-                    *o = x.to_f32();
-                }
-            }
-            Storage::BF16(v) => {
-                for (o, x) in out.iter_mut().zip(&v[start..end]) {
-                    *o = x.to_f32();
-                }
-            }
-        }
-    }
-
-    /// All elements as f32.
-    pub fn to_f32_vec(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.len()];
-        self.read_f32(0, &mut out);
-        out
-    }
-
-    /// Convert to another dtype (rounding to nearest even).
-    pub fn convert(self, dtype: DType) -> Storage {
-        if self.dtype() == dtype {
-            return self;
-        }
-        let v = self.to_f32_vec();
-        match dtype {
-            DType::F32 => Storage::F32(v),
-            DType::F16 => Storage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            DType::BF16 => Storage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
-        }
-    }
-
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.len() * self.dtype().size()
+        self.dtype().bytes_for(self.len())
     }
 }
 
 /// A row-major weight matrix `[rows, cols]`, as a PyTorch `Linear.weight`
-/// (`[out_features, in_features]`).
+/// (`[out_features, in_features]`). For block types, each row is a whole
+/// number of blocks.
 #[derive(Debug, Clone)]
 pub struct Matrix {
     /// Number of rows (output features).
@@ -140,19 +258,21 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    /// Build a matrix; `storage.len()` must equal `rows * cols`.
+    /// Build a matrix; `storage.len()` must equal `rows * cols` and rows
+    /// must be whole blocks.
     pub fn new(rows: usize, cols: usize, storage: Storage) -> Self {
         assert_eq!(storage.len(), rows * cols, "matrix storage does not match its shape");
+        assert_eq!(cols % storage.dtype().block_size(), 0, "matrix rows are not whole blocks");
         Self { rows, cols, storage }
-    }
-
-    /// Copy row `r` into `out` (`[cols]`) as f32.
-    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
-        self.storage.read_f32(r * self.cols, &mut out[..self.cols]);
     }
 
     /// Element type of the stored weights.
     pub fn dtype(&self) -> DType {
         self.storage.dtype()
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.dtype().bytes_for(self.cols)
     }
 }

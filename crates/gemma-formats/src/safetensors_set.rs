@@ -150,6 +150,16 @@ impl SafetensorsSet {
         }
     }
 
+    /// The raw little-endian bytes of a tensor, whatever its dtype.
+    pub fn load_bytes(&self, name: &str) -> Result<Vec<u8>> {
+        let info = self.tensors.get(name).ok_or_else(|| GemmaError::MissingTensor { name: name.to_string() })?;
+        let shard = &self.shards[info.shard];
+        let st = SafeTensors::deserialize(&shard.mmap)
+            .map_err(|e| GemmaError::format(&shard.path, format!("not a valid safetensors file: {e}")))?;
+        let view = st.tensor(name).map_err(|e| GemmaError::format(&shard.path, format!("tensor `{name}`: {e}")))?;
+        Ok(view.data().to_vec())
+    }
+
     /// The dtype a tensor would load as, if supported.
     pub fn dtype_of(&self, name: &str) -> Option<DType> {
         match self.tensors.get(name)?.dtype.as_str() {

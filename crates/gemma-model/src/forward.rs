@@ -107,7 +107,7 @@ impl Model {
         let mut x = vec![0.0; n * hidden];
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut x[t * hidden..(t + 1) * hidden];
-            self.weights.embed.row_f32(tok as usize, row);
+            gemma_quant::read_f32(&self.weights.embed.storage, tok as usize * hidden, row);
             row.iter_mut().for_each(|v| *v *= cfg.embed_scale);
         }
         for (l, lw) in self.weights.layers.iter().enumerate() {

@@ -116,7 +116,10 @@ impl Loader<'_> {
     fn matrix_named(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let mut s = self.raw(name, &[rows, cols])?;
         if let Some(dt) = self.dtype {
-            s = s.convert(dt);
+            if cols % dt.block_size() != 0 {
+                return Err(GemmaError::invalid("dtype", format!("`{name}` has {cols} columns, not a multiple of the {dt} block size {}", dt.block_size())));
+            }
+            s = gemma_quant::convert(s, dt)?;
         }
         Ok(Matrix::new(rows, cols, s))
     }
@@ -129,7 +132,7 @@ impl Loader<'_> {
     /// A norm weight `w`, returned as the gain `1 + w` in f32.
     fn norm(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
         let full = format!("{}{name}", self.prefix);
-        let w = self.raw(&full, &[len])?.to_f32_vec();
+        let w = gemma_quant::to_f32_vec(&self.raw(&full, &[len])?);
         Ok(w.into_iter().map(|x| 1.0 + x).collect())
     }
 }

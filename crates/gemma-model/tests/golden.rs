@@ -29,7 +29,7 @@ fn max_logit_diff(name: &str, margin: f32) -> f32 {
     let mut k = 0;
     while g.info(&format!("seq{k}.ids")).is_some() {
         let toks = ids(&g, &format!("seq{k}.ids"));
-        let want = g.load(&format!("seq{k}.logits")).unwrap().1.to_f32_vec();
+        let want = gemma_quant::to_f32_vec(&g.load(&format!("seq{k}.logits")).unwrap().1);
         let mut cache = model.new_cache();
         let got = model.forward(&toks, &mut cache, LogitsMode::All).unwrap();
         assert_eq!(got.len(), want.len());
