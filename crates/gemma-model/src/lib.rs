@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod config;
 pub mod forward;
+pub mod gguf;
 pub mod hf;
 pub mod variants;
 pub mod weights;

@@ -5,6 +5,7 @@ use crate::config::GemmaConfig;
 use gemma_core::{DType, GemmaError, Matrix, Result, Storage};
 use gemma_formats::SafetensorsSet;
 
+
 /// One transformer block's weights. Norm gains already hold `1 + w` in f32.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
@@ -85,13 +86,123 @@ impl Weights {
     }
 }
 
-/// Prefixes under which Gemma checkpoints store the decoder.
-const PREFIXES: [&str; 4] = ["model.", "language_model.model.", "model.language_model.", ""];
+/// Logical weights of a checkpoint, independent of file naming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Token embedding.
+    Embed,
+    /// Final norm.
+    FinalNorm,
+    /// Untied output head.
+    LmHead,
+    /// Pre-attention norm.
+    AttnNorm,
+    /// Query projection.
+    Q,
+    /// Key projection.
+    K,
+    /// Value projection.
+    V,
+    /// Attention output projection.
+    O,
+    /// Query head norm.
+    QNorm,
+    /// Key head norm.
+    KNorm,
+    /// Norm on the attention output.
+    PostAttnNorm,
+    /// Pre-feed-forward norm.
+    FfnNorm,
+    /// Gate projection.
+    Gate,
+    /// Up projection.
+    Up,
+    /// Down projection.
+    Down,
+    /// Norm on the feed-forward output.
+    PostFfnNorm,
+}
 
-/// Loads tensors by logical name with shape checks and progress reporting.
+/// How a checkpoint format names tensors and stores norms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Hugging Face: `{prefix}layers.N.self_attn.q_proj.weight`, norms hold `w`.
+    HuggingFace {
+        /// Decoder prefix, e.g. `model.` or `language_model.model.`.
+        prefix: &'static str,
+    },
+    /// llama.cpp GGUF: `blk.N.attn_q.weight`, norms already hold `1 + w`.
+    Gguf,
+}
+
+/// Decoder prefixes under which Hugging Face Gemma checkpoints store weights.
+pub const HF_PREFIXES: [&str; 4] = ["model.", "language_model.model.", "model.language_model.", ""];
+
+impl Naming {
+    /// The file's name for a logical weight (of layer `l` for block parts).
+    pub fn name(self, part: Part, l: usize, sandwich: bool) -> String {
+        match self {
+            Naming::HuggingFace { prefix } => {
+                let layer = |s: &str| format!("{prefix}layers.{l}.{s}.weight");
+                match part {
+                    Part::Embed => format!("{prefix}embed_tokens.weight"),
+                    Part::FinalNorm => format!("{prefix}norm.weight"),
+                    Part::LmHead => "lm_head.weight".to_string(),
+                    Part::AttnNorm => layer("input_layernorm"),
+                    Part::Q => layer("self_attn.q_proj"),
+                    Part::K => layer("self_attn.k_proj"),
+                    Part::V => layer("self_attn.v_proj"),
+                    Part::O => layer("self_attn.o_proj"),
+                    Part::QNorm => layer("self_attn.q_norm"),
+                    Part::KNorm => layer("self_attn.k_norm"),
+                    Part::PostAttnNorm => layer("post_attention_layernorm"),
+                    // Gemma 1 calls its pre-FFN norm `post_attention_layernorm`.
+                    Part::FfnNorm if !sandwich => layer("post_attention_layernorm"),
+                    Part::FfnNorm => layer("pre_feedforward_layernorm"),
+                    Part::Gate => layer("mlp.gate_proj"),
+                    Part::Up => layer("mlp.up_proj"),
+                    Part::Down => layer("mlp.down_proj"),
+                    Part::PostFfnNorm => layer("post_feedforward_layernorm"),
+                }
+            }
+            Naming::Gguf => {
+                let layer = |s: &str| format!("blk.{l}.{s}.weight");
+                match part {
+                    Part::Embed => "token_embd.weight".to_string(),
+                    Part::FinalNorm => "output_norm.weight".to_string(),
+                    Part::LmHead => "output.weight".to_string(),
+                    Part::AttnNorm => layer("attn_norm"),
+                    Part::Q => layer("attn_q"),
+                    Part::K => layer("attn_k"),
+                    Part::V => layer("attn_v"),
+                    Part::O => layer("attn_output"),
+                    Part::QNorm => layer("attn_q_norm"),
+                    Part::KNorm => layer("attn_k_norm"),
+                    Part::PostAttnNorm => layer("post_attention_norm"),
+                    Part::FfnNorm => layer("ffn_norm"),
+                    Part::Gate => layer("ffn_gate"),
+                    Part::Up => layer("ffn_up"),
+                    Part::Down => layer("ffn_down"),
+                    Part::PostFfnNorm => layer("post_ffw_norm"),
+                }
+            }
+        }
+    }
+
+    /// True when stored norm weights already include the `+1`.
+    fn norms_hold_one_plus_w(self) -> bool {
+        matches!(self, Naming::Gguf)
+    }
+}
+
+/// A source of named tensors: returns `(shape outermost-first, storage)`.
+pub type TensorSource<'a> = dyn Fn(&str) -> Result<(Vec<usize>, Storage)> + 'a;
+
+/// Loads logical weights with shape checks and progress reporting.
 struct Loader<'a> {
-    set: &'a SafetensorsSet,
-    prefix: &'static str,
+    source: &'a TensorSource<'a>,
+    naming: Naming,
+    sandwich: bool,
     dtype: Option<DType>,
     progress: &'a mut dyn FnMut(usize, usize),
     done: usize,
@@ -99,22 +210,19 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn step(&mut self) {
-        self.done += 1;
-        (self.progress)(self.done, self.total);
-    }
-
     fn raw(&mut self, name: &str, expected: &[usize]) -> Result<Storage> {
-        let (shape, storage) = self.set.load(name)?;
+        let (shape, storage) = (self.source)(name)?;
         if shape != expected {
             return Err(GemmaError::ShapeMismatch { name: name.to_string(), expected: expected.to_vec(), found: shape });
         }
-        self.step();
+        self.done += 1;
+        (self.progress)(self.done, self.total);
         Ok(storage)
     }
 
-    fn matrix_named(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        let mut s = self.raw(name, &[rows, cols])?;
+    fn matrix(&mut self, part: Part, l: usize, rows: usize, cols: usize) -> Result<Matrix> {
+        let name = self.naming.name(part, l, self.sandwich);
+        let mut s = self.raw(&name, &[rows, cols])?;
         if let Some(dt) = self.dtype {
             if cols % dt.block_size() != 0 {
                 return Err(GemmaError::invalid("dtype", format!("`{name}` has {cols} columns, not a multiple of the {dt} block size {}", dt.block_size())));
@@ -124,79 +232,78 @@ impl Loader<'_> {
         Ok(Matrix::new(rows, cols, s))
     }
 
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        let full = format!("{}{name}", self.prefix);
-        self.matrix_named(&full, rows, cols)
-    }
-
-    /// A norm weight `w`, returned as the gain `1 + w` in f32.
-    fn norm(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let full = format!("{}{name}", self.prefix);
-        let w = gemma_quant::to_f32_vec(&self.raw(&full, &[len])?);
-        Ok(w.into_iter().map(|x| 1.0 + x).collect())
+    /// A norm, returned as the gain `1 + w` in f32.
+    fn norm(&mut self, part: Part, l: usize, len: usize) -> Result<Vec<f32>> {
+        let name = self.naming.name(part, l, self.sandwich);
+        let w = gemma_quant::to_f32_vec(&self.raw(&name, &[len])?);
+        Ok(if self.naming.norms_hold_one_plus_w() { w } else { w.into_iter().map(|x| 1.0 + x).collect() })
     }
 }
 
 impl Weights {
-    /// Load every weight `cfg` implies from a safetensors checkpoint.
-    /// `dtype` converts the matrices at load time (None keeps the file's).
+    /// Load every weight `cfg` implies from `source`, named by `naming`.
+    /// `dtype` converts the matrices at load time (None keeps the file's);
     /// `progress(done, total)` is called after each tensor.
+    pub fn load(
+        source: &TensorSource,
+        naming: Naming,
+        cfg: &GemmaConfig,
+        has_lm_head: bool,
+        dtype: Option<DType>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let per_layer = if cfg.qk_norm { 15 } else if cfg.sandwich_norms { 13 } else { 11 };
+        let untied = !cfg.tie_word_embeddings || has_lm_head;
+        let total = 2 + cfg.num_layers() * per_layer + usize::from(untied);
+        let mut ld = Loader { source, naming, sandwich: cfg.sandwich_norms, dtype, progress, done: 0, total };
+        let (h, q, kv, ff, hd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size, cfg.head_dim);
+        let embed = ld.matrix(Part::Embed, 0, cfg.vocab_size, h)?;
+        let mut layers = Vec::with_capacity(cfg.num_layers());
+        for l in 0..cfg.num_layers() {
+            let (post_attn_norm, post_ffn_norm) = if cfg.sandwich_norms {
+                (Some(ld.norm(Part::PostAttnNorm, l, h)?), Some(ld.norm(Part::PostFfnNorm, l, h)?))
+            } else {
+                (None, None)
+            };
+            let (q_norm, k_norm) = if cfg.qk_norm { (Some(ld.norm(Part::QNorm, l, hd)?), Some(ld.norm(Part::KNorm, l, hd)?)) } else { (None, None) };
+            layers.push(LayerWeights {
+                attn_norm: ld.norm(Part::AttnNorm, l, h)?,
+                q: ld.matrix(Part::Q, l, q, h)?,
+                k: ld.matrix(Part::K, l, kv, h)?,
+                v: ld.matrix(Part::V, l, kv, h)?,
+                o: ld.matrix(Part::O, l, h, q)?,
+                q_norm,
+                k_norm,
+                post_attn_norm,
+                ffn_norm: ld.norm(Part::FfnNorm, l, h)?,
+                gate: ld.matrix(Part::Gate, l, ff, h)?,
+                up: ld.matrix(Part::Up, l, ff, h)?,
+                down: ld.matrix(Part::Down, l, h, ff)?,
+                post_ffn_norm,
+            });
+        }
+        let final_norm = ld.norm(Part::FinalNorm, 0, h)?;
+        let lm_head = if untied { Some(ld.matrix(Part::LmHead, 0, cfg.vocab_size, h)?) } else { None };
+        Ok(Self { embed, layers, final_norm, lm_head })
+    }
+
+    /// Load from a Hugging Face safetensors checkpoint.
     pub fn from_safetensors(set: &SafetensorsSet, cfg: &GemmaConfig, dtype: Option<DType>, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
-        let prefix = PREFIXES
+        let prefix = HF_PREFIXES
             .iter()
             .copied()
             .find(|p| set.info(&format!("{p}embed_tokens.weight")).is_some())
             .ok_or_else(|| GemmaError::MissingTensor { name: "model.embed_tokens.weight".into() })?;
-        let per_layer = if cfg.qk_norm { 15 } else if cfg.sandwich_norms { 13 } else { 11 };
-        let total = 2 + cfg.num_layers() * per_layer + usize::from(!cfg.tie_word_embeddings);
-        let mut ld = Loader { set, prefix, dtype, progress, done: 0, total };
-        let (h, q, kv, ff, hd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size, cfg.head_dim);
-        let embed = ld.matrix("embed_tokens.weight", cfg.vocab_size, h)?;
-        let mut layers = Vec::with_capacity(cfg.num_layers());
-        for i in 0..cfg.num_layers() {
-            let p = format!("layers.{i}.");
-            // Gemma 1 calls its pre-FFN norm `post_attention_layernorm`;
-            // Gemma 2/3 use that name for the norm on the attention output.
-            let (post_attn_norm, ffn_norm, post_ffn_norm) = if cfg.sandwich_norms {
-                (
-                    Some(ld.norm(&format!("{p}post_attention_layernorm.weight"), h)?),
-                    ld.norm(&format!("{p}pre_feedforward_layernorm.weight"), h)?,
-                    Some(ld.norm(&format!("{p}post_feedforward_layernorm.weight"), h)?),
-                )
-            } else {
-                (None, ld.norm(&format!("{p}post_attention_layernorm.weight"), h)?, None)
-            };
-            let (q_norm, k_norm) = if cfg.qk_norm {
-                (Some(ld.norm(&format!("{p}self_attn.q_norm.weight"), hd)?), Some(ld.norm(&format!("{p}self_attn.k_norm.weight"), hd)?))
-            } else {
-                (None, None)
-            };
-            layers.push(LayerWeights {
-                attn_norm: ld.norm(&format!("{p}input_layernorm.weight"), h)?,
-                q: ld.matrix(&format!("{p}self_attn.q_proj.weight"), q, h)?,
-                k: ld.matrix(&format!("{p}self_attn.k_proj.weight"), kv, h)?,
-                v: ld.matrix(&format!("{p}self_attn.v_proj.weight"), kv, h)?,
-                o: ld.matrix(&format!("{p}self_attn.o_proj.weight"), h, q)?,
-                q_norm,
-                k_norm,
-                post_attn_norm,
-                ffn_norm,
-                gate: ld.matrix(&format!("{p}mlp.gate_proj.weight"), ff, h)?,
-                up: ld.matrix(&format!("{p}mlp.up_proj.weight"), ff, h)?,
-                down: ld.matrix(&format!("{p}mlp.down_proj.weight"), h, ff)?,
-                post_ffn_norm,
-            });
+        // Multimodal checkpoints keep the head under language_model.
+        let head = ["lm_head.weight", "language_model.lm_head.weight"].into_iter().find(|n| set.info(n).is_some());
+        if !cfg.tie_word_embeddings && head.is_none() {
+            return Err(GemmaError::MissingTensor { name: "lm_head.weight (tie_word_embeddings is false)".into() });
         }
-        let final_norm = ld.norm("norm.weight", h)?;
-        let lm_head = if cfg.tie_word_embeddings {
-            None
-        } else {
-            let name = ["lm_head.weight", "language_model.lm_head.weight"]
-                .into_iter()
-                .find(|n| set.info(n).is_some())
-                .ok_or_else(|| GemmaError::MissingTensor { name: "lm_head.weight (tie_word_embeddings is false)".into() })?;
-            Some(ld.matrix_named(name, cfg.vocab_size, h)?)
+        let source = |name: &str| {
+            let name = if name == "lm_head.weight" { head.unwrap_or(name) } else { name };
+            set.load(name)
         };
-        Ok(Self { embed, layers, final_norm, lm_head })
+        // A tied checkpoint that still ships lm_head: the embedding is the head.
+        Self::load(&source, Naming::HuggingFace { prefix }, cfg, !cfg.tie_word_embeddings, dtype, progress)
     }
 }

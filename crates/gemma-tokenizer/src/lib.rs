@@ -1,7 +1,9 @@
 //! Gemma's tokenizer and chat template.
 
 pub mod chat;
+pub mod spm;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate, GEMMA_CHAT_TEMPLATE};
-pub use tokenizer::GemmaTokenizer;
+pub use spm::{SpmTokenizer, TokenKind};
+pub use tokenizer::{Backend, GemmaTokenizer};

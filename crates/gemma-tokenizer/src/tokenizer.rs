@@ -3,14 +3,24 @@
 //! post-processor, so it is added exactly once.
 
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::spm::{SpmTokenizer, TokenKind};
 use gemma_core::{GemmaError, Result};
 use serde_json::Value;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
+/// The tokenizer implementation behind a [`GemmaTokenizer`].
+#[derive(Debug)]
+pub enum Backend {
+    /// Hugging Face `tokenizer.json` through the `tokenizers` crate.
+    HuggingFace(Box<Tokenizer>),
+    /// SentencePiece vocabulary with scores from GGUF metadata.
+    Spm(SpmTokenizer),
+}
+
 /// A Gemma tokenizer with its special tokens and chat template.
 pub struct GemmaTokenizer {
-    inner: Tokenizer,
+    inner: Backend,
     /// Id of `<bos>`.
     pub bos_id: u32,
     /// The BOS token text (`<bos>`).
@@ -81,42 +91,46 @@ impl GemmaTokenizer {
             None => ChatTemplate::gemma(),
         };
         let add_bos = cfg.get("add_bos_token").and_then(Value::as_bool).unwrap_or(true);
-        Self::from_parts(inner, token_text(cfg.get("bos_token")), token_text(cfg.get("eos_token")), add_bos, chat_template)
+        Self::from_parts(Backend::HuggingFace(Box::new(inner)), token_text(cfg.get("bos_token")), token_text(cfg.get("eos_token")), add_bos, chat_template)
     }
 
-    /// Build from an already loaded `tokenizers::Tokenizer`.
-    pub fn from_parts(inner: Tokenizer, bos: Option<String>, eos: Option<String>, add_bos: bool, chat_template: ChatTemplate) -> Result<Self> {
-        let bos_token = bos.unwrap_or_else(|| "<bos>".to_string());
-        let eos_token = eos.unwrap_or_else(|| "<eos>".to_string());
-        let bos_id = inner
-            .token_to_id(&bos_token)
-            .ok_or_else(|| GemmaError::Tokenizer(format!("BOS token `{bos_token}` is not in the vocabulary")))?;
-        let mut stop_ids = Vec::new();
-        for t in [eos_token.as_str(), "<end_of_turn>"] {
-            if let Some(id) = inner.token_to_id(t) {
-                if !stop_ids.contains(&id) {
-                    stop_ids.push(id);
+    /// Build from a backend and the special-token settings.
+    pub fn from_parts(inner: Backend, bos: Option<String>, eos: Option<String>, add_bos: bool, chat_template: ChatTemplate) -> Result<Self> {
+        let mut t = Self { inner, bos_id: 0, bos_token: String::new(), eos_token: String::new(), stop_ids: Vec::new(), add_bos, chat_template };
+        t.bos_token = bos.unwrap_or_else(|| "<bos>".to_string());
+        t.eos_token = eos.unwrap_or_else(|| "<eos>".to_string());
+        t.bos_id = t.token_to_id(&t.bos_token).ok_or_else(|| GemmaError::Tokenizer(format!("BOS token `{}` is not in the vocabulary", t.bos_token)))?;
+        for name in [t.eos_token.clone(), "<end_of_turn>".to_string()] {
+            if let Some(id) = t.token_to_id(&name) {
+                if !t.stop_ids.contains(&id) {
+                    t.stop_ids.push(id);
                 }
             }
         }
-        Ok(Self { inner, bos_id, bos_token, eos_token, stop_ids, add_bos, chat_template })
+        Ok(t)
     }
 
     /// Number of token ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Backend::HuggingFace(t) => t.get_vocab_size(true),
+            Backend::Spm(t) => t.len(),
+        }
     }
 
     /// Encode text. Control tokens written in the text (`<start_of_turn>`)
     /// become their ids. BOS is prepended when `add_bos` is set and the text
     /// does not already start with it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| GemmaError::Tokenizer(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        if add_bos && enc.get_ids().first() != Some(&self.bos_id) {
+        let body = match &self.inner {
+            Backend::HuggingFace(t) => t.encode(text, false).map_err(|e| GemmaError::Tokenizer(e.to_string()))?.get_ids().to_vec(),
+            Backend::Spm(t) => t.encode(text, true),
+        };
+        let mut ids = Vec::with_capacity(body.len() + 1);
+        if add_bos && body.first() != Some(&self.bos_id) {
             ids.push(self.bos_id);
         }
-        ids.extend_from_slice(enc.get_ids());
+        ids.extend_from_slice(&body);
         Ok(ids)
     }
 
@@ -131,7 +145,10 @@ impl GemmaTokenizer {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= n) {
             return Err(GemmaError::InvalidToken { id: bad, vocab_size: n });
         }
-        self.inner.decode(ids, skip_special).map_err(|e| GemmaError::Tokenizer(e.to_string()))
+        match &self.inner {
+            Backend::HuggingFace(t) => t.decode(ids, skip_special).map_err(|e| GemmaError::Tokenizer(e.to_string())),
+            Backend::Spm(t) => Ok(t.decode(ids, !skip_special)),
+        }
     }
 
     /// Decode generated ids to user-visible text: control tokens (`<bos>`,
@@ -144,26 +161,31 @@ impl GemmaTokenizer {
 
     /// True for special tokens other than byte-fallback ones (`<0x41>`).
     pub fn is_control(&self, id: u32) -> bool {
-        match self.inner.get_added_tokens_decoder().get(&id) {
-            Some(t) if t.special => !(t.content.len() == 6 && t.content.starts_with("<0x") && t.content.ends_with('>')),
-            _ => false,
+        match &self.inner {
+            Backend::HuggingFace(t) => match t.get_added_tokens_decoder().get(&id) {
+                Some(t) if t.special => !(t.content.len() == 6 && t.content.starts_with("<0x") && t.content.ends_with('>')),
+                _ => false,
+            },
+            Backend::Spm(t) => matches!(t.kind(id), Some(TokenKind::Control | TokenKind::Unknown)),
         }
     }
 
     /// The id of a token string, if it is in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.inner {
+            Backend::HuggingFace(t) => t.token_to_id(token),
+            Backend::Spm(t) => t.token_to_id(token),
+        }
     }
 
     /// The string of a token id.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.inner.id_to_token(id)
+        match &self.inner {
+            Backend::HuggingFace(t) => t.id_to_token(id),
+            Backend::Spm(t) => t.id_to_token(id).map(str::to_string),
+        }
     }
 
-    /// True for control tokens (`<bos>`, `<end_of_turn>`, …).
-    pub fn is_special(&self, id: u32) -> bool {
-        self.inner.get_added_tokens_decoder().get(&id).map(|t| t.special).unwrap_or(false)
-    }
 
     /// Render a conversation with the chat template (BOS included by the
     /// template) and append the model-turn opening when asked.
@@ -171,8 +193,8 @@ impl GemmaTokenizer {
         self.chat_template.render(messages, add_generation_prompt, &self.bos_token, &self.eos_token)
     }
 
-    /// The underlying `tokenizers` tokenizer.
-    pub fn inner(&self) -> &Tokenizer {
+    /// The tokenizer implementation.
+    pub fn backend(&self) -> &Backend {
         &self.inner
     }
 }

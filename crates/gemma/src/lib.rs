@@ -22,6 +22,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod gguf_tokenizer;
+
 pub use gemma_core::{DType, GemmaError, Result};
 pub use gemma_generate::{TokenStreamDecoder, 
     generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, SamplingParams,
@@ -60,8 +62,18 @@ impl Gemma {
     }
 
     /// Load with options; `progress(done, total)` follows the weights.
+    /// `path` is a Hugging Face model folder or a GGUF file.
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_file() {
+            if !gemma_formats::is_gguf(path) {
+                return Err(GemmaError::format(path, "not a GGUF file (expected a GGUF file or a Hugging Face model folder)"));
+            }
+            let file = gemma_formats::GgufFile::open(path)?;
+            let model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
+            let tokenizer = gguf_tokenizer::from_gguf(&file)?;
+            return Ok(Self { model, tokenizer, generation_config: GenerationConfig::default(), path: path.to_path_buf() });
+        }
         let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
         let tokenizer = GemmaTokenizer::from_folder(path)?;
         let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;

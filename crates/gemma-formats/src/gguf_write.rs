@@ -1,0 +1,112 @@
+//! GGUF (version 3) writer.
+
+use crate::gguf::{GgufValue, DEFAULT_ALIGNMENT, GGUF_MAGIC};
+use gemma_core::{DType, GemmaError, Result};
+use std::io::{BufWriter, Seek, Write};
+use std::path::Path;
+
+/// A tensor to be written: name, ggml-order dims, type, encoded bytes.
+struct PendingTensor {
+    name: String,
+    dims: Vec<u64>,
+    dtype: DType,
+    data: Vec<u8>,
+}
+
+/// Collects metadata and tensors, then writes one GGUF v3 file.
+#[derive(Default)]
+pub struct GgufWriter {
+    metadata: Vec<(String, GgufValue)>,
+    tensors: Vec<PendingTensor>,
+}
+
+fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn put_value(w: &mut impl Write, v: &GgufValue) -> std::io::Result<()> {
+    match v {
+        GgufValue::U8(x) => w.write_all(&[*x]),
+        GgufValue::I8(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::U16(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::I16(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::U32(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::I32(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::F32(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::Bool(x) => w.write_all(&[*x as u8]),
+        GgufValue::String(s) => put_str(w, s),
+        GgufValue::Array(items) => {
+            let elem = items.first().map_or(4, GgufValue::type_id);
+            w.write_all(&elem.to_le_bytes())?;
+            w.write_all(&(items.len() as u64).to_le_bytes())?;
+            items.iter().try_for_each(|i| put_value(w, i))
+        }
+        GgufValue::U64(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::I64(x) => w.write_all(&x.to_le_bytes()),
+        GgufValue::F64(x) => w.write_all(&x.to_le_bytes()),
+    }
+}
+
+impl GgufWriter {
+    /// An empty file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set a metadata key (later values replace earlier ones).
+    pub fn set(&mut self, key: &str, value: GgufValue) {
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.push((key.to_string(), value));
+    }
+
+    /// Add a tensor: `dims` in ggml order (`dims[0]` = columns), `data`
+    /// already encoded as `dtype`.
+    pub fn add_tensor(&mut self, name: &str, dims: Vec<u64>, dtype: DType, data: Vec<u8>) -> Result<()> {
+        let n: u64 = dims.iter().product();
+        if dtype.bytes_for(n as usize) != data.len() {
+            return Err(GemmaError::invalid("tensor", format!("`{name}`: {} bytes do not hold {n} {dtype} values", data.len())));
+        }
+        self.tensors.push(PendingTensor { name: name.to_string(), dims, dtype, data });
+        Ok(())
+    }
+
+    /// Write the file.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let io = |e| GemmaError::io(path, e);
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut w = BufWriter::new(file);
+        let align = DEFAULT_ALIGNMENT;
+        let mut head = Vec::new();
+        head.extend_from_slice(&GGUF_MAGIC.to_le_bytes());
+        head.extend_from_slice(&3u32.to_le_bytes());
+        head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            put_str(&mut head, k).map_err(io)?;
+            head.extend_from_slice(&v.type_id().to_le_bytes());
+            put_value(&mut head, v).map_err(io)?;
+        }
+        let mut offset = 0u64;
+        for t in &self.tensors {
+            put_str(&mut head, &t.name).map_err(io)?;
+            head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                head.extend_from_slice(&d.to_le_bytes());
+            }
+            head.extend_from_slice(&t.dtype.ggml_id().to_le_bytes());
+            head.extend_from_slice(&offset.to_le_bytes());
+            offset = (offset + t.data.len() as u64).div_ceil(align) * align;
+        }
+        head.resize((head.len() as u64).div_ceil(align) as usize * align as usize, 0);
+        w.write_all(&head).map_err(io)?;
+        for t in &self.tensors {
+            w.write_all(&t.data).map_err(io)?;
+            let pad = (t.data.len() as u64).div_ceil(align) * align - t.data.len() as u64;
+            w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+        }
+        w.flush().map_err(io)?;
+        let _ = w.into_inner().map_err(|e| io(e.into_error()))?.stream_position();
+        Ok(())
+    }
+}

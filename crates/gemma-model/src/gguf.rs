@@ -1,0 +1,127 @@
+//! Loading a model from a llama.cpp GGUF file. GGUF's quirks live here only:
+//! hyperparameter keys, tensor names, norms that already hold `1 + w`, and
+//! values the file omits (filled from the Gemma defaults documented below).
+
+use crate::config::GemmaConfig;
+use crate::forward::Model;
+use crate::variants;
+use crate::weights::{Naming, Weights};
+use gemma_core::{DType, GemmaError, Result, Storage};
+use gemma_formats::{GgufFile, GgufValue};
+use serde_json::{json, Map, Value};
+
+/// Gemma 3's local (sliding-layer) RoPE base; GGUF stores only the global one.
+pub const GEMMA3_LOCAL_ROPE_BASE: f64 = 10_000.0;
+/// Gemma 3's sliding-window pattern (5 local : 1 global) when the file has none.
+pub const GEMMA3_SLIDING_WINDOW_PATTERN: u64 = 6;
+
+/// Translate GGUF hyperparameters into the Hugging Face config vocabulary, so
+/// that one parser ([`GemmaConfig::from_json`]) validates every format.
+pub fn config_json(file: &GgufFile) -> Result<Value> {
+    let arch = file
+        .get("general.architecture")
+        .and_then(GgufValue::as_str)
+        .ok_or_else(|| GemmaError::format(&file.path, "metadata `general.architecture` is missing"))?;
+    let hf_arch = match arch {
+        "gemma" => "GemmaForCausalLM",
+        "gemma2" => "Gemma2ForCausalLM",
+        "gemma3" => "Gemma3ForCausalLM",
+        other => return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3)", file.path.display()))),
+    };
+    let key = |k: &str| format!("{arch}.{k}");
+    let num = |k: &str| -> Result<Option<Value>> {
+        match file.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(|x| Some(json!(x))).ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is not a number", key(k)))),
+        }
+    };
+    let int = |k: &str| -> Result<Option<Value>> {
+        match file.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(json!(x))).ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is not a non-negative integer", key(k)))),
+        }
+    };
+    let embd = file.tensor("token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "token_embd.weight".into() })?;
+    let vocab = *embd.dims.get(1).ok_or_else(|| GemmaError::format(&file.path, "token_embd.weight is not a matrix"))?;
+
+    let mut c = Map::new();
+    c.insert("architectures".into(), json!([hf_arch]));
+    c.insert("vocab_size".into(), json!(vocab));
+    for (hf, gg) in [
+        ("hidden_size", "embedding_length"),
+        ("intermediate_size", "feed_forward_length"),
+        ("num_hidden_layers", "block_count"),
+        ("num_attention_heads", "attention.head_count"),
+        ("num_key_value_heads", "attention.head_count_kv"),
+        ("head_dim", "attention.key_length"),
+        ("max_position_embeddings", "context_length"),
+        ("sliding_window", "attention.sliding_window"),
+    ] {
+        if let Some(v) = int(gg)? {
+            c.insert(hf.into(), v);
+        }
+    }
+    for (hf, gg) in [
+        ("rms_norm_eps", "attention.layer_norm_rms_epsilon"),
+        ("rope_theta", "rope.freq_base"),
+        ("attn_logit_softcapping", "attn_logit_softcapping"),
+        ("final_logit_softcapping", "final_logit_softcapping"),
+    ] {
+        if let Some(v) = num(gg)? {
+            c.insert(hf.into(), v);
+        }
+    }
+    if let Some(v) = file.get(&key("attention.key_length")).and_then(GgufValue::as_u64) {
+        if file.get(&key("attention.value_length")).and_then(GgufValue::as_u64).is_some_and(|vl| vl != v) {
+            return Err(GemmaError::Unsupported("key_length != value_length".into()));
+        }
+    }
+    match file.get(&key("rope.scaling.type")).and_then(GgufValue::as_str) {
+        None | Some("none") => {}
+        Some(kind) => {
+            let factor = num("rope.scaling.factor")?.unwrap_or(json!(1.0));
+            c.insert("rope_scaling".into(), json!({"rope_type": kind, "factor": factor}));
+        }
+    }
+    if arch == "gemma3" {
+        c.insert("rope_local_base_freq".into(), json!(GEMMA3_LOCAL_ROPE_BASE));
+        let pattern = int("attention.sliding_window_pattern")?.unwrap_or(json!(GEMMA3_SLIDING_WINDOW_PATTERN));
+        c.insert("sliding_window_pattern".into(), pattern);
+    }
+    c.insert("tie_word_embeddings".into(), json!(file.tensor("output.weight").is_none()));
+    if let Some(id) = file.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64) {
+        c.insert("bos_token_id".into(), json!(id));
+    }
+    if let Some(id) = file.get("tokenizer.ggml.eos_token_id").and_then(GgufValue::as_u64) {
+        c.insert("eos_token_id".into(), json!([id]));
+    }
+    let mut value = Value::Object(c);
+    // query_pre_attn_scalar is not stored: Gemma 2/3 27B use hidden/heads,
+    // every other size head_dim (as llama.cpp does).
+    if arch != "gemma" {
+        let probe = GemmaConfig::from_json(&value)?;
+        let scalar = match variants::identify(&probe) {
+            Some(v) if v.size == "27B" => (probe.hidden_size / probe.num_heads) as f64,
+            _ => probe.head_dim as f64,
+        };
+        value["query_pre_attn_scalar"] = json!(scalar);
+    }
+    Ok(value)
+}
+
+/// Load config and weights from a GGUF file. Quantized tensors stay
+/// quantized and memory-mapped unless `dtype` asks for a conversion.
+pub fn load_model(file: &GgufFile, dtype: Option<DType>, progress: &mut dyn FnMut(usize, usize)) -> Result<Model> {
+    let config = GemmaConfig::from_json(&config_json(file)?).map_err(|e| match e {
+        GemmaError::Config { field, message } => GemmaError::Config { field: format!("{} (from GGUF metadata): {field}", file.path.display()), message },
+        other => other,
+    })?;
+    let source = |name: &str| -> Result<(Vec<usize>, Storage)> {
+        let t = file.tensor(name).ok_or_else(|| GemmaError::MissingTensor { name: name.to_string() })?;
+        let storage = Storage::Raw { dtype: t.dtype, len: t.elements() as usize, bytes: file.tensor_bytes(t) };
+        Ok((t.shape(), storage))
+    };
+    let has_head = file.tensor("output.weight").is_some();
+    let weights = Weights::load(&source, Naming::Gguf, &config, has_head, dtype, progress)?;
+    Model::new(config, weights)
+}

@@ -1,0 +1,59 @@
+//! A [`GemmaTokenizer`] from GGUF `tokenizer.ggml.*` metadata.
+
+use gemma_core::{GemmaError, Result};
+use gemma_formats::{GgufFile, GgufValue};
+use gemma_tokenizer::{Backend, ChatTemplate, GemmaTokenizer, SpmTokenizer, TokenKind};
+
+fn array<'a>(file: &'a GgufFile, key: &str) -> Result<&'a [GgufValue]> {
+    file.get(key)
+        .ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{key}` is missing")))?
+        .as_array()
+        .ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{key}` is not an array")))
+}
+
+/// Build the tokenizer stored in a GGUF file (SentencePiece model `llama`).
+pub fn from_gguf(file: &GgufFile) -> Result<GemmaTokenizer> {
+    match file.get("tokenizer.ggml.model").and_then(GgufValue::as_str) {
+        Some("llama") => {}
+        Some(other) => return Err(GemmaError::Unsupported(format!("GGUF tokenizer model `{other}` (Gemma files use `llama`, SentencePiece)"))),
+        None => return Err(GemmaError::format(&file.path, "metadata `tokenizer.ggml.model` is missing")),
+    }
+    let bad = |k: &str| GemmaError::format(&file.path, format!("metadata `{k}` has elements of the wrong type"));
+    let tokens = array(file, "tokenizer.ggml.tokens")?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad("tokenizer.ggml.tokens")))
+        .collect::<Result<Vec<_>>>()?;
+    let scores = match file.get("tokenizer.ggml.scores") {
+        Some(_) => array(file, "tokenizer.ggml.scores")?
+            .iter()
+            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| bad("tokenizer.ggml.scores")))
+            .collect::<Result<Vec<_>>>()?,
+        None => vec![0.0; tokens.len()],
+    };
+    let kinds = match file.get("tokenizer.ggml.token_type") {
+        Some(_) => array(file, "tokenizer.ggml.token_type")?
+            .iter()
+            .map(|v| v.as_i64().map(TokenKind::from_id).ok_or_else(|| bad("tokenizer.ggml.token_type")))
+            .collect::<Result<Vec<_>>>()?,
+        None => vec![TokenKind::Normal; tokens.len()],
+    };
+    let flag = |k: &str, default: bool| file.get(k).and_then(GgufValue::as_bool).unwrap_or(default);
+    let name_of = |key: &str| -> Result<Option<String>> {
+        match file.get(key).and_then(GgufValue::as_u64) {
+            None => Ok(None),
+            Some(id) => tokens
+                .get(id as usize)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{key}` = {id} is outside the vocabulary of {}", tokens.len()))),
+        }
+    };
+    let bos = name_of("tokenizer.ggml.bos_token_id")?;
+    let eos = name_of("tokenizer.ggml.eos_token_id")?;
+    let template = match file.get("tokenizer.chat_template").and_then(GgufValue::as_str) {
+        Some(src) => ChatTemplate::new(src)?,
+        None => ChatTemplate::gemma(),
+    };
+    let spm = SpmTokenizer::new(tokens, scores, kinds, flag("tokenizer.ggml.add_space_prefix", false))?;
+    GemmaTokenizer::from_parts(Backend::Spm(spm), bos, eos, flag("tokenizer.ggml.add_bos_token", true), template)
+}
