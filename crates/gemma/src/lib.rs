@@ -23,6 +23,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod gguf_tokenizer;
+pub mod hub;
 
 pub use gemma_core::{DType, GemmaError, Result};
 pub use gemma_generate::{TokenStreamDecoder, 
