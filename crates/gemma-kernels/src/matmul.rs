@@ -4,14 +4,17 @@
 use crate::dot::{dot_bf16, dot_f16, dot_f32};
 use gemma_core::{Matrix, Storage};
 use rayon::prelude::*;
+use crate::qdot::dot_q8;
+use gemma_quant::act::{act_kind, ActQ8};
 use std::cell::RefCell;
 
 /// Elements dequantized at a time by the block-wise dot (a multiple of
 /// every block size).
 const CHUNK: usize = 256;
 
-/// `x · row` for a row of raw blocks (`x.len()` elements), dequantizing one
+/// `x · row` for a row of raw elements (`x.len()` of them), dequantizing one
 /// chunk at a time into a stack buffer: the weights are never expanded.
+/// Used for float rows kept in a memory map.
 pub fn dot_blocks(dtype: gemma_core::DType, row: &[u8], x: &[f32]) -> f32 {
     let mut buf = [0f32; CHUNK];
     let mut sum = 0.0;
@@ -41,6 +44,22 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n == 0 || rows == 0 {
         return;
     }
+    // Quantized weights meet 8-bit activations (as llama.cpp): quantize
+    // each token's activations once.
+    let acts: Vec<ActQ8> = match &w.storage {
+        Storage::Raw { dtype, .. } => match act_kind(*dtype) {
+            Some(kind) => x
+                .chunks_exact(cols)
+                .map(|xt| {
+                    let mut a = ActQ8::default();
+                    a.quantize(kind, xt);
+                    a
+                })
+                .collect(),
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
     // yt: [rows, n], so each task owns a contiguous slice of it.
     let mut yt = vec![0f32; rows * n];
     yt.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, out)| {
@@ -60,7 +79,11 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
             if let Storage::Raw { dtype, bytes, .. } = &w.storage {
                 let rb = w.row_bytes();
                 let row = &bytes.as_slice()[r * rb..(r + 1) * rb];
-                if n == 1 {
+                if !acts.is_empty() {
+                    for (o, a) in out_row.iter_mut().zip(&acts) {
+                        *o = dot_q8(*dtype, row, a);
+                    }
+                } else if n == 1 {
                     out_row[0] = dot_blocks(*dtype, row, x);
                 } else {
                     // Dequantize the row once, then dot it with every token.
@@ -95,7 +118,7 @@ mod tests {
     fn block_matmul_matches_reference_for_every_type() {
         let (rows, cols) = (19, 512);
         let wv: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect();
-        let x: Vec<f32> = (0..3 * cols).map(|i| ((i * 31 % 97) as f32 / 97.0 - 0.5)).collect();
+        let x: Vec<f32> = (0..3 * cols).map(|i| (i * 31 % 97) as f32 / 97.0 - 0.5).collect();
         for dt in ALL_DTYPES {
             let mut raw = Vec::new();
             gemma_quant::quantize(dt, &wv, &mut raw).unwrap();
@@ -104,11 +127,24 @@ mod tests {
                 let mut y = vec![0.0; n * rows];
                 matmul(&x[..n * cols], n, &w, &mut y);
                 for t in 0..n {
+                    let xt = &x[t * cols..(t + 1) * cols];
                     for r in 0..rows {
                         let rb = dt.bytes_for(cols);
-                        let want = gemma_quant::dot_ref(dt, &raw[r * rb..(r + 1) * rb], &x[t * cols..(t + 1) * cols]);
+                        let wr = &raw[r * rb..(r + 1) * rb];
                         let got = y[t * rows + r];
+                        // Exactly the integer reference over 8-bit activations…
+                        let want = match act_kind(dt) {
+                            Some(k) => {
+                                let mut a = ActQ8::default();
+                                a.quantize(k, xt);
+                                gemma_quant::act::dot_q8_ref(dt, wr, &a)
+                            }
+                            None => gemma_quant::dot_ref(dt, wr, xt),
+                        };
                         assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{dt} n={n}: {got} vs {want}");
+                        // …and close to the f32 dot of the dequantized weights.
+                        let exact = gemma_quant::dot_ref(dt, wr, xt);
+                        assert!((got - exact).abs() < 0.02 * exact.abs().max(1.0), "{dt} n={n}: {got} vs {exact}");
                     }
                 }
             }

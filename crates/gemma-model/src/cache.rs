@@ -4,14 +4,73 @@
 
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::forward::MAX_CHUNK;
+use gemma_kernels::dot::{dot_f16, dot_f32};
+use half::f16;
 
-/// Keys and values of one layer. Position `p` lives in slot `p % capacity`.
+/// Element storage of a layer's keys and values.
+#[derive(Debug, Clone)]
+pub enum KvStore {
+    /// Full precision.
+    F32(Vec<f32>),
+    /// Half the memory and bandwidth; llama.cpp's default.
+    F16(Vec<f16>),
+}
+
+impl KvStore {
+    fn len(&self) -> usize {
+        match self {
+            KvStore::F32(v) => v.len(),
+            KvStore::F16(v) => v.len(),
+        }
+    }
+
+    fn resize(&mut self, n: usize) {
+        match self {
+            KvStore::F32(v) => v.resize(n, 0.0),
+            KvStore::F16(v) => v.resize(n, f16::ZERO),
+        }
+    }
+
+    fn write(&mut self, at: usize, x: &[f32]) {
+        match self {
+            KvStore::F32(v) => v[at..at + x.len()].copy_from_slice(x),
+            KvStore::F16(v) => v[at..at + x.len()].iter_mut().zip(x).for_each(|(o, &a)| *o = f16::from_f32(a)),
+        }
+    }
+
+    /// `q · self[at..at+q.len()]`.
+    #[inline]
+    fn dot(&self, at: usize, q: &[f32]) -> f32 {
+        match self {
+            KvStore::F32(v) => dot_f32(q, &v[at..at + q.len()]),
+            KvStore::F16(v) => dot_f16(q, &v[at..at + q.len()]),
+        }
+    }
+
+    /// `out += p * self[at..at+out.len()]`.
+    #[inline]
+    fn axpy(&self, at: usize, p: f32, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            KvStore::F32(v) => out.iter_mut().zip(&v[at..at + n]).for_each(|(o, &x)| *o += p * x),
+            KvStore::F16(v) => out.iter_mut().zip(&v[at..at + n]).for_each(|(o, x)| *o += p * x.to_f32()),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            KvStore::F32(v) => v.len() * 4,
+            KvStore::F16(v) => v.len() * 2,
+        }
+    }
+}
+
+/// Keys and values of one layer, `[slots, kv_dim]` each. Position `p`
+/// lives in slot `p % capacity`.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
-    /// Keys `[slots, kv_dim]`.
-    pub k: Vec<f32>,
-    /// Values `[slots, kv_dim]`.
-    pub v: Vec<f32>,
+    k: KvStore,
+    v: KvStore,
     /// Ring size in positions (`usize::MAX` for a global layer: never wraps).
     pub capacity: usize,
     /// Sliding window (0 for a global layer).
@@ -30,31 +89,29 @@ impl LayerCache {
     fn reserve(&mut self, end: usize) {
         let slots = end.min(self.capacity);
         if self.k.len() < slots * self.kv_dim {
-            self.k.resize(slots * self.kv_dim, 0.0);
-            self.v.resize(slots * self.kv_dim, 0.0);
+            self.k.resize(slots * self.kv_dim);
+            self.v.resize(slots * self.kv_dim);
         }
     }
 
-    /// Key vector at position `pos` `[kv_dim]`.
+    /// `q · key[pos][off..off+q.len()]`.
     #[inline]
-    pub fn key(&self, pos: usize) -> &[f32] {
-        let s = self.slot(pos) * self.kv_dim;
-        &self.k[s..s + self.kv_dim]
+    pub fn key_dot(&self, pos: usize, off: usize, q: &[f32]) -> f32 {
+        self.k.dot(self.slot(pos) * self.kv_dim + off, q)
     }
 
-    /// Value vector at position `pos` `[kv_dim]`.
+    /// `out += p * value[pos][off..off+out.len()]`.
     #[inline]
-    pub fn value(&self, pos: usize) -> &[f32] {
-        let s = self.slot(pos) * self.kv_dim;
-        &self.v[s..s + self.kv_dim]
+    pub fn value_axpy(&self, pos: usize, off: usize, p: f32, out: &mut [f32]) {
+        self.v.axpy(self.slot(pos) * self.kv_dim + off, p, out)
     }
 
-    /// Store key and value rows for position `pos`.
+    /// Store key and value rows (`[kv_dim]` each) for position `pos`.
     pub fn store(&mut self, pos: usize, k: &[f32], v: &[f32]) {
         self.reserve(pos + 1);
         let s = self.slot(pos) * self.kv_dim;
-        self.k[s..s + self.kv_dim].copy_from_slice(k);
-        self.v[s..s + self.kv_dim].copy_from_slice(v);
+        self.k.write(s, k);
+        self.v.write(s, v);
     }
 }
 
@@ -67,14 +124,16 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache shaped for `cfg`.
-    pub fn new(cfg: &GemmaConfig) -> Self {
+    /// An empty cache shaped for `cfg`, keeping keys and values in f16
+    /// when `half` is set (else f32).
+    pub fn new(cfg: &GemmaConfig, half: bool) -> Self {
+        let store = || if half { KvStore::F16(Vec::new()) } else { KvStore::F32(Vec::new()) };
         let layers = cfg
             .layers
             .iter()
             .map(|l| LayerCache {
-                k: Vec::new(),
-                v: Vec::new(),
+                k: store(),
+                v: store(),
                 capacity: match l.attention {
                     AttentionKind::Global => usize::MAX,
                     AttentionKind::Sliding { window } => window + MAX_CHUNK,
@@ -128,6 +187,6 @@ impl KvCache {
 
     /// Bytes currently held.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| (l.k.len() + l.v.len()) * 4).sum()
+        self.layers.iter().map(|l| l.k.bytes() + l.v.bytes()).sum()
     }
 }

@@ -31,6 +31,8 @@ pub struct Model {
     pub weights: Weights,
     /// Inverse RoPE frequencies per layer `[layers][head_dim/2]`.
     inv_freq: Vec<Vec<f32>>,
+    /// Keep the KV cache in f16 (GGUF models, as llama.cpp) instead of f32.
+    pub kv_f16: bool,
 }
 
 impl Model {
@@ -40,12 +42,12 @@ impl Model {
             return Err(GemmaError::config("num_hidden_layers", format!("{} in config, {} in weights", config.num_layers(), weights.layers.len())));
         }
         let inv_freq = config.layers.iter().map(|l| rope_inv_freq(config.head_dim, l.rope_theta, l.rope_linear_factor)).collect();
-        Ok(Self { config, weights, inv_freq })
+        Ok(Self { config, weights, inv_freq, kv_f16: false })
     }
 
     /// A fresh, empty KV cache for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(&self.config)
+        KvCache::new(&self.config, self.kv_f16)
     }
 
     /// Run `tokens` through the model after what `cache` holds, appending to
@@ -190,7 +192,7 @@ impl Model {
             // Keys j with pos - window < j <= pos.
             let first = (pos + 1).saturating_sub(window);
             let mut scores: Vec<f32> = (first..=pos)
-                .map(|j| gemma_kernels::dot::dot_f32(qh, &kv.key(j)[kvh..kvh + hd]) * cfg.attn_scale)
+                .map(|j| kv.key_dot(j, kvh, qh) * cfg.attn_scale)
                 .collect();
             if let Some(cap) = cfg.attn_softcap {
                 softcap(&mut scores, cap);
@@ -198,10 +200,7 @@ impl Model {
             softmax(&mut scores);
             o.iter_mut().for_each(|v| *v = 0.0);
             for (j, p) in (first..=pos).zip(&scores) {
-                let vh = &kv.value(j)[kvh..kvh + hd];
-                for (a, b) in o.iter_mut().zip(vh) {
-                    *a += p * b;
-                }
+                kv.value_axpy(j, kvh, *p, o);
             }
         });
     }

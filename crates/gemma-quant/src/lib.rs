@@ -8,6 +8,7 @@
 //!   Q4_K `{d, dmin, scales[12], qs[128]}`, Q5_K `{d, dmin, scales[12], qh[32], qs[128]}`,
 //!   Q6_K `{ql[128], qh[64], scales[16] as i8, d}` — 256 weights.
 
+pub mod act;
 mod kquants;
 mod legacy;
 

@@ -1,0 +1,197 @@
+//! Quantized weight rows · 8-bit activations: AVX2 paths for the weight
+//! types of the common GGUF files (Q8_0, Q5_0, Q4_K, Q6_K), the scalar
+//! integer references of gemma-quant for the rest, chosen at run time.
+
+use crate::dot::{simd_level, SimdLevel};
+use gemma_core::DType;
+use gemma_quant::act::ActQ8;
+
+/// `row · act` for a row of `w` blocks and its quantized activation row.
+pub fn dot_q8(w: DType, row: &[u8], act: &ActQ8) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        unsafe {
+            match w {
+                DType::Q8_0 => return avx2::dot_q8_0(row, act),
+                DType::Q5_0 => return avx2::dot_q5_0(row, act),
+                DType::Q4_K => return avx2::dot_q4_k(row, act),
+                DType::Q6_K => return avx2::dot_q6_k(row, act),
+                _ => {}
+            }
+        }
+    }
+    let _ = simd_level;
+    gemma_quant::act::dot_q8_ref(w, row, act)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use gemma_quant::act::{scale_min_k4, ActQ8};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    fn f16_at(b: &[u8], i: usize) -> f32 {
+        half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_ps(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_epi32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// Signed i8 × signed i8, 32 lanes, summed pairwise into 8 i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_i8x32(w: __m256i, x: __m256i) -> __m256i {
+        let aw = _mm256_sign_epi8(w, w);
+        let sx = _mm256_sign_epi8(x, w);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q8_0(row: &[u8], a: &ActQ8) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, blk) in row.chunks_exact(34).enumerate() {
+            let w = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+            let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
+            let p = _mm256_cvtepi32_ps(dot_i8x32(w, x));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * a.d[b]), p, acc);
+        }
+        hsum_ps(acc)
+    }
+
+    /// Expand the 32 bits of `qh` to 32 bytes: 0xFF where the bit is set.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bits_to_bytes(qh: u32) -> __m256i {
+        let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+        let v = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
+        let mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe_u64 as i64);
+        let v = _mm256_or_si256(v, mask);
+        _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q5_0(row: &[u8], a: &ActQ8) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let low = _mm_set1_epi8(0xF);
+        for (b, blk) in row.chunks_exact(22).enumerate() {
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            let qs = _mm_loadu_si128(blk.as_ptr().add(6) as *const __m128i);
+            let lo = _mm_and_si128(qs, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
+            let nib = _mm256_set_m128i(hi, lo);
+            let hbit = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+            let w = _mm256_sub_epi8(_mm256_or_si256(nib, hbit), _mm256_set1_epi8(16));
+            let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
+            let p = _mm256_cvtepi32_ps(dot_i8x32(w, x));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * a.d[b]), p, acc);
+        }
+        hsum_ps(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q4_k(row: &[u8], a: &ActQ8) -> f32 {
+        let low = _mm256_set1_epi8(0xF);
+        let mut sum = 0f32;
+        for (b, blk) in row.chunks_exact(144).enumerate() {
+            let dx = a.d[b];
+            let (d, dmin) = (f16_at(blk, 0) * dx, f16_at(blk, 2) * dx);
+            let sc = &blk[4..16];
+            let bs = &a.bsums[16 * b..16 * b + 16];
+            let x = a.qs.as_ptr().add(256 * b);
+            let mut acc = _mm256_setzero_si256();
+            let mut summ = 0i32;
+            for c in 0..4 {
+                let (s1, m1) = scale_min_k4(2 * c, sc);
+                let (s2, m2) = scale_min_k4(2 * c + 1, sc);
+                summ += m1 as i32 * (bs[4 * c] + bs[4 * c + 1]) + m2 as i32 * (bs[4 * c + 2] + bs[4 * c + 3]);
+                let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                let xl = _mm256_loadu_si256(x.add(64 * c) as *const __m256i);
+                let xh = _mm256_loadu_si256(x.add(64 * c + 32) as *const __m256i);
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_set1_epi16(s1 as i16));
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), _mm256_set1_epi16(s2 as i16));
+                acc = _mm256_add_epi32(acc, _mm256_add_epi32(pl, ph));
+            }
+            sum += d * hsum_epi32(acc) as f32 - dmin * summ as f32;
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q6_k(row: &[u8], a: &ActQ8) -> f32 {
+        let m4 = _mm256_set1_epi8(0xF);
+        let m3 = _mm256_set1_epi8(3);
+        let mut sum = 0f32;
+        for (b, blk) in row.chunks_exact(210).enumerate() {
+            let d = f16_at(blk, 208) * a.d[b];
+            let sc = &blk[192..208];
+            let bs = &a.bsums[16 * b..16 * b + 16];
+            let x = a.qs.as_ptr().add(256 * b);
+            let mut acc = _mm256_setzero_si256();
+            // The -32 offset, through the activation sums.
+            let mut offset = 0i32;
+            for j in 0..16 {
+                offset += (sc[j] as i8) as i32 * bs[j];
+            }
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(blk.as_ptr().add(64 * n) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(blk.as_ptr().add(64 * n + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + 32 * n) as *const __m256i);
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)),
+                ];
+                for (g, qv) in q.iter().enumerate() {
+                    // Elements 128n + 32g .. +32: sub-blocks 8n + 2g and 8n + 2g + 1.
+                    let xv = _mm256_loadu_si256(x.add(128 * n + 32 * g) as *const __m256i);
+                    let s0 = (sc[8 * n + 2 * g] as i8) as i16;
+                    let s1 = (sc[8 * n + 2 * g + 1] as i8) as i16;
+                    let scales = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(*qv, xv), scales));
+                }
+            }
+            sum += d * (hsum_epi32(acc) - 32 * offset) as f32;
+        }
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gemma_core::tensor::ALL_DTYPES;
+    use gemma_quant::act::{act_kind, dot_q8_ref};
+
+    #[test]
+    fn fast_paths_match_the_integer_reference() {
+        let n = 1024;
+        let w: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.3).collect();
+        let x: Vec<f32> = (0..n).map(|i| ((i * 53 % 89) as f32 / 89.0 - 0.5) * 4.0).collect();
+        for dt in ALL_DTYPES.into_iter().filter(|d| d.is_quantized()) {
+            let mut row = Vec::new();
+            gemma_quant::quantize(dt, &w, &mut row).unwrap();
+            let mut a = ActQ8::default();
+            a.quantize(act_kind(dt).unwrap(), &x);
+            let (got, want) = (dot_q8(dt, &row, &a), dot_q8_ref(dt, &row, &a));
+            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{dt}: {got} vs {want}");
+        }
+    }
+}
