@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Run Google's Gemma models on CPU.
@@ -25,28 +25,31 @@ pub enum Command {
     Perplexity(PerplexityArgs),
     /// Show a model's architecture, sizes and dtypes.
     Inspect(InspectArgs),
-}
-
-/// Weight dtype chosen at load time.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DTypeArg {
-    /// 32-bit floats.
-    F32,
-    /// bfloat16.
-    Bf16,
-    /// IEEE half.
-    F16,
+    /// Print the token ids of a text (BOS first when the model adds it).
+    Tokenize(TokenizeArgs),
+    /// Turn token ids back into text.
+    Detokenize(DetokenizeArgs),
+    /// Write a quantized GGUF file from a Hugging Face folder or a GGUF file.
+    Quantize(QuantizeArgs),
 }
 
 /// Where the model comes from.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json).
+    /// A GGUF file, a Hugging Face model folder, or a Hub repo id
+    /// (e.g. google/gemma-3-270m-it). Default: the model fetched by
+    /// scripts/fetch-model.sh.
     #[arg(long, short = 'm')]
-    pub model: PathBuf,
-    /// Convert weights to this dtype when loading (default: as stored).
-    #[arg(long, value_enum)]
-    pub dtype: Option<DTypeArg>,
+    pub model: Option<String>,
+    /// Convert weights when loading: f32, bf16, f16, or a quant type
+    /// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<gemma::DType>,
+}
+
+/// Parse a dtype name.
+pub fn parse_dtype(s: &str) -> Result<gemma::DType, String> {
+    gemma::DType::from_name(s).ok_or_else(|| format!("unknown dtype `{s}` (f32, bf16, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k)"))
 }
 
 /// Sampling flags; unset ones come from the model's generation_config.json.
@@ -135,4 +138,51 @@ pub struct PerplexityArgs {
 pub struct InspectArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// `gemma tokenize`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The text.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub text: Option<String>,
+    /// Read the text from a file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Print one JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gemma detokenize`.
+#[derive(Debug, Args)]
+pub struct DetokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Token ids, separated by spaces or commas (a JSON array works too).
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub ids: Option<String>,
+    /// Read the ids from a file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Keep control tokens such as <bos> in the text.
+    #[arg(long)]
+    pub keep_special: bool,
+}
+
+/// `gemma quantize`.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Input: a Hugging Face model folder or a GGUF file.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Output type: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k,
+    /// f16, bf16, f32, or a llama.cpp mix: q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m.
+    #[arg(long = "type", short = 't')]
+    pub qtype: String,
+    /// Output GGUF file.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
 }

@@ -1,9 +1,9 @@
 //! The subcommands: argument handling and printing over the `gemma` library.
 
-use crate::args::{ChatArgs, Command, DTypeArg, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, SamplingArgs};
+use crate::args::{ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, TokenizeArgs};
 use crate::progress;
 use anyhow::{bail, Context, Result};
-use gemma::{ChatMessage, DType, Gemma, GenerateRequest, LoadOptions};
+use gemma::{ChatMessage, Gemma, GenerateRequest, LoadOptions};
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
@@ -14,22 +14,21 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Chat(a) => chat(a),
         Command::Perplexity(a) => perplexity(a),
         Command::Inspect(a) => inspect(a),
+        Command::Tokenize(a) => tokenize(a),
+        Command::Detokenize(a) => detokenize(a),
+        Command::Quantize(a) => quantize(a),
     }
 }
 
 fn load(m: &ModelArgs) -> Result<Gemma> {
-    let dtype = m.dtype.map(|d| match d {
-        DTypeArg::F32 => DType::F32,
-        DTypeArg::Bf16 => DType::BF16,
-        DTypeArg::F16 => DType::F16,
-    });
+    let path = gemma::hub::resolve_model(m.model.as_deref())?;
     let t0 = Instant::now();
     let pb = progress::bar("loading");
-    let gemma = Gemma::load_with(&m.model, &LoadOptions { dtype }, &mut |done, total| {
+    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype }, &mut |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })
-    .with_context(|| format!("cannot load model from {}", m.model.display()))?;
+    .with_context(|| format!("cannot load model from {}", path.display()))?;
     pb.finish_and_clear();
     let c = &gemma.model.config;
     eprintln!(
@@ -240,5 +239,62 @@ fn inspect(a: InspectArgs) -> Result<()> {
     writeln!(out, "weight bytes:     {} ({:.1} MiB)", w.bytes(), w.bytes() as f64 / (1 << 20) as f64)?;
     writeln!(out, "chat template:    {}", if gemma.tokenizer.chat_template.builtin { "built-in Gemma" } else { "from the model" })?;
     writeln!(out, "stop ids:         {:?}", gemma.stop_ids())?;
+    Ok(())
+}
+
+fn read_text(text: &Option<String>, file: &Option<std::path::PathBuf>) -> Result<String> {
+    match (text, file) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("cannot read {} (it must be UTF-8 text)", f.display())),
+        (None, None) => bail!("give the input inline or with --file"),
+    }
+}
+
+fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let text = read_text(&a.text, &a.file)?;
+    let gemma = load(&a.model)?;
+    let ids = gemma.encode_prompt(&text)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ids)?);
+    } else {
+        let words: Vec<String> = ids.iter().map(u32::to_string).collect();
+        println!("{}", words.join(" "));
+    }
+    Ok(())
+}
+
+fn detokenize(a: DetokenizeArgs) -> Result<()> {
+    let raw = read_text(&a.ids, &a.file)?;
+    let ids = raw
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse::<u32>().with_context(|| format!("`{w}` is not a token id")))
+        .collect::<Result<Vec<u32>>>()?;
+    let gemma = load(&a.model)?;
+    let text = if a.keep_special { gemma.tokenizer.decode(&ids, false)? } else { gemma.tokenizer.decode_text(&ids)? };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    let plan = gemma::quantize::QuantPlan::parse(&a.qtype)?;
+    let path = gemma::hub::resolve_model(Some(&a.model))?;
+    let t0 = Instant::now();
+    let pb = progress::bar("quantizing");
+    let report = gemma::quantize::quantize_to_gguf(&path, &plan, &a.out, &mut |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    eprintln!(
+        "wrote {} ({:.1} MiB, {} tensors: {}) in {:.1}s",
+        a.out.display(),
+        report.bytes as f64 / (1 << 20) as f64,
+        report.tensors,
+        report.type_counts.iter().map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", "),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use crate::gguf::{GgufValue, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 use gemma_core::{DType, GemmaError, Result};
-use std::io::{BufWriter, Seek, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// A tensor to be written: name, ggml-order dims, type, encoded bytes.
@@ -76,6 +76,19 @@ impl GgufWriter {
         let io = |e| GemmaError::io(path, e);
         let file = std::fs::File::create(path).map_err(io)?;
         let mut w = BufWriter::new(file);
+        self.write_to(&mut w).map_err(io)?;
+        w.flush().map_err(io)
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out).expect("writing to memory cannot fail");
+        out
+    }
+
+    /// Write the file to any writer.
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
         let align = DEFAULT_ALIGNMENT;
         let mut head = Vec::new();
         head.extend_from_slice(&GGUF_MAGIC.to_le_bytes());
@@ -83,13 +96,13 @@ impl GgufWriter {
         head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
         head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
-            put_str(&mut head, k).map_err(io)?;
+            put_str(&mut head, k)?;
             head.extend_from_slice(&v.type_id().to_le_bytes());
-            put_value(&mut head, v).map_err(io)?;
+            put_value(&mut head, v)?;
         }
         let mut offset = 0u64;
         for t in &self.tensors {
-            put_str(&mut head, &t.name).map_err(io)?;
+            put_str(&mut head, &t.name)?;
             head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
                 head.extend_from_slice(&d.to_le_bytes());
@@ -99,14 +112,37 @@ impl GgufWriter {
             offset = (offset + t.data.len() as u64).div_ceil(align) * align;
         }
         head.resize((head.len() as u64).div_ceil(align) as usize * align as usize, 0);
-        w.write_all(&head).map_err(io)?;
+        w.write_all(&head)?;
         for t in &self.tensors {
-            w.write_all(&t.data).map_err(io)?;
+            w.write_all(&t.data)?;
             let pad = (t.data.len() as u64).div_ceil(align) * align - t.data.len() as u64;
-            w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+            w.write_all(&vec![0u8; pad as usize])?;
         }
-        w.flush().map_err(io)?;
-        let _ = w.into_inner().map_err(|e| io(e.into_error()))?.stream_position();
         Ok(())
     }
+}
+
+/// A small valid GGUF file with every metadata type and a few tensors
+/// (fuzzing seed and test fixture).
+pub fn sample_file() -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", GgufValue::String("gemma3".into()));
+    w.set("u8", GgufValue::U8(7));
+    w.set("i8", GgufValue::I8(-7));
+    w.set("u16", GgufValue::U16(700));
+    w.set("i16", GgufValue::I16(-700));
+    w.set("u32", GgufValue::U32(70000));
+    w.set("i32", GgufValue::I32(-70000));
+    w.set("f32", GgufValue::F32(1.5));
+    w.set("bool", GgufValue::Bool(true));
+    w.set("str", GgufValue::String("héllo".into()));
+    w.set("u64", GgufValue::U64(1 << 40));
+    w.set("i64", GgufValue::I64(-(1 << 40)));
+    w.set("f64", GgufValue::F64(2.25));
+    w.set("arr", GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(2)]));
+    w.set("nested", GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::String("a".into())]), GgufValue::Array(vec![])]));
+    let f: Vec<u8> = (0..64u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    w.add_tensor("a.weight", vec![32, 2], DType::F32, f).expect("valid tensor");
+    w.add_tensor("b.weight", vec![32], DType::Q8_0, vec![0u8; 34]).expect("valid tensor");
+    w.to_bytes()
 }

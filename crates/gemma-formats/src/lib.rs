@@ -1,6 +1,7 @@
 //! Checkpoint formats. Knows nothing of Gemma: it maps files and hands out
 //! named, typed tensors and metadata.
 
+pub mod fuzz;
 pub mod gguf;
 pub mod gguf_write;
 pub mod safetensors_set;

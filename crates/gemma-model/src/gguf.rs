@@ -84,7 +84,8 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         }
     }
     if arch == "gemma3" {
-        c.insert("rope_local_base_freq".into(), json!(GEMMA3_LOCAL_ROPE_BASE));
+        let local = num("rope.freq_base_swa")?.unwrap_or(json!(GEMMA3_LOCAL_ROPE_BASE));
+        c.insert("rope_local_base_freq".into(), local);
         let pattern = int("attention.sliding_window_pattern")?.unwrap_or(json!(GEMMA3_SLIDING_WINDOW_PATTERN));
         c.insert("sliding_window_pattern".into(), pattern);
     }

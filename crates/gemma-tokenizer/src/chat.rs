@@ -50,6 +50,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     /// True when this is the built-in Gemma template (the model shipped none).
     pub builtin: bool,
+    /// The Jinja source.
+    pub source: String,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -79,8 +81,8 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned("chat", source).map_err(|e| GemmaError::Template(format!("cannot parse: {e}")))?;
-        Ok(Self { env, builtin })
+        env.add_template_owned("chat", source.clone()).map_err(|e| GemmaError::Template(format!("cannot parse: {e}")))?;
+        Ok(Self { env, builtin, source })
     }
 
     /// Render a conversation. `add_generation_prompt` appends the opening of

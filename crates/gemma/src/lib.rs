@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub mod gguf_tokenizer;
 pub mod hub;
+pub mod quantize;
 
 pub use gemma_core::{DType, GemmaError, Result};
 pub use gemma_generate::{TokenStreamDecoder, 
