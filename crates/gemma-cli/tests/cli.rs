@@ -277,3 +277,74 @@ fn prompt_longer_than_context() {
     let long = "one two three four five ".repeat(200);
     fails_with(&gemma(&["generate", "-m", path(&m), "-p", &long]), &["context"]);
 }
+
+#[test]
+fn tokenize_and_detokenize_round_trip() {
+    let m = testdata("tiny-gemma3");
+    let o = gemma(&["tokenize", "-m", path(&m), "--text", "<start_of_turn>user\nThe quick brown fox", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ids: Vec<u32> = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(ids[0], 2, "BOS first");
+    assert_eq!(ids[1], 5, "<start_of_turn> is one control token");
+    let plain = gemma(&["tokenize", "-m", path(&m), "--text", "The quick brown fox"]);
+    let words: Vec<String> = stdout(&plain).split_whitespace().map(str::to_string).collect();
+    let o = gemma(&["detokenize", "-m", path(&m), "--ids", &words.join(" ")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "The quick brown fox\n");
+    let o = gemma(&["detokenize", "-m", path(&m), "--ids", &format!("[{}]", words.join(", ")), "--keep-special"]);
+    assert_eq!(stdout(&o), "<bos>The quick brown fox\n");
+    fails_with(&gemma(&["detokenize", "-m", path(&m), "--ids", "2 99999"]), &["99999", "out of range"]);
+    fails_with(&gemma(&["detokenize", "-m", path(&m), "--ids", "2 x"]), &["`x` is not a token id"]);
+}
+
+#[test]
+fn missing_default_model_says_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["generate", "-p", "hi"])
+        .env("GEMMA_CACHE", dir.path())
+        .output()
+        .unwrap();
+    fails_with(&o, &["scripts/fetch-model.sh", "--model"]);
+}
+
+#[test]
+fn hub_repo_id_offline_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["inspect", "-m", "google/gemma-3-270m-it"])
+        .env("HF_HOME", dir.path())
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    fails_with(&o, &["google/gemma-3-270m-it", "Hugging Face Hub", "offline"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["inspect", "-m", "google/gemma-3-270m-it"])
+        .env("HF_HOME", dir.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    fails_with(&o, &["HF_HUB_OFFLINE"]);
+}
+
+#[test]
+fn quantize_command_and_bad_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.gguf");
+    let o = gemma(&["quantize", "-m", path(&testdata("tiny-gemma2")), "--type", "q8_0", "-o", path(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("q8_0"));
+    let o = gemma(&["generate", "-m", path(&out), "-p", "The quick", "-n", "5", "-t", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    fails_with(&gemma(&["quantize", "-m", path(&testdata("tiny-gemma2")), "--type", "q9", "-o", path(&out)]), &["q9"]);
+    // Bad GGUF inputs.
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00").unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(&bad)]), &["bad.gguf", "past the end"]);
+    std::fs::write(&bad, b"NOTAGGUFFILE").unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(&bad)]), &["bad.gguf", "not a GGUF file"]);
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&gemma(&["inspect", "-m", path(&bad)]), &["bad.gguf", "truncated"]);
+    fails_with(&gemma(&["inspect", "-m", path(&testdata("tiny-gemma3")), "--dtype", "q8_0"]), &["block size"]);
+}

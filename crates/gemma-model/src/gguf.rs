@@ -97,17 +97,24 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         c.insert("eos_token_id".into(), json!([id]));
     }
     let mut value = Value::Object(c);
-    // query_pre_attn_scalar is not stored: Gemma 2/3 27B use hidden/heads,
-    // every other size head_dim (as llama.cpp does).
+    // A file may state the scale itself as `{arch}.attention.scale`.
     if arch != "gemma" {
-        let probe = GemmaConfig::from_json(&value)?;
-        let scalar = match variants::identify(&probe) {
-            Some(v) if v.size == "27B" => (probe.hidden_size / probe.num_heads) as f64,
-            _ => probe.head_dim as f64,
+        let scalar = match num("attention.scale")?.and_then(|v| v.as_f64()) {
+            Some(scale) if scale > 0.0 => 1.0 / (scale * scale),
+            _ => default_query_pre_attn_scalar(&GemmaConfig::from_json(&value)?),
         };
         value["query_pre_attn_scalar"] = json!(scalar);
     }
     Ok(value)
+}
+
+/// The `query_pre_attn_scalar` a GGUF file implies when it states none:
+/// Gemma 2/3 27B use hidden/heads, every other size head_dim (as llama.cpp).
+pub fn default_query_pre_attn_scalar(cfg: &GemmaConfig) -> f64 {
+    match variants::identify(cfg) {
+        Some(v) if v.size == "27B" => (cfg.hidden_size / cfg.num_heads) as f64,
+        _ => cfg.head_dim as f64,
+    }
 }
 
 /// Load config and weights from a GGUF file. Quantized tensors stay

@@ -140,6 +140,12 @@ pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &m
             }
         }
     }
+    if c.family != Family::Gemma1 {
+        let scalar = c.attn_scale.powi(-2) as f64;
+        if (scalar - gemma_model::gguf::default_query_pre_attn_scalar(c)).abs() > 1e-3 {
+            w.set(&k("attention.scale"), GgufValue::F32(c.attn_scale));
+        }
+    }
     if let Some(cap) = c.attn_softcap {
         w.set(&k("attn_logit_softcapping"), GgufValue::F32(cap));
     }

@@ -178,3 +178,25 @@ fn exact_path_matches_transformers_on_real_weights() {
         assert_eq!(best, top10[t * 10], "argmax at position {t}");
     }
 }
+
+/// Re-quantizing the real model to Q8_0 costs little perplexity, and the file
+/// loads back; `--dtype q8_0` at load time does the same in memory.
+#[test]
+fn requantized_real_model_keeps_its_perplexity() {
+    let Some(g) = model() else { return };
+    let text = std::fs::read_to_string(testdata("ppl.txt")).unwrap();
+    let toks = g.tokenizer.encode(&text, false).unwrap();
+    let windows = gemma::windows_with_bos(&toks[..300], g.tokenizer.bos_id, 512).unwrap();
+    let base = gemma::perplexity(&g.model, &windows, &mut |_, _| {}).unwrap().ppl;
+    let out = std::env::temp_dir().join(format!("gemma-real-q8-{}.gguf", std::process::id()));
+    let plan = gemma::quantize::QuantPlan::parse("q8_0").unwrap();
+    gemma::quantize::quantize_to_gguf(&gemma::hub::default_model_path(), &plan, &out, &mut |_, _| {}).unwrap();
+    let q = Gemma::load(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let p_file = gemma::perplexity(&q.model, &windows, &mut |_, _| {}).unwrap().ppl;
+    let mem = Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::Q8_0) }, &mut |_, _| {}).unwrap();
+    let p_mem = gemma::perplexity(&mem.model, &windows, &mut |_, _| {}).unwrap().ppl;
+    eprintln!("perplexity (300 tokens): original {base:.3}, quantize q8_0 {p_file:.3}, --dtype q8_0 {p_mem:.3}");
+    assert!((p_file / base - 1.0).abs() < 0.02, "{p_file} vs {base}");
+    assert!((p_mem - p_file).abs() < 1e-6 * p_file, "same blocks either way");
+}
