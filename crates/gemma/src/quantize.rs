@@ -30,13 +30,16 @@ impl QuantPlan {
         let l = s.to_ascii_lowercase();
         let mix = |base, more, embed| Ok(Self { base, more_bits: more, embed, name: l.clone() });
         match l.as_str() {
-            "q4_k_m" => mix(DType::Q4_K, Some(DType::Q6_K), DType::Q8_0),
-            "q4_k_s" => mix(DType::Q4_K, None, DType::Q8_0),
-            "q5_k_m" => mix(DType::Q5_K, Some(DType::Q6_K), DType::Q8_0),
-            "q5_k_s" => mix(DType::Q5_K, None, DType::Q8_0),
-            "q3_k_m" => mix(DType::Q3_K, Some(DType::Q5_K), DType::Q8_0),
-            "q2_k" => mix(DType::Q2_K, Some(DType::Q4_K), DType::Q8_0),
+            "q4_k_m" => mix(DType::Q4_K, Some(DType::Q6_K), DType::Q6_K),
+            "q4_k_s" => mix(DType::Q4_K, None, DType::Q6_K),
+            "q5_k_m" => mix(DType::Q5_K, Some(DType::Q6_K), DType::Q6_K),
+            "q5_k_s" => mix(DType::Q5_K, None, DType::Q6_K),
+            "q3_k_m" => mix(DType::Q3_K, Some(DType::Q5_K), DType::Q6_K),
+            "q2_k" => mix(DType::Q2_K, Some(DType::Q4_K), DType::Q6_K),
+            // As llama.cpp: the (tied) output head gets Q6_K unless the
+            // whole file is Q8_0 or float.
             _ => match DType::from_name(&l) {
+                Some(d) if d.is_quantized() && d != DType::Q8_0 => mix(d, None, DType::Q6_K),
                 Some(d) => mix(d, None, d),
                 None => Err(GemmaError::invalid(
                     "type",

@@ -12,7 +12,9 @@ fn testdata(name: &str) -> PathBuf {
 #[test]
 fn plans_and_fallbacks() {
     let p = QuantPlan::parse("Q4_K_M").unwrap();
-    assert_eq!((p.base, p.more_bits, p.embed), (DType::Q4_K, Some(DType::Q6_K), DType::Q8_0));
+    assert_eq!((p.base, p.more_bits, p.embed), (DType::Q4_K, Some(DType::Q6_K), DType::Q6_K));
+    assert_eq!(QuantPlan::parse("q4_0").unwrap().embed, DType::Q6_K);
+    assert_eq!(QuantPlan::parse("f16").unwrap().embed, DType::F16);
     assert_eq!(QuantPlan::parse("q8_0").unwrap().base, DType::Q8_0);
     assert!(QuantPlan::parse("q9_9").unwrap_err().to_string().contains("q9_9"));
     assert_eq!(fallback(DType::Q4_K, 640), DType::Q5_0);
