@@ -31,6 +31,8 @@ pub enum Command {
     Detokenize(DetokenizeArgs),
     /// Write a quantized GGUF file from a Hugging Face folder or a GGUF file.
     Quantize(QuantizeArgs),
+    /// Measure prompt-processing and generation speed (like llama-bench).
+    Bench(BenchArgs),
 }
 
 /// Where the model comes from.
@@ -185,4 +187,23 @@ pub struct QuantizeArgs {
     /// Output GGUF file.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
+}
+
+/// `gemma bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt lengths to test (comma-separated; 0 skips).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test (comma-separated; 0 skips).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Repetitions of each test (after one warm-up).
+    #[arg(short = 'r', long, default_value_t = 5)]
+    pub reps: usize,
+    /// Print one JSON array with llama-bench's field names.
+    #[arg(long)]
+    pub json: bool,
 }

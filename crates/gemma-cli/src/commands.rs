@@ -1,6 +1,6 @@
 //! The subcommands: argument handling and printing over the `gemma` library.
 
-use crate::args::{ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, TokenizeArgs};
+use crate::args::{BenchArgs, ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, TokenizeArgs};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use gemma::{ChatMessage, Gemma, GenerateRequest, LoadOptions};
@@ -17,6 +17,7 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Tokenize(a) => tokenize(a),
         Command::Detokenize(a) => detokenize(a),
         Command::Quantize(a) => quantize(a),
+        Command::Bench(a) => bench(a),
     }
 }
 
@@ -296,5 +297,68 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         report.type_counts.iter().map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", "),
         t0.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let gemma = load(&a.model)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let threads = rayon::current_num_threads();
+    let mut results = Vec::new();
+    for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
+        results.push(gemma::bench::bench_prompt(&gemma, p, a.reps.max(1))?);
+    }
+    for &n in a.n_gen.iter().filter(|&&n| n > 0) {
+        results.push(gemma::bench::bench_gen(&gemma, n, a.reps.max(1))?);
+    }
+    let path = gemma.path.display().to_string();
+    let size = gemma.model.weights.bytes();
+    let params = gemma.model.weights.parameter_count();
+    let rss = gemma::bench::peak_rss_bytes();
+    if a.json {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                let (avg_ts, stddev_ts) = r.ts_mean_std();
+                let (avg_s, stddev_s) = r.s_mean_std();
+                serde_json::json!({
+                    "build_commit": env!("CARGO_PKG_VERSION"),
+                    "model_filename": path,
+                    "model_type": format!("{} {}", gemma.model.config.family.name(), gemma.model.weights.dtype()),
+                    "model_size": size,
+                    "model_n_params": params,
+                    "n_threads": threads,
+                    "n_prompt": r.n_prompt,
+                    "n_gen": r.n_gen,
+                    "avg_ns": (avg_s * 1e9) as u64,
+                    "stddev_ns": (stddev_s * 1e9) as u64,
+                    "avg_ts": avg_ts,
+                    "stddev_ts": stddev_ts,
+                    "samples_ns": r.samples_s.iter().map(|s| (s * 1e9) as u64).collect::<Vec<_>>(),
+                    "samples_ts": r.samples_ts(),
+                    "load_time_s": load_s,
+                    "peak_rss_bytes": rss,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!("| model | size | params | threads | test | t/s |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for r in &results {
+        let (m, s) = r.ts_mean_std();
+        let test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
+        println!(
+            "| {} {} | {:.2} MiB | {:.2} M | {threads} | {test} | {m:.2} ± {s:.2} |",
+            gemma.model.config.family.name(),
+            gemma.model.weights.dtype(),
+            size as f64 / (1 << 20) as f64,
+            params as f64 / 1e6
+        );
+    }
+    println!();
+    println!("load time {load_s:.2} s, peak RSS {}", rss.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)));
     Ok(())
 }

@@ -348,3 +348,22 @@ fn quantize_command_and_bad_inputs() {
     fails_with(&gemma(&["inspect", "-m", path(&bad)]), &["bad.gguf", "truncated"]);
     fails_with(&gemma(&["inspect", "-m", path(&testdata("tiny-gemma3")), "--dtype", "q8_0"]), &["block size"]);
 }
+
+#[test]
+fn bench_prints_a_table_and_llama_bench_json() {
+    let m = testdata("tiny-gemma3");
+    let o = gemma(&["bench", "-m", path(&m), "-p", "16,32", "-n", "8", "-r", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("pp16") && out.contains("pp32") && out.contains("tg8") && out.contains("peak RSS"), "{out}");
+    let o = gemma(&["bench", "-m", path(&m), "-p", "16", "-n", "8", "-r", "3", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for key in ["n_prompt", "n_gen", "n_threads", "avg_ts", "stddev_ts", "samples_ts", "model_filename", "model_size"] {
+        assert!(rows[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(rows[0]["n_prompt"], 16);
+    assert_eq!(rows[1]["n_gen"], 8);
+    assert_eq!(rows[1]["samples_ts"].as_array().unwrap().len(), 3);
+}

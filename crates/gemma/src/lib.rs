@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod bench;
 pub mod gguf_tokenizer;
 pub mod hub;
 pub mod quantize;

@@ -1,0 +1,102 @@
+//! Throughput measurement in the spirit of llama-bench: prompt processing
+//! (`pp`: one forward over N prompt tokens from an empty cache) and text
+//! generation (`tg`: N single-token forwards from an empty cache), each
+//! repeated after a warm-up, reported as tokens per second.
+
+use crate::{Gemma, LogitsMode, Result};
+use std::time::Instant;
+
+/// One measured test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    /// Prompt tokens per repetition (0 for a generation test).
+    pub n_prompt: usize,
+    /// Generated tokens per repetition (0 for a prompt test).
+    pub n_gen: usize,
+    /// Seconds of each repetition.
+    pub samples_s: Vec<f64>,
+}
+
+impl BenchResult {
+    /// Tokens per repetition.
+    pub fn tokens(&self) -> usize {
+        self.n_prompt + self.n_gen
+    }
+
+    /// Tokens per second of each repetition.
+    pub fn samples_ts(&self) -> Vec<f64> {
+        self.samples_s.iter().map(|s| self.tokens() as f64 / s).collect()
+    }
+
+    /// Mean and sample standard deviation of tokens per second.
+    pub fn ts_mean_std(&self) -> (f64, f64) {
+        mean_std(&self.samples_ts())
+    }
+
+    /// Mean and sample standard deviation of seconds.
+    pub fn s_mean_std(&self) -> (f64, f64) {
+        mean_std(&self.samples_s)
+    }
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+/// Deterministic pseudo-random prompt ids (as llama-bench, content does not matter).
+fn prompt_ids(g: &Gemma, n: usize) -> Vec<u32> {
+    let vocab = g.model.config.vocab_size as u64;
+    // Skip the control tokens at the start of the vocabulary.
+    let lo = if vocab > 2000 { 1000 } else { vocab.min(8) - 1 };
+    let mut s = 0x2545F4914F6CDD1Du64;
+    std::iter::once(g.tokenizer.bos_id)
+        .chain((1..n).map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (lo + s % (vocab - lo)) as u32
+        }))
+        .collect()
+}
+
+/// Time `n` prompt tokens in one forward: a warm-up, then `reps` repetitions.
+pub fn bench_prompt(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
+    let ids = prompt_ids(g, n);
+    let run = || -> Result<f64> {
+        let mut cache = g.model.new_cache();
+        let t = Instant::now();
+        g.model.forward(&ids, &mut cache, LogitsMode::Last)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run()?;
+    let samples_s = (0..reps).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    Ok(BenchResult { n_prompt: n, n_gen: 0, samples_s })
+}
+
+/// Time `n` single-token decode steps from an empty cache.
+pub fn bench_gen(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
+    let ids = prompt_ids(g, n);
+    let run = || -> Result<f64> {
+        let mut cache = g.model.new_cache();
+        let t = Instant::now();
+        for &id in &ids {
+            g.model.forward(&[id], &mut cache, LogitsMode::Last)?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run()?;
+    let samples_s = (0..reps).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    Ok(BenchResult { n_prompt: 0, n_gen: n, samples_s })
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

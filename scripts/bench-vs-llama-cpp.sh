@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# gemma-rs vs llama.cpp on the same GGUF, same threads, same prompt and
+# generation lengths, runs alternating between the engines; prints each
+# figure side by side with the ratio gemma-rs / llama.cpp.
+#   scripts/bench-vs-llama-cpp.sh [MODEL.gguf] [THREADS=2] [N_PROMPT=512] [N_GEN=128] [ROUNDS=3]
+# llama.cpp comes from llama-cpp-python (PyPI), installed into
+# $LLAMA_VENV (default ~/.cache/gemma-rs/venv-llama) if missing: that
+# compiles llama.cpp, about 12 minutes on 2 cores, once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL="${1:-$(scripts/fetch-model.sh)}"
+THREADS="${2:-2}"; NP="${3:-512}"; NG="${4:-128}"; ROUNDS="${5:-3}"
+VENV="${LLAMA_VENV:-${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}/venv-llama}"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "installing llama-cpp-python into $VENV (compiles llama.cpp; ~12 min once)..." >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q llama-cpp-python
+fi
+cargo build --release -q -p gemma-cli
+OUT="$(mktemp -d)"
+for r in $(seq "$ROUNDS"); do
+  target/release/gemma bench -m "$MODEL" --threads "$THREADS" -p "$NP" -n "$NG" -r 2 --json 2>/dev/null > "$OUT/gemma.$r.json"
+  "$VENV/bin/python" scripts/bench_llama_cpp.py "$MODEL" "$THREADS" "$NP" "$NG" 2 > "$OUT/llama.$r.json"
+done
+python3 - "$OUT" "$ROUNDS" "$MODEL" "$THREADS" <<'PY'
+import json, statistics, sys, os, subprocess
+out, rounds, model, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def samples(engine):
+    acc = {}
+    for r in range(1, rounds + 1):
+        for row in json.load(open(os.path.join(out, f"{engine}.{r}.json"))):
+            key = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+            acc.setdefault(key, []).extend(row["samples_ts"])
+    return acc
+g, l = samples("gemma"), samples("llama")
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+print(f"model {os.path.basename(model)}, {threads} threads, {rounds} alternating rounds, commit {commit}\n")
+print("| test | gemma-rs t/s | llama.cpp t/s | ratio |")
+print("| --- | ---: | ---: | ---: |")
+for k in g:
+    gm, lm = statistics.median(g[k]), statistics.median(l[k])
+    print(f"| {k} | {gm:.1f} ± {statistics.pstdev(g[k]):.1f} | {lm:.1f} ± {statistics.pstdev(l[k]):.1f} | {gm / lm:.2f} |")
+PY

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""llama.cpp's speed on a GGUF file, measured like `gemma bench` (pp: one
+batch of N prompt tokens from an empty cache; tg: N single-token decode
+steps), through llama-cpp-python. Prints one JSON array with llama-bench's
+field names. Usage: bench_llama_cpp.py MODEL THREADS N_PROMPT N_GEN REPS"""
+import json
+import statistics
+import sys
+import time
+
+from llama_cpp import Llama
+
+model, threads, n_prompt, n_gen, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+llm = Llama(model, n_ctx=max(n_prompt, n_gen) + 8, n_batch=max(n_prompt, 1), n_ubatch=max(n_prompt, 1), n_threads=threads,
+            n_threads_batch=threads, verbose=False)
+ids = [llm.token_bos()] + [1000 + (i * 7919) % 200000 for i in range(max(n_prompt, n_gen))]
+
+
+def pp():
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(ids[:n_prompt])
+    return time.perf_counter() - t
+
+
+def tg():
+    llm.reset()
+    t = time.perf_counter()
+    for i in range(n_gen):
+        llm.eval([ids[i]])
+    return time.perf_counter() - t
+
+
+rows = []
+for n, fn, kind in [(n_prompt, pp, "pp"), (n_gen, tg, "tg")]:
+    if n == 0:
+        continue
+    fn()  # warm-up
+    s = [fn() for _ in range(reps)]
+    ts = [n / x for x in s]
+    rows.append({"n_prompt": n if kind == "pp" else 0, "n_gen": n if kind == "tg" else 0, "n_threads": threads,
+                 "avg_ts": statistics.mean(ts), "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+                 "samples_ts": ts, "model_filename": model})
+print(json.dumps(rows))
