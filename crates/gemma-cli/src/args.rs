@@ -51,7 +51,8 @@ pub struct ModelArgs {
 
 /// Parse a dtype name.
 pub fn parse_dtype(s: &str) -> Result<gemma::DType, String> {
-    gemma::DType::from_name(s).ok_or_else(|| format!("unknown dtype `{s}` (f32, bf16, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k)"))
+    gemma::DType::from_name(s)
+        .ok_or_else(|| format!("unknown dtype `{s}` (f32, bf16, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k)"))
 }
 
 /// Sampling flags; unset ones come from the model's generation_config.json.

@@ -1,6 +1,8 @@
 //! The subcommands: argument handling and printing over the `gemma` library.
 
-use crate::args::{BenchArgs, ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, TokenizeArgs};
+use crate::args::{
+    BenchArgs, ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, TokenizeArgs,
+};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use gemma::{ChatMessage, Gemma, GenerateRequest, LoadOptions};
@@ -210,7 +212,9 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let gemma = load(&a.model)?;
     let c = &gemma.model.config;
     let w = &gemma.model.weights;
-    let name = gemma::variants::identify(c).map(|v| format!("{} {}", v.family.name(), v.size)).unwrap_or_else(|| format!("{} (custom size)", c.family.name()));
+    let name = gemma::variants::identify(c)
+        .map(|v| format!("{} {}", v.family.name(), v.size))
+        .unwrap_or_else(|| format!("{} (custom size)", c.family.name()));
     let mut out = std::io::stdout().lock();
     writeln!(out, "model:            {name}")?;
     writeln!(out, "architecture:     {}", c.architecture)?;
@@ -221,7 +225,9 @@ fn inspect(a: InspectArgs) -> Result<()> {
     writeln!(out, "vocabulary:       {} (tokenizer: {})", c.vocab_size, gemma.tokenizer.vocab_size())?;
     writeln!(out, "context:          {}", c.max_position_embeddings)?;
     writeln!(out, "layer pattern:    {}", c.layers.iter().map(|l| l.attention.letter()).collect::<String>())?;
-    for (kind, layer) in [("global", c.layers.iter().find(|l| !l.attention.is_sliding())), ("local", c.layers.iter().find(|l| l.attention.is_sliding()))] {
+    for (kind, layer) in
+        [("global", c.layers.iter().find(|l| !l.attention.is_sliding())), ("local", c.layers.iter().find(|l| l.attention.is_sliding()))]
+    {
         if let Some(l) = layer {
             let window = match l.attention {
                 gemma::AttentionKind::Sliding { window } => format!(", window {window}"),

@@ -58,7 +58,29 @@ fn generate_streams_only_the_continuation() {
 #[test]
 fn sampling_flags_and_seed_reproduce() {
     let m = testdata("tiny-gemma2");
-    let args = ["generate", "-m", path(&m), "-p", "Once upon a time", "-n", "16", "--temperature", "0.9", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.05", "--repeat-penalty", "1.2", "--seed", "5", "--threads", "1"];
+    let args = [
+        "generate",
+        "-m",
+        path(&m),
+        "-p",
+        "Once upon a time",
+        "-n",
+        "16",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.05",
+        "--repeat-penalty",
+        "1.2",
+        "--seed",
+        "5",
+        "--threads",
+        "1",
+    ];
     let (a, b) = (gemma(&args), gemma(&args));
     assert!(a.status.success(), "{}", stderr(&a));
     assert_eq!(stdout(&a), stdout(&b));
@@ -133,7 +155,8 @@ fn perplexity_of_text_file() {
 
 #[test]
 fn inspect_reports_architecture_and_sizes() {
-    for (name, family) in [("tiny-gemma1", "Gemma 1"), ("tiny-gemma2-bf16", "Gemma 2"), ("tiny-gemma3-mm-sharded", "Gemma3ForConditionalGeneration")] {
+    for (name, family) in [("tiny-gemma1", "Gemma 1"), ("tiny-gemma2-bf16", "Gemma 2"), ("tiny-gemma3-mm-sharded", "Gemma3ForConditionalGeneration")]
+    {
         let o = gemma(&["inspect", "-m", path(&testdata(name))]);
         assert!(o.status.success(), "{}", stderr(&o));
         let out = stdout(&o);
@@ -300,11 +323,7 @@ fn tokenize_and_detokenize_round_trip() {
 #[test]
 fn missing_default_model_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(["generate", "-p", "hi"])
-        .env("GEMMA_CACHE", dir.path())
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gemma")).args(["generate", "-p", "hi"]).env("GEMMA_CACHE", dir.path()).output().unwrap();
     fails_with(&o, &["scripts/fetch-model.sh", "--model"]);
 }
 

@@ -8,10 +8,15 @@ use std::time::{Duration, Instant};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let secs: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(30);
-    let mut seeds: Vec<Vec<u8>> = args.iter().skip(1).filter_map(|p| std::fs::read(p).ok()).map(|mut b| {
-        b.truncate(1 << 16);
-        b
-    }).collect();
+    let mut seeds: Vec<Vec<u8>> = args
+        .iter()
+        .skip(1)
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|mut b| {
+            b.truncate(1 << 16);
+            b
+        })
+        .collect();
     seeds.push(gemma_formats::gguf_write::sample_file());
     let end = Instant::now() + Duration::from_secs(secs);
     let (mut rounds, mut seed) = (0u64, 1u64);

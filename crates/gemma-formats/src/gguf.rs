@@ -315,7 +315,8 @@ impl GgufHeader {
             let mut elements: u64 = 1;
             for _ in 0..n_dims {
                 let d = c.u64(&format!("dimensions of `{name}`"))?;
-                elements = elements.checked_mul(d).filter(|&e| e <= buf.len() as u64 * 8).ok_or_else(|| format!("tensor `{name}` has absurd dimensions"))?;
+                elements =
+                    elements.checked_mul(d).filter(|&e| e <= buf.len() as u64 * 8).ok_or_else(|| format!("tensor `{name}` has absurd dimensions"))?;
                 dims.push(d);
             }
             let ty = c.u32(&format!("type of `{name}`"))?;

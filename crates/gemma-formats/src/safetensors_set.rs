@@ -60,10 +60,7 @@ impl SafetensorsSet {
             let set = Self::open_files(&paths)?;
             for (name, file) in &idx.weight_map {
                 if !set.tensors.contains_key(name) {
-                    return Err(GemmaError::format(
-                        &index,
-                        format!("tensor `{name}` is listed in {file} but that shard does not contain it"),
-                    ));
+                    return Err(GemmaError::format(&index, format!("tensor `{name}` is listed in {file} but that shard does not contain it")));
                 }
             }
             return Ok(set);
@@ -74,10 +71,7 @@ impl SafetensorsSet {
         }
         Err(GemmaError::io(
             folder.join(SINGLE_FILE),
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no {SINGLE_FILE} and no {INDEX_FILE} in {}", folder.display()),
-            ),
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {SINGLE_FILE} and no {INDEX_FILE} in {}", folder.display())),
         ))
     }
 
@@ -90,8 +84,7 @@ impl SafetensorsSet {
             // SAFETY: the file is opened read-only; we assume it is not
             // modified while mapped, as every mmap-based loader does.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?;
-            let st = SafeTensors::deserialize(&mmap)
-                .map_err(|e| GemmaError::format(path, format!("not a valid safetensors file: {e}")))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| GemmaError::format(path, format!("not a valid safetensors file: {e}")))?;
             for (name, view) in st.tensors() {
                 let info = TensorInfo { name: name.clone(), shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()), shard: i };
                 if tensors.insert(name.clone(), info).is_some() {
@@ -118,46 +111,44 @@ impl SafetensorsSet {
         self.shards.iter().map(|s| s.path.as_path()).collect()
     }
 
-    /// Read a tensor into owned storage of its own dtype (f32, f16 or bf16).
-    pub fn load(&self, name: &str) -> Result<(Vec<usize>, Storage)> {
+    /// Find a tensor and run `f` on its view.
+    fn with_view<T>(&self, name: &str, f: impl FnOnce(&safetensors::tensor::TensorView<'_>) -> Result<T>) -> Result<T> {
         let info = self.tensors.get(name).ok_or_else(|| GemmaError::MissingTensor { name: name.to_string() })?;
         let shard = &self.shards[info.shard];
-        let st = SafeTensors::deserialize(&shard.mmap)
-            .map_err(|e| GemmaError::format(&shard.path, format!("not a valid safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(&shard.mmap).map_err(|e| GemmaError::format(&shard.path, format!("not a valid safetensors file: {e}")))?;
         let view = st.tensor(name).map_err(|e| GemmaError::format(&shard.path, format!("tensor `{name}`: {e}")))?;
-        let bytes = view.data();
-        let storage = match view.dtype() {
-            StDtype::F32 => Storage::F32(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-            StDtype::BF16 => Storage::BF16(bytes.chunks_exact(2).map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]]))).collect()),
-            StDtype::F16 => Storage::F16(bytes.chunks_exact(2).map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]]))).collect()),
-            other => return Err(GemmaError::UnsupportedDType { name: name.to_string(), dtype: format!("{other:?}") }),
-        };
-        Ok((view.shape().to_vec(), storage))
+        f(&view)
+    }
+
+    /// Read a tensor into owned storage of its own dtype (f32, f16 or bf16).
+    pub fn load(&self, name: &str) -> Result<(Vec<usize>, Storage)> {
+        self.with_view(name, |view| {
+            let bytes = view.data();
+            let storage = match view.dtype() {
+                StDtype::F32 => Storage::F32(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+                StDtype::BF16 => Storage::BF16(bytes.chunks_exact(2).map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]]))).collect()),
+                StDtype::F16 => Storage::F16(bytes.chunks_exact(2).map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]]))).collect()),
+                other => return Err(GemmaError::UnsupportedDType { name: name.to_string(), dtype: format!("{other:?}") }),
+            };
+            Ok((view.shape().to_vec(), storage))
+        })
     }
 
     /// Read an integer tensor (I64 or I32) as i64 values.
     pub fn load_i64(&self, name: &str) -> Result<Vec<i64>> {
-        let info = self.tensors.get(name).ok_or_else(|| GemmaError::MissingTensor { name: name.to_string() })?;
-        let shard = &self.shards[info.shard];
-        let st = SafeTensors::deserialize(&shard.mmap)
-            .map_err(|e| GemmaError::format(&shard.path, format!("not a valid safetensors file: {e}")))?;
-        let view = st.tensor(name).map_err(|e| GemmaError::format(&shard.path, format!("tensor `{name}`: {e}")))?;
-        let b = view.data();
-        match view.dtype() {
-            StDtype::I64 => Ok(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk"))).collect()),
-            StDtype::I32 => Ok(b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4-byte chunk")) as i64).collect()),
-            other => Err(GemmaError::UnsupportedDType { name: name.to_string(), dtype: format!("{other:?}") }),
-        }
+        self.with_view(name, |view| {
+            let b = view.data();
+            match view.dtype() {
+                StDtype::I64 => Ok(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk"))).collect()),
+                StDtype::I32 => Ok(b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4-byte chunk")) as i64).collect()),
+                other => Err(GemmaError::UnsupportedDType { name: name.to_string(), dtype: format!("{other:?}") }),
+            }
+        })
     }
 
     /// The raw little-endian bytes of a tensor, whatever its dtype.
     pub fn load_bytes(&self, name: &str) -> Result<Vec<u8>> {
-        let info = self.tensors.get(name).ok_or_else(|| GemmaError::MissingTensor { name: name.to_string() })?;
-        let shard = &self.shards[info.shard];
-        let st = SafeTensors::deserialize(&shard.mmap)
-            .map_err(|e| GemmaError::format(&shard.path, format!("not a valid safetensors file: {e}")))?;
-        let view = st.tensor(name).map_err(|e| GemmaError::format(&shard.path, format!("tensor `{name}`: {e}")))?;
-        Ok(view.data().to_vec())
+        self.with_view(name, |view| Ok(view.data().to_vec()))
     }
 
     /// The dtype a tensor would load as, if supported.

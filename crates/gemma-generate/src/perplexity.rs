@@ -23,10 +23,7 @@ pub fn windows_with_bos(ids: &[u32], bos: u32, ctx: usize) -> Result<Vec<Vec<u32
     if ctx < 2 {
         return Err(GemmaError::invalid("ctx", format!("must be at least 2, got {ctx}")));
     }
-    Ok(ids
-        .chunks(ctx - 1)
-        .map(|c| std::iter::once(bos).chain(c.iter().copied()).collect())
-        .collect())
+    Ok(ids.chunks(ctx - 1).map(|c| std::iter::once(bos).chain(c.iter().copied()).collect()).collect())
 }
 
 /// Cut ids into consecutive windows of `ctx` ids, used exactly as given.

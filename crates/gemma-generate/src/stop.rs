@@ -29,11 +29,8 @@ impl StopStrings {
         self.text.push_str(piece);
         // Earliest complete match. Held-back text never ends in a partial
         // stop string that began earlier, so matches start at or after `emitted`.
-        let found = self
-            .stops
-            .iter()
-            .filter_map(|s| self.text[self.emitted..].find(s.as_str()).map(|i| (i + self.emitted, s)))
-            .min_by_key(|(i, _)| *i);
+        let found =
+            self.stops.iter().filter_map(|s| self.text[self.emitted..].find(s.as_str()).map(|i| (i + self.emitted, s))).min_by_key(|(i, _)| *i);
         if let Some((at, s)) = found {
             let emit = self.text[self.emitted..at].to_string();
             self.emitted = at;

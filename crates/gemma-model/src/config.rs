@@ -181,10 +181,7 @@ impl<'a> Fields<'a> {
     fn ids(&self, key: &str) -> Result<Vec<u32>> {
         match self.get(key) {
             None => Ok(vec![]),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(|x| vec![x as u32])
-                .ok_or_else(|| GemmaError::config(self.name(key), "expected a token id")),
+            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).ok_or_else(|| GemmaError::config(self.name(key), "expected a token id")),
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|v| v.as_u64().map(|x| x as u32).ok_or_else(|| GemmaError::config(self.name(key), format!("expected token ids, found {v}"))))
@@ -250,7 +247,10 @@ impl GemmaConfig {
         let top = Fields { obj: root_obj, prefix: "" };
         let architecture = match top.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()) {
             Some(v) => v.as_str().ok_or_else(|| GemmaError::config("architectures", "expected a list of strings"))?.to_string(),
-            None => top.str_opt("model_type")?.ok_or_else(|| GemmaError::config("architectures", "neither `architectures` nor `model_type` is set"))?.to_string(),
+            None => top
+                .str_opt("model_type")?
+                .ok_or_else(|| GemmaError::config("architectures", "neither `architectures` nor `model_type` is set"))?
+                .to_string(),
         };
         let (family, nested) = match architecture.as_str() {
             "GemmaForCausalLM" | "gemma" => (Family::Gemma1, false),
@@ -370,7 +370,10 @@ impl GemmaConfig {
                     .map(|t| match t.as_str() {
                         Some("sliding_attention") => Ok(true),
                         Some("full_attention") => Ok(false),
-                        _ => Err(GemmaError::config(f.name("layer_types"), format!("unknown layer type {t}; expected sliding_attention or full_attention"))),
+                        _ => Err(GemmaError::config(
+                            f.name("layer_types"),
+                            format!("unknown layer type {t}; expected sliding_attention or full_attention"),
+                        )),
                     })
                     .collect::<Result<Vec<bool>>>()?
             }
@@ -388,7 +391,9 @@ impl GemmaConfig {
         };
         let window = match f.usize_opt("sliding_window")? {
             Some(w) => w,
-            None if sliding.iter().any(|&s| s) => return Err(GemmaError::config(f.name("sliding_window"), "required when some layers use sliding attention")),
+            None if sliding.iter().any(|&s| s) => {
+                return Err(GemmaError::config(f.name("sliding_window"), "required when some layers use sliding attention"))
+            }
             None => 0,
         };
 

@@ -191,9 +191,7 @@ impl Model {
             let kvh = (head / group) * hd;
             // Keys j with pos - window < j <= pos.
             let first = (pos + 1).saturating_sub(window);
-            let mut scores: Vec<f32> = (first..=pos)
-                .map(|j| kv.key_dot(j, kvh, qh) * cfg.attn_scale)
-                .collect();
+            let mut scores: Vec<f32> = (first..=pos).map(|j| kv.key_dot(j, kvh, qh) * cfg.attn_scale).collect();
             if let Some(cap) = cfg.attn_softcap {
                 softcap(&mut scores, cap);
             }

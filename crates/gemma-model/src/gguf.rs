@@ -26,19 +26,26 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         "gemma" => "GemmaForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",
         "gemma3" => "Gemma3ForCausalLM",
-        other => return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3)", file.path.display()))),
+        other => {
+            return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3)", file.path.display())))
+        }
     };
     let key = |k: &str| format!("{arch}.{k}");
     let num = |k: &str| -> Result<Option<Value>> {
         match file.get(&key(k)) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(|x| Some(json!(x))).ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is not a number", key(k)))),
+            Some(v) => {
+                v.as_f64().map(|x| Some(json!(x))).ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is not a number", key(k))))
+            }
         }
     };
     let int = |k: &str| -> Result<Option<Value>> {
         match file.get(&key(k)) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(json!(x))).ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is not a non-negative integer", key(k)))),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(json!(x)))
+                .ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is not a non-negative integer", key(k)))),
         }
     };
     let embd = file.tensor("token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "token_embd.weight".into() })?;
@@ -121,7 +128,9 @@ pub fn default_query_pre_attn_scalar(cfg: &GemmaConfig) -> f64 {
 /// quantized and memory-mapped unless `dtype` asks for a conversion.
 pub fn load_model(file: &GgufFile, dtype: Option<DType>, progress: &mut dyn FnMut(usize, usize)) -> Result<Model> {
     let config = GemmaConfig::from_json(&config_json(file)?).map_err(|e| match e {
-        GemmaError::Config { field, message } => GemmaError::Config { field: format!("{} (from GGUF metadata): {field}", file.path.display()), message },
+        GemmaError::Config { field, message } => {
+            GemmaError::Config { field: format!("{} (from GGUF metadata): {field}", file.path.display()), message }
+        }
         other => other,
     })?;
     let source = |name: &str| -> Result<(Vec<usize>, Storage)> {

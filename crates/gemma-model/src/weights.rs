@@ -5,7 +5,6 @@ use crate::config::GemmaConfig;
 use gemma_core::{DType, GemmaError, Matrix, Result, Storage};
 use gemma_formats::SafetensorsSet;
 
-
 /// One transformer block's weights. Norm gains already hold `1 + w` in f32.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
@@ -225,7 +224,10 @@ impl Loader<'_> {
         let mut s = self.raw(&name, &[rows, cols])?;
         if let Some(dt) = self.dtype {
             if cols % dt.block_size() != 0 {
-                return Err(GemmaError::invalid("dtype", format!("`{name}` has {cols} columns, not a multiple of the {dt} block size {}", dt.block_size())));
+                return Err(GemmaError::invalid(
+                    "dtype",
+                    format!("`{name}` has {cols} columns, not a multiple of the {dt} block size {}", dt.block_size()),
+                ));
             }
             s = gemma_quant::convert(s, dt)?;
         }
@@ -252,7 +254,13 @@ impl Weights {
         dtype: Option<DType>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let per_layer = if cfg.qk_norm { 15 } else if cfg.sandwich_norms { 13 } else { 11 };
+        let per_layer = if cfg.qk_norm {
+            15
+        } else if cfg.sandwich_norms {
+            13
+        } else {
+            11
+        };
         let untied = !cfg.tie_word_embeddings || has_lm_head;
         let total = 2 + cfg.num_layers() * per_layer + usize::from(untied);
         let mut ld = Loader { source, naming, sandwich: cfg.sandwich_norms, dtype, progress, done: 0, total };
@@ -260,11 +268,8 @@ impl Weights {
         let embed = ld.matrix(Part::Embed, 0, cfg.vocab_size, h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers());
         for l in 0..cfg.num_layers() {
-            let (post_attn_norm, post_ffn_norm) = if cfg.sandwich_norms {
-                (Some(ld.norm(Part::PostAttnNorm, l, h)?), Some(ld.norm(Part::PostFfnNorm, l, h)?))
-            } else {
-                (None, None)
-            };
+            let (post_attn_norm, post_ffn_norm) =
+                if cfg.sandwich_norms { (Some(ld.norm(Part::PostAttnNorm, l, h)?), Some(ld.norm(Part::PostFfnNorm, l, h)?)) } else { (None, None) };
             let (q_norm, k_norm) = if cfg.qk_norm { (Some(ld.norm(Part::QNorm, l, hd)?), Some(ld.norm(Part::KNorm, l, hd)?)) } else { (None, None) };
             layers.push(LayerWeights {
                 attn_norm: ld.norm(Part::AttnNorm, l, h)?,

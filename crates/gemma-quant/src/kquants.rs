@@ -206,10 +206,7 @@ pub fn quant_q5_k(x: &[f32], b: &mut [u8]) {
 /// Symmetric fit per 16-weight sub-block: signed scales quantized to i8
 /// range `±smax` against one super-block scale; levels in `-qmax..qmax-1`.
 fn symmetric_fit(x: &[f32], qmax: f32, smax: f32) -> (f32, [i8; 16], [i8; 256]) {
-    let scales: Vec<f32> = x
-        .chunks_exact(16)
-        .map(|c| c.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m }) / -qmax)
-        .collect();
+    let scales: Vec<f32> = x.chunks_exact(16).map(|c| c.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m }) / -qmax).collect();
     let max = scales.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
     let mut ls = [0i8; 16];
     let mut l = [0i8; 256];

@@ -108,7 +108,9 @@ impl SpmTokenizer {
             }
         }
         let mut specials: Vec<u32> = (0..tokens.len() as u32)
-            .filter(|&i| matches!(kinds[i as usize], TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown) && !tokens[i as usize].is_empty())
+            .filter(|&i| {
+                matches!(kinds[i as usize], TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown) && !tokens[i as usize].is_empty()
+            })
             .collect();
         specials.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()).then(a.cmp(&b)));
         Ok(Self { tokens, scores, kinds, lookup, byte_ids, specials, add_space_prefix })
@@ -293,7 +295,18 @@ mod tests {
         for b in 0..=255u8 {
             toks.push((format!("<0x{b:02X}>"), 0.0, TokenKind::Byte));
         }
-        for (t, s) in [("▁", -1.0), ("h", -2.0), ("e", -2.0), ("l", -2.0), ("o", -2.0), ("he", -3.0), ("ll", -3.0), ("hell", -4.0), ("hello", -5.0), ("▁hello", -6.0)] {
+        for (t, s) in [
+            ("▁", -1.0),
+            ("h", -2.0),
+            ("e", -2.0),
+            ("l", -2.0),
+            ("o", -2.0),
+            ("he", -3.0),
+            ("ll", -3.0),
+            ("hell", -4.0),
+            ("hello", -5.0),
+            ("▁hello", -6.0),
+        ] {
             toks.push((t.into(), s, TokenKind::Normal));
         }
         let (t, rest): (Vec<_>, Vec<_>) = toks.into_iter().map(|(a, b, c)| (a, (b, c))).unzip();

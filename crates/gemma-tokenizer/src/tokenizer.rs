@@ -91,7 +91,13 @@ impl GemmaTokenizer {
             None => ChatTemplate::gemma(),
         };
         let add_bos = cfg.get("add_bos_token").and_then(Value::as_bool).unwrap_or(true);
-        Self::from_parts(Backend::HuggingFace(Box::new(inner)), token_text(cfg.get("bos_token")), token_text(cfg.get("eos_token")), add_bos, chat_template)
+        Self::from_parts(
+            Backend::HuggingFace(Box::new(inner)),
+            token_text(cfg.get("bos_token")),
+            token_text(cfg.get("eos_token")),
+            add_bos,
+            chat_template,
+        )
     }
 
     /// Build from a backend and the special-token settings.
@@ -99,7 +105,8 @@ impl GemmaTokenizer {
         let mut t = Self { inner, bos_id: 0, bos_token: String::new(), eos_token: String::new(), stop_ids: Vec::new(), add_bos, chat_template };
         t.bos_token = bos.unwrap_or_else(|| "<bos>".to_string());
         t.eos_token = eos.unwrap_or_else(|| "<eos>".to_string());
-        t.bos_id = t.token_to_id(&t.bos_token).ok_or_else(|| GemmaError::Tokenizer(format!("BOS token `{}` is not in the vocabulary", t.bos_token)))?;
+        t.bos_id =
+            t.token_to_id(&t.bos_token).ok_or_else(|| GemmaError::Tokenizer(format!("BOS token `{}` is not in the vocabulary", t.bos_token)))?;
         for name in [t.eos_token.clone(), "<end_of_turn>".to_string()] {
             if let Some(id) = t.token_to_id(&name) {
                 if !t.stop_ids.contains(&id) {
@@ -185,7 +192,6 @@ impl GemmaTokenizer {
             Backend::Spm(t) => t.id_to_token(id).map(str::to_string),
         }
     }
-
 
     /// Render a conversation with the chat template (BOS included by the
     /// template) and append the model-turn opening when asked.

@@ -28,9 +28,9 @@ pub mod hub;
 pub mod quantize;
 
 pub use gemma_core::{DType, GemmaError, Result};
-pub use gemma_generate::{TokenStreamDecoder, 
+pub use gemma_generate::{
     generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, SamplingParams,
-    Session,
+    Session, TokenStreamDecoder,
 };
 pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, Model};
 pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};

@@ -190,12 +190,16 @@ pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &m
         let name = |p| naming.name(p, i, sandwich);
         add_norm(&mut w, &mut report, name(Part::AttnNorm), &l.attn_norm)?;
         add_norm(&mut w, &mut report, name(Part::FfnNorm), &l.ffn_norm)?;
-        for (p, v) in [(Part::PostAttnNorm, &l.post_attn_norm), (Part::PostFfnNorm, &l.post_ffn_norm), (Part::QNorm, &l.q_norm), (Part::KNorm, &l.k_norm)] {
+        for (p, v) in
+            [(Part::PostAttnNorm, &l.post_attn_norm), (Part::PostFfnNorm, &l.post_ffn_norm), (Part::QNorm, &l.q_norm), (Part::KNorm, &l.k_norm)]
+        {
             if let Some(v) = v {
                 add_norm(&mut w, &mut report, name(p), v)?;
             }
         }
-        for (p, m) in [(Part::Q, &l.q), (Part::K, &l.k), (Part::V, &l.v), (Part::O, &l.o), (Part::Gate, &l.gate), (Part::Up, &l.up), (Part::Down, &l.down)] {
+        for (p, m) in
+            [(Part::Q, &l.q), (Part::K, &l.k), (Part::V, &l.v), (Part::O, &l.o), (Part::Gate, &l.gate), (Part::Up, &l.up), (Part::Down, &l.down)]
+        {
             add_matrix(&mut w, &mut report, name(p), m, plan.type_for(p, i, n_layers, m.cols))?;
         }
     }

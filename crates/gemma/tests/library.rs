@@ -124,11 +124,12 @@ fn stop_strings_cut_the_text() {
     let at = full.find(&stop).unwrap();
     req.stop_strings = vec![stop.clone()];
     let mut streamed = String::new();
-    let out = g.generate(&mut g.new_session(), &req, &mut |s| {
-        streamed.push_str(s);
-        true
-    })
-    .unwrap();
+    let out = g
+        .generate(&mut g.new_session(), &req, &mut |s| {
+            streamed.push_str(s);
+            true
+        })
+        .unwrap();
     assert_eq!(out.text, full[..at]);
     assert_eq!(streamed, out.text);
     assert_eq!(out.finish, FinishReason::StopString(stop));

@@ -28,7 +28,13 @@ fn hf_checkpoint_to_gguf_and_back() {
     // f32 (with an f32 KV cache): the same model exactly; q8_0: f16 weights
     // (rows of 48 are not whole blocks), q8_0 rows, 8-bit activations and the
     // GGUF path's f16 KV cache.
-    for (name, qtype, tol) in [("tiny-gemma1", "f32", 1e-4), ("tiny-gemma2", "f32", 1e-4), ("tiny-gemma3", "f32", 1e-4), ("tiny-gemma2", "q8_0", 0.25), ("tiny-gemma3", "q8_0", 0.25)] {
+    for (name, qtype, tol) in [
+        ("tiny-gemma1", "f32", 1e-4),
+        ("tiny-gemma2", "f32", 1e-4),
+        ("tiny-gemma3", "f32", 1e-4),
+        ("tiny-gemma2", "q8_0", 0.25),
+        ("tiny-gemma3", "q8_0", 0.25),
+    ] {
         let dir = tempfile_dir();
         let out = dir.join(format!("{name}-{qtype}.gguf"));
         let report = quantize_to_gguf(&testdata(name), &QuantPlan::parse(qtype).unwrap(), &out, &mut |_, _| {}).unwrap();

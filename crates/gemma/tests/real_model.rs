@@ -122,15 +122,22 @@ fn perplexity_within_half_a_percent_of_llama_cpp() {
     assert!(rel < 0.005, "perplexity {} vs llama.cpp {theirs}", p.ppl);
 }
 
-#[test]
-fn logits_close_to_llama_cpp() {
-    let Some(g) = model() else { return };
-    let set = gemma_formats::SafetensorsSet::open_files(&[testdata("logits.safetensors")]).unwrap();
+/// Run the prompt of a logits fixture: (prompt, our logits `[T, vocab]`,
+/// the fixture's last-position logits, its top-10 ids per position).
+fn run_logits_fixture(g: &Gemma, name: &str) -> (Vec<u32>, Vec<f32>, Vec<f32>, Vec<u32>) {
+    let set = gemma_formats::SafetensorsSet::open_files(&[testdata(name)]).unwrap();
     let prompt: Vec<u32> = set.load_i64("prompt_ids").unwrap().into_iter().map(|x| x as u32).collect();
     let want: Vec<f32> = set.load_bytes("last_logits").unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     let top10: Vec<u32> = set.load_i64("top10").unwrap().into_iter().map(|x| x as u32).collect();
-    let vocab = g.model.config.vocab_size;
     let all = g.model.forward(&prompt, &mut g.model.new_cache(), LogitsMode::All).unwrap();
+    (prompt, all, want, top10)
+}
+
+#[test]
+fn logits_close_to_llama_cpp() {
+    let Some(g) = model() else { return };
+    let (prompt, all, want, top10) = run_logits_fixture(g, "logits.safetensors");
+    let vocab = g.model.config.vocab_size;
     let last = &all[(prompt.len() - 1) * vocab..];
     let max_diff = last.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let mean_diff = last.iter().zip(&want).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / vocab as f64;
@@ -163,12 +170,8 @@ fn exact_path_matches_transformers_on_real_weights() {
     }
     let mut g = Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::F32) }, &mut |_, _| {}).unwrap();
     g.model.kv_f16 = false;
-    let set = gemma_formats::SafetensorsSet::open_files(&[testdata("transformers_logits.safetensors")]).unwrap();
-    let prompt: Vec<u32> = set.load_i64("prompt_ids").unwrap().into_iter().map(|x| x as u32).collect();
-    let want: Vec<f32> = set.load_bytes("last_logits").unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    let top10: Vec<u32> = set.load_i64("top10").unwrap().into_iter().map(|x| x as u32).collect();
+    let (prompt, all, want, top10) = run_logits_fixture(&g, "transformers_logits.safetensors");
     let vocab = g.model.config.vocab_size;
-    let all = g.model.forward(&prompt, &mut g.model.new_cache(), LogitsMode::All).unwrap();
     let last = &all[(prompt.len() - 1) * vocab..];
     let max_diff = last.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     eprintln!("exact path vs transformers on the real weights: max |logit diff| {max_diff:.2e}");
