@@ -79,6 +79,22 @@ pub fn dot_f16(a: &[f32], w: &[f16]) -> f32 {
     dot_f16_ref(a, w)
 }
 
+/// `y += a * x` for an f16 vector `x`.
+pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
+        return unsafe { avx2::axpy_f16(a, x, y) };
+    }
+    y.iter_mut().zip(x).for_each(|(o, v)| *o += a * v.to_f32());
+}
+
+/// `y += a * x` for f32 vectors.
+pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(o, v)| *o += a * v);
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use half::{bf16, f16};
@@ -151,6 +167,24 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let va = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i + 8 <= n {
+            let h = _mm_loadu_si128(px.add(i) as *const __m128i);
+            let r = _mm256_fmadd_ps(va, _mm256_cvtph_ps(h), _mm256_loadu_ps(py.add(i)));
+            _mm256_storeu_ps(py.add(i), r);
+            i += 8;
+        }
+        while i < n {
+            *py.add(i) += a * (*px.add(i)).to_f32();
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f16(a: &[f32], w: &[f16]) -> f32 {
         let n = a.len().min(w.len());
         let (pa, pw) = (a.as_ptr(), w.as_ptr());
@@ -201,6 +235,13 @@ mod tests {
             close(dot_bf16(&a, &wb), dot_bf16_ref(&a, &wb), n);
             let wh: Vec<f16> = b.iter().map(|&x| f16::from_f32(x)).collect();
             close(dot_f16(&a, &wh), dot_f16_ref(&a, &wh), n);
+            let mut y1 = a.clone();
+            let mut y2 = a.clone();
+            axpy_f16(0.75, &wh, &mut y1);
+            y2.iter_mut().zip(&wh).for_each(|(o, v)| *o += 0.75 * v.to_f32());
+            for (p, q) in y1.iter().zip(&y2) {
+                close(*p, *q, 1);
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! over the rayon pool.
 
 use crate::dot::{dot_bf16, dot_f16, dot_f32};
-use crate::qdot::dot_q8;
+use crate::qdot::{dot_q8, dot_q8_multi, MULTI};
 use gemma_core::{Matrix, Storage};
 use gemma_quant::act::{act_kind, ActQ8};
 use rayon::prelude::*;
@@ -80,8 +80,14 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
                 let rb = w.row_bytes();
                 let row = &bytes.as_slice()[r * rb..(r + 1) * rb];
                 if !acts.is_empty() {
-                    for (o, a) in out_row.iter_mut().zip(&acts) {
-                        *o = dot_q8(*dtype, row, a);
+                    // Groups of tokens share each unpacked weight block.
+                    for (os, group) in out_row.chunks_mut(MULTI).zip(acts.chunks(MULTI)) {
+                        if group.len() == 1 {
+                            os[0] = dot_q8(*dtype, row, &group[0]);
+                        } else {
+                            let refs: [&ActQ8; MULTI] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
+                            dot_q8_multi(*dtype, row, &refs[..group.len()], os);
+                        }
                     }
                 } else if n == 1 {
                     out_row[0] = dot_blocks(*dtype, row, x);

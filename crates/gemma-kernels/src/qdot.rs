@@ -8,6 +8,8 @@ use gemma_quant::act::ActQ8;
 
 /// `row · act` for a row of `w` blocks and its quantized activation row.
 pub fn dot_q8(w: DType, row: &[u8], act: &ActQ8) -> f32 {
+    // The SIMD paths read activation blocks without bounds checks.
+    assert_eq!(act.qs.len(), row.len() / w.block_bytes() * w.block_size(), "activation row does not match the weight row");
     #[cfg(target_arch = "x86_64")]
     if simd_level() == SimdLevel::Avx2 {
         // SAFETY: AVX2 and FMA were detected at run time.
@@ -25,18 +27,50 @@ pub fn dot_q8(w: DType, row: &[u8], act: &ActQ8) -> f32 {
     gemma_quant::act::dot_q8_ref(w, row, act)
 }
 
+/// Tokens handled together by [`dot_q8_multi`].
+pub const MULTI: usize = 4;
+
+/// `out[t] = row · acts[t]` for up to [`MULTI`] tokens: each weight block is
+/// unpacked once and multiplied with every token (prefill).
+pub fn dot_q8_multi(w: DType, row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
+    assert!(acts.len() <= MULTI && out.len() == acts.len());
+    for a in acts {
+        // The SIMD paths read activation blocks without bounds checks.
+        assert_eq!(a.qs.len(), row.len() / w.block_bytes() * w.block_size(), "activation row does not match the weight row");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        unsafe {
+            match w {
+                DType::Q8_0 => return avx2::multi_q8_0(row, acts, out),
+                DType::Q5_0 => return avx2::multi_q5_0(row, acts, out),
+                DType::Q4_K => return avx2::multi_q4_k(row, acts, out),
+                DType::Q6_K => return avx2::multi_q6_k(row, acts, out),
+                _ => {}
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acts) {
+        *o = dot_q8(w, row, a);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use gemma_quant::act::{scale_min_k4, ActQ8};
     use std::arch::x86_64::*;
 
+    /// The f16 at `b[i..i+2]`, converted in hardware (F16C).
     #[inline]
-    fn f16_at(b: &[u8], i: usize) -> f32 {
-        half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(b: &[u8], i: usize) -> f32 {
+        let bits = (b.as_ptr().add(i) as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum_ps(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -44,7 +78,7 @@ mod avx2 {
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum_epi32(v: __m256i) -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
@@ -54,28 +88,28 @@ mod avx2 {
 
     /// Signed i8 × signed i8, 32 lanes, summed pairwise into 8 i32 lanes.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_i8x32(w: __m256i, x: __m256i) -> __m256i {
         let aw = _mm256_sign_epi8(w, w);
         let sx = _mm256_sign_epi8(x, w);
         _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q8_0(row: &[u8], a: &ActQ8) -> f32 {
         let mut acc = _mm256_setzero_ps();
         for (b, blk) in row.chunks_exact(34).enumerate() {
             let w = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
             let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
             let p = _mm256_cvtepi32_ps(dot_i8x32(w, x));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * a.d[b]), p, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * *a.d.get_unchecked(b)), p, acc);
         }
         hsum_ps(acc)
     }
 
     /// Expand the 32 bits of `qh` to 32 bytes: 0xFF where the bit is set.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn bits_to_bytes(qh: u32) -> __m256i {
         let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
         let v = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
@@ -84,7 +118,7 @@ mod avx2 {
         _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q5_0(row: &[u8], a: &ActQ8) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let low = _mm_set1_epi8(0xF);
@@ -98,17 +132,17 @@ mod avx2 {
             let w = _mm256_sub_epi8(_mm256_or_si256(nib, hbit), _mm256_set1_epi8(16));
             let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
             let p = _mm256_cvtepi32_ps(dot_i8x32(w, x));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * a.d[b]), p, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * *a.d.get_unchecked(b)), p, acc);
         }
         hsum_ps(acc)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_k(row: &[u8], a: &ActQ8) -> f32 {
         let low = _mm256_set1_epi8(0xF);
         let mut sum = 0f32;
         for (b, blk) in row.chunks_exact(144).enumerate() {
-            let dx = a.d[b];
+            let dx = *a.d.get_unchecked(b);
             let (d, dmin) = (f16_at(blk, 0) * dx, f16_at(blk, 2) * dx);
             let sc = &blk[4..16];
             let bs = &a.bsums[16 * b..16 * b + 16];
@@ -133,13 +167,13 @@ mod avx2 {
         sum
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q6_k(row: &[u8], a: &ActQ8) -> f32 {
         let m4 = _mm256_set1_epi8(0xF);
         let m3 = _mm256_set1_epi8(3);
         let mut sum = 0f32;
         for (b, blk) in row.chunks_exact(210).enumerate() {
-            let d = f16_at(blk, 208) * a.d[b];
+            let d = f16_at(blk, 208) * *a.d.get_unchecked(b);
             let sc = &blk[192..208];
             let bs = &a.bsums[16 * b..16 * b + 16];
             let x = a.qs.as_ptr().add(256 * b);
@@ -178,6 +212,138 @@ mod avx2 {
         }
         sum
     }
+
+    /// Unpack a Q5_0 block to 32 signed levels.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack_q5_0(blk: &[u8]) -> __m256i {
+        let low = _mm_set1_epi8(0xF);
+        let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+        let qs = _mm_loadu_si128(blk.as_ptr().add(6) as *const __m128i);
+        let nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low), _mm_and_si128(qs, low));
+        let hbit = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+        _mm256_sub_epi8(_mm256_or_si256(nib, hbit), _mm256_set1_epi8(16))
+    }
+
+    /// Blocks of 32 signed levels (`Q5 = true`: Q5_0, else Q8_0) times each
+    /// token's Q8_0 blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn multi_32<const Q5: bool>(row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
+        let bb = if Q5 { 22 } else { 34 };
+        let m = acts.len();
+        let mut acc = [_mm256_setzero_ps(); super::MULTI];
+        let mut xs = [std::ptr::null::<i8>(); super::MULTI];
+        let mut ds = [std::ptr::null::<f32>(); super::MULTI];
+        for t in 0..m {
+            xs[t] = acts[t].qs.as_ptr();
+            ds[t] = acts[t].d.as_ptr();
+        }
+        let nb = row.len() / bb;
+        let base = row.as_ptr();
+        for b in 0..nb {
+            let blk = std::slice::from_raw_parts(base.add(b * bb), bb);
+            let w = if Q5 { unpack_q5_0(blk) } else { _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i) };
+            let aw = _mm256_sign_epi8(w, w);
+            let dw = f16_at(blk, 0);
+            for t in 0..m {
+                let x = _mm256_loadu_si256(xs[t].add(32 * b) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *ds[t].add(b)), _mm256_cvtepi32_ps(p), acc[t]);
+            }
+        }
+        for t in 0..m {
+            out[t] = hsum_ps(acc[t]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn multi_q8_0(row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
+        multi_32::<false>(row, acts, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn multi_q5_0(row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
+        multi_32::<true>(row, acts, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn multi_q4_k(row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
+        let low = _mm256_set1_epi8(0xF);
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (b, blk) in row.chunks_exact(144).enumerate() {
+            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let sc = &blk[4..16];
+            let mut q = [_mm256_setzero_si256(); 8];
+            let mut scales = [_mm256_setzero_si256(); 8];
+            let mut mins = [0i32; 8];
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
+                q[2 * c] = _mm256_and_si256(v, low);
+                q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                for j in [2 * c, 2 * c + 1] {
+                    let (s, m) = scale_min_k4(j, sc);
+                    scales[j] = _mm256_set1_epi16(s as i16);
+                    mins[j] = m as i32;
+                }
+            }
+            for (t, a) in acts.iter().enumerate() {
+                let x = a.qs.as_ptr().add(256 * b);
+                let bs = &a.bsums[16 * b..16 * b + 16];
+                let mut acc = _mm256_setzero_si256();
+                let mut summ = 0i32;
+                for j in 0..8 {
+                    let xv = _mm256_loadu_si256(x.add(32 * j) as *const __m256i);
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], xv), scales[j]));
+                    summ += mins[j] * (bs[2 * j] + bs[2 * j + 1]);
+                }
+                out[t] += *a.d.get_unchecked(b) * (d * hsum_epi32(acc) as f32 - dmin * summ as f32);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn multi_q6_k(row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
+        let m4 = _mm256_set1_epi8(0xF);
+        let m3 = _mm256_set1_epi8(3);
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (b, blk) in row.chunks_exact(210).enumerate() {
+            let d = f16_at(blk, 208);
+            let sc = &blk[192..208];
+            let mut q = [_mm256_setzero_si256(); 8];
+            let mut scales = [_mm256_setzero_si256(); 8];
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(blk.as_ptr().add(64 * n) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(blk.as_ptr().add(64 * n + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + 32 * n) as *const __m256i);
+                q[4 * n] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+                q[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+                q[4 * n + 2] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+                q[4 * n + 3] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+                for g in 0..4 {
+                    let s0 = (sc[8 * n + 2 * g] as i8) as i16;
+                    let s1 = (sc[8 * n + 2 * g + 1] as i8) as i16;
+                    scales[4 * n + g] = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                }
+            }
+            for (t, a) in acts.iter().enumerate() {
+                let x = a.qs.as_ptr().add(256 * b);
+                let bs = &a.bsums[16 * b..16 * b + 16];
+                let mut offset = 0i32;
+                for j in 0..16 {
+                    offset += (sc[j] as i8) as i32 * bs[j];
+                }
+                let mut acc = _mm256_setzero_si256();
+                for k in 0..8 {
+                    let xv = _mm256_loadu_si256(x.add(32 * k) as *const __m256i);
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], xv), scales[k]));
+                }
+                out[t] += d * *a.d.get_unchecked(b) * (hsum_epi32(acc) - 32 * offset) as f32;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +364,25 @@ mod tests {
             a.quantize(act_kind(dt).unwrap(), &x);
             let (got, want) = (dot_q8(dt, &row, &a), dot_q8_ref(dt, &row, &a));
             assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{dt}: {got} vs {want}");
+            // Several tokens at once give each token's single dot.
+            let xs: Vec<Vec<f32>> = (0..MULTI).map(|t| x.iter().map(|v| v * (t as f32 + 0.5)).collect()).collect();
+            let acts: Vec<ActQ8> = xs
+                .iter()
+                .map(|xt| {
+                    let mut a = ActQ8::default();
+                    a.quantize(act_kind(dt).unwrap(), xt);
+                    a
+                })
+                .collect();
+            for m in 1..=MULTI {
+                let refs: Vec<&ActQ8> = acts[..m].iter().collect();
+                let mut out = vec![0f32; m];
+                dot_q8_multi(dt, &row, &refs, &mut out);
+                for (t, o) in out.iter().enumerate() {
+                    let want = dot_q8_ref(dt, &row, &acts[t]);
+                    assert!((o - want).abs() <= 1e-4 * want.abs().max(1.0), "{dt} multi {m} token {t}: {o} vs {want}");
+                }
+            }
         }
     }
 }

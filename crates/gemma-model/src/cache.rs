@@ -4,7 +4,7 @@
 
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::forward::MAX_CHUNK;
-use gemma_kernels::dot::{dot_f16, dot_f32};
+use gemma_kernels::dot::{axpy_f16, axpy_f32, dot_f16, dot_f32};
 use half::f16;
 
 /// Element storage of a layer's keys and values.
@@ -52,8 +52,8 @@ impl KvStore {
     fn axpy(&self, at: usize, p: f32, out: &mut [f32]) {
         let n = out.len();
         match self {
-            KvStore::F32(v) => out.iter_mut().zip(&v[at..at + n]).for_each(|(o, &x)| *o += p * x),
-            KvStore::F16(v) => out.iter_mut().zip(&v[at..at + n]).for_each(|(o, x)| *o += p * x.to_f32()),
+            KvStore::F32(v) => axpy_f32(p, &v[at..at + n], out),
+            KvStore::F16(v) => axpy_f16(p, &v[at..at + n], out),
         }
     }
 
