@@ -223,7 +223,7 @@ impl Loader<'_> {
         let name = self.naming.name(part, l, self.sandwich);
         let mut s = self.raw(&name, &[rows, cols])?;
         if let Some(dt) = self.dtype {
-            if cols % dt.block_size() != 0 {
+            if !cols.is_multiple_of(dt.block_size()) {
                 return Err(GemmaError::invalid(
                     "dtype",
                     format!("`{name}` has {cols} columns, not a multiple of the {dt} block size {}", dt.block_size()),

@@ -82,7 +82,7 @@ pub fn dequantize_block(dtype: DType, blk: &[u8], out: &mut [f32]) {
 /// blocks to `out`.
 pub fn quantize(dtype: DType, x: &[f32], out: &mut Vec<u8>) -> Result<()> {
     let bs = dtype.block_size();
-    if x.len() % bs != 0 {
+    if !x.len().is_multiple_of(bs) {
         return Err(GemmaError::invalid("quantize", format!("{} values are not a whole number of {dtype} blocks of {bs}", x.len())));
     }
     let start = out.len();

@@ -15,7 +15,7 @@ pub enum Backend {
     /// Hugging Face `tokenizer.json` through the `tokenizers` crate.
     HuggingFace(Box<Tokenizer>),
     /// SentencePiece vocabulary with scores from GGUF metadata.
-    Spm(SpmTokenizer),
+    Spm(Box<SpmTokenizer>),
 }
 
 /// A Gemma tokenizer with its special tokens and chat template.

@@ -55,5 +55,5 @@ pub fn from_gguf(file: &GgufFile) -> Result<GemmaTokenizer> {
         None => ChatTemplate::gemma(),
     };
     let spm = SpmTokenizer::new(tokens, scores, kinds, flag("tokenizer.ggml.add_space_prefix", false))?;
-    GemmaTokenizer::from_parts(Backend::Spm(spm), bos, eos, flag("tokenizer.ggml.add_bos_token", true), template)
+    GemmaTokenizer::from_parts(Backend::Spm(Box::new(spm)), bos, eos, flag("tokenizer.ggml.add_bos_token", true), template)
 }

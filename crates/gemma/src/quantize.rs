@@ -65,7 +65,7 @@ impl QuantPlan {
 /// A type whose blocks divide `cols`: llama.cpp's fallbacks for k-quants,
 /// f16 when not even 32-blocks fit.
 pub fn fallback(t: DType, cols: usize) -> DType {
-    if cols % t.block_size() == 0 {
+    if cols.is_multiple_of(t.block_size()) {
         return t;
     }
     let alt = match t {
@@ -75,7 +75,7 @@ pub fn fallback(t: DType, cols: usize) -> DType {
         DType::Q2_K | DType::Q3_K => DType::Q4_0,
         _ => DType::F16,
     };
-    if cols % alt.block_size() == 0 {
+    if cols.is_multiple_of(alt.block_size()) {
         alt
     } else {
         DType::F16
