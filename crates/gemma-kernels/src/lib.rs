@@ -2,6 +2,8 @@
 //! time by CPU feature detection and tested against the reference.
 
 pub mod dot;
+pub mod gemm;
+pub mod geglu;
 pub mod matmul;
 pub mod ops;
 pub mod qdot;

@@ -44,6 +44,10 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n == 0 || rows == 0 {
         return;
     }
+    // Many tokens and a quantized weight: the cache-blocked integer GEMM.
+    if n >= crate::gemm::MIN_TOKENS && crate::gemm::gemm_quant(x, n, w, y, false) {
+        return;
+    }
     // Quantized weights meet 8-bit activations (as llama.cpp): quantize
     // each token's activations once.
     let acts: Vec<ActQ8> = match &w.storage {

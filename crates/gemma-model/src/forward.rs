@@ -5,7 +5,7 @@ use crate::cache::{KvCache, LayerCache};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::weights::{LayerWeights, Weights};
 use gemma_core::{GemmaError, Result};
-use gemma_kernels::{add_in_place, gelu_tanh, matmul, ops::rms_norm_in_place, rms_norm, rope, rope_inv_freq, softcap, softmax};
+use gemma_kernels::{add_in_place, matmul, ops::rms_norm_in_place, rms_norm, rope, rope_inv_freq, softcap, softmax};
 use rayon::prelude::*;
 
 /// Longest run of tokens processed by one internal forward step. Longer
@@ -164,9 +164,7 @@ impl Model {
         let mut up = vec![0.0; n * ff];
         matmul(&h, n, &w.gate, &mut gate);
         matmul(&h, n, &w.up, &mut up);
-        for (g, u) in gate.iter_mut().zip(&up) {
-            *g = gelu_tanh(*g) * u;
-        }
+        gemma_kernels::geglu::geglu(&mut gate, &up);
         matmul(&gate, n, &w.down, &mut a);
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(&mut a, g, eps);

@@ -9,6 +9,7 @@
 //!   Q6_K `{ql[128], qh[64], scales[16] as i8, d}` — 256 weights.
 
 pub mod act;
+pub mod levels;
 mod kquants;
 mod legacy;
 
