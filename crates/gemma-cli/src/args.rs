@@ -207,4 +207,8 @@ pub struct BenchArgs {
     /// Print one JSON array with llama-bench's field names.
     #[arg(long)]
     pub json: bool,
+    /// Also measure memory read bandwidth and print the decode ceiling
+    /// (bandwidth / weight bytes read per token) and each tg result's share of it.
+    #[arg(long)]
+    pub roofline: bool,
 }

@@ -366,5 +366,19 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     println!();
     println!("load time {load_s:.2} s, peak RSS {}", rss.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)));
+    if a.roofline {
+        let bw = gemma::bench::read_bandwidth();
+        let per_token = gemma.model.weights.bytes_per_token() as f64;
+        let ceiling = bw / per_token;
+        println!(
+            "roofline: read bandwidth {:.1} GB/s ({threads} threads), {:.1} MB of weights read per token, decode ceiling {ceiling:.1} tok/s",
+            bw / 1e9,
+            per_token / 1e6
+        );
+        for r in results.iter().filter(|r| r.n_gen > 0) {
+            let (m, _) = r.ts_mean_std();
+            println!("roofline: tg{} at {m:.1} tok/s is {:.0}% of the ceiling", r.n_gen, 100.0 * m / ceiling);
+        }
+    }
     Ok(())
 }

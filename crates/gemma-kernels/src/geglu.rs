@@ -29,15 +29,33 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
     geglu_ref(gate, up)
 }
 
+/// `x[i] = e^(x[i] − shift)` in place; returns the sum (softmax numerators).
+pub fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
+    let mut sum = 0.0;
+    let mut body = 0;
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        body = x.len() / 8 * 8;
+        // SAFETY: AVX2 and FMA detected at run time.
+        sum = unsafe { avx2::exp_shifted(&mut x[..body], shift) };
+    }
+    for v in &mut x[body..] {
+        *v = (*v - shift).exp();
+        sum += *v;
+    }
+    sum
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     /// `e^x` for 8 lanes (Cephes-style: 2^n · e^r, |r| ≤ ln2/2, degree-6
-    /// polynomial; ~2 ulp; saturates to 0 and +inf outside ±88).
+    /// polynomial; ~2 ulp; 0 below −87 (no subnormals), 2^127 above 88).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn exp(x: __m256) -> __m256 {
+        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.0));
         let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0)), _mm256_set1_ps(88.0));
         let n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         // r = x − n·ln2, with ln2 split in two for precision.
@@ -51,7 +69,22 @@ mod avx2 {
         let e = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
         // × 2^n through the exponent bits.
         let pow = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-        _mm256_mul_ps(e, _mm256_castsi256_ps(pow))
+        _mm256_andnot_ps(tiny, _mm256_mul_ps(e, _mm256_castsi256_ps(pow)))
+    }
+
+    /// `e^(x − shift)` over a multiple of 8 values; returns the sum.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
+        let s = _mm256_set1_ps(shift);
+        let mut acc = _mm256_setzero_ps();
+        for c in x.chunks_exact_mut(8) {
+            let e = exp(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), s));
+            acc = _mm256_add_ps(acc, e);
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        lanes.iter().sum()
     }
 
     /// Fused GeGLU over a multiple of 8 values.
@@ -73,6 +106,19 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_shifted_matches_std() {
+        let mut x: Vec<f32> = (0..1001).map(|i| -(i as f32) / 10.0).collect();
+        let want: Vec<f32> = x.iter().map(|v| (v - 0.5).exp()).collect();
+        let sum = exp_shifted(&mut x, 0.5);
+        for (g, w) in x.iter().zip(&want) {
+            assert!((g - w).abs() <= 3e-7 * w.abs() + 1.7e-38, "{g} vs {w}");
+        }
+        assert!((sum - want.iter().sum::<f32>()).abs() < 1e-5);
+        let mut inf = [f32::NEG_INFINITY; 9];
+        assert_eq!(exp_shifted(&mut inf, 0.0), 0.0);
+    }
 
     #[test]
     fn simd_geglu_matches_the_reference() {

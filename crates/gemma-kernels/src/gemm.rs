@@ -13,6 +13,7 @@
 
 use crate::dot::{simd_level, SimdLevel};
 use gemma_core::{Matrix, Storage};
+use gemma_quant::act::{act_kind, ActKind};
 use gemma_quant::levels::{level_form, unpack_levels, LevelForm};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -63,23 +64,48 @@ pub fn has_avx512_vnni() -> bool {
     })
 }
 
-/// Scalar reference: quantize `x: [n, cols]` (cols a multiple of 32).
-pub fn quantize_acts_ref(x: &[f32], n: usize, cols: usize, out: &mut QuantActs) {
+/// Scalar reference: quantize `x: [n, cols]` (cols a multiple of 32, of
+/// 256 for [`ActKind::Q8K`]) as llama.cpp quantizes activations for the
+/// weight type: Q8_0/Q8_1 blocks of 32 with the scale rounded to f16, or
+/// Q8_K blocks of 256 with an f32 scale. Rounding is to nearest-even.
+pub fn quantize_acts_ref(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &mut QuantActs) {
     prepare(out, n, cols);
+    let block = if kind == ActKind::Q8K { 256 } else { 32 };
     for t in 0..n {
-        for b in 0..cols / 32 {
-            let v = &x[t * cols + 32 * b..t * cols + 32 * b + 32];
-            let amax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let (d, id) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
-            let q = &mut out.qs[t * cols + 32 * b..t * cols + 32 * b + 32];
-            for (q, x) in q.iter_mut().zip(v) {
-                *q = (x * id).round_ties_even() as i8;
-            }
-            let g = t * cols / 16 + 2 * b;
-            for h in 0..2 {
-                let sum: i32 = q[16 * h..16 * h + 16].iter().map(|&v| v as i32).sum();
-                out.d16[g + h] = d;
-                out.xs[g + h] = d * sum as f32;
+        for b in 0..cols / block {
+            let at = t * cols + block * b;
+            let v = &x[at..at + block];
+            let q = &mut out.qs[at..at + block];
+            let d = match kind {
+                ActKind::Q8K => {
+                    let mx = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mn = v.iter().copied().fold(f32::INFINITY, f32::min);
+                    let max = if mx >= -mn { mx } else { mn };
+                    if max == 0.0 {
+                        q.fill(0);
+                        0.0
+                    } else {
+                        let iscale = -127.0 / max;
+                        for (q, x) in q.iter_mut().zip(v) {
+                            *q = ((iscale * x).round_ties_even() as i32).min(127) as i8;
+                        }
+                        1.0 / iscale
+                    }
+                }
+                _ => {
+                    let amax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    let d = amax / 127.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    for (q, x) in q.iter_mut().zip(v) {
+                        *q = (x * id).round_ties_even() as i8;
+                    }
+                    half::f16::from_f32(d).to_f32()
+                }
+            };
+            for (h, g) in q.chunks_exact(16).enumerate() {
+                let sum: i32 = g.iter().map(|&v| v as i32).sum();
+                out.d16[at / 16 + h] = d;
+                out.xs[at / 16 + h] = d * sum as f32;
             }
         }
     }
@@ -99,17 +125,18 @@ fn prepare(out: &mut QuantActs, n: usize, cols: usize) {
 
 /// Quantize `x: [n, cols]` for the GEMM (SIMD where available; identical
 /// results to [`quantize_acts_ref`]).
-pub fn quantize_acts(x: &[f32], n: usize, cols: usize, out: &mut QuantActs) {
-    assert!(cols.is_multiple_of(32) && x.len() == n * cols, "activations must be [n, cols] with cols a multiple of 32");
+pub fn quantize_acts(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &mut QuantActs) {
+    let block = if kind == ActKind::Q8K { 256 } else { 32 };
+    assert!(cols.is_multiple_of(block) && x.len() == n * cols, "activations must be [n, cols] with cols a multiple of {block}");
     #[cfg(target_arch = "x86_64")]
     if has_avx512_vnni() {
         prepare(out, n, cols);
         // SAFETY: AVX-512 F/BW were detected at run time; the buffers hold
         // [n, cols] values (prepare sized them for at least n tokens).
-        unsafe { avx512::quantize(x, n, cols, out) };
+        unsafe { avx512::quantize(x, n * cols / block, block, kind, out) };
         return;
     }
-    quantize_acts_ref(x, n, cols, out)
+    quantize_acts_ref(x, n, cols, kind, out)
 }
 
 /// Weight rows in level form, `[rows, cols]` levels and `[rows, cols/16]`
@@ -146,6 +173,14 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Write `v` at element `i`.
+    /// SAFETY: `i` is in bounds and no other task writes element `i`.
+    unsafe fn write(&self, i: usize, v: f32) {
+        unsafe { *self.0.add(i) = v };
+    }
+}
+
 /// `y[t, r] = x[t, :] · w[r, :]` with `x: [n, cols]`, `y: [n, rows]`, for a
 /// quantized `w` with a level form. Returns false (doing nothing) when this
 /// path does not apply: float or Q2_K/Q3_K weights, columns not a multiple of
@@ -153,6 +188,7 @@ unsafe impl Sync for OutPtr {}
 pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: bool) -> bool {
     let Storage::Raw { dtype, bytes, .. } = &w.storage else { return false };
     let Some(form) = level_form(*dtype) else { return false };
+    let Some(kind) = act_kind(*dtype) else { return false };
     let (rows, cols) = (w.rows, w.cols);
     let simd = has_avx512_vnni() && !force_ref;
     if !cols.is_multiple_of(64) || !(simd || force_ref) || n == 0 {
@@ -162,15 +198,14 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     assert_eq!(y.len(), n * rows, "gemm output has the wrong length");
     let mut acts = QuantActs::default();
     if simd {
-        quantize_acts(x, n, cols, &mut acts);
+        quantize_acts(x, n, cols, kind, &mut acts);
     } else {
-        quantize_acts_ref(x, n, cols, &mut acts);
+        quantize_acts_ref(x, n, cols, kind, &mut acts);
     }
     let (dtype, rb, ng) = (*dtype, w.row_bytes(), cols / 16);
     let data = bytes.as_slice();
     let out = OutPtr(y.as_mut_ptr());
     (0..rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
-        let out = out;
         SCRATCH.with(|lv| {
             let mut lv = lv.borrow_mut();
             let r0 = task * ROWS_PER_TASK;
@@ -214,7 +249,7 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
                         for (j, &v) in tr.iter().enumerate().take(n - t0) {
                             // SAFETY: t0 + j < n and r0 + i0 + i < rows: in
                             // bounds; this task alone writes rows r0..r0+nr.
-                            unsafe { *out.0.add((t0 + j) * rows + r0 + i0 + i) = v };
+                            unsafe { out.write((t0 + j) * rows + r0 + i0 + i, v) };
                         }
                     }
                 }
@@ -225,29 +260,47 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // tiles index rows and tokens together
 mod avx512 {
     use super::{Levels, QuantActs, R, T};
+    use gemma_quant::act::ActKind;
     use gemma_quant::levels::LevelForm;
     use std::arch::x86_64::*;
 
-    /// Quantize `n` tokens of `x` into the prepared `out` (as the reference).
+    /// Quantize `blocks` blocks of `block` values of `x` into the prepared
+    /// `out` (as the reference).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn quantize(x: &[f32], n: usize, cols: usize, out: &mut QuantActs) {
+    pub unsafe fn quantize(x: &[f32], blocks: usize, block: usize, kind: ActKind, out: &mut QuantActs) {
         let (xp, qp) = (x.as_ptr(), out.qs.as_mut_ptr());
-        for i in 0..n * cols / 32 {
-            let v0 = _mm512_loadu_ps(xp.add(32 * i));
-            let v1 = _mm512_loadu_ps(xp.add(32 * i + 16));
-            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-            let (d, id) = if amax > 0.0 { (amax / 127.0, 127.0 / amax) } else { (0.0, 0.0) };
-            let idv = _mm512_set1_ps(id);
-            let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
-            let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
-            _mm_storeu_si128(qp.add(32 * i) as *mut __m128i, _mm512_cvtsepi32_epi8(q0));
-            _mm_storeu_si128(qp.add(32 * i + 16) as *mut __m128i, _mm512_cvtsepi32_epi8(q1));
-            out.d16[2 * i] = d;
-            out.d16[2 * i + 1] = d;
-            out.xs[2 * i] = d * _mm512_reduce_add_epi32(q0) as f32;
-            out.xs[2 * i + 1] = d * _mm512_reduce_add_epi32(q1) as f32;
+        for b in 0..blocks {
+            let at = b * block;
+            let (mut mx, mut mn) = (_mm512_set1_ps(f32::NEG_INFINITY), _mm512_set1_ps(f32::INFINITY));
+            for i in (0..block).step_by(16) {
+                let v = _mm512_loadu_ps(xp.add(at + i));
+                mx = _mm512_max_ps(mx, v);
+                mn = _mm512_min_ps(mn, v);
+            }
+            let (mx, mn) = (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn));
+            let (mul, d, cap) = if kind == ActKind::Q8K {
+                let max = if mx >= -mn { mx } else { mn };
+                if max == 0.0 {
+                    (0.0, 0.0, 127)
+                } else {
+                    let iscale = -127.0 / max;
+                    (iscale, 1.0 / iscale, 127)
+                }
+            } else {
+                let amax = mx.max(-mn).max(0.0);
+                let d = amax / 127.0;
+                (if d != 0.0 { 1.0 / d } else { 0.0 }, half::f16::from_f32(d).to_f32(), 127)
+            };
+            let (mv, capv) = (_mm512_set1_ps(mul), _mm512_set1_epi32(cap));
+            for i in (0..block).step_by(16) {
+                let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xp.add(at + i)), mv)), capv);
+                _mm_storeu_si128(qp.add(at + i) as *mut __m128i, _mm512_cvtsepi32_epi8(q));
+                out.d16[(at + i) / 16] = d;
+                out.xs[(at + i) / 16] = d * _mm512_reduce_add_epi32(q) as f32;
+            }
         }
     }
 
@@ -321,12 +374,29 @@ mod tests {
 
     #[test]
     fn simd_quantization_equals_the_reference() {
-        let (_, x) = inputs(1, 128, 7);
-        let (mut a, mut b) = (QuantActs::default(), QuantActs::default());
-        quantize_acts(&x, 7, 128, &mut a);
-        quantize_acts_ref(&x, 7, 128, &mut b);
-        assert_eq!(a, b);
-        assert_eq!(a.n, 8);
+        let (_, mut x) = inputs(1, 512, 7);
+        x[256..512].fill(0.0); // an all-zero block
+        for kind in [ActKind::Q8_0, ActKind::Q8K] {
+            let (mut a, mut b) = (QuantActs::default(), QuantActs::default());
+            quantize_acts(&x, 7, 512, kind, &mut a);
+            quantize_acts_ref(&x, 7, 512, kind, &mut b);
+            assert_eq!(a, b, "{kind:?}");
+            assert_eq!(a.n, 8);
+        }
+    }
+
+    /// The Q8_K quantization is llama.cpp's (gemma-quant's ActQ8) up to
+    /// rounding ties.
+    #[test]
+    fn q8k_matches_the_ggml_activation_format() {
+        let (_, x) = inputs(1, 512, 1);
+        let mut a = QuantActs::default();
+        quantize_acts_ref(&x, 1, 512, ActKind::Q8K, &mut a);
+        let mut g = gemma_quant::act::ActQ8::default();
+        g.quantize(ActKind::Q8K, &x);
+        let diff = a.qs[..512].iter().zip(&g.qs).filter(|(p, q)| p != q).count();
+        assert!(diff <= 2, "{diff} levels differ");
+        assert_eq!(a.d16[0], g.d[0]);
     }
 
     /// Every type with a level form, odd row and token counts: the SIMD
@@ -350,7 +420,7 @@ mod tests {
                 let mut want = vec![0f32; n * rows];
                 assert!(gemm_quant(x, n, &w, &mut want, true));
                 let mut a = QuantActs::default();
-                quantize_acts_ref(x, n, cols, &mut a);
+                quantize_acts_ref(x, n, cols, act_kind(dt).unwrap(), &mut a);
                 for t in 0..n {
                     for r in 0..rows {
                         let exact: f64 = (0..cols)

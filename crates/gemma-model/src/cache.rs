@@ -57,6 +57,16 @@ impl KvStore {
         }
     }
 
+    /// Copy `out.len()` values at `at` into `out` as f32.
+    #[inline]
+    fn read(&self, at: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            KvStore::F32(v) => out.copy_from_slice(&v[at..at + n]),
+            KvStore::F16(v) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[at..at + n], out),
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             KvStore::F32(v) => v.len() * 4,
@@ -107,6 +117,23 @@ impl LayerCache {
     }
 
     /// Store key and value rows (`[kv_dim]` each) for position `pos`.
+    /// Whether keys and values are stored as f16.
+    pub fn is_f16(&self) -> bool {
+        matches!(self.k, KvStore::F16(_))
+    }
+
+    /// The key of position `pos` at offset `off` (one head: `out.len()` values), as f32.
+    #[inline]
+    pub fn read_key(&self, pos: usize, off: usize, out: &mut [f32]) {
+        self.k.read(self.slot(pos) * self.kv_dim + off, out)
+    }
+
+    /// The value of position `pos` at offset `off`, as f32.
+    #[inline]
+    pub fn read_value(&self, pos: usize, off: usize, out: &mut [f32]) {
+        self.v.read(self.slot(pos) * self.kv_dim + off, out)
+    }
+
     pub fn store(&mut self, pos: usize, k: &[f32], v: &[f32]) {
         self.reserve(pos + 1);
         let s = self.slot(pos) * self.kv_dim;

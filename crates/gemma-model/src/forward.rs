@@ -1,16 +1,16 @@
 //! The one forward pass for every Gemma generation. Variants are data in
 //! [`GemmaConfig`]/[`LayerSpec`]; weight dtypes are handled by the kernels.
 
+use crate::attention::{attention, AttnShape};
 use crate::cache::{KvCache, LayerCache};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::weights::{LayerWeights, Weights};
 use gemma_core::{GemmaError, Result};
-use gemma_kernels::{add_in_place, matmul, ops::rms_norm_in_place, rms_norm, rope, rope_inv_freq, softcap, softmax};
-use rayon::prelude::*;
+use gemma_kernels::{add_in_place, matmul, ops::rms_norm_in_place, rms_norm, rope, rope_inv_freq, softcap};
 
 /// Longest run of tokens processed by one internal forward step. Longer
 /// inputs are split; sliding-window caches are sized with this in mind.
-pub const MAX_CHUNK: usize = 256;
+pub const MAX_CHUNK: usize = 512;
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,28 +176,17 @@ impl Model {
     /// positions `start..start+n` over the cache, into `out` `[n, heads*hd]`.
     fn attention(&self, l: usize, q: &[f32], kv: &LayerCache, start: usize, out: &mut [f32]) {
         let cfg = &self.config;
-        let (hd, heads) = (cfg.head_dim, cfg.num_heads);
-        let group = heads / cfg.num_kv_heads;
-        let window = match cfg.layers[l].attention {
-            AttentionKind::Global => usize::MAX,
-            AttentionKind::Sliding { window } => window,
+        let shape = AttnShape {
+            heads: cfg.num_heads,
+            group: cfg.num_heads / cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            window: match cfg.layers[l].attention {
+                AttentionKind::Global => usize::MAX,
+                AttentionKind::Sliding { window } => window,
+            },
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
         };
-        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-            let (t, head) = (i / heads, i % heads);
-            let pos = start + t;
-            let qh = &q[i * hd..(i + 1) * hd];
-            let kvh = (head / group) * hd;
-            // Keys j with pos - window < j <= pos.
-            let first = (pos + 1).saturating_sub(window);
-            let mut scores: Vec<f32> = (first..=pos).map(|j| kv.key_dot(j, kvh, qh) * cfg.attn_scale).collect();
-            if let Some(cap) = cfg.attn_softcap {
-                softcap(&mut scores, cap);
-            }
-            softmax(&mut scores);
-            o.iter_mut().for_each(|v| *v = 0.0);
-            for (j, p) in (first..=pos).zip(&scores) {
-                kv.value_axpy(j, kvh, *p, o);
-            }
-        });
+        attention(shape, q, kv, start, out);
     }
 }

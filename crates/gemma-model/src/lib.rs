@@ -1,6 +1,7 @@
 //! The Gemma model: a typed config parsed once from the checkpoint, weights,
 //! a KV cache, and one config-driven forward for Gemma 1, 2 and 3.
 
+pub mod attention;
 pub mod cache;
 pub mod config;
 pub mod forward;

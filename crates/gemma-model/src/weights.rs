@@ -79,6 +79,17 @@ impl Weights {
         n
     }
 
+    /// Bytes read from memory per decoded token: every block matrix and norm
+    /// plus the output head (the embedding contributes one row, ignored).
+    pub fn bytes_per_token(&self) -> usize {
+        let m = |m: &Matrix| m.storage.bytes();
+        let mut n = m(self.head()) + self.final_norm.len() * 4;
+        for l in &self.layers {
+            n += (l.attn_norm.len() + l.ffn_norm.len()) * 4 + m(&l.q) + m(&l.k) + m(&l.v) + m(&l.o) + m(&l.gate) + m(&l.up) + m(&l.down);
+        }
+        n
+    }
+
     /// The dtype of the large matrices.
     pub fn dtype(&self) -> DType {
         self.embed.dtype()

@@ -100,3 +100,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// This machine's memory read bandwidth in bytes/s with the current rayon
+/// pool: the best of 5 passes summing a 512 MiB buffer split over the threads.
+pub fn read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let words = (512usize << 20) / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let per = words.div_ceil(rayon::current_num_threads() * 8).max(1 << 16);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sum: u64 = buf.par_chunks(per).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).reduce(|| 0, u64::wrapping_add);
+        let s = t.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / s);
+    }
+    best
+}
