@@ -219,7 +219,14 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
                 let (q, s, m) = (&mut lv.q[i * cols..(i + 1) * cols], &mut lv.s[i * ng..(i + 1) * ng], &mut lv.m[i * ng..(i + 1) * ng]);
                 if i < nr {
                     let r = r0 + i;
-                    unpack_levels(dtype, &data[r * rb..(r + 1) * rb], q, s, m);
+                    let row = &data[r * rb..(r + 1) * rb];
+                    #[cfg(target_arch = "x86_64")]
+                    if simd && crate::vnni::supports(dtype) {
+                        // SAFETY: AVX-512 VNNI detected; shapes as unpack_levels checks them.
+                        unsafe { crate::vnni::fill_row(dtype, row, q, s, m) };
+                        continue;
+                    }
+                    unpack_levels(dtype, row, q, s, m);
                 } else {
                     // Padding rows contribute nothing.
                     q.fill(form.offset);
@@ -257,6 +264,46 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
         });
     });
     true
+}
+
+/// `y[t, r] = x[t, :] · w[r, :]` for a few tokens (decoding) with the
+/// AVX-512 VNNI matrix-vector kernels. Returns false (doing nothing) when they
+/// do not apply (no AVX-512 VNNI, a type without a kernel, odd column counts).
+pub fn gemv_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let Storage::Raw { dtype, bytes, .. } = &w.storage else { return false };
+        let (rows, cols) = (w.rows, w.cols);
+        if !has_avx512_vnni() || !crate::vnni::supports(*dtype) || !cols.is_multiple_of(64) || n == 0 {
+            return false;
+        }
+        let Some(kind) = act_kind(*dtype) else { return false };
+        if kind == ActKind::Q8K && !cols.is_multiple_of(256) {
+            return false;
+        }
+        assert_eq!(x.len(), n * cols, "gemv input has the wrong length");
+        assert_eq!(y.len(), n * rows, "gemv output has the wrong length");
+        let mut acts = QuantActs::default();
+        quantize_acts(x, n, cols, kind, &mut acts);
+        // SAFETY: AVX-512 VNNI detected; t < n <= acts.n; cols % 64 == 0.
+        let chunks: Vec<_> = (0..n).map(|t| unsafe { crate::vnni::act_chunks(&acts, t, *dtype) }).collect();
+        let (dtype, rb, data) = (*dtype, w.row_bytes(), bytes.as_slice());
+        let out = OutPtr(y.as_mut_ptr());
+        (0..rows).into_par_iter().with_min_len(ROWS_PER_TASK).for_each(|r| {
+            let row = &data[r * rb..(r + 1) * rb];
+            for (t, a) in chunks.iter().enumerate() {
+                // SAFETY: AVX-512 VNNI detected; the row holds `cols` columns;
+                // element (t, r) is written by this row's task only.
+                unsafe { out.write(t * rows + r, crate::vnni::gemv_row(dtype, row, a)) };
+            }
+        });
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, n, w, y);
+        false
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

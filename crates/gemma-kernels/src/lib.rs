@@ -7,6 +7,7 @@ pub mod geglu;
 pub mod matmul;
 pub mod ops;
 pub mod qdot;
+pub mod vnni;
 
 pub use matmul::matmul;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};

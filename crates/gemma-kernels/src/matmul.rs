@@ -48,6 +48,10 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n >= crate::gemm::MIN_TOKENS && crate::gemm::gemm_quant(x, n, w, y, false) {
         return;
     }
+    // A few tokens (decoding): matrix-vector kernels unpacking in registers.
+    if n < crate::gemm::MIN_TOKENS && crate::gemm::gemv_quant(x, n, w, y) {
+        return;
+    }
     // Quantized weights meet 8-bit activations (as llama.cpp): quantize
     // each token's activations once.
     let acts: Vec<ActQ8> = match &w.storage {
