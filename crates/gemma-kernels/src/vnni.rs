@@ -137,7 +137,8 @@ unsafe fn spread(v: __m128) -> __m512 {
 }
 
 /// Prepare token `t` of `a` for weights of `dtype`.
-/// SAFETY: AVX-512 F/BW/VNNI available; `t < a.n`; cols a multiple of 64.
+/// # Safety
+/// AVX-512 F/BW/VNNI available; `t < a.n`; cols a multiple of 64.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 pub unsafe fn act_chunks(a: &QuantActs, t: usize, dtype: DType) -> ActChunks {
     let offset = gemma_quant::levels::level_form(dtype).map_or(0, |f| f.offset);
@@ -179,7 +180,8 @@ unsafe fn gemv_k<K: Chunks>(row: *const u8, a: &ActChunks) -> f32 {
 
 /// `row · token` for a row of `dtype` blocks ([`supports`]) holding
 /// `64 · a.x.len()` columns.
-/// SAFETY: AVX-512 F/BW/VNNI available; `row` holds that many columns.
+/// # Safety
+/// AVX-512 F/BW/VNNI available; `row` holds that many columns.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 pub unsafe fn gemv_row(dtype: DType, row: &[u8], a: &ActChunks) -> f32 {
     debug_assert!(row.len() >= dtype.bytes_for(64 * a.x.len()));
@@ -205,7 +207,8 @@ unsafe fn fill_k<K: Chunks>(row: *const u8, q: &mut [u8], s: &mut [f32], m: &mut
 
 /// Unpack a row of `dtype` blocks into levels `q: [cols]`, scales and mins
 /// `[cols/16]`, exactly as `gemma_quant::levels::unpack_levels`.
-/// SAFETY: AVX-512 F/BW/VNNI available; `row` holds `q.len()` columns (a
+/// # Safety
+/// AVX-512 F/BW/VNNI available; `row` holds `q.len()` columns (a
 /// multiple of 64); `s` and `m` hold `q.len() / 16` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 pub unsafe fn fill_row(dtype: DType, row: &[u8], q: &mut [u8], s: &mut [f32], m: &mut [f32]) {
