@@ -95,53 +95,10 @@ pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(o, v)| *o += a * v);
 }
 
-/// Scalar reference of [`accumulate_rows`].
-pub fn accumulate_rows_ref(p: &[f32], rows: &[f32], acc: &mut [f32]) {
-    for (&w, row) in p.iter().zip(rows.chunks_exact(acc.len())) {
-        axpy_f32(w, row, acc);
-    }
-}
-
-/// `acc += Σ_j p[j] · rows[j]` with `rows: [p.len(), acc.len()]` (the
-/// value side of attention): each chunk of `acc` stays in registers while
-/// every row is added.
-pub fn accumulate_rows(p: &[f32], rows: &[f32], acc: &mut [f32]) {
-    assert_eq!(rows.len(), p.len() * acc.len(), "accumulate_rows: rows must be [p.len(), acc.len()]");
-    #[cfg(target_arch = "x86_64")]
-    if simd_level() == SimdLevel::Avx2 && acc.len().is_multiple_of(32) {
-        // SAFETY: AVX2 and FMA detected at run time; shapes checked.
-        return unsafe { avx2::accumulate_rows(p, rows, acc) };
-    }
-    accumulate_rows_ref(p, rows, acc)
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use half::{bf16, f16};
     use std::arch::x86_64::*;
-
-    /// `acc` (a multiple of 32 long) += Σ p[j]·rows[j], 32 lanes at a time.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn accumulate_rows(p: &[f32], rows: &[f32], acc: &mut [f32]) {
-        let d = acc.len();
-        let (rp, ap) = (rows.as_ptr(), acc.as_mut_ptr());
-        for c in (0..d).step_by(32) {
-            let mut a = [_mm256_setzero_ps(); 4];
-            for (k, v) in a.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(ap.add(c + 8 * k));
-            }
-            for (j, &w) in p.iter().enumerate() {
-                let wv = _mm256_set1_ps(w);
-                let r = rp.add(j * d + c);
-                for (k, v) in a.iter_mut().enumerate() {
-                    *v = _mm256_fmadd_ps(wv, _mm256_loadu_ps(r.add(8 * k)), *v);
-                }
-            }
-            for (k, v) in a.iter().enumerate() {
-                _mm256_storeu_ps(ap.add(c + 8 * k), *v);
-            }
-        }
-    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -284,20 +241,6 @@ mod tests {
             y2.iter_mut().zip(&wh).for_each(|(o, v)| *o += 0.75 * v.to_f32());
             for (p, q) in y1.iter().zip(&y2) {
                 close(*p, *q, 1);
-            }
-        }
-    }
-
-    #[test]
-    fn accumulate_rows_matches_reference() {
-        for (rows, d) in [(0, 32), (1, 64), (37, 256), (5, 24)] {
-            let p = data(rows, 3);
-            let r = data(rows * d, 4);
-            let (mut a, mut b) = (data(d, 5), data(d, 5));
-            accumulate_rows(&p, &r, &mut a);
-            accumulate_rows_ref(&p, &r, &mut b);
-            for (x, y) in a.iter().zip(&b) {
-                close(*x, *y, rows);
             }
         }
     }

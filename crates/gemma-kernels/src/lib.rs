@@ -1,6 +1,7 @@
 //! CPU kernels. Every op has a scalar reference; SIMD paths are chosen at run
 //! time by CPU feature detection and tested against the reference.
 
+pub mod attn_gemm;
 pub mod dot;
 pub mod gemm;
 pub mod geglu;

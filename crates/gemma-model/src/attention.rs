@@ -4,13 +4,13 @@
 //! full score matrix is ever materialized, however long the context.
 
 use crate::cache::LayerCache;
-use gemma_kernels::dot::{accumulate_rows, dot_f32};
+use gemma_kernels::attn_gemm::{accumulate, round_to_f16, scores};
 use gemma_kernels::geglu::exp_shifted;
 use gemma_kernels::softcap;
 use rayon::prelude::*;
 
 /// Key/value positions converted and processed together.
-const KEY_BLOCK: usize = 16;
+const KEY_BLOCK: usize = 32;
 /// Query tokens sharing one converted key/value block (per head).
 const QUERY_TILE: usize = 16;
 
@@ -61,58 +61,61 @@ fn attend_tile(s: &AttnShape, q: &[f32], kv: &LayerCache, start: usize, t0: usiz
     let kv_off = (head / s.group) * hd;
     let nq = t1 - t0;
     let first = |pos: usize| (pos + 1).saturating_sub(s.window);
+    // With an f16 cache the products are taken as llama.cpp takes them: the
+    // query and the probabilities are rounded to f16 too.
+    let f16_math = kv.is_f16();
+    let mut qs: Vec<f32> = (t0..t1).flat_map(|t| q[t * stride + head * hd..][..hd].iter().copied()).collect();
+    if f16_math {
+        round_to_f16(&mut qs);
+    }
     let mut acc = vec![0f32; nq * hd];
     let mut max = vec![f32::NEG_INFINITY; nq];
     let mut sum = vec![0f32; nq];
     let (mut keys, mut vals) = (vec![0f32; KEY_BLOCK * hd], vec![0f32; KEY_BLOCK * hd]);
-    let mut scores = [0f32; KEY_BLOCK];
-    // With an f16 cache the products are taken as llama.cpp takes them: the
-    // query and the probabilities are rounded to f16 too.
-    let f16_math = kv.is_f16();
-    let round = |v: &mut f32| *v = half::f16::from_f32(*v).to_f32();
-    let mut qs: Vec<f32> = (t0..t1).flat_map(|t| q[t * stride + head * hd..][..hd].iter().copied()).collect();
-    if f16_math {
-        qs.iter_mut().for_each(round);
-    }
+    let mut sc = vec![0f32; nq * KEY_BLOCK];
     let (lo, hi) = (first(start + t0), start + t1 - 1);
     let mut b0 = lo;
     while b0 <= hi {
         let b1 = (b0 + KEY_BLOCK).min(hi + 1); // keys b0..b1
+        let nk = b1 - b0;
         for j in b0..b1 {
             let r = (j - b0) * hd;
             kv.read_key(j, kv_off, &mut keys[r..r + hd]);
             kv.read_value(j, kv_off, &mut vals[r..r + hd]);
         }
-        for i in 0..nq {
+        let sc = &mut sc[..nq * nk];
+        scores(&qs, &keys[..nk * hd], hd, sc);
+        for (i, row) in sc.chunks_exact_mut(nk).enumerate() {
             let pos = start + t0 + i;
+            // Keys this query may not see get probability 0.
             let (k0, k1) = (first(pos).max(b0), (pos + 1).min(b1));
             if k0 >= k1 {
+                row.fill(0.0);
                 continue;
             }
-            let qi = &qs[i * hd..(i + 1) * hd];
-            let sc = &mut scores[..k1 - k0];
-            for (o, j) in sc.iter_mut().zip(k0..k1) {
-                let r = (j - b0) * hd;
-                *o = dot_f32(qi, &keys[r..r + hd]) * s.scale;
-            }
+            row.iter_mut().for_each(|v| *v *= s.scale);
             if let Some(cap) = s.softcap {
-                softcap(sc, cap);
+                softcap(row, cap);
             }
-            let bmax = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let ai = &mut acc[i * hd..(i + 1) * hd];
+            for (j, v) in row.iter_mut().enumerate() {
+                if !(k0..k1).contains(&(b0 + j)) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            let bmax = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             if bmax > max[i] {
                 // Rescale what was accumulated under the old maximum.
                 let corr = (max[i] - bmax).exp();
-                ai.iter_mut().for_each(|v| *v *= corr);
+                acc[i * hd..(i + 1) * hd].iter_mut().for_each(|v| *v *= corr);
                 sum[i] *= corr;
                 max[i] = bmax;
             }
-            sum[i] += exp_shifted(sc, max[i]);
-            if f16_math {
-                sc.iter_mut().for_each(round);
-            }
-            accumulate_rows(sc, &vals[(k0 - b0) * hd..(k1 - b0) * hd], ai);
+            sum[i] += exp_shifted(row, max[i]);
         }
+        if f16_math {
+            round_to_f16(sc);
+        }
+        accumulate(sc, &vals[..nk * hd], hd, &mut acc);
         b0 = b1;
     }
     for (ai, &l) in acc.chunks_exact_mut(hd).zip(&sum) {
