@@ -4,6 +4,7 @@
 pub mod attn_gemm;
 pub mod dot;
 pub mod gemm;
+mod gemm_packed;
 pub mod geglu;
 pub mod matmul;
 pub mod ops;

@@ -37,34 +37,40 @@ pub fn attention(s: AttnShape, q: &[f32], kv: &LayerCache, start: usize, out: &m
     let (hd, heads) = (s.head_dim, s.heads);
     let n = q.len() / (heads * hd);
     let tiles = n.div_ceil(QUERY_TILE);
-    // One task per (query tile, head); each returns its [tile, hd] output.
-    let results: Vec<(usize, usize, Vec<f32>)> = (0..tiles * heads)
+    // Heads of one key/value head share its converted blocks; with few
+    // query tiles (decoding) split them so every thread has work.
+    let hg = if tiles * (heads / s.group) >= 2 * rayon::current_num_threads() { s.group } else { 1 };
+    let per_tile = heads / hg;
+    // One task per (query tile, head group); each returns its [tile, hg, hd] output.
+    let results: Vec<(usize, usize, Vec<f32>)> = (0..tiles * per_tile)
         .into_par_iter()
         .map(|task| {
-            let (tile, head) = (task / heads, task % heads);
+            let (tile, h0) = (task / per_tile, (task % per_tile) * hg);
             let t0 = tile * QUERY_TILE;
             let t1 = (t0 + QUERY_TILE).min(n);
-            (t0, head, attend_tile(&s, q, kv, start, t0, t1, head))
+            (t0, h0, attend_tile(&s, q, kv, start, t0, t1, h0, hg))
         })
         .collect();
-    for (t0, head, o) in results {
+    for (t0, h0, o) in results {
         for (i, row) in o.chunks_exact(hd).enumerate() {
-            let at = (t0 + i) * heads * hd + head * hd;
+            let at = (t0 + i / hg) * heads * hd + (h0 + i % hg) * hd;
             out[at..at + hd].copy_from_slice(row);
         }
     }
 }
 
-/// Queries `t0..t1` of one head; returns `[t1 − t0, hd]`.
-fn attend_tile(s: &AttnShape, q: &[f32], kv: &LayerCache, start: usize, t0: usize, t1: usize, head: usize) -> Vec<f32> {
+/// Queries of tokens `t0..t1` and heads `h0..h0+nh` (one key/value head);
+/// returns `[t1 − t0, nh, hd]`.
+#[allow(clippy::too_many_arguments)]
+fn attend_tile(s: &AttnShape, q: &[f32], kv: &LayerCache, start: usize, t0: usize, t1: usize, h0: usize, nh: usize) -> Vec<f32> {
     let (hd, stride) = (s.head_dim, s.heads * s.head_dim);
-    let kv_off = (head / s.group) * hd;
-    let nq = t1 - t0;
+    let kv_off = (h0 / s.group) * hd;
+    let nq = (t1 - t0) * nh;
     let first = |pos: usize| (pos + 1).saturating_sub(s.window);
     // With an f16 cache the products are taken as llama.cpp takes them: the
     // query and the probabilities are rounded to f16 too.
     let f16_math = kv.is_f16();
-    let mut qs: Vec<f32> = (t0..t1).flat_map(|t| q[t * stride + head * hd..][..hd].iter().copied()).collect();
+    let mut qs: Vec<f32> = (t0..t1).flat_map(|t| q[t * stride + h0 * hd..][..nh * hd].iter().copied()).collect();
     if f16_math {
         round_to_f16(&mut qs);
     }
@@ -72,8 +78,8 @@ fn attend_tile(s: &AttnShape, q: &[f32], kv: &LayerCache, start: usize, t0: usiz
     let mut max = vec![f32::NEG_INFINITY; nq];
     let mut sum = vec![0f32; nq];
     let (mut keys, mut vals) = (vec![0f32; KEY_BLOCK * hd], vec![0f32; KEY_BLOCK * hd]);
-    let mut sc = vec![0f32; nq * KEY_BLOCK];
     let (lo, hi) = (first(start + t0), start + t1 - 1);
+    let mut sc = vec![0f32; nq * KEY_BLOCK];
     let mut b0 = lo;
     while b0 <= hi {
         let b1 = (b0 + KEY_BLOCK).min(hi + 1); // keys b0..b1
@@ -86,7 +92,7 @@ fn attend_tile(s: &AttnShape, q: &[f32], kv: &LayerCache, start: usize, t0: usiz
         let sc = &mut sc[..nq * nk];
         scores(&qs, &keys[..nk * hd], hd, sc);
         for (i, row) in sc.chunks_exact_mut(nk).enumerate() {
-            let pos = start + t0 + i;
+            let pos = start + t0 + i / nh;
             // Keys this query may not see get probability 0.
             let (k0, k1) = (first(pos).max(b0), (pos + 1).min(b1));
             if k0 >= k1 {
