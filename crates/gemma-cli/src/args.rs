@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "gemma", version, about)]
 pub struct Cli {
-    /// Worker threads (default: all cores).
+    /// Threads for the kernels (default: the physical CPU cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     #[command(subcommand)]

@@ -310,7 +310,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     let gemma = load(&a.model)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let threads = rayon::current_num_threads();
+    let threads = gemma_kernels::pool::global().threads();
     let mut results = Vec::new();
     for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
         results.push(gemma::bench::bench_prompt(&gemma, p, a.reps.max(1))?);

@@ -8,11 +8,19 @@ use clap::Parser;
 
 fn main() {
     let cli = args::Cli::parse();
-    if let Some(n) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
-            eprintln!("error: cannot start {n} threads: {e}");
+    // Kernels run on gemma's own pool; rayon (used for file work) gets the same size.
+    let n = match cli.threads {
+        Some(0) => {
+            eprintln!("error: --threads must be at least 1");
             std::process::exit(1);
         }
+        Some(n) => n,
+        None => gemma_kernels::pool::physical_cores(),
+    };
+    gemma_kernels::pool::set_threads(n);
+    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        eprintln!("error: cannot start {n} threads: {e}");
+        std::process::exit(1);
     }
     if let Err(e) = commands::run(cli.command) {
         eprintln!("error: {e:#}");

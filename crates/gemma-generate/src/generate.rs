@@ -103,7 +103,7 @@ pub fn generate(
         session.reset();
     }
     let start = session.tokens.len();
-    let mut logits = model.forward(&req.prompt[start..], &mut session.cache, LogitsMode::Last)?;
+    let mut logits = model.forward_into(&req.prompt[start..], &mut session.cache, LogitsMode::Last)?;
     session.tokens.extend_from_slice(&req.prompt[start..]);
 
     let mut decoder = TokenStreamDecoder::new();
@@ -116,7 +116,7 @@ pub fn generate(
         if tokens.len() >= req.max_new_tokens {
             break FinishReason::Length;
         }
-        let next = sampler.sample(&mut logits, &context);
+        let next = sampler.sample(logits, &context);
         if req.stop_ids.contains(&next) {
             break FinishReason::StopToken(next);
         }
@@ -137,7 +137,7 @@ pub fn generate(
         if session.tokens.len() + 1 > ctx {
             break FinishReason::ContextFull;
         }
-        logits = model.forward(&[next], &mut session.cache, LogitsMode::Last)?;
+        logits = model.forward_into(&[next], &mut session.cache, LogitsMode::Last)?;
         session.tokens.push(next);
     };
     if !matches!(finish, FinishReason::StopString(_) | FinishReason::Cancelled) {

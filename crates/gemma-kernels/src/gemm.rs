@@ -15,7 +15,7 @@ use crate::dot::{simd_level, SimdLevel};
 use gemma_core::{Matrix, Storage};
 use gemma_quant::act::{act_kind, ActKind};
 use gemma_quant::levels::{level_form, unpack_levels, LevelForm};
-use rayon::prelude::*;
+use crate::pool::parallel_for;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -25,6 +25,8 @@ const R: usize = 4;
 const T: usize = 4;
 /// Rows of W unpacked and handled by one task.
 const ROWS_PER_TASK: usize = 16;
+/// Fewest rows of W per task of the decode kernels.
+const GEMV_ROWS: usize = 32;
 /// Fewest tokens for which the GEMM beats the per-row dot kernels.
 pub const MIN_TOKENS: usize = 4;
 
@@ -150,6 +152,9 @@ struct Levels {
 
 thread_local! {
     static SCRATCH: RefCell<Levels> = RefCell::new(Levels::default());
+    /// Activations of the decode kernels, reused across calls.
+    #[cfg(target_arch = "x86_64")]
+    static GEMV: RefCell<(QuantActs, Vec<crate::vnni::ActChunks>)> = RefCell::new(Default::default());
 }
 
 /// Scalar reference of one output: row `r` of the unpacked levels times token `t`.
@@ -179,10 +184,21 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
+    /// The pointer (a method, so closures capture the Sync wrapper).
+    pub(crate) fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+
     /// Write `v` at element `i`.
     /// SAFETY: `i` is in bounds and no other task writes element `i`.
     pub(crate) unsafe fn write(&self, i: usize, v: f32) {
         unsafe { *self.0.add(i) = v };
+    }
+
+    /// Write the first `len` values of `v` at elements `i..i + len`.
+    /// SAFETY: as [`OutPtr::write`] for each element.
+    pub(crate) unsafe fn write_run<const N: usize>(&self, i: usize, v: [f32; N], len: usize) {
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.0.add(i), len.min(N)) };
     }
 }
 
@@ -216,7 +232,7 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     let (dtype, rb, ng) = (*dtype, w.row_bytes(), cols / 16);
     let data = bytes.as_slice();
     let out = OutPtr(y.as_mut_ptr());
-    (0..rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
+    parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
         SCRATCH.with(|lv| {
             let mut lv = lv.borrow_mut();
             let r0 = task * ROWS_PER_TASK;
@@ -294,19 +310,29 @@ pub fn gemv_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
         }
         assert_eq!(x.len(), n * cols, "gemv input has the wrong length");
         assert_eq!(y.len(), n * rows, "gemv output has the wrong length");
-        let mut acts = QuantActs::default();
-        quantize_acts(x, n, cols, kind, &mut acts);
-        // SAFETY: AVX-512 VNNI detected; t < n <= acts.n; cols % 64 == 0.
-        let chunks: Vec<_> = (0..n).map(|t| unsafe { crate::vnni::act_chunks(&acts, t, *dtype) }).collect();
-        let (dtype, rb, data) = (*dtype, w.row_bytes(), bytes.as_slice());
-        let out = OutPtr(y.as_mut_ptr());
-        (0..rows).into_par_iter().with_min_len(ROWS_PER_TASK).for_each(|r| {
-            let row = &data[r * rb..(r + 1) * rb];
-            for (t, a) in chunks.iter().enumerate() {
-                // SAFETY: AVX-512 VNNI detected; the row holds `cols` columns;
-                // element (t, r) is written by this row's task only.
-                unsafe { out.write(t * rows + r, crate::vnni::gemv_row(dtype, row, a)) };
+        GEMV.with(|g| {
+            let (acts, chunks) = &mut *g.borrow_mut();
+            quantize_acts(x, n, cols, kind, acts);
+            chunks.resize_with(chunks.len().max(n), Default::default);
+            for (t, c) in chunks.iter_mut().take(n).enumerate() {
+                // SAFETY: AVX-512 VNNI detected; t < n <= acts.n; cols % 64 == 0.
+                unsafe { crate::vnni::act_chunks_into(acts, t, *dtype, c) };
             }
+            let chunks = &chunks[..n];
+            let (dtype, rb, data) = (*dtype, w.row_bytes(), bytes.as_slice());
+            let out = OutPtr(y.as_mut_ptr());
+            // About 16 tasks per thread: balance without contention on the counter.
+            let per = rows.div_ceil(crate::pool::global().threads() * 16).max(GEMV_ROWS);
+            parallel_for(rows.div_ceil(per), &|task| {
+                for r in task * per..((task + 1) * per).min(rows) {
+                    let row = &data[r * rb..(r + 1) * rb];
+                    for (t, a) in chunks.iter().enumerate() {
+                        // SAFETY: AVX-512 VNNI detected; the row holds `cols` columns;
+                        // element (t, r) is written by this row's task only.
+                        unsafe { out.write(t * rows + r, crate::vnni::gemv_row(dtype, row, a)) };
+                    }
+                }
+            });
         });
         true
     }

@@ -21,7 +21,6 @@ const _: () = assert!(R * T == 8, "the tile reduction sums exactly 8 accumulator
 use gemma_core::DType;
 use gemma_quant::act::ActKind;
 use gemma_quant::levels::{unpack_levels, LevelForm};
-use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -244,7 +243,7 @@ pub unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, kind: Act
     let (cp, ngp) = (acts.cp, acts.cp / 16);
     let out = OutPtr(y.as_mut_ptr());
     let simd_fill = crate::vnni::supports(dtype);
-    (0..rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|task| {
+    crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
         ROWS.with(|p| {
             let p = &mut *p.borrow_mut();
             let r0 = task * ROWS_PER_TASK;
@@ -275,11 +274,12 @@ pub unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, kind: Act
                 for i0 in (0..nr_pad).step_by(R) {
                     // SAFETY: rows i0..i0+R < nr_pad and tokens t0..t0+T < acts.n are in bounds.
                     let v = unsafe { tile(p, i0, &acts, t0, form.has_min) };
-                    for (i, vr) in v.iter().enumerate().take(nr.saturating_sub(i0)) {
-                        for (j, &val) in vr.iter().enumerate().take(n - t0) {
-                            // SAFETY: (t0 + j, r0 + i0 + i) is in y, and only this task writes row r0 + i0 + i.
-                            unsafe { out.write((t0 + j) * rows + r0 + i0 + i, val) };
-                        }
+                    let valid = R.min(nr.saturating_sub(i0));
+                    #[allow(clippy::needless_range_loop)] // j picks a column of the tile
+                    for j in 0..T.min(n - t0) {
+                        // SAFETY: (t0 + j, r0 + i0 .. r0 + i0 + valid) is in y, and only
+                        // this task writes rows r0..r0 + nr.
+                        unsafe { out.write_run((t0 + j) * rows + r0 + i0, std::array::from_fn::<f32, R, _>(|i| v[i][j]), valid) };
                     }
                 }
             }

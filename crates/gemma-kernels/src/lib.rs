@@ -8,6 +8,7 @@ mod gemm_packed;
 pub mod geglu;
 pub mod matmul;
 pub mod ops;
+pub mod pool;
 pub mod qdot;
 pub mod vnni;
 

@@ -5,7 +5,7 @@ use crate::dot::{dot_bf16, dot_f16, dot_f32};
 use crate::qdot::{dot_q8, dot_q8_multi, MULTI};
 use gemma_core::{Matrix, Storage};
 use gemma_quant::act::{act_kind, ActQ8};
-use rayon::prelude::*;
+use crate::gemm::OutPtr;
 use std::cell::RefCell;
 
 /// Elements dequantized at a time by the block-wise dot (a multiple of
@@ -52,26 +52,45 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n < crate::gemm::MIN_TOKENS && crate::gemm::gemv_quant(x, n, w, y) {
         return;
     }
+    MATMUL.with(|m| {
+        let (acts, yt) = &mut *m.borrow_mut();
+        matmul_rows(x, n, w, y, acts, yt)
+    });
+}
+
+thread_local! {
+    /// Quantized activations and the transposed output, reused across calls.
+    static MATMUL: RefCell<(Vec<ActQ8>, Vec<f32>)> = RefCell::new(Default::default());
+}
+
+/// The per-row kernels (any dtype, any CPU).
+fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<ActQ8>, yt: &mut Vec<f32>) {
+    let (rows, cols) = (w.rows, w.cols);
     // Quantized weights meet 8-bit activations (as llama.cpp): quantize
     // each token's activations once.
-    let acts: Vec<ActQ8> = match &w.storage {
-        Storage::Raw { dtype, .. } => match act_kind(*dtype) {
-            Some(kind) => x
-                .chunks_exact(cols)
-                .map(|xt| {
-                    let mut a = ActQ8::default();
-                    a.quantize(kind, xt);
-                    a
-                })
-                .collect(),
-            None => Vec::new(),
-        },
-        _ => Vec::new(),
+    let kind = match &w.storage {
+        Storage::Raw { dtype, .. } => act_kind(*dtype),
+        _ => None,
     };
+    let nacts = if kind.is_some() { n } else { 0 };
+    if acts.len() < nacts {
+        acts.resize_with(nacts, ActQ8::default);
+    }
+    if let Some(kind) = kind {
+        for (a, xt) in acts.iter_mut().zip(x.chunks_exact(cols)) {
+            a.quantize(kind, xt);
+        }
+    }
+    let acts = &acts[..nacts];
     // yt: [rows, n], so each task owns a contiguous slice of it.
-    let mut yt = vec![0f32; rows * n];
-    yt.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(task, out)| {
+    yt.resize(rows * n, 0.0);
+    let yt = &mut yt[..rows * n];
+    let base = OutPtr(yt.as_mut_ptr());
+    crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
         let r0 = task * ROWS_PER_TASK;
+        let nr = ROWS_PER_TASK.min(rows - r0);
+        // SAFETY: rows r0..r0+nr of yt ([rows, n]) belong to this task alone.
+        let out = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(r0 * n), nr * n) };
         for (i, out_row) in out.chunks_mut(n).enumerate() {
             let r = r0 + i;
             let range = r * cols..(r + 1) * cols;

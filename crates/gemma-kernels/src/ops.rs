@@ -78,6 +78,30 @@ pub fn rope(head: &mut [f32], pos: usize, inv_freq: &[f32]) {
     }
 }
 
+/// The `(cos, sin)` of each RoPE angle at `pos`, `[inv_freq.len()]` each,
+/// shared by every head of a token.
+pub fn rope_angles(pos: usize, inv_freq: &[f32], cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+    cos.clear();
+    sin.clear();
+    let p = pos as f32;
+    for &f in inv_freq {
+        let (s, c) = (p * f).sin_cos();
+        cos.push(c);
+        sin.push(s);
+    }
+}
+
+/// RoPE with precomputed angles ([`rope_angles`]); equals [`rope`].
+pub fn rope_with(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (lo, hi) = head.split_at_mut(half);
+    for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
+        let (x, y) = (*a, *b);
+        *a = x * c - y * s;
+        *b = y * c + x * s;
+    }
+}
+
 /// RoPE inverse frequencies `1 / (theta^(2i/dim)) / scale` for `dim / 2` pairs.
 pub fn rope_inv_freq(dim: usize, theta: f64, linear_scale: f64) -> Vec<f32> {
     (0..dim / 2)
@@ -91,6 +115,18 @@ pub fn rope_inv_freq(dim: usize, theta: f64, linear_scale: f64) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rope_with_tables_equals_rope() {
+        let f = rope_inv_freq(8, 10000.0, 1.0);
+        let (mut c, mut s) = (Vec::new(), Vec::new());
+        rope_angles(37, &f, &mut c, &mut s);
+        let mut a: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
+        let mut b = a.clone();
+        rope(&mut a, 37, &f);
+        rope_with(&mut b, &c, &s);
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn rms_norm_of_constant_row_is_gain() {

@@ -121,6 +121,7 @@ pub fn supports(dtype: DType) -> bool {
 }
 
 /// One token's activations laid out per 64-column chunk for [`gemv_row`].
+#[derive(Default)]
 pub struct ActChunks {
     x: Vec<__m512i>,
     sx: Vec<__m512>,
@@ -141,11 +142,24 @@ unsafe fn spread(v: __m128) -> __m512 {
 /// AVX-512 F/BW/VNNI available; `t < a.n`; cols a multiple of 64.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 pub unsafe fn act_chunks(a: &QuantActs, t: usize, dtype: DType) -> ActChunks {
+    let mut out = ActChunks::default();
+    act_chunks_into(a, t, dtype, &mut out);
+    out
+}
+
+/// [`act_chunks`] into an existing value (reusing its buffers).
+/// # Safety
+/// As [`act_chunks`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+pub unsafe fn act_chunks_into(a: &QuantActs, t: usize, dtype: DType, out: &mut ActChunks) {
     let offset = gemma_quant::levels::level_form(dtype).map_or(0, |f| f.offset);
     let (cols, ng) = (a.cols, a.cols / 16);
     let ov = _mm512_set1_epi8(offset as i8);
     let zero = _mm512_setzero_si512();
-    let mut out = ActChunks { x: Vec::new(), sx: Vec::new(), base: Vec::new(), xs: Vec::new() };
+    out.x.clear();
+    out.sx.clear();
+    out.base.clear();
+    out.xs.clear();
     for c in 0..cols / 64 {
         let x = _mm512_loadu_si512(a.qs.as_ptr().add(t * cols + 64 * c) as *const _);
         out.x.push(x);
@@ -153,7 +167,6 @@ pub unsafe fn act_chunks(a: &QuantActs, t: usize, dtype: DType) -> ActChunks {
         out.base.push(if offset != 0 { _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, ov, x)) } else { zero });
         out.xs.push(_mm_loadu_ps(a.xs.as_ptr().add(t * ng + 4 * c)));
     }
-    out
 }
 
 #[inline]

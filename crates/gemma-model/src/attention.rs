@@ -7,7 +7,8 @@ use crate::cache::LayerCache;
 use gemma_kernels::attn_gemm::{accumulate, round_to_f16, scores};
 use gemma_kernels::geglu::exp_shifted;
 use gemma_kernels::softcap;
-use rayon::prelude::*;
+use gemma_kernels::pool;
+use std::cell::RefCell;
 
 /// Key/value positions converted and processed together.
 const KEY_BLOCK: usize = 32;
@@ -33,64 +34,146 @@ pub struct AttnShape {
 
 /// Attention of queries `q: [n, heads·hd]` at positions `start..start+n`
 /// over `kv` (which already holds them), into `out: [n, heads·hd]`.
-pub fn attention(s: AttnShape, q: &[f32], kv: &LayerCache, start: usize, out: &mut [f32]) {
+/// `kf`/`vf` are reusable buffers for the converted keys and values.
+pub fn attention(s: AttnShape, q: &[f32], kv: &LayerCache, start: usize, out: &mut [f32], kf: &mut Vec<f32>, vf: &mut Vec<f32>) {
     let (hd, heads) = (s.head_dim, s.heads);
     let n = q.len() / (heads * hd);
     let tiles = n.div_ceil(QUERY_TILE);
     // Heads of one key/value head share its converted blocks; with few
     // query tiles (decoding) split them so every thread has work.
-    let hg = if tiles * (heads / s.group) >= 2 * rayon::current_num_threads() { s.group } else { 1 };
+    let hg = if tiles * (heads / s.group) >= 2 * pool::global().threads() { s.group } else { 1 };
     let per_tile = heads / hg;
-    // One task per (query tile, head group); each returns its [tile, hg, hd] output.
-    let results: Vec<(usize, usize, Vec<f32>)> = (0..tiles * per_tile)
-        .into_par_iter()
-        .map(|task| {
-            let (tile, h0) = (task / per_tile, (task % per_tile) * hg);
-            let t0 = tile * QUERY_TILE;
-            let t1 = (t0 + QUERY_TILE).min(n);
-            (t0, h0, attend_tile(&s, q, kv, start, t0, t1, h0, hg))
-        })
-        .collect();
-    for (t0, h0, o) in results {
-        for (i, row) in o.chunks_exact(hd).enumerate() {
-            let at = (t0 + i / hg) * heads * hd + (h0 + i % hg) * hd;
-            out[at..at + hd].copy_from_slice(row);
-        }
+    // Keys and values every query may see, converted to f32 once:
+    // `[kv_heads, npos, hd]` each, position `lo + p`.
+    let kvh = heads / s.group;
+    let lo = (start + 1).saturating_sub(s.window);
+    let npos = start + n - lo;
+    // Grown in steps of GROW_STEP positions so decoding does not reallocate per token.
+    let room = kvh * npos.next_multiple_of(crate::cache::GROW_STEP) * hd;
+    if kf.len() < kvh * npos * hd {
+        kf.resize(room, 0.0);
+        vf.resize(room, 0.0);
+    }
+    let (keys, vals) = (&mut kf[..kvh * npos * hd], &mut vf[..kvh * npos * hd]);
+    let convert = |(i, (k, v)): (usize, (&mut [f32], &mut [f32]))| {
+        let (h, p) = (i / npos, i % npos);
+        kv.read_key(lo + p, h * hd, k);
+        kv.read_value(lo + p, h * hd, v);
+    };
+    if kvh * npos >= 1024 {
+        let (kp, vp) = (OutRows(keys.as_mut_ptr()), OutRows(vals.as_mut_ptr()));
+        let rows = kvh * npos;
+        pool::parallel_for(rows.div_ceil(256), &|task| {
+            for i in task * 256..((task + 1) * 256).min(rows) {
+                // SAFETY: row i of keys/vals ([rows, hd]) is converted by this task alone.
+                let (k, v) = unsafe { (kp.row(i * hd, hd), vp.row(i * hd, hd)) };
+                convert((i, (k, v)));
+            }
+        });
+    } else {
+        keys.chunks_mut(hd).zip(vals.chunks_mut(hd)).enumerate().for_each(convert);
+    }
+    let f16_math = kv.is_f16();
+    let (keys, vals) = (&*keys, &*vals);
+    let dst = OutRows(out.as_mut_ptr());
+    // One task per (query tile, head group), writing its own output rows.
+    pool::parallel_for(tiles * per_tile, &|task| {
+        let (tile, h0) = (task / per_tile, (task % per_tile) * hg);
+        let t0 = tile * QUERY_TILE;
+        let t1 = (t0 + QUERY_TILE).min(n);
+        let h = h0 / s.group;
+        let kvs = KvRange { keys: &keys[h * npos * hd..(h + 1) * npos * hd], vals: &vals[h * npos * hd..(h + 1) * npos * hd], lo, f16_math };
+        TILE.with(|b| {
+            let b = &mut *b.borrow_mut();
+            attend_tile(&s, q, &kvs, start, t0, t1, h0, hg, b);
+            for (i, row) in b.acc.chunks_exact(hd).take((t1 - t0) * hg).enumerate() {
+                let at = (t0 + i / hg) * heads * hd + (h0 + i % hg) * hd;
+                // SAFETY: rows of (token, head) pairs are disjoint between
+                // tasks and within `out` (n · heads · hd values).
+                unsafe { dst.write(at, row) };
+            }
+        });
+    });
+}
+
+/// The output of [`attention`], written by tasks at disjoint rows.
+#[derive(Clone, Copy)]
+struct OutRows(*mut f32);
+// SAFETY: each (token, head) row is written by exactly one task.
+unsafe impl Send for OutRows {}
+unsafe impl Sync for OutRows {}
+
+impl OutRows {
+    /// Copy `row` to elements `at..at + row.len()`.
+    /// SAFETY: in bounds, and no other task writes these elements.
+    unsafe fn write(&self, at: usize, row: &[f32]) {
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.0.add(at), row.len()) };
+    }
+
+    /// Elements `at..at + len` as a mutable slice.
+    /// SAFETY: in bounds, and no other task uses these elements meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, at: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
     }
 }
 
+/// Per-thread buffers of [`attend_tile`].
+#[derive(Default)]
+struct TileBufs {
+    qs: Vec<f32>,
+    acc: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    sc: Vec<f32>,
+}
+
+thread_local! {
+    static TILE: RefCell<TileBufs> = RefCell::new(TileBufs::default());
+}
+
+/// One key/value head's converted keys and values from position `lo` on.
+struct KvRange<'a> {
+    keys: &'a [f32],
+    vals: &'a [f32],
+    lo: usize,
+    /// Whether the cache is f16 (then queries and probabilities are rounded too).
+    f16_math: bool,
+}
+
 /// Queries of tokens `t0..t1` and heads `h0..h0+nh` (one key/value head);
-/// returns `[t1 − t0, nh, hd]`.
+/// leaves `[t1 − t0, nh, hd]` in `b.acc`.
 #[allow(clippy::too_many_arguments)]
-fn attend_tile(s: &AttnShape, q: &[f32], kv: &LayerCache, start: usize, t0: usize, t1: usize, h0: usize, nh: usize) -> Vec<f32> {
+fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, t0: usize, t1: usize, h0: usize, nh: usize, b: &mut TileBufs) {
     let (hd, stride) = (s.head_dim, s.heads * s.head_dim);
-    let kv_off = (h0 / s.group) * hd;
     let nq = (t1 - t0) * nh;
     let first = |pos: usize| (pos + 1).saturating_sub(s.window);
     // With an f16 cache the products are taken as llama.cpp takes them: the
     // query and the probabilities are rounded to f16 too.
-    let f16_math = kv.is_f16();
-    let mut qs: Vec<f32> = (t0..t1).flat_map(|t| q[t * stride + h0 * hd..][..nh * hd].iter().copied()).collect();
-    if f16_math {
-        round_to_f16(&mut qs);
+    let f16_math = kv.f16_math;
+    let TileBufs { qs, acc, max, sum, sc } = b;
+    qs.clear();
+    for t in t0..t1 {
+        qs.extend_from_slice(&q[t * stride + h0 * hd..][..nh * hd]);
     }
-    let mut acc = vec![0f32; nq * hd];
-    let mut max = vec![f32::NEG_INFINITY; nq];
-    let mut sum = vec![0f32; nq];
-    let (mut keys, mut vals) = (vec![0f32; KEY_BLOCK * hd], vec![0f32; KEY_BLOCK * hd]);
+    if f16_math {
+        round_to_f16(qs);
+    }
+    acc.clear();
+    acc.resize(nq * hd, 0.0);
+    max.clear();
+    max.resize(nq, f32::NEG_INFINITY);
+    sum.clear();
+    sum.resize(nq, 0.0);
     let (lo, hi) = (first(start + t0), start + t1 - 1);
-    let mut sc = vec![0f32; nq * KEY_BLOCK];
+    sc.resize(sc.len().max(nq * KEY_BLOCK), 0.0);
     let mut b0 = lo;
     while b0 <= hi {
         let b1 = (b0 + KEY_BLOCK).min(hi + 1); // keys b0..b1
         let nk = b1 - b0;
-        for j in b0..b1 {
-            let r = (j - b0) * hd;
-            kv.read_key(j, kv_off, &mut keys[r..r + hd]);
-            kv.read_value(j, kv_off, &mut vals[r..r + hd]);
-        }
+        let (keys, vals) = (&kv.keys[(b0 - kv.lo) * hd..(b1 - kv.lo) * hd], &kv.vals[(b0 - kv.lo) * hd..(b1 - kv.lo) * hd]);
         let sc = &mut sc[..nq * nk];
-        scores(&qs, &keys[..nk * hd], hd, sc);
+        scores(qs, keys, hd, sc);
         for (i, row) in sc.chunks_exact_mut(nk).enumerate() {
             let pos = start + t0 + i / nh;
             // Keys this query may not see get probability 0.
@@ -121,14 +204,13 @@ fn attend_tile(s: &AttnShape, q: &[f32], kv: &LayerCache, start: usize, t0: usiz
         if f16_math {
             round_to_f16(sc);
         }
-        accumulate(sc, &vals[..nk * hd], hd, &mut acc);
+        accumulate(sc, vals, hd, acc);
         b0 = b1;
     }
-    for (ai, &l) in acc.chunks_exact_mut(hd).zip(&sum) {
+    for (ai, &l) in acc.chunks_exact_mut(hd).zip(sum.iter()) {
         let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
         ai.iter_mut().for_each(|v| *v *= inv);
     }
-    acc
 }
 
 #[cfg(test)]
@@ -188,7 +270,7 @@ mod tests {
             for (window, softcap) in [(usize::MAX, None), (100, Some(5.0)), (20, None)] {
                 let s = AttnShape { heads, group: 2, head_dim: hd, window, scale: 0.3, softcap };
                 let (mut got, mut want) = (vec![0f32; n * heads * hd], vec![0f32; n * heads * hd]);
-                attention(s, &q, &cache.layers[0], start, &mut got);
+                attention(s, &q, &cache.layers[0], start, &mut got, &mut Vec::new(), &mut Vec::new());
                 naive(&s, &q, &round(&k), &round(&v), start, &mut want);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = if half { 2e-3 } else { 2e-5 }; // f16 query and probabilities

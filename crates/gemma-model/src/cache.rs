@@ -96,9 +96,12 @@ impl LayerCache {
     }
 
     /// Make room for positions `..end`.
+    /// Grows in steps of [`GROW_STEP`] positions, so decoding does not
+    /// allocate per token.
     fn reserve(&mut self, end: usize) {
         let slots = end.min(self.capacity);
         if self.k.len() < slots * self.kv_dim {
+            let slots = slots.next_multiple_of(GROW_STEP).min(self.capacity);
             self.k.resize(slots * self.kv_dim);
             self.v.resize(slots * self.kv_dim);
         }
@@ -148,6 +151,40 @@ pub struct KvCache {
     /// One entry per layer.
     pub layers: Vec<LayerCache>,
     len: usize,
+    /// Activation buffers of the forward pass, reused across calls.
+    pub(crate) scratch: Scratch,
+}
+
+/// Positions the cache grows by at a time.
+pub const GROW_STEP: usize = 256;
+
+/// Activation buffers of one forward pass (shapes in `forward.rs`), kept
+/// with the cache so that, once warmed up, decoding allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scratch {
+    pub x: Vec<f32>,
+    pub h: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub att: Vec<f32>,
+    pub a: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub logits: Vec<f32>,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    /// Keys and values converted for attention.
+    pub kf: Vec<f32>,
+    pub vf: Vec<f32>,
+}
+
+/// The first `len` elements of `v`, growing it if needed (contents unspecified).
+pub(crate) fn buf(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
 }
 
 impl KvCache {
@@ -172,7 +209,7 @@ impl KvCache {
                 kv_dim: cfg.kv_dim(),
             })
             .collect();
-        Self { layers, len: 0 }
+        Self { layers, len: 0, scratch: Scratch::default() }
     }
 
     /// Number of positions processed so far.

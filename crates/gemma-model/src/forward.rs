@@ -2,11 +2,12 @@
 //! [`GemmaConfig`]/[`LayerSpec`]; weight dtypes are handled by the kernels.
 
 use crate::attention::{attention, AttnShape};
-use crate::cache::{KvCache, LayerCache};
+use crate::cache::{buf, KvCache, LayerCache, Scratch};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::weights::{LayerWeights, Weights};
 use gemma_core::{GemmaError, Result};
-use gemma_kernels::{add_in_place, matmul, ops::rms_norm_in_place, rms_norm, rope, rope_inv_freq, softcap};
+use gemma_kernels::{add_in_place, matmul, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
+use gemma_kernels::ops::{rope_angles, rope_with};
 
 /// Longest run of tokens processed by one internal forward step. Longer
 /// inputs are split; sliding-window caches are sized with this in mind.
@@ -53,6 +54,12 @@ impl Model {
     /// Run `tokens` through the model after what `cache` holds, appending to
     /// the cache. Returns logits `[1, vocab]` (Last) or `[tokens, vocab]` (All).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, mode: LogitsMode) -> Result<Vec<f32>> {
+        Ok(self.forward_into(tokens, cache, mode)?.to_vec())
+    }
+
+    /// As [`Model::forward`], returning the logits in the cache's own buffer
+    /// (valid until its next forward): decoding this way allocates nothing.
+    pub fn forward_into<'c>(&self, tokens: &[u32], cache: &'c mut KvCache, mode: LogitsMode) -> Result<&'c mut [f32]> {
         let cfg = &self.config;
         if tokens.is_empty() {
             return Err(GemmaError::invalid("tokens", "forward needs at least one token"));
@@ -67,114 +74,118 @@ impl Model {
                 format!("sequence of {end} tokens exceeds the model's context of {} (max_position_embeddings)", cfg.max_position_embeddings),
             ));
         }
-        let mut out = Vec::with_capacity(match mode {
-            LogitsMode::Last => cfg.vocab_size,
-            LogitsMode::All => cfg.vocab_size * tokens.len(),
-        });
-        let chunks: Vec<&[u32]> = tokens.chunks(MAX_CHUNK).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
+        let rows = match mode {
+            LogitsMode::Last => 1,
+            LogitsMode::All => tokens.len(),
+        };
+        let nchunks = tokens.len().div_ceil(MAX_CHUNK);
+        let mut written = 0;
+        for (i, chunk) in tokens.chunks(MAX_CHUNK).enumerate() {
+            self.forward_chunk(chunk, cache);
             let want = match mode {
-                LogitsMode::All => true,
-                LogitsMode::Last => i + 1 == chunks.len(),
+                LogitsMode::All => chunk.len(),
+                LogitsMode::Last if i + 1 == nchunks => 1,
+                LogitsMode::Last => 0,
             };
-            let x = self.forward_chunk(chunk, cache);
-            if want {
-                let rows = if mode == LogitsMode::All { chunk.len() } else { 1 };
-                let start = (chunk.len() - rows) * cfg.hidden_size;
-                out.extend(self.logits(&x[start..], rows));
+            if want > 0 {
+                self.logits(&mut cache.scratch, chunk.len() - want, want, written, rows);
+                written += want;
             }
         }
-        Ok(out)
+        Ok(&mut cache.scratch.logits[..rows * cfg.vocab_size])
     }
 
-    /// Final norm, output head and final softcap for `rows` hidden states.
-    fn logits(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let cfg = &self.config;
-        let mut h = vec![0.0; rows * cfg.hidden_size];
-        rms_norm(x, &self.weights.final_norm, cfg.rms_norm_eps, &mut h);
-        let mut logits = vec![0.0; rows * cfg.vocab_size];
-        matmul(&h, rows, self.weights.head(), &mut logits);
-        if let Some(cap) = cfg.final_softcap {
-            softcap(&mut logits, cap);
+    /// Final norm, output head and final softcap for rows `first..first+rows`
+    /// of the residual stream, into rows `at..at+rows` of the logits buffer
+    /// (sized for `total` rows).
+    fn logits(&self, sc: &mut Scratch, first: usize, rows: usize, at: usize, total: usize) {
+        let (hidden, vocab) = (self.config.hidden_size, self.config.vocab_size);
+        let h = buf(&mut sc.h, rows * hidden);
+        rms_norm(&sc.x[first * hidden..(first + rows) * hidden], &self.weights.final_norm, self.config.rms_norm_eps, h);
+        buf(&mut sc.logits, total * vocab);
+        let logits = &mut sc.logits[at * vocab..(at + rows) * vocab];
+        matmul(h, rows, self.weights.head(), logits);
+        if let Some(cap) = self.config.final_softcap {
+            softcap(logits, cap);
         }
-        logits
     }
 
-    /// All blocks over one chunk; returns the residual stream `[n, hidden]`.
-    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
+    /// All blocks over one chunk; leaves the residual stream `[n, hidden]` in `scratch.x`.
+    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) {
         let cfg = &self.config;
         let (n, hidden) = (tokens.len(), cfg.hidden_size);
         let start = cache.len();
-        // x: [n, hidden]
-        let mut x = vec![0.0; n * hidden];
+        let KvCache { layers, scratch, .. } = cache;
+        let x = buf(&mut scratch.x, n * hidden);
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut x[t * hidden..(t + 1) * hidden];
             gemma_quant::read_f32(&self.weights.embed.storage, tok as usize * hidden, row);
             row.iter_mut().for_each(|v| *v *= cfg.embed_scale);
         }
         for (l, lw) in self.weights.layers.iter().enumerate() {
-            self.block(l, lw, &mut x, n, start, &mut cache.layers[l]);
+            self.block(l, lw, n, start, &mut layers[l], scratch);
         }
         cache.advance(n);
-        x
     }
 
     /// One transformer block, in place on `x` `[n, hidden]`.
-    fn block(&self, l: usize, w: &LayerWeights, x: &mut [f32], n: usize, start: usize, kv: &mut LayerCache) {
+    fn block(&self, l: usize, w: &LayerWeights, n: usize, start: usize, kv: &mut LayerCache, sc: &mut Scratch) {
         let cfg = &self.config;
-        let (hidden, hd, qd, kvd) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+        let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
         let eps = cfg.rms_norm_eps;
+        let x = &mut sc.x[..n * hidden];
 
         // Attention.
-        let mut h = vec![0.0; n * hidden];
-        rms_norm(x, &w.attn_norm, eps, &mut h);
-        let mut q = vec![0.0; n * qd]; // [n, heads*hd]
-        let mut k = vec![0.0; n * kvd]; // [n, kv_heads*hd]
-        let mut v = vec![0.0; n * kvd];
-        matmul(&h, n, &w.q, &mut q);
-        matmul(&h, n, &w.k, &mut k);
-        matmul(&h, n, &w.v, &mut v);
+        let h = buf(&mut sc.h, n * hidden);
+        rms_norm(x, &w.attn_norm, eps, h);
+        let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
+        let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
+        let v = buf(&mut sc.v, n * kvd);
+        matmul(h, n, &w.q, q);
+        matmul(h, n, &w.k, k);
+        matmul(h, n, &w.v, v);
         if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
-            rms_norm_in_place(&mut q, qn, eps);
-            rms_norm_in_place(&mut k, kn, eps);
+            rms_norm_in_place(q, qn, eps);
+            rms_norm_in_place(k, kn, eps);
         }
         let inv_freq = &self.inv_freq[l];
         for t in 0..n {
+            rope_angles(start + t, inv_freq, &mut sc.cos, &mut sc.sin);
             for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
-                rope(head, start + t, inv_freq);
+                rope_with(head, &sc.cos, &sc.sin);
             }
             for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                rope(head, start + t, inv_freq);
+                rope_with(head, &sc.cos, &sc.sin);
             }
             kv.store(start + t, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
         }
-        let mut att = vec![0.0; n * qd]; // [n, heads*hd]
-        self.attention(l, &q, kv, start, &mut att);
-        let mut a = vec![0.0; n * hidden];
-        matmul(&att, n, &w.o, &mut a);
+        let att = buf(&mut sc.att, n * qd); // [n, heads*hd]
+        self.attention(l, q, kv, start, att, &mut sc.kf, &mut sc.vf);
+        let a = buf(&mut sc.a, n * hidden);
+        matmul(att, n, &w.o, a);
         if let Some(g) = &w.post_attn_norm {
-            rms_norm_in_place(&mut a, g, eps);
+            rms_norm_in_place(a, g, eps);
         }
-        add_in_place(x, &a);
+        add_in_place(x, a);
 
         // Feed-forward (GeGLU).
-        rms_norm(x, &w.ffn_norm, eps, &mut h);
-        let ff = cfg.intermediate_size;
-        let mut gate = vec![0.0; n * ff];
-        let mut up = vec![0.0; n * ff];
-        matmul(&h, n, &w.gate, &mut gate);
-        matmul(&h, n, &w.up, &mut up);
-        gemma_kernels::geglu::geglu(&mut gate, &up);
-        matmul(&gate, n, &w.down, &mut a);
+        rms_norm(x, &w.ffn_norm, eps, h);
+        let gate = buf(&mut sc.gate, n * ff);
+        let up = buf(&mut sc.up, n * ff);
+        matmul(h, n, &w.gate, gate);
+        matmul(h, n, &w.up, up);
+        gemma_kernels::geglu::geglu(gate, up);
+        matmul(gate, n, &w.down, a);
         if let Some(g) = &w.post_ffn_norm {
-            rms_norm_in_place(&mut a, g, eps);
+            rms_norm_in_place(a, g, eps);
         }
-        add_in_place(x, &a);
+        add_in_place(x, a);
     }
 
     /// Scaled dot-product attention of queries `q` `[n, heads*hd]` at
     /// positions `start..start+n` over the cache, into `out` `[n, heads*hd]`.
-    fn attention(&self, l: usize, q: &[f32], kv: &LayerCache, start: usize, out: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, l: usize, q: &[f32], kv: &LayerCache, start: usize, out: &mut [f32], kf: &mut Vec<f32>, vf: &mut Vec<f32>) {
         let cfg = &self.config;
         let shape = AttnShape {
             heads: cfg.num_heads,
@@ -187,6 +198,6 @@ impl Model {
             scale: cfg.attn_scale,
             softcap: cfg.attn_softcap,
         };
-        attention(shape, q, kv, start, out);
+        attention(shape, q, kv, start, out, kf, vf);
     }
 }

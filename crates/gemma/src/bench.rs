@@ -69,7 +69,7 @@ pub fn bench_prompt(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
     let run = || -> Result<f64> {
         let mut cache = g.model.new_cache();
         let t = Instant::now();
-        g.model.forward(&ids, &mut cache, LogitsMode::Last)?;
+        g.model.forward_into(&ids, &mut cache, LogitsMode::Last)?;
         Ok(t.elapsed().as_secs_f64())
     };
     run()?;
@@ -84,7 +84,7 @@ pub fn bench_gen(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
         let mut cache = g.model.new_cache();
         let t = Instant::now();
         for &id in &ids {
-            g.model.forward(&[id], &mut cache, LogitsMode::Last)?;
+            g.model.forward_into(&[id], &mut cache, LogitsMode::Last)?;
         }
         Ok(t.elapsed().as_secs_f64())
     };

@@ -1,0 +1,85 @@
+//! Decoding allocates nothing once a session is warmed up: every activation
+//! and scratch buffer lives in the session (KV cache) or in per-thread
+//! kernel buffers, the thread pool dispatches without allocating, and the
+//! KV cache grows in steps of `GROW_STEP` positions. Checked with a
+//! counting global allocator over real decode steps (`Model::forward_into`),
+//! on the tiny f32 model (float kernels) and on the real Q4_K_M model
+//! (quantized kernels) when it has been fetched.
+
+use gemma::{Gemma, LogitsMode};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+struct Counting;
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::SeqCst) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::SeqCst) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Tests in this file count process-wide allocations: run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Allocations made by `steps` decode steps after a prompt and a warm-up.
+fn decode_allocations(g: &Gemma, steps: usize) -> usize {
+    let mut cache = g.model.new_cache();
+    let prompt: Vec<u32> = (0..9).map(|i| 2 + i * 3).collect();
+    g.model.forward_into(&prompt, &mut cache, LogitsMode::Last).unwrap();
+    let mut next = 5u32;
+    let mut step = |cache: &mut gemma_model::cache::KvCache| {
+        let logits = g.model.forward_into(&[next], cache, LogitsMode::Last).unwrap();
+        next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
+    };
+    for _ in 0..3 {
+        step(&mut cache); // warm-up: per-thread buffers reach their size
+    }
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    for _ in 0..steps {
+        step(&mut cache);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+#[test]
+fn decoding_the_tiny_model_does_not_allocate() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3");
+    let g = Gemma::load(path).unwrap();
+    assert_eq!(decode_allocations(&g, 40), 0);
+}
+
+#[test]
+fn decoding_the_real_model_does_not_allocate() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let path = gemma::hub::default_model_path();
+    if !path.is_file() {
+        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required");
+        return;
+    }
+    let g = Gemma::load(&path).unwrap();
+    assert_eq!(decode_allocations(&g, 40), 0);
+}
