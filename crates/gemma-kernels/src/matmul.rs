@@ -52,10 +52,65 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n < crate::gemm::MIN_TOKENS && crate::gemm::gemv_quant(x, n, w, y) {
         return;
     }
+    // Many tokens and float weights: rows converted to f32 once, then a
+    // register-tiled f32 product.
+    if n >= crate::gemm::MIN_TOKENS && float_gemm(x, n, w, y) {
+        return;
+    }
     MATMUL.with(|m| {
         let (acts, yt) = &mut *m.borrow_mut();
         matmul_rows(x, n, w, y, acts, yt)
     });
+}
+
+thread_local! {
+    /// f32 weight rows and a tile of outputs, per worker.
+    static FLOAT_ROWS: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::new(Default::default());
+}
+
+/// The prefill product for float weights (f32, bf16, f16, in memory or
+/// memory-mapped): each task converts [`ROWS_PER_TASK`] rows to f32 once and
+/// multiplies every token with them ([`crate::attn_gemm::scores`]). Returns
+/// false for quantized weights or column counts that are not a multiple of 8.
+fn float_gemm(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
+    let (rows, cols) = (w.rows, w.cols);
+    let raw_float = matches!(&w.storage, Storage::Raw { dtype, .. } if dtype.block_size() == 1);
+    if !(matches!(w.storage, Storage::F32(_) | Storage::BF16(_) | Storage::F16(_)) || raw_float) || !cols.is_multiple_of(8) {
+        return false;
+    }
+    let out = OutPtr(y.as_mut_ptr());
+    crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
+        let r0 = task * ROWS_PER_TASK;
+        let nr = ROWS_PER_TASK.min(rows - r0);
+        FLOAT_ROWS.with(|b| {
+            let (wf, tile) = &mut *b.borrow_mut();
+            wf.resize(nr * cols, 0.0);
+            let range = r0 * cols..(r0 + nr) * cols;
+            let wrows: &[f32] = match &w.storage {
+                Storage::F32(v) => &v[range],
+                Storage::BF16(v) => {
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[range], &mut wf[..nr * cols]);
+                    &wf[..nr * cols]
+                }
+                Storage::F16(v) => {
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[range], &mut wf[..nr * cols]);
+                    &wf[..nr * cols]
+                }
+                Storage::Raw { dtype, bytes, .. } => {
+                    let rb = w.row_bytes();
+                    gemma_quant::dequantize(*dtype, &bytes.as_slice()[r0 * rb..(r0 + nr) * rb], &mut wf[..nr * cols]);
+                    &wf[..nr * cols]
+                }
+            };
+            tile.resize(n * nr, 0.0);
+            crate::attn_gemm::scores(x, wrows, cols, &mut tile[..n * nr]);
+            for t in 0..n {
+                // SAFETY: row run r0..r0+nr of token t belongs to this task alone.
+                unsafe { std::ptr::copy_nonoverlapping(tile[t * nr..].as_ptr(), out.ptr().add(t * rows + r0), nr) };
+            }
+        });
+    });
+    true
 }
 
 thread_local! {
@@ -178,6 +233,32 @@ mod tests {
                         // …and close to the f32 dot of the dequantized weights.
                         let exact = gemma_quant::dot_ref(dt, wr, xt);
                         assert!((got - exact).abs() < 0.02 * exact.abs().max(1.0), "{dt} n={n}: {got} vs {exact}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The prefill path for float weights (many tokens), in memory and as raw
+    /// (memory-mapped) bytes.
+    #[test]
+    fn float_gemm_matches_naive() {
+        let (rows, cols, n) = (37, 64, 6);
+        let wv: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+        let x: Vec<f32> = (0..n * cols).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        for dt in [DType::F32, DType::BF16, DType::F16] {
+            let stored = gemma_quant::convert(Storage::F32(wv.clone()), dt).unwrap();
+            let mut raw = Vec::new();
+            gemma_quant::quantize(dt, &wv, &mut raw).unwrap();
+            let raw = Storage::Raw { dtype: dt, len: rows * cols, bytes: gemma_core::tensor::Bytes::Owned(raw) };
+            for storage in [stored, raw] {
+                let w = Matrix::new(rows, cols, storage);
+                let mut y = vec![0.0; n * rows];
+                matmul(&x, n, &w, &mut y);
+                for t in 0..n {
+                    for r in 0..rows {
+                        let want: f32 = (0..cols).map(|c| x[t * cols + c] * dt.round(wv[r * cols + c])).sum();
+                        assert!((y[t * rows + r] - want).abs() < 1e-4, "{dt}: {} vs {want}", y[t * rows + r]);
                     }
                 }
             }
