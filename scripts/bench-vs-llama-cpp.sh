@@ -26,18 +26,28 @@ python3 - "$OUT" "$ROUNDS" "$MODEL" "$THREADS" <<'PY'
 import json, statistics, sys, os, subprocess
 out, rounds, model, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def samples(engine):
-    acc = {}
+    acc, extra = {}, {"rss": [], "load": []}
     for r in range(1, rounds + 1):
         for row in json.load(open(os.path.join(out, f"{engine}.{r}.json"))):
             key = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
             acc.setdefault(key, []).extend(row["samples_ts"])
-    return acc
-g, l = samples("gemma"), samples("llama")
+            if row.get("peak_rss_bytes"):
+                extra["rss"].append(row["peak_rss_bytes"] / 2**20)
+            if row.get("load_time_s") is not None:
+                extra["load"].append(row["load_time_s"])
+    return acc, extra
+(g, ge), (l, le) = samples("gemma"), samples("llama")
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print(f"model {os.path.basename(model)}, {threads} threads, {rounds} alternating rounds, commit {commit}\n")
-print("| test | gemma-rs t/s | llama.cpp t/s | ratio |")
+print("| test | gemma-rs | llama.cpp | ratio |")
 print("| --- | ---: | ---: | ---: |")
 for k in g:
     gm, lm = statistics.median(g[k]), statistics.median(l[k])
-    print(f"| {k} | {gm:.1f} ± {statistics.pstdev(g[k]):.1f} | {lm:.1f} ± {statistics.pstdev(l[k]):.1f} | {gm / lm:.2f} |")
+    print(f"| {k} (t/s) | {gm:.1f} ± {statistics.pstdev(g[k]):.1f} | {lm:.1f} ± {statistics.pstdev(l[k]):.1f} | {gm / lm:.2f} |")
+if ge["rss"] and le["rss"]:
+    gr, lr = max(ge["rss"]), max(le["rss"])
+    print(f"| peak RSS (MiB, lower is better) | {gr:.0f} | {lr:.0f} | {gr / lr:.2f} |")
+if ge["load"] and le["load"]:
+    gl, ll = statistics.median(ge["load"]), statistics.median(le["load"])
+    print(f"| load time (s) | {gl:.2f} | {ll:.2f} | {gl / ll:.2f} |")
 PY

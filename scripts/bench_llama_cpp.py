@@ -4,6 +4,7 @@ batch of N prompt tokens from an empty cache; tg: N single-token decode
 steps), through llama-cpp-python. Prints one JSON array with llama-bench's
 field names. Usage: bench_llama_cpp.py MODEL THREADS N_PROMPT N_GEN REPS"""
 import json
+import resource
 import statistics
 import sys
 import time
@@ -11,8 +12,10 @@ import time
 from llama_cpp import Llama
 
 model, threads, n_prompt, n_gen, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+t_load = time.perf_counter()
 llm = Llama(model, n_ctx=max(n_prompt, n_gen) + 8, n_batch=max(n_prompt, 1), n_ubatch=max(n_prompt, 1), n_threads=threads,
             n_threads_batch=threads, verbose=False)
+load_time_s = time.perf_counter() - t_load
 ids = [llm.token_bos()] + [1000 + (i * 7919) % 200000 for i in range(max(n_prompt, n_gen))]
 
 
@@ -40,5 +43,7 @@ for n, fn, kind in [(n_prompt, pp, "pp"), (n_gen, tg, "tg")]:
     ts = [n / x for x in s]
     rows.append({"n_prompt": n if kind == "pp" else 0, "n_gen": n if kind == "tg" else 0, "n_threads": threads,
                  "avg_ts": statistics.mean(ts), "stddev_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
-                 "samples_ts": ts, "model_filename": model})
+                 "samples_ts": ts, "model_filename": model, "load_time_s": load_time_s,
+                 # Whole process (includes the Python interpreter, ~10-15 MiB).
+                 "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
 print(json.dumps(rows))
