@@ -12,5 +12,5 @@ pub mod pool;
 pub mod qdot;
 pub mod vnni;
 
-pub use matmul::matmul;
+pub use matmul::{matmul, matmul_decode};
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};

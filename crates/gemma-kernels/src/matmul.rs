@@ -59,7 +59,27 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     }
     MATMUL.with(|m| {
         let (acts, yt) = &mut *m.borrow_mut();
-        matmul_rows(x, n, w, y, acts, yt)
+        matmul_rows(x, n, w, y, acts, yt, false)
+    });
+}
+
+/// As [`matmul`], but every token's output is computed exactly as it would
+/// be alone (`n = 1`), bit for bit: the kernel never depends on how many
+/// tokens share the call. Batched decoding uses this so that a sequence's
+/// result does not depend on the batch around it.
+pub fn matmul_decode(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
+    assert_eq!(x.len(), n * w.cols, "matmul input has the wrong length");
+    assert_eq!(y.len(), n * w.rows, "matmul output has the wrong length");
+    if n == 0 || w.rows == 0 {
+        return;
+    }
+    // The decode kernels treat each token separately.
+    if crate::gemm::gemv_quant(x, n, w, y) {
+        return;
+    }
+    MATMUL.with(|m| {
+        let (acts, yt) = &mut *m.borrow_mut();
+        matmul_rows(x, n, w, y, acts, yt, true)
     });
 }
 
@@ -119,7 +139,8 @@ thread_local! {
 }
 
 /// The per-row kernels (any dtype, any CPU).
-fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<ActQ8>, yt: &mut Vec<f32>) {
+/// `per_token`: compute each token as if alone (no multi-token kernels).
+fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<ActQ8>, yt: &mut Vec<f32>, per_token: bool) {
     let (rows, cols) = (w.rows, w.cols);
     // Quantized weights meet 8-bit activations (as llama.cpp): quantize
     // each token's activations once.
@@ -163,7 +184,8 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                 let row = &bytes.as_slice()[r * rb..(r + 1) * rb];
                 if !acts.is_empty() {
                     // Groups of tokens share each unpacked weight block.
-                    for (os, group) in out_row.chunks_mut(MULTI).zip(acts.chunks(MULTI)) {
+                    let per = if per_token { 1 } else { MULTI };
+                    for (os, group) in out_row.chunks_mut(per).zip(acts.chunks(per)) {
                         if group.len() == 1 {
                             os[0] = dot_q8(*dtype, row, &group[0]);
                         } else {
@@ -171,8 +193,10 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                             dot_q8_multi(*dtype, row, &refs[..group.len()], os);
                         }
                     }
-                } else if n == 1 {
-                    out_row[0] = dot_blocks(*dtype, row, x);
+                } else if n == 1 || per_token {
+                    for (t, o) in out_row.iter_mut().enumerate() {
+                        *o = dot_blocks(*dtype, row, &x[t * cols..(t + 1) * cols]);
+                    }
                 } else {
                     // Dequantize the row once, then dot it with every token.
                     ROW.with(|buf| {
@@ -260,6 +284,30 @@ mod tests {
                         let want: f32 = (0..cols).map(|c| x[t * cols + c] * dt.round(wv[r * cols + c])).sum();
                         assert!((y[t * rows + r] - want).abs() < 1e-4, "{dt}: {} vs {want}", y[t * rows + r]);
                     }
+                }
+            }
+        }
+    }
+
+    /// `matmul_decode` gives every token exactly its result alone.
+    #[test]
+    fn decode_matmul_is_batch_invariant() {
+        let (rows, cols) = (19, 512);
+        let wv: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect();
+        let x: Vec<f32> = (0..9 * cols).map(|i| (i * 31 % 97) as f32 / 97.0 - 0.5).collect();
+        for dt in ALL_DTYPES {
+            let mut raw = Vec::new();
+            gemma_quant::quantize(dt, &wv, &mut raw).unwrap();
+            for w in [
+                Matrix::new(rows, cols, Storage::Raw { dtype: dt, len: rows * cols, bytes: gemma_core::tensor::Bytes::Owned(raw.clone()) }),
+                Matrix::new(rows, cols, gemma_quant::convert(Storage::F32(wv.clone()), if dt.block_size() == 1 { dt } else { DType::F32 }).unwrap()),
+            ] {
+                let mut all = vec![0.0; 9 * rows];
+                matmul_decode(&x, 9, &w, &mut all);
+                for t in 0..9 {
+                    let mut one = vec![0.0; rows];
+                    matmul_decode(&x[t * cols..(t + 1) * cols], 1, &w, &mut one);
+                    assert_eq!(&all[t * rows..(t + 1) * rows], &one[..], "{dt} token {t}");
                 }
             }
         }

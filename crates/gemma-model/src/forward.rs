@@ -6,12 +6,25 @@ use crate::cache::{buf, KvCache, LayerCache, Scratch};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::weights::{LayerWeights, Weights};
 use gemma_core::{GemmaError, Result};
-use gemma_kernels::{add_in_place, matmul, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
+use gemma_core::Matrix;
+use gemma_kernels::{add_in_place, matmul, matmul_decode, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
 use gemma_kernels::ops::{rope_angles, rope_with};
 
 /// Longest run of tokens processed by one internal forward step. Longer
 /// inputs are split; sliding-window caches are sized with this in mind.
 pub const MAX_CHUNK: usize = 512;
+
+/// Rows `row0..row0+n` of a (batched) forward: new tokens of item `item`,
+/// at positions `start..start+n`. `decode` segments hold one token each and
+/// come first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seg {
+    pub row0: usize,
+    pub n: usize,
+    pub start: usize,
+    pub item: usize,
+    pub decode: bool,
+}
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,19 +74,7 @@ impl Model {
     /// (valid until its next forward): decoding this way allocates nothing.
     pub fn forward_into<'c>(&self, tokens: &[u32], cache: &'c mut KvCache, mode: LogitsMode) -> Result<&'c mut [f32]> {
         let cfg = &self.config;
-        if tokens.is_empty() {
-            return Err(GemmaError::invalid("tokens", "forward needs at least one token"));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(GemmaError::InvalidToken { id: bad, vocab_size: cfg.vocab_size });
-        }
-        let end = cache.len() + tokens.len();
-        if end > cfg.max_position_embeddings {
-            return Err(GemmaError::invalid(
-                "tokens",
-                format!("sequence of {end} tokens exceeds the model's context of {} (max_position_embeddings)", cfg.max_position_embeddings),
-            ));
-        }
+        self.check_tokens(tokens, cache.len())?;
         let rows = match mode {
             LogitsMode::Last => 1,
             LogitsMode::All => tokens.len(),
@@ -95,6 +96,26 @@ impl Model {
         Ok(&mut cache.scratch.logits[..rows * cfg.vocab_size])
     }
 
+    /// Errors for an empty run, out-of-vocabulary ids, or a context overflow
+    /// after `cached` positions.
+    pub(crate) fn check_tokens(&self, tokens: &[u32], cached: usize) -> Result<()> {
+        let cfg = &self.config;
+        if tokens.is_empty() {
+            return Err(GemmaError::invalid("tokens", "forward needs at least one token"));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(GemmaError::InvalidToken { id: bad, vocab_size: cfg.vocab_size });
+        }
+        let end = cached + tokens.len();
+        if end > cfg.max_position_embeddings {
+            return Err(GemmaError::invalid(
+                "tokens",
+                format!("sequence of {end} tokens exceeds the model's context of {} (max_position_embeddings)", cfg.max_position_embeddings),
+            ));
+        }
+        Ok(())
+    }
+
     /// Final norm, output head and final softcap for rows `first..first+rows`
     /// of the residual stream, into rows `at..at+rows` of the logits buffer
     /// (sized for `total` rows).
@@ -112,27 +133,55 @@ impl Model {
 
     /// All blocks over one chunk; leaves the residual stream `[n, hidden]` in `scratch.x`.
     fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) {
-        let cfg = &self.config;
-        let (n, hidden) = (tokens.len(), cfg.hidden_size);
+        let mut sc = std::mem::take(&mut cache.scratch);
         let start = cache.len();
-        let KvCache { layers, scratch, .. } = cache;
-        let x = buf(&mut scratch.x, n * hidden);
-        for (t, &tok) in tokens.iter().enumerate() {
-            let row = &mut x[t * hidden..(t + 1) * hidden];
-            gemma_quant::read_f32(&self.weights.embed.storage, tok as usize * hidden, row);
-            row.iter_mut().for_each(|v| *v *= cfg.embed_scale);
-        }
-        for (l, lw) in self.weights.layers.iter().enumerate() {
-            self.block(l, lw, n, start, &mut layers[l], scratch);
-        }
-        cache.advance(n);
+        let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false }];
+        self.run_segments(&segs, &mut [(tokens, cache)], &mut sc);
+        cache.scratch = sc;
     }
 
-    /// One transformer block, in place on `x` `[n, hidden]`.
-    fn block(&self, l: usize, w: &LayerWeights, n: usize, start: usize, kv: &mut LayerCache, sc: &mut Scratch) {
+    /// Embed the tokens of every segment (rows in `segs` order) and run all
+    /// blocks; leaves the residual stream in `sc.x` and advances each cache.
+    /// Decode segments (one token each) come first.
+    pub(crate) fn run_segments(&self, segs: &[Seg], items: &mut [(&[u32], &mut KvCache)], sc: &mut Scratch) {
+        let cfg = &self.config;
+        let hidden = cfg.hidden_size;
+        let n: usize = segs.iter().map(|s| s.n).sum();
+        let x = buf(&mut sc.x, n * hidden);
+        for seg in segs {
+            for (t, &tok) in items[seg.item].0.iter().enumerate() {
+                let row = &mut x[(seg.row0 + t) * hidden..(seg.row0 + t + 1) * hidden];
+                gemma_quant::read_f32(&self.weights.embed.storage, tok as usize * hidden, row);
+                row.iter_mut().for_each(|v| *v *= cfg.embed_scale);
+            }
+        }
+        for (l, lw) in self.weights.layers.iter().enumerate() {
+            self.block(l, lw, segs, items, sc);
+        }
+        for seg in segs {
+            items[seg.item].1.advance(seg.n);
+        }
+    }
+
+    /// `y = x · wᵀ` over the rows of all segments: decode rows in one
+    /// batch-invariant product, each prefill segment on its own.
+    fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
+        let (din, dout) = (w.cols, w.rows);
+        let nd: usize = segs.iter().filter(|s| s.decode).map(|s| s.n).sum();
+        if nd > 0 {
+            matmul_decode(&x[..nd * din], nd, w, &mut y[..nd * dout]);
+        }
+        for s in segs.iter().filter(|s| !s.decode) {
+            matmul(&x[s.row0 * din..(s.row0 + s.n) * din], s.n, w, &mut y[s.row0 * dout..(s.row0 + s.n) * dout]);
+        }
+    }
+
+    /// One transformer block, in place on `sc.x` `[rows, hidden]`.
+    fn block(&self, l: usize, w: &LayerWeights, segs: &[Seg], items: &mut [(&[u32], &mut KvCache)], sc: &mut Scratch) {
         let cfg = &self.config;
         let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
         let eps = cfg.rms_norm_eps;
+        let n: usize = segs.iter().map(|s| s.n).sum();
         let x = &mut sc.x[..n * hidden];
 
         // Attention.
@@ -141,28 +190,32 @@ impl Model {
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
-        matmul(h, n, &w.q, q);
-        matmul(h, n, &w.k, k);
-        matmul(h, n, &w.v, v);
+        Self::project(segs, h, &w.q, q);
+        Self::project(segs, h, &w.k, k);
+        Self::project(segs, h, &w.v, v);
         if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
             rms_norm_in_place(q, qn, eps);
             rms_norm_in_place(k, kn, eps);
         }
         let inv_freq = &self.inv_freq[l];
-        for t in 0..n {
-            rope_angles(start + t, inv_freq, &mut sc.cos, &mut sc.sin);
-            for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
-                rope_with(head, &sc.cos, &sc.sin);
-            }
-            for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                rope_with(head, &sc.cos, &sc.sin);
-            }
-            kv.store(start + t, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
-        }
         let att = buf(&mut sc.att, n * qd); // [n, heads*hd]
-        self.attention(l, q, kv, start, att, &mut sc.kf, &mut sc.vf);
+        for seg in segs {
+            let kv = &mut items[seg.item].1.layers[l];
+            for t in seg.row0..seg.row0 + seg.n {
+                rope_angles(seg.start + t - seg.row0, inv_freq, &mut sc.cos, &mut sc.sin);
+                for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
+                    rope_with(head, &sc.cos, &sc.sin);
+                }
+                for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
+                    rope_with(head, &sc.cos, &sc.sin);
+                }
+                kv.store(seg.start + t - seg.row0, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
+            }
+            let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
+            self.attention(l, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf);
+        }
         let a = buf(&mut sc.a, n * hidden);
-        matmul(att, n, &w.o, a);
+        Self::project(segs, att, &w.o, a);
         if let Some(g) = &w.post_attn_norm {
             rms_norm_in_place(a, g, eps);
         }
@@ -172,10 +225,10 @@ impl Model {
         rms_norm(x, &w.ffn_norm, eps, h);
         let gate = buf(&mut sc.gate, n * ff);
         let up = buf(&mut sc.up, n * ff);
-        matmul(h, n, &w.gate, gate);
-        matmul(h, n, &w.up, up);
+        Self::project(segs, h, &w.gate, gate);
+        Self::project(segs, h, &w.up, up);
         gemma_kernels::geglu::geglu(gate, up);
-        matmul(gate, n, &w.down, a);
+        Self::project(segs, gate, &w.down, a);
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);
         }

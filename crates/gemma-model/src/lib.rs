@@ -2,6 +2,7 @@
 //! a KV cache, and one config-driven forward for Gemma 1, 2 and 3.
 
 pub mod attention;
+pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod forward;
@@ -10,6 +11,7 @@ pub mod hf;
 pub mod variants;
 pub mod weights;
 
+pub use batch::{BatchItem, BatchWorkspace};
 pub use cache::KvCache;
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
 pub use forward::{LogitsMode, Model};
