@@ -1,0 +1,314 @@
+//! The serving engine: a request queue and a continuous-batching scheduler
+//! over one loaded model, on its own thread. No HTTP here.
+//!
+//! Every step the scheduler admits waiting requests into free slots (each
+//! with its own KV cache and sampler), gives every prefilling sequence its
+//! next prompt chunk and every decoding sequence one token, runs them all in
+//! one `Model::forward_batch`, samples, streams each new token to its
+//! requester and retires finished or cancelled sequences at once. Decode
+//! steps are batch-invariant, so a request's greedy output is the same alone
+//! or among others.
+
+mod logprobs;
+mod scheduler;
+
+pub use gemma_generate::FinishReason;
+pub use logprobs::TokenLogprob;
+
+use gemma::Gemma;
+use gemma_generate::SamplingParams;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc as tmpsc;
+
+/// Limits and shape of the scheduler.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Sequences decoded together (KV cache slots).
+    pub max_batch: usize,
+    /// Requests waiting for a slot before new ones are refused (overloaded).
+    pub max_queue: usize,
+    /// Prompt tokens a prefilling sequence advances per step, so a long
+    /// prompt never stalls the others for long.
+    pub prefill_chunk: usize,
+    /// Longest prompt accepted, in tokens.
+    pub max_input_tokens: usize,
+    /// Longest prompt + generation accepted, in tokens.
+    pub max_total_tokens: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_batch: 8, max_queue: 64, prefill_chunk: 128, max_input_tokens: 4096, max_total_tokens: 8192 }
+    }
+}
+
+/// One generation request, in tokens.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Prompt ids (BOS first).
+    pub prompt: Vec<u32>,
+    /// Sampling (temperature, top-k/p, min-p, repetition penalty, seed).
+    pub params: SamplingParams,
+    /// OpenAI presence penalty over the generated tokens (0 disables).
+    pub presence_penalty: f32,
+    /// OpenAI frequency penalty over the generated tokens (0 disables).
+    pub frequency_penalty: f32,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Token ids that end generation (not emitted).
+    pub stop_ids: Vec<u32>,
+    /// Strings that end generation (not emitted).
+    pub stop_strings: Vec<String>,
+    /// Report each chosen token's log-probability.
+    pub logprobs: bool,
+    /// Also report this many most likely alternatives per step.
+    pub top_logprobs: usize,
+}
+
+impl Request {
+    /// A greedy request for `prompt` with the model's stop ids.
+    pub fn new(gemma: &Gemma, prompt: Vec<u32>, max_new_tokens: usize) -> Self {
+        Self {
+            prompt,
+            params: SamplingParams::greedy(),
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            max_new_tokens,
+            stop_ids: gemma.stop_ids(),
+            stop_strings: Vec::new(),
+            logprobs: false,
+            top_logprobs: 0,
+        }
+    }
+}
+
+/// A generated token as streamed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEvent {
+    /// Token id.
+    pub id: u32,
+    /// Text that became final with this token (may be empty while a UTF-8
+    /// character or a possible stop string is incomplete).
+    pub text: String,
+    /// Whether the token is a control token.
+    pub special: bool,
+    /// Its log-probability under the model (when asked).
+    pub logprob: Option<f32>,
+    /// The most likely alternatives (when asked).
+    pub top: Vec<TokenLogprob>,
+}
+
+/// How a request ended, with its timings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Why generation stopped.
+    pub finish: FinishReason,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens (stop tokens excluded).
+    pub generated_tokens: usize,
+    /// Time spent waiting for a slot.
+    pub queue_time: Duration,
+    /// Time from admission to the first generated token.
+    pub time_to_first_token: Duration,
+    /// Time from admission to the end.
+    pub inference_time: Duration,
+    /// Remaining text held back by the decoder, emitted at the end.
+    pub tail_text: String,
+}
+
+/// What a requester receives, in order: tokens, then one `Done` (or `Error`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new token.
+    Token(TokenEvent),
+    /// The request finished.
+    Done(Summary),
+    /// The request failed.
+    Error(String),
+}
+
+/// Why a request was refused before any work.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SubmitError {
+    /// Invalid request (too long, bad parameters, …); the message says what.
+    #[error("{0}")]
+    Invalid(String),
+    /// Queue full.
+    #[error("the server is overloaded: {queued} requests already waiting")]
+    Overloaded {
+        /// Requests waiting.
+        queued: usize,
+    },
+    /// The engine is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// A submitted request: its event stream. Dropping it cancels the request
+/// (its slot is freed at the next step).
+#[derive(Debug)]
+pub struct Handle {
+    /// Engine-wide request number.
+    pub id: u64,
+    /// Events of this request.
+    pub events: tmpsc::UnboundedReceiver<Event>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A request inside the engine.
+pub(crate) struct Job {
+    pub req: Request,
+    pub tx: tmpsc::UnboundedSender<Event>,
+    pub cancel: Arc<AtomicBool>,
+    pub queued_at: Instant,
+}
+
+/// Live counters shared with the server (for /metrics and /info).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Requests waiting for a slot.
+    pub queued: AtomicUsize,
+    /// Sequences in the running batch.
+    pub running: AtomicUsize,
+    /// Steps run so far.
+    pub steps: AtomicU64,
+}
+
+/// The engine: submit requests, read their events.
+pub struct Engine {
+    tx: Option<mpsc::Sender<Job>>,
+    stats: Arc<EngineStats>,
+    stopping: Arc<AtomicBool>,
+    next_id: AtomicU64,
+    config: EngineConfig,
+    context: usize,
+    gemma: Arc<Gemma>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Start the scheduler thread for `gemma`.
+    pub fn start(gemma: Arc<Gemma>, config: EngineConfig) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(EngineStats::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let context = gemma.model.config.max_position_embeddings;
+        let thread = {
+            let (gemma, stats, config) = (Arc::clone(&gemma), Arc::clone(&stats), config.clone());
+            std::thread::Builder::new()
+                .name("gemma-scheduler".into())
+                .spawn(move || scheduler::run(&gemma, &config, rx, &stats))
+                .expect("spawning the scheduler thread")
+        };
+        Self { tx: Some(tx), stats, stopping, next_id: AtomicU64::new(1), config, context, gemma, thread: Some(thread) }
+    }
+
+    /// The model served.
+    pub fn gemma(&self) -> &Arc<Gemma> {
+        &self.gemma
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Check a request against the limits without submitting it.
+    pub fn validate(&self, req: &Request) -> Result<(), SubmitError> {
+        let c = &self.config;
+        let n = req.prompt.len();
+        if n == 0 {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        if n > c.max_input_tokens {
+            return Err(SubmitError::Invalid(format!("the prompt has {n} tokens, more than max_input_tokens = {}", c.max_input_tokens)));
+        }
+        let total = c.max_total_tokens.min(self.context);
+        if n + req.max_new_tokens > total {
+            return Err(SubmitError::Invalid(format!(
+                "prompt ({n} tokens) + max_new_tokens ({}) must be <= {total} (max_total_tokens)",
+                req.max_new_tokens
+            )));
+        }
+        if req.max_new_tokens == 0 {
+            return Err(SubmitError::Invalid("max_new_tokens must be at least 1".into()));
+        }
+        let vocab = self.gemma.model.config.vocab_size;
+        if let Some(&bad) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(SubmitError::Invalid(format!("token id {bad} is outside the vocabulary (size {vocab})")));
+        }
+        req.params.validate().map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        for (name, v) in [("presence_penalty", req.presence_penalty), ("frequency_penalty", req.frequency_penalty)] {
+            if !(v.is_finite() && (-2.0..=2.0).contains(&v)) {
+                return Err(SubmitError::Invalid(format!("{name} must be in [-2, 2], got {v}")));
+            }
+        }
+        if req.top_logprobs > 20 {
+            return Err(SubmitError::Invalid(format!("top_logprobs must be <= 20, got {}", req.top_logprobs)));
+        }
+        Ok(())
+    }
+
+    /// Queue a request; its events arrive on the returned handle.
+    pub fn submit(&self, req: Request) -> Result<Handle, SubmitError> {
+        self.validate(&req)?;
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let queued = self.stats.queued.load(Ordering::SeqCst);
+        if queued >= self.config.max_queue {
+            return Err(SubmitError::Overloaded { queued });
+        }
+        let (tx, events) = tmpsc::unbounded_channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = Job { req, tx, cancel: Arc::clone(&cancel), queued_at: Instant::now() };
+        self.stats.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.as_ref().map(|t| t.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::ShuttingDown);
+        }
+        Ok(Handle { id: self.next_id.fetch_add(1, Ordering::SeqCst), events, cancel })
+    }
+
+    /// Stop accepting requests; running and queued ones continue.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Engine::begin_shutdown`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        drop(self.tx.take()); // the scheduler exits when its queue is closed and empty
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
