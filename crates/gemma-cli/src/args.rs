@@ -33,6 +33,48 @@ pub enum Command {
     Quantize(QuantizeArgs),
     /// Measure prompt-processing and generation speed (like llama-bench).
     Bench(BenchArgs),
+    /// Serve the model over HTTP: OpenAI and TGI APIs, continuous batching.
+    Serve(ServeArgs),
+}
+
+/// `gemma serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to bind (loopback by default; 0.0.0.0 when AIP_HTTP_PORT is set).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port (AIP_HTTP_PORT overrides it on Vertex AI).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Sequences decoded together (continuous-batching slots).
+    #[arg(long, default_value_t = 8)]
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot before new ones get 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Longest prompt, in tokens.
+    #[arg(long, default_value_t = 4096)]
+    pub max_input_tokens: usize,
+    /// Longest prompt + generation, in tokens.
+    #[arg(long, default_value_t = 8192)]
+    pub max_total_tokens: usize,
+    /// Prompt tokens each prefilling request advances per step.
+    #[arg(long, default_value_t = 128)]
+    pub prefill_chunk: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "GEMMA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Model name reported by /v1/models and /info (default: the model path's name).
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(long, default_value_t = 2 << 20)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_grace: u64,
 }
 
 /// Where the model comes from.

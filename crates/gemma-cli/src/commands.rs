@@ -1,13 +1,15 @@
 //! The subcommands: argument handling and printing over the `gemma` library.
 
 use crate::args::{
-    BenchArgs, ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, TokenizeArgs,
+    BenchArgs, ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, ServeArgs,
+    TokenizeArgs,
 };
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use gemma::{ChatMessage, Gemma, GenerateRequest, LoadOptions};
 use std::io::{BufRead, Write};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Run one subcommand.
 pub fn run(cmd: Command) -> Result<()> {
@@ -20,6 +22,7 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Detokenize(a) => detokenize(a),
         Command::Quantize(a) => quantize(a),
         Command::Bench(a) => bench(a),
+        Command::Serve(a) => serve(a),
     }
 }
 
@@ -381,4 +384,44 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let gemma = Arc::new(load(&a.model)?);
+    let model_id = a.model_id.clone().unwrap_or_else(|| {
+        let p = gemma.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "gemma".into());
+        p.strip_suffix(".gguf").map(str::to_string).unwrap_or(p)
+    });
+    let engine = Arc::new(gemma_engine::Engine::start(
+        Arc::clone(&gemma),
+        gemma_engine::EngineConfig {
+            max_batch: a.max_concurrent.max(1),
+            max_queue: a.max_queue,
+            prefill_chunk: a.prefill_chunk.max(1),
+            max_input_tokens: a.max_input_tokens,
+            max_total_tokens: a.max_total_tokens,
+        },
+    ));
+    let vertex_port = std::env::var("AIP_HTTP_PORT").ok().and_then(|p| p.parse::<u16>().ok());
+    let host = a.host.clone().unwrap_or_else(|| if vertex_port.is_some() { "0.0.0.0".into() } else { "127.0.0.1".into() });
+    let port = vertex_port.unwrap_or(a.port);
+    let config = gemma_server::ServerConfig {
+        model_id,
+        api_key: a.api_key.clone().filter(|k| !k.is_empty()),
+        max_body_bytes: a.max_body_bytes,
+        predict_route: std::env::var("AIP_PREDICT_ROUTE").ok().filter(|r| r.starts_with('/')),
+        health_route: std::env::var("AIP_HEALTH_ROUTE").ok().filter(|r| r.starts_with('/')),
+    };
+    let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("cannot listen on {host}:{port}"))?;
+        eprintln!(
+            "serving on http://{} (OpenAI: /v1/chat/completions, /v1/completions; TGI: /generate, /generate_stream; /metrics)",
+            listener.local_addr()?
+        );
+        gemma_server::serve(listener, state, gemma_server::shutdown_signal(), Duration::from_secs(a.shutdown_grace)).await?;
+        eprintln!("shut down");
+        anyhow::Ok(())
+    })
 }

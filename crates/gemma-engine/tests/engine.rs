@@ -109,7 +109,10 @@ fn dropping_a_handle_cancels_and_frees_the_slot() {
 #[test]
 fn limits_are_enforced_before_any_work() {
     let g = tiny();
-    let engine = Engine::start(Arc::clone(&g), EngineConfig { max_batch: 1, max_queue: 2, max_input_tokens: 8, max_total_tokens: 20, ..EngineConfig::default() });
+    let engine = Engine::start(
+        Arc::clone(&g),
+        EngineConfig { max_batch: 1, max_queue: 2, max_input_tokens: 8, max_total_tokens: 20, ..EngineConfig::default() },
+    );
     let p = g.encode_prompt("Hello").unwrap();
     let too_long = Request::new(&g, vec![2; 9], 1);
     assert!(matches!(engine.submit(too_long), Err(SubmitError::Invalid(m)) if m.contains("max_input_tokens")));

@@ -12,10 +12,10 @@
 //! dot per row and token.
 
 use crate::dot::{simd_level, SimdLevel};
+use crate::pool::parallel_for;
 use gemma_core::{Matrix, Storage};
 use gemma_quant::act::{act_kind, ActKind};
 use gemma_quant::levels::{level_form, unpack_levels, LevelForm};
-use crate::pool::parallel_for;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
@@ -522,9 +522,8 @@ mod tests {
                 quantize_acts_ref(x, n, cols, act_kind(dt).unwrap(), &mut a);
                 for t in 0..n {
                     for r in 0..rows {
-                        let exact: f64 = (0..cols)
-                            .map(|c| deq[r * cols + c] as f64 * a.qs[t * cols + c] as f64 * a.d16[t * cols / 16 + c / 16] as f64)
-                            .sum();
+                        let exact: f64 =
+                            (0..cols).map(|c| deq[r * cols + c] as f64 * a.qs[t * cols + c] as f64 * a.d16[t * cols / 16 + c / 16] as f64).sum();
                         let got = want[t * rows + r] as f64;
                         assert!((got - exact).abs() < 1e-4 * exact.abs().max(1.0), "{dt} ref n={n} t={t} r={r}: {got} vs {exact}");
                     }

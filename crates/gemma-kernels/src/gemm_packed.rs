@@ -213,14 +213,10 @@ unsafe fn tile(p: &PackedRows, i0: usize, a: &PackedActs, t0: usize, has_min: bo
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn reduce8(v: [__m512; 8]) -> [f32; 8] {
     // Halve each pair: 8 lanes of x's partial sums, then 8 of y's.
-    let pair = |x: __m512, y: __m512| {
-        _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(x, y), _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y))
-    };
+    let pair = |x: __m512, y: __m512| _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(x, y), _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y));
     let (a, b, c, d) = (pair(v[0], v[1]), pair(v[2], v[3]), pair(v[4], v[5]), pair(v[6], v[7]));
     // Quarter j now holds 4 partial sums of vector j (j = 0..3, then 4..7).
-    let quad = |x: __m512, y: __m512| {
-        _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(x, y), _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y))
-    };
+    let quad = |x: __m512, y: __m512| _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(x, y), _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y));
     let (lo, hi) = (quad(a, b), quad(c, d));
     // Within each quarter: [p0..p3] of vector j and [q0..q3] of vector j+4.
     let s = _mm512_add_ps(_mm512_shuffle_ps::<0x88>(lo, hi), _mm512_shuffle_ps::<0xDD>(lo, hi));

@@ -3,9 +3,9 @@
 
 pub mod attn_gemm;
 pub mod dot;
+pub mod geglu;
 pub mod gemm;
 mod gemm_packed;
-pub mod geglu;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

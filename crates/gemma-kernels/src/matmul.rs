@@ -2,10 +2,10 @@
 //! over the rayon pool.
 
 use crate::dot::{dot_bf16, dot_f16, dot_f32};
+use crate::gemm::OutPtr;
 use crate::qdot::{dot_q8, dot_q8_multi, MULTI};
 use gemma_core::{Matrix, Storage};
 use gemma_quant::act::{act_kind, ActQ8};
-use crate::gemm::OutPtr;
 use std::cell::RefCell;
 
 /// Elements dequantized at a time by the block-wise dot (a multiple of

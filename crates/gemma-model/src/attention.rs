@@ -6,8 +6,8 @@
 use crate::cache::LayerCache;
 use gemma_kernels::attn_gemm::{accumulate, round_to_f16, scores};
 use gemma_kernels::geglu::exp_shifted;
-use gemma_kernels::softcap;
 use gemma_kernels::pool;
+use gemma_kernels::softcap;
 use std::cell::RefCell;
 
 /// Key/value positions converted and processed together.
@@ -252,7 +252,8 @@ mod tests {
     fn streamed_attention_equals_the_definition() {
         let cfg = GemmaConfig::from_json(&json!({"architectures": ["Gemma2ForCausalLM"], "vocab_size": 10, "hidden_size": 64,
             "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
-            "sliding_window": 100})).unwrap();
+            "sliding_window": 100}))
+        .unwrap();
         let (heads, hd, kvd) = (4, 32, 64);
         let (start, n) = (37, 150);
         let val = |i: usize, salt: usize| (((i * 7919 + salt * 104729) % 2001) as f32 / 1000.0 - 1.0) * 0.7;

@@ -102,16 +102,17 @@ mod tests {
         let (a, rest) = caches.split_at_mut(1);
         let (b, c) = rest.split_at_mut(1);
         let t = toks.clone();
-        let l = model.forward_batch(
-            &mut [
-                BatchItem { tokens: &[t[0]], cache: &mut a[0] },
-                BatchItem { tokens: prompts[2], cache: &mut c[0] },
-                BatchItem { tokens: &[t[1]], cache: &mut b[0] },
-            ],
-            &mut ws,
-        )
-        .unwrap()
-        .to_vec();
+        let l = model
+            .forward_batch(
+                &mut [
+                    BatchItem { tokens: &[t[0]], cache: &mut a[0] },
+                    BatchItem { tokens: prompts[2], cache: &mut c[0] },
+                    BatchItem { tokens: &[t[1]], cache: &mut b[0] },
+                ],
+                &mut ws,
+            )
+            .unwrap()
+            .to_vec();
         let vocab = model.config.vocab_size;
         assert_eq!(&l[..vocab], &alone[0][0][..], "sequence 0 step 0");
         assert_eq!(&l[2 * vocab..], &alone[1][0][..], "sequence 1 step 0");

@@ -5,10 +5,10 @@ use crate::attention::{attention, AttnShape};
 use crate::cache::{buf, KvCache, LayerCache, Scratch};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::weights::{LayerWeights, Weights};
-use gemma_core::{GemmaError, Result};
 use gemma_core::Matrix;
-use gemma_kernels::{add_in_place, matmul, matmul_decode, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
+use gemma_core::{GemmaError, Result};
 use gemma_kernels::ops::{rope_angles, rope_with};
+use gemma_kernels::{add_in_place, matmul, matmul_decode, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
 
 /// Longest run of tokens processed by one internal forward step. Longer
 /// inputs are split; sliding-window caches are sized with this in mind.

@@ -9,9 +9,9 @@
 //!   Q6_K `{ql[128], qh[64], scales[16] as i8, d}` — 256 weights.
 
 pub mod act;
-pub mod levels;
 mod kquants;
 mod legacy;
+pub mod levels;
 
 use gemma_core::{DType, GemmaError, Result, Storage};
 use half::{bf16, f16};

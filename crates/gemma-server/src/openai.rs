@@ -1,0 +1,394 @@
+//! OpenAI API: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+//!
+//! Parameters left out take the model's `generation_config.json` defaults
+//! (greedy when it has none), as vLLM does; `max_tokens` defaults to the
+//! remaining `max_total_tokens` budget. Presence and frequency penalties
+//! count the generated tokens only. `n` must be 1.
+
+use crate::{collect, failed, finished, ApiError, Flavor, Shared};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream};
+use gemma::{ChatMessage, Gemma};
+use gemma_engine::{Event, FinishReason, Handle, Request, TokenEvent};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::time::Instant;
+
+/// `GET /v1/models`.
+pub async fn models(State(s): State<Shared>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [{"id": s.config.model_id, "object": "model", "created": 0, "owned_by": "gemma-rs"}]}))
+}
+
+fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::invalid(Flavor::OpenAi, m)
+}
+
+fn parse(body: &Bytes) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(invalid("the body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+/// The text of a message's `content` (a string or text parts).
+fn content_text(v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                (Some("text"), Some(t)) => Ok(t.to_string()),
+                _ => Err(invalid("only text content parts ({\"type\": \"text\", \"text\": …}) are supported")),
+            })
+            .collect(),
+        _ => Err(invalid("message content must be a string or an array of text parts")),
+    }
+}
+
+fn num(v: &Value, key: &str) -> Result<Option<f64>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_f64().map(Some).ok_or_else(|| invalid(format!("'{key}' must be a number"))),
+    }
+}
+
+fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| invalid(format!("'{key}' must be a non-negative integer"))),
+    }
+}
+
+/// Sampling, limits and stops common to both endpoints.
+fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>) -> Result<Request, ApiError> {
+    let g: &Gemma = s.engine.gemma();
+    if let Some(n) = uint(v, "n")? {
+        if n != 1 {
+            return Err(invalid(format!("n = {n} is not supported: gemma-rs returns one choice per request (n = 1)")));
+        }
+    }
+    let budget = s.engine.config().max_total_tokens.min(g.model.config.max_position_embeddings).saturating_sub(prompt.len());
+    let max = uint(v, "max_completion_tokens")?.or(uint(v, "max_tokens")?).unwrap_or(budget.max(1));
+    let mut req = Request::new(g, prompt, max);
+    let gc = &g.generation_config;
+    let mut p = gemma::SamplingParams::greedy();
+    if gc.do_sample {
+        p.temperature = gc.temperature.unwrap_or(1.0);
+        p.top_k = gc.top_k.unwrap_or(0);
+        p.top_p = gc.top_p.unwrap_or(1.0);
+        p.min_p = gc.min_p.unwrap_or(0.0);
+    }
+    if let Some(t) = num(v, "temperature")? {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(invalid(format!("temperature must be in [0, 2], got {t}")));
+        }
+        p.temperature = t as f32;
+    }
+    if let Some(t) = num(v, "top_p")? {
+        p.top_p = t as f32;
+    }
+    if let Some(k) = uint(v, "top_k")? {
+        p.top_k = k;
+    }
+    p.seed = match v.get("seed") {
+        None | Some(Value::Null) => crate::unix_seconds() ^ 0x9E37_79B9_7F4A_7C15,
+        Some(x) => x.as_i64().map(|s| s as u64).ok_or_else(|| invalid("'seed' must be an integer"))?,
+    };
+    req.params = p;
+    req.presence_penalty = num(v, "presence_penalty")?.unwrap_or(0.0) as f32;
+    req.frequency_penalty = num(v, "frequency_penalty")?.unwrap_or(0.0) as f32;
+    req.stop_strings = match v.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(String::from).ok_or_else(|| invalid("'stop' must be a string or a list of strings")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid("'stop' must be a string or a list of strings")),
+    };
+    if req.stop_strings.len() > 4 || req.stop_strings.iter().any(String::is_empty) {
+        return Err(invalid("'stop' takes at most 4 non-empty strings"));
+    }
+    Ok(req)
+}
+
+fn finish_reason(f: &FinishReason) -> &'static str {
+    match f {
+        FinishReason::StopToken(_) | FinishReason::StopString(_) | FinishReason::Cancelled => "stop",
+        FinishReason::Length | FinishReason::ContextFull => "length",
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// A token's text for logprobs (control tokens included).
+fn piece(g: &Gemma, id: u32) -> String {
+    g.tokenizer.decode(&[id], false).unwrap_or_default()
+}
+
+/// Chat-format logprobs of one token.
+fn chat_logprob(g: &Gemma, t: &TokenEvent) -> Value {
+    let entry = |id: u32, lp: f32| {
+        let tok = piece(g, id);
+        json!({"token": tok, "logprob": lp, "bytes": tok.as_bytes()})
+    };
+    let mut e = entry(t.id, t.logprob.unwrap_or(0.0));
+    e["top_logprobs"] = Value::Array(t.top.iter().map(|a| entry(a.id, a.logprob)).collect());
+    e
+}
+
+/// Legacy completions-format logprobs of a run of tokens.
+fn completion_logprobs(g: &Gemma, tokens: &[TokenEvent], offset0: usize) -> Value {
+    let mut offset = offset0;
+    let (mut toks, mut lps, mut tops, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for t in tokens {
+        let p = piece(g, t.id);
+        offs.push(offset);
+        offset += t.text.len();
+        toks.push(p);
+        lps.push(t.logprob);
+        tops.push(t.top.iter().map(|a| (piece(g, a.id), json!(a.logprob))).collect::<serde_json::Map<_, _>>());
+    }
+    json!({"tokens": toks, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offs})
+}
+
+/// SSE events mapped from a request's engine events. Dropping the stream
+/// (the client went away) drops the handle, which cancels the request.
+pub(crate) fn sse_stream<F>(handle: Handle, map: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnMut(Event) -> Vec<SseEvent> + Send + 'static,
+{
+    struct St<F> {
+        h: Option<Handle>,
+        queue: std::collections::VecDeque<SseEvent>,
+        map: F,
+    }
+    stream::unfold(St { h: Some(handle), queue: Default::default(), map }, |mut st| async move {
+        loop {
+            if let Some(ev) = st.queue.pop_front() {
+                return Some((Ok(ev), st));
+            }
+            let h = st.h.as_mut()?;
+            match h.events.recv().await {
+                Some(ev) => {
+                    let end = matches!(ev, Event::Done(_) | Event::Error(_));
+                    let evs = (st.map)(ev);
+                    st.queue.extend(evs);
+                    if end {
+                        st.h = None;
+                    }
+                }
+                None => st.h = None,
+            }
+        }
+    })
+}
+
+fn data(v: Value) -> SseEvent {
+    SseEvent::default().data(v.to_string())
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(s): State<Shared>, body: Bytes) -> Response {
+    s.metrics.request();
+    let started = Instant::now();
+    match chat_inner(&s, &body, started).await {
+        Ok(r) => r,
+        Err(e) => {
+            failed(&s, "/v1/chat/completions", e.status, &e.message);
+            e.into_response()
+        }
+    }
+}
+
+async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Response, ApiError> {
+    let v = parse(body)?;
+    let g = s.engine.gemma();
+    let msgs = v.get("messages").and_then(Value::as_array).ok_or_else(|| invalid("'messages' (an array) is required"))?;
+    if msgs.is_empty() {
+        return Err(invalid("'messages' must not be empty"));
+    }
+    let messages = msgs
+        .iter()
+        .map(|m| {
+            let role = m.get("role").and_then(Value::as_str).ok_or_else(|| invalid("every message needs a 'role'"))?;
+            if !matches!(role, "system" | "user" | "assistant" | "developer") {
+                return Err(invalid(format!("unsupported message role '{role}'")));
+            }
+            let role = if role == "developer" { "system" } else { role };
+            Ok(ChatMessage { role: role.to_string(), content: content_text(m.get("content").unwrap_or(&Value::Null))? })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let prompt = g.encode_chat(&messages).map_err(|e| invalid(e.to_string()))?;
+    let mut req = build_request(s, &v, prompt)?;
+    req.logprobs = v.get("logprobs").and_then(Value::as_bool).unwrap_or(false);
+    req.top_logprobs = uint(&v, "top_logprobs")?.unwrap_or(0);
+    if req.top_logprobs > 0 && !req.logprobs {
+        return Err(invalid("'top_logprobs' needs 'logprobs': true"));
+    }
+    let want_lp = req.logprobs;
+    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = v.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let handle = s.engine.submit(req).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?;
+    let id = format!("chatcmpl-{}", handle.id);
+    let created = crate::unix_seconds();
+    let model = s.config.model_id.clone();
+    if !stream {
+        let c = collect(handle).await.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
+        finished(s, "/v1/chat/completions", &c.summary, started);
+        let logprobs = if want_lp { json!({"content": c.tokens.iter().map(|t| chat_logprob(g, t)).collect::<Vec<_>>()}) } else { Value::Null };
+        let body = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": null,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text}, "logprobs": logprobs, "finish_reason": finish_reason(&c.summary.finish)}],
+            "usage": usage(c.summary.prompt_tokens, c.summary.generated_tokens),
+        });
+        return Ok((crate::timing_headers(&c.summary, started, c.text.len()), Json(body)).into_response());
+    }
+    let (st, g2) = (std::sync::Arc::clone(s), std::sync::Arc::clone(g));
+    let chunk = move |delta: Value, logprobs: Value, finish: Value| {
+        let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let mut first = true;
+    let events = sse_stream(handle, move |ev| {
+        let mut out = Vec::new();
+        if first {
+            first = false;
+            out.push(data(chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null)));
+        }
+        match ev {
+            Event::Token(t) => {
+                if !t.text.is_empty() || want_lp {
+                    let lp = if want_lp { json!({"content": [chat_logprob(&g2, &t)]}) } else { Value::Null };
+                    out.push(data(chunk(json!({"content": t.text}), lp, Value::Null)));
+                }
+            }
+            Event::Done(sum) => {
+                if !sum.tail_text.is_empty() {
+                    out.push(data(chunk(json!({"content": sum.tail_text}), Value::Null, Value::Null)));
+                }
+                out.push(data(chunk(json!({}), Value::Null, json!(finish_reason(&sum.finish)))));
+                if include_usage {
+                    let mut u = chunk(json!({}), Value::Null, Value::Null);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage(sum.prompt_tokens, sum.generated_tokens);
+                    out.push(data(u));
+                }
+                out.push(SseEvent::default().data("[DONE]"));
+                finished(&st, "/v1/chat/completions (stream)", &sum, started);
+            }
+            Event::Error(e) => {
+                failed(&st, "/v1/chat/completions (stream)", StatusCode::INTERNAL_SERVER_ERROR, &e);
+                out.push(data(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})));
+                out.push(SseEvent::default().data("[DONE]"));
+            }
+        }
+        out
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(State(s): State<Shared>, body: Bytes) -> Response {
+    s.metrics.request();
+    let started = Instant::now();
+    match completions_inner(&s, &body, started).await {
+        Ok(r) => r,
+        Err(e) => {
+            failed(&s, "/v1/completions", e.status, &e.message);
+            e.into_response()
+        }
+    }
+}
+
+async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Response, ApiError> {
+    let v = parse(body)?;
+    let g = s.engine.gemma();
+    let prompt = match v.get("prompt") {
+        Some(Value::String(p)) => g.encode_prompt(p).map_err(|e| invalid(e.to_string()))?,
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            g.encode_prompt(a[0].as_str().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?
+        }
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+        Some(Value::Array(_)) => return Err(invalid("'prompt' must be one string or one list of token ids (batches of prompts are not supported)")),
+        _ => return Err(invalid("'prompt' (a string) is required")),
+    };
+    if v.get("echo").and_then(Value::as_bool) == Some(true) || v.get("suffix").is_some_and(|x| !x.is_null()) {
+        return Err(invalid("'echo' and 'suffix' are not supported"));
+    }
+    let mut req = build_request(s, &v, prompt)?;
+    let top = uint(&v, "logprobs")?;
+    req.logprobs = top.is_some();
+    req.top_logprobs = top.unwrap_or(0);
+    let want_lp = req.logprobs;
+    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = v.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let handle = s.engine.submit(req).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?;
+    let id = format!("cmpl-{}", handle.id);
+    let created = crate::unix_seconds();
+    let model = s.config.model_id.clone();
+    if !stream {
+        let c = collect(handle).await.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
+        finished(s, "/v1/completions", &c.summary, started);
+        let logprobs = if want_lp { completion_logprobs(g, &c.tokens, 0) } else { Value::Null };
+        let body = json!({
+            "id": id, "object": "text_completion", "created": created, "model": model, "system_fingerprint": null,
+            "choices": [{"index": 0, "text": c.text, "logprobs": logprobs, "finish_reason": finish_reason(&c.summary.finish)}],
+            "usage": usage(c.summary.prompt_tokens, c.summary.generated_tokens),
+        });
+        return Ok((crate::timing_headers(&c.summary, started, c.text.len()), Json(body)).into_response());
+    }
+    let (st, g2) = (std::sync::Arc::clone(s), std::sync::Arc::clone(g));
+    let chunk = move |text: String, logprobs: Value, finish: Value| {
+        let mut c = json!({"id": id, "object": "text_completion", "created": created, "model": model, "system_fingerprint": null,
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let mut offset = 0;
+    let events = sse_stream(handle, move |ev| {
+        let mut out = Vec::new();
+        match ev {
+            Event::Token(t) => {
+                if !t.text.is_empty() || want_lp {
+                    let lp = if want_lp { completion_logprobs(&g2, std::slice::from_ref(&t), offset) } else { Value::Null };
+                    offset += t.text.len();
+                    out.push(data(chunk(t.text, lp, Value::Null)));
+                }
+            }
+            Event::Done(sum) => {
+                out.push(data(chunk(sum.tail_text.clone(), Value::Null, json!(finish_reason(&sum.finish)))));
+                if include_usage {
+                    let mut u = chunk(String::new(), Value::Null, Value::Null);
+                    u["choices"] = json!([]);
+                    u["usage"] = usage(sum.prompt_tokens, sum.generated_tokens);
+                    out.push(data(u));
+                }
+                out.push(SseEvent::default().data("[DONE]"));
+                finished(&st, "/v1/completions (stream)", &sum, started);
+            }
+            Event::Error(e) => {
+                failed(&st, "/v1/completions (stream)", StatusCode::INTERNAL_SERVER_ERROR, &e);
+                out.push(data(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})));
+                out.push(SseEvent::default().data("[DONE]"));
+            }
+        }
+        out
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
