@@ -100,10 +100,14 @@ fn dropping_a_handle_cancels_and_frees_the_slot() {
     let mut h = engine.submit(long).unwrap();
     // First token arrives, then the client goes away.
     assert!(matches!(h.events.blocking_recv(), Some(Event::Token(_))));
+    let steps_before = engine.stats().steps.load(std::sync::atomic::Ordering::SeqCst);
     drop(h);
-    // The single slot is free again: a new request completes.
+    // The single slot is free again at once: a new request completes, and
+    // the cancelled one did not run its 200 steps first.
     let (_, _, s) = collect(engine.submit(Request::new(&g, p, 3)).unwrap());
     assert!(s.generated_tokens <= 3);
+    let steps = engine.stats().steps.load(std::sync::atomic::Ordering::SeqCst) - steps_before;
+    assert!(steps < 20, "{steps} steps ran: the cancelled request kept its slot");
 }
 
 #[test]

@@ -1,0 +1,350 @@
+//! The server on an ephemeral loopback port with the tiny fixture model,
+//! driven by a minimal HTTP/1.1 client: every route, streaming framing,
+//! error shapes, auth, limits, overload and disconnects.
+
+use gemma::Gemma;
+use gemma_engine::{Engine, EngineConfig};
+use gemma_server::{AppState, ServerConfig};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    gemma: Arc<Gemma>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start(engine_cfg: EngineConfig, cfg: ServerConfig) -> Server {
+    let gemma = Arc::new(Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3")).unwrap());
+    let engine = Arc::new(Engine::start(Arc::clone(&gemma), engine_cfg));
+    let state = Arc::new(AppState { engine, metrics: Default::default(), config: cfg });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (atx, arx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            atx.send(listener.local_addr().unwrap()).unwrap();
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            gemma_server::serve(listener, state, shutdown, Duration::from_secs(2)).await.unwrap();
+        });
+    });
+    Server { addr: arx.recv().unwrap(), stop: Some(tx), thread: Some(thread), gemma }
+}
+
+fn server() -> Server {
+    start(EngineConfig::default(), ServerConfig { model_id: "tiny".into(), ..ServerConfig::default() })
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    fn header(&self, k: &str) -> Option<&str> {
+        self.headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str())
+    }
+    /// The `data:` payloads of an SSE body.
+    fn events(&self) -> Vec<String> {
+        self.body
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+    out
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Resp { status, headers, body: String::from_utf8(body).unwrap() }
+}
+
+fn post(addr: SocketAddr, path: &str, body: Value) -> Resp {
+    request(addr, "POST", path, &[], &body.to_string())
+}
+
+fn get(addr: SocketAddr, path: &str) -> Resp {
+    request(addr, "GET", path, &[], "")
+}
+
+/// What the library generates greedily for these ids (the reference).
+fn greedy(g: &Gemma, prompt: &[u32], n: usize) -> String {
+    let mut req = g.request(prompt);
+    req.max_new_tokens = n;
+    req.params = gemma::SamplingParams::greedy();
+    g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap().text
+}
+
+#[test]
+fn info_health_models_metrics_tokenize() {
+    let s = server();
+    assert_eq!(get(s.addr, "/health").status, 200);
+    let info = get(s.addr, "/info").json();
+    assert_eq!(info["model_id"], "tiny");
+    assert_eq!(info["max_stop_sequences"], 4);
+    let models = get(s.addr, "/v1/models").json();
+    assert_eq!(models["data"][0]["id"], "tiny");
+    let toks = post(s.addr, "/tokenize", json!({"inputs": "Hello world"})).json();
+    let ids: Vec<u64> = toks.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = s.gemma.encode_prompt("Hello world").unwrap().iter().map(|&i| i as u64).collect();
+    assert_eq!(ids, want);
+    post(s.addr, "/generate", json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2}}));
+    let m = get(s.addr, "/metrics");
+    assert!(m.body.contains("tgi_request_count 1") && m.body.contains("tgi_request_success 1"), "{}", m.body);
+    assert!(m.body.contains("tgi_request_duration_bucket") && m.body.contains("tgi_queue_size 0"));
+}
+
+#[test]
+fn openai_chat_plain_and_streaming() {
+    let s = server();
+    let messages = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hello there"}]}]);
+    let r = post(s.addr, "/v1/chat/completions", json!({"model": "tiny", "messages": messages, "max_tokens": 8, "temperature": 0}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("x-generated-tokens").is_some());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let msgs = vec![gemma::ChatMessage::new("system", "Be brief."), gemma::ChatMessage::new("user", "Hello there")];
+    let prompt = s.gemma.encode_chat(&msgs).unwrap();
+    assert_eq!(text, greedy(&s.gemma, &prompt, 8));
+    assert_eq!(v["usage"]["prompt_tokens"], prompt.len());
+    assert_eq!(v["usage"]["total_tokens"], v["usage"]["prompt_tokens"].as_u64().unwrap() + v["usage"]["completion_tokens"].as_u64().unwrap());
+
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        json!({"messages": messages, "max_tokens": 8, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    let ev = r.events();
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let (id, created) = (&chunks[0]["id"], &chunks[0]["created"]);
+    assert!(chunks.iter().all(|c| &c["id"] == id && &c["created"] == created && c["object"] == "chat.completion.chunk"));
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], v["usage"]["completion_tokens"]);
+    let with_choice = &chunks[..chunks.len() - 1];
+    let finish: Vec<&Value> = with_choice.iter().map(|c| &c["choices"][0]["finish_reason"]).collect();
+    assert!(finish[..finish.len() - 1].iter().all(|f| f.is_null()));
+    assert_eq!(finish.last().unwrap().as_str(), v["choices"][0]["finish_reason"].as_str());
+    let streamed: String = with_choice.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(streamed, text);
+}
+
+#[test]
+fn openai_completions_with_logprobs() {
+    let s = server();
+    let r = post(s.addr, "/v1/completions", json!({"prompt": "The sky is", "max_tokens": 5, "temperature": 0, "logprobs": 2}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "text_completion");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), lp["token_logprobs"].as_array().unwrap().len());
+    assert!(lp["token_logprobs"].as_array().unwrap().iter().all(|x| x.as_f64().unwrap() <= 0.0));
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap(), greedy(&s.gemma, &s.gemma.encode_prompt("The sky is").unwrap(), 5));
+    let r = post(s.addr, "/v1/completions", json!({"prompt": "The sky is", "max_tokens": 5, "temperature": 0, "stream": true}));
+    let ev = r.events();
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    let text: String =
+        ev[..ev.len() - 1].iter().map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(text, v["choices"][0]["text"].as_str().unwrap());
+}
+
+#[test]
+fn tgi_generate_stream_and_compat() {
+    let s = server();
+    let body = json!({"inputs": "Once upon", "parameters": {"max_new_tokens": 6, "details": true, "decoder_input_details": true, "top_n_tokens": 2, "return_full_text": true}});
+    let r = post(s.addr, "/generate", body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("x-compute-time").is_some() && r.header("x-queue-time").is_some());
+    let v = r.json();
+    let want = greedy(&s.gemma, &s.gemma.encode_prompt("Once upon").unwrap(), 6);
+    assert_eq!(v["generated_text"].as_str().unwrap(), format!("Once upon{want}"));
+    let d = &v["details"];
+    assert_eq!(d["generated_tokens"].as_u64().unwrap() as usize, d["tokens"].as_array().unwrap().len());
+    assert_eq!(d["prefill"].as_array().unwrap().len(), s.gemma.encode_prompt("Once upon").unwrap().len());
+    assert_eq!(d["top_tokens"][0].as_array().unwrap().len(), 2);
+
+    let r = post(s.addr, "/generate_stream", json!({"inputs": "Once upon", "parameters": {"max_new_tokens": 6}}));
+    let ev: Vec<Value> = r.events().iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert!(!r.body.contains("[DONE]"));
+    let last = ev.last().unwrap();
+    assert_eq!(last["generated_text"].as_str().unwrap(), want);
+    assert!(last["details"]["finish_reason"].is_string());
+    assert!(ev[..ev.len() - 1].iter().all(|e| e["generated_text"].is_null() && e["details"].is_null()));
+    let joined: String = ev.iter().map(|e| e["token"]["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(joined, want, "token texts add up to generated_text");
+
+    let r = post(s.addr, "/", json!({"inputs": "Once upon", "parameters": {"max_new_tokens": 6}}));
+    assert_eq!(r.json()[0]["generated_text"].as_str().unwrap(), want);
+    let r = post(s.addr, "/", json!({"inputs": "Once upon", "stream": true, "parameters": {"max_new_tokens": 3}}));
+    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+}
+
+#[test]
+fn error_shapes_and_limits() {
+    let s = start(
+        EngineConfig { max_input_tokens: 16, max_total_tokens: 64, ..EngineConfig::default() },
+        ServerConfig { max_body_bytes: 4096, ..ServerConfig::default() },
+    );
+    let r = request(s.addr, "POST", "/v1/chat/completions", &[], "{not json");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("JSON"));
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}));
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("n = 2"));
+    let r = post(s.addr, "/generate", json!({"inputs": "hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}}));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error_type"], "validation");
+    let long = "word ".repeat(40);
+    let r = post(s.addr, "/generate", json!({"inputs": long}));
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"].as_str().unwrap().contains("max_input_tokens"));
+    let r = post(s.addr, "/generate", json!({"inputs": "hi", "parameters": {"max_new_tokens": 1000}}));
+    assert_eq!(r.status, 422);
+    let r = post(s.addr, "/generate", json!({"inputs": "x".repeat(5000)}));
+    assert_eq!(r.status, 413);
+    let r = post(s.addr, "/generate", json!({"inputs": "hi", "parameters": {"temperature": -1}}));
+    assert_eq!(r.status, 422);
+    let r = post(s.addr, "/generate", json!({"parameters": {}}));
+    assert_eq!(r.status, 422);
+}
+
+#[test]
+fn api_key_guards_every_route_but_health() {
+    let s = start(EngineConfig::default(), ServerConfig { api_key: Some("s3cret".into()), ..ServerConfig::default() });
+    assert_eq!(get(s.addr, "/health").status, 200);
+    let r = get(s.addr, "/v1/models");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    let r = post(s.addr, "/generate", json!({"inputs": "hi"}));
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error_type"], "authentication");
+    let r = request(s.addr, "GET", "/v1/models", &[("Authorization", "Bearer wrong")], "");
+    assert_eq!(r.status, 401);
+    let r = request(s.addr, "GET", "/v1/models", &[("Authorization", "Bearer s3cret")], "");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn overload_gives_429_and_disconnects_free_slots() {
+    let s = start(EngineConfig { max_batch: 1, max_queue: 1, ..EngineConfig::default() }, ServerConfig::default());
+    let addr = s.addr;
+    // Several long requests at once: one runs, one waits, the rest are refused.
+    let body = json!({"inputs": "Hello", "parameters": {"max_new_tokens": 150}}).to_string();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let b = body.clone();
+            std::thread::spawn(move || request(addr, "POST", "/generate", &[], &b))
+        })
+        .collect();
+    let results: Vec<Resp> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused: Vec<&Resp> = results.iter().filter(|r| r.status == 429).collect();
+    assert!(!refused.is_empty(), "no request was refused: {:?}", results.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(refused[0].json()["error_type"], "overloaded");
+    assert!(results.iter().all(|r| r.status == 200 || r.status == 429));
+
+    // A streaming client that goes away mid-stream frees the only slot.
+    let mut c = TcpStream::connect(addr).unwrap();
+    let b = json!({"inputs": "Hello", "parameters": {"max_new_tokens": 200}}).to_string();
+    write!(c, "POST /generate_stream HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
+    // Wait for the first token (the request holds the slot), then hang up.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("data:") {
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let steps = |addr| -> u64 {
+        let m = get(addr, "/metrics").body;
+        m.lines().find_map(|l| l.strip_prefix("tgi_batch_steps ")).unwrap().parse().unwrap()
+    };
+    let before = steps(addr);
+    drop(c);
+    let r = post(addr, "/generate", json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2}}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The abandoned stream did not run on to its 200 tokens first.
+    assert!(steps(addr) - before < 60, "the disconnected request kept its slot");
+}
+
+#[test]
+fn vertex_routes() {
+    let s = start(
+        EngineConfig::default(),
+        ServerConfig { predict_route: Some("/predict".into()), health_route: Some("/ping".into()), ..ServerConfig::default() },
+    );
+    assert_eq!(get(s.addr, "/ping").status, 200);
+    let r = post(
+        s.addr,
+        "/predict",
+        json!({"instances": [{"inputs": "Hello", "parameters": {"max_new_tokens": 3}}, "Once"], "parameters": {"max_new_tokens": 2}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p = r.json()["predictions"].as_array().unwrap().clone();
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0].as_str().unwrap(), greedy(&s.gemma, &s.gemma.encode_prompt("Hello").unwrap(), 3));
+}
