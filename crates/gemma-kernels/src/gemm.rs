@@ -324,12 +324,19 @@ pub fn gemv_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
             // About 16 tasks per thread: balance without contention on the counter.
             let per = rows.div_ceil(crate::pool::global().threads() * 16).max(GEMV_ROWS);
             parallel_for(rows.div_ceil(per), &|task| {
+                let mut res = [0f32; crate::vnni::GEMV_TOKENS];
                 for r in task * per..((task + 1) * per).min(rows) {
                     let row = &data[r * rb..(r + 1) * rb];
-                    for (t, a) in chunks.iter().enumerate() {
-                        // SAFETY: AVX-512 VNNI detected; the row holds `cols` columns;
-                        // element (t, r) is written by this row's task only.
-                        unsafe { out.write(t * rows + r, crate::vnni::gemv_row(dtype, row, a)) };
+                    // Each weight chunk is unpacked once per group of tokens.
+                    for (g, group) in chunks.chunks(crate::vnni::GEMV_TOKENS).enumerate() {
+                        let refs: [&crate::vnni::ActChunks; crate::vnni::GEMV_TOKENS] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
+                        // SAFETY: AVX-512 VNNI detected; the row holds `cols` columns.
+                        unsafe { crate::vnni::gemv_rows(dtype, row, &refs[..group.len()], &mut res) };
+                        for (i, &v) in res[..group.len()].iter().enumerate() {
+                            let t = g * crate::vnni::GEMV_TOKENS + i;
+                            // SAFETY: element (t, r) is written by this row's task only.
+                            unsafe { out.write(t * rows + r, v) };
+                        }
                     }
                 }
             });

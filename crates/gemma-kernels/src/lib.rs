@@ -6,6 +6,7 @@ pub mod dot;
 pub mod geglu;
 pub mod gemm;
 mod gemm_packed;
+pub mod gemv_packed;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -49,6 +49,10 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
         return;
     }
     // A few tokens (decoding): matrix-vector kernels unpacking in registers.
+    #[cfg(target_arch = "x86_64")]
+    if n < crate::gemm::MIN_TOKENS && crate::gemv_packed::matmul(x, n, w, y) {
+        return;
+    }
     if n < crate::gemm::MIN_TOKENS && crate::gemm::gemv_quant(x, n, w, y) {
         return;
     }
@@ -73,7 +77,12 @@ pub fn matmul_decode(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n == 0 || w.rows == 0 {
         return;
     }
-    // The decode kernels treat each token separately.
+    // Decode tokens share each unpacked weight chunk, each token computed
+    // exactly as alone.
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemv_packed::matmul(x, n, w, y) {
+        return;
+    }
     if crate::gemm::gemv_quant(x, n, w, y) {
         return;
     }

@@ -14,10 +14,10 @@ use gemma_core::DType;
 use std::arch::x86_64::*;
 
 /// 64 columns of a weight row: levels, the 4 group scales, the 4 group mins.
-type Chunk = (__m512i, __m128, __m128);
+pub(crate) type Chunk = (__m512i, __m128, __m128);
 
 /// A weight type unpacked 64 columns at a time.
-trait Chunks {
+pub(crate) trait Chunks {
     /// Whether the type has mins.
     const MINS: bool;
     /// Unpack columns `64c..64c+64` of `row`.
@@ -37,7 +37,7 @@ unsafe fn pairs(a: f32, b: f32) -> __m128 {
     _mm_set_ps(b, b, a, a)
 }
 
-struct Q8_0;
+pub(crate) struct Q8_0;
 impl Chunks for Q8_0 {
     const MINS: bool = false;
     #[inline]
@@ -51,7 +51,7 @@ impl Chunks for Q8_0 {
     }
 }
 
-struct Q5_0;
+pub(crate) struct Q5_0;
 impl Chunks for Q5_0 {
     const MINS: bool = false;
     #[inline]
@@ -70,7 +70,7 @@ impl Chunks for Q5_0 {
     }
 }
 
-struct Q4K;
+pub(crate) struct Q4K;
 impl Chunks for Q4K {
     const MINS: bool = true;
     #[inline]
@@ -89,7 +89,7 @@ impl Chunks for Q4K {
     }
 }
 
-struct Q6K;
+pub(crate) struct Q6K;
 impl Chunks for Q6K {
     const MINS: bool = false;
     #[inline]
@@ -169,35 +169,51 @@ pub unsafe fn act_chunks_into(a: &QuantActs, t: usize, dtype: DType, out: &mut A
     }
 }
 
+/// Tokens handled per pass of the multi-token decode kernels.
+pub const GEMV_TOKENS: usize = 8;
+
+/// One row against up to [`GEMV_TOKENS`] tokens: each 64-column chunk is
+/// unpacked once and used for every token. Each token's arithmetic (op by
+/// op) is the same whatever the number of tokens, so results are bitwise
+/// those of the token alone.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-unsafe fn gemv_k<K: Chunks>(row: *const u8, a: &ActChunks) -> f32 {
-    let mut acc = _mm512_setzero_ps();
-    let mut mins = _mm_setzero_ps();
-    for c in 0..a.x.len() {
+unsafe fn gemv_k<K: Chunks>(row: *const u8, acts: &[&ActChunks], out: &mut [f32]) {
+    let n = acts.len().min(GEMV_TOKENS);
+    let mut acc = [_mm512_setzero_ps(); GEMV_TOKENS];
+    let mut mins = [_mm_setzero_ps(); GEMV_TOKENS];
+    for c in 0..acts[0].x.len() {
         let (w, s, m) = K::chunk(row, c);
-        let dp = _mm512_dpbusd_epi32(*a.base.get_unchecked(c), w, *a.x.get_unchecked(c));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_mul_ps(spread(s), *a.sx.get_unchecked(c)), acc);
-        if K::MINS {
-            mins = _mm_fmadd_ps(m, *a.xs.get_unchecked(c), mins);
+        let sw = spread(s);
+        for t in 0..n {
+            let a = acts[t];
+            let dp = _mm512_dpbusd_epi32(*a.base.get_unchecked(c), w, *a.x.get_unchecked(c));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_mul_ps(sw, *a.sx.get_unchecked(c)), acc[t]);
+            if K::MINS {
+                mins[t] = _mm_fmadd_ps(m, *a.xs.get_unchecked(c), mins[t]);
+            }
         }
     }
-    let mut r = _mm512_reduce_add_ps(acc);
-    if K::MINS {
-        let mut l = [0f32; 4];
-        _mm_storeu_ps(l.as_mut_ptr(), mins);
-        r -= l.iter().sum::<f32>();
+    for t in 0..n {
+        let mut r = _mm512_reduce_add_ps(acc[t]);
+        if K::MINS {
+            let mut l = [0f32; 4];
+            _mm_storeu_ps(l.as_mut_ptr(), mins[t]);
+            r -= l.iter().sum::<f32>();
+        }
+        out[t] = r;
     }
-    r
 }
 
 /// Q8_0 rows, 4 chunks (8 blocks) at a time: the 8 block scales are
-/// converted with one instruction instead of one per block.
+/// converted with one instruction instead of one per block. Multi-token as
+/// [`gemv_k`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-unsafe fn gemv_q8_0(row: *const u8, a: &ActChunks) -> f32 {
-    let mut acc = _mm512_setzero_ps();
-    let n = a.x.len();
+unsafe fn gemv_q8_0(row: *const u8, acts: &[&ActChunks], out: &mut [f32]) {
+    let nt = acts.len().min(GEMV_TOKENS);
+    let mut acc = [_mm512_setzero_ps(); GEMV_TOKENS];
+    let n = acts[0].x.len();
     let flip = _mm512_set1_epi8(-128);
     let mut c = 0;
     while c + 4 <= n {
@@ -213,33 +229,55 @@ unsafe fn gemv_q8_0(row: *const u8, a: &ActChunks) -> f32 {
             let p1 = _mm256_loadu_si256(b.add(68 * k + 36) as *const __m256i);
             let w = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(p0), p1, 1), flip);
             let ck = c + k;
-            let dp = _mm512_dpbusd_epi32(*a.base.get_unchecked(ck), w, *a.x.get_unchecked(ck));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_mul_ps(sw, *a.sx.get_unchecked(ck)), acc);
+            for t in 0..nt {
+                let a = acts[t];
+                let dp = _mm512_dpbusd_epi32(*a.base.get_unchecked(ck), w, *a.x.get_unchecked(ck));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_mul_ps(sw, *a.sx.get_unchecked(ck)), acc[t]);
+            }
         }
         c += 4;
     }
     for c in c..n {
         let (w, s, _) = Q8_0::chunk(row, c);
-        let dp = _mm512_dpbusd_epi32(*a.base.get_unchecked(c), w, *a.x.get_unchecked(c));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_mul_ps(spread(s), *a.sx.get_unchecked(c)), acc);
+        let sw = spread(s);
+        for t in 0..nt {
+            let a = acts[t];
+            let dp = _mm512_dpbusd_epi32(*a.base.get_unchecked(c), w, *a.x.get_unchecked(c));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_mul_ps(sw, *a.sx.get_unchecked(c)), acc[t]);
+        }
     }
-    _mm512_reduce_add_ps(acc)
+    for t in 0..nt {
+        out[t] = _mm512_reduce_add_ps(acc[t]);
+    }
 }
 
-/// `row · token` for a row of `dtype` blocks ([`supports`]) holding
-/// `64 · a.x.len()` columns.
+/// `out[t] = row · acts[t]` for up to [`GEMV_TOKENS`] tokens, for a row of
+/// `dtype` blocks ([`supports`]) holding `64 · x.len()` columns; each
+/// token's result is bitwise what it gets alone.
 /// # Safety
-/// AVX-512 F/BW/VNNI available; `row` holds that many columns.
+/// AVX-512 F/BW/VNNI available; `row` holds that many columns; every act
+/// has the same chunk count; `out.len() >= acts.len()`, `1 <= acts.len() <= GEMV_TOKENS`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+pub unsafe fn gemv_rows(dtype: DType, row: &[u8], acts: &[&ActChunks], out: &mut [f32]) {
+    debug_assert!(!acts.is_empty() && acts.len() <= GEMV_TOKENS && out.len() >= acts.len());
+    debug_assert!(row.len() >= dtype.bytes_for(64 * acts[0].x.len()));
+    match dtype {
+        DType::Q8_0 => gemv_q8_0(row.as_ptr(), acts, out),
+        DType::Q5_0 => gemv_k::<Q5_0>(row.as_ptr(), acts, out),
+        DType::Q4_K => gemv_k::<Q4K>(row.as_ptr(), acts, out),
+        DType::Q6_K => gemv_k::<Q6K>(row.as_ptr(), acts, out),
+        other => panic!("gemv_rows: {other} unsupported"),
+    }
+}
+
+/// `row · a` (one token; see [`gemv_rows`]).
+/// # Safety
+/// As [`gemv_rows`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 pub unsafe fn gemv_row(dtype: DType, row: &[u8], a: &ActChunks) -> f32 {
-    debug_assert!(row.len() >= dtype.bytes_for(64 * a.x.len()));
-    match dtype {
-        DType::Q8_0 => gemv_q8_0(row.as_ptr(), a),
-        DType::Q5_0 => gemv_k::<Q5_0>(row.as_ptr(), a),
-        DType::Q4_K => gemv_k::<Q4K>(row.as_ptr(), a),
-        DType::Q6_K => gemv_k::<Q6K>(row.as_ptr(), a),
-        other => panic!("gemv_row: {other} unsupported"),
-    }
+    let mut out = [0f32];
+    gemv_rows(dtype, row, &[a], &mut out);
+    out[0]
 }
 
 #[inline]
