@@ -95,6 +95,7 @@ pub unsafe fn pack_token(a: &QuantActs, t: usize, offset: u8, out: &mut PackedTo
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512dq,f16c")]
+#[allow(clippy::needless_range_loop)] // tokens and chunks index several arrays together
 unsafe fn rows_k<K: Chunks>(row: *const u8, nch: usize, toks: &[&PackedTok], out: &mut [f32]) {
     let n = toks.len().min(GEMV_TOKENS);
     let mut acc = [_mm512_setzero_ps(); GEMV_TOKENS];
