@@ -13,7 +13,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::gemm::{has_avx512_vnni, quantize_acts, OutPtr, QuantActs};
-use crate::vnni::{Chunks, Q4K, Q5_0, Q6K, Q8_0, GEMV_TOKENS};
+use crate::vnni::{Chunks, GEMV_TOKENS, Q4K, Q5_0, Q6K, Q8_0};
 use gemma_core::{DType, Matrix, Storage};
 use gemma_quant::act::{act_kind, ActKind};
 use std::arch::x86_64::*;

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Drive a running `gemma serve` with the official clients from PyPI:
+`openai` (chat and completions, streaming and not, models, errors) and
+`huggingface_hub`'s InferenceClient (text_generation, streaming and not,
+details). Greedy requests must give the same text streamed and not.
+Usage: clients_check.py BASE_URL [API_KEY]"""
+import sys
+
+import huggingface_hub
+import openai
+from huggingface_hub import InferenceClient
+from openai import OpenAI
+
+base, key = sys.argv[1].rstrip("/"), (sys.argv[2] if len(sys.argv) > 2 else "unused")
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+    checks += 1
+    print(f"ok  {what}")
+
+
+print(f"openai {openai.__version__}, huggingface_hub {huggingface_hub.__version__}, server {base}")
+oa = OpenAI(base_url=f"{base}/v1", api_key=key)
+models = oa.models.list()
+model = models.data[0].id
+check(len(models.data) == 1 and model, f"openai: models.list -> {model}")
+
+msgs = [{"role": "user", "content": "Complete: The capital of France is"}]
+r = oa.chat.completions.create(model=model, messages=msgs, max_tokens=12, temperature=0)
+text = r.choices[0].message.content
+check(r.choices[0].message.role == "assistant" and isinstance(text, str) and len(text) > 0, f"openai: chat.completions -> {text!r}")
+check(r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens and r.usage.completion_tokens > 0, "openai: usage adds up")
+check(r.choices[0].finish_reason in ("stop", "length"), f"openai: finish_reason {r.choices[0].finish_reason}")
+
+chunks = list(oa.chat.completions.create(model=model, messages=msgs, max_tokens=12, temperature=0, stream=True,
+                                         stream_options={"include_usage": True}))
+streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+check(streamed == text, "openai: streamed chat equals the non-streamed answer")
+check(chunks[0].choices[0].delta.role == "assistant", "openai: role in the first chunk")
+check(len({c.id for c in chunks}) == 1, "openai: one id across chunks")
+check(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens, "openai: usage chunk (include_usage)")
+
+c = oa.completions.create(model=model, prompt="English: cat\nFrench: chat\nEnglish: house\nFrench:", max_tokens=4, temperature=0, logprobs=2)
+ctext = c.choices[0].text
+check(len(ctext) > 0 and c.choices[0].logprobs is not None, f"openai: completions -> {ctext!r} with logprobs")
+cs = "".join(x.choices[0].text for x in oa.completions.create(model=model, prompt="English: cat\nFrench: chat\nEnglish: house\nFrench:",
+                                                                   max_tokens=4, temperature=0, stream=True) if x.choices)
+check(cs == ctext, "openai: streamed completion equals the non-streamed one")
+try:
+    oa.chat.completions.create(model=model, messages=msgs, max_tokens=4, n=2)
+    check(False, "openai: n=2 must be refused")
+except openai.BadRequestError as e:
+    check(e.status_code == 400, "openai: n=2 -> BadRequestError 400")
+
+hf = InferenceClient(base_url=base, api_key=key)
+out = hf.text_generation("The capital of France is", max_new_tokens=8)
+check(isinstance(out, str) and len(out) > 0, f"huggingface_hub: text_generation -> {out!r}")
+d = hf.text_generation("The capital of France is", max_new_tokens=8, details=True)
+check(d.generated_text == out and d.details.generated_tokens == len(d.details.tokens), "huggingface_hub: details (tokens, finish_reason)")
+parts = list(hf.text_generation("The capital of France is", max_new_tokens=8, stream=True))
+check("".join(parts) == out, "huggingface_hub: streamed text_generation equals the non-streamed one")
+events = list(hf.text_generation("The capital of France is", max_new_tokens=8, stream=True, details=True))
+check(events[-1].generated_text == out and events[-1].details is not None, "huggingface_hub: last stream event carries generated_text and details")
+chat = hf.chat_completion(messages=msgs, max_tokens=12, temperature=0)
+check(chat.choices[0].message.content == text, "huggingface_hub: chat_completion (OpenAI route) equals openai's answer")
+print(f"all {checks} client checks passed")
