@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering:
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-/// Spins of an idle worker before it sleeps (~tens of microseconds).
-const SPINS: usize = 20_000;
+/// Spins of an idle worker before it sleeps (a few milliseconds: prefill has
+/// serial stretches between loops, and a sleeping worker wakes late).
+const SPINS: usize = 200_000;
 
 /// One parallel loop: `f(i)` for `i in 0..total`.
 struct Job<'a> {
