@@ -18,9 +18,12 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
 fi
 cargo build --release -q -p gemma-cli
 OUT="$(mktemp -d)"
+# Alternate which engine goes first, and let the machine settle between
+# runs (freeing a process's memory keeps the kernel busy for a moment).
 for r in $(seq "$ROUNDS"); do
-  target/release/gemma bench -m "$MODEL" --threads "$THREADS" -p "$NP" -n "$NG" -r 2 --json 2>/dev/null > "$OUT/gemma.$r.json"
-  "$VENV/bin/python" scripts/bench_llama_cpp.py "$MODEL" "$THREADS" "$NP" "$NG" 2 > "$OUT/llama.$r.json"
+  run_gemma() { sleep 3; target/release/gemma bench -m "$MODEL" --threads "$THREADS" -p "$NP" -n "$NG" -r 2 --json 2>/dev/null > "$OUT/gemma.$r.json"; }
+  run_llama() { sleep 3; "$VENV/bin/python" scripts/bench_llama_cpp.py "$MODEL" "$THREADS" "$NP" "$NG" 2 > "$OUT/llama.$r.json"; }
+  if [ $((r % 2)) = 1 ]; then run_gemma; run_llama; else run_llama; run_gemma; fi
 done
 python3 - "$OUT" "$ROUNDS" "$MODEL" "$THREADS" <<'PY'
 import json, statistics, sys, os, subprocess
