@@ -69,6 +69,24 @@ fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
 /// Sampling, limits and stops common to both endpoints.
 fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>) -> Result<Request, ApiError> {
     let g: &Gemma = s.engine.gemma();
+    // Features a client relies on are refused rather than silently ignored.
+    for key in ["tools", "functions", "logit_bias", "best_of"] {
+        let set = match v.get(key) {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(Value::Number(n)) => n.as_u64() != Some(1),
+            Some(_) => true,
+        };
+        if set {
+            return Err(invalid(format!("'{key}' is not supported by gemma-rs")));
+        }
+    }
+    if let Some(t) = v.pointer("/response_format/type").and_then(Value::as_str) {
+        if t != "text" {
+            return Err(invalid(format!("response_format '{t}' is not supported (only 'text')")));
+        }
+    }
     if let Some(n) = uint(v, "n")? {
         if n != 1 {
             return Err(invalid(format!("n = {n} is not supported: gemma-rs returns one choice per request (n = 1)")));
