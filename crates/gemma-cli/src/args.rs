@@ -89,6 +89,10 @@ pub struct ModelArgs {
     /// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k).
     #[arg(long, value_parser = parse_dtype)]
     pub dtype: Option<gemma::DType>,
+    /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)
+    /// applied on top of the weights, quantized or not.
+    #[arg(long)]
+    pub lora: Option<PathBuf>,
 }
 
 /// Parse a dtype name.

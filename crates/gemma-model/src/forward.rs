@@ -4,6 +4,7 @@
 use crate::attention::{attention, AttnShape};
 use crate::cache::{buf, KvCache, LayerCache, Scratch};
 use crate::config::{AttentionKind, GemmaConfig};
+use crate::lora::{LoraAdapter, LoraPair};
 use crate::weights::{LayerWeights, Weights};
 use gemma_core::Matrix;
 use gemma_core::{GemmaError, Result};
@@ -47,6 +48,8 @@ pub struct Model {
     inv_freq: Vec<Vec<f32>>,
     /// Keep the KV cache in f16 (GGUF models, as llama.cpp) instead of f32.
     pub kv_f16: bool,
+    /// A LoRA adapter applied on top of the weights, if any.
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Model {
@@ -56,7 +59,7 @@ impl Model {
             return Err(GemmaError::config("num_hidden_layers", format!("{} in config, {} in weights", config.num_layers(), weights.layers.len())));
         }
         let inv_freq = config.layers.iter().map(|l| rope_inv_freq(config.head_dim, l.rope_theta, l.rope_linear_factor)).collect();
-        Ok(Self { config, weights, inv_freq, kv_f16: false })
+        Ok(Self { config, weights, inv_freq, kv_f16: false, lora: None })
     }
 
     /// A fresh, empty KV cache for this model.
@@ -163,9 +166,22 @@ impl Model {
         }
     }
 
+    /// `y = x · wᵀ (+ s · B·A·x with a LoRA pair)` over the rows of all segments.
+    fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32], lora: Option<&LoraPair>) {
+        Self::project_plain(segs, x, w, y);
+        if let Some(l) = lora {
+            let n: usize = segs.iter().map(|s| s.n).sum();
+            let mut t = vec![0f32; n * l.a.rows];
+            Self::project_plain(segs, x, &l.a, &mut t);
+            let mut u = vec![0f32; n * l.b.rows];
+            Self::project_plain(segs, &t, &l.b, &mut u);
+            y.iter_mut().zip(&u).for_each(|(y, u)| *y += l.scale * u);
+        }
+    }
+
     /// `y = x · wᵀ` over the rows of all segments: decode rows in one
     /// batch-invariant product, each prefill segment on its own.
-    fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
+    fn project_plain(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
         let (din, dout) = (w.cols, w.rows);
         let nd: usize = segs.iter().filter(|s| s.decode).map(|s| s.n).sum();
         if nd > 0 {
@@ -182,6 +198,8 @@ impl Model {
         let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
         let eps = cfg.rms_norm_eps;
         let n: usize = segs.iter().map(|s| s.n).sum();
+        // LoRA pair of projection p (q, k, v, o, gate, up, down) in this layer.
+        let lo = |p: usize| self.lora.as_ref().and_then(|a| a.layers[l].parts[p].as_ref());
         let x = &mut sc.x[..n * hidden];
 
         // Attention.
@@ -190,9 +208,9 @@ impl Model {
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
-        Self::project(segs, h, &w.q, q);
-        Self::project(segs, h, &w.k, k);
-        Self::project(segs, h, &w.v, v);
+        Self::project(segs, h, &w.q, q, lo(0));
+        Self::project(segs, h, &w.k, k, lo(1));
+        Self::project(segs, h, &w.v, v, lo(2));
         if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
             rms_norm_in_place(q, qn, eps);
             rms_norm_in_place(k, kn, eps);
@@ -215,7 +233,7 @@ impl Model {
             self.attention(l, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf);
         }
         let a = buf(&mut sc.a, n * hidden);
-        Self::project(segs, att, &w.o, a);
+        Self::project(segs, att, &w.o, a, lo(3));
         if let Some(g) = &w.post_attn_norm {
             rms_norm_in_place(a, g, eps);
         }
@@ -225,10 +243,10 @@ impl Model {
         rms_norm(x, &w.ffn_norm, eps, h);
         let gate = buf(&mut sc.gate, n * ff);
         let up = buf(&mut sc.up, n * ff);
-        Self::project(segs, h, &w.gate, gate);
-        Self::project(segs, h, &w.up, up);
+        Self::project(segs, h, &w.gate, gate, lo(4));
+        Self::project(segs, h, &w.up, up, lo(5));
         gemma_kernels::geglu::geglu(gate, up);
-        Self::project(segs, gate, &w.down, a);
+        Self::project(segs, gate, &w.down, a, lo(6));
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);
         }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod forward;
 pub mod gguf;
 pub mod hf;
+pub mod lora;
 pub mod variants;
 pub mod weights;
 
@@ -15,4 +16,5 @@ pub use batch::{BatchItem, BatchWorkspace};
 pub use cache::KvCache;
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
 pub use forward::{LogitsMode, Model};
+pub use lora::LoraAdapter;
 pub use weights::{LayerWeights, Weights};

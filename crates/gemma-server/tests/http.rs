@@ -256,10 +256,15 @@ fn error_shapes_and_limits() {
     let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}));
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("n = 2"));
-    let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}));
+    let r = post(
+        s.addr,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}),
+    );
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("tools"));
-    let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}));
+    let r =
+        post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}));
     assert_eq!(r.status, 400);
     let r = post(s.addr, "/generate", json!({"inputs": "hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}}));
     assert_eq!(r.status, 422);

@@ -43,6 +43,8 @@ pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
 pub struct LoadOptions {
     /// Convert weight matrices to this dtype at load time (None: as stored).
     pub dtype: Option<DType>,
+    /// A PEFT LoRA adapter folder to apply on top of the weights.
+    pub lora: Option<PathBuf>,
 }
 
 /// A loaded Gemma: model, tokenizer and generation defaults.
@@ -67,7 +69,14 @@ impl Gemma {
     /// Load with options; `progress(done, total)` follows the weights.
     /// `path` is a Hugging Face model folder or a GGUF file.
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
-        let path = path.as_ref();
+        let mut g = Self::load_base(path.as_ref(), options, progress)?;
+        if let Some(dir) = &options.lora {
+            g.model.lora = Some(gemma_model::LoraAdapter::load(dir, &g.model.config)?);
+        }
+        Ok(g)
+    }
+
+    fn load_base(path: &Path, options: &LoadOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
         if path.is_file() {
             if !gemma_formats::is_gguf(path) {
                 return Err(GemmaError::format(path, "not a GGUF file (expected a GGUF file or a Hugging Face model folder)"));

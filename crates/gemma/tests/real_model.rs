@@ -168,7 +168,9 @@ fn exact_path_matches_transformers_on_real_weights() {
     if model().is_none() {
         return;
     }
-    let mut g = Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::F32) }, &mut |_, _| {}).unwrap();
+    let mut g =
+        Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::F32), ..Default::default() }, &mut |_, _| {})
+            .unwrap();
     g.model.kv_f16 = false;
     let (prompt, all, want, top10) = run_logits_fixture(&g, "transformers_logits.safetensors");
     let vocab = g.model.config.vocab_size;
@@ -197,7 +199,9 @@ fn requantized_real_model_keeps_its_perplexity() {
     let q = Gemma::load(&out).unwrap();
     let _ = std::fs::remove_file(&out);
     let p_file = gemma::perplexity(&q.model, &windows, &mut |_, _| {}).unwrap().ppl;
-    let mem = Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::Q8_0) }, &mut |_, _| {}).unwrap();
+    let mem =
+        Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::Q8_0), ..Default::default() }, &mut |_, _| {})
+            .unwrap();
     let p_mem = gemma::perplexity(&mem.model, &windows, &mut |_, _| {}).unwrap().ppl;
     eprintln!("perplexity (300 tokens): original {base:.3}, quantize q8_0 {p_file:.3}, --dtype q8_0 {p_mem:.3}");
     assert!((p_file / base - 1.0).abs() < 0.02, "{p_file} vs {base}");
