@@ -132,6 +132,41 @@ thread_local! {
     static TILE: RefCell<TileBufs> = RefCell::new(TileBufs::default());
 }
 
+/// Attention of one new token in each of several sequences (`seqs[i]` = its
+/// layer cache and the token's position), `q: [seqs, heads·hd]` into `out`
+/// (same shape): one task per sequence and key/value head. Each query's
+/// arithmetic is the same as in [`attention`] alone (batch-invariant).
+pub fn decode_attention(s: AttnShape, q: &[f32], seqs: &[(&LayerCache, usize)], out: &mut [f32]) {
+    let (hd, heads) = (s.head_dim, s.heads);
+    let kvh = heads / s.group;
+    let dst = OutRows(out.as_mut_ptr());
+    pool::parallel_for(seqs.len() * kvh, &|task| {
+        let (i, h) = (task / kvh, task % kvh);
+        let (kv, pos) = seqs[i];
+        let lo = (pos + 1).saturating_sub(s.window);
+        let npos = pos + 1 - lo;
+        DECODE.with(|d| {
+            let (keys, vals, b) = &mut *d.borrow_mut();
+            keys.resize(npos * hd, 0.0);
+            vals.resize(npos * hd, 0.0);
+            for p in 0..npos {
+                kv.read_key(lo + p, h * hd, &mut keys[p * hd..(p + 1) * hd]);
+                kv.read_value(lo + p, h * hd, &mut vals[p * hd..(p + 1) * hd]);
+            }
+            let kvs = KvRange { keys: &keys[..npos * hd], vals: &vals[..npos * hd], lo, f16_math: kv.is_f16() };
+            let qi = &q[i * heads * hd..(i + 1) * heads * hd];
+            attend_tile(&s, qi, &kvs, pos, 0, 1, h * s.group, s.group, b);
+            // SAFETY: the rows of (sequence i, heads of KV head h) belong to this task alone.
+            unsafe { dst.write(i * heads * hd + h * s.group * hd, &b.acc[..s.group * hd]) };
+        });
+    });
+}
+
+thread_local! {
+    /// Converted keys, values and tile buffers of [`decode_attention`].
+    static DECODE: RefCell<(Vec<f32>, Vec<f32>, TileBufs)> = RefCell::new(Default::default());
+}
+
 /// One key/value head's converted keys and values from position `lo` on.
 struct KvRange<'a> {
     keys: &'a [f32],

@@ -1,7 +1,7 @@
 //! The one forward pass for every Gemma generation. Variants are data in
 //! [`GemmaConfig`]/[`LayerSpec`]; weight dtypes are handled by the kernels.
 
-use crate::attention::{attention, AttnShape};
+use crate::attention::{attention, decode_attention, AttnShape};
 use crate::cache::{buf, KvCache, LayerCache, Scratch};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::lora::{LoraAdapter, LoraPair};
@@ -229,8 +229,20 @@ impl Model {
                 }
                 kv.store(seg.start + t - seg.row0, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
             }
+        }
+        // Several decode rows: one parallel loop over their sequences (each
+        // query computed exactly as alone); prefill chunks one by one.
+        let decode: Vec<&Seg> = segs.iter().filter(|s| s.decode).collect();
+        let shape = self.attn_shape(l);
+        if decode.len() >= 2 {
+            let caches: Vec<(&LayerCache, usize)> = decode.iter().map(|s| (&items[s.item].1.layers[l], s.start)).collect();
+            let rows = decode[0].row0 * qd..(decode[0].row0 + decode.len()) * qd;
+            decode_attention(shape, &q[rows.clone()], &caches, &mut att[rows]);
+        }
+        for seg in segs.iter().filter(|s| !s.decode || decode.len() < 2) {
+            let kv = &items[seg.item].1.layers[l];
             let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
-            self.attention(l, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf);
+            attention(shape, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf);
         }
         let a = buf(&mut sc.a, n * hidden);
         Self::project(segs, att, &w.o, a, lo(3));
@@ -253,12 +265,10 @@ impl Model {
         add_in_place(x, a);
     }
 
-    /// Scaled dot-product attention of queries `q` `[n, heads*hd]` at
-    /// positions `start..start+n` over the cache, into `out` `[n, heads*hd]`.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(&self, l: usize, q: &[f32], kv: &LayerCache, start: usize, out: &mut [f32], kf: &mut Vec<f32>, vf: &mut Vec<f32>) {
+    /// Attention shape and masking of layer `l`.
+    fn attn_shape(&self, l: usize) -> AttnShape {
         let cfg = &self.config;
-        let shape = AttnShape {
+        AttnShape {
             heads: cfg.num_heads,
             group: cfg.num_heads / cfg.num_kv_heads,
             head_dim: cfg.head_dim,
@@ -268,7 +278,6 @@ impl Model {
             },
             scale: cfg.attn_scale,
             softcap: cfg.attn_softcap,
-        };
-        attention(shape, q, kv, start, out, kf, vf);
+        }
     }
 }
