@@ -50,11 +50,13 @@ check(len(ctext) > 0 and c.choices[0].logprobs is not None, f"openai: completion
 cs = "".join(x.choices[0].text for x in oa.completions.create(model=model, prompt="English: cat\nFrench: chat\nEnglish: house\nFrench:",
                                                                    max_tokens=4, temperature=0, stream=True) if x.choices)
 check(cs == ctext, "openai: streamed completion equals the non-streamed one")
+r2 = oa.chat.completions.create(model=model, messages=msgs, max_tokens=4, n=2, temperature=0.9, seed=3)
+check([c.index for c in r2.choices] == [0, 1], "openai: n=2 -> two choices")
 try:
-    oa.chat.completions.create(model=model, messages=msgs, max_tokens=4, n=2)
-    check(False, "openai: n=2 must be refused")
+    oa.chat.completions.create(model=model, messages=msgs, max_tokens=4, n=99)
+    check(False, "openai: n=99 must be refused")
 except openai.BadRequestError as e:
-    check(e.status_code == 400, "openai: n=2 -> BadRequestError 400")
+    check(e.status_code == 400, "openai: n=99 -> BadRequestError 400")
 
 hf = InferenceClient(base_url=base, api_key=key)
 out = hf.text_generation("The capital of France is", max_new_tokens=8)

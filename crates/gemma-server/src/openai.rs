@@ -3,7 +3,8 @@
 //! Parameters left out take the model's `generation_config.json` defaults
 //! (greedy when it has none), as vLLM does; `max_tokens` defaults to the
 //! remaining `max_total_tokens` budget. Presence and frequency penalties
-//! count the generated tokens only. `n` must be 1.
+//! count the generated tokens only. `n` (≤ 8) choices run as separate
+//! sequences with seeds `seed, seed+1, …`.
 
 use crate::{collect, failed, finished, ApiError, Flavor, Shared};
 use axum::body::Bytes;
@@ -12,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use gemma::{ChatMessage, Gemma};
 use gemma_engine::{Event, FinishReason, Handle, Request, TokenEvent};
 use serde_json::{json, Value};
@@ -23,6 +24,9 @@ use std::time::Instant;
 pub async fn models(State(s): State<Shared>) -> Json<Value> {
     Json(json!({"object": "list", "data": [{"id": s.config.model_id, "object": "model", "created": 0, "owned_by": "gemma-rs"}]}))
 }
+
+/// Most choices per request (`n`); they run as separate sequences in the batch.
+const MAX_N: usize = 8;
 
 fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::invalid(Flavor::OpenAi, m)
@@ -88,8 +92,8 @@ fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>) -> Result<Request, Api
         }
     }
     if let Some(n) = uint(v, "n")? {
-        if n != 1 {
-            return Err(invalid(format!("n = {n} is not supported: gemma-rs returns one choice per request (n = 1)")));
+        if !(1..=MAX_N).contains(&n) {
+            return Err(invalid(format!("n = {n} is not supported: n must be between 1 and {MAX_N}")));
         }
     }
     let budget = s.engine.config().max_total_tokens.min(g.model.config.max_position_embeddings).saturating_sub(prompt.len());
@@ -253,70 +257,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
     if req.top_logprobs > 0 && !req.logprobs {
         return Err(invalid("'top_logprobs' needs 'logprobs': true"));
     }
-    let want_lp = req.logprobs;
-    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = v.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let handle = s.engine.submit(req).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?;
-    let id = format!("chatcmpl-{}", handle.id);
-    let created = crate::unix_seconds();
-    let model = s.config.model_id.clone();
-    if !stream {
-        let c = collect(handle).await.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
-        finished(s, "/v1/chat/completions", &c.summary, started);
-        let logprobs = if want_lp { json!({"content": c.tokens.iter().map(|t| chat_logprob(g, t)).collect::<Vec<_>>()}) } else { Value::Null };
-        let body = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model, "system_fingerprint": null,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text}, "logprobs": logprobs, "finish_reason": finish_reason(&c.summary.finish)}],
-            "usage": usage(c.summary.prompt_tokens, c.summary.generated_tokens),
-        });
-        return Ok((crate::timing_headers(&c.summary, started, c.text.len()), Json(body)).into_response());
-    }
-    let (st, g2) = (std::sync::Arc::clone(s), std::sync::Arc::clone(g));
-    let chunk = move |delta: Value, logprobs: Value, finish: Value| {
-        let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]});
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        c
-    };
-    let mut first = true;
-    let events = sse_stream(handle, move |ev| {
-        let mut out = Vec::new();
-        if first {
-            first = false;
-            out.push(data(chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null)));
-        }
-        match ev {
-            Event::Token(t) => {
-                if !t.text.is_empty() || want_lp {
-                    let lp = if want_lp { json!({"content": [chat_logprob(&g2, &t)]}) } else { Value::Null };
-                    out.push(data(chunk(json!({"content": t.text}), lp, Value::Null)));
-                }
-            }
-            Event::Done(sum) => {
-                if !sum.tail_text.is_empty() {
-                    out.push(data(chunk(json!({"content": sum.tail_text}), Value::Null, Value::Null)));
-                }
-                out.push(data(chunk(json!({}), Value::Null, json!(finish_reason(&sum.finish)))));
-                if include_usage {
-                    let mut u = chunk(json!({}), Value::Null, Value::Null);
-                    u["choices"] = json!([]);
-                    u["usage"] = usage(sum.prompt_tokens, sum.generated_tokens);
-                    out.push(data(u));
-                }
-                out.push(SseEvent::default().data("[DONE]"));
-                finished(&st, "/v1/chat/completions (stream)", &sum, started);
-            }
-            Event::Error(e) => {
-                failed(&st, "/v1/chat/completions (stream)", StatusCode::INTERNAL_SERVER_ERROR, &e);
-                out.push(data(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})));
-                out.push(SseEvent::default().data("[DONE]"));
-            }
-        }
-        out
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    run_choices(s, &v, req, Kind::Chat, started).await
 }
 
 /// `POST /v1/completions`.
@@ -351,62 +292,150 @@ async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result
     let top = uint(&v, "logprobs")?;
     req.logprobs = top.is_some();
     req.top_logprobs = top.unwrap_or(0);
+    run_choices(s, &v, req, Kind::Completion, started).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+impl Kind {
+    fn route(self) -> &'static str {
+        match self {
+            Kind::Chat => "/v1/chat/completions",
+            Kind::Completion => "/v1/completions",
+        }
+    }
+}
+
+/// Submit `n` copies of `req` (seeds `seed, seed+1, …`) and answer with
+/// their choices, collected or streamed.
+async fn run_choices(s: &Shared, v: &Value, req: Request, kind: Kind, started: Instant) -> Result<Response, ApiError> {
+    let g = std::sync::Arc::clone(s.engine.gemma());
+    let n = uint(v, "n")?.unwrap_or(1);
     let want_lp = req.logprobs;
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = v.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let handle = s.engine.submit(req).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?;
-    let id = format!("cmpl-{}", handle.id);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut r = req.clone();
+        r.params.seed = r.params.seed.wrapping_add(i as u64);
+        // On a refusal the handles already taken are dropped, which cancels them.
+        handles.push(s.engine.submit(r).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?);
+    }
+    let id = format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, handles[0].id);
     let created = crate::unix_seconds();
     let model = s.config.model_id.clone();
+    let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
     if !stream {
-        let c = collect(handle).await.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
-        finished(s, "/v1/completions", &c.summary, started);
-        let logprobs = if want_lp { completion_logprobs(g, &c.tokens, 0) } else { Value::Null };
-        let body = json!({
-            "id": id, "object": "text_completion", "created": created, "model": model, "system_fingerprint": null,
-            "choices": [{"index": 0, "text": c.text, "logprobs": logprobs, "finish_reason": finish_reason(&c.summary.finish)}],
-            "usage": usage(c.summary.prompt_tokens, c.summary.generated_tokens),
-        });
-        return Ok((crate::timing_headers(&c.summary, started, c.text.len()), Json(body)).into_response());
+        let all = futures_util::future::join_all(handles.into_iter().map(collect)).await;
+        let mut choices = Vec::with_capacity(n);
+        let (mut prompt_tokens, mut completion_tokens, mut chars) = (0, 0, 0);
+        let mut last = None;
+        for (i, c) in all.into_iter().enumerate() {
+            let c = c.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
+            finished(s, kind.route(), &c.summary, started);
+            prompt_tokens = c.summary.prompt_tokens;
+            completion_tokens += c.summary.generated_tokens;
+            chars += c.text.len();
+            let fr = finish_reason(&c.summary.finish);
+            choices.push(match kind {
+                Kind::Chat => {
+                    let lp = if want_lp { json!({"content": c.tokens.iter().map(|t| chat_logprob(&g, t)).collect::<Vec<_>>()}) } else { Value::Null };
+                    json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": fr})
+                }
+                Kind::Completion => {
+                    let lp = if want_lp { completion_logprobs(&g, &c.tokens, 0) } else { Value::Null };
+                    json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": fr})
+                }
+            });
+            last = Some(c.summary);
+        }
+        let body = json!({"id": id, "object": object, "created": created, "model": model, "system_fingerprint": null,
+            "choices": choices, "usage": usage(prompt_tokens, completion_tokens)});
+        let headers = last.map(|sum| crate::timing_headers(&sum, started, chars)).unwrap_or_default();
+        return Ok((headers, Json(body)).into_response());
     }
-    let (st, g2) = (std::sync::Arc::clone(s), std::sync::Arc::clone(g));
-    let chunk = move |text: String, logprobs: Value, finish: Value| {
-        let mut c = json!({"id": id, "object": "text_completion", "created": created, "model": model, "system_fingerprint": null,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]});
+    // Streaming: the choices' events interleave as they come; each chunk names its choice.
+    let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+    let chunk = move |i: usize, body: Value| {
+        let mut choice = body;
+        choice["index"] = json!(i);
+        let mut c = json!({"id": id, "object": object, "created": created, "model": model, "system_fingerprint": null, "choices": [choice]});
         if include_usage {
             c["usage"] = Value::Null;
         }
         c
     };
-    let mut offset = 0;
-    let events = sse_stream(handle, move |ev| {
+    let st = std::sync::Arc::clone(s);
+    let mut started_choice = vec![false; n];
+    let (mut done, mut prompt_tokens, mut completion_tokens) = (0, 0, 0);
+    let mut offsets = vec![0usize; n];
+    let tagged = handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| Box::pin(stream::unfold(h, |mut h| async move { h.events.recv().await.map(|e| (e, h)) }).map(move |e| (i, e))));
+    let merged = stream::select_all(tagged);
+    let events = merged.flat_map(move |(i, ev)| {
         let mut out = Vec::new();
+        if kind == Kind::Chat && !started_choice[i] {
+            started_choice[i] = true;
+            out.push(data(chunk(i, json!({"delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))));
+        }
         match ev {
             Event::Token(t) => {
                 if !t.text.is_empty() || want_lp {
-                    let lp = if want_lp { completion_logprobs(&g2, std::slice::from_ref(&t), offset) } else { Value::Null };
-                    offset += t.text.len();
-                    out.push(data(chunk(t.text, lp, Value::Null)));
+                    out.push(data(chunk(
+                        i,
+                        match kind {
+                            Kind::Chat => {
+                                let lp = if want_lp { json!({"content": [chat_logprob(&g, &t)]}) } else { Value::Null };
+                                json!({"delta": {"content": t.text}, "logprobs": lp, "finish_reason": null})
+                            }
+                            Kind::Completion => {
+                                let lp = if want_lp { completion_logprobs(&g, std::slice::from_ref(&t), offsets[i]) } else { Value::Null };
+                                offsets[i] += t.text.len();
+                                json!({"text": t.text, "logprobs": lp, "finish_reason": null})
+                            }
+                        },
+                    )));
                 }
             }
             Event::Done(sum) => {
-                out.push(data(chunk(sum.tail_text.clone(), Value::Null, json!(finish_reason(&sum.finish)))));
-                if include_usage {
-                    let mut u = chunk(String::new(), Value::Null, Value::Null);
-                    u["choices"] = json!([]);
-                    u["usage"] = usage(sum.prompt_tokens, sum.generated_tokens);
-                    out.push(data(u));
+                let fr = json!(finish_reason(&sum.finish));
+                match kind {
+                    Kind::Chat => {
+                        if !sum.tail_text.is_empty() {
+                            out.push(data(chunk(i, json!({"delta": {"content": sum.tail_text}, "logprobs": null, "finish_reason": null}))));
+                        }
+                        out.push(data(chunk(i, json!({"delta": {}, "logprobs": null, "finish_reason": fr}))));
+                    }
+                    Kind::Completion => out.push(data(chunk(i, json!({"text": sum.tail_text, "logprobs": null, "finish_reason": fr})))),
                 }
-                out.push(SseEvent::default().data("[DONE]"));
-                finished(&st, "/v1/completions (stream)", &sum, started);
+                prompt_tokens = sum.prompt_tokens;
+                completion_tokens += sum.generated_tokens;
+                finished(&st, kind.route(), &sum, started);
+                done += 1;
             }
             Event::Error(e) => {
-                failed(&st, "/v1/completions (stream)", StatusCode::INTERNAL_SERVER_ERROR, &e);
+                failed(&st, kind.route(), StatusCode::INTERNAL_SERVER_ERROR, &e);
                 out.push(data(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})));
-                out.push(SseEvent::default().data("[DONE]"));
+                done += 1;
             }
         }
-        out
+        if done == n {
+            if include_usage {
+                let mut u = chunk(0, json!({}));
+                u["choices"] = json!([]);
+                u["usage"] = usage(prompt_tokens, completion_tokens);
+                out.push(data(u));
+            }
+            out.push(SseEvent::default().data("[DONE]"));
+            done += 1; // emit the end once
+        }
+        stream::iter(out.into_iter().map(Ok::<_, Infallible>))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }

@@ -193,6 +193,44 @@ fn openai_chat_plain_and_streaming() {
     assert_eq!(streamed, text);
 }
 
+/// `n` choices: independent sequences (seeds seed, seed+1, …) in the batch.
+#[test]
+fn openai_n_choices_plain_and_streaming() {
+    let s = server();
+    let body = json!({"messages": [{"role": "user", "content": "Tell me"}], "max_tokens": 6, "temperature": 1.0, "seed": 5, "n": 3});
+    let v = post(s.addr, "/v1/chat/completions", body.clone()).json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2]);
+    let texts: Vec<&str> = choices.iter().map(|c| c["message"]["content"].as_str().unwrap()).collect();
+    // Choice i is what n = 1 with seed 5 + i gives.
+    for (i, t) in texts.iter().enumerate() {
+        let mut one = body.clone();
+        one["n"] = json!(1);
+        one["seed"] = json!(5 + i);
+        let w = post(s.addr, "/v1/chat/completions", one).json();
+        assert_eq!(*t, w["choices"][0]["message"]["content"].as_str().unwrap(), "choice {i}");
+    }
+    let per: u64 = choices.len() as u64;
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 6 * per);
+
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    sb["stream_options"] = json!({"include_usage": true});
+    let ev = post(s.addr, "/v1/chat/completions", sb).events();
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    assert_eq!(ev.iter().filter(|e| *e == "[DONE]").count(), 1);
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], v["usage"]["completion_tokens"]);
+    for i in 0..3u64 {
+        let mine: Vec<&Value> =
+            chunks.iter().filter(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty()) && c["choices"][0]["index"] == i).collect();
+        assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant", "choice {i} starts with its role");
+        assert!(mine.last().unwrap()["choices"][0]["finish_reason"].is_string());
+        let text: String = mine.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        assert_eq!(text, texts[i as usize], "streamed choice {i}");
+    }
+}
+
 #[test]
 fn openai_completions_with_logprobs() {
     let s = server();
@@ -253,9 +291,9 @@ fn error_shapes_and_limits() {
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("JSON"));
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
-    let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}));
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "n": 9}));
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("n = 2"));
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("n = 9"));
     let r = post(
         s.addr,
         "/v1/chat/completions",
