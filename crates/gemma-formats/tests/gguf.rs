@@ -108,3 +108,19 @@ fn mutation_fuzzing_finds_no_crash() {
     let seeds = vec![sample_file()];
     assert_eq!(gemma_formats::fuzz::fuzz(&seeds, 20_000, 42), None);
 }
+
+/// Reading into huge-page-backed memory gives the same file as mapping it.
+#[test]
+fn hugepage_copy_equals_the_map() {
+    let dir = std::env::temp_dir().join(format!("gemma-gguf-hp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sample.gguf");
+    std::fs::write(&path, sample_file()).unwrap();
+    let (a, b) = (GgufFile::open(&path).unwrap(), GgufFile::open_with(&path, true).unwrap());
+    assert_eq!(a.header.metadata, b.header.metadata);
+    for t in &a.header.tensors {
+        let u = b.tensor(&t.name).unwrap();
+        assert_eq!(a.tensor_bytes(t).as_slice(), b.tensor_bytes(u).as_slice(), "{}", t.name);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

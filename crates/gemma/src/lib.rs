@@ -45,6 +45,9 @@ pub struct LoadOptions {
     pub dtype: Option<DType>,
     /// A PEFT LoRA adapter folder to apply on top of the weights.
     pub lora: Option<PathBuf>,
+    /// GGUF: read the file into huge-page-backed memory instead of mapping it
+    /// (slower load, faster decoding; see `GgufFile::open_with`).
+    pub hugepages: bool,
 }
 
 /// A loaded Gemma: model, tokenizer and generation defaults.
@@ -81,7 +84,7 @@ impl Gemma {
             if !gemma_formats::is_gguf(path) {
                 return Err(GemmaError::format(path, "not a GGUF file (expected a GGUF file or a Hugging Face model folder)"));
             }
-            let file = gemma_formats::GgufFile::open(path)?;
+            let file = gemma_formats::GgufFile::open_with(path, options.hugepages)?;
             let model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
             let tokenizer = gguf_tokenizer::from_gguf(&file)?;
             return Ok(Self { model, tokenizer, generation_config: GenerationConfig::default(), path: path.to_path_buf() });

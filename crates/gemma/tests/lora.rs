@@ -11,7 +11,7 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 fn load(lora: &str, dtype: Option<DType>) -> gemma::Result<Gemma> {
-    Gemma::load_with(testdata("tiny-gemma3"), &LoadOptions { dtype, lora: Some(testdata(lora)) }, &mut |_, _| {})
+    Gemma::load_with(testdata("tiny-gemma3"), &LoadOptions { dtype, lora: Some(testdata(lora)), ..Default::default() }, &mut |_, _| {})
 }
 
 fn max_diff(adapter: &str, g: &Gemma) -> f32 {
@@ -62,11 +62,11 @@ fn unfit_adapters_are_refused_clearly() {
     let err = load_dir(dir.path()).unwrap_err().to_string();
     assert!(err.contains("DoRA"), "{err}");
     std::fs::write(dir.path().join("adapter_config.json"), &cfg).unwrap();
-    let g2 = Gemma::load_with(testdata("tiny-gemma2"), &LoadOptions { dtype: None, lora: Some(dir.path().to_path_buf()) }, &mut |_, _| {});
+    let g2 = Gemma::load_with(testdata("tiny-gemma2"), &LoadOptions { lora: Some(dir.path().to_path_buf()), ..Default::default() }, &mut |_, _| {});
     let err = g2.unwrap_err().to_string();
     assert!(err.contains("do not fit") || err.contains("layer"), "{err}");
 }
 
 fn load_dir(d: &std::path::Path) -> gemma::Result<Gemma> {
-    Gemma::load_with(testdata("tiny-gemma3"), &LoadOptions { dtype: None, lora: Some(d.to_path_buf()) }, &mut |_, _| {})
+    Gemma::load_with(testdata("tiny-gemma3"), &LoadOptions { lora: Some(d.to_path_buf()), ..Default::default() }, &mut |_, _| {})
 }
