@@ -1,15 +1,11 @@
-//! Prefill GEMM for quantized weights, `y[t, r] = x[t, :] · w[r, :]` for
-//! many tokens at once.
-//!
-//! Weight rows are unpacked once per call into level form
-//! (`w = s·(q − offset) − m` per 16 columns, [`gemma_quant::levels`]) into a
-//! small per-thread buffer that stays in cache while every token meets it;
-//! activations are quantized once per call to i8 with one f32 scale per 32
-//! columns. A 4-row × 4-token tile then accumulates exact integer products
-//! of 4 columns per 32-bit lane (u8 × i8, AVX-512 VNNI `vpdpbusd`; the
-//! offset is folded into the accumulator's start value) and applies the
-//! float scales per 16 columns. Mins (Q4_K, Q4_1, …) add one small float
-//! dot per row and token.
+//! Quantized products over 8-bit activations, `y[t, r] = x[t, :] · w[r, :]`:
+//! the activation format shared by the AVX-512 VNNI kernels (`QuantActs`,
+//! quantized exactly as ggml quantizes activations), its quantizers, the
+//! CPU-feature check, and `gemm_quant`: the prefill GEMM, which runs
+//! `gemm_packed` on AVX-512 VNNI and, as the scalar reference the SIMD
+//! kernels are tested against, multiplies level-form rows
+//! (`w = s·(q − offset) − m` per 16 columns, [`gemma_quant::levels`]) with
+//! the 8-bit activations one (row, token) at a time.
 
 use crate::dot::{simd_level, SimdLevel};
 use crate::pool::parallel_for;
@@ -19,18 +15,15 @@ use gemma_quant::levels::{level_form, unpack_levels, LevelForm};
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-/// Rows per tile.
-const R: usize = 4;
-/// Tokens per tile.
-const T: usize = 4;
 /// Rows of W unpacked and handled by one task.
 const ROWS_PER_TASK: usize = 16;
-/// Fewest rows of W per task of the decode kernels.
-const GEMV_ROWS: usize = 32;
 /// Fewest tokens for which the GEMM beats the per-row dot kernels.
 pub const MIN_TOKENS: usize = 4;
 
-/// Activations quantized for the GEMM, padded to a multiple of [`T`] tokens.
+/// Tokens are padded to a multiple of this (zero rows).
+const PAD: usize = 4;
+
+/// Activations quantized for the VNNI kernels, padded to a multiple of [`PAD`] tokens.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct QuantActs {
     /// Tokens, including the zero padding.
@@ -45,7 +38,7 @@ pub struct QuantActs {
     pub xs: Vec<f32>,
 }
 
-/// Whether this CPU has the AVX-512 VNNI path (detected once; off with
+/// Whether this CPU has the AVX-512 VNNI path (F, BW, DQ, VNNI; detected once; off with
 /// `GEMMA_FORCE_SCALAR` or `GEMMA_NO_AVX512`).
 pub fn has_avx512_vnni() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -57,6 +50,7 @@ pub fn has_avx512_vnni() -> bool {
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512dq")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -114,7 +108,7 @@ pub fn quantize_acts_ref(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &
 }
 
 fn prepare(out: &mut QuantActs, n: usize, cols: usize) {
-    let np = n.div_ceil(T) * T;
+    let np = n.div_ceil(PAD) * PAD;
     out.n = np;
     out.cols = cols;
     out.qs.clear();
@@ -152,9 +146,6 @@ struct Levels {
 
 thread_local! {
     static SCRATCH: RefCell<Levels> = RefCell::new(Levels::default());
-    /// Activations of the decode kernels, reused across calls.
-    #[cfg(target_arch = "x86_64")]
-    static GEMV: RefCell<(QuantActs, Vec<crate::vnni::ActChunks>)> = RefCell::new(Default::default());
 }
 
 /// Scalar reference of one output: row `r` of the unpacked levels times token `t`.
@@ -223,69 +214,26 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
         unsafe { crate::gemm_packed::gemm(x, n, *dtype, form, kind, bytes.as_slice(), rows, cols, y) };
         return true;
     }
+    // The scalar reference: level form and 8-bit activations, one (row, token) at a time.
     let mut acts = QuantActs::default();
-    if simd {
-        quantize_acts(x, n, cols, kind, &mut acts);
-    } else {
-        quantize_acts_ref(x, n, cols, kind, &mut acts);
-    }
+    quantize_acts_ref(x, n, cols, kind, &mut acts);
     let (dtype, rb, ng) = (*dtype, w.row_bytes(), cols / 16);
     let data = bytes.as_slice();
     let out = OutPtr(y.as_mut_ptr());
     parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
         SCRATCH.with(|lv| {
-            let mut lv = lv.borrow_mut();
+            let lv = &mut *lv.borrow_mut();
             let r0 = task * ROWS_PER_TASK;
             let nr = ROWS_PER_TASK.min(rows - r0);
-            let nr_pad = nr.div_ceil(R) * R;
-            let lv = &mut *lv;
-            lv.q.resize(nr_pad * cols, 0);
-            lv.s.resize(nr_pad * ng, 0.0);
-            lv.m.resize(nr_pad * ng, 0.0);
-            for i in 0..nr_pad {
-                let (q, s, m) = (&mut lv.q[i * cols..(i + 1) * cols], &mut lv.s[i * ng..(i + 1) * ng], &mut lv.m[i * ng..(i + 1) * ng]);
-                if i < nr {
-                    let r = r0 + i;
-                    let row = &data[r * rb..(r + 1) * rb];
-                    #[cfg(target_arch = "x86_64")]
-                    if simd && crate::vnni::supports(dtype) {
-                        // SAFETY: AVX-512 VNNI detected; shapes as unpack_levels checks them.
-                        unsafe { crate::vnni::fill_row(dtype, row, q, s, m) };
-                        continue;
-                    }
-                    unpack_levels(dtype, row, q, s, m);
-                } else {
-                    // Padding rows contribute nothing.
-                    q.fill(form.offset);
-                    s.fill(0.0);
-                    m.fill(0.0);
-                }
-            }
-            let mut tile = [[0f32; T]; R];
-            for t0 in (0..n).step_by(T) {
-                for i0 in (0..nr_pad).step_by(R) {
-                    if simd {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: AVX-512 VNNI detected; the tile reads rows
-                        // i0..i0+R of the levels and tokens t0..t0+T of the
-                        // padded activations, all in bounds.
-                        unsafe {
-                            avx512::tile(lv, i0, &acts, t0, form, &mut tile)
-                        };
-                    } else {
-                        for (i, tr) in tile.iter_mut().enumerate() {
-                            for (j, v) in tr.iter_mut().enumerate() {
-                                *v = dot_ref(lv, i0 + i, &acts, t0 + j, form);
-                            }
-                        }
-                    }
-                    for (i, tr) in tile.iter().enumerate().take(nr - i0.min(nr)) {
-                        for (j, &v) in tr.iter().enumerate().take(n - t0) {
-                            // SAFETY: t0 + j < n and r0 + i0 + i < rows: in
-                            // bounds; this task alone writes rows r0..r0+nr.
-                            unsafe { out.write((t0 + j) * rows + r0 + i0 + i, v) };
-                        }
-                    }
+            lv.q.resize(nr * cols, 0);
+            lv.s.resize(nr * ng, 0.0);
+            lv.m.resize(nr * ng, 0.0);
+            for i in 0..nr {
+                let row = &data[(r0 + i) * rb..(r0 + i + 1) * rb];
+                unpack_levels(dtype, row, &mut lv.q[i * cols..(i + 1) * cols], &mut lv.s[i * ng..(i + 1) * ng], &mut lv.m[i * ng..(i + 1) * ng]);
+                for t in 0..n {
+                    // SAFETY: (t, r0 + i) is in y; this task alone writes rows r0..r0+nr.
+                    unsafe { out.write(t * rows + r0 + i, dot_ref(lv, i, &acts, t, form)) };
                 }
             }
         });
@@ -293,70 +241,45 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     true
 }
 
-/// `y[t, r] = x[t, :] · w[r, :]` for a few tokens (decoding) with the
-/// AVX-512 VNNI matrix-vector kernels. Returns false (doing nothing) when they
-/// do not apply (no AVX-512 VNNI, a type without a kernel, odd column counts).
-pub fn gemv_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let Storage::Raw { dtype, bytes, .. } = &w.storage else { return false };
-        let (rows, cols) = (w.rows, w.cols);
-        if !has_avx512_vnni() || !crate::vnni::supports(*dtype) || !cols.is_multiple_of(64) || n == 0 {
-            return false;
-        }
-        let Some(kind) = act_kind(*dtype) else { return false };
-        if kind == ActKind::Q8K && !cols.is_multiple_of(256) {
-            return false;
-        }
-        assert_eq!(x.len(), n * cols, "gemv input has the wrong length");
-        assert_eq!(y.len(), n * rows, "gemv output has the wrong length");
-        GEMV.with(|g| {
-            let (acts, chunks) = &mut *g.borrow_mut();
-            quantize_acts(x, n, cols, kind, acts);
-            chunks.resize_with(chunks.len().max(n), Default::default);
-            for (t, c) in chunks.iter_mut().take(n).enumerate() {
-                // SAFETY: AVX-512 VNNI detected; t < n <= acts.n; cols % 64 == 0.
-                unsafe { crate::vnni::act_chunks_into(acts, t, *dtype, c) };
-            }
-            let chunks = &chunks[..n];
-            let (dtype, rb, data) = (*dtype, w.row_bytes(), bytes.as_slice());
-            let out = OutPtr(y.as_mut_ptr());
-            // About 16 tasks per thread: balance without contention on the counter.
-            let per = rows.div_ceil(crate::pool::global().threads() * 16).max(GEMV_ROWS);
-            parallel_for(rows.div_ceil(per), &|task| {
-                let mut res = [0f32; crate::vnni::GEMV_TOKENS];
-                for r in task * per..((task + 1) * per).min(rows) {
-                    let row = &data[r * rb..(r + 1) * rb];
-                    // Each weight chunk is unpacked once per group of tokens.
-                    for (g, group) in chunks.chunks(crate::vnni::GEMV_TOKENS).enumerate() {
-                        let refs: [&crate::vnni::ActChunks; crate::vnni::GEMV_TOKENS] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
-                        // SAFETY: AVX-512 VNNI detected; the row holds `cols` columns.
-                        unsafe { crate::vnni::gemv_rows(dtype, row, &refs[..group.len()], &mut res) };
-                        for (i, &v) in res[..group.len()].iter().enumerate() {
-                            let t = g * crate::vnni::GEMV_TOKENS + i;
-                            // SAFETY: element (t, r) is written by this row's task only.
-                            unsafe { out.write(t * rows + r, v) };
-                        }
-                    }
-                }
-            });
-        });
-        true
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (x, n, w, y);
-        false
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::needless_range_loop)] // tiles index rows and tokens together
-mod avx512 {
-    use super::{Levels, QuantActs, R, T};
+pub(crate) mod avx512 {
+    use super::QuantActs;
     use gemma_quant::act::ActKind;
-    use gemma_quant::levels::LevelForm;
     use std::arch::x86_64::*;
+
+    /// `(multiplier, scale)` of the block of `block` values at `x`, as ggml
+    /// quantizes activations: Q8_K from the signed extreme, else Q8_0 from
+    /// the absolute maximum with the scale rounded to f16. Levels are
+    /// `min(round(x · multiplier), 127)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(crate) unsafe fn block_scale(x: *const f32, block: usize, kind: ActKind) -> (f32, f32) {
+        let (mut mx, mut mn) = (_mm512_set1_ps(f32::NEG_INFINITY), _mm512_set1_ps(f32::INFINITY));
+        for i in (0..block).step_by(16) {
+            let v = _mm512_loadu_ps(x.add(i));
+            mx = _mm512_max_ps(mx, v);
+            mn = _mm512_min_ps(mn, v);
+        }
+        let (mx, mn) = (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn));
+        if kind == ActKind::Q8K {
+            let max = if mx >= -mn { mx } else { mn };
+            if max == 0.0 {
+                return (0.0, 0.0);
+            }
+            let iscale = -127.0 / max;
+            (iscale, 1.0 / iscale)
+        } else {
+            let d = mx.max(-mn).max(0.0) / 127.0;
+            (if d != 0.0 { 1.0 / d } else { 0.0 }, half::f16::from_f32(d).to_f32())
+        }
+    }
+
+    /// The levels of 16 values at `x` (see [`block_scale`]).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(crate) unsafe fn levels16(x: *const f32, mul: f32) -> __m512i {
+        _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), _mm512_set1_ps(mul))), _mm512_set1_epi32(127))
+    }
 
     /// Quantize `blocks` blocks of `block` values of `x` into the prepared
     /// `out` (as the reference).
@@ -365,101 +288,12 @@ mod avx512 {
         let (xp, qp) = (x.as_ptr(), out.qs.as_mut_ptr());
         for b in 0..blocks {
             let at = b * block;
-            let (mut mx, mut mn) = (_mm512_set1_ps(f32::NEG_INFINITY), _mm512_set1_ps(f32::INFINITY));
+            let (mul, d) = block_scale(xp.add(at), block, kind);
             for i in (0..block).step_by(16) {
-                let v = _mm512_loadu_ps(xp.add(at + i));
-                mx = _mm512_max_ps(mx, v);
-                mn = _mm512_min_ps(mn, v);
-            }
-            let (mx, mn) = (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn));
-            let (mul, d, cap) = if kind == ActKind::Q8K {
-                let max = if mx >= -mn { mx } else { mn };
-                if max == 0.0 {
-                    (0.0, 0.0, 127)
-                } else {
-                    let iscale = -127.0 / max;
-                    (iscale, 1.0 / iscale, 127)
-                }
-            } else {
-                let amax = mx.max(-mn).max(0.0);
-                let d = amax / 127.0;
-                (if d != 0.0 { 1.0 / d } else { 0.0 }, half::f16::from_f32(d).to_f32(), 127)
-            };
-            let (mv, capv) = (_mm512_set1_ps(mul), _mm512_set1_epi32(cap));
-            for i in (0..block).step_by(16) {
-                let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xp.add(at + i)), mv)), capv);
+                let q = levels16(xp.add(at + i), mul);
                 _mm_storeu_si128(qp.add(at + i) as *mut __m128i, _mm512_cvtsepi32_epi8(q));
                 out.d16[(at + i) / 16] = d;
                 out.xs[(at + i) / 16] = d * _mm512_reduce_add_epi32(q) as f32;
-            }
-        }
-    }
-
-    /// The integer products of a tile, scaled per lane and summed over the
-    /// chunks (`OFF`: the type has a level offset).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile_sums<const OFF: bool>(lv: &Levels, i0: usize, a: &QuantActs, t0: usize, offset: u8) -> [[__m512; T]; R] {
-        let cols = a.cols;
-        let ng = cols / 16;
-        let wq = lv.q.as_ptr().add(i0 * cols);
-        let ws = lv.s.as_ptr().add(i0 * ng);
-        let xq = a.qs.as_ptr().add(t0 * cols);
-        let xd = a.d16.as_ptr().add(t0 * ng);
-        // Lane l of a 64-column chunk covers columns 4l..4l+3: group l / 4.
-        let idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        let ov = _mm512_set1_epi8(offset as i8);
-        let mut acc = [[_mm512_setzero_ps(); T]; R];
-        for c in 0..cols / 64 {
-            let mut w = [_mm512_setzero_si512(); R];
-            let mut sw = [_mm512_setzero_ps(); R];
-            for r in 0..R {
-                w[r] = _mm512_loadu_si512(wq.add(r * cols + 64 * c) as *const _);
-                sw[r] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(ws.add(r * ng + 4 * c))));
-            }
-            for t in 0..T {
-                let x = _mm512_loadu_si512(xq.add(t * cols + 64 * c) as *const _);
-                let sx = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(xd.add(t * ng + 4 * c))));
-                // Start each lane at −offset · Σx so the dot gives Σ (q − offset)·x.
-                let base = if OFF {
-                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), ov, x))
-                } else {
-                    _mm512_setzero_si512()
-                };
-                for r in 0..R {
-                    let dp = _mm512_dpbusd_epi32(base, w[r], x);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dp), _mm512_mul_ps(sw[r], sx), acc[r][t]);
-                }
-            }
-        }
-        acc
-    }
-
-    /// Rows `i0..i0+R` of `lv` times tokens `t0..t0+T` of `a` into `tile`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn tile(lv: &Levels, i0: usize, a: &QuantActs, t0: usize, form: LevelForm, tile: &mut [[f32; T]; R]) {
-        let ng = a.cols / 16;
-        let acc = if form.offset != 0 { tile_sums::<true>(lv, i0, a, t0, form.offset) } else { tile_sums::<false>(lv, i0, a, t0, 0) };
-        for r in 0..R {
-            for t in 0..T {
-                tile[r][t] = _mm512_reduce_add_ps(acc[r][t]);
-            }
-        }
-        if form.has_min {
-            let wm = lv.m.as_ptr().add(i0 * ng);
-            let xs = a.xs.as_ptr().add(t0 * ng);
-            for r in 0..R {
-                for t in 0..T {
-                    let mut s = _mm512_setzero_ps();
-                    for g in (0..ng).step_by(16) {
-                        let k = (ng - g).min(16);
-                        let mask: __mmask16 = if k == 16 { 0xFFFF } else { (1u16 << k) - 1 };
-                        let mv = _mm512_maskz_loadu_ps(mask, wm.add(r * ng + g));
-                        let xv = _mm512_maskz_loadu_ps(mask, xs.add(t * ng + g));
-                        s = _mm512_fmadd_ps(mv, xv, s);
-                    }
-                    tile[r][t] -= _mm512_reduce_add_ps(s);
-                }
             }
         }
     }

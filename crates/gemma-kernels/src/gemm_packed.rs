@@ -15,6 +15,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use crate::gemm::avx512::{block_scale, levels16};
 use crate::gemm::{OutPtr, R_PACKED as R, T_PACKED as T};
 
 const _: () = assert!(R * T == 8, "the tile reduction sums exactly 8 accumulators");
@@ -86,29 +87,9 @@ unsafe fn quantize(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &mut Pa
         let row = out.xu.as_mut_ptr().add(t * cp);
         for b in 0..cols / block {
             let at = t * cols + b * block;
-            let (mut mx, mut mn) = (_mm512_set1_ps(f32::NEG_INFINITY), _mm512_set1_ps(f32::INFINITY));
+            let (mul, d) = block_scale(xp.add(at), block, kind);
             for i in (0..block).step_by(16) {
-                let v = _mm512_loadu_ps(xp.add(at + i));
-                mx = _mm512_max_ps(mx, v);
-                mn = _mm512_min_ps(mn, v);
-            }
-            let (mx, mn) = (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn));
-            let (mul, d) = if kind == ActKind::Q8K {
-                let max = if mx >= -mn { mx } else { mn };
-                if max == 0.0 {
-                    (0.0, 0.0)
-                } else {
-                    let iscale = -127.0 / max;
-                    (iscale, 1.0 / iscale)
-                }
-            } else {
-                let amax = mx.max(-mn).max(0.0);
-                let d = amax / 127.0;
-                (if d != 0.0 { 1.0 / d } else { 0.0 }, half::f16::from_f32(d).to_f32())
-            };
-            let mv = _mm512_set1_ps(mul);
-            for i in (0..block).step_by(16) {
-                let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xp.add(at + i)), mv)), _mm512_set1_epi32(127));
+                let q = levels16(xp.add(at + i), mul);
                 let g = (b * block + i) / 16;
                 let bytes = _mm_xor_si128(_mm512_cvtsepi32_epi8(q), _mm_set1_epi8(-128));
                 let mut units = [0u32; 4];

@@ -6,18 +6,21 @@
 //! convert, one scale multiply and one FMA finish the super-chunk per
 //! token. The unpacking and regrouping are shared by up to
 //! [`GEMV_TOKENS`] tokens, so batched decode costs a quarter of the float
-//! work per token of the natural-order kernels (`vnni::gemv_rows`). Every
+//! work per token of natural-order kernels. Every
 //! token's arithmetic is the same whatever the batch: results are bitwise
 //! those of the token alone.
 
 #![cfg(target_arch = "x86_64")]
 
 use crate::gemm::{has_avx512_vnni, quantize_acts, OutPtr, QuantActs};
-use crate::vnni::{Chunks, GEMV_TOKENS, Q4K, Q5_0, Q6K, Q8_0};
+use crate::vnni::{Chunks, Q4K, Q5_0, Q6K, Q8_0};
 use gemma_core::{DType, Matrix, Storage};
 use gemma_quant::act::{act_kind, ActKind};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+
+/// Tokens handled per pass (sharing each unpacked weight chunk).
+pub const GEMV_TOKENS: usize = 8;
 
 /// One token's activations in packed order, per super-chunk of 256 columns
 /// (columns padded with zeros to a multiple of 256).
@@ -147,17 +150,11 @@ thread_local! {
     static TOKS: RefCell<(QuantActs, Vec<PackedTok>)> = RefCell::new(Default::default());
 }
 
-/// Whether this CPU has AVX-512 DQ (with VNNI).
-fn has_dq() -> bool {
-    static DQ: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DQ.get_or_init(|| has_avx512_vnni() && is_x86_feature_detected!("avx512dq"))
-}
-
 /// `y[t, r] = x[t, :] · w[r, :]` for decode tokens; false when not applicable.
 pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
     let Storage::Raw { dtype, bytes, .. } = &w.storage else { return false };
     let (rows_n, cols) = (w.rows, w.cols);
-    if !has_dq() || !crate::vnni::supports(*dtype) || !cols.is_multiple_of(64) || n == 0 {
+    if !has_avx512_vnni() || !crate::vnni::supports(*dtype) || !cols.is_multiple_of(64) || n == 0 {
         return false;
     }
     let Some(kind) = act_kind(*dtype) else { return false };
@@ -206,7 +203,7 @@ mod tests {
     /// activations, for 1..=9 tokens, with and without column padding.
     #[test]
     fn packed_decode_equals_the_reference() {
-        if !has_dq() {
+        if !has_avx512_vnni() {
             eprintln!("no AVX-512 VNNI/DQ on this CPU: nothing to test");
             return;
         }

@@ -53,9 +53,6 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n < crate::gemm::MIN_TOKENS && crate::gemv_packed::matmul(x, n, w, y) {
         return;
     }
-    if n < crate::gemm::MIN_TOKENS && crate::gemm::gemv_quant(x, n, w, y) {
-        return;
-    }
     // Many tokens and float weights: rows converted to f32 once, then a
     // register-tiled f32 product.
     if n >= crate::gemm::MIN_TOKENS && float_gemm(x, n, w, y) {
@@ -81,9 +78,6 @@ pub fn matmul_decode(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     // exactly as alone.
     #[cfg(target_arch = "x86_64")]
     if crate::gemv_packed::matmul(x, n, w, y) {
-        return;
-    }
-    if crate::gemm::gemv_quant(x, n, w, y) {
         return;
     }
     MATMUL.with(|m| {
