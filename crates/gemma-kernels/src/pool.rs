@@ -100,7 +100,13 @@ impl Pool {
         let workers = (1..threads.max(1))
             .map(|i| {
                 let s = Arc::clone(&shared);
-                std::thread::Builder::new().name(format!("gemma-worker-{i}")).spawn(move || worker(&s)).expect("spawning a worker thread")
+                std::thread::Builder::new()
+                    .name(format!("gemma-worker-{i}"))
+                    .spawn(move || {
+                        INDEX.with(|x| x.set(i));
+                        worker(&s)
+                    })
+                    .expect("spawning a worker thread")
             })
             .collect();
         Pool { shared, workers, caller: Mutex::new(()) }
@@ -154,6 +160,15 @@ impl Pool {
 thread_local! {
     /// Whether this thread is running a pool job (nested loops run inline).
     static IN_JOB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread's index in its pool: workers 1.., any other thread 0.
+    static INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the current thread within a pool loop: 0 for the calling
+/// thread, `1..threads()` for the workers. Per-thread buffers prepared by
+/// the caller before a loop can be indexed by it (no lazy allocation inside).
+pub fn thread_index() -> usize {
+    INDEX.with(|i| i.get())
 }
 
 fn worker(s: &Shared) {
@@ -290,6 +305,17 @@ mod tests {
             }
         }
         assert_eq!(sum.load(SeqCst), 2000 * 3);
+    }
+
+    #[test]
+    fn thread_indices_are_distinct_within_a_loop() {
+        let pool = Pool::new(3);
+        let seen: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        pool.parallel_for(300, &|_| {
+            seen[thread_index()].fetch_add(1, SeqCst);
+        });
+        assert_eq!(seen.iter().map(|c| c.load(SeqCst)).sum::<usize>(), 300);
+        assert_eq!(thread_index(), 0);
     }
 
     #[test]

@@ -34,8 +34,20 @@ pub struct AttnShape {
 
 /// Attention of queries `q: [n, heads·hd]` at positions `start..start+n`
 /// over `kv` (which already holds them), into `out: [n, heads·hd]`.
-/// `kf`/`vf` are reusable buffers for the converted keys and values.
-pub fn attention(s: AttnShape, q: &[f32], kv: &LayerCache, start: usize, out: &mut [f32], kf: &mut Vec<f32>, vf: &mut Vec<f32>) {
+/// `kf`/`vf` are reusable buffers for the converted keys and values, `slots`
+/// the per-thread tile buffers (sized here, before the parallel loop, so the
+/// tasks never allocate).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    s: AttnShape,
+    q: &[f32],
+    kv: &LayerCache,
+    start: usize,
+    out: &mut [f32],
+    kf: &mut Vec<f32>,
+    vf: &mut Vec<f32>,
+    slots: &mut Vec<TileBufs>,
+) {
     let (hd, heads) = (s.head_dim, s.heads);
     let n = q.len() / (heads * hd);
     let tiles = n.div_ceil(QUERY_TILE);
@@ -76,6 +88,12 @@ pub fn attention(s: AttnShape, q: &[f32], kv: &LayerCache, start: usize, out: &m
     let f16_math = kv.is_f16();
     let (keys, vals) = (&*keys, &*vals);
     let dst = OutRows(out.as_mut_ptr());
+    let nq = QUERY_TILE.min(n) * hg;
+    slots.resize_with(slots.len().max(pool::global().threads()), TileBufs::default);
+    for b in slots.iter_mut() {
+        b.reserve(nq, hd);
+    }
+    let slot = SlotPtr(slots.as_mut_ptr(), slots.len());
     // One task per (query tile, head group), writing its own output rows.
     pool::parallel_for(tiles * per_tile, &|task| {
         let (tile, h0) = (task / per_tile, (task % per_tile) * hg);
@@ -83,17 +101,33 @@ pub fn attention(s: AttnShape, q: &[f32], kv: &LayerCache, start: usize, out: &m
         let t1 = (t0 + QUERY_TILE).min(n);
         let h = h0 / s.group;
         let kvs = KvRange { keys: &keys[h * npos * hd..(h + 1) * npos * hd], vals: &vals[h * npos * hd..(h + 1) * npos * hd], lo, f16_math };
-        TILE.with(|b| {
-            let b = &mut *b.borrow_mut();
-            attend_tile(&s, q, &kvs, start, t0, t1, h0, hg, b);
-            for (i, row) in b.acc.chunks_exact(hd).take((t1 - t0) * hg).enumerate() {
-                let at = (t0 + i / hg) * heads * hd + (h0 + i % hg) * hd;
-                // SAFETY: rows of (token, head) pairs are disjoint between
-                // tasks and within `out` (n · heads · hd values).
-                unsafe { dst.write(at, row) };
-            }
-        });
+        // SAFETY: each thread of the loop has its own index, so its own slot.
+        let b = unsafe { slot.get(pool::thread_index()) };
+        attend_tile(&s, q, &kvs, start, t0, t1, h0, hg, b);
+        for (i, row) in b.acc.chunks_exact(hd).take((t1 - t0) * hg).enumerate() {
+            let at = (t0 + i / hg) * heads * hd + (h0 + i % hg) * hd;
+            // SAFETY: rows of (token, head) pairs are disjoint between
+            // tasks and within `out` (n · heads · hd values).
+            unsafe { dst.write(at, row) };
+        }
     });
+}
+
+/// The per-thread tile buffers of one [`attention`] call.
+#[derive(Clone, Copy)]
+struct SlotPtr(*mut TileBufs, usize);
+// SAFETY: slot i is used only by the loop thread with index i.
+unsafe impl Send for SlotPtr {}
+unsafe impl Sync for SlotPtr {}
+
+impl SlotPtr {
+    /// Slot `i`.
+    /// SAFETY: only the thread with pool index `i` uses it during the loop.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self, i: usize) -> &mut TileBufs {
+        assert!(i < self.1, "thread index {i} beyond {} tile slots", self.1);
+        unsafe { &mut *self.0.add(i) }
+    }
 }
 
 /// The output of [`attention`], written by tasks at disjoint rows.
@@ -119,8 +153,8 @@ impl OutRows {
 }
 
 /// Per-thread buffers of [`attend_tile`].
-#[derive(Default)]
-struct TileBufs {
+#[derive(Debug, Default, Clone)]
+pub struct TileBufs {
     qs: Vec<f32>,
     acc: Vec<f32>,
     max: Vec<f32>,
@@ -128,8 +162,13 @@ struct TileBufs {
     sc: Vec<f32>,
 }
 
-thread_local! {
-    static TILE: RefCell<TileBufs> = RefCell::new(TileBufs::default());
+impl TileBufs {
+    /// Room for `nq` queries of `hd` values.
+    fn reserve(&mut self, nq: usize, hd: usize) {
+        for (v, n) in [(&mut self.qs, nq * hd), (&mut self.acc, nq * hd), (&mut self.max, nq), (&mut self.sum, nq), (&mut self.sc, nq * KEY_BLOCK)] {
+            v.reserve(n.saturating_sub(v.len()));
+        }
+    }
 }
 
 /// Attention of one new token in each of several sequences (`seqs[i]` = its
@@ -201,7 +240,9 @@ fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, t0: usize, 
     sum.clear();
     sum.resize(nq, 0.0);
     let (lo, hi) = (first(start + t0), start + t1 - 1);
-    sc.resize(sc.len().max(nq * KEY_BLOCK), 0.0);
+    if sc.len() < nq * KEY_BLOCK {
+        sc.resize(nq * KEY_BLOCK, 0.0);
+    }
     let mut b0 = lo;
     while b0 <= hi {
         let b1 = (b0 + KEY_BLOCK).min(hi + 1); // keys b0..b1
@@ -306,7 +347,7 @@ mod tests {
             for (window, softcap) in [(usize::MAX, None), (100, Some(5.0)), (20, None)] {
                 let s = AttnShape { heads, group: 2, head_dim: hd, window, scale: 0.3, softcap };
                 let (mut got, mut want) = (vec![0f32; n * heads * hd], vec![0f32; n * heads * hd]);
-                attention(s, &q, &cache.layers[0], start, &mut got, &mut Vec::new(), &mut Vec::new());
+                attention(s, &q, &cache.layers[0], start, &mut got, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
                 naive(&s, &q, &round(&k), &round(&v), start, &mut want);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = if half { 2e-3 } else { 2e-5 }; // f16 query and probabilities

@@ -177,6 +177,8 @@ pub(crate) struct Scratch {
     /// Keys and values converted for attention.
     pub kf: Vec<f32>,
     pub vf: Vec<f32>,
+    /// Per-thread attention tile buffers.
+    pub tiles: Vec<crate::attention::TileBufs>,
 }
 
 /// The first `len` elements of `v`, growing it if needed (contents unspecified).

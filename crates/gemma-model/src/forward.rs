@@ -242,7 +242,7 @@ impl Model {
         for seg in segs.iter().filter(|s| !s.decode || decode.len() < 2) {
             let kv = &items[seg.item].1.layers[l];
             let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
-            attention(shape, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf);
+            attention(shape, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
         }
         let a = buf(&mut sc.a, n * hidden);
         Self::project(segs, att, &w.o, a, lo(3));
