@@ -163,10 +163,14 @@ pub struct TileBufs {
 }
 
 impl TileBufs {
-    /// Room for `nq` queries of `hd` values.
+    /// Room for `nq` queries of `hd` values. Every buffer gets 32 spare
+    /// values at its end: the slots are allocated one after another by the
+    /// calling thread, and without the gap the small ones (`max`, `sum`) of
+    /// neighbouring threads would share cache lines (false sharing cost ~20%
+    /// of prefill).
     fn reserve(&mut self, nq: usize, hd: usize) {
         for (v, n) in [(&mut self.qs, nq * hd), (&mut self.acc, nq * hd), (&mut self.max, nq), (&mut self.sum, nq), (&mut self.sc, nq * KEY_BLOCK)] {
-            v.reserve(n.saturating_sub(v.len()));
+            v.reserve((n + 32).saturating_sub(v.len()));
         }
     }
 }
