@@ -8,8 +8,16 @@ Writes:
   tokenizer.json   ids llama.cpp gives for tricky strings (add_bos=True, special=True)
   greedy.json      64 greedy tokens per prompt, with llama.cpp's top-2 logit
                    margin at every step (a margin < 0.05 is a near-tie that
-                   either engine may break either way)
-  perplexity.json  perplexity of ppl.txt, the way `gemma perplexity --file F
+                   either engine may break either way), and batch_ids: the
+                   argmax llama.cpp itself gives at the same steps when the
+                   prompt and continuation are evaluated in one batch instead
+                   of one token at a time (its own summation-order noise; the
+                   largest margin at which the two disagree is the scale below
+                   which an argmax is not reproducible, even by llama.cpp)
+  perplexity.json  perplexity of ppl_long.txt (~8k tokens: with 8-bit
+                   activations a 1-ulp change anywhere moves the perplexity of
+                   a 500-token window by ~0.5%, so a 0.5% comparison needs
+                   thousands of tokens to measure more than that noise), the way `gemma perplexity --file F
                    --ctx 512` defines it: the text is tokenized without BOS, cut
                    into windows of ctx-1 tokens, each preceded by BOS and
                    evaluated from an empty cache; every position after the
@@ -82,12 +90,17 @@ for p in PROMPTS:
         margins.append(float(top2[1] - top2[0]))
         llm.eval([nxt])
     near = [i for i, m in enumerate(margins) if m < 0.05]
-    print(f"{p[:30]!r}: near-ties at steps {near}")
-    greedy.append({"prompt": p, "prompt_ids": ids, "ids": out, "margins": margins, "text": detok(out)})
+    batch = logits_of(ids + out[:-1])[len(ids) - 1 :]
+    batch_ids = [int(i) for i in np.argmax(batch, axis=1)]
+    flips = [(i, round(margins[i], 3)) for i in range(len(out)) if batch_ids[i] != out[i]]
+    print(f"{p[:30]!r}: near-ties at steps {near}; batch-vs-incremental argmax flips (step, margin) {flips}")
+    greedy.append({"prompt": p, "prompt_ids": ids, "ids": out, "margins": margins, "batch_ids": batch_ids,
+                   "text": detok(out)})
 with open(os.path.join(OUT, "greedy.json"), "w") as f:
     json.dump(greedy, f, ensure_ascii=False, indent=1)
 
-text = open(os.path.join(OUT, "ppl.txt"), encoding="utf-8").read()
+PPL_FILE = "ppl_long.txt"
+text = open(os.path.join(OUT, PPL_FILE), encoding="utf-8").read()
 ids = tokenize(text, bos=False)
 bos = llm.token_bos()
 nll, count = 0.0, 0
@@ -98,7 +111,7 @@ for s in range(0, len(ids), CTX - 1):
     for t in range(1, len(w)):
         nll += lse[t - 1] - lg[t - 1, w[t]]
         count += 1
-ppl = {"file": "ppl.txt", "ctx": CTX, "text_tokens": len(ids), "tokens": count, "nll": nll / count, "ppl": math.exp(nll / count)}
+ppl = {"file": PPL_FILE, "ctx": CTX, "text_tokens": len(ids), "tokens": count, "nll": nll / count, "ppl": math.exp(nll / count)}
 print("perplexity", ppl)
 with open(os.path.join(OUT, "perplexity.json"), "w") as f:
     json.dump(ppl, f, indent=1)

@@ -29,8 +29,60 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
     geglu_ref(gate, up)
 }
 
-/// `x[i] = e^(x[i] − shift)` in place; returns the sum (softmax numerators).
-pub fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
+/// ggml's tanh-GELU of one f32, as it fills its table: `(½x)·(tanh((√(2/π)·x)·(0.044715·x·x + 1)) + 1)`
+/// with the inner `a·x·x + 1` fused.
+fn gelu_ggml(x: f32) -> f32 {
+    const S: f32 = 0.797_884_6; // √(2/π), the same f32 as ggml's constant
+    (0.5 * x) * (((S * x) * (0.044715 * x).mul_add(x, 1.0)).tanh() + 1.0)
+}
+
+/// llama.cpp's GELU table: the GELU of every f16 value, rounded to f16
+/// (kept as f32), indexed by the f16 bits. 256 KiB, built on first use.
+fn gelu_f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(|b| half::f16::from_f32(gelu_ggml(half::f16::from_bits(b).to_f32())).to_f32()).collect())
+}
+
+/// GELU as llama.cpp's CPU backend computes it: 0 at or below −10, `x` at
+/// or above 10, else the table entry of `x` rounded to f16.
+#[inline]
+fn gelu_table_lookup(table: &[f32], x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[half::f16::from_f32(x).to_bits() as usize]
+    }
+}
+
+/// Scalar reference of [`geglu_f16_table`].
+pub fn geglu_f16_table_ref(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_f16_table();
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = gelu_table_lookup(table, *g) * u;
+    }
+}
+
+/// `gate[i] = gelu(gate[i]) * up[i]` with llama.cpp's f16 GELU table (the
+/// GeGLU of [`crate`] users that reproduce llama.cpp's numerics).
+pub fn geglu_f16_table(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu: gate and up lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        let body = gate.len() / 8 * 8;
+        // SAFETY: AVX2, FMA and F16C detected at run time; lengths checked;
+        // the table has an entry for every 16-bit index.
+        unsafe { avx2::geglu_f16_table(&mut gate[..body], &up[..body], gelu_f16_table()) };
+        geglu_f16_table_ref(&mut gate[body..], &up[body..]);
+        return;
+    }
+    geglu_f16_table_ref(gate, up)
+}
+
+/// `x[i] = e^(x[i] − shift)` in place; returns the sum (softmax numerators),
+/// accumulated in f64.
+pub fn exp_shifted(x: &mut [f32], shift: f32) -> f64 {
     let mut sum = 0.0;
     let mut body = 0;
     #[cfg(target_arch = "x86_64")]
@@ -41,7 +93,7 @@ pub fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
     }
     for v in &mut x[body..] {
         *v = (*v - shift).exp();
-        sum += *v;
+        sum += *v as f64;
     }
     sum
 }
@@ -74,17 +126,34 @@ mod avx2 {
 
     /// `e^(x − shift)` over a multiple of 8 values; returns the sum.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
+    pub unsafe fn exp_shifted(x: &mut [f32], shift: f32) -> f64 {
         let s = _mm256_set1_ps(shift);
-        let mut acc = _mm256_setzero_ps();
+        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
         for c in x.chunks_exact_mut(8) {
             let e = exp(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), s));
-            acc = _mm256_add_ps(acc, e);
+            lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
             _mm256_storeu_ps(c.as_mut_ptr(), e);
         }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let mut lanes = [0f64; 4];
+        _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(lo, hi));
         lanes.iter().sum()
+    }
+
+    /// [`super::geglu_f16_table`] over a multiple of 8 values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn geglu_f16_table(gate: &mut [f32], up: &[f32], table: &[f32]) {
+        debug_assert_eq!(table.len(), 1 << 16);
+        let (lo, hi) = (_mm256_set1_ps(-10.0), _mm256_set1_ps(10.0));
+        for (g, u) in gate.chunks_exact_mut(8).zip(up.chunks_exact(8)) {
+            let x = _mm256_loadu_ps(g.as_ptr());
+            let bits = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+            let t = _mm256_i32gather_ps::<4>(table.as_ptr(), bits);
+            // x ≥ 10 → x; x ≤ −10 → 0.
+            let y = _mm256_blendv_ps(t, x, _mm256_cmp_ps::<_CMP_GE_OQ>(x, hi));
+            let y = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(x, lo), y);
+            _mm256_storeu_ps(g.as_mut_ptr(), _mm256_mul_ps(y, _mm256_loadu_ps(u.as_ptr())));
+        }
     }
 
     /// Fused GeGLU over a multiple of 8 values.
@@ -115,9 +184,29 @@ mod tests {
         for (g, w) in x.iter().zip(&want) {
             assert!((g - w).abs() <= 3e-7 * w.abs() + 1.7e-38, "{g} vs {w}");
         }
-        assert!((sum - want.iter().sum::<f32>()).abs() < 1e-5);
+        assert!((sum - want.iter().map(|&w| w as f64).sum::<f64>()).abs() < 1e-5);
         let mut inf = [f32::NEG_INFINITY; 9];
         assert_eq!(exp_shifted(&mut inf, 0.0), 0.0);
+    }
+
+    #[test]
+    fn f16_table_geglu_simd_equals_reference_and_is_close_to_exact() {
+        let x: Vec<f32> =
+            (0..5003).map(|i| (i as f32 - 2500.0) / 200.0).chain([f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 9.999, 10.0, -10.0]).collect();
+        let up: Vec<f32> = (0..x.len()).map(|i| 1.0 + (i % 5) as f32 / 5.0).collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        geglu_f16_table(&mut a, &up);
+        geglu_f16_table_ref(&mut b, &up);
+        assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        for ((&g, &x), &u) in a.iter().zip(&x).zip(&up) {
+            if x.is_finite() {
+                // f16 input and output: ~2^-10 relative, plus the cut-offs at ±10.
+                let want = gelu_tanh(x) * u;
+                assert!((g - want).abs() <= 2e-3 * want.abs() + 2e-3, "x={x}: {g} vs {want}");
+            }
+        }
+        assert_eq!(a[5003], f32::INFINITY);
+        assert_eq!(a[5004], 0.0);
     }
 
     #[test]

@@ -90,8 +90,10 @@ pub fn quantize_acts_ref(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &
                 }
                 _ => {
                     let amax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    // ggml's x86 quantizer: multiplier 127/amax (not 1/d,
+                    // which differs in the last bit and flips some levels).
                     let d = amax / 127.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
                     for (q, x) in q.iter_mut().zip(v) {
                         *q = (x * id).round_ties_even() as i8;
                     }
@@ -269,8 +271,8 @@ pub(crate) mod avx512 {
             let iscale = -127.0 / max;
             (iscale, 1.0 / iscale)
         } else {
-            let d = mx.max(-mn).max(0.0) / 127.0;
-            (if d != 0.0 { 1.0 / d } else { 0.0 }, half::f16::from_f32(d).to_f32())
+            let amax = mx.max(-mn).max(0.0);
+            (if amax != 0.0 { 127.0 / amax } else { 0.0 }, half::f16::from_f32(amax / 127.0).to_f32())
         }
     }
 

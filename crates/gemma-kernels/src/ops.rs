@@ -7,7 +7,7 @@ pub fn rms_norm(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
     let dim = gain.len();
     assert_eq!(x.len(), out.len(), "rms_norm input and output lengths differ");
     for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let ms = mean_square(xr);
         let inv = 1.0 / (ms + eps).sqrt();
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(gain) {
             *o = v * inv * g;
@@ -15,11 +15,18 @@ pub fn rms_norm(x: &[f32], gain: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// Mean of the squares of `x`, accumulated in f64 as ggml does (the
+/// squares are f32 products), rounded to f32.
+#[inline]
+fn mean_square(x: &[f32]) -> f32 {
+    (x.iter().map(|v| (v * v) as f64).sum::<f64>() / x.len() as f64) as f32
+}
+
 /// In-place RMSNorm of each row of `x` (`[n, dim]`).
 pub fn rms_norm_in_place(x: &mut [f32], gain: &[f32], eps: f32) {
     let dim = gain.len();
     for xr in x.chunks_exact_mut(dim) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let ms = mean_square(xr);
         let inv = 1.0 / (ms + eps).sqrt();
         for (v, &g) in xr.iter_mut().zip(gain) {
             *v = *v * inv * g;
@@ -91,6 +98,27 @@ pub fn rope_angles(pos: usize, inv_freq: &[f32], cos: &mut Vec<f32>, sin: &mut V
     }
 }
 
+/// The cos/sin of RoPE at `pos` as ggml computes them: the angle of pair
+/// `i` is `pos · step^i` accumulated by repeated f32 multiplication
+/// (`step = base^(−2/dim)`), times `freq_scale` (1/linear factor).
+/// Differs from [`rope_angles`] in the last bits only.
+pub fn rope_angles_ggml(pos: usize, step: f32, freq_scale: f32, pairs: usize, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+    cos.clear();
+    sin.clear();
+    let mut theta = pos as f32;
+    for _ in 0..pairs {
+        let (s, c) = (freq_scale * theta).sin_cos();
+        cos.push(c);
+        sin.push(s);
+        theta *= step;
+    }
+}
+
+/// ggml's RoPE step `base^(−2/dim)` in f32.
+pub fn rope_step_ggml(dim: usize, base: f64) -> f32 {
+    (base as f32).powf(-2.0 / dim as f32)
+}
+
 /// RoPE with precomputed angles ([`rope_angles`]); equals [`rope`].
 pub fn rope_with(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = cos.len();
@@ -115,6 +143,19 @@ pub fn rope_inv_freq(dim: usize, theta: f64, linear_scale: f64) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ggml_rope_angles_are_close_to_the_direct_ones() {
+        let f = rope_inv_freq(256, 1e6, 8.0);
+        let (mut c, mut s, mut c2, mut s2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for pos in [0, 1, 37, 4000] {
+            rope_angles(pos, &f, &mut c, &mut s);
+            rope_angles_ggml(pos, rope_step_ggml(256, 1e6), 1.0 / 8.0, 128, &mut c2, &mut s2);
+            for (a, b) in c.iter().zip(&c2).chain(s.iter().zip(&s2)) {
+                assert!((a - b).abs() < 2e-3, "pos {pos}: {a} vs {b}");
+            }
+        }
+    }
 
     #[test]
     fn rope_with_tables_equals_rope() {

@@ -1,7 +1,7 @@
-//! Scaled dot-product attention over the KV cache, streamed: keys and values
-//! are read in blocks of [`KEY_BLOCK`] positions (converted to f32 once per
-//! block for a tile of queries) and folded in with an online softmax, so no
-//! full score matrix is ever materialized, however long the context.
+//! Scaled dot-product attention over the KV cache. Keys and values are
+//! converted to f32 once per call; each tile of queries materializes its
+//! scores over the keys it may see (at most the window or the context),
+//! normalizes them, then multiplies by the values, in llama.cpp's order.
 
 use crate::cache::LayerCache;
 use gemma_kernels::attn_gemm::{accumulate, round_to_f16, scores};
@@ -10,8 +10,6 @@ use gemma_kernels::pool;
 use gemma_kernels::softcap;
 use std::cell::RefCell;
 
-/// Key/value positions converted and processed together.
-const KEY_BLOCK: usize = 32;
 /// Query tokens sharing one converted key/value block (per head).
 const QUERY_TILE: usize = 16;
 
@@ -91,7 +89,7 @@ pub fn attention(
     let nq = QUERY_TILE.min(n) * hg;
     slots.resize_with(slots.len().max(pool::global().threads()), TileBufs::default);
     for b in slots.iter_mut() {
-        b.reserve(nq, hd);
+        b.reserve(nq, hd, npos.next_multiple_of(crate::cache::GROW_STEP));
     }
     let slot = SlotPtr(slots.as_mut_ptr(), slots.len());
     // One task per (query tile, head group), writing its own output rows.
@@ -157,19 +155,17 @@ impl OutRows {
 pub struct TileBufs {
     qs: Vec<f32>,
     acc: Vec<f32>,
-    max: Vec<f32>,
-    sum: Vec<f32>,
     sc: Vec<f32>,
 }
 
 impl TileBufs {
-    /// Room for `nq` queries of `hd` values. Every buffer gets 32 spare
-    /// values at its end: the slots are allocated one after another by the
-    /// calling thread, and without the gap the small ones (`max`, `sum`) of
-    /// neighbouring threads would share cache lines (false sharing cost ~20%
-    /// of prefill).
-    fn reserve(&mut self, nq: usize, hd: usize) {
-        for (v, n) in [(&mut self.qs, nq * hd), (&mut self.acc, nq * hd), (&mut self.max, nq), (&mut self.sum, nq), (&mut self.sc, nq * KEY_BLOCK)] {
+    /// Room for `nq` queries of `hd` values and their scores over `keys`
+    /// keys. Every buffer gets 32 spare values at its end: the slots are
+    /// allocated one after another by the calling thread, and without the
+    /// gap neighbouring threads' buffers could share cache lines (false
+    /// sharing once cost ~20% of prefill).
+    fn reserve(&mut self, nq: usize, hd: usize, keys: usize) {
+        for (v, n) in [(&mut self.qs, nq * hd), (&mut self.acc, nq * hd), (&mut self.sc, nq * keys)] {
             v.reserve((n + 32).saturating_sub(v.len()));
         }
     }
@@ -221,76 +217,60 @@ struct KvRange<'a> {
 
 /// Queries of tokens `t0..t1` and heads `h0..h0+nh` (one key/value head);
 /// leaves `[t1 − t0, nh, hd]` in `b.acc`.
+///
+/// The scores of every visible key are materialized (`[nq, keys]`, at most
+/// the window or context per query), normalized, then multiplied by the
+/// values — the order llama.cpp uses, so that with an f16 cache the
+/// probabilities are rounded to f16 *after* normalization exactly as there.
 #[allow(clippy::too_many_arguments)]
 fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, t0: usize, t1: usize, h0: usize, nh: usize, b: &mut TileBufs) {
     let (hd, stride) = (s.head_dim, s.heads * s.head_dim);
     let nq = (t1 - t0) * nh;
     let first = |pos: usize| (pos + 1).saturating_sub(s.window);
     // With an f16 cache the products are taken as llama.cpp takes them: the
-    // query and the probabilities are rounded to f16 too.
+    // query is scaled, then rounded to f16, and so are the probabilities.
     let f16_math = kv.f16_math;
-    let TileBufs { qs, acc, max, sum, sc } = b;
+    let TileBufs { qs, acc, sc, .. } = b;
     qs.clear();
     for t in t0..t1 {
         qs.extend_from_slice(&q[t * stride + h0 * hd..][..nh * hd]);
     }
     if f16_math {
+        qs.iter_mut().for_each(|v| *v *= s.scale);
         round_to_f16(qs);
+    }
+    let (lo, hi) = (first(start + t0), start + t1 - 1);
+    let nk = hi + 1 - lo;
+    let (keys, vals) = (&kv.keys[(lo - kv.lo) * hd..(hi + 1 - kv.lo) * hd], &kv.vals[(lo - kv.lo) * hd..(hi + 1 - kv.lo) * hd]);
+    if sc.len() < nq * nk {
+        sc.resize(nq * nk, 0.0);
+    }
+    let sc = &mut sc[..nq * nk];
+    scores(qs, keys, hd, sc); // [nq, nk]
+    for (i, row) in sc.chunks_exact_mut(nk).enumerate() {
+        let pos = start + t0 + i / nh;
+        // Keys this query may see: k0..k1 (relative to lo); the rest get 0.
+        let (k0, k1) = (first(pos) - lo, pos + 1 - lo);
+        if !f16_math {
+            row[k0..k1].iter_mut().for_each(|v| *v *= s.scale);
+        }
+        if let Some(cap) = s.softcap {
+            softcap(&mut row[k0..k1], cap);
+        }
+        let max = row[k0..k1].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum = exp_shifted(&mut row[k0..k1], max);
+        // 1/Σ in f64, applied in f32, as ggml's softmax.
+        let inv = if sum > 0.0 { (1.0 / sum) as f32 } else { 0.0 };
+        row[k0..k1].iter_mut().for_each(|v| *v *= inv);
+        row[..k0].fill(0.0);
+        row[k1..].fill(0.0);
+    }
+    if f16_math {
+        round_to_f16(sc);
     }
     acc.clear();
     acc.resize(nq * hd, 0.0);
-    max.clear();
-    max.resize(nq, f32::NEG_INFINITY);
-    sum.clear();
-    sum.resize(nq, 0.0);
-    let (lo, hi) = (first(start + t0), start + t1 - 1);
-    if sc.len() < nq * KEY_BLOCK {
-        sc.resize(nq * KEY_BLOCK, 0.0);
-    }
-    let mut b0 = lo;
-    while b0 <= hi {
-        let b1 = (b0 + KEY_BLOCK).min(hi + 1); // keys b0..b1
-        let nk = b1 - b0;
-        let (keys, vals) = (&kv.keys[(b0 - kv.lo) * hd..(b1 - kv.lo) * hd], &kv.vals[(b0 - kv.lo) * hd..(b1 - kv.lo) * hd]);
-        let sc = &mut sc[..nq * nk];
-        scores(qs, keys, hd, sc);
-        for (i, row) in sc.chunks_exact_mut(nk).enumerate() {
-            let pos = start + t0 + i / nh;
-            // Keys this query may not see get probability 0.
-            let (k0, k1) = (first(pos).max(b0), (pos + 1).min(b1));
-            if k0 >= k1 {
-                row.fill(0.0);
-                continue;
-            }
-            row.iter_mut().for_each(|v| *v *= s.scale);
-            if let Some(cap) = s.softcap {
-                softcap(row, cap);
-            }
-            for (j, v) in row.iter_mut().enumerate() {
-                if !(k0..k1).contains(&(b0 + j)) {
-                    *v = f32::NEG_INFINITY;
-                }
-            }
-            let bmax = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if bmax > max[i] {
-                // Rescale what was accumulated under the old maximum.
-                let corr = (max[i] - bmax).exp();
-                acc[i * hd..(i + 1) * hd].iter_mut().for_each(|v| *v *= corr);
-                sum[i] *= corr;
-                max[i] = bmax;
-            }
-            sum[i] += exp_shifted(row, max[i]);
-        }
-        if f16_math {
-            round_to_f16(sc);
-        }
-        accumulate(sc, vals, hd, acc);
-        b0 = b1;
-    }
-    for (ai, &l) in acc.chunks_exact_mut(hd).zip(sum.iter()) {
-        let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-        ai.iter_mut().for_each(|v| *v *= inv);
-    }
+    accumulate(sc, vals, hd, acc);
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use crate::lora::{LoraAdapter, LoraPair};
 use crate::weights::{LayerWeights, Weights};
 use gemma_core::Matrix;
 use gemma_core::{GemmaError, Result};
-use gemma_kernels::ops::{rope_angles, rope_with};
+use gemma_kernels::geglu::{geglu, geglu_f16_table};
+use gemma_kernels::ops::{rope_angles, rope_angles_ggml, rope_step_ggml, rope_with};
 use gemma_kernels::{add_in_place, matmul, matmul_decode, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
 
 /// Longest run of tokens processed by one internal forward step. Longer
@@ -36,6 +37,20 @@ pub enum LogitsMode {
     All,
 }
 
+/// How the forward rounds intermediate values. The model is the same; the
+/// two differ in the last bits, which is what lets each match its reference
+/// token for token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numerics {
+    /// As transformers computes in f32 (Hugging Face checkpoints): f32 KV
+    /// cache, exact tanh-GELU, RoPE angles `pos · inv_freq`.
+    Reference,
+    /// As llama.cpp's CPU backend computes (GGUF files): f16 KV cache with the
+    /// scaled query and the normalized probabilities rounded to f16, GELU
+    /// from ggml's f16 table, RoPE angles by ggml's repeated multiplication.
+    LlamaCpp,
+}
+
 /// A loaded model: config, weights and precomputed RoPE tables.
 /// Immutable during inference, so one model serves many caches.
 #[derive(Debug)]
@@ -46,8 +61,10 @@ pub struct Model {
     pub weights: Weights,
     /// Inverse RoPE frequencies per layer `[layers][head_dim/2]`.
     inv_freq: Vec<Vec<f32>>,
-    /// Keep the KV cache in f16 (GGUF models, as llama.cpp) instead of f32.
-    pub kv_f16: bool,
+    /// ggml's RoPE `(step, freq_scale)` per layer (for [`Numerics::LlamaCpp`]).
+    rope_ggml: Vec<(f32, f32)>,
+    /// Rounding of intermediate values (see [`Numerics`]).
+    pub numerics: Numerics,
     /// A LoRA adapter applied on top of the weights, if any.
     pub lora: Option<LoraAdapter>,
 }
@@ -59,12 +76,13 @@ impl Model {
             return Err(GemmaError::config("num_hidden_layers", format!("{} in config, {} in weights", config.num_layers(), weights.layers.len())));
         }
         let inv_freq = config.layers.iter().map(|l| rope_inv_freq(config.head_dim, l.rope_theta, l.rope_linear_factor)).collect();
-        Ok(Self { config, weights, inv_freq, kv_f16: false, lora: None })
+        let rope_ggml = config.layers.iter().map(|l| (rope_step_ggml(config.head_dim, l.rope_theta), (1.0 / l.rope_linear_factor) as f32)).collect();
+        Ok(Self { config, weights, inv_freq, rope_ggml, numerics: Numerics::Reference, lora: None })
     }
 
     /// A fresh, empty KV cache for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(&self.config, self.kv_f16)
+        KvCache::new(&self.config, self.numerics == Numerics::LlamaCpp)
     }
 
     /// Run `tokens` through the model after what `cache` holds, appending to
@@ -220,7 +238,14 @@ impl Model {
         for seg in segs {
             let kv = &mut items[seg.item].1.layers[l];
             for t in seg.row0..seg.row0 + seg.n {
-                rope_angles(seg.start + t - seg.row0, inv_freq, &mut sc.cos, &mut sc.sin);
+                let pos = seg.start + t - seg.row0;
+                match self.numerics {
+                    Numerics::Reference => rope_angles(pos, inv_freq, &mut sc.cos, &mut sc.sin),
+                    Numerics::LlamaCpp => {
+                        let (step, scale) = self.rope_ggml[l];
+                        rope_angles_ggml(pos, step, scale, hd / 2, &mut sc.cos, &mut sc.sin)
+                    }
+                }
                 for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
                     rope_with(head, &sc.cos, &sc.sin);
                 }
@@ -257,7 +282,10 @@ impl Model {
         let up = buf(&mut sc.up, n * ff);
         Self::project(segs, h, &w.gate, gate, lo(4));
         Self::project(segs, h, &w.up, up, lo(5));
-        gemma_kernels::geglu::geglu(gate, up);
+        match self.numerics {
+            Numerics::Reference => geglu(gate, up),
+            Numerics::LlamaCpp => geglu_f16_table(gate, up),
+        }
         Self::project(segs, gate, &w.down, a, lo(6));
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);

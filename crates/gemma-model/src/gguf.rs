@@ -141,7 +141,7 @@ pub fn load_model(file: &GgufFile, dtype: Option<DType>, progress: &mut dyn FnMu
     let has_head = file.tensor("output.weight").is_some();
     let weights = Weights::load(&source, Naming::Gguf, &config, has_head, dtype, progress)?;
     let mut model = Model::new(config, weights)?;
-    // As llama.cpp: an f16 KV cache (half the memory; parity of numerics).
-    model.kv_f16 = true;
+    // As llama.cpp: an f16 KV cache (half the memory) and its rounding.
+    model.numerics = crate::forward::Numerics::LlamaCpp;
     Ok(model)
 }

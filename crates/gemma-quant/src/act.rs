@@ -56,11 +56,12 @@ impl ActQ8 {
             ActKind::Q8_0 | ActKind::Q8_1 => {
                 for (b, c) in x.chunks_exact(32).enumerate() {
                     let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    // As ggml's x86 quantizer: multiplier 127/amax, ties to even.
                     let d = amax / 127.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
                     let mut sum = 0i32;
                     for (q, v) in self.qs[32 * b..32 * b + 32].iter_mut().zip(c) {
-                        *q = (v * id).round() as i8;
+                        *q = (v * id).round_ties_even() as i8;
                         sum += *q as i32;
                     }
                     self.d.push(f16::from_f32(d).to_f32());
@@ -87,7 +88,7 @@ impl ActQ8 {
                     }
                     let iscale = -127.0 / max;
                     for (q, v) in qs.iter_mut().zip(c) {
-                        *q = ((iscale * v).round() as i32).min(127) as i8;
+                        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
                     }
                     for g in qs.chunks_exact(16) {
                         self.bsums.push(g.iter().map(|&q| q as i32).sum());

@@ -32,7 +32,7 @@ pub use gemma_generate::{
     generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, SamplingParams,
     Session, TokenStreamDecoder,
 };
-pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, Model};
+pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, Model, Numerics};
 pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};
 
 /// Default number of new tokens when neither caller nor checkpoint says.

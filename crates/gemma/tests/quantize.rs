@@ -42,7 +42,7 @@ fn hf_checkpoint_to_gguf_and_back() {
         let hf = Gemma::load(testdata(name)).unwrap();
         let mut gg = Gemma::load(&out).unwrap();
         if qtype == "f32" {
-            gg.model.kv_f16 = false;
+            gg.model.numerics = gemma::Numerics::Reference;
         }
         let (a, b) = (&hf.model.config, &gg.model.config);
         assert_eq!(a.layers, b.layers, "{name}: layer pattern and RoPE survive");

@@ -5,13 +5,15 @@
 //! testdata/llama_cpp/.
 //!
 //! llama.cpp does not compute the exact model: it quantizes activations to 8
-//! bits, keeps the KV cache in f16 and approximates some ops; on the prompt of
-//! logits.safetensors its logits differ from transformers' (same weights, f32)
-//! by up to 1.01 (mean 0.20), while gemma-rs with f32 weights matches
-//! transformers to 1e-4. gemma-rs' default GGUF path also uses 8-bit
-//! activations and an f16 KV cache (for speed and memory), which brings it
-//! close to llama.cpp but not bit-identical, so the tests below allow for
-//! llama.cpp's own deviation.
+//! bits, keeps the KV cache in f16 and takes GELU from an f16 table; on the
+//! prompt of logits.safetensors its logits differ from transformers' (same
+//! weights, f32) by up to 1.01 (mean 0.20), while gemma-rs with f32 weights
+//! matches transformers to 1e-4. gemma-rs' GGUF path rounds as llama.cpp does
+//! (`Numerics::LlamaCpp`), which matches it to ~1e-6 in the first layers, but
+//! summation order still differs and 8-bit requantization amplifies that
+//! through the layers — as it does inside llama.cpp, whose logits for the
+//! same tokens differ by up to ~1-3 between batch and one-at-a-time
+//! evaluation. The tests allow for that noise and measure it.
 //!
 //! The model comes from scripts/fetch-model.sh (CI runs it first). When it
 //! cannot be found these tests print a loud SKIPPED line and pass; set
@@ -44,11 +46,9 @@ fn model() -> Option<&'static Gemma> {
         .as_ref()
 }
 
-/// A greedy step whose llama.cpp top-2 margin is below this is a near-tie:
-/// after it either engine may continue differently. 0.5 is half of
-/// llama.cpp's measured maximum deviation from the exact model (1.01), the
-/// scale on which its argmax is itself uncertain.
-const NEAR_TIE: f64 = 0.5;
+/// The near-tie threshold: a greedy step whose llama.cpp top-2
+/// margin is below this may be broken either way by either engine.
+const NEAR_TIE: f64 = 0.05;
 
 fn json(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(testdata(name)).unwrap()).unwrap()
@@ -72,11 +72,33 @@ fn tokenizer_ids_equal_llama_cpp() {
     eprintln!("tokenizer: {} strings identical to llama.cpp", cases.as_array().unwrap().len());
 }
 
+/// The largest llama.cpp top-2 margin at which llama.cpp's own argmax
+/// changes between evaluating a greedy continuation one token at a time
+/// (`ids`) and in one batch (`batch_ids`): below this an argmax is not
+/// reproducible even by llama.cpp, whose summation order differs between the
+/// two.
+fn llama_cpp_self_flip_margin(cases: &[Value]) -> f64 {
+    let mut worst = 0f64;
+    for case in cases {
+        let (inc, batch) = (ids(&case["ids"]), ids(&case["batch_ids"]));
+        assert_eq!(inc.len(), batch.len(), "greedy.json: batch_ids of {:?}", case["prompt"]);
+        for (i, _) in inc.iter().zip(&batch).enumerate().filter(|(_, (a, b))| a != b) {
+            worst = worst.max(case["margins"][i].as_f64().unwrap());
+        }
+    }
+    worst
+}
+
 #[test]
 fn greedy_continuations_equal_llama_cpp() {
     let Some(g) = model() else { return };
-    let (mut same, mut total) = (0, 0);
-    for case in json("greedy.json").as_array().unwrap() {
+    let cases = json("greedy.json");
+    let cases = cases.as_array().unwrap();
+    let self_flip = llama_cpp_self_flip_margin(cases);
+    let tie = NEAR_TIE.max(self_flip);
+    eprintln!("llama.cpp batch vs one-at-a-time argmax flips at margins up to {self_flip:.3}: near-tie threshold {tie:.3}");
+    let (mut same, mut total, mut strict) = (0, 0, 0);
+    for case in cases {
         let prompt = case["prompt"].as_str().unwrap();
         let want = ids(&case["ids"]);
         let margins: Vec<f64> = case["margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
@@ -88,29 +110,31 @@ fn greedy_continuations_equal_llama_cpp() {
         req.stop_ids.clear();
         let got = g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap().tokens;
         let agree = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        let mut note = String::new();
         if agree < want.len() {
-            let tie = margins[..=agree].iter().position(|&m| m < NEAR_TIE);
+            let (at, min) = margins[..=agree].iter().enumerate().fold((0, f64::MAX), |b, (i, &m)| if m < b.1 { (i, m) } else { b });
             assert!(
-                tie.is_some(),
-                "{prompt:?}: diverges from llama.cpp at step {agree} (llama.cpp margin {:.3}), no near-tie before it\n ours: {:?}\n llama: {:?}",
+                min < tie,
+                "{prompt:?}: diverges from llama.cpp at step {agree} (llama.cpp margin {:.3}); smallest margin up to there {min:.3} >= {tie:.3}\n ours: {:?}\n llama: {:?}",
                 margins[agree],
                 &got[agree..],
                 &want[agree..]
             );
+            strict += usize::from(min >= NEAR_TIE);
+            note = format!("; diverges at step {agree} after a llama.cpp margin of {min:.3} at step {at}");
         }
-        let ties = margins.iter().filter(|&&m| m < 0.05).count();
-        eprintln!("greedy {prompt:?}: {agree}/{} tokens identical (llama.cpp near-ties < 0.05: {ties})", want.len());
+        eprintln!("greedy {prompt:?}: {agree}/{} tokens identical{note}", want.len());
         same += agree;
         total += want.len();
     }
-    eprintln!("greedy: {same}/{total} tokens identical before any near-tie divergence");
+    eprintln!("greedy: {same}/{total} tokens identical; {strict} prompt(s) diverge with no llama.cpp margin under {NEAR_TIE}");
 }
 
 #[test]
 fn perplexity_within_half_a_percent_of_llama_cpp() {
     let Some(g) = model() else { return };
     let want = json("perplexity.json");
-    let text = std::fs::read_to_string(testdata("ppl.txt")).unwrap();
+    let text = std::fs::read_to_string(testdata(want["file"].as_str().unwrap())).unwrap();
     let toks = g.tokenizer.encode(&text, false).unwrap();
     assert_eq!(toks.len() as u64, want["text_tokens"].as_u64().unwrap());
     let windows = gemma::windows_with_bos(&toks, g.tokenizer.bos_id, want["ctx"].as_u64().unwrap() as usize).unwrap();
@@ -171,7 +195,7 @@ fn exact_path_matches_transformers_on_real_weights() {
     let mut g =
         Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::F32), ..Default::default() }, &mut |_, _| {})
             .unwrap();
-    g.model.kv_f16 = false;
+    g.model.numerics = gemma::Numerics::Reference;
     let (prompt, all, want, top10) = run_logits_fixture(&g, "transformers_logits.safetensors");
     let vocab = g.model.config.vocab_size;
     let last = &all[(prompt.len() - 1) * vocab..];
@@ -191,7 +215,9 @@ fn requantized_real_model_keeps_its_perplexity() {
     let Some(g) = model() else { return };
     let text = std::fs::read_to_string(testdata("ppl.txt")).unwrap();
     let toks = g.tokenizer.encode(&text, false).unwrap();
-    let windows = gemma::windows_with_bos(&toks[..300], g.tokenizer.bos_id, 512).unwrap();
+    // All of ppl.txt (~1000 tokens): on fewer, the 8-bit activations' chaotic
+    // rounding noise (~1% on 300 tokens) is as large as what is measured.
+    let windows = gemma::windows_with_bos(&toks, g.tokenizer.bos_id, 512).unwrap();
     let base = gemma::perplexity(&g.model, &windows, &mut |_, _| {}).unwrap().ppl;
     let out = std::env::temp_dir().join(format!("gemma-real-q8-{}.gguf", std::process::id()));
     let plan = gemma::quantize::QuantPlan::parse("q8_0").unwrap();
@@ -203,7 +229,7 @@ fn requantized_real_model_keeps_its_perplexity() {
         Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::Q8_0), ..Default::default() }, &mut |_, _| {})
             .unwrap();
     let p_mem = gemma::perplexity(&mem.model, &windows, &mut |_, _| {}).unwrap().ppl;
-    eprintln!("perplexity (300 tokens): original {base:.3}, quantize q8_0 {p_file:.3}, --dtype q8_0 {p_mem:.3}");
+    eprintln!("perplexity ({} tokens): original {base:.3}, quantize q8_0 {p_file:.3}, --dtype q8_0 {p_mem:.3}", toks.len());
     assert!((p_file / base - 1.0).abs() < 0.02, "{p_file} vs {base}");
     assert!((p_mem - p_file).abs() < 1e-6 * p_file, "same blocks either way");
 }
