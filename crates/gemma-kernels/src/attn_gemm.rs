@@ -71,6 +71,10 @@ pub fn round_to_f16(x: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    /// Keys per cache block of [`scores`] and [`accumulate`] (128 keys of
+    /// head dimension 256 are 128 KiB, within L2).
+    const KEY_BLOCK: usize = 128;
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn round_to_f16(x: &mut [f32]) {
         for c in x.chunks_exact_mut(8) {
@@ -115,42 +119,48 @@ mod avx2 {
     pub unsafe fn scores(q: &[f32], k: &[f32], d: usize, out: &mut [f32]) {
         let (nq, nk) = (q.len() / d, k.len() / d);
         let (qp, kp, op) = (q.as_ptr(), k.as_ptr(), out.as_mut_ptr());
-        let mut i = 0;
-        while i < nq {
-            let two = nq - i >= 2;
-            let mut j = 0;
-            while j < nk {
-                let four = nk - j >= 4;
-                let (qa, ka, oa) = (qp.add(i * d), kp.add(j * d), op.add(i * nk + j));
-                match (two, four) {
-                    (true, true) => score_tile::<2, 4>(qa, ka, d, nk, oa),
-                    (true, false) => score_tile::<2, 1>(qa, ka, d, nk, oa),
-                    (false, true) => score_tile::<1, 4>(qa, ka, d, nk, oa),
-                    (false, false) => score_tile::<1, 1>(qa, ka, d, nk, oa),
+        // Blocks of keys small enough to stay in cache while every query
+        // pair passes over them (long contexts hold megabytes of keys).
+        for jb in (0..nk).step_by(KEY_BLOCK) {
+            let je = (jb + KEY_BLOCK).min(nk);
+            let mut i = 0;
+            while i < nq {
+                let two = nq - i >= 2;
+                let mut j = jb;
+                while j < je {
+                    let four = je - j >= 4;
+                    let (qa, ka, oa) = (qp.add(i * d), kp.add(j * d), op.add(i * nk + j));
+                    match (two, four) {
+                        (true, true) => score_tile::<2, 4>(qa, ka, d, nk, oa),
+                        (true, false) => score_tile::<2, 1>(qa, ka, d, nk, oa),
+                        (false, true) => score_tile::<1, 4>(qa, ka, d, nk, oa),
+                        (false, false) => score_tile::<1, 1>(qa, ka, d, nk, oa),
+                    }
+                    j += if four { 4 } else { 1 };
                 }
-                j += if four { 4 } else { 1 };
+                i += if two { 2 } else { 1 };
             }
-            i += if two { 2 } else { 1 };
         }
     }
 
-    /// Queries `QI` at `acc`, columns `c..c+32`.
+    /// Queries `QI` at `acc`, columns `c..c+32`, over `cnt` keys whose
+    /// weights are at `p` (rows `stride` apart).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn acc_tile<const QI: usize>(p: *const f32, nk: usize, v: *const f32, d: usize, acc: *mut f32) {
+    unsafe fn acc_tile<const QI: usize>(p: *const f32, stride: usize, cnt: usize, v: *const f32, d: usize, acc: *mut f32) {
         let mut a = [[_mm256_setzero_ps(); 4]; QI];
         for i in 0..QI {
             for u in 0..4 {
                 a[i][u] = _mm256_loadu_ps(acc.add(i * d + 8 * u));
             }
         }
-        for j in 0..nk {
+        for j in 0..cnt {
             let mut vv = [_mm256_setzero_ps(); 4];
             for u in 0..4 {
                 vv[u] = _mm256_loadu_ps(v.add(j * d + 8 * u));
             }
             for i in 0..QI {
-                let w = _mm256_set1_ps(*p.add(i * nk + j));
+                let w = _mm256_set1_ps(*p.add(i * stride + j));
                 for u in 0..4 {
                     a[i][u] = _mm256_fmadd_ps(w, vv[u], a[i][u]);
                 }
@@ -167,17 +177,23 @@ mod avx2 {
     pub unsafe fn accumulate(p: &[f32], v: &[f32], d: usize, acc: &mut [f32]) {
         let (nk, nq) = (v.len() / d, acc.len() / d);
         let (pp, vp, ap) = (p.as_ptr(), v.as_ptr(), acc.as_mut_ptr());
-        let mut i = 0;
-        while i < nq {
-            let two = nq - i >= 2;
-            for c in (0..d).step_by(32) {
-                if two {
-                    acc_tile::<2>(pp.add(i * nk), nk, vp.add(c), d, ap.add(i * d + c));
-                } else {
-                    acc_tile::<1>(pp.add(i * nk), nk, vp.add(c), d, ap.add(i * d + c));
+        // Key blocks as in `scores`; every accumulator still adds its keys
+        // in increasing order, so the blocking does not change the result.
+        for jb in (0..nk).step_by(KEY_BLOCK) {
+            let cnt = KEY_BLOCK.min(nk - jb);
+            let mut i = 0;
+            while i < nq {
+                let two = nq - i >= 2;
+                for c in (0..d).step_by(32) {
+                    let (pa, va, aa) = (pp.add(i * nk + jb), vp.add(jb * d + c), ap.add(i * d + c));
+                    if two {
+                        acc_tile::<2>(pa, nk, cnt, va, d, aa);
+                    } else {
+                        acc_tile::<1>(pa, nk, cnt, va, d, aa);
+                    }
                 }
+                i += if two { 2 } else { 1 };
             }
-            i += if two { 2 } else { 1 };
         }
     }
 }
@@ -200,7 +216,8 @@ mod tests {
 
     #[test]
     fn tiled_products_match_the_references() {
-        for (nq, nk, d) in [(1, 1, 32), (3, 5, 64), (16, 16, 256), (5, 7, 8), (2, 3, 40)] {
+        // Including more keys than one cache block (300 > 128), with a partial last block.
+        for (nq, nk, d) in [(1, 1, 32), (3, 5, 64), (16, 16, 256), (5, 7, 8), (2, 3, 40), (5, 300, 64)] {
             let (q, k) = (data(nq * d, 1), data(nk * d, 2));
             let (mut s, mut r) = (vec![0f32; nq * nk], vec![0f32; nq * nk]);
             scores(&q, &k, d, &mut s);
