@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Perplexity cost and resident memory of each quantization type on the real
 # model: `gemma quantize` to GGUF, and `--dtype` conversion at load time.
-# Perplexity is `gemma perplexity --file testdata/llama_cpp/ppl.txt --ctx 512`;
+# Perplexity is `gemma perplexity --file testdata/llama_cpp/ppl_long.txt --ctx 512`
+# (7,735 tokens: on fewer, 8-bit rounding noise of ~0.5% blurs the ranking);
 # memory is the peak RSS of that run (/usr/bin/time -v).
 # Note: the only real checkpoint reachable here is already Q4_K_M, so every
 # type is re-quantized from it; the costs include that first quantization.
@@ -12,7 +13,7 @@ cargo build --release -q
 G=target/release/gemma
 OUT="${TMPDIR:-/tmp}/gemma-quant-report"
 mkdir -p "$OUT"
-TEXT=testdata/llama_cpp/ppl.txt
+TEXT=testdata/llama_cpp/ppl_long.txt
 run() { # label, model, extra args...
   local label="$1" model="$2"; shift 2
   local log="$OUT/time.log"

@@ -97,18 +97,23 @@ impl Pool {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         });
+        // Return only once every worker runs: a thread's start-up (which
+        // allocates) never lands in the middle of the first loops.
+        let started = Arc::new(std::sync::Barrier::new(threads.max(1)));
         let workers = (1..threads.max(1))
             .map(|i| {
-                let s = Arc::clone(&shared);
+                let (s, started) = (Arc::clone(&shared), Arc::clone(&started));
                 std::thread::Builder::new()
                     .name(format!("gemma-worker-{i}"))
                     .spawn(move || {
                         INDEX.with(|x| x.set(i));
+                        started.wait();
                         worker(&s)
                     })
                     .expect("spawning a worker thread")
             })
             .collect();
+        started.wait();
         Pool { shared, workers, caller: Mutex::new(()) }
     }
 

@@ -233,14 +233,15 @@ impl Loader<'_> {
     fn matrix(&mut self, part: Part, l: usize, rows: usize, cols: usize) -> Result<Matrix> {
         let name = self.naming.name(part, l, self.sandwich);
         let mut s = self.raw(&name, &[rows, cols])?;
-        if let Some(dt) = self.dtype {
-            if !cols.is_multiple_of(dt.block_size()) {
-                return Err(GemmaError::invalid(
-                    "dtype",
-                    format!("`{name}` has {cols} columns, not a multiple of the {dt} block size {}", dt.block_size()),
-                ));
+        if let Some(want) = self.dtype {
+            // Rows that are not whole blocks of `want` take llama.cpp's
+            // fallback type (Gemma 3 270M's 640 columns: Q4_K → Q5_0); when
+            // not even that fits, the matrix keeps its stored type (an f16
+            // fallback would overflow on Gemma).
+            let dt = gemma_quant::fallback(want, cols);
+            if dt == want || dt.is_quantized() {
+                s = gemma_quant::convert(s, dt)?;
             }
-            s = gemma_quant::convert(s, dt)?;
         }
         Ok(Matrix::new(rows, cols, s))
     }

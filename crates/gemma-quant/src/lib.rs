@@ -145,23 +145,72 @@ pub fn to_f32_vec(s: &Storage) -> Vec<f32> {
     v
 }
 
+/// A type whose blocks divide `cols`: `t` itself, else llama.cpp's fallback
+/// for it (Q4_K→Q5_0, Q5_K→Q5_1, Q6_K→Q8_0, Q2_K/Q3_K→Q4_0), else F16.
+pub fn fallback(t: DType, cols: usize) -> DType {
+    if cols.is_multiple_of(t.block_size()) {
+        return t;
+    }
+    let alt = match t {
+        DType::Q4_K => DType::Q5_0,
+        DType::Q5_K => DType::Q5_1,
+        DType::Q6_K => DType::Q8_0,
+        DType::Q2_K | DType::Q3_K => DType::Q4_0,
+        _ => DType::F16,
+    };
+    if cols.is_multiple_of(alt.block_size()) {
+        alt
+    } else {
+        DType::F16
+    }
+}
+
 /// Convert storage to `dtype` (dequantize, then quantize when needed).
 /// Float targets become typed vectors; quantized targets become owned blocks.
 pub fn convert(s: Storage, dtype: DType) -> Result<Storage> {
     if s.dtype() == dtype && !matches!(s, Storage::Raw { dtype: DType::F32 | DType::F16 | DType::BF16, .. }) {
         return Ok(s);
     }
-    let v = to_f32_vec(&s);
-    Ok(match dtype {
-        DType::F32 => Storage::F32(v),
-        DType::F16 => Storage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-        DType::BF16 => Storage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
-        q => {
-            let mut out = Vec::with_capacity(q.bytes_for(v.len()));
-            quantize(q, &v, &mut out)?;
-            Storage::Raw { dtype: q, len: v.len(), bytes: gemma_core::tensor::Bytes::Owned(out) }
+    if !dtype.is_quantized() {
+        let v = to_f32_vec(&s);
+        return Ok(match dtype {
+            DType::F16 => Storage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::BF16 => Storage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            _ => Storage::F32(v),
+        });
+    }
+    // Quantized targets: through f32 a chunk at a time, so converting a
+    // large matrix (Gemma's embedding is 170M values) needs no f32 copy of
+    // all of it. Chunks are whole 256-blocks, which every block size divides.
+    let len = s.len();
+    if !len.is_multiple_of(dtype.block_size()) {
+        return Err(GemmaError::invalid("dtype", format!("{len} values are not a whole number of {dtype} blocks")));
+    }
+    // Each thread converts a contiguous run of chunks into its own bytes.
+    const CHUNK: usize = 256 * 1024;
+    let chunks = len.div_ceil(CHUNK);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks).max(1);
+    let per = chunks.div_ceil(threads);
+    let convert_run = |c0: usize| -> Result<Vec<u8>> {
+        let (from, to) = ((c0 * CHUNK).min(len), ((c0 + per) * CHUNK).min(len));
+        let mut out = Vec::with_capacity(dtype.bytes_for(to - from));
+        let mut buf = vec![0f32; CHUNK.min(to - from)];
+        for start in (from..to).step_by(CHUNK) {
+            let part = &mut buf[..CHUNK.min(to - start)];
+            read_f32(&s, start, part);
+            quantize(dtype, part, &mut out)?;
         }
-    })
+        Ok(out)
+    };
+    let runs: Vec<Result<Vec<u8>>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads).map(|t| sc.spawn(move || convert_run(t * per))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(GemmaError::invalid("dtype", "a conversion thread panicked")))).collect()
+    });
+    let mut out = Vec::with_capacity(dtype.bytes_for(len));
+    for run in runs {
+        out.extend_from_slice(&run?);
+    }
+    Ok(Storage::Raw { dtype, len, bytes: gemma_core::tensor::Bytes::Owned(out) })
 }
 
 /// Normalized mean squared error `sum((a-b)^2) / sum(b^2)`.

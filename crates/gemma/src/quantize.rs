@@ -16,31 +16,47 @@ use std::path::Path;
 pub struct QuantPlan {
     /// Type of most matrices.
     pub base: DType,
-    /// Type of attn_v / ffn_down in the layers that get more bits (k-quant mixes).
-    pub more_bits: Option<DType>,
+    /// llama.cpp's per-tensor rules of a k-quant mix (which tensors get more bits).
+    pub mix: Mix,
     /// Type of the token embedding (also the tied output head).
     pub embed: DType,
     /// The name the user gave.
     pub name: String,
 }
 
+/// The k-quant mixes whose per-tensor rules differ from "everything `base`"
+/// (llama.cpp's `llama_tensor_get_type` for dense models, restated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Every matrix gets `base` (plain types, `q5_k_s`).
+    Uniform,
+    /// `q2_k`: attn_v Q4_K (Q3_K with fewer than 4 query heads per KV head), ffn_down and attn_output Q3_K.
+    Q2K,
+    /// `q3_k_m`: attn_v Q5_K in layers 0–1 else Q4_K; ffn_down Q5_K in the first 1/16 of layers else Q4_K; attn_output Q4_K.
+    Q3KM,
+    /// `q4_k_s`: attn_v Q5_K in layers 0–3; ffn_down Q5_K in the first 1/8 of layers.
+    Q4KS,
+    /// `q4_k_m` / `q5_k_m`: attn_v and ffn_down Q6_K in the layers that get more bits.
+    Q6KMore,
+}
+
 impl QuantPlan {
     /// Parse `q8_0`, `q4_k`, `f16`, … or a llama.cpp mix name (`q4_k_m`).
     pub fn parse(s: &str) -> Result<Self> {
         let l = s.to_ascii_lowercase();
-        let mix = |base, more, embed| Ok(Self { base, more_bits: more, embed, name: l.clone() });
+        let mix = |base, mix, embed| Ok(Self { base, mix, embed, name: l.clone() });
         match l.as_str() {
-            "q4_k_m" => mix(DType::Q4_K, Some(DType::Q6_K), DType::Q6_K),
-            "q4_k_s" => mix(DType::Q4_K, None, DType::Q6_K),
-            "q5_k_m" => mix(DType::Q5_K, Some(DType::Q6_K), DType::Q6_K),
-            "q5_k_s" => mix(DType::Q5_K, None, DType::Q6_K),
-            "q3_k_m" => mix(DType::Q3_K, Some(DType::Q5_K), DType::Q6_K),
-            "q2_k" => mix(DType::Q2_K, Some(DType::Q4_K), DType::Q6_K),
+            "q4_k_m" => mix(DType::Q4_K, Mix::Q6KMore, DType::Q6_K),
+            "q4_k_s" => mix(DType::Q4_K, Mix::Q4KS, DType::Q6_K),
+            "q5_k_m" => mix(DType::Q5_K, Mix::Q6KMore, DType::Q6_K),
+            "q5_k_s" => mix(DType::Q5_K, Mix::Uniform, DType::Q6_K),
+            "q3_k_m" => mix(DType::Q3_K, Mix::Q3KM, DType::Q6_K),
+            "q2_k" => mix(DType::Q2_K, Mix::Q2K, DType::Q6_K),
             // As llama.cpp: the (tied) output head gets Q6_K unless the
             // whole file is Q8_0 or float.
             _ => match DType::from_name(&l) {
-                Some(d) if d.is_quantized() && d != DType::Q8_0 => mix(d, None, DType::Q6_K),
-                Some(d) => mix(d, None, d),
+                Some(d) if d.is_quantized() && d != DType::Q8_0 => mix(d, Mix::Uniform, DType::Q6_K),
+                Some(d) => mix(d, Mix::Uniform, d),
                 None => Err(GemmaError::invalid(
                     "type",
                     format!("unknown quantization type `{s}` (q8_0, q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, q6_k, q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m, q2_k, f16, bf16, f32)"),
@@ -49,38 +65,60 @@ impl QuantPlan {
         }
     }
 
-    /// The type for a tensor, with llama.cpp's rule for which layers get
-    /// more bits, and its fallbacks when rows are not whole blocks.
-    fn type_for(&self, part: Part, layer: usize, n_layers: usize, cols: usize) -> DType {
-        let more = |i: usize| i < n_layers / 8 || i >= 7 * n_layers / 8 || (i + n_layers - n_layers / 8) % 3 == 2;
-        let want = match part {
-            Part::Embed | Part::LmHead => self.embed,
-            Part::V | Part::Down if more(layer) => self.more_bits.unwrap_or(self.base),
-            _ => self.base,
+    /// The type for matrix `part` of layer `layer` (of `n_layers`) with
+    /// `cols` columns, in a model with `gqa` query heads per KV head: the
+    /// mix's rule, then llama.cpp's fallback when rows are not whole blocks.
+    pub fn type_for(&self, part: Part, layer: usize, n_layers: usize, cols: usize, gqa: usize) -> DType {
+        use DType::{Q3_K, Q4_K, Q5_K, Q6_K};
+        let more = layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer + n_layers - n_layers / 8) % 3 == 2;
+        let base = self.base;
+        let want = match (part, self.mix) {
+            (Part::Embed | Part::LmHead, _) => self.embed,
+            (Part::V, Mix::Q2K) => {
+                if gqa >= 4 {
+                    Q4_K
+                } else {
+                    Q3_K
+                }
+            }
+            (Part::V, Mix::Q3KM) => {
+                if layer < 2 {
+                    Q5_K
+                } else {
+                    Q4_K
+                }
+            }
+            (Part::V, Mix::Q4KS) => {
+                if layer < 4 {
+                    Q5_K
+                } else {
+                    base
+                }
+            }
+            (Part::Down, Mix::Q2K) | (Part::O, Mix::Q2K) => Q3_K,
+            (Part::Down, Mix::Q3KM) => {
+                if layer < n_layers / 16 {
+                    Q5_K
+                } else {
+                    Q4_K
+                }
+            }
+            (Part::Down, Mix::Q4KS) => {
+                if layer < n_layers / 8 {
+                    Q5_K
+                } else {
+                    base
+                }
+            }
+            (Part::O, Mix::Q3KM) => Q4_K,
+            (Part::V | Part::Down, Mix::Q6KMore) if more => Q6_K,
+            _ => base,
         };
         fallback(want, cols)
     }
 }
 
-/// A type whose blocks divide `cols`: llama.cpp's fallbacks for k-quants,
-/// f16 when not even 32-blocks fit.
-pub fn fallback(t: DType, cols: usize) -> DType {
-    if cols.is_multiple_of(t.block_size()) {
-        return t;
-    }
-    let alt = match t {
-        DType::Q4_K => DType::Q5_0,
-        DType::Q5_K => DType::Q5_1,
-        DType::Q6_K => DType::Q8_0,
-        DType::Q2_K | DType::Q3_K => DType::Q4_0,
-        _ => DType::F16,
-    };
-    if cols.is_multiple_of(alt.block_size()) {
-        alt
-    } else {
-        DType::F16
-    }
-}
+pub use gemma_quant::fallback;
 
 /// What was written.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +198,7 @@ pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &m
     // Tensors.
     let naming = Naming::Gguf;
     let n_layers = c.num_layers();
+    let gqa = c.num_heads / c.num_kv_heads.max(1);
     let total = 1 + 7 * n_layers + usize::from(g.model.weights.lm_head.is_some());
     let mut done = 0;
     let mut report = QuantReport::default();
@@ -185,7 +224,7 @@ pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &m
     };
     let wts = &g.model.weights;
     let sandwich = c.sandwich_norms;
-    add_matrix(&mut w, &mut report, naming.name(Part::Embed, 0, sandwich), &wts.embed, plan.type_for(Part::Embed, 0, n_layers, c.hidden_size))?;
+    add_matrix(&mut w, &mut report, naming.name(Part::Embed, 0, sandwich), &wts.embed, plan.type_for(Part::Embed, 0, n_layers, c.hidden_size, gqa))?;
     for (i, l) in wts.layers.iter().enumerate() {
         let name = |p| naming.name(p, i, sandwich);
         add_norm(&mut w, &mut report, name(Part::AttnNorm), &l.attn_norm)?;
@@ -200,12 +239,12 @@ pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &m
         for (p, m) in
             [(Part::Q, &l.q), (Part::K, &l.k), (Part::V, &l.v), (Part::O, &l.o), (Part::Gate, &l.gate), (Part::Up, &l.up), (Part::Down, &l.down)]
         {
-            add_matrix(&mut w, &mut report, name(p), m, plan.type_for(p, i, n_layers, m.cols))?;
+            add_matrix(&mut w, &mut report, name(p), m, plan.type_for(p, i, n_layers, m.cols, gqa))?;
         }
     }
     add_norm(&mut w, &mut report, naming.name(Part::FinalNorm, 0, sandwich), &wts.final_norm)?;
     if let Some(head) = &wts.lm_head {
-        add_matrix(&mut w, &mut report, naming.name(Part::LmHead, 0, sandwich), head, plan.type_for(Part::LmHead, 0, n_layers, c.hidden_size))?;
+        add_matrix(&mut w, &mut report, naming.name(Part::LmHead, 0, sandwich), head, plan.type_for(Part::LmHead, 0, n_layers, c.hidden_size, gqa))?;
     }
     w.write(out)?;
     report.bytes = std::fs::metadata(out).map_err(|e| GemmaError::io(out, e))?.len();

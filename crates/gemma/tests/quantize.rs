@@ -1,8 +1,9 @@
 //! `gemma quantize` round trips: a Hugging Face checkpoint written as GGUF
 //! loads back with the same config and (nearly) the same logits.
 
-use gemma::quantize::{fallback, quantize_to_gguf, QuantPlan};
+use gemma::quantize::{fallback, quantize_to_gguf, Mix, QuantPlan};
 use gemma::{DType, Gemma, LogitsMode};
+use gemma_model::weights::Part;
 use std::path::PathBuf;
 
 fn testdata(name: &str) -> PathBuf {
@@ -12,7 +13,26 @@ fn testdata(name: &str) -> PathBuf {
 #[test]
 fn plans_and_fallbacks() {
     let p = QuantPlan::parse("Q4_K_M").unwrap();
-    assert_eq!((p.base, p.more_bits, p.embed), (DType::Q4_K, Some(DType::Q6_K), DType::Q6_K));
+    assert_eq!((p.base, p.mix, p.embed), (DType::Q4_K, Mix::Q6KMore, DType::Q6_K));
+    // llama.cpp's per-tensor rules, on an 18-layer model with 2048-column
+    // ffn_down and 640-column attn_v / attn_output (Gemma 3 270M).
+    let t = |mix: &str, part, layer, cols| QuantPlan::parse(mix).unwrap().type_for(part, layer, 18, cols, 4);
+    assert_eq!(t("q4_k_m", Part::Down, 0, 2048), DType::Q6_K);
+    assert_eq!(t("q4_k_m", Part::Down, 3, 2048), DType::Q4_K);
+    assert_eq!(t("q4_k_m", Part::Down, 4, 2048), DType::Q6_K);
+    assert_eq!(t("q3_k_m", Part::Down, 0, 2048), DType::Q5_K);
+    assert_eq!(t("q3_k_m", Part::Down, 1, 2048), DType::Q4_K);
+    assert_eq!(t("q3_k_m", Part::O, 5, 1024), DType::Q4_K);
+    assert_eq!(t("q3_k_m", Part::V, 1, 640), DType::Q5_1, "Q5_K falls back to Q5_1");
+    assert_eq!(t("q3_k_m", Part::V, 2, 640), DType::Q5_0, "Q4_K falls back to Q5_0");
+    assert_eq!(t("q3_k_m", Part::Gate, 2, 640), DType::Q4_0, "Q3_K falls back to Q4_0");
+    assert_eq!(t("q2_k", Part::V, 7, 1024), DType::Q4_K);
+    assert_eq!(t("q2_k", Part::Down, 7, 2048), DType::Q3_K);
+    assert_eq!(t("q4_k_s", Part::V, 3, 1024), DType::Q5_K);
+    assert_eq!(t("q4_k_s", Part::V, 4, 1024), DType::Q4_K);
+    assert_eq!(t("q4_k_s", Part::Down, 2, 2048), DType::Q4_K);
+    assert_eq!(t("q4_k_s", Part::Down, 1, 2048), DType::Q5_K);
+    assert_eq!(t("q5_k_s", Part::Down, 0, 2048), DType::Q5_K);
     assert_eq!(QuantPlan::parse("q4_0").unwrap().embed, DType::Q6_K);
     assert_eq!(QuantPlan::parse("f16").unwrap().embed, DType::F16);
     assert_eq!(QuantPlan::parse("q8_0").unwrap().base, DType::Q8_0);

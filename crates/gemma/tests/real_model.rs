@@ -232,4 +232,15 @@ fn requantized_real_model_keeps_its_perplexity() {
     eprintln!("perplexity ({} tokens): original {base:.3}, quantize q8_0 {p_file:.3}, --dtype q8_0 {p_mem:.3}", toks.len());
     assert!((p_file / base - 1.0).abs() < 0.02, "{p_file} vs {base}");
     assert!((p_mem - p_file).abs() < 1e-6 * p_file, "same blocks either way");
+    // 4-bit at load time: 640-column matrices (the embedding, attention
+    // output, FFN input) take llama.cpp's Q4_K fallback, Q5_0.
+    let q4 =
+        Gemma::load_with(gemma::hub::default_model_path(), &LoadOptions { dtype: Some(gemma::DType::Q4_K), ..Default::default() }, &mut |_, _| {})
+            .unwrap();
+    assert_eq!(q4.model.weights.embed.dtype(), gemma::DType::Q5_0);
+    assert_eq!(q4.model.weights.layers[0].gate.dtype(), gemma::DType::Q5_0, "gate has 640 columns");
+    assert_eq!(q4.model.weights.layers[0].down.dtype(), gemma::DType::Q4_K, "down has 2048 columns");
+    let p_q4 = gemma::perplexity(&q4.model, &windows, &mut |_, _| {}).unwrap().ppl;
+    eprintln!("perplexity --dtype q4_k: {p_q4:.3}");
+    assert!(p_q4 / base - 1.0 < 0.15, "{p_q4} vs {base}");
 }
