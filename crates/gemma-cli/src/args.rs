@@ -35,6 +35,30 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the model over HTTP: OpenAI and TGI APIs, continuous batching.
     Serve(ServeArgs),
+    /// Zero-shot accuracy on a local task file (multiple choice by log-likelihood, or generation by exact match).
+    Eval(EvalArgs),
+}
+
+/// `gemma eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Task file, one JSON object per line: {"context", "choices", "answer"} or {"prompt", "target", "until"}.
+    #[arg(long)]
+    pub task: PathBuf,
+    /// Score only the first N items.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print one JSON object {"n", "acc", "acc_norm", "exact_match"} on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Sequences scored together.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Also print each item's log-likelihoods or generation (stderr).
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// `gemma serve`.
@@ -60,9 +84,12 @@ pub struct ServeArgs {
     /// Longest prompt + generation, in tokens.
     #[arg(long, default_value_t = 8192)]
     pub max_total_tokens: usize,
-    /// Prompt tokens each prefilling request advances per step.
+    /// Prompt tokens each prefilling request advances per step (1 to 512).
     #[arg(long, default_value_t = 128)]
     pub prefill_chunk: usize,
+    /// Default `max_tokens` of a chat request that names none (shown in /info).
+    #[arg(long, default_value_t = gemma_server::DEFAULT_CHAT_MAX_NEW_TOKENS)]
+    pub max_new_tokens: usize,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "GEMMA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

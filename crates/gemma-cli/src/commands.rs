@@ -1,7 +1,7 @@
 //! The subcommands: argument handling and printing over the `gemma` library.
 
 use crate::args::{
-    BenchArgs, ChatArgs, Command, DetokenizeArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, ServeArgs,
+    BenchArgs, ChatArgs, Command, DetokenizeArgs, EvalArgs, GenerateArgs, InspectArgs, ModelArgs, PerplexityArgs, QuantizeArgs, SamplingArgs, ServeArgs,
     TokenizeArgs,
 };
 use crate::progress;
@@ -23,6 +23,7 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Quantize(a) => quantize(a),
         Command::Bench(a) => bench(a),
         Command::Serve(a) => serve(a),
+        Command::Eval(a) => eval(a),
     }
 }
 
@@ -397,11 +398,11 @@ fn serve(a: ServeArgs) -> Result<()> {
         gemma_engine::EngineConfig {
             max_batch: a.max_concurrent.max(1),
             max_queue: a.max_queue,
-            prefill_chunk: a.prefill_chunk.max(1),
+            prefill_chunk: a.prefill_chunk,
             max_input_tokens: a.max_input_tokens,
             max_total_tokens: a.max_total_tokens,
         },
-    ));
+    )?);
     let vertex_port = std::env::var("AIP_HTTP_PORT").ok().and_then(|p| p.parse::<u16>().ok());
     let host = a.host.clone().unwrap_or_else(|| if vertex_port.is_some() { "0.0.0.0".into() } else { "127.0.0.1".into() });
     let port = vertex_port.unwrap_or(a.port);
@@ -411,6 +412,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         max_body_bytes: a.max_body_bytes,
         predict_route: std::env::var("AIP_PREDICT_ROUTE").ok().filter(|r| r.starts_with('/')),
         health_route: std::env::var("AIP_HEALTH_ROUTE").ok().filter(|r| r.starts_with('/')),
+        max_new_tokens: a.max_new_tokens,
     };
     let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -424,4 +426,64 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("shut down");
         anyhow::Ok(())
     })
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    use gemma_engine::eval::{self, ItemResult};
+    let mut items = eval::read_task(&a.task)?;
+    if let Some(n) = a.limit {
+        items.truncate(n);
+    }
+    let gemma = Arc::new(load(&a.model)?);
+    let ctx = gemma.model.config.max_position_embeddings;
+    let engine = gemma_engine::Engine::start(
+        Arc::clone(&gemma),
+        gemma_engine::EngineConfig {
+            max_batch: a.batch.max(1),
+            // Every request is queued at once (several per multiple-choice item).
+            max_queue: items.iter().map(|(_, i)| if let eval::TaskItem::Choice(c) = i { c.choices.len() } else { 1 }).sum::<usize>() + 1,
+            max_input_tokens: ctx,
+            max_total_tokens: ctx,
+            ..Default::default()
+        },
+    )?;
+    let pb = progress::bar("evaluating");
+    let t0 = Instant::now();
+    let report = eval::evaluate(&engine, &items, &mut |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    let dt = t0.elapsed().as_secs_f64();
+    if a.verbose {
+        for r in &report.items {
+            match r {
+                ItemResult::Choice { line, loglikelihoods, correct, .. } => eprintln!("line {line}: {loglikelihoods:?} {}", if *correct { "right" } else { "wrong" }),
+                ItemResult::Generate { line, text, correct } => eprintln!("line {line}: {text:?} {}", if *correct { "right" } else { "wrong" }),
+            }
+        }
+    }
+    if a.json {
+        let mut o = serde_json::json!({"n": report.n});
+        if let (Some(acc), Some(norm)) = (report.acc, report.acc_norm) {
+            o["acc"] = serde_json::json!(acc);
+            o["acc_norm"] = serde_json::json!(norm);
+        }
+        if let Some(em) = report.exact_match {
+            o["exact_match"] = serde_json::json!(em);
+        }
+        println!("{o}");
+    } else {
+        println!("| metric | value | items |");
+        println!("| --- | ---: | ---: |");
+        if let (Some(acc), Some(norm)) = (report.acc, report.acc_norm) {
+            println!("| acc | {acc:.4} | {} |", report.n_choice);
+            println!("| acc_norm | {norm:.4} | {} |", report.n_choice);
+        }
+        if let Some(em) = report.exact_match {
+            println!("| exact_match | {em:.4} | {} |", report.n_generate);
+        }
+    }
+    eprintln!("evaluated {} items in {dt:.2}s ({:.2} items/s)", report.n, report.n as f64 / dt.max(1e-9));
+    Ok(())
 }

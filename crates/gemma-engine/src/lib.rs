@@ -9,14 +9,12 @@
 //! steps are batch-invariant, so a request's greedy output is the same alone
 //! or among others.
 
-mod logprobs;
+pub mod eval;
 mod scheduler;
 
-pub use gemma_generate::FinishReason;
-pub use logprobs::TokenLogprob;
+pub use gemma_generate::{FinishReason, GenerateRequest as Request, PromptLogprob, TokenLogprob};
 
 use gemma::Gemma;
-use gemma_generate::SamplingParams;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -31,7 +29,7 @@ pub struct EngineConfig {
     /// Requests waiting for a slot before new ones are refused (overloaded).
     pub max_queue: usize,
     /// Prompt tokens a prefilling sequence advances per step, so a long
-    /// prompt never stalls the others for long.
+    /// prompt never stalls the others for long (1 to [`gemma_model::MAX_CHUNK`]).
     pub prefill_chunk: usize,
     /// Longest prompt accepted, in tokens.
     pub max_input_tokens: usize,
@@ -45,43 +43,20 @@ impl Default for EngineConfig {
     }
 }
 
-/// One generation request, in tokens.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// Prompt ids (BOS first).
-    pub prompt: Vec<u32>,
-    /// Sampling (temperature, top-k/p, min-p, repetition penalty, seed).
-    pub params: SamplingParams,
-    /// OpenAI presence penalty over the generated tokens (0 disables).
-    pub presence_penalty: f32,
-    /// OpenAI frequency penalty over the generated tokens (0 disables).
-    pub frequency_penalty: f32,
-    /// Most tokens to generate.
-    pub max_new_tokens: usize,
-    /// Token ids that end generation (not emitted).
-    pub stop_ids: Vec<u32>,
-    /// Strings that end generation (not emitted).
-    pub stop_strings: Vec<String>,
-    /// Report each chosen token's log-probability.
-    pub logprobs: bool,
-    /// Also report this many most likely alternatives per step.
-    pub top_logprobs: usize,
-}
-
-impl Request {
-    /// A greedy request for `prompt` with the model's stop ids.
-    pub fn new(gemma: &Gemma, prompt: Vec<u32>, max_new_tokens: usize) -> Self {
-        Self {
-            prompt,
-            params: SamplingParams::greedy(),
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            max_new_tokens,
-            stop_ids: gemma.stop_ids(),
-            stop_strings: Vec::new(),
-            logprobs: false,
-            top_logprobs: 0,
+impl EngineConfig {
+    /// Refuse shapes the scheduler cannot honor.
+    pub fn validate(&self) -> Result<(), gemma_core::GemmaError> {
+        let max = gemma_model::MAX_CHUNK;
+        if !(1..=max).contains(&self.prefill_chunk) {
+            return Err(gemma_core::GemmaError::invalid(
+                "prefill_chunk",
+                format!("must be between 1 and {max} tokens (one forward step's limit), got {}", self.prefill_chunk),
+            ));
         }
+        if self.max_batch == 0 {
+            return Err(gemma_core::GemmaError::invalid("max_batch", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -120,9 +95,13 @@ pub struct Summary {
     pub tail_text: String,
 }
 
-/// What a requester receives, in order: tokens, then one `Done` (or `Error`).
+/// What a requester receives, in order: the prompt's scores (when asked
+/// for), tokens, then one `Done` (or `Error`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// Scores of the prompt tokens from `prompt_logprobs_from` on, once the
+    /// prefill is done.
+    Prompt(Vec<PromptLogprob>),
     /// A new token.
     Token(TokenEvent),
     /// The request finished.
@@ -203,8 +182,9 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Start the scheduler thread for `gemma`.
-    pub fn start(gemma: Arc<Gemma>, config: EngineConfig) -> Self {
+    /// Start the scheduler thread for `gemma` (the config is validated first).
+    pub fn start(gemma: Arc<Gemma>, config: EngineConfig) -> Result<Self, gemma_core::GemmaError> {
+        config.validate()?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
         let stopping = Arc::new(AtomicBool::new(false));
@@ -216,7 +196,7 @@ impl Engine {
                 .spawn(move || scheduler::run(&gemma, &config, rx, &stats))
                 .expect("spawning the scheduler thread")
         };
-        Self { tx: Some(tx), stats, stopping, next_id: AtomicU64::new(1), config, context, gemma, thread: Some(thread) }
+        Ok(Self { tx: Some(tx), stats, stopping, next_id: AtomicU64::new(1), config, context, gemma, thread: Some(thread) })
     }
 
     /// The model served.
@@ -237,10 +217,8 @@ impl Engine {
     /// Check a request against the limits without submitting it.
     pub fn validate(&self, req: &Request) -> Result<(), SubmitError> {
         let c = &self.config;
+        req.validate(self.gemma.model.config.vocab_size, self.context).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let n = req.prompt.len();
-        if n == 0 {
-            return Err(SubmitError::Invalid("the prompt is empty".into()));
-        }
         if n > c.max_input_tokens {
             return Err(SubmitError::Invalid(format!("the prompt has {n} tokens, more than max_input_tokens = {}", c.max_input_tokens)));
         }
@@ -250,22 +228,6 @@ impl Engine {
                 "prompt ({n} tokens) + max_new_tokens ({}) must be <= {total} (max_total_tokens)",
                 req.max_new_tokens
             )));
-        }
-        if req.max_new_tokens == 0 {
-            return Err(SubmitError::Invalid("max_new_tokens must be at least 1".into()));
-        }
-        let vocab = self.gemma.model.config.vocab_size;
-        if let Some(&bad) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(SubmitError::Invalid(format!("token id {bad} is outside the vocabulary (size {vocab})")));
-        }
-        req.params.validate().map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        for (name, v) in [("presence_penalty", req.presence_penalty), ("frequency_penalty", req.frequency_penalty)] {
-            if !(v.is_finite() && (-2.0..=2.0).contains(&v)) {
-                return Err(SubmitError::Invalid(format!("{name} must be in [-2, 2], got {v}")));
-            }
-        }
-        if req.top_logprobs > 20 {
-            return Err(SubmitError::Invalid(format!("top_logprobs must be <= 20, got {}", req.top_logprobs)));
         }
         Ok(())
     }

@@ -1,11 +1,12 @@
-//! The scheduler loop: admit, batch one step, sample, stream, retire.
+//! The scheduler loop: admit, batch one step, score, sample, stream, retire.
+//! Every per-token decision is the sequence's `SequenceState` (the same one
+//! `Gemma::generate` drives); this file only batches and routes.
 
-use crate::logprobs::logprobs;
 use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent};
 use gemma::Gemma;
-use gemma_generate::{Sampler, StopStrings, TokenStreamDecoder};
+use gemma_generate::{prompt_logprob, PromptLogprob, SequenceState, Step};
 use gemma_model::{BatchItem, BatchWorkspace, KvCache};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,31 +19,31 @@ struct Seq {
     pos: usize,
     /// The token to feed at the next decode step.
     last: [u32; 1],
-    sampler: Sampler,
-    /// Prompt and generated ids (for the repetition penalty).
-    context: Vec<u32>,
-    generated: usize,
-    counts: HashMap<u32, u32>,
-    decoder: TokenStreamDecoder,
-    stops: StopStrings,
+    state: SequenceState,
+    /// Prompt scores gathered during prefill (when asked for).
+    prompt_scores: Vec<PromptLogprob>,
+    /// Whether the `Prompt` event went out.
+    prompt_sent: bool,
     admitted: Instant,
     first_token: Option<Duration>,
     queue_time: Duration,
 }
 
 impl Seq {
-    fn new(gemma: &Gemma, job: Job, sampler: Sampler) -> Self {
+    fn new(gemma: &Gemma, job: Job, state: SequenceState) -> Self {
         let now = Instant::now();
+        let mut prompt_scores = Vec::new();
+        if job.req.prompt_logprobs_from == Some(0) {
+            // Nothing predicts the first token.
+            prompt_scores.push(PromptLogprob { id: job.req.prompt[0], logprob: None, top: Vec::new() });
+        }
         Seq {
             cache: gemma.model.new_cache(),
             pos: 0,
             last: [0],
-            sampler,
-            context: job.req.prompt.clone(),
-            generated: 0,
-            counts: HashMap::new(),
-            decoder: TokenStreamDecoder::new(),
-            stops: StopStrings::new(&job.req.stop_strings),
+            state,
+            prompt_scores,
+            prompt_sent: false,
             admitted: now,
             first_token: None,
             queue_time: now.duration_since(job.queued_at),
@@ -50,22 +51,15 @@ impl Seq {
         }
     }
 
-    fn summary(&mut self, gemma: &Gemma, finish: FinishReason) -> Summary {
-        let mut tail = String::new();
-        if !matches!(finish, FinishReason::StopString(_)) {
-            if let Ok(Some(piece)) = self.decoder.flush(&gemma.tokenizer) {
-                let check = self.stops.push(&piece);
-                tail = check.emit;
-            }
-        }
+    fn summary(&self, finish: FinishReason, tail_text: String) -> Summary {
         Summary {
             finish,
             prompt_tokens: self.job.req.prompt.len(),
-            generated_tokens: self.generated,
+            generated_tokens: self.state.generated().len(),
             queue_time: self.queue_time,
             time_to_first_token: self.first_token.unwrap_or_default(),
             inference_time: self.admitted.elapsed(),
-            tail_text: tail,
+            tail_text,
         }
     }
 }
@@ -76,7 +70,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
     let mut running: Vec<Seq> = Vec::new();
     let mut ws = BatchWorkspace::default();
     let vocab = gemma.model.config.vocab_size;
-    let context_limit = gemma.model.config.max_position_embeddings;
+    let context = gemma.model.config.max_position_embeddings;
     let mut open = true;
     loop {
         // Intake: block only when there is nothing to do.
@@ -107,8 +101,8 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
         while running.len() < config.max_batch {
             let Some(job) = waiting.pop_front() else { break };
             left += 1;
-            match Sampler::new(job.req.params.clone()) {
-                Ok(sampler) => running.push(Seq::new(gemma, job, sampler)),
+            match SequenceState::new(&job.req, vocab, context) {
+                Ok(state) => running.push(Seq::new(gemma, job, state)),
                 // (validated at submit; kept for safety)
                 Err(e) => {
                     let _ = job.tx.send(Event::Error(e.to_string()));
@@ -123,23 +117,39 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
 
         // One step: a prompt chunk for each prefilling sequence, one token for each decoding one.
         let mut samples = Vec::with_capacity(running.len());
+        // Per scored item: (first prompt position of the chunk, the chunk's
+        // tokens and the one after, first scored index, alternatives).
+        let mut score_info: Vec<Option<(usize, Vec<u32>, usize, usize)>> = Vec::with_capacity(running.len());
+        let mut scored: Vec<(usize, PromptLogprob)> = Vec::new();
         let result = {
             let mut items: Vec<BatchItem> = Vec::with_capacity(running.len());
             for s in running.iter_mut() {
                 let Seq { job, cache, pos, last, .. } = s;
                 let prompt = &job.req.prompt;
                 if *pos < prompt.len() {
-                    let end = (*pos + config.prefill_chunk.max(1)).min(prompt.len());
-                    items.push(BatchItem { tokens: &prompt[*pos..end], cache });
+                    let end = (*pos + config.prefill_chunk).min(prompt.len());
+                    let score = job.req.prompt_logprobs_from.map(|from| (*pos, prompt[*pos..(end + 1).min(prompt.len())].to_vec(), from, job.req.top_logprobs));
+                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score: score.is_some() });
+                    score_info.push(score);
                     *pos = end;
                     samples.push(end == prompt.len());
                 } else {
-                    items.push(BatchItem { tokens: &last[..], cache });
+                    items.push(BatchItem { tokens: &last[..], cache, score: false });
+                    score_info.push(None);
                     samples.push(true);
                 }
             }
-            gemma.model.forward_batch(&mut items, &mut ws)
+            gemma.model.forward_batch_scored(&mut items, &mut ws, &mut |item, row, logits| {
+                if let Some((chunk0, toks, from, top)) = &score_info[item] {
+                    if row + 1 < toks.len() && chunk0 + row + 1 >= *from {
+                        scored.push((item, prompt_logprob(logits, toks[row + 1], *top)));
+                    }
+                }
+            })
         };
+        for (item, p) in scored {
+            running[item].prompt_scores.push(p);
+        }
         stats.steps.fetch_add(1, Ordering::SeqCst);
         let logits = match result {
             Ok(l) => l,
@@ -157,49 +167,36 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
             if !samples[i] {
                 continue;
             }
-            let row = &mut logits[i * vocab..(i + 1) * vocab];
-            let req = &s.job.req;
-            let lp = (req.logprobs || req.top_logprobs > 0).then(|| row.to_vec());
-            for (&id, &c) in &s.counts {
-                if let Some(l) = row.get_mut(id as usize) {
-                    *l -= req.presence_penalty + req.frequency_penalty * c as f32;
-                }
+            if s.job.req.prompt_logprobs_from.is_some() && !s.prompt_sent {
+                s.prompt_sent = true;
+                let _ = s.job.tx.send(Event::Prompt(std::mem::take(&mut s.prompt_scores)));
             }
-            let id = s.sampler.sample(row, &s.context);
+            if s.state.finish().is_some() {
+                // Scoring only (max_new_tokens = 0).
+                let summary = s.summary(FinishReason::Length, String::new());
+                let _ = s.job.tx.send(Event::Done(summary));
+                done[i] = true;
+                continue;
+            }
+            let row = &mut logits[i * vocab..(i + 1) * vocab];
+            let step: Step = match s.state.step(row, &gemma.tokenizer) {
+                Ok(step) => step,
+                Err(e) => {
+                    let _ = s.job.tx.send(Event::Error(format!("generation failed: {e}")));
+                    done[i] = true;
+                    continue;
+                }
+            };
             if s.first_token.is_none() {
                 s.first_token = Some(s.admitted.elapsed());
             }
-            let finish = if req.stop_ids.contains(&id) {
-                Some(FinishReason::StopToken(id))
-            } else {
-                s.generated += 1;
-                s.context.push(id);
-                *s.counts.entry(id).or_insert(0) += 1;
-                s.last = [id];
-                let piece = s.decoder.push(&gemma.tokenizer, id).ok().flatten().unwrap_or_default();
-                let check = s.stops.push(&piece);
-                let (logprob, top) = match &lp {
-                    Some(raw) => {
-                        let (l, t) = logprobs(raw, id, req.top_logprobs);
-                        (Some(l), t)
-                    }
-                    None => (None, Vec::new()),
-                };
-                let ev = TokenEvent { id, text: check.emit, special: gemma.tokenizer.is_control(id), logprob, top };
+            if step.emitted {
+                s.last = [step.id];
+                let ev = TokenEvent { id: step.id, text: step.text, special: gemma.tokenizer.is_control(step.id), logprob: step.logprob, top: step.top };
                 let _ = s.job.tx.send(Event::Token(ev));
-                if let Some(stop) = check.stopped {
-                    Some(FinishReason::StopString(stop))
-                } else if s.generated >= req.max_new_tokens {
-                    Some(FinishReason::Length)
-                } else if s.cache.len() + 1 > context_limit {
-                    Some(FinishReason::ContextFull)
-                } else {
-                    None
-                }
-            };
-            if let Some(f) = finish {
-                let summary = s.summary(gemma, f);
-                let _ = s.job.tx.send(Event::Done(summary));
+            }
+            if let Some(f) = step.finish {
+                let _ = s.job.tx.send(Event::Done(s.summary(f, step.tail)));
                 done[i] = true;
             }
         }

@@ -1,16 +1,24 @@
-//! Text generation: seeded samplers, stop rules, incremental UTF-8
-//! detokenizing, and the prefill/decode loop over a [`Session`].
+//! Text generation: one [`SequenceState`] per sequence (logits processors,
+//! seeded sampler, stop rules, incremental UTF-8 detokenizing, logprobs,
+//! limits), driven by the library's prefill/decode loop over a [`Session`]
+//! and by the serving engine alike.
 
 pub mod detokenize;
 pub mod generate;
 pub mod generation_config;
+pub mod logprobs;
 pub mod perplexity;
+pub mod processors;
 pub mod rng;
 pub mod sampling;
+pub mod sequence;
 pub mod stop;
 
 pub use detokenize::TokenStreamDecoder;
-pub use generate::{generate, FinishReason, GenerateRequest, Generation, Session};
+pub use generate::{generate, Generation, Session};
+pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, PromptLogprob, TokenLogprob};
+pub use processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
+pub use sequence::{FinishReason, GenerateRequest, SequenceState, Step, MAX_TOP_LOGPROBS};
 pub use generation_config::GenerationConfig;
 pub use perplexity::{perplexity, windows_exact, windows_with_bos, Perplexity};
 pub use rng::Rng;

@@ -1,5 +1,6 @@
-//! Logits processing and sampling, in the order transformers applies them:
-//! repetition penalty, temperature, top-k, top-p, min-p, then a seeded draw.
+//! Sampling, in the order transformers applies it: temperature, top-k,
+//! top-p, min-p, then a seeded draw. Penalties are logits processors
+//! (`processors.rs`) that run before it.
 
 use crate::rng::Rng;
 use gemma_core::{GemmaError, Result};
@@ -56,11 +57,14 @@ impl SamplingParams {
     }
 }
 
-/// Chooses tokens from logits; owns the seeded random stream.
+/// Chooses tokens from logits; owns the seeded random stream and the
+/// candidate buffers (reused, so a draw allocates nothing once warm).
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
+    idx: Vec<u32>,
+    probs: Vec<f64>,
 }
 
 /// Index of the largest value (first one on ties).
@@ -79,7 +83,7 @@ impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
         let rng = Rng::new(params.seed);
-        Ok(Self { params, rng })
+        Ok(Self { params, rng, idx: Vec::new(), probs: Vec::new() })
     }
 
     /// The parameters in use.
@@ -87,27 +91,16 @@ impl Sampler {
         &self.params
     }
 
-    /// Pick the next token. `logits` (`[vocab]`) is modified in place;
-    /// `context` holds the ids seen so far (for the repetition penalty).
-    pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
+    /// Pick the next token from `logits` (`[vocab]`, penalties already applied).
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
-        if p.repetition_penalty != 1.0 {
-            let mut seen = vec![false; logits.len()];
-            for &id in context {
-                if let Some(s) = seen.get_mut(id as usize) {
-                    if !*s {
-                        *s = true;
-                        let l = &mut logits[id as usize];
-                        *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
-                    }
-                }
-            }
-        }
         if p.is_greedy() {
             return argmax(logits);
         }
         // Candidates sorted by logit, best first; top-k cut before sorting.
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let idx = &mut self.idx;
+        idx.clear();
+        idx.extend(0..logits.len() as u32);
         let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
         if p.top_k > 0 && p.top_k < idx.len() {
             idx.select_nth_unstable_by(p.top_k - 1, by_logit);
@@ -116,7 +109,9 @@ impl Sampler {
         idx.sort_unstable_by(by_logit);
         let inv_t = 1.0 / p.temperature as f64;
         let max = logits[idx[0] as usize] as f64 * inv_t;
-        let mut probs: Vec<f64> = idx.iter().map(|&i| (logits[i as usize] as f64 * inv_t - max).exp()).collect();
+        let probs = &mut self.probs;
+        probs.clear();
+        probs.extend(idx.iter().map(|&i| (logits[i as usize] as f64 * inv_t - max).exp()));
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= total);
         let mut keep = probs.len();
@@ -157,7 +152,7 @@ mod tests {
     #[test]
     fn greedy_takes_argmax() {
         let mut s = Sampler::new(params(0.0)).unwrap();
-        assert_eq!(s.sample(&mut [0.1, 3.0, 2.0], &[]), 1);
+        assert_eq!(s.sample(&[0.1, 3.0, 2.0]), 1);
     }
 
     #[test]
@@ -165,13 +160,13 @@ mod tests {
         let logits = [1.0, 1.1, 0.9, 1.05];
         let draw = |seed| {
             let mut s = Sampler::new(SamplingParams { temperature: 1.0, seed, ..Default::default() }).unwrap();
-            (0..50).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
         let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() }).unwrap();
         for _ in 0..20 {
-            assert_eq!(s.sample(&mut logits.clone(), &[]), 1);
+            assert_eq!(s.sample(&logits), 1);
         }
     }
 
@@ -181,11 +176,11 @@ mod tests {
         let logits = [2.0, 1.0, 0.0];
         let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.6, ..Default::default() }).unwrap();
         for _ in 0..50 {
-            assert_eq!(s.sample(&mut logits.clone(), &[]), 0);
+            assert_eq!(s.sample(&logits), 0);
         }
         let mut s = Sampler::new(SamplingParams { temperature: 1.0, min_p: 0.2, ..Default::default() }).unwrap();
         for _ in 0..200 {
-            assert_ne!(s.sample(&mut logits.clone(), &[]), 2);
+            assert_ne!(s.sample(&logits), 2);
         }
     }
 
@@ -193,14 +188,8 @@ mod tests {
     fn sampling_frequencies_follow_softmax() {
         let logits = [0.0f32, (2.0f32).ln()];
         let mut s = Sampler::new(params(1.0)).unwrap();
-        let ones = (0..6000).filter(|_| s.sample(&mut logits.clone(), &[]) == 1).count();
+        let ones = (0..6000).filter(|_| s.sample(&logits) == 1).count();
         assert!((3800..4200).contains(&ones), "{ones}");
-    }
-
-    #[test]
-    fn repetition_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..Default::default() }).unwrap();
-        assert_eq!(s.sample(&mut [1.0, 1.5, -1.0], &[1, 1]), 0);
     }
 
     #[test]

@@ -4,12 +4,17 @@
 //! batch-invariant kernels (`matmul_decode`), and attention is per sequence:
 //! a sequence's logits are bit-identical whatever else is in the batch.
 //! Multi-token items (prefill chunks) are computed as `forward` computes a
-//! chunk alone.
+//! chunk alone. An item may ask for the logits of every row (prompt
+//! scoring); those are computed a few rows at a time and handed to a
+//! callback, never held for a whole chunk (`rows × vocab` floats).
 
 use crate::cache::{buf, KvCache, Scratch};
-use crate::forward::{Model, Seg};
-use gemma_core::Result;
-use gemma_kernels::{matmul_decode, ops::rms_norm, softcap};
+use crate::forward::{Model, Seg, MAX_CHUNK};
+use gemma_core::{GemmaError, Result};
+use gemma_kernels::{matmul, matmul_decode, ops::rms_norm, softcap};
+
+/// Rows of scored logits computed at once (`SCORE_ROWS × vocab` floats).
+const SCORE_ROWS: usize = 16;
 
 /// One sequence's step in a batch.
 #[derive(Debug)]
@@ -18,6 +23,8 @@ pub struct BatchItem<'a> {
     pub tokens: &'a [u32],
     /// The sequence's cache, appended to.
     pub cache: &'a mut KvCache,
+    /// Hand the logits of every row to the scoring callback.
+    pub score: bool,
 }
 
 /// Reusable buffers of batched forwards (one per engine).
@@ -29,9 +36,27 @@ pub struct BatchWorkspace {
 impl Model {
     /// Advance every item by its tokens; returns the logits of each item's
     /// last token, `[items, vocab]`, in item order. Nothing is changed when
-    /// an item is invalid (empty, unknown ids, context overflow).
+    /// an item is invalid (empty, unknown ids, longer than [`MAX_CHUNK`],
+    /// context overflow).
     pub fn forward_batch<'w>(&self, items: &mut [BatchItem], ws: &'w mut BatchWorkspace) -> Result<&'w mut [f32]> {
+        self.forward_batch_scored(items, ws, &mut |_, _, _| {})
+    }
+
+    /// As [`Model::forward_batch`], and for each item with `score` set,
+    /// `on_row(item, row, logits)` receives the logits (`[vocab]`) of each
+    /// of its rows in order (row `r` predicts the token after `tokens[r]`).
+    pub fn forward_batch_scored<'w>(
+        &self,
+        items: &mut [BatchItem],
+        ws: &'w mut BatchWorkspace,
+        on_row: &mut dyn FnMut(usize, usize, &[f32]),
+    ) -> Result<&'w mut [f32]> {
         for it in items.iter() {
+            if it.tokens.len() > MAX_CHUNK {
+                // Sliding-window rings hold window + MAX_CHUNK positions: a longer
+                // step would overwrite keys its own first queries still need.
+                return Err(GemmaError::invalid("tokens", format!("a batch item of {} tokens is longer than the {MAX_CHUNK} one step takes", it.tokens.len())));
+            }
             self.check_tokens(it.tokens, it.cache.len())?;
         }
         let cfg = &self.config;
@@ -46,9 +71,27 @@ impl Model {
             segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1 });
             row0 += n;
         }
+        let scored: Vec<bool> = items.iter().map(|it| it.score).collect();
         let mut pairs: Vec<(&[u32], &mut KvCache)> = items.iter_mut().map(|it| (it.tokens, &mut *it.cache)).collect();
         let sc = &mut ws.sc;
         self.run_segments(&segs, &mut pairs, sc);
+        // Scored rows, a few at a time.
+        for s in segs.iter().filter(|s| scored[s.item]) {
+            for r0 in (0..s.n).step_by(SCORE_ROWS) {
+                let rows = SCORE_ROWS.min(s.n - r0);
+                let x = &sc.x[(s.row0 + r0) * hidden..(s.row0 + r0 + rows) * hidden];
+                let h = buf(&mut sc.h, rows * hidden);
+                rms_norm(x, &self.weights.final_norm, cfg.rms_norm_eps, h);
+                let logits = buf(&mut sc.logits, rows * vocab);
+                matmul(h, rows, self.weights.head(), logits);
+                if let Some(cap) = cfg.final_softcap {
+                    softcap(logits, cap);
+                }
+                for (i, row) in logits.chunks_exact(vocab).enumerate() {
+                    on_row(s.item, r0 + i, row);
+                }
+            }
+        }
         // Each item's last row, in item order.
         let last = buf(&mut sc.att, items.len() * hidden);
         for s in &segs {
@@ -84,10 +127,10 @@ mod tests {
         let mut alone = Vec::new();
         for p in prompts {
             let mut c = model.new_cache();
-            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c }], &mut ws).unwrap());
+            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score: false }], &mut ws).unwrap());
             let mut steps = Vec::new();
             for _ in 0..5 {
-                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c }], &mut ws).unwrap().to_vec();
+                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score: false }], &mut ws).unwrap().to_vec();
                 tok = argmax(&l);
                 steps.push(l);
             }
@@ -97,7 +140,7 @@ mod tests {
         let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
         let mut toks = Vec::new();
         for (p, c) in prompts.iter().zip(caches.iter_mut()).take(2) {
-            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c }], &mut ws).unwrap()));
+            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score: false }], &mut ws).unwrap()));
         }
         let (a, rest) = caches.split_at_mut(1);
         let (b, c) = rest.split_at_mut(1);
@@ -105,9 +148,9 @@ mod tests {
         let l = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[t[0]], cache: &mut a[0] },
-                    BatchItem { tokens: prompts[2], cache: &mut c[0] },
-                    BatchItem { tokens: &[t[1]], cache: &mut b[0] },
+                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score: false },
+                    BatchItem { tokens: prompts[2], cache: &mut c[0], score: false },
+                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score: false },
                 ],
                 &mut ws,
             )
@@ -119,6 +162,40 @@ mod tests {
         let full = model.forward(prompts[2], &mut model.new_cache(), LogitsMode::Last).unwrap();
         let d: f32 = l[vocab..2 * vocab].iter().zip(&full).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
         assert!(d < 1e-5, "prefill chunk in a batch vs forward: {d}");
+    }
+
+    /// Scored rows equal `forward`'s logits of every position; an item
+    /// longer than one step takes is refused before anything changes.
+    #[test]
+    fn scored_rows_equal_forward_all_and_long_items_are_refused() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3");
+        let model = hf::load_model(&dir, None, &mut |_, _| {}).unwrap();
+        let vocab = model.config.vocab_size;
+        let prompt: Vec<u32> = (0..40).map(|i| 2 + (i * 7) % 50).collect();
+        let want = model.forward(&prompt, &mut model.new_cache(), LogitsMode::All).unwrap();
+        let mut ws = BatchWorkspace::default();
+        let (mut c, mut other) = (model.new_cache(), model.new_cache());
+        let mut got = vec![f32::NAN; prompt.len() * vocab];
+        let mut seen = 0;
+        model
+            .forward_batch_scored(
+                &mut [BatchItem { tokens: &[2], cache: &mut other, score: false }, BatchItem { tokens: &prompt, cache: &mut c, score: true }],
+                &mut ws,
+                &mut |item, row, l| {
+                    assert_eq!(item, 1);
+                    got[row * vocab..(row + 1) * vocab].copy_from_slice(l);
+                    seen += 1;
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, prompt.len());
+        let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(d < 1e-5, "scored rows vs forward(All): {d}");
+        let long = vec![2u32; crate::forward::MAX_CHUNK + 1];
+        let mut fresh = model.new_cache();
+        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score: false }], &mut ws).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        assert_eq!(fresh.len(), 0);
     }
 
     fn argmax(l: &[f32]) -> u32 {

@@ -15,6 +15,6 @@ pub mod weights;
 pub use batch::{BatchItem, BatchWorkspace};
 pub use cache::KvCache;
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
-pub use forward::{LogitsMode, Model, Numerics};
+pub use forward::{LogitsMode, Model, Numerics, MAX_CHUNK};
 pub use lora::LoraAdapter;
 pub use weights::{LayerWeights, Weights};

@@ -2,15 +2,19 @@
 //! continuous-batching engine, with SSE streaming, Prometheus metrics,
 //! optional bearer-key auth, body limits and graceful shutdown.
 //!
-//! Routes: `POST /v1/chat/completions`, `POST /v1/completions`,
-//! `GET /v1/models` (OpenAI); `POST /generate`, `POST /generate_stream`,
-//! `POST /` (by `stream`), `GET /info`, `GET /health`, `POST /tokenize`
-//! (TGI); `GET /metrics`; Vertex AI's `AIP_PREDICT_ROUTE` /
+//! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (with
+//! prompt scoring: `echo` + `logprobs`), `GET /v1/models` (OpenAI);
+//! `POST /generate`, `POST /generate_stream`, `POST /` (by `stream`),
+//! `GET /info`, `GET /health` (TGI); `POST /tokenize` (vLLM's shape, or
+//! TGI's for a body with `inputs`), `POST /detokenize`, `GET /tokenizer_info`
+//! (vLLM: what lm-eval's remote tokenizer reads); `GET /metrics`; Vertex AI's `AIP_PREDICT_ROUTE` /
 //! `AIP_HEALTH_ROUTE` when set.
 
+mod completions;
 pub mod metrics;
 mod openai;
 mod tgi;
+mod tokenizer_routes;
 
 use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -35,11 +39,23 @@ pub struct ServerConfig {
     pub predict_route: Option<String>,
     /// Vertex AI health route (`AIP_HEALTH_ROUTE`).
     pub health_route: Option<String>,
+    /// Default `max_tokens` of a chat request that names none.
+    pub max_new_tokens: usize,
 }
+
+/// Default of [`ServerConfig::max_new_tokens`].
+pub const DEFAULT_CHAT_MAX_NEW_TOKENS: usize = 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { model_id: "gemma".into(), api_key: None, max_body_bytes: 2 << 20, predict_route: None, health_route: None }
+        Self {
+            model_id: "gemma".into(),
+            api_key: None,
+            max_body_bytes: 2 << 20,
+            predict_route: None,
+            health_route: None,
+            max_new_tokens: DEFAULT_CHAT_MAX_NEW_TOKENS,
+        }
     }
 }
 
@@ -61,13 +77,15 @@ pub type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     let mut r = Router::new()
         .route("/v1/chat/completions", post(openai::chat))
-        .route("/v1/completions", post(openai::completions))
+        .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(openai::models))
         .route("/generate", post(tgi::generate))
         .route("/generate_stream", post(tgi::generate_stream))
         .route("/", post(tgi::compat))
         .route("/info", get(tgi::info))
-        .route("/tokenize", post(tgi::tokenize))
+        .route("/tokenize", post(tokenizer_routes::tokenize))
+        .route("/detokenize", post(tokenizer_routes::detokenize))
+        .route("/tokenizer_info", get(tokenizer_routes::tokenizer_info))
         .route("/health", get(health))
         .route("/metrics", get(metrics_route));
     if let Some(p) = &state.config.predict_route {
@@ -177,20 +195,23 @@ pub(crate) struct Completed {
     pub text: String,
     pub tokens: Vec<TokenEvent>,
     pub summary: Summary,
+    /// Prompt scores (when the request asked for them).
+    pub prompt: Vec<gemma_engine::PromptLogprob>,
 }
 
 /// Wait for a request's events to end.
 pub(crate) async fn collect(mut h: Handle) -> Result<Completed, String> {
-    let (mut text, mut tokens) = (String::new(), Vec::new());
+    let (mut text, mut tokens, mut prompt) = (String::new(), Vec::new(), Vec::new());
     while let Some(ev) = h.events.recv().await {
         match ev {
+            Event::Prompt(p) => prompt = p,
             Event::Token(t) => {
                 text.push_str(&t.text);
                 tokens.push(t);
             }
             Event::Done(s) => {
                 text.push_str(&s.tail_text);
-                return Ok(Completed { text, tokens, summary: s });
+                return Ok(Completed { text, tokens, summary: s, prompt });
             }
             Event::Error(e) => return Err(e),
         }

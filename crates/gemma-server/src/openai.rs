@@ -1,10 +1,13 @@
 //! OpenAI API: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
 //!
-//! Parameters left out take the model's `generation_config.json` defaults
-//! (greedy when it has none), as vLLM does; `max_tokens` defaults to the
-//! remaining `max_total_tokens` budget. Presence and frequency penalties
-//! count the generated tokens only. `n` (≤ 8) choices run as separate
-//! sequences with seeds `seed, seed+1, …`.
+//! Parameters left out take the model's defaults (`Gemma::request`: its
+//! `generation_config.json`, greedy when it has none), as vLLM does.
+//! `max_tokens` defaults to 16 on `/v1/completions` (OpenAI's and vLLM's
+//! documented default) and to the server's `--max-new-tokens` on chat, both
+//! within the remaining `max_total_tokens` budget. Presence and frequency
+//! penalties count the generated tokens only. `n` (≤ 8) choices run as
+//! separate sequences with seeds `seed, seed+1, …`. Prompt scoring (`echo`)
+//! is in `completions.rs`.
 
 use crate::{collect, failed, finished, ApiError, Flavor, Shared};
 use axum::body::Bytes;
@@ -26,13 +29,17 @@ pub async fn models(State(s): State<Shared>) -> Json<Value> {
 }
 
 /// Most choices per request (`n`); they run as separate sequences in the batch.
-const MAX_N: usize = 8;
+pub(crate) const MAX_N: usize = 8;
+/// OpenAI's default `max_tokens` on `/v1/completions`.
+const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
+/// Most stop strings (OpenAI allows 4; lm-eval adds EOS to a task's own).
+const MAX_STOP: usize = 16;
 
-fn invalid(m: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::invalid(Flavor::OpenAi, m)
 }
 
-fn parse(body: &Bytes) -> Result<Value, ApiError> {
+pub(crate) fn parse(body: &Bytes) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
     if !v.is_object() {
         return Err(invalid("the body must be a JSON object"));
@@ -44,7 +51,6 @@ fn parse(body: &Bytes) -> Result<Value, ApiError> {
 fn content_text(v: &Value) -> Result<String, ApiError> {
     match v {
         Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
         Value::Array(parts) => parts
             .iter()
             .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
@@ -63,7 +69,7 @@ fn num(v: &Value, key: &str) -> Result<Option<f64>, ApiError> {
     }
 }
 
-fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
+pub(crate) fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| invalid(format!("'{key}' must be a non-negative integer"))),
@@ -71,7 +77,7 @@ fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
 }
 
 /// Sampling, limits and stops common to both endpoints.
-fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>) -> Result<Request, ApiError> {
+pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind) -> Result<Request, ApiError> {
     let g: &Gemma = s.engine.gemma();
     // Features a client relies on are refused rather than silently ignored.
     for key in ["tools", "functions", "logit_bias", "best_of"] {
@@ -97,16 +103,15 @@ fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>) -> Result<Request, Api
         }
     }
     let budget = s.engine.config().max_total_tokens.min(g.model.config.max_position_embeddings).saturating_sub(prompt.len());
-    let max = uint(v, "max_completion_tokens")?.or(uint(v, "max_tokens")?).unwrap_or(budget.max(1));
-    let mut req = Request::new(g, prompt, max);
-    let gc = &g.generation_config;
-    let mut p = gemma::SamplingParams::greedy();
-    if gc.do_sample {
-        p.temperature = gc.temperature.unwrap_or(1.0);
-        p.top_k = gc.top_k.unwrap_or(0);
-        p.top_p = gc.top_p.unwrap_or(1.0);
-        p.min_p = gc.min_p.unwrap_or(0.0);
-    }
+    let default_max = match kind {
+        Kind::Completion => COMPLETIONS_DEFAULT_MAX_TOKENS,
+        Kind::Chat => s.config.max_new_tokens,
+    };
+    let max = uint(v, "max_completion_tokens")?.or(uint(v, "max_tokens")?).unwrap_or(default_max.min(budget).max(1));
+    // The one set of defaults (generation_config.json), then the request's values.
+    let mut req = g.request(&prompt);
+    req.max_new_tokens = max;
+    let mut p = req.params.clone();
     if let Some(t) = num(v, "temperature")? {
         if !(0.0..=2.0).contains(&t) {
             return Err(invalid(format!("temperature must be in [0, 2], got {t}")));
@@ -135,25 +140,25 @@ fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>) -> Result<Request, Api
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("'stop' must be a string or a list of strings")),
     };
-    if req.stop_strings.len() > 4 || req.stop_strings.iter().any(String::is_empty) {
-        return Err(invalid("'stop' takes at most 4 non-empty strings"));
+    if req.stop_strings.len() > MAX_STOP || req.stop_strings.iter().any(String::is_empty) {
+        return Err(invalid(format!("'stop' takes at most {MAX_STOP} non-empty strings")));
     }
     Ok(req)
 }
 
-fn finish_reason(f: &FinishReason) -> &'static str {
+pub(crate) fn finish_reason(f: &FinishReason) -> &'static str {
     match f {
         FinishReason::StopToken(_) | FinishReason::StopString(_) | FinishReason::Cancelled => "stop",
         FinishReason::Length | FinishReason::ContextFull => "length",
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
+pub(crate) fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 /// A token's text for logprobs (control tokens included).
-fn piece(g: &Gemma, id: u32) -> String {
+pub(crate) fn piece(g: &Gemma, id: u32) -> String {
     g.tokenizer.decode(&[id], false).unwrap_or_default()
 }
 
@@ -169,7 +174,7 @@ fn chat_logprob(g: &Gemma, t: &TokenEvent) -> Value {
 }
 
 /// Legacy completions-format logprobs of a run of tokens.
-fn completion_logprobs(g: &Gemma, tokens: &[TokenEvent], offset0: usize) -> Value {
+pub(crate) fn completion_logprobs(g: &Gemma, tokens: &[TokenEvent], offset0: usize) -> Value {
     let mut offset = offset0;
     let (mut toks, mut lps, mut tops, mut offs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in tokens {
@@ -247,56 +252,34 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
                 return Err(invalid(format!("unsupported message role '{role}'")));
             }
             let role = if role == "developer" { "system" } else { role };
-            Ok(ChatMessage { role: role.to_string(), content: content_text(m.get("content").unwrap_or(&Value::Null))? })
+            let content = match m.get("content") {
+                None | Some(Value::Null) => return Err(invalid(format!("a '{role}' message needs 'content' (a string or text parts)"))),
+                Some(c) => content_text(c)?,
+            };
+            Ok(ChatMessage { role: role.to_string(), content })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let prompt = g.encode_chat(&messages).map_err(|e| invalid(e.to_string()))?;
-    let mut req = build_request(s, &v, prompt)?;
+    let mut req = build_request(s, &v, prompt, Kind::Chat)?;
     req.logprobs = v.get("logprobs").and_then(Value::as_bool).unwrap_or(false);
     req.top_logprobs = uint(&v, "top_logprobs")?.unwrap_or(0);
     if req.top_logprobs > 0 && !req.logprobs {
         return Err(invalid("'top_logprobs' needs 'logprobs': true"));
     }
-    run_choices(s, &v, req, Kind::Chat, started).await
+    let n = uint(&v, "n")?.unwrap_or(1);
+    let choices = (0..n)
+        .map(|i| {
+            let mut r = req.clone();
+            r.params.seed = r.params.seed.wrapping_add(i as u64);
+            Choice { req: r, echo: None, counts_prompt: i == 0 }
+        })
+        .collect();
+    run_choices(s, &v, choices, Kind::Chat, started).await
 }
 
-/// `POST /v1/completions`.
-pub async fn completions(State(s): State<Shared>, body: Bytes) -> Response {
-    s.metrics.request();
-    let started = Instant::now();
-    match completions_inner(&s, &body, started).await {
-        Ok(r) => r,
-        Err(e) => {
-            failed(&s, "/v1/completions", e.status, &e.message);
-            e.into_response()
-        }
-    }
-}
-
-async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Response, ApiError> {
-    let v = parse(body)?;
-    let g = s.engine.gemma();
-    let prompt = match v.get("prompt") {
-        Some(Value::String(p)) => g.encode_prompt(p).map_err(|e| invalid(e.to_string()))?,
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-            g.encode_prompt(a[0].as_str().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?
-        }
-        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
-        Some(Value::Array(_)) => return Err(invalid("'prompt' must be one string or one list of token ids (batches of prompts are not supported)")),
-        _ => return Err(invalid("'prompt' (a string) is required")),
-    };
-    if v.get("echo").and_then(Value::as_bool) == Some(true) || v.get("suffix").is_some_and(|x| !x.is_null()) {
-        return Err(invalid("'echo' and 'suffix' are not supported"));
-    }
-    let mut req = build_request(s, &v, prompt)?;
-    let top = uint(&v, "logprobs")?;
-    req.logprobs = top.is_some();
-    req.top_logprobs = top.unwrap_or(0);
-    run_choices(s, &v, req, Kind::Completion, started).await
-}
-
+/// Which endpoint a request came through.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Chat,
     Completion,
 }
@@ -310,20 +293,32 @@ impl Kind {
     }
 }
 
-/// Submit `n` copies of `req` (seeds `seed, seed+1, …`) and answer with
-/// their choices, collected or streamed.
-async fn run_choices(s: &Shared, v: &Value, req: Request, kind: Kind, started: Instant) -> Result<Response, ApiError> {
+/// One choice of a response: its request and, for `echo`, the prompt text
+/// shown before the completion (with its scores).
+#[derive(Debug, Clone)]
+pub(crate) struct Choice {
+    pub req: Request,
+    pub echo: Option<String>,
+    /// Whether its prompt counts in `usage` (the first choice of each prompt).
+    pub counts_prompt: bool,
+}
+
+/// Submit every choice and answer with them in order, collected or streamed.
+pub(crate) async fn run_choices(s: &Shared, v: &Value, choices: Vec<Choice>, kind: Kind, started: Instant) -> Result<Response, ApiError> {
     let g = std::sync::Arc::clone(s.engine.gemma());
-    let n = uint(v, "n")?.unwrap_or(1);
-    let want_lp = req.logprobs;
+    let n = choices.len();
+    let want_lp = choices.first().is_some_and(|c| c.req.logprobs);
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = v.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut r = req.clone();
-        r.params.seed = r.params.seed.wrapping_add(i as u64);
+    let echoes: Vec<Option<String>> = choices.iter().map(|c| c.echo.clone()).collect();
+    let counts_prompt: Vec<bool> = choices.iter().map(|c| c.counts_prompt).collect();
+    if stream && echoes.iter().any(Option::is_some) {
+        return Err(invalid("'echo' is not supported with 'stream'"));
+    }
+    for c in choices {
         // On a refusal the handles already taken are dropped, which cancels them.
-        handles.push(s.engine.submit(r).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?);
+        handles.push(s.engine.submit(c.req).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?);
     }
     let id = format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, handles[0].id);
     let created = crate::unix_seconds();
@@ -337,7 +332,9 @@ async fn run_choices(s: &Shared, v: &Value, req: Request, kind: Kind, started: I
         for (i, c) in all.into_iter().enumerate() {
             let c = c.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
             finished(s, kind.route(), &c.summary, started);
-            prompt_tokens = c.summary.prompt_tokens;
+            if counts_prompt[i] {
+                prompt_tokens += c.summary.prompt_tokens;
+            }
             completion_tokens += c.summary.generated_tokens;
             chars += c.text.len();
             let fr = finish_reason(&c.summary.finish);
@@ -346,10 +343,13 @@ async fn run_choices(s: &Shared, v: &Value, req: Request, kind: Kind, started: I
                     let lp = if want_lp { json!({"content": c.tokens.iter().map(|t| chat_logprob(&g, t)).collect::<Vec<_>>()}) } else { Value::Null };
                     json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": fr})
                 }
-                Kind::Completion => {
-                    let lp = if want_lp { completion_logprobs(&g, &c.tokens, 0) } else { Value::Null };
-                    json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": fr})
-                }
+                Kind::Completion => match &echoes[i] {
+                    Some(prompt) => crate::completions::echo_choice(&g, i, prompt, &c, want_lp, fr),
+                    None => {
+                        let lp = if want_lp { completion_logprobs(&g, &c.tokens, 0) } else { Value::Null };
+                        json!({"index": i, "text": c.text, "logprobs": lp, "finish_reason": fr})
+                    }
+                },
             });
             last = Some(c.summary);
         }
@@ -385,6 +385,7 @@ async fn run_choices(s: &Shared, v: &Value, req: Request, kind: Kind, started: I
             out.push(data(chunk(i, json!({"delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}))));
         }
         match ev {
+            Event::Prompt(_) => {}
             Event::Token(t) => {
                 if !t.text.is_empty() || want_lp {
                     out.push(data(chunk(
@@ -414,7 +415,9 @@ async fn run_choices(s: &Shared, v: &Value, req: Request, kind: Kind, started: I
                     }
                     Kind::Completion => out.push(data(chunk(i, json!({"text": sum.tail_text, "logprobs": null, "finish_reason": fr})))),
                 }
-                prompt_tokens = sum.prompt_tokens;
+                if counts_prompt[i] {
+                    prompt_tokens += sum.prompt_tokens;
+                }
                 completion_tokens += sum.generated_tokens;
                 finished(&st, kind.route(), &sum, started);
                 done += 1;

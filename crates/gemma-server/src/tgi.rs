@@ -1,11 +1,14 @@
 //! Text Generation Inference API: `/generate`, `/generate_stream`, `/`,
-//! `/info`, `/tokenize`, and Vertex AI's prediction route.
+//! `/info`, and Vertex AI's prediction route (`/tokenize` is in
+//! `tokenizer_routes.rs`).
 //!
 //! As TGI: sampling happens when `do_sample` is true or any of
 //! `temperature`/`top_k`/`top_p` is given, else greedy; an end-of-turn token
 //! that stops generation is reported as the last token (`eos_token`).
 //! Not supported (422): `best_of > 1`, `grammar`, `watermark`,
-//! `typical_p`, `adapter_id`. `prefill` tokens carry no logprobs.
+//! `typical_p`, `adapter_id`. With `decoder_input_details`, `prefill`
+//! lists the prompt's tokens with their log-probabilities (the first `null`);
+//! as TGI, that is refused when streaming.
 
 use crate::openai::sse_stream;
 use crate::{collect, failed, finished, ApiError, Completed, Flavor, Shared};
@@ -93,7 +96,7 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     if max_new == 0 {
         return Err(invalid("'max_new_tokens' must be at least 1"));
     }
-    let mut req = Request::new(g, prompt, max_new);
+    let mut req = Request::new(prompt, max_new, g.stop_ids());
     let (temperature, top_k, top_p) = (f("temperature")?, u("top_k")?, f("top_p")?);
     let sampling = b("do_sample") || temperature.is_some() || top_k.is_some() || top_p.is_some();
     let mut seed = None;
@@ -145,6 +148,9 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     let details = b("details");
     req.logprobs = details || top_n > 0;
     req.top_logprobs = top_n;
+    if details && b("decoder_input_details") {
+        req.prompt_logprobs_from = Some(0);
+    }
     Ok(Parsed { req, inputs, details, prefill_details: b("decoder_input_details"), full_text: b("return_full_text"), seed, top_n })
 }
 
@@ -187,11 +193,7 @@ fn details(g: &Gemma, p: &Parsed, c: &Completed) -> Value {
     let mut tokens: Vec<Value> = c.tokens.iter().map(|t| token_json(g, t.id, &t.text, t.logprob, t.special)).collect();
     tokens.extend(stop_token(g, &c.summary.finish));
     let prefill: Vec<Value> = if p.prefill_details {
-        p.req
-            .prompt
-            .iter()
-            .map(|&id| token_json(g, id, &g.tokenizer.decode(&[id], false).unwrap_or_default(), None, g.tokenizer.is_control(id)))
-            .collect()
+        c.prompt.iter().map(|t| token_json(g, t.id, &g.tokenizer.decode(&[t.id], false).unwrap_or_default(), t.logprob, g.tokenizer.is_control(t.id))).collect()
     } else {
         Vec::new()
     };
@@ -260,6 +262,9 @@ pub async fn generate_stream(State(s): State<Shared>, body: Bytes) -> Response {
 
 fn stream_response(s: &Shared, v: &Value, started: Instant) -> Result<Response, ApiError> {
     let p = parse_request(s, v)?;
+    if p.prefill_details {
+        return Err(invalid("'decoder_input_details' is not supported when streaming tokens"));
+    }
     let handle = s.engine.submit(p.req.clone()).map_err(|e| ApiError::from_submit(Flavor::Tgi, e))?;
     let (st, g) = (Arc::clone(s), Arc::clone(s.engine.gemma()));
     let prefix = if p.full_text { p.inputs.clone() } else { String::new() };
@@ -274,6 +279,7 @@ fn stream_response(s: &Shared, v: &Value, started: Instant) -> Result<Response, 
     let events = sse_stream(handle, move |ev| {
         let mut out = Vec::new();
         match ev {
+            Event::Prompt(_) => {}
             Event::Token(t) => {
                 if let Some(prev) = pending.replace(t) {
                     index += 1;
@@ -345,36 +351,9 @@ pub async fn info(State(s): State<Shared>) -> Json<Value> {
         "model_device_type": "cpu", "model_pipeline_tag": "text-generation",
         "max_concurrent_requests": c.max_batch + c.max_queue, "max_best_of": 1, "max_stop_sequences": MAX_STOP,
         "max_input_tokens": c.max_input_tokens, "max_total_tokens": c.max_total_tokens.min(g.model.config.max_position_embeddings),
-        "max_batch_size": c.max_batch, "max_client_batch_size": 8, "validation_workers": 1, "max_top_n_tokens": MAX_TOP_N,
+        "max_batch_size": c.max_batch, "max_new_tokens": s.config.max_new_tokens, "prefill_chunk": c.prefill_chunk, "max_client_batch_size": 8, "validation_workers": 1, "max_top_n_tokens": MAX_TOP_N,
         "router": "gemma-rs", "version": env!("CARGO_PKG_VERSION"), "sha": null, "docker_label": null,
     }))
-}
-
-/// `POST /tokenize`: the prompt's tokens (BOS first) with byte offsets into `inputs`
-/// (from incremental decoding; BOS has an empty span).
-pub async fn tokenize(State(s): State<Shared>, body: Bytes) -> Response {
-    let r = async {
-        let v = parse_body(&body)?;
-        let inputs = v.get("inputs").and_then(Value::as_str).ok_or_else(|| invalid("'inputs' (a string) is required"))?;
-        let g = s.engine.gemma();
-        let ids = g.encode_prompt(inputs).map_err(|e| invalid(e.to_string()))?;
-        let mut out = Vec::with_capacity(ids.len());
-        let mut prev_len = 0;
-        let first = usize::from(ids.first() == Some(&g.tokenizer.bos_id));
-        for (i, &id) in ids.iter().enumerate() {
-            let piece = g.tokenizer.decode(&[id], false).unwrap_or_default();
-            if i < first {
-                out.push(json!({"id": id, "text": piece, "start": 0, "stop": 0}));
-                continue;
-            }
-            let len = g.tokenizer.decode(&ids[first..=i], false).map(|t| t.len()).unwrap_or(prev_len);
-            out.push(json!({"id": id, "text": piece, "start": prev_len.min(inputs.len()), "stop": len.min(inputs.len())}));
-            prev_len = len;
-        }
-        Ok(Json(Value::Array(out)).into_response())
-    }
-    .await;
-    respond(&s, "/tokenize", r)
 }
 
 /// Vertex AI prediction: `{"instances": [{"inputs", "parameters"} | "text", …], "parameters"?}`

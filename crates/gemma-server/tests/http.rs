@@ -32,7 +32,7 @@ impl Drop for Server {
 
 fn start(engine_cfg: EngineConfig, cfg: ServerConfig) -> Server {
     let gemma = Arc::new(Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3")).unwrap());
-    let engine = Arc::new(Engine::start(Arc::clone(&gemma), engine_cfg));
+    let engine = Arc::new(Engine::start(Arc::clone(&gemma), engine_cfg).unwrap());
     let state = Arc::new(AppState { engine, metrics: Default::default(), config: cfg });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (atx, arx) = std::sync::mpsc::channel();

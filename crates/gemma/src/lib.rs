@@ -29,8 +29,8 @@ pub mod quantize;
 
 pub use gemma_core::{DType, GemmaError, Result};
 pub use gemma_generate::{
-    generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, SamplingParams,
-    Session, TokenStreamDecoder,
+    generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, PromptLogprob,
+    SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
 pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, Model, Numerics};
 pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};
@@ -124,15 +124,18 @@ impl Gemma {
         self.tokenizer.encode(&text, self.tokenizer.add_bos)
     }
 
-    /// A request for `prompt` with the checkpoint's defaults and stop ids.
+    /// A request for `prompt` with the checkpoint's defaults and stop ids:
+    /// the one place defaults are decided for the CLI, the library and both
+    /// server APIs (sampling from `generation_config.json`, with
+    /// transformers' values for fields it leaves out; greedy without it).
     pub fn request(&self, prompt: &[u32]) -> GenerateRequest {
-        GenerateRequest {
-            prompt: prompt.to_vec(),
-            params: self.generation_config.sampling_params(0),
-            max_new_tokens: self.generation_config.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
-            stop_ids: self.stop_ids(),
-            stop_strings: Vec::new(),
-        }
+        let mut r = GenerateRequest::new(
+            prompt.to_vec(),
+            self.generation_config.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+            self.stop_ids(),
+        );
+        r.params = self.generation_config.sampling_params(0);
+        r
     }
 
     /// Run a request, streaming text pieces to `on_text` (return false to stop).
