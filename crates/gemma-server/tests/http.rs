@@ -31,7 +31,11 @@ impl Drop for Server {
 }
 
 fn start(engine_cfg: EngineConfig, cfg: ServerConfig) -> Server {
-    let gemma = Arc::new(Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3")).unwrap());
+    start_with(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3"), engine_cfg, cfg)
+}
+
+fn start_with(model: PathBuf, engine_cfg: EngineConfig, cfg: ServerConfig) -> Server {
+    let gemma = Arc::new(Gemma::load(model).unwrap());
     let engine = Arc::new(Engine::start(Arc::clone(&gemma), engine_cfg).unwrap());
     let state = Arc::new(AppState { engine, metrics: Default::default(), config: cfg });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -395,4 +399,228 @@ fn vertex_routes() {
     let p = r.json()["predictions"].as_array().unwrap().clone();
     assert_eq!(p.len(), 2);
     assert_eq!(p[0].as_str().unwrap(), greedy(&s.gemma, &s.gemma.encode_prompt("Hello").unwrap(), 3));
+}
+
+/// Regression (lost text): text held back as a possible start of a stop
+/// string is returned when generation ends by length, on both APIs,
+/// streaming and not.
+#[test]
+fn held_back_stop_text_is_kept_on_both_apis() {
+    let s = server();
+    let g = &s.gemma;
+    for prompt in ["The quick brown fox", "Once upon a time there was", "Hello"] {
+        let want = greedy(g, &g.encode_prompt(prompt).unwrap(), 10);
+        let Some(last) = want.chars().last() else { continue };
+        let stop = format!("{last}\u{7}ZQ");
+        let v = post(s.addr, "/v1/completions", json!({"prompt": prompt, "max_tokens": 10, "temperature": 0, "stop": [stop]})).json();
+        assert_eq!(v["choices"][0]["text"], want, "/v1/completions");
+        let ev = post(s.addr, "/v1/completions", json!({"prompt": prompt, "max_tokens": 10, "temperature": 0, "stop": [stop], "stream": true})).events();
+        let text: String = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap_or_default().to_string()).collect();
+        assert_eq!(text, want, "/v1/completions streaming");
+        let v = post(s.addr, "/generate", json!({"inputs": prompt, "parameters": {"max_new_tokens": 10, "stop": [stop]}})).json();
+        assert_eq!(v["generated_text"], want, "/generate");
+        let ev = post(s.addr, "/generate_stream", json!({"inputs": prompt, "parameters": {"max_new_tokens": 10, "stop": [stop]}})).events();
+        let last_ev: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
+        assert_eq!(last_ev["generated_text"], want, "/generate_stream");
+        let streamed: String = ev.iter().map(|e| serde_json::from_str::<Value>(e).unwrap()["token"]["text"].as_str().unwrap_or_default().to_string()).collect();
+        assert_eq!(streamed, want, "/generate_stream tokens");
+    }
+}
+
+/// The log-probabilities a server returns for `ids` (no BOS) as the model
+/// computes them after BOS: `[ids.len()]`, first entry given BOS.
+fn reference_logprobs(g: &Gemma, ids: &[u32]) -> Vec<f32> {
+    let mut full = vec![g.tokenizer.bos_id];
+    full.extend(ids);
+    let vocab = g.model.config.vocab_size;
+    let logits = g.model.forward(&full, &mut g.model.new_cache(), gemma::LogitsMode::All).unwrap();
+    (1..full.len())
+        .map(|i| {
+            let row = &logits[(i - 1) * vocab..i * vocab];
+            row[full[i] as usize] - gemma_generate::log_sum_exp(row)
+        })
+        .collect()
+}
+
+/// lm-eval's `local-completions` loglikelihood request, exactly: token-id
+/// prompts without BOS, `echo`, `logprobs: 1`, `max_tokens: 1`; it reads
+/// `token_logprobs[ctxlen:-1]` and compares each with `max(top_logprobs)`.
+#[test]
+fn echo_scores_the_prompt_as_lm_eval_reads_it() {
+    let s = server();
+    let g = &s.gemma;
+    let a = g.tokenizer.encode("The quick brown fox jumps", false).unwrap();
+    let b = g.tokenizer.encode("Hello there, general", false).unwrap();
+    let body = json!({"model": "tiny", "prompt": [a, b], "temperature": 0, "max_tokens": 1, "logprobs": 1, "seed": 1234, "echo": true});
+    let r = post(s.addr, "/v1/completions", body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    for (i, (c, ids)) in choices.iter().zip([&a, &b]).enumerate() {
+        assert_eq!(c["index"], i);
+        let lp = &c["logprobs"];
+        let tl = lp["token_logprobs"].as_array().unwrap();
+        assert_eq!(tl.len(), ids.len() + 1, "the sent tokens and the generated one");
+        let want = reference_logprobs(g, ids);
+        for (k, w) in want.iter().enumerate() {
+            let got = tl[k].as_f64().unwrap_or_else(|| panic!("entry {k} is {}", tl[k])) as f32;
+            assert!((got - w).abs() < 1e-4, "prompt {i} token {k}: {got} vs {w}");
+        }
+        let tops = lp["top_logprobs"].as_array().unwrap();
+        let ctxlen = 2;
+        let greedy_flags: Vec<bool> = tl[ctxlen..tl.len() - 1]
+            .iter()
+            .zip(&tops[ctxlen..tl.len() - 1])
+            .map(|(t, top)| {
+                let max = top.as_object().unwrap().values().map(|x| x.as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+                assert!(t.as_f64().unwrap() <= max + 1e-9, "the argmax is missing from top_logprobs");
+                t.as_f64().unwrap() == max
+            })
+            .collect();
+        assert_eq!(greedy_flags.len(), ids.len() - ctxlen);
+        let text = g.tokenizer.decode(ids, false).unwrap();
+        assert!(c["text"].as_str().unwrap().starts_with(&text), "echo starts with the prompt");
+    }
+    // max_tokens 0 scores the prompt only; a string prompt list works the same.
+    let v = post(s.addr, "/v1/completions", json!({"prompt": ["The quick brown fox jumps"], "max_tokens": 0, "echo": true, "logprobs": 0})).json();
+    let tl = v["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap().clone();
+    assert_eq!(tl.len(), a.len());
+    assert_eq!(v["usage"]["completion_tokens"], 0);
+    assert_eq!(v["choices"][0]["text"], "The quick brown fox jumps");
+    // Opting out of the added BOS: the first token has nothing before it.
+    let v = post(s.addr, "/v1/completions", json!({"prompt": a, "max_tokens": 0, "echo": true, "logprobs": 1, "add_special_tokens": false})).json();
+    let tl = v["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap().clone();
+    assert_eq!(tl.len(), a.len());
+    assert!(tl[0].is_null() && v["choices"][0]["logprobs"]["top_logprobs"][0].is_null());
+    // A prompt that already starts with BOS is used as sent: BOS echoed, first entry null.
+    let mut with_bos = vec![g.tokenizer.bos_id];
+    with_bos.extend(&a);
+    let v = post(s.addr, "/v1/completions", json!({"prompt": with_bos, "max_tokens": 0, "echo": true, "logprobs": 1})).json();
+    let tl = v["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap().clone();
+    assert_eq!(tl.len(), a.len() + 1);
+    assert!(tl[0].is_null());
+    let want = reference_logprobs(g, &a);
+    assert!((tl[1].as_f64().unwrap() as f32 - want[0]).abs() < 1e-4);
+    // n choices per prompt: index = prompt * n + choice.
+    let v = post(s.addr, "/v1/completions", json!({"prompt": ["Hi", "Ho"], "max_tokens": 2, "n": 2, "temperature": 0})).json();
+    assert_eq!(v["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(v["choices"][0]["text"], greedy(g, &g.encode_prompt("Hi").unwrap(), 2));
+    assert_eq!(v["choices"][2]["text"], greedy(g, &g.encode_prompt("Ho").unwrap(), 2));
+}
+
+/// vLLM's tokenizer routes (what lm-eval's remote tokenizer calls) and TGI's
+/// prefill logprobs.
+#[test]
+fn tokenizer_routes_and_tgi_prefill_logprobs() {
+    let s = server();
+    let g = &s.gemma;
+    let t = post(s.addr, "/tokenize", json!({"prompt": "Hello world", "add_special_tokens": false})).json();
+    let ids: Vec<u32> = g.tokenizer.encode("Hello world", false).unwrap();
+    assert_eq!(t["tokens"], json!(ids));
+    assert_eq!(t["count"], ids.len());
+    assert_eq!(t["max_model_len"], 256);
+    let t = post(s.addr, "/tokenize", json!({"prompt": "Hello world"})).json();
+    assert_eq!(t["tokens"][0], g.tokenizer.bos_id);
+    let bos = post(s.addr, "/tokenize", json!({"prompt": g.tokenizer.bos_token, "add_special_tokens": false})).json();
+    assert_eq!(bos["tokens"], json!([g.tokenizer.bos_id]));
+    let d = post(s.addr, "/detokenize", json!({"tokens": ids})).json();
+    assert_eq!(d["prompt"], "Hello world");
+    let info = get(s.addr, "/tokenizer_info").json();
+    assert_eq!(info["bos_token"], g.tokenizer.bos_token);
+    assert_eq!(info["eos_token"], g.tokenizer.eos_token);
+    assert!(info["chat_template"].as_str().unwrap().contains("start_of_turn"));
+    assert!(post(s.addr, "/detokenize", json!({"tokens": [1, 100000]})).body.contains("not a token id"));
+    assert_eq!(post(s.addr, "/tokenize", json!({})).status, 400);
+
+    let r = post(s.addr, "/generate", json!({"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 2, "details": true, "decoder_input_details": true}}));
+    let prefill = r.json()["details"]["prefill"].as_array().unwrap().clone();
+    let prompt = g.encode_prompt("The quick brown fox").unwrap();
+    assert_eq!(prefill.len(), prompt.len());
+    assert!(prefill[0]["logprob"].is_null());
+    let want = reference_logprobs(g, &prompt[1..]);
+    for (k, w) in want.iter().enumerate() {
+        assert_eq!(prefill[k + 1]["id"], prompt[k + 1]);
+        assert!((prefill[k + 1]["logprob"].as_f64().unwrap() as f32 - w).abs() < 1e-4);
+    }
+    let r = post(s.addr, "/generate_stream", json!({"inputs": "Hi", "parameters": {"details": true, "decoder_input_details": true}}));
+    assert_eq!(r.status, 422);
+}
+
+/// Defaults that cannot run away and bad input that gets a clear 400.
+#[test]
+fn defaults_and_bad_requests() {
+    let s = start(EngineConfig::default(), ServerConfig { model_id: "tiny".into(), max_new_tokens: 5, ..ServerConfig::default() });
+    let v = post(s.addr, "/v1/completions", json!({"prompt": "Hello", "temperature": 0})).json();
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 16);
+    let v = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "Hi"}], "temperature": 0})).json();
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 5);
+    assert_eq!(get(s.addr, "/info").json()["max_new_tokens"], 5);
+    for (body, needle) in [
+        (json!({"prompt": ""}), "must not be empty"),
+        (json!({"prompt": []}), "must not be empty"),
+        (json!({"prompt": [[]]}), "has no tokens"),
+        (json!({"prompt": [1, 2, 999999]}), "not a token id"),
+        (json!({"prompt": [1, -2]}), "not a token id"),
+        (json!({"prompt": [["a"]]}), "not a token id"),
+        (json!({"prompt": [1, "a"]}), "'prompt' must be"),
+        (json!({"prompt": {"a": 1}}), "'prompt' must be"),
+        (json!({"prompt": "Hi", "logprobs": 21}), "'logprobs' must be"),
+        (json!({"prompt": "Hi", "logprobs": -1}), "'logprobs' must be"),
+        (json!({"prompt": "Hi", "echo": true, "stream": true}), "not supported with 'stream'"),
+        (json!({"prompt": "Hi", "echo": "yes"}), "'echo' must be a boolean"),
+        (json!({"prompt": "Hi", "max_tokens": 0}), "0 only scores the prompt"),
+        (json!({"prompt": "Hi", "suffix": "x"}), "'suffix'"),
+        (json!({"prompt": "Hi", "max_tokens": 100000}), "max_total_tokens"),
+        (json!({"prompt": vec![5; 300], "echo": true, "max_tokens": 0, "logprobs": 1}), "context"),
+        (json!({"prompt": vec!["Hi"; 65]}), "at most 64 prompts"),
+    ] {
+        let r = post(s.addr, "/v1/completions", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(needle), "{body}: {}", r.body);
+    }
+    for (body, needle) in [
+        (json!({"messages": [{"role": "user"}]}), "needs 'content'"),
+        (json!({"messages": [{"role": "user", "content": null}]}), "needs 'content'"),
+        (json!({"messages": [{"content": "Hi"}]}), "'role'"),
+    ] {
+        let r = post(s.addr, "/v1/chat/completions", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(needle), "{body}: {}", r.body);
+    }
+}
+
+/// A non-streaming request whose client hangs up is cancelled (real model:
+/// a 2,000-token request would otherwise hold the only slot for seconds).
+#[test]
+fn real_model_non_streaming_disconnect_cancels() {
+    let path = gemma::hub::default_model_path();
+    if !path.is_file() {
+        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        return;
+    }
+    let s = start_with(path, EngineConfig { max_batch: 1, ..EngineConfig::default() }, ServerConfig::default());
+    let steps = |addr| -> u64 {
+        let m = get(addr, "/metrics").body;
+        m.lines().find_map(|l| l.strip_prefix("tgi_batch_steps ")).unwrap().parse().unwrap()
+    };
+    for path in ["/v1/completions", "/generate"] {
+        let body = if path == "/generate" {
+            json!({"inputs": "Once upon a time", "parameters": {"max_new_tokens": 2000}})
+        } else {
+            json!({"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0})
+        }
+        .to_string();
+        let before = steps(s.addr);
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        write!(c, "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        // Let it start generating, then hang up.
+        while steps(s.addr) < before + 5 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(c);
+        let r = post(s.addr, "/generate", json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2}}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(steps(s.addr) - before < 500, "{path}: the abandoned request ran on ({} steps)", steps(s.addr) - before);
+    }
 }
