@@ -59,6 +59,9 @@ pub struct EvalArgs {
     /// Also print each item's log-likelihoods or generation (stderr).
     #[arg(long)]
     pub verbose: bool,
+    /// Write one JSON line per scored choice or generation here (ids seen, scored range, log-likelihood, text).
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
 }
 
 /// `gemma serve`.

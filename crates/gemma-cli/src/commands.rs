@@ -463,6 +463,24 @@ fn eval(a: EvalArgs) -> Result<()> {
             }
         }
     }
+    if let Some(path) = &a.samples {
+        let mut out = String::new();
+        for r in &report.items {
+            match r {
+                ItemResult::Choice { line, loglikelihoods, scored, correct, correct_norm } => {
+                    for (i, ((ids, from), ll)) in scored.iter().zip(loglikelihoods).enumerate() {
+                        let o = serde_json::json!({"line": line, "choice": i, "ids": ids, "scored_from": from, "loglikelihood": ll,
+                            "correct": correct, "correct_norm": correct_norm});
+                        out.push_str(&format!("{o}\n"));
+                    }
+                }
+                ItemResult::Generate { line, text, correct } => {
+                    out.push_str(&format!("{}\n", serde_json::json!({"line": line, "text": text, "correct": correct})));
+                }
+            }
+        }
+        std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if a.json {
         let mut o = serde_json::json!({"n": report.n});
         if let (Some(acc), Some(norm)) = (report.acc, report.acc_norm) {

@@ -166,6 +166,9 @@ pub enum ItemResult {
         line: usize,
         /// One sum per choice.
         loglikelihoods: Vec<f64>,
+        /// Per choice: the ids the model saw (BOS first) and the index of
+        /// the first scored one.
+        scored: Vec<(Vec<u32>, usize)>,
         /// Whether argmax of the sums is the answer.
         correct: bool,
         /// Whether argmax of the length-normalized sums is the answer.
@@ -247,14 +250,15 @@ pub fn evaluate(engine: &Engine, items: &[(usize, TaskItem)], progress: &mut dyn
                 let mut hs = Vec::with_capacity(c.choices.len());
                 for choice in &c.choices {
                     let (req, n) = choice_request(g, &c.context, choice).map_err(model_err)?;
-                    hs.push((engine.submit(req).map_err(engine_err(line))?, n));
+                    let seen = (req.prompt.clone(), req.prompt_logprobs_from.unwrap_or(0));
+                    hs.push((engine.submit(req).map_err(engine_err(line))?, n, Some(seen)));
                 }
                 pending.push((line, item, hs));
             }
             TaskItem::Generate(x) => {
                 let mut req = Request::new(g.encode_prompt(&x.prompt).map_err(model_err)?, MAX_GEN_TOKENS, g.stop_ids());
                 req.stop_strings = x.until.clone();
-                pending.push((line, item, vec![(engine.submit(req).map_err(engine_err(line))?, 0)]));
+                pending.push((line, item, vec![(engine.submit(req).map_err(engine_err(line))?, 0, None)]));
             }
         }
     }
@@ -266,7 +270,9 @@ pub fn evaluate(engine: &Engine, items: &[(usize, TaskItem)], progress: &mut dyn
         match item {
             TaskItem::Choice(c) => {
                 let mut sums = Vec::with_capacity(hs.len());
-                for (h, n) in hs {
+                let mut scored = Vec::with_capacity(hs.len());
+                for (h, n, seen) in hs {
+                    scored.extend(seen);
                     let (scores, _) = finish(h).map_err(failed)?;
                     if scores.len() != n {
                         return Err(failed(format!("expected {n} scored tokens, got {}", scores.len())));
@@ -278,10 +284,10 @@ pub fn evaluate(engine: &Engine, items: &[(usize, TaskItem)], progress: &mut dyn
                 right += usize::from(correct);
                 right_norm += usize::from(correct_norm);
                 report.n_choice += 1;
-                report.items.push(ItemResult::Choice { line, loglikelihoods: sums, correct, correct_norm });
+                report.items.push(ItemResult::Choice { line, loglikelihoods: sums, scored, correct, correct_norm });
             }
             TaskItem::Generate(x) => {
-                let Some((h, _)) = hs.into_iter().next() else { continue };
+                let Some((h, _, _)) = hs.into_iter().next() else { continue };
                 let (_, text) = finish(h).map_err(failed)?;
                 let correct = text.trim() == x.target.trim();
                 matched += usize::from(correct);
