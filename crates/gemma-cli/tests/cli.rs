@@ -390,3 +390,87 @@ fn bench_prints_a_table_and_llama_bench_json() {
     assert_eq!(rows[1]["n_gen"], 8);
     assert_eq!(rows[1]["samples_ts"].as_array().unwrap().len(), 3);
 }
+
+/// The summed log-probability of `choice` after `context` (BOS first),
+/// from the plain forward pass: the reference `gemma eval` must agree with.
+fn choice_loglik(g: &gemma::Gemma, context: &str, choice: &str) -> f64 {
+    let (ctx, cont) = gemma_engine::eval::encode_pair(g, context, choice).unwrap();
+    let mut ids = vec![g.tokenizer.bos_id];
+    ids.extend(&ctx);
+    ids.extend(&cont);
+    let vocab = g.model.config.vocab_size;
+    let logits = g.model.forward(&ids, &mut g.model.new_cache(), gemma::LogitsMode::All).unwrap();
+    (1 + ctx.len()..ids.len())
+        .map(|i| {
+            let row = &logits[(i - 1) * vocab..i * vocab];
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            row[ids[i] as usize] as f64 - (m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln())
+        })
+        .sum()
+}
+
+#[test]
+fn eval_scores_choices_and_generations() {
+    let m = testdata("tiny-gemma3");
+    let g = gemma::Gemma::load(&m).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    // Multiple choice: the answer is the reference argmax, so acc must be 1.
+    let mut answers = Vec::new();
+    for (ctx, choices) in [("The quick brown", [" fox", " dog", " cat"]), ("Hello ", ["world", "there", "a b c"]), ("1 2 3", [" 4", " 5", " x y"])] {
+        let ll: Vec<f64> = choices.iter().map(|c| choice_loglik(&g, ctx, c)).collect();
+        let best = (0..3).fold(0, |b, i| if ll[i] > ll[b] { i } else { b });
+        answers.push(best);
+        lines.push(serde_json::json!({"context": ctx, "choices": choices, "answer": best}).to_string());
+    }
+    // Generation: the greedy continuation cut at the first "e" is right; a wrong target is not.
+    let p = g.encode_prompt("Once upon a time").unwrap();
+    let mut req = g.request(&p);
+    req.max_new_tokens = gemma_engine::eval::MAX_GEN_TOKENS.min(g.model.config.max_position_embeddings - p.len());
+    req.params = gemma::SamplingParams::greedy();
+    req.stop_strings = vec!["e".into()];
+    let text = g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap().text;
+    lines.push(serde_json::json!({"prompt": "Once upon a time", "target": format!("  {}\n", text.trim()), "until": ["e"]}).to_string());
+    lines.push(serde_json::json!({"prompt": "Once upon a time", "target": "surely not this", "until": ["e"]}).to_string());
+    let task = dir.path().join("task.jsonl");
+    std::fs::write(&task, lines.join("\n") + "\n").unwrap();
+    let samples = dir.path().join("samples.jsonl");
+    let o = gemma(&["eval", "-m", path(&m), "--task", path(&task), "--json", "--samples", path(&samples)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["n"], 5);
+    assert_eq!(v["acc"], 1.0);
+    assert_eq!(v["exact_match"], 0.5);
+    assert!(v["acc_norm"].as_f64().is_some());
+    // Per choice, the engine's sums equal the reference.
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&samples).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 9 + 2);
+    for r in rows.iter().take(9) {
+        let item: serde_json::Value = serde_json::from_str(&lines[r["line"].as_u64().unwrap() as usize - 1]).unwrap();
+        let choice = item["choices"][r["choice"].as_u64().unwrap() as usize].as_str().unwrap();
+        let want = choice_loglik(&g, item["context"].as_str().unwrap(), choice);
+        assert!((r["loglikelihood"].as_f64().unwrap() - want).abs() < 1e-3, "{r}: want {want}");
+    }
+    // --limit and the plain table.
+    let o = gemma(&["eval", "-m", path(&m), "--task", path(&task), "--limit", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("| acc | 1.0000 | 2 |"), "{}", stdout(&o));
+    let _ = answers;
+}
+
+#[test]
+fn eval_and_serve_refuse_bad_input() {
+    let m = testdata("tiny-gemma3");
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("bad.jsonl");
+    std::fs::write(&task, "{\"context\": \"a\", \"choices\": [\" b\"], \"answer\": 0}\n{\"context\": \"a\", \"choices\": [\" b\"], \"answer\": 3}\n").unwrap();
+    fails_with(&gemma(&["eval", "-m", path(&m), "--task", path(&task)]), &["bad.jsonl line 2", "'answer' is 3"]);
+    std::fs::write(&task, "not json\n").unwrap();
+    fails_with(&gemma(&["eval", "-m", path(&m), "--task", path(&task)]), &["line 1", "not valid JSON"]);
+    std::fs::write(&task, "").unwrap();
+    fails_with(&gemma(&["eval", "-m", path(&m), "--task", path(&task)]), &["no task items"]);
+    fails_with(&gemma(&["eval", "-m", path(&m), "--task", "/nonexistent/task.jsonl"]), &["cannot read /nonexistent/task.jsonl"]);
+    for chunk in ["0", "4096"] {
+        fails_with(&gemma(&["serve", "-m", path(&m), "--port", "0", "--prefill-chunk", chunk]), &["prefill_chunk", "between 1 and 512"]);
+    }
+}

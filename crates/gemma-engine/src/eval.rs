@@ -11,8 +11,8 @@
 //!   the highest summed log-probability is the answer; `acc_norm`: that sum
 //!   divided by the choice's length in characters.
 //! - `{"prompt", "target", "until"}`: greedy generation (BOS, then the
-//!   prompt) until one of `until` or 256 tokens, `exact_match` after trimming
-//!   whitespace on both sides.
+//!   prompt) until one of `until` or 256 tokens (fewer when the context is
+//!   shorter), `exact_match` after trimming whitespace on both sides.
 
 use crate::{Engine, Event, Handle, Request, SubmitError};
 use gemma::Gemma;
@@ -256,7 +256,9 @@ pub fn evaluate(engine: &Engine, items: &[(usize, TaskItem)], progress: &mut dyn
                 pending.push((line, item, hs));
             }
             TaskItem::Generate(x) => {
-                let mut req = Request::new(g.encode_prompt(&x.prompt).map_err(model_err)?, MAX_GEN_TOKENS, g.stop_ids());
+                let prompt = g.encode_prompt(&x.prompt).map_err(model_err)?;
+                let room = engine.config().max_total_tokens.min(g.model.config.max_position_embeddings).saturating_sub(prompt.len());
+                let mut req = Request::new(prompt, MAX_GEN_TOKENS.min(room).max(1), g.stop_ids());
                 req.stop_strings = x.until.clone();
                 pending.push((line, item, vec![(engine.submit(req).map_err(engine_err(line))?, 0, None)]));
             }
