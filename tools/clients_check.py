@@ -50,6 +50,13 @@ check(len(ctext) > 0 and c.choices[0].logprobs is not None, f"openai: completion
 cs = "".join(x.choices[0].text for x in oa.completions.create(model=model, prompt="English: cat\nFrench: chat\nEnglish: house\nFrench:",
                                                                    max_tokens=4, temperature=0, stream=True) if x.choices)
 check(cs == ctext, "openai: streamed completion equals the non-streamed one")
+# Prompt scoring as lm-eval's local-completions sends it: token ids without BOS, echo, max_tokens 0.
+ids = [9259, 1902, 563]
+sc = oa.completions.create(model=model, prompt=[ids], max_tokens=0, echo=True, logprobs=1, temperature=0)
+lp = sc.choices[0].logprobs
+check(len(lp.token_logprobs) == len(ids) and all(x is not None and x <= 0 for x in lp.token_logprobs),
+      f"openai: echo scores exactly the sent tokens -> {lp.token_logprobs}")
+check(all(t <= max(top.values()) + 1e-9 for t, top in zip(lp.token_logprobs, lp.top_logprobs)), "openai: echo top_logprobs hold the argmax")
 r2 = oa.chat.completions.create(model=model, messages=msgs, max_tokens=4, n=2, temperature=0.9, seed=3)
 check([c.index for c in r2.choices] == [0, 1], "openai: n=2 -> two choices")
 try:
