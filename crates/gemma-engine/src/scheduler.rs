@@ -129,12 +129,14 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
                 if *pos < prompt.len() {
                     let end = (*pos + config.prefill_chunk).min(prompt.len());
                     let score = job.req.prompt_logprobs_from.map(|from| (*pos, prompt[*pos..(end + 1).min(prompt.len())].to_vec(), from, job.req.top_logprobs));
-                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score: score.is_some() });
+                    // Row r predicts prompt[pos + r + 1]: only targets at or after `from` are needed.
+                    let score_from = job.req.prompt_logprobs_from.map(|from| from.saturating_sub(*pos + 1));
+                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from });
                     score_info.push(score);
                     *pos = end;
                     samples.push(end == prompt.len());
                 } else {
-                    items.push(BatchItem { tokens: &last[..], cache, score: false });
+                    items.push(BatchItem { tokens: &last[..], cache, score_from: None });
                     score_info.push(None);
                     samples.push(true);
                 }

@@ -23,8 +23,9 @@ pub struct BatchItem<'a> {
     pub tokens: &'a [u32],
     /// The sequence's cache, appended to.
     pub cache: &'a mut KvCache,
-    /// Hand the logits of every row to the scoring callback.
-    pub score: bool,
+    /// Hand the logits of rows `r..` (of this item's tokens) to the
+    /// scoring callback (None: no scoring).
+    pub score_from: Option<usize>,
 }
 
 /// Reusable buffers of batched forwards (one per engine).
@@ -42,9 +43,10 @@ impl Model {
         self.forward_batch_scored(items, ws, &mut |_, _, _| {})
     }
 
-    /// As [`Model::forward_batch`], and for each item with `score` set,
-    /// `on_row(item, row, logits)` receives the logits (`[vocab]`) of each
-    /// of its rows in order (row `r` predicts the token after `tokens[r]`).
+    /// As [`Model::forward_batch`], and for each item with `score_from` set
+    /// to `Some(r0)`, `on_row(item, row, logits)` receives the logits
+    /// (`[vocab]`) of its rows `r0..` in order (row `r` predicts the token
+    /// after `tokens[r]`). Rows before `r0` cost no output-head product.
     pub fn forward_batch_scored<'w>(
         &self,
         items: &mut [BatchItem],
@@ -71,13 +73,14 @@ impl Model {
             segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1 });
             row0 += n;
         }
-        let scored: Vec<bool> = items.iter().map(|it| it.score).collect();
+        let scored: Vec<Option<usize>> = items.iter().map(|it| it.score_from).collect();
         let mut pairs: Vec<(&[u32], &mut KvCache)> = items.iter_mut().map(|it| (it.tokens, &mut *it.cache)).collect();
         let sc = &mut ws.sc;
         self.run_segments(&segs, &mut pairs, sc);
         // Scored rows, a few at a time.
-        for s in segs.iter().filter(|s| scored[s.item]) {
-            for r0 in (0..s.n).step_by(SCORE_ROWS) {
+        for s in segs.iter() {
+            let Some(first) = scored[s.item] else { continue };
+            for r0 in (first.min(s.n)..s.n).step_by(SCORE_ROWS) {
                 let rows = SCORE_ROWS.min(s.n - r0);
                 let x = &sc.x[(s.row0 + r0) * hidden..(s.row0 + r0 + rows) * hidden];
                 let h = buf(&mut sc.h, rows * hidden);
@@ -127,10 +130,10 @@ mod tests {
         let mut alone = Vec::new();
         for p in prompts {
             let mut c = model.new_cache();
-            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score: false }], &mut ws).unwrap());
+            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None }], &mut ws).unwrap());
             let mut steps = Vec::new();
             for _ in 0..5 {
-                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score: false }], &mut ws).unwrap().to_vec();
+                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None }], &mut ws).unwrap().to_vec();
                 tok = argmax(&l);
                 steps.push(l);
             }
@@ -140,7 +143,7 @@ mod tests {
         let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
         let mut toks = Vec::new();
         for (p, c) in prompts.iter().zip(caches.iter_mut()).take(2) {
-            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score: false }], &mut ws).unwrap()));
+            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None }], &mut ws).unwrap()));
         }
         let (a, rest) = caches.split_at_mut(1);
         let (b, c) = rest.split_at_mut(1);
@@ -148,9 +151,9 @@ mod tests {
         let l = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score: false },
-                    BatchItem { tokens: prompts[2], cache: &mut c[0], score: false },
-                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score: false },
+                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None },
+                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None },
+                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None },
                 ],
                 &mut ws,
             )
@@ -179,7 +182,7 @@ mod tests {
         let mut seen = 0;
         model
             .forward_batch_scored(
-                &mut [BatchItem { tokens: &[2], cache: &mut other, score: false }, BatchItem { tokens: &prompt, cache: &mut c, score: true }],
+                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0) }],
                 &mut ws,
                 &mut |item, row, l| {
                     assert_eq!(item, 1);
@@ -191,9 +194,18 @@ mod tests {
         assert_eq!(seen, prompt.len());
         let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(d < 1e-5, "scored rows vs forward(All): {d}");
+        // Scoring from row 30 hands over rows 30.. only, with the same values.
+        let mut rows = Vec::new();
+        model
+            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30) }], &mut ws, &mut |_, row, l| {
+                assert_eq!(l, &got[row * vocab..(row + 1) * vocab]);
+                rows.push(row);
+            })
+            .unwrap();
+        assert_eq!(rows, (30..prompt.len()).collect::<Vec<_>>());
         let long = vec![2u32; crate::forward::MAX_CHUNK + 1];
         let mut fresh = model.new_cache();
-        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score: false }], &mut ws).unwrap_err();
+        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None }], &mut ws).unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
         assert_eq!(fresh.len(), 0);
     }
