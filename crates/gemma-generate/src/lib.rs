@@ -16,7 +16,7 @@ pub mod stop;
 
 pub use detokenize::TokenStreamDecoder;
 pub use generate::{generate, Generation, Session};
-pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, PromptLogprob, TokenLogprob};
+pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, top_logprobs, PromptLogprob, TokenLogprob};
 pub use processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
 pub use sequence::{FinishReason, GenerateRequest, SequenceState, Step, MAX_TOP_LOGPROBS};
 pub use generation_config::GenerationConfig;

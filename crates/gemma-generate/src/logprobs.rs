@@ -16,6 +16,11 @@ pub struct TokenLogprob {
 pub fn logprobs(logits: &[f32], id: u32, top: usize) -> (f32, Vec<TokenLogprob>) {
     let lse = log_sum_exp(logits);
     let chosen = logits.get(id as usize).map_or(f32::NEG_INFINITY, |&l| l - lse);
+    (chosen, top_logprobs(logits, lse, top))
+}
+
+/// The `top` most likely tokens given `lse = log_sum_exp(logits)`.
+pub fn top_logprobs(logits: &[f32], lse: f32, top: usize) -> Vec<TokenLogprob> {
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
     // Linear scan keeping the best `top` sorted: O(vocab) for small `top`.
     if top > 0 {
@@ -27,7 +32,7 @@ pub fn logprobs(logits: &[f32], id: u32, top: usize) -> (f32, Vec<TokenLogprob>)
             }
         }
     }
-    (chosen, best.into_iter().map(|(id, l)| TokenLogprob { id, logprob: l - lse }).collect())
+    best.into_iter().map(|(id, l)| TokenLogprob { id, logprob: l - lse }).collect()
 }
 
 /// `log Σ exp(logits)` (the sum in f64).

@@ -13,7 +13,7 @@
 //! character, a possible start of a stop string) is released as the tail.
 
 use crate::detokenize::TokenStreamDecoder;
-use crate::logprobs::{log_sum_exp, logprobs, TokenLogprob};
+use crate::logprobs::{log_sum_exp, top_logprobs, TokenLogprob};
 use crate::processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::stop::StopStrings;
@@ -203,7 +203,8 @@ impl SequenceState {
                 self.raw.clear();
                 self.raw.extend_from_slice(logits);
             }
-            Some((log_sum_exp(logits), logprobs(logits, 0, self.top_logprobs).1))
+            let lse = log_sum_exp(logits);
+            Some((lse, top_logprobs(logits, lse, self.top_logprobs)))
         } else {
             None
         };

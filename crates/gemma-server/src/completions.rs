@@ -13,7 +13,7 @@
 //! client sent (the first sent token is scored given BOS). The request field
 //! `add_special_tokens: false` (vLLM's name) opts out.
 
-use crate::openai::{build_request, completion_logprobs, invalid, parse, piece, run_choices, uint, Choice, Kind};
+use crate::openai::{build_request, completion_logprobs, invalid, parse, piece, run_choices, token_ids, uint, Choice, Kind};
 use crate::{failed, ApiError, Completed, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -69,15 +69,7 @@ fn ids_prompt(g: &Gemma, a: &[Value], which: usize, add_special: bool) -> Result
     if a.is_empty() {
         return Err(invalid(format!("prompt {which} has no tokens")));
     }
-    let vocab = g.model.config.vocab_size;
-    let sent = a
-        .iter()
-        .enumerate()
-        .map(|(i, x)| match x.as_u64() {
-            Some(id) if (id as usize) < vocab => Ok(id as u32),
-            _ => Err(invalid(format!("prompt {which}, token {i}: {x} is not a token id of this model (0 to {})", vocab - 1))),
-        })
-        .collect::<Result<Vec<u32>, _>>()?;
+    let sent = token_ids(g, a, &format!("prompt {which}, "))?;
     let text = g.tokenizer.decode(&sent, false).map_err(|e| invalid(e.to_string()))?;
     let (ids, from) = with_bos(g, sent, add_special);
     Ok(PromptIn { ids, from, text })

@@ -69,6 +69,18 @@ fn num(v: &Value, key: &str) -> Result<Option<f64>, ApiError> {
     }
 }
 
+/// Token ids of this model from a JSON list; errors name `what` and the index.
+pub(crate) fn token_ids(g: &Gemma, list: &[Value], what: &str) -> Result<Vec<u32>, ApiError> {
+    let vocab = g.model.config.vocab_size;
+    list.iter()
+        .enumerate()
+        .map(|(i, x)| match x.as_u64() {
+            Some(id) if (id as usize) < vocab => Ok(id as u32),
+            _ => Err(invalid(format!("{what}token {i}: {x} is not a token id of this model (0 to {})", vocab - 1))),
+        })
+        .collect()
+}
+
 pub(crate) fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),

@@ -3,7 +3,7 @@
 //! `POST /detokenize` and `GET /tokenizer_info` — what lm-eval's remote
 //! tokenizer calls — and TGI's `POST /tokenize` for a body with `inputs`.
 
-use crate::openai::{invalid as openai_invalid, parse};
+use crate::openai::{invalid as openai_invalid, parse, token_ids};
 use crate::{ApiError, Flavor, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -88,16 +88,8 @@ pub async fn detokenize(State(s): State<Shared>, body: Bytes) -> Response {
     let r = (|| {
         let v = parse(&body)?;
         let g = s.engine.gemma();
-        let vocab = g.model.config.vocab_size;
         let tokens = v.get("tokens").and_then(Value::as_array).ok_or_else(|| openai_invalid("'tokens' (a list of token ids) is required"))?;
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, x)| match x.as_u64() {
-                Some(id) if (id as usize) < vocab => Ok(id as u32),
-                _ => Err(openai_invalid(format!("token {i}: {x} is not a token id of this model (0 to {})", vocab - 1))),
-            })
-            .collect::<Result<Vec<u32>, _>>()?;
+        let ids = token_ids(g, tokens, "")?;
         let text = g.tokenizer.decode(&ids, false).map_err(|e| openai_invalid(e.to_string()))?;
         Ok(Json(json!({"prompt": text})).into_response())
     })();
