@@ -131,12 +131,14 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
                     let score = job.req.prompt_logprobs_from.map(|from| (*pos, prompt[*pos..(end + 1).min(prompt.len())].to_vec(), from, job.req.top_logprobs));
                     // Row r predicts prompt[pos + r + 1]: only targets at or after `from` are needed.
                     let score_from = job.req.prompt_logprobs_from.map(|from| from.saturating_sub(*pos + 1));
-                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from });
+                    // Last-token logits only where a token will be sampled from them.
+                    let last_logits = end == prompt.len() && job.req.max_new_tokens > 0;
+                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from, last_logits });
                     score_info.push(score);
                     *pos = end;
                     samples.push(end == prompt.len());
                 } else {
-                    items.push(BatchItem { tokens: &last[..], cache, score_from: None });
+                    items.push(BatchItem { tokens: &last[..], cache, score_from: None, last_logits: true });
                     score_info.push(None);
                     samples.push(true);
                 }

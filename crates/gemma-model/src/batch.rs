@@ -26,6 +26,10 @@ pub struct BatchItem<'a> {
     /// Hand the logits of rows `r..` (of this item's tokens) to the
     /// scoring callback (None: no scoring).
     pub score_from: Option<usize>,
+    /// Whether the caller needs the logits of the last token (false for a
+    /// prompt chunk that is not the last, or a prompt that is only scored:
+    /// its row of the result is then NaN and costs no output-head product).
+    pub last_logits: bool,
 }
 
 /// Reusable buffers of batched forwards (one per engine).
@@ -74,6 +78,7 @@ impl Model {
             row0 += n;
         }
         let scored: Vec<Option<usize>> = items.iter().map(|it| it.score_from).collect();
+        let wants_last: Vec<bool> = items.iter().map(|it| it.last_logits).collect();
         let mut pairs: Vec<(&[u32], &mut KvCache)> = items.iter_mut().map(|it| (it.tokens, &mut *it.cache)).collect();
         let sc = &mut ws.sc;
         self.run_segments(&segs, &mut pairs, sc);
@@ -95,18 +100,36 @@ impl Model {
                 }
             }
         }
-        // Each item's last row, in item order.
-        let last = buf(&mut sc.att, items.len() * hidden);
-        for s in &segs {
-            let r = s.row0 + s.n - 1;
-            last[s.item * hidden..(s.item + 1) * hidden].copy_from_slice(&sc.x[r * hidden..(r + 1) * hidden]);
+        // The last row of each item that wants it, packed in item order; the
+        // decode product is batch-invariant, so leaving items out changes no
+        // other row.
+        let mut want: Vec<(usize, usize)> = segs.iter().filter(|s| wants_last[s.item]).map(|s| (s.item, s.row0 + s.n - 1)).collect();
+        want.sort_unstable();
+        let m = want.len();
+        let last = buf(&mut sc.att, m * hidden);
+        for (k, &(_, r)) in want.iter().enumerate() {
+            last[k * hidden..(k + 1) * hidden].copy_from_slice(&sc.x[r * hidden..(r + 1) * hidden]);
         }
-        let h = buf(&mut sc.h, items.len() * hidden);
-        rms_norm(last, &self.weights.final_norm, cfg.rms_norm_eps, h);
         let logits = buf(&mut sc.logits, items.len() * vocab);
-        matmul_decode(h, items.len(), self.weights.head(), logits);
-        if let Some(cap) = cfg.final_softcap {
-            softcap(logits, cap);
+        if m > 0 {
+            let h = buf(&mut sc.h, m * hidden);
+            rms_norm(last, &self.weights.final_norm, cfg.rms_norm_eps, h);
+            matmul_decode(h, m, self.weights.head(), &mut logits[..m * vocab]);
+            if let Some(cap) = cfg.final_softcap {
+                softcap(&mut logits[..m * vocab], cap);
+            }
+        }
+        // Spread to item order, back to front (an item's slot is never before its packed row).
+        let mut slot = items.len();
+        for (k, &(item, _)) in want.iter().enumerate().rev() {
+            for skipped in item + 1..slot {
+                logits[skipped * vocab..(skipped + 1) * vocab].fill(f32::NAN);
+            }
+            logits.copy_within(k * vocab..(k + 1) * vocab, item * vocab);
+            slot = item;
+        }
+        for skipped in 0..slot {
+            logits[skipped * vocab..(skipped + 1) * vocab].fill(f32::NAN);
         }
         Ok(logits)
     }
@@ -130,10 +153,10 @@ mod tests {
         let mut alone = Vec::new();
         for p in prompts {
             let mut c = model.new_cache();
-            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None }], &mut ws).unwrap());
+            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None, last_logits: true }], &mut ws).unwrap());
             let mut steps = Vec::new();
             for _ in 0..5 {
-                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None }], &mut ws).unwrap().to_vec();
+                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None, last_logits: true }], &mut ws).unwrap().to_vec();
                 tok = argmax(&l);
                 steps.push(l);
             }
@@ -143,7 +166,7 @@ mod tests {
         let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
         let mut toks = Vec::new();
         for (p, c) in prompts.iter().zip(caches.iter_mut()).take(2) {
-            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None }], &mut ws).unwrap()));
+            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None, last_logits: true }], &mut ws).unwrap()));
         }
         let (a, rest) = caches.split_at_mut(1);
         let (b, c) = rest.split_at_mut(1);
@@ -151,9 +174,9 @@ mod tests {
         let l = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None },
-                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None },
-                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None },
+                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None, last_logits: true },
+                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None, last_logits: true },
+                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None, last_logits: true },
                 ],
                 &mut ws,
             )
@@ -182,7 +205,7 @@ mod tests {
         let mut seen = 0;
         model
             .forward_batch_scored(
-                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0) }],
+                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None, last_logits: true }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0), last_logits: true }],
                 &mut ws,
                 &mut |item, row, l| {
                     assert_eq!(item, 1);
@@ -194,10 +217,35 @@ mod tests {
         assert_eq!(seen, prompt.len());
         let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(d < 1e-5, "scored rows vs forward(All): {d}");
+        // Leaving an item's last logits out changes no other item's row.
+        let both = model
+            .forward_batch(
+                &mut [
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: true },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: true },
+                ],
+                &mut ws,
+            )
+            .unwrap()
+            .to_vec();
+        let some = model
+            .forward_batch(
+                &mut [
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: false },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: false },
+                ],
+                &mut ws,
+            )
+            .unwrap()
+            .to_vec();
+        assert_eq!(&some[vocab..2 * vocab], &both[vocab..2 * vocab]);
+        assert!(some[..vocab].iter().chain(&some[2 * vocab..]).all(|x| x.is_nan()));
         // Scoring from row 30 hands over rows 30.. only, with the same values.
         let mut rows = Vec::new();
         model
-            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30) }], &mut ws, &mut |_, row, l| {
+            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30), last_logits: true }], &mut ws, &mut |_, row, l| {
                 assert_eq!(l, &got[row * vocab..(row + 1) * vocab]);
                 rows.push(row);
             })
@@ -205,7 +253,7 @@ mod tests {
         assert_eq!(rows, (30..prompt.len()).collect::<Vec<_>>());
         let long = vec![2u32; crate::forward::MAX_CHUNK + 1];
         let mut fresh = model.new_cache();
-        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None }], &mut ws).unwrap_err();
+        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None, last_logits: true }], &mut ws).unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
         assert_eq!(fresh.len(), 0);
     }
