@@ -64,6 +64,18 @@ impl Seq {
     }
 }
 
+/// What a scored prefill chunk needs to score its rows.
+struct ScoreSpan {
+    /// Prompt position of the chunk's first token.
+    chunk0: usize,
+    /// The chunk's tokens and the one after it (row r predicts `tokens[r + 1]`).
+    tokens: Vec<u32>,
+    /// First prompt index to score.
+    from: usize,
+    /// Alternatives per position.
+    top: usize,
+}
+
 /// Run until the request channel is closed and every sequence is done.
 pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>, stats: &EngineStats) {
     let mut waiting: VecDeque<Job> = VecDeque::new();
@@ -117,9 +129,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
 
         // One step: a prompt chunk for each prefilling sequence, one token for each decoding one.
         let mut samples = Vec::with_capacity(running.len());
-        // Per scored item: (first prompt position of the chunk, the chunk's
-        // tokens and the one after, first scored index, alternatives).
-        let mut score_info: Vec<Option<(usize, Vec<u32>, usize, usize)>> = Vec::with_capacity(running.len());
+        let mut score_info: Vec<Option<ScoreSpan>> = Vec::with_capacity(running.len());
         let mut scored: Vec<(usize, PromptLogprob)> = Vec::new();
         let result = {
             let mut items: Vec<BatchItem> = Vec::with_capacity(running.len());
@@ -128,7 +138,12 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
                 let prompt = &job.req.prompt;
                 if *pos < prompt.len() {
                     let end = (*pos + config.prefill_chunk).min(prompt.len());
-                    let score = job.req.prompt_logprobs_from.map(|from| (*pos, prompt[*pos..(end + 1).min(prompt.len())].to_vec(), from, job.req.top_logprobs));
+                    let score = job.req.prompt_logprobs_from.map(|from| ScoreSpan {
+                        chunk0: *pos,
+                        tokens: prompt[*pos..(end + 1).min(prompt.len())].to_vec(),
+                        from,
+                        top: job.req.top_logprobs,
+                    });
                     // Row r predicts prompt[pos + r + 1]: only targets at or after `from` are needed.
                     let score_from = job.req.prompt_logprobs_from.map(|from| from.saturating_sub(*pos + 1));
                     // Last-token logits only where a token will be sampled from them.
@@ -144,9 +159,9 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
                 }
             }
             gemma.model.forward_batch_scored(&mut items, &mut ws, &mut |item, row, logits| {
-                if let Some((chunk0, toks, from, top)) = &score_info[item] {
-                    if row + 1 < toks.len() && chunk0 + row + 1 >= *from {
-                        scored.push((item, prompt_logprob(logits, toks[row + 1], *top)));
+                if let Some(sp) = &score_info[item] {
+                    if row + 1 < sp.tokens.len() && sp.chunk0 + row + 1 >= sp.from {
+                        scored.push((item, prompt_logprob(logits, sp.tokens[row + 1], sp.top)));
                     }
                 }
             })
