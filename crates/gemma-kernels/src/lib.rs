@@ -8,10 +8,12 @@ pub mod gemm;
 mod gemm_packed;
 pub mod gemv_packed;
 pub mod matmul;
+pub mod matmul_t;
 pub mod ops;
 pub mod pool;
 pub mod qdot;
 pub mod vnni;
 
 pub use matmul::{matmul, matmul_decode};
+pub use matmul_t::matmul_t;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};

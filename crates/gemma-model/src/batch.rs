@@ -81,7 +81,7 @@ impl Model {
         let wants_last: Vec<bool> = items.iter().map(|it| it.last_logits).collect();
         let mut pairs: Vec<(&[u32], &mut KvCache)> = items.iter_mut().map(|it| (it.tokens, &mut *it.cache)).collect();
         let sc = &mut ws.sc;
-        self.run_segments(&segs, &mut pairs, sc);
+        self.run_segments(&segs, &mut pairs, sc, None);
         // Scored rows, a few at a time.
         for s in segs.iter() {
             let Some(first) = scored[s.item] else { continue };

@@ -214,6 +214,14 @@ impl KvCache {
         Self { layers, len: 0, scratch: Scratch::default() }
     }
 
+    /// An f32 cache whose sliding layers never wrap (the window still
+    /// masks): for training, where one step may hold a whole sequence.
+    pub fn unbounded(cfg: &GemmaConfig) -> Self {
+        let mut c = Self::new(cfg, false);
+        c.layers.iter_mut().for_each(|l| l.capacity = usize::MAX);
+        c
+    }
+
     /// Number of positions processed so far.
     pub fn len(&self) -> usize {
         self.len

@@ -4,7 +4,8 @@
 use crate::attention::{attention, decode_attention, AttnShape};
 use crate::cache::{buf, KvCache, LayerCache, Scratch};
 use crate::config::{AttentionKind, GemmaConfig};
-use crate::lora::{LoraAdapter, LoraPair};
+use crate::lora::{dropout_keep, LoraAdapter, LoraPair};
+use crate::tape::{record, LayerTape, Tape};
 use crate::weights::{LayerWeights, Weights};
 use gemma_core::Matrix;
 use gemma_core::{GemmaError, Result};
@@ -60,7 +61,7 @@ pub struct Model {
     /// The weights.
     pub weights: Weights,
     /// Inverse RoPE frequencies per layer `[layers][head_dim/2]`.
-    inv_freq: Vec<Vec<f32>>,
+    pub(crate) inv_freq: Vec<Vec<f32>>,
     /// ggml's RoPE `(step, freq_scale)` per layer (for [`Numerics::LlamaCpp`]).
     rope_ggml: Vec<(f32, f32)>,
     /// Rounding of intermediate values (see [`Numerics`]).
@@ -157,14 +158,15 @@ impl Model {
         let mut sc = std::mem::take(&mut cache.scratch);
         let start = cache.len();
         let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false }];
-        self.run_segments(&segs, &mut [(tokens, cache)], &mut sc);
+        self.run_segments(&segs, &mut [(tokens, cache)], &mut sc, None);
         cache.scratch = sc;
     }
 
     /// Embed the tokens of every segment (rows in `segs` order) and run all
     /// blocks; leaves the residual stream in `sc.x` and advances each cache.
-    /// Decode segments (one token each) come first.
-    pub(crate) fn run_segments(&self, segs: &[Seg], items: &mut [(&[u32], &mut KvCache)], sc: &mut Scratch) {
+    /// Decode segments (one token each) come first. With a `tape` (training)
+    /// every block records what its backward needs.
+    pub(crate) fn run_segments(&self, segs: &[Seg], items: &mut [(&[u32], &mut KvCache)], sc: &mut Scratch, mut tape: Option<&mut Tape>) {
         let cfg = &self.config;
         let hidden = cfg.hidden_size;
         let n: usize = segs.iter().map(|s| s.n).sum();
@@ -177,19 +179,35 @@ impl Model {
             }
         }
         for (l, lw) in self.weights.layers.iter().enumerate() {
-            self.block(l, lw, segs, items, sc);
+            let (drop, lt) = match tape.as_deref_mut() {
+                Some(t) => (Some((t.dropout, t.seed)).filter(|d| d.0 > 0.0), Some(&mut t.layers[l])),
+                None => (None, None),
+            };
+            self.block(l, lw, segs, items, sc, lt, drop);
         }
         for seg in segs {
             items[seg.item].1.advance(seg.n);
         }
     }
 
-    /// `y = x · wᵀ (+ s · B·A·x with a LoRA pair)` over the rows of all segments.
-    fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32], lora: Option<&LoraPair>) {
+    /// `y = x · wᵀ (+ s · B·A·dropout(x) with a LoRA pair)` over the rows of
+    /// all segments. `drop` = (probability, seed) while training: the LoRA
+    /// input's element `i` (of the `[n, in]` rows) is kept by
+    /// [`dropout_keep`]`(seed ^ tag, i)` and scaled by `1 / (1 − p)`.
+    fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32], lora: Option<&LoraPair>, drop: Option<(f32, u64)>) {
         Self::project_plain(segs, x, w, y);
         if let Some(l) = lora {
             let n: usize = segs.iter().map(|s| s.n).sum();
             let mut t = vec![0f32; n * l.a.rows];
+            let dropped: Vec<f32>;
+            let x = match drop {
+                Some((p, seed)) => {
+                    let keep = 1.0 / (1.0 - p);
+                    dropped = x.iter().enumerate().map(|(i, &v)| if dropout_keep(seed, i, p) { v * keep } else { 0.0 }).collect();
+                    &dropped[..]
+                }
+                None => x,
+            };
             Self::project_plain(segs, x, &l.a, &mut t);
             let mut u = vec![0f32; n * l.b.rows];
             Self::project_plain(segs, &t, &l.b, &mut u);
@@ -211,7 +229,19 @@ impl Model {
     }
 
     /// One transformer block, in place on `sc.x` `[rows, hidden]`.
-    fn block(&self, l: usize, w: &LayerWeights, segs: &[Seg], items: &mut [(&[u32], &mut KvCache)], sc: &mut Scratch) {
+    /// With `tape`, each step's result is recorded for the backward
+    /// (training); `drop` is the LoRA dropout (probability, seed).
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        l: usize,
+        w: &LayerWeights,
+        segs: &[Seg],
+        items: &mut [(&[u32], &mut KvCache)],
+        sc: &mut Scratch,
+        mut tape: Option<&mut LayerTape>,
+        drop: Option<(f32, u64)>,
+    ) {
         let cfg = &self.config;
         let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
         let eps = cfg.rms_norm_eps;
@@ -219,16 +249,30 @@ impl Model {
         // LoRA pair of projection p (q, k, v, o, gate, up, down) in this layer.
         let lo = |p: usize| self.lora.as_ref().and_then(|a| a.layers[l].parts[p].as_ref());
         let x = &mut sc.x[..n * hidden];
+        // Dropout seed of projection p in this layer.
+        let dr = |p: usize| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p)));
+        macro_rules! rec {
+            ($field:ident, $v:expr) => {
+                if let Some(t) = tape.as_deref_mut() {
+                    record(&mut t.$field, $v);
+                }
+            };
+        }
+        rec!(x_in, x);
 
         // Attention.
         let h = buf(&mut sc.h, n * hidden);
         rms_norm(x, &w.attn_norm, eps, h);
+        rec!(h1, h);
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
-        Self::project(segs, h, &w.q, q, lo(0));
-        Self::project(segs, h, &w.k, k, lo(1));
-        Self::project(segs, h, &w.v, v, lo(2));
+        Self::project(segs, h, &w.q, q, lo(0), dr(0));
+        Self::project(segs, h, &w.k, k, lo(1), dr(1));
+        Self::project(segs, h, &w.v, v, lo(2), dr(2));
+        rec!(q_pre, q);
+        rec!(k_pre, k);
+        rec!(v, v);
         if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
             rms_norm_in_place(q, qn, eps);
             rms_norm_in_place(k, kn, eps);
@@ -257,6 +301,8 @@ impl Model {
         }
         // Several decode rows: one parallel loop over their sequences (each
         // query computed exactly as alone); prefill chunks one by one.
+        rec!(q, q);
+        rec!(k, k);
         let decode: Vec<&Seg> = segs.iter().filter(|s| s.decode).collect();
         let shape = self.attn_shape(l);
         if decode.len() >= 2 {
@@ -269,24 +315,32 @@ impl Model {
             let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
             attention(shape, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
         }
+        rec!(att, att);
         let a = buf(&mut sc.a, n * hidden);
-        Self::project(segs, att, &w.o, a, lo(3));
+        Self::project(segs, att, &w.o, a, lo(3), dr(3));
+        rec!(o_out, a);
         if let Some(g) = &w.post_attn_norm {
             rms_norm_in_place(a, g, eps);
         }
         add_in_place(x, a);
+        rec!(x_mid, x);
 
         // Feed-forward (GeGLU).
         rms_norm(x, &w.ffn_norm, eps, h);
+        rec!(h2, h);
         let gate = buf(&mut sc.gate, n * ff);
         let up = buf(&mut sc.up, n * ff);
-        Self::project(segs, h, &w.gate, gate, lo(4));
-        Self::project(segs, h, &w.up, up, lo(5));
+        Self::project(segs, h, &w.gate, gate, lo(4), dr(4));
+        Self::project(segs, h, &w.up, up, lo(5), dr(5));
+        rec!(gate_pre, gate);
+        rec!(up, up);
         match self.numerics {
             Numerics::Reference => geglu(gate, up),
             Numerics::LlamaCpp => geglu_f16_table(gate, up),
         }
-        Self::project(segs, gate, &w.down, a, lo(6));
+        rec!(act, gate);
+        Self::project(segs, gate, &w.down, a, lo(6), dr(6));
+        rec!(down_out, a);
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);
         }
@@ -294,7 +348,7 @@ impl Model {
     }
 
     /// Attention shape and masking of layer `l`.
-    fn attn_shape(&self, l: usize) -> AttnShape {
+    pub(crate) fn attn_shape(&self, l: usize) -> AttnShape {
         let cfg = &self.config;
         AttnShape {
             heads: cfg.num_heads,

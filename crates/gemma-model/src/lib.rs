@@ -9,6 +9,7 @@ pub mod forward;
 pub mod gguf;
 pub mod hf;
 pub mod lora;
+pub mod tape;
 pub mod variants;
 pub mod weights;
 
@@ -17,4 +18,5 @@ pub use cache::KvCache;
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
 pub use forward::{LogitsMode, Model, Numerics, MAX_CHUNK};
 pub use lora::LoraAdapter;
+pub use tape::{LayerTape, Tape};
 pub use weights::{LayerWeights, Weights};

@@ -49,8 +49,29 @@ fn bad(path: &Path, msg: impl Into<String>) -> GemmaError {
     GemmaError::format(path, msg.into())
 }
 
+/// The dropout seed of projection `p` (see [`PROJECTIONS`]) of layer `l`.
+pub fn dropout_seed(seed: u64, l: usize, p: usize) -> u64 {
+    splitmix(seed ^ splitmix(((l as u64) << 8) | p as u64))
+}
+
+/// Whether LoRA dropout with probability `p` keeps element `i` of the
+/// input rows under `seed` (a counter-based draw, so the backward
+/// regenerates the same mask without storing it).
+pub fn dropout_keep(seed: u64, i: usize, p: f32) -> bool {
+    let u = (splitmix(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 40) as f32 / (1u64 << 24) as f32;
+    u >= p
+}
+
+/// SplitMix64's finalizer.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// `(in, out)` features of projection `p` in `cfg`.
-fn features(cfg: &GemmaConfig, p: usize) -> (usize, usize) {
+pub fn features(cfg: &GemmaConfig, p: usize) -> (usize, usize) {
     let (h, q, kv, ff) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
     match p {
         0 => (h, q),

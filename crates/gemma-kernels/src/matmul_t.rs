@@ -1,0 +1,172 @@
+//! The input gradient through a frozen weight: `dx[n, in] = dy[n, out] ·
+//! W[out, in]` for a weight of any stored type (float or quantized). W's
+//! rows are dequantized on the fly, a panel of [`PANEL`] rows at a time
+//! (shared by all threads), so training a LoRA over a quantized base keeps
+//! the base quantized (QLoRA) with no transposed copy. Each task then adds
+//! the panel's contribution to a tile of tokens × a range of columns with
+//! the accumulators in registers.
+
+use crate::dot::{simd_level, SimdLevel};
+use crate::pool;
+use gemma_core::Matrix;
+
+/// Weight rows dequantized at once (`PANEL × in` f32 values).
+const PANEL: usize = 64;
+/// Tokens per task.
+const TOKEN_TILE: usize = 32;
+/// Columns per task (a multiple of 64).
+const COL_TILE: usize = 256;
+
+/// Reference: `dx = dy · W`, row by row, in f64 sums. Overwrites `dx`.
+pub fn matmul_t_ref(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
+    let (out, inp) = (w.rows, w.cols);
+    assert_eq!(dy.len(), n * out, "matmul_t: dy is not [n, out]");
+    assert_eq!(dx.len(), n * inp, "matmul_t: dx is not [n, in]");
+    let mut acc = vec![0f64; n * inp];
+    let mut row = vec![0f32; inp];
+    for o in 0..out {
+        gemma_quant::read_f32(&w.storage, o * inp, &mut row);
+        for t in 0..n {
+            let g = dy[t * out + o] as f64;
+            for (a, &r) in acc[t * inp..(t + 1) * inp].iter_mut().zip(&row) {
+                *a += g * r as f64;
+            }
+        }
+    }
+    dx.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
+}
+
+/// `dx = dy · W` (overwrites `dx`), on all threads.
+pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
+    let (out, inp) = (w.rows, w.cols);
+    assert_eq!(dy.len(), n * out, "matmul_t: dy is not [n, out]");
+    assert_eq!(dx.len(), n * inp, "matmul_t: dx is not [n, in]");
+    dx.fill(0.0);
+    let mut panel = vec![0f32; PANEL * inp];
+    let tiles = n.div_ceil(TOKEN_TILE);
+    let cols = inp.div_ceil(COL_TILE);
+    let dst = Shared(dx.as_mut_ptr());
+    for o0 in (0..out).step_by(PANEL) {
+        let rows = PANEL.min(out - o0);
+        {
+            let pp = Shared(panel.as_mut_ptr());
+            let deq = |r: usize| {
+                // SAFETY: row r of the panel is written by this task alone.
+                let row = unsafe { pp.slice(r * inp, inp) };
+                gemma_quant::read_f32(&w.storage, (o0 + r) * inp, row);
+            };
+            if rows * inp >= 1 << 14 {
+                pool::parallel_for(rows, &deq);
+            } else {
+                (0..rows).for_each(deq);
+            }
+        }
+        let panel = &panel[..rows * inp];
+        pool::parallel_for(tiles * cols, &|task| {
+            let (tile, ct) = (task / cols, task % cols);
+            let (c0, c1) = (ct * COL_TILE, ((ct + 1) * COL_TILE).min(inp));
+            for t in tile * TOKEN_TILE..((tile + 1) * TOKEN_TILE).min(n) {
+                let g = &dy[t * out + o0..t * out + o0 + rows];
+                // SAFETY: elements (t, c0..c1) of dx belong to this task alone.
+                let d = unsafe { dst.slice(t * inp + c0, c1 - c0) };
+                accumulate_panel(g, panel, inp, c0, d);
+            }
+        });
+    }
+}
+
+/// `d[c] += Σ_o g[o] · panel[o, c0 + c]` for the columns of `d`.
+fn accumulate_panel(g: &[f32], panel: &[f32], stride: usize, c0: usize, d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() != SimdLevel::Scalar {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time); indices stay in the slices.
+        return unsafe { avx2::accumulate_panel(g, panel, stride, c0, d) };
+    }
+    accumulate_panel_scalar(g, panel, stride, c0, d);
+}
+
+/// Scalar form of [`accumulate_panel`].
+fn accumulate_panel_scalar(g: &[f32], panel: &[f32], stride: usize, c0: usize, d: &mut [f32]) {
+    for (o, &go) in g.iter().enumerate() {
+        let row = &panel[o * stride + c0..o * stride + c0 + d.len()];
+        d.iter_mut().zip(row).for_each(|(a, &r)| *a += go * r);
+    }
+}
+
+/// A pointer shared by the tasks of one loop, each touching its own elements.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks write disjoint elements (see each use).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Elements `at..at + len`.
+    /// SAFETY: in bounds, and no other task touches them during the loop.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// 64 columns at a time in eight registers over all panel rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn accumulate_panel(g: &[f32], panel: &[f32], stride: usize, c0: usize, d: &mut [f32]) {
+        let w = d.len();
+        let mut c = 0;
+        while c + 64 <= w {
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (o, &go) in g.iter().enumerate() {
+                    let b = _mm256_set1_ps(go);
+                    let p = panel.as_ptr().add(o * stride + c0 + c);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(b, _mm256_loadu_ps(p.add(8 * j)), *a);
+                    }
+                }
+                let dp = d.as_mut_ptr().add(c);
+                for (j, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(dp.add(8 * j), _mm256_add_ps(_mm256_loadu_ps(dp.add(8 * j)), *a));
+                }
+            }
+            c += 64;
+        }
+        if c < w {
+            let tail = &mut d[c..];
+            for (o, &go) in g.iter().enumerate() {
+                let row = &panel[o * stride + c0 + c..o * stride + c0 + c + tail.len()];
+                tail.iter_mut().zip(row).for_each(|(a, &r)| *a += go * r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gemma_core::{DType, Storage};
+
+    /// Float and quantized weights, token counts around the tile sizes,
+    /// column counts with and without a 64-column tail.
+    #[test]
+    fn matmul_t_equals_the_reference() {
+        for (dtype, out, inp) in [(DType::F32, 70, 48), (DType::BF16, 130, 300), (DType::Q8_0, 65, 320), (DType::Q4_K, 129, 512), (DType::Q6_K, 64, 256)] {
+            let vals: Vec<f32> = (0..out * inp).map(|i| (((i * 7919) % 1999) as f32 / 999.5 - 1.0) * 0.3).collect();
+            let storage = gemma_quant::convert(Storage::F32(vals), dtype).unwrap();
+            let w = Matrix::new(out, inp, storage);
+            for n in [1, 31, 33, 70] {
+                let dy: Vec<f32> = (0..n * out).map(|i| (((i * 104729) % 997) as f32 / 498.5 - 1.0)).collect();
+                let (mut got, mut want) = (vec![1f32; n * inp], vec![0f32; n * inp]);
+                matmul_t(&dy, n, &w, &mut got);
+                matmul_t_ref(&dy, n, &w, &mut want);
+                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "{dtype:?} n={n} at {i}: {g} vs {r}");
+                }
+            }
+        }
+    }
+}

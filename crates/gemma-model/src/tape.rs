@@ -1,0 +1,107 @@
+//! The training forward: the same blocks as inference ([`Model::forward`]),
+//! run over several whole sequences at once with each block recording what
+//! its backward needs into a [`Tape`] (llm.c's activation tensors). Rows are
+//! the tokens of all sequences one after another; attention never crosses a
+//! sequence (each has its own cache, so packing needs no mask).
+
+use crate::attention::AttnShape;
+use crate::cache::{KvCache, Scratch};
+use crate::forward::{Model, Seg};
+use gemma_core::{GemmaError, Result};
+
+/// What one block's backward needs, recorded by the forward. Every buffer
+/// is `[rows, ·]` over the rows of all sequences of the call.
+#[derive(Debug, Default, Clone)]
+pub struct LayerTape {
+    /// Residual stream entering the block `[n, hidden]`.
+    pub x_in: Vec<f32>,
+    /// Pre-attention norm output (input of q/k/v) `[n, hidden]`.
+    pub h1: Vec<f32>,
+    /// Queries before qk-norm and RoPE `[n, heads·hd]`.
+    pub q_pre: Vec<f32>,
+    /// Keys before qk-norm and RoPE `[n, kv_heads·hd]`.
+    pub k_pre: Vec<f32>,
+    /// Queries after qk-norm and RoPE `[n, heads·hd]`.
+    pub q: Vec<f32>,
+    /// Keys after qk-norm and RoPE `[n, kv_heads·hd]`.
+    pub k: Vec<f32>,
+    /// Values `[n, kv_heads·hd]`.
+    pub v: Vec<f32>,
+    /// Attention output (input of o) `[n, heads·hd]`.
+    pub att: Vec<f32>,
+    /// Output projection before the post-attention norm `[n, hidden]`.
+    pub o_out: Vec<f32>,
+    /// Residual stream after attention `[n, hidden]`.
+    pub x_mid: Vec<f32>,
+    /// Pre-feed-forward norm output (input of gate/up) `[n, hidden]`.
+    pub h2: Vec<f32>,
+    /// Gate projection before GELU `[n, ff]`.
+    pub gate_pre: Vec<f32>,
+    /// Up projection `[n, ff]`.
+    pub up: Vec<f32>,
+    /// `gelu(gate) · up` (input of down) `[n, ff]`.
+    pub act: Vec<f32>,
+    /// Down projection before the post-feed-forward norm `[n, hidden]`.
+    pub down_out: Vec<f32>,
+}
+
+/// The recording of one training forward.
+#[derive(Debug, Default, Clone)]
+pub struct Tape {
+    /// One entry per block.
+    pub layers: Vec<LayerTape>,
+    /// LoRA dropout probability (0: none).
+    pub dropout: f32,
+    /// Dropout seed of this forward (the backward regenerates the masks).
+    pub seed: u64,
+    /// `(row0, len)` of each sequence.
+    pub seqs: Vec<(usize, usize)>,
+    /// Residual stream after the last block `[n, hidden]`.
+    pub x_out: Vec<f32>,
+}
+
+/// Copy `v` into `dst` (reusing its allocation).
+pub(crate) fn record(dst: &mut Vec<f32>, v: &[f32]) {
+    dst.clear();
+    dst.extend_from_slice(v);
+}
+
+impl Model {
+    /// The training forward over whole sequences `seqs` (each from position
+    /// 0, attention within each only), through the same blocks as inference,
+    /// recording into `tape`; the final residual stream is `tape.x_out`.
+    /// Uses the model's LoRA adapter (the one being trained).
+    pub fn forward_train(&self, seqs: &[&[u32]], tape: &mut Tape) -> Result<()> {
+        let cfg = &self.config;
+        if seqs.is_empty() {
+            return Err(GemmaError::invalid("batch", "a training step needs at least one sequence"));
+        }
+        let mut caches = Vec::with_capacity(seqs.len());
+        let mut segs = Vec::with_capacity(seqs.len());
+        let mut row0 = 0;
+        tape.seqs.clear();
+        for (i, s) in seqs.iter().enumerate() {
+            self.check_tokens(s, 0)?;
+            caches.push(KvCache::unbounded(cfg));
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false });
+            tape.seqs.push((row0, s.len()));
+            row0 += s.len();
+        }
+        tape.layers.resize_with(cfg.num_layers(), LayerTape::default);
+        let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
+        let mut sc = Scratch::default();
+        self.run_segments(&segs, &mut items, &mut sc, Some(tape));
+        record(&mut tape.x_out, &sc.x[..row0 * cfg.hidden_size]);
+        Ok(())
+    }
+
+    /// Inverse RoPE frequencies of layer `l` (`[head_dim / 2]`).
+    pub fn inv_freq(&self, l: usize) -> &[f32] {
+        &self.inv_freq[l]
+    }
+
+    /// Attention shape and masking of layer `l`.
+    pub fn layer_attention(&self, l: usize) -> AttnShape {
+        self.attn_shape(l)
+    }
+}

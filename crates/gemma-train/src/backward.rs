@@ -1,0 +1,188 @@
+//! Loss and LoRA gradients of one micro-batch: the model's training forward
+//! ([`Model::forward_train`], which records a [`Tape`]), the fused head +
+//! cross-entropy over the labeled rows, then each block's steps backwards
+//! (post-norms, projections through the frozen base, GeGLU, attention,
+//! RoPE, qk-norm, pre-norms, residuals).
+
+use crate::adapter::TrainableLora;
+use crate::ops::attention::attention_backward;
+use crate::ops::cross_entropy::head_cross_entropy;
+use crate::ops::geglu::geglu_backward;
+use crate::ops::linear::{linear_backward, LoraParam};
+use crate::ops::norm::rms_norm_backward;
+use crate::ops::rope::rope_backward;
+use crate::{Result, TrainError};
+use gemma_kernels::ops::rope_angles;
+use gemma_kernels::rms_norm;
+use gemma_model::lora::dropout_seed;
+use gemma_model::{LayerTape, Model, Tape};
+
+/// One training sequence: token ids and which of them are targets (a
+/// target at `i` is predicted from position `i − 1`; position 0 never is).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Token ids (BOS first).
+    pub ids: Vec<u32>,
+    /// `true` where the token is learned.
+    pub targets: Vec<bool>,
+}
+
+impl Example {
+    /// Number of learned tokens.
+    pub fn count(&self) -> usize {
+        self.targets.iter().skip(1).filter(|&&t| t).count()
+    }
+}
+
+/// What [`loss_and_grad`] measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MicroBatch {
+    /// Σ of the cross-entropy of every target token (unweighted).
+    pub loss_sum: f64,
+    /// Number of target tokens.
+    pub targets: usize,
+    /// Tokens run through the model.
+    pub tokens: usize,
+}
+
+/// Forward and backward over `batch`: adds `weight ·` (gradient of the
+/// summed loss) to the adapter's gradients. `model.lora` must be `lora`'s
+/// current weights ([`TrainableLora::to_adapter`]); `seed` is this
+/// micro-batch's dropout seed. With `grad: false` only the loss is computed.
+pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example], weight: f32, seed: u64, tape: &mut Tape, grad: bool) -> Result<MicroBatch> {
+    let cfg = &model.config;
+    let hidden = cfg.hidden_size;
+    let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
+    tape.dropout = if grad { lora.spec.dropout } else { 0.0 };
+    tape.seed = seed;
+    model.forward_train(&seqs, tape)?;
+    let n: usize = seqs.iter().map(|s| s.len()).sum();
+    // Labeled rows: row of position i predicts ids[i + 1].
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (e, &(row0, len)) in batch.iter().zip(&tape.seqs) {
+        for i in 0..len - 1 {
+            if e.targets[i + 1] {
+                rows.push(row0 + i);
+                targets.push(e.ids[i + 1]);
+            }
+        }
+    }
+    let m = rows.len();
+    let mut out = MicroBatch { loss_sum: 0.0, targets: m, tokens: n };
+    if m == 0 {
+        return Ok(out);
+    }
+    let mut xs = vec![0f32; m * hidden];
+    for (k, &r) in rows.iter().enumerate() {
+        xs[k * hidden..(k + 1) * hidden].copy_from_slice(&tape.x_out[r * hidden..(r + 1) * hidden]);
+    }
+    let mut hn = vec![0f32; m * hidden];
+    rms_norm(&xs, &model.weights.final_norm, cfg.rms_norm_eps, &mut hn);
+    let mut dhn = vec![0f32; m * hidden];
+    let (_, losses) = head_cross_entropy(&hn, &targets, weight, model.weights.head(), cfg.final_softcap, &mut dhn);
+    out.loss_sum = losses.iter().sum();
+    if !out.loss_sum.is_finite() {
+        return Err(TrainError::Invalid(format!("the loss is {} (not finite)", out.loss_sum)));
+    }
+    if !grad {
+        return Ok(out);
+    }
+    let eps = cfg.rms_norm_eps as f64;
+    let mut dxs = vec![0f32; m * hidden];
+    rms_norm_backward(&xs, &model.weights.final_norm, eps, &dhn, &mut dxs);
+    let mut dx = vec![0f32; n * hidden];
+    for (k, &r) in rows.iter().enumerate() {
+        dx[r * hidden..(r + 1) * hidden].copy_from_slice(&dxs[k * hidden..(k + 1) * hidden]);
+    }
+    let drop = lora.spec.dropout;
+    for l in (0..cfg.num_layers()).rev() {
+        let dr = |p: usize| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p)));
+        block_backward(model, l, &tape.layers[l], &tape.seqs, &mut lora.layers[l], &dr, &mut dx);
+    }
+    Ok(out)
+}
+
+/// `a += b`.
+fn add(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+/// The gradient through block `l`: `dx` holds the gradient of the block's
+/// output on entry and of its input on return.
+fn block_backward(
+    model: &Model,
+    l: usize,
+    t: &LayerTape,
+    seqs: &[(usize, usize)],
+    lora: &mut [Option<LoraParam>; 7],
+    dr: &dyn Fn(usize) -> Option<(f32, u64)>,
+    dx: &mut [f32],
+) {
+    let cfg = &model.config;
+    let w = &model.weights.layers[l];
+    let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+    let n = dx.len() / hidden;
+    let eps = cfg.rms_norm_eps as f64;
+    let [lq, lk, lv, lo, lg, lu, ld] = lora;
+
+    // Feed-forward: x_out = x_mid + post(down(gelu(gate(h2)) · up(h2))).
+    let mut d_down = vec![0f32; n * hidden];
+    match &w.post_ffn_norm {
+        Some(g) => rms_norm_backward(&t.down_out, g, eps, dx, &mut d_down),
+        None => d_down.copy_from_slice(dx),
+    }
+    let mut d_act = vec![0f32; n * ff];
+    linear_backward(&w.down, ld.as_mut(), dr(6), &t.act, n, &d_down, &mut d_act);
+    let (mut d_gate, mut d_up) = (vec![0f32; n * ff], vec![0f32; n * ff]);
+    geglu_backward(&t.gate_pre, &t.up, &d_act, &mut d_gate, &mut d_up);
+    let mut dh2 = vec![0f32; n * hidden];
+    let mut tmp = vec![0f32; n * hidden];
+    linear_backward(&w.gate, lg.as_mut(), dr(4), &t.h2, n, &d_gate, &mut dh2);
+    linear_backward(&w.up, lu.as_mut(), dr(5), &t.h2, n, &d_up, &mut tmp);
+    add(&mut dh2, &tmp);
+    rms_norm_backward(&t.x_mid, &w.ffn_norm, eps, &dh2, &mut tmp);
+    add(dx, &tmp); // now d x_mid
+
+    // Attention: x_mid = x_in + post(o(attn(rope(norm(q(h1))), …))).
+    let mut d_o = vec![0f32; n * hidden];
+    match &w.post_attn_norm {
+        Some(g) => rms_norm_backward(&t.o_out, g, eps, dx, &mut d_o),
+        None => d_o.copy_from_slice(dx),
+    }
+    let mut d_att = vec![0f32; n * qd];
+    linear_backward(&w.o, lo.as_mut(), dr(3), &t.att, n, &d_o, &mut d_att);
+    let (mut dq, mut dk, mut dv) = (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
+    let shape = model.layer_attention(l);
+    for &(r0, len) in seqs {
+        let (qr, kr) = (r0 * qd..(r0 + len) * qd, r0 * kvd..(r0 + len) * kvd);
+        let (dqs, dks, dvs) = (&mut dq[qr.clone()], &mut dk[kr.clone()], &mut dv[kr.clone()]);
+        attention_backward(&shape, &t.q[qr.clone()], &t.k[kr.clone()], &t.v[kr.clone()], &d_att[qr], dqs, dks, dvs);
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for p in 0..len {
+            rope_angles(p, model.inv_freq(l), &mut cos, &mut sin);
+            for h in dqs[p * qd..(p + 1) * qd].chunks_exact_mut(hd) {
+                rope_backward(h, &cos, &sin);
+            }
+            for h in dks[p * kvd..(p + 1) * kvd].chunks_exact_mut(hd) {
+                rope_backward(h, &cos, &sin);
+            }
+        }
+    }
+    if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+        let mut d = vec![0f32; n * qd];
+        rms_norm_backward(&t.q_pre, qn, eps, &dq, &mut d);
+        dq = d;
+        let mut d = vec![0f32; n * kvd];
+        rms_norm_backward(&t.k_pre, kn, eps, &dk, &mut d);
+        dk = d;
+    }
+    let mut dh1 = vec![0f32; n * hidden];
+    linear_backward(&w.q, lq.as_mut(), dr(0), &t.h1, n, &dq, &mut dh1);
+    linear_backward(&w.k, lk.as_mut(), dr(1), &t.h1, n, &dk, &mut tmp);
+    add(&mut dh1, &tmp);
+    linear_backward(&w.v, lv.as_mut(), dr(2), &t.h1, n, &dv, &mut tmp);
+    add(&mut dh1, &tmp);
+    rms_norm_backward(&t.x_in, &w.attn_norm, eps, &dh1, &mut tmp);
+    add(dx, &tmp);
+}

