@@ -8,6 +8,7 @@ pub mod ops;
 pub mod real;
 pub mod adapter;
 pub mod backward;
+pub mod optim;
 pub mod rng;
 
 pub use adapter::{LoraSpec, TrainableLora};
