@@ -37,6 +37,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Zero-shot accuracy on a local task file (multiple choice by log-likelihood, or generation by exact match).
     Eval(EvalArgs),
+    /// Train a LoRA adapter (QLoRA on a quantized base) on JSONL data; writes a PEFT adapter folder.
+    Finetune(crate::finetune::FinetuneArgs),
 }
 
 /// `gemma eval`.

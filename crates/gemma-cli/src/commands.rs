@@ -24,10 +24,11 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Bench(a) => bench(a),
         Command::Serve(a) => serve(a),
         Command::Eval(a) => eval(a),
+        Command::Finetune(a) => crate::finetune::finetune(a),
     }
 }
 
-fn load(m: &ModelArgs) -> Result<Gemma> {
+pub(crate) fn load(m: &ModelArgs) -> Result<Gemma> {
     let path = gemma::hub::resolve_model(m.model.as_deref())?;
     let t0 = Instant::now();
     let pb = progress::bar("loading");

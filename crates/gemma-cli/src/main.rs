@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod finetune;
 mod progress;
 
 use clap::Parser;

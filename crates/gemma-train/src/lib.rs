@@ -8,8 +8,11 @@ pub mod ops;
 pub mod real;
 pub mod adapter;
 pub mod backward;
+pub mod data;
 pub mod optim;
 pub mod rng;
+pub mod svg;
+pub mod trainer;
 
 pub use adapter::{LoraSpec, TrainableLora};
 

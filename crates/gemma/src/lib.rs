@@ -28,6 +28,8 @@ pub mod hub;
 pub mod quantize;
 
 pub use gemma_core::{DType, GemmaError, Result};
+/// LoRA / QLoRA fine-tuning (`gemma finetune`).
+pub use gemma_train as train;
 pub use gemma_generate::{
     generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, PromptLogprob,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,

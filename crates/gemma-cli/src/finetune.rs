@@ -1,0 +1,218 @@
+//! `gemma finetune`: arguments and printing around `gemma::train`.
+
+use crate::args::ModelArgs;
+use crate::commands::load;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use gemma::train::data::{self, LossMask};
+use gemma::train::optim::{AdamW, Schedule};
+use gemma::train::trainer::{Progress, TrainConfig, Trainer};
+use gemma::train::{LoraSpec, TrainableLora};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// `gemma finetune`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training data, JSON Lines: {"text"}, {"messages": [...]} or {"prompt", "completion"}.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder: the PEFT adapter, trainer_log.jsonl, loss.svg, checkpoints.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Held-out data in the same format: eval_loss at --eval-every and at the end.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    /// LoRA alpha (scale alpha/rank, or alpha/√rank with --use-rslora).
+    #[arg(long, default_value_t = 32.0)]
+    pub alpha: f64,
+    /// Dropout on the LoRA input.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    /// all-linear, or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj.
+    #[arg(long, default_value = "all-linear")]
+    pub targets: String,
+    /// rsLoRA scaling.
+    #[arg(long)]
+    pub use_rslora: bool,
+    /// Start from this PEFT adapter instead of a fresh one.
+    #[arg(long)]
+    pub init_lora: Option<PathBuf>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// linear, cosine or constant (after warmup).
+    #[arg(long, default_value = "linear")]
+    pub scheduler: String,
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clipping (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1, conflicts_with = "max_steps")]
+    pub epochs: usize,
+    /// Optimizer steps (instead of --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Sequences per micro-batch (no padding: each is its own segment).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Longest sequence in tokens (longer ones are cut) [default: 1024, or the model's context if shorter].
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Fill micro-batches up to batch-size × max-length tokens.
+    #[arg(long)]
+    pub packing: bool,
+    /// auto, all, completion-only, assistant-only.
+    #[arg(long, default_value = "auto")]
+    pub loss: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print a log line every N steps (stderr).
+    #[arg(long, default_value_t = 1)]
+    pub log_every: usize,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Write checkpoint-N/ every N steps.
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Continue from a checkpoint-N/ folder of an earlier run.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Recompute activations in the backward (not implemented yet: refused).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+}
+
+/// Run `gemma finetune`.
+pub fn finetune(a: FinetuneArgs) -> Result<()> {
+    if a.gradient_checkpointing {
+        bail!("--gradient-checkpointing is not implemented yet; every block's activations are kept (see docs/FINETUNE.md for the memory this takes)");
+    }
+    if a.model.lora.is_some() {
+        bail!("--lora applies an adapter for inference; to continue training one, use --init-lora");
+    }
+    let mask = LossMask::parse(&a.loss).with_context(|| format!("unknown --loss `{}` (auto, all, completion-only, assistant-only)", a.loss))?;
+    let schedule = Schedule::parse(&a.scheduler).with_context(|| format!("unknown --scheduler `{}` (linear, cosine, constant)", a.scheduler))?;
+    if a.max_length.is_some_and(|n| n < 2) {
+        bail!("--max-length must be at least 2");
+    }
+    let targets = LoraSpec::parse_targets(&a.targets)?;
+    let mut g = load(&a.model)?;
+    let ctx = g.model.config.max_position_embeddings;
+    if a.max_length.is_some_and(|n| n > ctx) {
+        bail!("--max-length {} exceeds the model's context of {ctx}", a.max_length.unwrap_or(0));
+    }
+    let max_length = a.max_length.unwrap_or(1024.min(ctx));
+    let train = data::load(&a.data, &g.tokenizer, mask, max_length)?;
+    let eval = a.eval_data.as_ref().map(|p| data::load(p, &g.tokenizer, mask, max_length)).transpose()?;
+    eprintln!(
+        "data: {} examples, {} tokens, {} learned{}{}",
+        train.examples.len(),
+        train.tokens(),
+        train.examples.iter().map(|e| e.count()).sum::<usize>(),
+        if train.skipped > 0 { format!(", {} lines skipped (nothing left to learn)", train.skipped) } else { String::new() },
+        eval.as_ref().map_or(String::new(), |e| format!("; eval: {} examples", e.examples.len()))
+    );
+    let spec = LoraSpec { rank: a.rank, alpha: a.alpha, rslora: a.use_rslora, targets, dropout: a.dropout };
+    let lora = match &a.init_lora {
+        Some(dir) => {
+            let l = TrainableLora::load(dir, &g.model.config, a.dropout).with_context(|| format!("cannot load --init-lora {}", dir.display()))?;
+            eprintln!("starting from {} (rank {}, alpha {})", dir.display(), l.spec.rank, l.spec.alpha);
+            l
+        }
+        None => TrainableLora::init(&g.model.config, spec, a.seed)?,
+    };
+    let cfg = TrainConfig {
+        lr: a.lr,
+        schedule,
+        warmup_steps: a.warmup_steps,
+        adam: AdamW { beta1: a.adam_beta1, beta2: a.adam_beta2, eps: a.adam_eps, weight_decay: a.weight_decay },
+        max_grad_norm: a.max_grad_norm,
+        epochs: a.epochs,
+        max_steps: a.max_steps,
+        batch_size: a.batch_size,
+        grad_accum: a.grad_accum,
+        packing: a.packing,
+        max_length,
+        seed: a.seed,
+        eval_every: a.eval_every,
+        save_every: a.save_every,
+    };
+    let arch = format!("{:?}", g.model.config.family);
+    let base = a.model.model.clone().unwrap_or_default();
+    let trainable = lora.count();
+    let mut t = Trainer::new(&mut g.model, lora, cfg, &train.examples, eval.as_ref().map(|e| &e.examples[..]), &a.out)?;
+    if let Some(dir) = &a.resume {
+        t.resume(dir).with_context(|| format!("cannot resume from {}", dir.display()))?;
+        eprintln!("resuming at step {}", t.step);
+    }
+    let total = t.total_steps();
+    eprintln!("training {trainable} LoRA parameters (rank {}), {total} steps", t.lora.spec.rank);
+    let pb = ProgressBar::new(total as u64);
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, ETA {eta})").expect("valid template").progress_chars("=> "));
+    pb.set_position(t.step as u64);
+    let t0 = Instant::now();
+    let (mut tokens, mut first_loss, mut last_loss, mut last_eval) = (0usize, None, f64::NAN, None);
+    t.run(&mut |p| match p {
+        Progress::Step(s, total) => {
+            tokens += s.tokens;
+            first_loss.get_or_insert(s.loss);
+            last_loss = s.loss;
+            pb.set_position(s.step as u64);
+            pb.set_message(format!("loss {:.4} {:.0} tok/s", s.loss, s.tokens_per_second));
+            if a.log_every > 0 && (s.step % a.log_every == 0 || s.step == *total) {
+                pb.suspend(|| eprintln!("step {:>5}/{total}  loss {:.4}  lr {:.3e}  grad_norm {:.3}  {:.0} tok/s", s.step, s.loss, s.learning_rate, s.grad_norm, s.tokens_per_second));
+            }
+        }
+        Progress::Eval { step, eval_loss } => {
+            last_eval = Some(*eval_loss);
+            pb.suspend(|| eprintln!("step {step:>5}  eval_loss {eval_loss:.4}"));
+        }
+        Progress::Saved(dir) => pb.suspend(|| eprintln!("saved {}", dir.display())),
+    })?;
+    pb.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let card = format!(
+        "---\nbase_model: {base}\nlibrary_name: peft\ntags: [lora, gemma-rs]\n---\n\n# LoRA adapter for {base}\n\nTrained with `gemma finetune` (gemma-rs) on `{}`: {} examples, rank {}, alpha {}, targets {}, lr {}, {} steps.\nFinal training loss {:.4}{}.\n\nLoad it with PEFT (`PeftModel.from_pretrained(base, \"{}\")`), or `gemma generate --lora {}`.\n",
+        a.data.display(),
+        train.examples.len(),
+        t.lora.spec.rank,
+        t.lora.spec.alpha,
+        a.targets,
+        a.lr,
+        total,
+        last_loss,
+        last_eval.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
+        a.out.display(),
+        a.out.display()
+    );
+    t.save_final(&base, &arch, &card)?;
+    eprintln!(
+        "done: {} steps in {secs:.1}s ({:.0} tokens/s), loss {:.4} → {last_loss:.4}{}; adapter in {}",
+        total,
+        tokens as f64 / secs.max(1e-9),
+        first_loss.unwrap_or(f64::NAN),
+        last_eval.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
+        a.out.display()
+    );
+    Ok(())
+}
