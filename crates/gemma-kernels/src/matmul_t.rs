@@ -14,7 +14,7 @@ use gemma_core::Matrix;
 const PANEL: usize = 64;
 /// Tokens per task.
 const TOKEN_TILE: usize = 32;
-/// Columns per task (a multiple of 64).
+/// Columns per task (a multiple of 32).
 const COL_TILE: usize = 256;
 
 /// Reference: `dx = dy · W`, row by row, in f64 sums. Overwrites `dx`.
@@ -65,31 +65,44 @@ pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
         pool::parallel_for(tiles * cols, &|task| {
             let (tile, ct) = (task / cols, task % cols);
             let (c0, c1) = (ct * COL_TILE, ((ct + 1) * COL_TILE).min(inp));
-            for t in tile * TOKEN_TILE..((tile + 1) * TOKEN_TILE).min(n) {
-                let g = &dy[t * out + o0..t * out + o0 + rows];
-                // SAFETY: elements (t, c0..c1) of dx belong to this task alone.
-                let d = unsafe { dst.slice(t * inp + c0, c1 - c0) };
-                accumulate_panel(g, panel, inp, c0, d);
+            let (t0, t1) = (tile * TOKEN_TILE, ((tile + 1) * TOKEN_TILE).min(n));
+            // Column strips of 32 outermost: a strip of the panel (rows × 32
+            // values, 8 KiB) stays in L1 across the tile's tokens.
+            for cs in (c0..c1).step_by(32) {
+                let ce = (cs + 32).min(c1);
+                let mut t = t0;
+                while t < t1 {
+                    let nt = 4.min(t1 - t);
+                    // SAFETY: elements (t..t+nt, cs..ce) of dx belong to this task alone.
+                    let d: [&mut [f32]; 4] = std::array::from_fn(|i| if i < nt { unsafe { dst.slice((t + i) * inp + cs, ce - cs) } } else { &mut [] });
+                    let g: [&[f32]; 4] = std::array::from_fn(|i| if i < nt { &dy[(t + i) * out + o0..(t + i) * out + o0 + rows] } else { &[][..] });
+                    accumulate_panel(&g[..nt], panel, inp, cs, d);
+                    t += nt;
+                }
             }
         });
     }
 }
 
-/// `d[c] += Σ_o g[o] · panel[o, c0 + c]` for the columns of `d`.
-fn accumulate_panel(g: &[f32], panel: &[f32], stride: usize, c0: usize, d: &mut [f32]) {
+/// For each token `i < g.len()`: `d[i][c] += Σ_o g[i][o] · panel[o, c0 + c]`
+/// over the columns of `d[i]` (all of one length).
+fn accumulate_panel(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, d: [&mut [f32]; 4]) {
     #[cfg(target_arch = "x86_64")]
     if simd_level() != SimdLevel::Scalar {
         // SAFETY: the CPU has AVX2 and FMA (checked at run time); indices stay in the slices.
         return unsafe { avx2::accumulate_panel(g, panel, stride, c0, d) };
     }
-    accumulate_panel_scalar(g, panel, stride, c0, d);
+    accumulate_tail(g, panel, stride, c0, d, 0);
 }
 
-/// Scalar form of [`accumulate_panel`].
-fn accumulate_panel_scalar(g: &[f32], panel: &[f32], stride: usize, c0: usize, d: &mut [f32]) {
-    for (o, &go) in g.iter().enumerate() {
-        let row = &panel[o * stride + c0..o * stride + c0 + d.len()];
-        d.iter_mut().zip(row).for_each(|(a, &r)| *a += go * r);
+/// Scalar form of [`accumulate_panel`] from column `c` on.
+fn accumulate_tail(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, mut d: [&mut [f32]; 4], c: usize) {
+    for (gi, di) in g.iter().zip(d.iter_mut()) {
+        let tail = &mut di[c..];
+        for (o, &go) in gi.iter().enumerate() {
+            let row = &panel[o * stride + c0 + c..o * stride + c0 + c + tail.len()];
+            tail.iter_mut().zip(row).for_each(|(a, &r)| *a += go * r);
+        }
     }
 }
 
@@ -113,35 +126,38 @@ impl Shared {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// 64 columns at a time in eight registers over all panel rows.
+    /// Four tokens × 32 columns in sixteen registers over all panel rows
+    /// (each panel load feeds four FMAs); fewer tokens and the column tail
+    /// take the scalar loop.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn accumulate_panel(g: &[f32], panel: &[f32], stride: usize, c0: usize, d: &mut [f32]) {
-        let w = d.len();
+    pub unsafe fn accumulate_panel(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, d: [&mut [f32]; 4]) {
+        let w = d[0].len();
         let mut c = 0;
-        while c + 64 <= w {
-            unsafe {
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for (o, &go) in g.iter().enumerate() {
-                    let b = _mm256_set1_ps(go);
-                    let p = panel.as_ptr().add(o * stride + c0 + c);
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(b, _mm256_loadu_ps(p.add(8 * j)), *a);
+        if g.len() == 4 {
+            while c + 32 <= w {
+                unsafe {
+                    let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+                    for o in 0..g[0].len() {
+                        let p = panel.as_ptr().add(o * stride + c0 + c);
+                        let rows = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+                        for (t, acc_t) in acc.iter_mut().enumerate() {
+                            let b = _mm256_set1_ps(*g[t].get_unchecked(o));
+                            for (j, a) in acc_t.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(b, rows[j], *a);
+                            }
+                        }
+                    }
+                    for (t, acc_t) in acc.iter().enumerate() {
+                        let dp = d[t].as_mut_ptr().add(c);
+                        for (j, a) in acc_t.iter().enumerate() {
+                            _mm256_storeu_ps(dp.add(8 * j), _mm256_add_ps(_mm256_loadu_ps(dp.add(8 * j)), *a));
+                        }
                     }
                 }
-                let dp = d.as_mut_ptr().add(c);
-                for (j, a) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(dp.add(8 * j), _mm256_add_ps(_mm256_loadu_ps(dp.add(8 * j)), *a));
-                }
-            }
-            c += 64;
-        }
-        if c < w {
-            let tail = &mut d[c..];
-            for (o, &go) in g.iter().enumerate() {
-                let row = &panel[o * stride + c0 + c..o * stride + c0 + c + tail.len()];
-                tail.iter_mut().zip(row).for_each(|(a, &r)| *a += go * r);
+                c += 32;
             }
         }
+        super::accumulate_tail(g, panel, stride, c0, d, c);
     }
 }
 

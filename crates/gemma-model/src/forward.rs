@@ -249,6 +249,11 @@ impl Model {
         // LoRA pair of projection p (q, k, v, o, gate, up, down) in this layer.
         let lo = |p: usize| self.lora.as_ref().and_then(|a| a.layers[l].parts[p].as_ref());
         let x = &mut sc.x[..n * hidden];
+        // Training runs each projection once over the rows of all sequences
+        // (a row's result does not depend on the others: the training test
+        // checks it bit for bit); serving keeps its per-segment products.
+        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false }];
+        let psegs: &[Seg] = if tape.is_some() { &whole } else { segs };
         // Dropout seed of projection p in this layer.
         let dr = |p: usize| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p)));
         macro_rules! rec {
@@ -267,9 +272,9 @@ impl Model {
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
-        Self::project(segs, h, &w.q, q, lo(0), dr(0));
-        Self::project(segs, h, &w.k, k, lo(1), dr(1));
-        Self::project(segs, h, &w.v, v, lo(2), dr(2));
+        Self::project(psegs, h, &w.q, q, lo(0), dr(0));
+        Self::project(psegs, h, &w.k, k, lo(1), dr(1));
+        Self::project(psegs, h, &w.v, v, lo(2), dr(2));
         rec!(q_pre, q);
         rec!(k_pre, k);
         rec!(v, v);
@@ -317,7 +322,7 @@ impl Model {
         }
         rec!(att, att);
         let a = buf(&mut sc.a, n * hidden);
-        Self::project(segs, att, &w.o, a, lo(3), dr(3));
+        Self::project(psegs, att, &w.o, a, lo(3), dr(3));
         rec!(o_out, a);
         if let Some(g) = &w.post_attn_norm {
             rms_norm_in_place(a, g, eps);
@@ -330,8 +335,8 @@ impl Model {
         rec!(h2, h);
         let gate = buf(&mut sc.gate, n * ff);
         let up = buf(&mut sc.up, n * ff);
-        Self::project(segs, h, &w.gate, gate, lo(4), dr(4));
-        Self::project(segs, h, &w.up, up, lo(5), dr(5));
+        Self::project(psegs, h, &w.gate, gate, lo(4), dr(4));
+        Self::project(psegs, h, &w.up, up, lo(5), dr(5));
         rec!(gate_pre, gate);
         rec!(up, up);
         match self.numerics {
@@ -339,7 +344,7 @@ impl Model {
             Numerics::LlamaCpp => geglu_f16_table(gate, up),
         }
         rec!(act, gate);
-        Self::project(segs, gate, &w.down, a, lo(6), dr(6));
+        Self::project(psegs, gate, &w.down, a, lo(6), dr(6));
         rec!(down_out, a);
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);

@@ -5,7 +5,7 @@
 //! RoPE, qk-norm, pre-norms, residuals).
 
 use crate::adapter::TrainableLora;
-use crate::ops::attention::attention_backward;
+use crate::ops::attention::attention_backward_segments;
 use crate::ops::cross_entropy::head_cross_entropy;
 use crate::ops::geglu::geglu_backward;
 use crate::ops::linear::{linear_backward, LoraParam};
@@ -55,7 +55,9 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
     let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
     tape.dropout = if grad { lora.spec.dropout } else { 0.0 };
     tape.seed = seed;
+    let timer = Timer::new();
     model.forward_train(&seqs, tape)?;
+    timer.lap("forward");
     let n: usize = seqs.iter().map(|s| s.len()).sum();
     // Labeled rows: row of position i predicts ids[i + 1].
     let mut rows = Vec::new();
@@ -81,6 +83,7 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
     rms_norm(&xs, &model.weights.final_norm, cfg.rms_norm_eps, &mut hn);
     let mut dhn = vec![0f32; m * hidden];
     let (_, losses) = head_cross_entropy(&hn, &targets, weight, model.weights.head(), cfg.final_softcap, &mut dhn);
+    timer.lap("head + cross-entropy");
     out.loss_sum = losses.iter().sum();
     if !out.loss_sum.is_finite() {
         return Err(TrainError::Invalid(format!("the loss is {} (not finite)", out.loss_sum)));
@@ -100,7 +103,24 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
         let dr = |p: usize| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p)));
         block_backward(model, l, &tape.layers[l], &tape.seqs, &mut lora.layers[l], &dr, &mut dx);
     }
+    timer.lap("blocks backward");
     Ok(out)
+}
+
+/// Phase times on stderr when `GEMMA_TRAIN_PROFILE` is set.
+struct Timer(Option<std::cell::Cell<std::time::Instant>>);
+
+impl Timer {
+    fn new() -> Self {
+        Self(std::env::var_os("GEMMA_TRAIN_PROFILE").map(|_| std::cell::Cell::new(std::time::Instant::now())))
+    }
+
+    fn lap(&self, what: &str) {
+        if let Some(t) = &self.0 {
+            eprintln!("[profile] {what}: {:.3}s", t.get().elapsed().as_secs_f64());
+            t.set(std::time::Instant::now());
+        }
+    }
 }
 
 /// `a += b`.
@@ -154,17 +174,15 @@ fn block_backward(
     linear_backward(&w.o, lo.as_mut(), dr(3), &t.att, n, &d_o, &mut d_att);
     let (mut dq, mut dk, mut dv) = (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
     let shape = model.layer_attention(l);
+    attention_backward_segments(&shape, seqs, &t.q, &t.k, &t.v, &d_att, &mut dq, &mut dk, &mut dv);
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for &(r0, len) in seqs {
-        let (qr, kr) = (r0 * qd..(r0 + len) * qd, r0 * kvd..(r0 + len) * kvd);
-        let (dqs, dks, dvs) = (&mut dq[qr.clone()], &mut dk[kr.clone()], &mut dv[kr.clone()]);
-        attention_backward(&shape, &t.q[qr.clone()], &t.k[kr.clone()], &t.v[kr.clone()], &d_att[qr], dqs, dks, dvs);
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
         for p in 0..len {
             rope_angles(p, model.inv_freq(l), &mut cos, &mut sin);
-            for h in dqs[p * qd..(p + 1) * qd].chunks_exact_mut(hd) {
+            for h in dq[(r0 + p) * qd..(r0 + p + 1) * qd].chunks_exact_mut(hd) {
                 rope_backward(h, &cos, &sin);
             }
-            for h in dks[p * kvd..(p + 1) * kvd].chunks_exact_mut(hd) {
+            for h in dk[(r0 + p) * kvd..(r0 + p + 1) * kvd].chunks_exact_mut(hd) {
                 rope_backward(h, &cos, &sin);
             }
         }

@@ -74,21 +74,30 @@ pub fn attention<T: Real>(s: &AttnShape, q: &[T], k: &[T], v: &[T], out: &mut [T
 /// Gradients of [`attention`] for `dout` (overwrites `dq`, `dk`, `dv`):
 /// `dv_j = Σ_i p_ij·do_i`, `ds_ij = p_ij (do_i·v_j − Σ_l p_il do_i·v_l)`
 /// (times `1 − (s/cap)²` under a soft-cap), `dq_i = scale Σ_j ds_ij k_j`,
-/// `dk_j = scale Σ_i ds_ij q_i`. One task per key/value head.
+/// `dk_j = scale Σ_i ds_ij q_i`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<T: Real>(s: &AttnShape, q: &[T], k: &[T], v: &[T], dout: &[T], dq: &mut [T], dk: &mut [T], dv: &mut [T]) {
+    let n = q.len() / (s.heads * s.head_dim);
+    attention_backward_segments(s, &[(0, n)], q, k, v, dout, dq, dk, dv);
+}
+
+/// [`attention_backward`] for several sequences laid end to end (`segs`:
+/// `(first row, rows)` each), one task per (sequence, key/value head).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_segments<T: Real>(s: &AttnShape, segs: &[(usize, usize)], q: &[T], k: &[T], v: &[T], dout: &[T], dq: &mut [T], dk: &mut [T], dv: &mut [T]) {
     let (hd, qs, ks) = (s.head_dim, s.heads * s.head_dim, s.heads / s.group * s.head_dim);
-    let n = q.len() / qs;
     let kvh = s.heads / s.group;
-    // Per key/value head: its dk/dv columns and its heads' dq columns.
-    let dqp = Ptr(dq.as_mut_ptr());
-    let dkp = Ptr(dk.as_mut_ptr());
-    let dvp = Ptr(dv.as_mut_ptr());
-    let task = |g: usize| {
+    let (dqp, dkp, dvp) = (Ptr(dq.as_mut_ptr()), Ptr(dk.as_mut_ptr()), Ptr(dv.as_mut_ptr()));
+    let (lq, lk) = (dq.len(), dk.len());
+    let task = |id: usize| {
+        let ((r0, n), g) = (segs[id / kvh], id % kvh);
         let (mut p, mut sc, mut dp) = (Vec::new(), Vec::new(), Vec::new());
-        // SAFETY: columns g·hd..(g+1)·hd of dk/dv and the columns of heads
-        // g·group.. of dq are touched by task g alone.
-        let (dq, dk, dv) = unsafe { (dqp.all(n * qs), dkp.all(n * ks), dvp.all(n * ks)) };
+        // SAFETY: the rows of sequence (r0, n) in columns g·hd..(g+1)·hd of
+        // dk/dv and in the columns of heads g·group.. of dq are touched by
+        // this task alone.
+        let (dq, dk, dv) = unsafe { (dqp.all(lq), dkp.all(lk), dvp.all(lk)) };
+        let (q, k, v, dout) = (&q[r0 * qs..(r0 + n) * qs], &k[r0 * ks..(r0 + n) * ks], &v[r0 * ks..(r0 + n) * ks], &dout[r0 * qs..(r0 + n) * qs]);
+        let (dq, dk, dv) = (&mut dq[r0 * qs..(r0 + n) * qs], &mut dk[r0 * ks..(r0 + n) * ks], &mut dv[r0 * ks..(r0 + n) * ks]);
         for j in 0..n {
             dk[j * ks + g * hd..][..hd].iter_mut().for_each(|x| *x = T::default());
             dv[j * ks + g * hd..][..hd].iter_mut().for_each(|x| *x = T::default());
@@ -110,10 +119,8 @@ pub fn attention_backward<T: Real>(s: &AttnShape, q: &[T], k: &[T], v: &[T], dou
                     dp.push(d);
                 }
                 let dsum = T::of(dsum);
-                let dqi_at = i * qs + h * hd;
-                for x in dq[dqi_at..dqi_at + hd].iter_mut() {
-                    *x = T::default();
-                }
+                let dqi = i * qs + h * hd;
+                dq[dqi..dqi + hd].iter_mut().for_each(|x| *x = T::default());
                 for (idx, j) in (lo..=i).enumerate() {
                     let pj = p[idx];
                     for (a, &b) in dv[j * ks + g * hd..][..hd].iter_mut().zip(doi) {
@@ -125,25 +132,26 @@ pub fn attention_backward<T: Real>(s: &AttnShape, q: &[T], k: &[T], v: &[T], dou
                         ds *= T::of(1.0) - t * t;
                     }
                     let ds = ds * scale;
+                    let (kj, dkj) = (j * ks + g * hd, j * ks + g * hd);
                     for c in 0..hd {
-                        dq[dqi_at + c] += ds * k[j * ks + g * hd + c];
-                        dk[j * ks + g * hd + c] += ds * q[i * qs + h * hd + c];
+                        dq[dqi + c] += ds * k[kj + c];
+                        dk[dkj + c] += ds * q[dqi + c];
                     }
                 }
             }
         }
     };
-    if kvh > 1 {
-        pool::parallel_for(kvh, &task);
+    if segs.len() * kvh > 1 {
+        pool::parallel_for(segs.len() * kvh, &task);
     } else {
-        task(0);
+        (0..segs.len() * kvh).for_each(task);
     }
 }
 
 /// A pointer shared by tasks that write disjoint elements.
 #[derive(Clone, Copy)]
 struct Ptr<T>(*mut T);
-// SAFETY: see `attention_backward`: tasks touch disjoint columns.
+// SAFETY: see `attention_backward_segments`: tasks touch disjoint elements.
 unsafe impl<T> Send for Ptr<T> {}
 unsafe impl<T> Sync for Ptr<T> {}
 

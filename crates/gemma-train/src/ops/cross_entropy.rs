@@ -9,7 +9,7 @@ use gemma_core::Matrix;
 use gemma_kernels::{matmul, matmul_t, pool};
 
 /// Rows of logits computed at once.
-pub const CE_ROWS: usize = 64;
+pub const CE_ROWS: usize = 128;
 
 /// Loss of one row of raw logits for `target`, and (into `dz`) its
 /// gradient with respect to the raw logits.
