@@ -14,6 +14,6 @@ pub mod pool;
 pub mod qdot;
 pub mod vnni;
 
-pub use matmul::{matmul, matmul_decode};
+pub use matmul::{matmul, matmul_decode, matmul_f32_acts};
 pub use matmul_t::matmul_t;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};

@@ -96,9 +96,34 @@ thread_local! {
 /// multiplies every token with them ([`crate::attn_gemm::scores`]). Returns
 /// false for quantized weights or column counts that are not a multiple of 8.
 fn float_gemm(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
+    float_gemm_any(x, n, w, y, false)
+}
+
+/// `y = x·Wᵀ` with f32 activations for every weight type: quantized rows
+/// are dequantized (16 per task) and multiplied in f32, which is the
+/// product transformers computes on the dequantized weights (the training
+/// forward uses it, as bitsandbytes' QLoRA dequantizes for compute, while
+/// inference meets quantized weights with 8-bit activations as llama.cpp).
+pub fn matmul_f32_acts(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
+    assert_eq!(x.len(), n * w.cols, "matmul input has the wrong length");
+    assert_eq!(y.len(), n * w.rows, "matmul output has the wrong length");
+    if n == 0 || w.rows == 0 || float_gemm_any(x, n, w, y, true) {
+        return;
+    }
+    let mut row = vec![0f32; w.cols];
+    for r in 0..w.rows {
+        gemma_quant::read_f32(&w.storage, r * w.cols, &mut row);
+        for t in 0..n {
+            y[t * w.rows + r] = crate::dot::dot_f32(&x[t * w.cols..(t + 1) * w.cols], &row);
+        }
+    }
+}
+
+/// The f32 product of [`float_gemm`]; with `quantized` also for block types.
+fn float_gemm_any(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], quantized: bool) -> bool {
     let (rows, cols) = (w.rows, w.cols);
-    let raw_float = matches!(&w.storage, Storage::Raw { dtype, .. } if dtype.block_size() == 1);
-    if !(matches!(w.storage, Storage::F32(_) | Storage::BF16(_) | Storage::F16(_)) || raw_float) || !cols.is_multiple_of(8) {
+    let raw_ok = matches!(&w.storage, Storage::Raw { dtype, .. } if dtype.block_size() == 1 || quantized);
+    if !(matches!(w.storage, Storage::F32(_) | Storage::BF16(_) | Storage::F16(_)) || raw_ok) || !cols.is_multiple_of(8) {
         return false;
     }
     let out = OutPtr(y.as_mut_ptr());
@@ -268,6 +293,27 @@ mod tests {
 
     /// The prefill path for float weights (many tokens), in memory and as raw
     /// (memory-mapped) bytes.
+    #[test]
+    fn matmul_f32_acts_is_the_dequantized_product() {
+        let (rows, cols) = (70, 256);
+        let wv: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+        for dt in [DType::Q4_K, DType::Q8_0, DType::Q5_0, DType::BF16] {
+            let w = Matrix::new(rows, cols, gemma_quant::convert(Storage::F32(wv.clone()), dt).unwrap());
+            let deq = gemma_quant::to_f32_vec(&w.storage);
+            for n in [1, 5, 40] {
+                let x: Vec<f32> = (0..n * cols).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+                let mut y = vec![0f32; n * rows];
+                matmul_f32_acts(&x, n, &w, &mut y);
+                for t in 0..n {
+                    for r in 0..rows {
+                        let want: f64 = (0..cols).map(|c| x[t * cols + c] as f64 * deq[r * cols + c] as f64).sum();
+                        assert!((y[t * rows + r] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "{dt:?} n={n} ({t},{r})");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn float_gemm_matches_naive() {
         let (rows, cols, n) = (37, 64, 6);

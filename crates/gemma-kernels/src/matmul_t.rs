@@ -170,7 +170,7 @@ mod tests {
     /// column counts with and without a 64-column tail.
     #[test]
     fn matmul_t_equals_the_reference() {
-        for (dtype, out, inp) in [(DType::F32, 70, 48), (DType::BF16, 130, 300), (DType::Q8_0, 65, 320), (DType::Q4_K, 129, 512), (DType::Q6_K, 64, 256)] {
+        for (dtype, out, inp) in [(DType::F32, 70, 48), (DType::BF16, 130, 300), (DType::Q8_0, 65, 320), (DType::Q4_K, 129, 512), (DType::Q6_K, 64, 256), (DType::Q5_0, 40, 640), (DType::Q4_0, 33, 96), (DType::Q5_1, 20, 64), (DType::Q4_1, 20, 64), (DType::Q5_K, 9, 512), (DType::Q3_K, 9, 256), (DType::Q2_K, 9, 256)] {
             let vals: Vec<f32> = (0..out * inp).map(|i| (((i * 7919) % 1999) as f32 / 999.5 - 1.0) * 0.3).collect();
             let storage = gemma_quant::convert(Storage::F32(vals), dtype).unwrap();
             let w = Matrix::new(out, inp, storage);

@@ -194,8 +194,13 @@ impl Model {
     /// all segments. `drop` = (probability, seed) while training: the LoRA
     /// input's element `i` (of the `[n, in]` rows) is kept by
     /// [`dropout_keep`]`(seed ^ tag, i)` and scaled by `1 / (1 − p)`.
-    fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32], lora: Option<&LoraPair>, drop: Option<(f32, u64)>) {
-        Self::project_plain(segs, x, w, y);
+    /// `exact` (training) multiplies quantized weights with f32 activations.
+    fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32], lora: Option<&LoraPair>, drop: Option<(f32, u64)>, exact: bool) {
+        if exact {
+            gemma_kernels::matmul_f32_acts(x, y.len() / w.rows, w, y);
+        } else {
+            Self::project_plain(segs, x, w, y);
+        }
         if let Some(l) = lora {
             let n: usize = segs.iter().map(|s| s.n).sum();
             let mut t = vec![0f32; n * l.a.rows];
@@ -254,6 +259,9 @@ impl Model {
         // checks it bit for bit); serving keeps its per-segment products.
         let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false }];
         let psegs: &[Seg] = if tape.is_some() { &whole } else { segs };
+        // Training meets quantized weights with f32 activations (QLoRA as
+        // bitsandbytes computes it: the dequantized function).
+        let training = tape.is_some();
         // Dropout seed of projection p in this layer.
         let dr = |p: usize| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p)));
         macro_rules! rec {
@@ -272,9 +280,9 @@ impl Model {
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
-        Self::project(psegs, h, &w.q, q, lo(0), dr(0));
-        Self::project(psegs, h, &w.k, k, lo(1), dr(1));
-        Self::project(psegs, h, &w.v, v, lo(2), dr(2));
+        Self::project(psegs, h, &w.q, q, lo(0), dr(0), training);
+        Self::project(psegs, h, &w.k, k, lo(1), dr(1), training);
+        Self::project(psegs, h, &w.v, v, lo(2), dr(2), training);
         rec!(q_pre, q);
         rec!(k_pre, k);
         rec!(v, v);
@@ -322,7 +330,7 @@ impl Model {
         }
         rec!(att, att);
         let a = buf(&mut sc.a, n * hidden);
-        Self::project(psegs, att, &w.o, a, lo(3), dr(3));
+        Self::project(psegs, att, &w.o, a, lo(3), dr(3), training);
         rec!(o_out, a);
         if let Some(g) = &w.post_attn_norm {
             rms_norm_in_place(a, g, eps);
@@ -335,8 +343,8 @@ impl Model {
         rec!(h2, h);
         let gate = buf(&mut sc.gate, n * ff);
         let up = buf(&mut sc.up, n * ff);
-        Self::project(psegs, h, &w.gate, gate, lo(4), dr(4));
-        Self::project(psegs, h, &w.up, up, lo(5), dr(5));
+        Self::project(psegs, h, &w.gate, gate, lo(4), dr(4), training);
+        Self::project(psegs, h, &w.up, up, lo(5), dr(5), training);
         rec!(gate_pre, gate);
         rec!(up, up);
         match self.numerics {
@@ -344,7 +352,7 @@ impl Model {
             Numerics::LlamaCpp => geglu_f16_table(gate, up),
         }
         rec!(act, gate);
-        Self::project(psegs, gate, &w.down, a, lo(6), dr(6));
+        Self::project(psegs, gate, &w.down, a, lo(6), dr(6), training);
         rec!(down_out, a);
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);

@@ -1,12 +1,13 @@
 //! The output head and cross-entropy, fused and chunked over labeled rows:
 //! [`CE_ROWS`] rows of logits (`rows × vocab` floats) exist at a time,
-//! never `tokens × vocab`. Forward: logits = h·Eᵀ, optional final
+//! never `tokens × vocab`. Forward: logits = h·Eᵀ (f32 activations, the
+//! head dequantized on the fly), optional final
 //! soft-cap, log-sum-exp in f64; backward: `dz = softmax − onehot` (times
 //! `1 − (z/cap)²`), `dh = dz·E` through the frozen head.
 
 use crate::real::Real;
 use gemma_core::Matrix;
-use gemma_kernels::{matmul, matmul_t, pool};
+use gemma_kernels::{matmul_f32_acts, matmul_t, pool};
 
 /// Rows of logits computed at once.
 pub const CE_ROWS: usize = 128;
@@ -42,7 +43,7 @@ pub fn head_cross_entropy(h: &[f32], targets: &[u32], weight: f32, head: &Matrix
     for r0 in (0..m).step_by(CE_ROWS) {
         let rows = CE_ROWS.min(m - r0);
         let lg = &mut logits[..rows * vocab];
-        matmul(&h[r0 * hidden..(r0 + rows) * hidden], rows, head, lg);
+        matmul_f32_acts(&h[r0 * hidden..(r0 + rows) * hidden], rows, head, lg);
         let rowp = RowPtr(lg.as_mut_ptr());
         let lossp = RowPtr64(losses[r0..].as_mut_ptr());
         pool::parallel_for(rows, &|i| {
