@@ -97,6 +97,9 @@ pub struct FinetuneArgs {
     /// Continue from a checkpoint-N/ folder of an earlier run.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Tokenize the data, write OUT/tokenized.jsonl ({"ids", "targets"} per example) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Recompute activations in the backward (not implemented yet: refused).
     #[arg(long)]
     pub gradient_checkpointing: bool,
@@ -132,6 +135,19 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         if train.skipped > 0 { format!(", {} lines skipped (nothing left to learn)", train.skipped) } else { String::new() },
         eval.as_ref().map_or(String::new(), |e| format!("; eval: {} examples", e.examples.len()))
     );
+    if a.dry_run {
+        std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+        let path = a.out.join("tokenized.jsonl");
+        let mut text = String::new();
+        for e in &train.examples {
+            let targets: Vec<u8> = e.targets.iter().map(|&t| t as u8).collect();
+            text += &serde_json::json!({"ids": e.ids, "targets": targets}).to_string();
+            text.push('\n');
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+        return Ok(());
+    }
     let spec = LoraSpec { rank: a.rank, alpha: a.alpha, rslora: a.use_rslora, targets, dropout: a.dropout };
     let lora = match &a.init_lora {
         Some(dir) => {
