@@ -39,6 +39,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train a LoRA adapter (QLoRA on a quantized base) on JSONL data; writes a PEFT adapter folder.
     Finetune(crate::finetune::FinetuneArgs),
+    /// Fold a LoRA adapter into the base weights and write the merged model (HF folder or GGUF).
+    Merge(crate::finetune::MergeArgs),
+    /// Write a PEFT LoRA adapter as llama.cpp's GGUF LoRA file (for llama-cli --lora).
+    ExportLora(crate::finetune::ExportLoraArgs),
 }
 
 /// `gemma eval`.

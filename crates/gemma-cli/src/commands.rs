@@ -25,6 +25,8 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Serve(a) => serve(a),
         Command::Eval(a) => eval(a),
         Command::Finetune(a) => crate::finetune::finetune(a),
+        Command::Merge(a) => crate::finetune::merge(a),
+        Command::ExportLora(a) => crate::finetune::export_lora(a),
     }
 }
 

@@ -232,3 +232,59 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `gemma merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The base model: a GGUF file or a Hugging Face folder (or Hub id).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// The PEFT adapter folder to merge.
+    #[arg(long)]
+    pub lora: PathBuf,
+    /// Output: a folder (Hugging Face base, float type) or a .gguf file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// f32, bf16, f16, or a GGUF quant type / llama.cpp mix (q8_0, q4_k_m, …).
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// Text whose perplexity shows what merging into that type costs (default: a built-in paragraph).
+    #[arg(long)]
+    pub ppl_text: Option<PathBuf>,
+}
+
+/// Run `gemma merge`.
+pub fn merge(a: MergeArgs) -> Result<()> {
+    let input = gemma::hub::resolve_model(a.model.as_deref())?;
+    let text = match &a.ppl_text {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        None => gemma::merge::DEFAULT_PPL_TEXT.to_string(),
+    };
+    let t0 = Instant::now();
+    let r = gemma::merge::merge(&input, &a.lora, &a.out, &a.dtype, &text).with_context(|| format!("cannot merge {} into {}", a.lora.display(), input.display()))?;
+    eprintln!("merged {} projections into {} ({}, {}) in {:.1}s", r.merged, r.out.display(), r.format, a.dtype, t0.elapsed().as_secs_f64());
+    let cost = (r.ppl_merged / r.ppl_adapter - 1.0) * 100.0;
+    println!("perplexity on {} tokens: adapter at run time {:.4}, merged {} {:.4} ({cost:+.2}%)", r.tokens, r.ppl_adapter, a.dtype, r.ppl_merged);
+    Ok(())
+}
+
+/// `gemma export-lora`.
+#[derive(Debug, Args)]
+pub struct ExportLoraArgs {
+    /// The PEFT adapter folder.
+    #[arg(long)]
+    pub lora: PathBuf,
+    /// The GGUF file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// GGUF architecture of the base (gemma, gemma2, gemma3) when adapter_config.json does not tell.
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+/// Run `gemma export-lora`.
+pub fn export_lora(a: ExportLoraArgs) -> Result<()> {
+    let n = gemma::train::export::export_gguf_lora(&a.lora, &a.out, a.arch.as_deref())?;
+    eprintln!("wrote {} ({n} adapted projections, llama.cpp GGUF LoRA)", a.out.display());
+    Ok(())
+}

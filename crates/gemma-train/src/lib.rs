@@ -9,6 +9,7 @@ pub mod real;
 pub mod adapter;
 pub mod backward;
 pub mod data;
+pub mod export;
 pub mod optim;
 pub mod rng;
 pub mod svg;

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 pub mod bench;
 pub mod gguf_tokenizer;
 pub mod hub;
+pub mod merge;
 pub mod quantize;
 
 pub use gemma_core::{DType, GemmaError, Result};

@@ -138,6 +138,12 @@ fn u32v(x: usize) -> GgufValue {
 /// Load `input` and write it to `out` as GGUF quantized by `plan`.
 pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<QuantReport> {
     let g = Gemma::load_with(input, &LoadOptions::default(), &mut |_, _| {})?;
+    write_gguf(&g, input, plan, out, progress)
+}
+
+/// Write the loaded model `g` (from `input`, whose tokenizer metadata is
+/// copied) to `out` as GGUF quantized by `plan`.
+pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<QuantReport> {
     let c = &g.model.config;
     let arch = match c.family {
         Family::Gemma1 => "gemma",
@@ -193,7 +199,7 @@ pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &m
     if let Some(cap) = c.final_softcap {
         w.set(&k("final_logit_softcapping"), GgufValue::F32(cap));
     }
-    write_tokenizer(&g, input, &mut w)?;
+    write_tokenizer(g, input, &mut w)?;
 
     // Tensors.
     let naming = Naming::Gguf;

@@ -1,0 +1,112 @@
+//! `gemma export-lora`: a PEFT adapter as llama.cpp's GGUF LoRA file
+//! (`general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`,
+//! tensors `blk.N.attn_q.weight.lora_a` `[in, r]` and `.lora_b` `[r, out]`
+//! in ggml's dimension order, f32) for `llama-cli --lora`. llama.cpp scales
+//! by `alpha / r`; an rsLoRA adapter's alpha is written as `alpha·√r` so the
+//! scale stays `alpha / √r`.
+
+use crate::{Result, TrainError};
+use gemma_core::DType;
+use gemma_formats::{GgufValue, GgufWriter, SafetensorsSet};
+use serde_json::Value;
+use std::path::Path;
+
+/// llama.cpp's name of a projection.
+fn gguf_part(proj: &str) -> Option<&'static str> {
+    Some(match proj {
+        "q_proj" => "attn_q",
+        "k_proj" => "attn_k",
+        "v_proj" => "attn_v",
+        "o_proj" => "attn_output",
+        "gate_proj" => "ffn_gate",
+        "up_proj" => "ffn_up",
+        "down_proj" => "ffn_down",
+        _ => return None,
+    })
+}
+
+/// The GGUF architecture of the adapter's base (`arch` overrides).
+fn architecture(c: &Value, arch: Option<&str>) -> Result<String> {
+    if let Some(a) = arch {
+        return Ok(a.to_string());
+    }
+    let class = c.pointer("/auto_mapping/base_model_class").and_then(Value::as_str).or_else(|| c.pointer("/gemma_rs/architecture").and_then(Value::as_str)).unwrap_or("");
+    let name = c.get("base_model_name_or_path").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+    let l = class.to_ascii_lowercase();
+    Ok(if l.contains("gemma3") || name.contains("gemma-3") || name.contains("gemma3") {
+        "gemma3"
+    } else if l.contains("gemma2") || name.contains("gemma-2") || name.contains("gemma2") {
+        "gemma2"
+    } else if l.contains("gemma1") || l == "gemmaforcausallm" || name.contains("gemma-") {
+        "gemma"
+    } else {
+        return Err(TrainError::Invalid("cannot tell the adapter's base architecture from adapter_config.json; pass --arch gemma, gemma2 or gemma3".into()));
+    }
+    .to_string())
+}
+
+/// Write the adapter in `dir` to `out`; returns the number of adapted projections.
+pub fn export_gguf_lora(dir: &Path, out: &Path, arch: Option<&str>) -> Result<usize> {
+    let cpath = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cpath).map_err(|e| TrainError::Io(cpath.display().to_string(), e))?;
+    let c: Value = serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", cpath.display())))?;
+    if c.get("peft_type").and_then(Value::as_str) != Some("LORA") {
+        return Err(TrainError::Invalid(format!("{}: not a LoRA adapter (peft_type)", cpath.display())));
+    }
+    for k in ["rank_pattern", "alpha_pattern"] {
+        if c.get(k).and_then(Value::as_object).is_some_and(|m| !m.is_empty()) {
+            return Err(TrainError::Invalid(format!("{}: {k} cannot be expressed in llama.cpp's one-alpha LoRA format", cpath.display())));
+        }
+    }
+    if c.get("use_dora").and_then(Value::as_bool) == Some(true) {
+        return Err(TrainError::Invalid(format!("{}: DoRA adapters have no llama.cpp form", cpath.display())));
+    }
+    let r = c.get("r").and_then(Value::as_u64).ok_or_else(|| TrainError::Invalid(format!("{}: no integer 'r'", cpath.display())))? as f64;
+    let mut alpha = c.get("lora_alpha").and_then(Value::as_f64).ok_or_else(|| TrainError::Invalid(format!("{}: no 'lora_alpha'", cpath.display())))?;
+    if c.get("use_rslora").and_then(Value::as_bool) == Some(true) {
+        alpha *= r.sqrt();
+    }
+    let arch = architecture(&c, arch)?;
+    let wpath = dir.join("adapter_model.safetensors");
+    let st = SafetensorsSet::open_files(std::slice::from_ref(&wpath))?;
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", GgufValue::String(arch));
+    w.set("general.type", GgufValue::String("adapter".into()));
+    w.set("general.name", GgufValue::String(dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()));
+    w.set("adapter.type", GgufValue::String("lora".into()));
+    w.set("adapter.lora.alpha", GgufValue::F32(alpha as f32));
+    let mut names: Vec<String> = st.tensors().map(|t| t.name.clone()).collect();
+    names.sort();
+    let mut count = 0;
+    for name in names {
+        let (stem, which) = if let Some(s) = name.strip_suffix(".lora_A.weight") {
+            (s, "lora_a")
+        } else if let Some(s) = name.strip_suffix(".lora_B.weight") {
+            (s, "lora_b")
+        } else {
+            return Err(TrainError::Invalid(format!("{}: unexpected tensor '{name}'", wpath.display())));
+        };
+        let mut it = stem.rsplit('.');
+        let (proj, _block, idx, tag) = (it.next(), it.next(), it.next(), it.next());
+        let (Some(proj), Some(idx), Some("layers")) = (proj, idx, tag) else {
+            return Err(TrainError::Invalid(format!("{}: cannot place '{name}' in a layer", wpath.display())));
+        };
+        let part = gguf_part(proj).ok_or_else(|| TrainError::Invalid(format!("{}: LoRA on '{proj}' has no llama.cpp name", wpath.display())))?;
+        let l: usize = idx.parse().map_err(|_| TrainError::Invalid(format!("{}: bad layer index in '{name}'", wpath.display())))?;
+        let (shape, storage) = st.load(&name)?;
+        let [rows, cols] = shape[..] else {
+            return Err(TrainError::Invalid(format!("{}: '{name}' is not a matrix", wpath.display())));
+        };
+        let values = gemma_quant::to_f32_vec(&storage);
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.add_tensor(&format!("blk.{l}.{part}.weight.{which}"), vec![cols as u64, rows as u64], DType::F32, data)?;
+        if which == "lora_a" {
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(TrainError::Invalid(format!("{}: no LoRA weights", wpath.display())));
+    }
+    w.write(out)?;
+    Ok(count)
+}
