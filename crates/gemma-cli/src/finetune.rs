@@ -100,16 +100,13 @@ pub struct FinetuneArgs {
     /// Tokenize the data, write OUT/tokenized.jsonl ({"ids", "targets"} per example) and stop.
     #[arg(long)]
     pub dry_run: bool,
-    /// Recompute activations in the backward (not implemented yet: refused).
+    /// Keep only each block's input and recompute its activations in the backward (less memory, one more forward).
     #[arg(long)]
     pub gradient_checkpointing: bool,
 }
 
 /// Run `gemma finetune`.
 pub fn finetune(a: FinetuneArgs) -> Result<()> {
-    if a.gradient_checkpointing {
-        bail!("--gradient-checkpointing is not implemented yet; every block's activations are kept (see docs/FINETUNE.md for the memory this takes)");
-    }
     if a.model.lora.is_some() {
         bail!("--lora applies an adapter for inference; to continue training one, use --init-lora");
     }
@@ -172,6 +169,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         seed: a.seed,
         eval_every: a.eval_every,
         save_every: a.save_every,
+        gradient_checkpointing: a.gradient_checkpointing,
     };
     let arch = format!("{:?}", g.model.config.family);
     let base = a.model.model.clone().unwrap_or_default();

@@ -90,6 +90,18 @@ pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(o, v)| *o += a * v.to_f32());
 }
 
+/// `y += a * x` for f32 vectors with fused multiply-adds (SIMD when the CPU
+/// has AVX2 + FMA; the scalar path uses `mul_add`, so both round once).
+pub fn axpy_f32_fma(a: f32, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { avx2::axpy_f32(a, x, y) };
+    }
+    y.iter_mut().zip(x).for_each(|(o, v)| *o = a.mul_add(*v, *o));
+}
+
 /// `y += a * x` for f32 vectors.
 pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(o, v)| *o += a * v);
@@ -180,6 +192,22 @@ mod avx2 {
         }
         while i < n {
             *py.add(i) += a * (*px.add(i)).to_f32();
+            i += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let va = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(va, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))));
+            i += 8;
+        }
+        while i < n {
+            *py.add(i) = a.mul_add(*px.add(i), *py.add(i));
             i += 1;
         }
     }

@@ -237,7 +237,7 @@ impl Model {
     /// With `tape`, each step's result is recorded for the backward
     /// (training); `drop` is the LoRA dropout (probability, seed).
     #[allow(clippy::too_many_arguments)]
-    fn block(
+    pub(crate) fn block(
         &self,
         l: usize,
         w: &LayerWeights,
@@ -264,14 +264,20 @@ impl Model {
         let training = tape.is_some();
         // Dropout seed of projection p in this layer.
         let dr = |p: usize| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p)));
+        // With gradient checkpointing only the block's input is kept; the
+        // backward runs the block again to record the rest.
         macro_rules! rec {
             ($field:ident, $v:expr) => {
                 if let Some(t) = tape.as_deref_mut() {
-                    record(&mut t.$field, $v);
+                    if !t.input_only {
+                        record(&mut t.$field, $v);
+                    }
                 }
             };
         }
-        rec!(x_in, x);
+        if let Some(t) = tape.as_deref_mut() {
+            record(&mut t.x_in, x);
+        }
 
         // Attention.
         let h = buf(&mut sc.h, n * hidden);

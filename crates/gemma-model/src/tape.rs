@@ -43,6 +43,17 @@ pub struct LayerTape {
     pub act: Vec<f32>,
     /// Down projection before the post-feed-forward norm `[n, hidden]`.
     pub down_out: Vec<f32>,
+    /// Record only `x_in` (gradient checkpointing: see [`Model::recompute_layer`]).
+    pub input_only: bool,
+}
+
+impl LayerTape {
+    /// Free everything but the block's input (after its backward).
+    pub fn release(&mut self) {
+        let keep = std::mem::take(&mut self.x_in);
+        let input_only = self.input_only;
+        *self = Self { x_in: keep, input_only, ..Self::default() };
+    }
 }
 
 /// The recording of one training forward.
@@ -58,6 +69,8 @@ pub struct Tape {
     pub seqs: Vec<(usize, usize)>,
     /// Residual stream after the last block `[n, hidden]`.
     pub x_out: Vec<f32>,
+    /// Gradient checkpointing: blocks keep only their input in the forward.
+    pub checkpointing: bool,
 }
 
 /// Copy `v` into `dst` (reusing its allocation).
@@ -88,10 +101,39 @@ impl Model {
             row0 += s.len();
         }
         tape.layers.resize_with(cfg.num_layers(), LayerTape::default);
+        let light = tape.checkpointing;
+        tape.layers.iter_mut().for_each(|l| l.input_only = light);
         let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
         let mut sc = Scratch::default();
         self.run_segments(&segs, &mut items, &mut sc, Some(tape));
         record(&mut tape.x_out, &sc.x[..row0 * cfg.hidden_size]);
+        Ok(())
+    }
+
+    /// Gradient checkpointing: run block `l` again from its recorded input
+    /// (same sequences, same dropout masks), recording everything its
+    /// backward needs. The result is bit for bit what a full recording holds.
+    pub fn recompute_layer(&self, l: usize, seqs: &[&[u32]], tape: &mut Tape) -> Result<()> {
+        let cfg = &self.config;
+        let (mut caches, mut segs) = (Vec::with_capacity(seqs.len()), Vec::with_capacity(seqs.len()));
+        let mut row0 = 0;
+        for (i, s) in seqs.iter().enumerate() {
+            caches.push(KvCache::unbounded(cfg));
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false });
+            row0 += s.len();
+        }
+        let hidden = cfg.hidden_size;
+        if tape.layers.len() <= l || tape.layers[l].x_in.len() != row0 * hidden {
+            return Err(GemmaError::invalid("tape", format!("layer {l} has no recorded input for these sequences")));
+        }
+        let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
+        let mut sc = Scratch::default();
+        record(&mut sc.x, &tape.layers[l].x_in);
+        let drop = Some((tape.dropout, tape.seed)).filter(|d| d.0 > 0.0);
+        let lt = &mut tape.layers[l];
+        lt.input_only = false;
+        self.block(l, &self.weights.layers[l], &segs, &mut items, &mut sc, Some(lt), drop);
+        lt.input_only = tape.checkpointing;
         Ok(())
     }
 

@@ -101,7 +101,13 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
     let drop = lora.spec.dropout;
     for l in (0..cfg.num_layers()).rev() {
         let dr = |p: usize| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p)));
+        if tape.checkpointing {
+            model.recompute_layer(l, &seqs, tape)?;
+        }
         block_backward(model, l, &tape.layers[l], &tape.seqs, &mut lora.layers[l], &dr, &mut dx);
+        if tape.checkpointing {
+            tape.layers[l].release();
+        }
     }
     timer.lap("blocks backward");
     Ok(out)

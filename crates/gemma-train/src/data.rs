@@ -4,7 +4,8 @@
 //! - `{"text": …}`: BOS as the tokenizer adds it, EOS appended, every token learned.
 //! - `{"messages": [{"role", "content"}, …]}`: the chat template (the model's
 //!   own or the built-in Gemma one); every token learned, or with
-//!   `--loss assistant-only` the assistant turns including their `<end_of_turn>`.
+//!   `--loss assistant-only` the assistant turns including their
+//!   `<end_of_turn>` and the newline after it (TRL's Gemma training template).
 //! - `{"prompt": …, "completion": …}`: strings (EOS appended) or message
 //!   lists; the completion is learned (`auto`), or everything (`all`).
 //!
@@ -168,8 +169,8 @@ fn messages(v: &Value, field: &str) -> std::result::Result<Vec<ChatMessage>, Str
         .collect()
 }
 
-/// Conversation ids with the assistant turns (their content and
-/// `<end_of_turn>`) as targets. The text is cut where each assistant turn
+/// Conversation ids with the assistant turns (their content,
+/// `<end_of_turn>` and newline) as targets. The text is cut where each assistant turn
 /// starts and ends and the pieces are tokenized one by one, so a target
 /// span is exactly that turn's tokens.
 fn assistant_only(msgs: &[ChatMessage], tok: &GemmaTokenizer) -> std::result::Result<Example, String> {
@@ -186,7 +187,10 @@ fn assistant_only(msgs: &[ChatMessage], tok: &GemmaTokenizer) -> std::result::Re
         if !full.starts_with(&upto) || !upto.is_char_boundary(start) || start > upto.len() {
             return Err("the chat template does not render conversations prefix by prefix, which --loss assistant-only needs".into());
         }
+        // Through `<end_of_turn>` and the newline the template writes after
+        // it, as TRL's Gemma training templates mark the generation.
         let end = upto[start..].find("<end_of_turn>").map_or(upto.len(), |p| start + p + "<end_of_turn>".len());
+        let end = if upto[end..].starts_with('\n') { end + 1 } else { end };
         spans.push((start, end));
     }
     if spans.is_empty() {

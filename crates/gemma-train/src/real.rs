@@ -31,6 +31,10 @@ pub trait Real:
     fn tanh(self) -> Self;
     /// √x.
     fn sqrt(self) -> Self;
+    /// `a · b` (SIMD for f32).
+    fn dot(a: &[Self], b: &[Self]) -> Self;
+    /// `y += a · x` (SIMD for f32).
+    fn axpy(a: Self, x: &[Self], y: &mut [Self]);
 }
 
 impl Real for f32 {
@@ -49,6 +53,12 @@ impl Real for f32 {
     fn sqrt(self) -> Self {
         f32::sqrt(self)
     }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        gemma_kernels::dot::dot_f32(a, b)
+    }
+    fn axpy(a: Self, x: &[Self], y: &mut [Self]) {
+        gemma_kernels::dot::axpy_f32_fma(a, x, y)
+    }
 }
 
 impl Real for f64 {
@@ -66,6 +76,12 @@ impl Real for f64 {
     }
     fn sqrt(self) -> Self {
         f64::sqrt(self)
+    }
+    fn dot(a: &[Self], b: &[Self]) -> Self {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+    fn axpy(a: Self, x: &[Self], y: &mut [Self]) {
+        y.iter_mut().zip(x).for_each(|(o, v)| *o += a * v);
     }
 }
 

@@ -48,6 +48,10 @@ pub struct TrainConfig {
     pub eval_every: Option<usize>,
     /// Save a checkpoint every N steps.
     pub save_every: Option<usize>,
+    /// Keep only each block's input in the forward and recompute the rest
+    /// in the backward (activation memory per token: one hidden vector per
+    /// layer instead of ~15 buffers; costs one more forward).
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -67,6 +71,7 @@ impl Default for TrainConfig {
             seed: 42,
             eval_every: None,
             save_every: None,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -156,7 +161,8 @@ impl<'a> Trainer<'a> {
         model.numerics = Numerics::Reference;
         model.lora = Some(lora.to_adapter());
         let opt = AdamState::new(&lora);
-        Ok(Self { model, lora, cfg, train, eval, out: out.to_path_buf(), opt, step: 0, log: Vec::new(), curve: Vec::new(), eval_curve: Vec::new(), tape: Tape::default() })
+        let tape = Tape { checkpointing: cfg.gradient_checkpointing, ..Tape::default() };
+        Ok(Self { model, lora, cfg, train, eval, out: out.to_path_buf(), opt, step: 0, log: Vec::new(), curve: Vec::new(), eval_curve: Vec::new(), tape })
     }
 
     /// Micro-batches of one epoch (indices into the data), seeded by epoch.

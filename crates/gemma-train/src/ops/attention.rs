@@ -27,11 +27,7 @@ fn probabilities<T: Real>(s: &AttnShape, q: &[T], k: &[T], i: usize, h: usize, p
     let mut max = f64::NEG_INFINITY;
     for j in lo..=i {
         let kj = &k[j * ks + g * hd..][..hd];
-        let mut dot = T::default();
-        for (a, b) in qi.iter().zip(kj) {
-            dot += *a * *b;
-        }
-        let mut z = dot * scale;
+        let mut z = T::dot(qi, kj) * scale;
         if let Some(c) = s.softcap {
             let c = T::of(c as f64);
             z = c * (z / c).tanh();
@@ -110,11 +106,7 @@ pub fn attention_backward_segments<T: Real>(s: &AttnShape, segs: &[(usize, usize
                 dp.clear();
                 let mut dsum = 0f64;
                 for (j, &pj) in (lo..=i).zip(p.iter()) {
-                    let vj = &v[j * ks + g * hd..][..hd];
-                    let mut d = T::default();
-                    for (a, b) in doi.iter().zip(vj) {
-                        d += *a * *b;
-                    }
+                    let d = T::dot(doi, &v[j * ks + g * hd..][..hd]);
                     dsum += (pj * d).f64();
                     dp.push(d);
                 }
@@ -123,20 +115,16 @@ pub fn attention_backward_segments<T: Real>(s: &AttnShape, segs: &[(usize, usize
                 dq[dqi..dqi + hd].iter_mut().for_each(|x| *x = T::default());
                 for (idx, j) in (lo..=i).enumerate() {
                     let pj = p[idx];
-                    for (a, &b) in dv[j * ks + g * hd..][..hd].iter_mut().zip(doi) {
-                        *a += pj * b;
-                    }
+                    T::axpy(pj, doi, &mut dv[j * ks + g * hd..][..hd]);
                     let mut ds = pj * (dp[idx] - dsum);
                     if let Some(c) = s.softcap {
                         let t = sc[idx] / T::of(c as f64);
                         ds *= T::of(1.0) - t * t;
                     }
                     let ds = ds * scale;
-                    let (kj, dkj) = (j * ks + g * hd, j * ks + g * hd);
-                    for c in 0..hd {
-                        dq[dqi + c] += ds * k[kj + c];
-                        dk[dkj + c] += ds * q[dqi + c];
-                    }
+                    let kj = j * ks + g * hd;
+                    T::axpy(ds, &k[kj..kj + hd], &mut dq[dqi..dqi + hd]);
+                    T::axpy(ds, &q[dqi..dqi + hd], &mut dk[kj..kj + hd]);
                 }
             }
         }
