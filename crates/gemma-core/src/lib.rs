@@ -2,6 +2,7 @@
 //! and the common error type. Knows nothing of models.
 
 pub mod error;
+pub mod rng;
 pub mod tensor;
 
 pub use error::{GemmaError, Result};

@@ -4,7 +4,7 @@
 //! `adapter_model.safetensors`, f32, `base_model.model.model.layers.N.…`).
 
 use crate::ops::linear::LoraParam;
-use crate::rng::Rng;
+use gemma_core::rng::Rng;
 use crate::{Result, TrainError};
 use gemma_core::{Matrix, Storage};
 use gemma_model::lora::{features, LayerLora, LoraAdapter, LoraPair, PROJECTIONS};

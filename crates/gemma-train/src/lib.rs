@@ -11,7 +11,6 @@ pub mod backward;
 pub mod data;
 pub mod export;
 pub mod optim;
-pub mod rng;
 pub mod svg;
 pub mod trainer;
 

@@ -7,7 +7,7 @@
 use crate::adapter::{safetensors_bytes, write_atomic, TrainableLora};
 use crate::backward::{loss_and_grad, Example};
 use crate::optim::{clip_grad_norm, AdamState, AdamW, Schedule};
-use crate::rng::Rng;
+use gemma_core::rng::Rng;
 use crate::svg::loss_svg;
 use crate::{Result, TrainError};
 use gemma_model::{Model, Numerics, Tape};
