@@ -84,20 +84,14 @@ pub fn attention_backward_segments<T: Real>(s: &AttnShape, segs: &[(usize, usize
     let (hd, qs, ks) = (s.head_dim, s.heads * s.head_dim, s.heads / s.group * s.head_dim);
     let kvh = s.heads / s.group;
     let (dqp, dkp, dvp) = (Ptr(dq.as_mut_ptr()), Ptr(dk.as_mut_ptr()), Ptr(dv.as_mut_ptr()));
-    let (lq, lk) = (dq.len(), dk.len());
     let task = |id: usize| {
         let ((r0, n), g) = (segs[id / kvh], id % kvh);
         let (mut p, mut sc, mut dp) = (Vec::new(), Vec::new(), Vec::new());
-        // SAFETY: the rows of sequence (r0, n) in columns g·hd..(g+1)·hd of
-        // dk/dv and in the columns of heads g·group.. of dq are touched by
-        // this task alone.
-        let (dq, dk, dv) = unsafe { (dqp.all(lq), dkp.all(lk), dvp.all(lk)) };
         let (q, k, v, dout) = (&q[r0 * qs..(r0 + n) * qs], &k[r0 * ks..(r0 + n) * ks], &v[r0 * ks..(r0 + n) * ks], &dout[r0 * qs..(r0 + n) * qs]);
-        let (dq, dk, dv) = (&mut dq[r0 * qs..(r0 + n) * qs], &mut dk[r0 * ks..(r0 + n) * ks], &mut dv[r0 * ks..(r0 + n) * ks]);
-        for j in 0..n {
-            dk[j * ks + g * hd..][..hd].iter_mut().for_each(|x| *x = T::default());
-            dv[j * ks + g * hd..][..hd].iter_mut().for_each(|x| *x = T::default());
-        }
+        // This task's gradients, written into place at the end: dq for the
+        // heads of key/value head g `[n, group·hd]`, dk and dv `[n, hd]`.
+        let gw = s.group * hd;
+        let (mut dq, mut dk, mut dv) = (vec![T::default(); n * gw], vec![T::default(); n * hd], vec![T::default(); n * hd]);
         let scale = T::of(s.scale as f64);
         for h in g * s.group..(g + 1) * s.group {
             for i in 0..n {
@@ -111,11 +105,11 @@ pub fn attention_backward_segments<T: Real>(s: &AttnShape, segs: &[(usize, usize
                     dp.push(d);
                 }
                 let dsum = T::of(dsum);
-                let dqi = i * qs + h * hd;
-                dq[dqi..dqi + hd].iter_mut().for_each(|x| *x = T::default());
+                let dqi = i * gw + (h - g * s.group) * hd;
+                let qi = i * qs + h * hd;
                 for (idx, j) in (lo..=i).enumerate() {
                     let pj = p[idx];
-                    T::axpy(pj, doi, &mut dv[j * ks + g * hd..][..hd]);
+                    T::axpy(pj, doi, &mut dv[j * hd..(j + 1) * hd]);
                     let mut ds = pj * (dp[idx] - dsum);
                     if let Some(c) = s.softcap {
                         let t = sc[idx] / T::of(c as f64);
@@ -124,8 +118,17 @@ pub fn attention_backward_segments<T: Real>(s: &AttnShape, segs: &[(usize, usize
                     let ds = ds * scale;
                     let kj = j * ks + g * hd;
                     T::axpy(ds, &k[kj..kj + hd], &mut dq[dqi..dqi + hd]);
-                    T::axpy(ds, &q[dqi..dqi + hd], &mut dk[kj..kj + hd]);
+                    T::axpy(ds, &q[qi..qi + hd], &mut dk[j * hd..(j + 1) * hd]);
                 }
+            }
+        }
+        for i in 0..n {
+            // SAFETY: rows r0+i of dq (columns of heads g·group..), dk and dv
+            // (columns g·hd..) belong to this task alone; in bounds.
+            unsafe {
+                dqp.write((r0 + i) * qs + g * gw, &dq[i * gw..(i + 1) * gw]);
+                dkp.write((r0 + i) * ks + g * hd, &dk[i * hd..(i + 1) * hd]);
+                dvp.write((r0 + i) * ks + g * hd, &dv[i * hd..(i + 1) * hd]);
             }
         }
     };
@@ -143,12 +146,11 @@ struct Ptr<T>(*mut T);
 unsafe impl<T> Send for Ptr<T> {}
 unsafe impl<T> Sync for Ptr<T> {}
 
-impl<T> Ptr<T> {
-    /// The whole buffer (`len` elements).
-    /// SAFETY: the caller's task touches only its own elements.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn all(&self, len: usize) -> &mut [T] {
-        unsafe { std::slice::from_raw_parts_mut(self.0, len) }
+impl<T: Copy> Ptr<T> {
+    /// Copy `row` to elements `at..at + row.len()`.
+    /// SAFETY: in bounds, and no other task writes these elements.
+    unsafe fn write(&self, at: usize, row: &[T]) {
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.0.add(at), row.len()) };
     }
 }
 
