@@ -175,7 +175,7 @@ mod tests {
             let storage = gemma_quant::convert(Storage::F32(vals), dtype).unwrap();
             let w = Matrix::new(out, inp, storage);
             for n in [1, 31, 33, 70] {
-                let dy: Vec<f32> = (0..n * out).map(|i| (((i * 104729) % 997) as f32 / 498.5 - 1.0)).collect();
+                let dy: Vec<f32> = (0..n * out).map(|i| ((i * 104729) % 997) as f32 / 498.5 - 1.0).collect();
                 let (mut got, mut want) = (vec![1f32; n * inp], vec![0f32; n * inp]);
                 matmul_t(&dy, n, &w, &mut got);
                 matmul_t_ref(&dy, n, &w, &mut want);

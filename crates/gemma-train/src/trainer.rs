@@ -181,7 +181,9 @@ impl<'a> Trainer<'a> {
                 out.push(Vec::new());
                 used = 0;
             }
-            out.last_mut().map(|b| b.push(i));
+            if let Some(b) = out.last_mut() {
+                b.push(i);
+            }
             used += n;
         }
         out
@@ -319,7 +321,7 @@ impl<'a> Trainer<'a> {
             self.log.push(serde_json::to_string(&log).map_err(|e| TrainError::Invalid(e.to_string()))?);
             on(&Progress::Step(log, total));
             let last = k + 1 == total;
-            if self.eval.is_some() && (last || self.cfg.eval_every.is_some_and(|n| n > 0 && (k + 1) % n == 0)) {
+            if self.eval.is_some() && (last || self.cfg.eval_every.is_some_and(|n| n > 0 && (k + 1).is_multiple_of(n))) {
                 if let Some(e) = self.evaluate()? {
                     self.eval_curve.push((k + 1, e));
                     self.log.push(format!("{{\"step\":{},\"eval_loss\":{e}}}", k + 1));
@@ -327,7 +329,7 @@ impl<'a> Trainer<'a> {
                 }
             }
             self.write_log()?;
-            if self.cfg.save_every.is_some_and(|n| n > 0 && (k + 1) % n == 0) && !last {
+            if self.cfg.save_every.is_some_and(|n| n > 0 && (k + 1).is_multiple_of(n)) && !last {
                 let dir = self.save_checkpoint()?;
                 on(&Progress::Saved(dir));
             }

@@ -29,8 +29,11 @@ fn load(dtype: Option<DType>, lora: bool) -> Option<Gemma> {
     Some(Gemma::load_with(&path, &opts, &mut |_, _| {}).expect("load the real model"))
 }
 
-/// (loss, global grad norm, per-tensor norms) of the golden batch.
-fn ours(dtype: Option<DType>) -> Option<(f64, f64, Vec<(String, f64)>, Value)> {
+/// Our loss, global gradient norm, per-tensor norms, and the goldens.
+type Measured = (f64, f64, Vec<(String, f64)>, Value);
+
+/// What we measure on the golden batch.
+fn ours(dtype: Option<DType>) -> Option<Measured> {
     let mut g = load(dtype, false)?;
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("golden.json")).unwrap()).unwrap();
     let batch: Vec<Example> = golden["seqs"]

@@ -116,7 +116,7 @@ mod tests {
             let logits: Vec<f64> = (0..11).map(|i| val(i, 41) * 3.0).collect();
             let mut dz = vec![0.0; 11];
             cross_entropy_row(&logits, 4, cap, &mut dz);
-            finite_diff("cross_entropy", &logits, &dz, &|z| cross_entropy_row(z, 4, cap, &mut vec![0.0; 11]));
+            finite_diff("cross_entropy", &logits, &dz, &|z| cross_entropy_row(z, 4, cap, &mut [0.0; 11]));
         }
         // Fused head over more rows than one chunk: equals the per-row definition.
         let (m, hidden, vocab) = (CE_ROWS + 5, 8, 13);
