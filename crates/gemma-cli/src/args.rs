@@ -189,6 +189,26 @@ pub struct GenerateArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub grammar: GrammarArgs,
+}
+
+/// Constrained decoding: the output must match one grammar.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct GrammarArgs {
+    /// The output is JSON valid against this JSON-schema file.
+    #[arg(long)]
+    pub json_schema: Option<PathBuf>,
+    /// The output is any JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The whole output matches this regular expression (Rust regex syntax).
+    #[arg(long)]
+    pub regex: Option<String>,
+    /// The output matches this Lark grammar file (llguidance's dialect).
+    #[arg(long)]
+    pub grammar: Option<PathBuf>,
 }
 
 /// `gemma chat`.

@@ -136,10 +136,35 @@ fn generate(a: GenerateArgs) -> Result<()> {
     } else {
         gemma.encode_prompt(&prompt)?
     };
-    let req = request(&gemma, &ids, &a.sampling)?;
+    let mut req = request(&gemma, &ids, &a.sampling)?;
+    if let Some(grammar) = grammar(&a.grammar)? {
+        let c = gemma.compile_grammar(&grammar)?;
+        eprintln!("grammar ({}) compiled in {:.1} ms", grammar.kind(), c.compile_seconds * 1e3);
+        req.constraint = Some(c);
+    }
     stream(&gemma, &mut gemma.new_session(), &req)?;
     println!();
     Ok(())
+}
+
+/// The grammar the flags ask for, read and parsed.
+fn grammar(a: &crate::args::GrammarArgs) -> Result<Option<gemma::Grammar>> {
+    if let Some(f) = &a.json_schema {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read the JSON schema {}", f.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?;
+        return Ok(Some(gemma::Grammar::JsonSchema(v)));
+    }
+    if a.json {
+        return Ok(Some(gemma::Grammar::JsonObject));
+    }
+    if let Some(r) = &a.regex {
+        return Ok(Some(gemma::Grammar::Regex(r.clone())));
+    }
+    if let Some(f) = &a.grammar {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read the grammar {}", f.display()))?;
+        return Ok(Some(gemma::Grammar::Lark(text)));
+    }
+    Ok(None)
 }
 
 fn chat(a: ChatArgs) -> Result<()> {

@@ -2,23 +2,26 @@
 
 use crate::sequence::{FinishReason, GenerateRequest, SequenceState};
 use gemma_core::Result;
-use gemma_model::{KvCache, LogitsMode, Model};
+use gemma_model::{KvCache, LogitsMode, Model, Workspace};
 use gemma_tokenizer::GemmaTokenizer;
 
-/// A conversation's state: the KV cache and the ids it holds. Reusing a
-/// session skips re-processing a prompt's shared prefix (multi-turn chat).
+/// A conversation's state: the KV cache and the ids it holds (plus the
+/// activation workspace its calls reuse). Reusing a session skips
+/// re-processing a prompt's shared prefix (multi-turn chat).
 #[derive(Debug, Clone)]
 pub struct Session {
     /// The KV cache.
     pub cache: KvCache,
     /// Ids whose keys/values are in the cache, in order.
     pub tokens: Vec<u32>,
+    /// Per-call activation buffers (not state: any workspace would do).
+    pub workspace: Workspace,
 }
 
 impl Session {
     /// An empty session for `model`.
     pub fn new(model: &Model) -> Self {
-        Self { cache: model.new_cache(), tokens: Vec::new() }
+        Self { cache: model.new_cache(), tokens: Vec::new(), workspace: Workspace::new() }
     }
 
     /// Forget the conversation.
@@ -66,7 +69,7 @@ pub fn generate(
         session.reset();
     }
     let start = session.tokens.len();
-    let mut logits = model.forward_into(&req.prompt[start..], &mut session.cache, LogitsMode::Last)?;
+    let mut logits = model.forward_into(&req.prompt[start..], &mut session.cache, &mut session.workspace, LogitsMode::Last)?;
     session.tokens.extend_from_slice(&req.prompt[start..]);
     let emit = |s: &str, on_text: &mut dyn FnMut(&str) -> bool| s.is_empty() || on_text(s);
 
@@ -79,7 +82,7 @@ pub fn generate(
         if step.finish.is_some() {
             break;
         }
-        logits = model.forward_into(&[step.id], &mut session.cache, LogitsMode::Last)?;
+        logits = model.forward_into(&[step.id], &mut session.cache, &mut session.workspace, LogitsMode::Last)?;
         session.tokens.push(step.id);
     }
     Ok(Generation {

@@ -1,11 +1,12 @@
 //! Text generation: one [`SequenceState`] per sequence (logits processors,
 //! seeded sampler, stop rules, incremental UTF-8 detokenizing, logprobs,
-//! limits), driven by the library's prefill/decode loop over a [`Session`]
+//! limits, grammar constraints), driven by the library's prefill/decode loop over a [`Session`]
 //! and by the serving engine alike.
 
 pub mod detokenize;
 pub mod generate;
 pub mod generation_config;
+pub mod grammar;
 pub mod logprobs;
 pub mod perplexity;
 pub mod processors;
@@ -20,6 +21,7 @@ pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, top_logprobs, PromptLo
 pub use processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
 pub use sequence::{FinishReason, GenerateRequest, SequenceState, Step, MAX_TOP_LOGPROBS};
 pub use generation_config::GenerationConfig;
+pub use grammar::{Constraint, Grammar, GrammarCompiler, GrammarProcessor};
 pub use perplexity::{perplexity, windows_exact, windows_with_bos, Perplexity};
 pub use rng::Rng;
 pub use sampling::{Sampler, SamplingParams};

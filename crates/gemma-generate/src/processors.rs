@@ -1,14 +1,16 @@
 //! Logits processors: an ordered chain that edits the next-token logits
 //! before the sampler draws (`apply`) and learns each chosen token
 //! (`accept`). Penalties live here; constrained decoding joins the chain as
-//! one more processor. No processor allocates per token.
+//! one more processor (`grammar.rs`). No processor allocates per token.
+
+use gemma_core::Result;
 
 /// One step of the chain.
 pub trait LogitsProcessor: Send + std::fmt::Debug {
     /// Edit the logits of the next position (`[vocab]`) in place.
-    fn apply(&mut self, logits: &mut [f32]);
+    fn apply(&mut self, logits: &mut [f32]) -> Result<()>;
     /// The token `id` was chosen (and will be fed to the model).
-    fn accept(&mut self, id: u32);
+    fn accept(&mut self, id: u32) -> Result<()>;
 }
 
 /// transformers' repetition penalty over the prompt and everything
@@ -28,22 +30,12 @@ impl RepetitionPenalty {
     pub fn new(penalty: f32, vocab: usize, prompt: &[u32]) -> Self {
         let mut p = Self { penalty, seen: vec![0; vocab.div_ceil(64)], ids: Vec::new() };
         for &id in prompt {
-            p.accept(id);
+            p.see(id);
         }
         p
     }
-}
 
-impl LogitsProcessor for RepetitionPenalty {
-    fn apply(&mut self, logits: &mut [f32]) {
-        for &id in &self.ids {
-            if let Some(l) = logits.get_mut(id as usize) {
-                *l = if *l > 0.0 { *l / self.penalty } else { *l * self.penalty };
-            }
-        }
-    }
-
-    fn accept(&mut self, id: u32) {
+    fn see(&mut self, id: u32) {
         let (w, b) = (id as usize / 64, id % 64);
         if let Some(word) = self.seen.get_mut(w) {
             if *word & (1 << b) == 0 {
@@ -51,6 +43,22 @@ impl LogitsProcessor for RepetitionPenalty {
                 self.ids.push(id);
             }
         }
+    }
+}
+
+impl LogitsProcessor for RepetitionPenalty {
+    fn apply(&mut self, logits: &mut [f32]) -> Result<()> {
+        for &id in &self.ids {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = if *l > 0.0 { *l / self.penalty } else { *l * self.penalty };
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, id: u32) -> Result<()> {
+        self.see(id);
+        Ok(())
     }
 }
 
@@ -72,19 +80,21 @@ impl PresenceFrequencyPenalty {
 }
 
 impl LogitsProcessor for PresenceFrequencyPenalty {
-    fn apply(&mut self, logits: &mut [f32]) {
+    fn apply(&mut self, logits: &mut [f32]) -> Result<()> {
         for &(id, c) in &self.counts {
             if let Some(l) = logits.get_mut(id as usize) {
                 *l -= self.presence + self.frequency * c as f32;
             }
         }
+        Ok(())
     }
 
-    fn accept(&mut self, id: u32) {
+    fn accept(&mut self, id: u32) -> Result<()> {
         match self.counts.iter_mut().find(|(i, _)| *i == id) {
             Some((_, c)) => *c += 1,
             None => self.counts.push((id, 1)),
         }
+        Ok(())
     }
 }
 
@@ -96,22 +106,22 @@ mod tests {
     fn repetition_penalty_scales_seen_ids_once() {
         let mut p = RepetitionPenalty::new(2.0, 4, &[1, 1, 3]);
         let mut l = [1.0, 1.5, -1.0, -0.5];
-        p.apply(&mut l);
+        p.apply(&mut l).unwrap();
         assert_eq!(l, [1.0, 0.75, -1.0, -1.0]);
-        p.accept(0);
+        p.accept(0).unwrap();
         let mut l = [1.0, 1.5, -1.0, -0.5];
-        p.apply(&mut l);
+        p.apply(&mut l).unwrap();
         assert_eq!(l, [0.5, 0.75, -1.0, -1.0]);
     }
 
     #[test]
     fn presence_and_frequency_count_generated_tokens() {
         let mut p = PresenceFrequencyPenalty::new(0.5, 0.25);
-        p.accept(2);
-        p.accept(2);
-        p.accept(0);
+        p.accept(2).unwrap();
+        p.accept(2).unwrap();
+        p.accept(0).unwrap();
         let mut l = [0.0f32; 3];
-        p.apply(&mut l);
+        p.apply(&mut l).unwrap();
         assert_eq!(l, [-0.75, 0.0, -1.0]);
     }
 }

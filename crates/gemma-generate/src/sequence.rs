@@ -13,6 +13,7 @@
 //! character, a possible start of a stop string) is released as the tail.
 
 use crate::detokenize::TokenStreamDecoder;
+use crate::grammar::Constraint;
 use crate::logprobs::{log_sum_exp, top_logprobs, TokenLogprob};
 use crate::processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
 use crate::sampling::{Sampler, SamplingParams};
@@ -47,6 +48,8 @@ pub struct GenerateRequest {
     /// Score the prompt from this index on: each prompt token's
     /// log-probability given the tokens before it (None: no prompt scoring).
     pub prompt_logprobs_from: Option<usize>,
+    /// A compiled grammar the output must match (constrained decoding).
+    pub constraint: Option<Constraint>,
 }
 
 impl GenerateRequest {
@@ -63,6 +66,7 @@ impl GenerateRequest {
             logprobs: false,
             top_logprobs: 0,
             prompt_logprobs_from: None,
+            constraint: None,
         }
     }
 
@@ -167,6 +171,10 @@ impl SequenceState {
         if req.presence_penalty != 0.0 || req.frequency_penalty != 0.0 {
             chain.push(Box::new(PresenceFrequencyPenalty::new(req.presence_penalty, req.frequency_penalty)));
         }
+        // The grammar comes last: it sees the penalized logits and only removes tokens.
+        if let Some(c) = &req.constraint {
+            chain.push(Box::new(c.processor(&req.stop_ids)));
+        }
         Ok(Self {
             chain,
             sampler: Sampler::new(req.params.clone())?,
@@ -209,7 +217,7 @@ impl SequenceState {
             None
         };
         for p in self.chain.iter_mut() {
-            p.apply(logits);
+            p.apply(logits)?;
         }
         let id = self.sampler.sample(logits);
         if let Some((lse, t)) = raw {
@@ -222,7 +230,7 @@ impl SequenceState {
             return Ok(Step { id, emitted: false, text: String::new(), tail, logprob, top, finish: self.finish.clone() });
         }
         for p in self.chain.iter_mut() {
-            p.accept(id);
+            p.accept(id)?;
         }
         self.generated.push(id);
         let mut text = String::new();

@@ -80,6 +80,36 @@ pub fn geglu_f16_table(gate: &mut [f32], up: &[f32]) {
     geglu_f16_table_ref(gate, up)
 }
 
+/// Scalar reference of [`geglu_backward`], in f32 as the training step
+/// runs it: with `s = σ(2u)` (so `gelu = x·s`), `gelu' = s + 2x·s(1−s)·u'`.
+pub fn geglu_backward_ref(gate: &[f32], up: &[f32], dact: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+    const K: f32 = 0.797_884_6;
+    const C: f32 = 0.044715;
+    for i in 0..gate.len() {
+        let x = gate[i];
+        let u = K * (x + C * x * x * x);
+        let s = 1.0 / (1.0 + (-2.0 * u).exp());
+        let du = K * (1.0 + 3.0 * C * x * x);
+        dgate[i] = dact[i] * up[i] * (s + 2.0 * x * s * (1.0 - s) * du);
+        dup[i] = dact[i] * x * s;
+    }
+}
+
+/// Gradients of `act = gelu_tanh(gate) · up`: `dgate = dact · up · gelu'(gate)`,
+/// `dup = dact · gelu(gate)` (SIMD where available; one thread).
+pub fn geglu_backward(gate: &[f32], up: &[f32], dact: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+    let n = gate.len();
+    assert!(up.len() == n && dact.len() == n && dgate.len() == n && dup.len() == n, "geglu_backward: lengths differ");
+    let mut body = 0;
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        body = n / 8 * 8;
+        // SAFETY: AVX2 and FMA detected at run time; lengths checked.
+        unsafe { avx2::geglu_backward(&gate[..body], &up[..body], &dact[..body], &mut dgate[..body], &mut dup[..body]) };
+    }
+    geglu_backward_ref(&gate[body..], &up[body..], &dact[body..], &mut dgate[body..], &mut dup[body..]);
+}
+
 /// `x[i] = e^(x[i] − shift)` in place; returns the sum (softmax numerators),
 /// accumulated in f64.
 pub fn exp_shifted(x: &mut [f32], shift: f32) -> f64 {
@@ -156,6 +186,25 @@ mod avx2 {
         }
     }
 
+    /// [`super::geglu_backward`] over a multiple of 8 values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn geglu_backward(gate: &[f32], up: &[f32], dact: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+        let (k, c3, c) = (_mm256_set1_ps(0.797_884_6), _mm256_set1_ps(3.0 * 0.044715), _mm256_set1_ps(0.044715));
+        let (one, m2, two) = (_mm256_set1_ps(1.0), _mm256_set1_ps(-2.0), _mm256_set1_ps(2.0));
+        for i in (0..gate.len()).step_by(8) {
+            let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let x2 = _mm256_mul_ps(x, x);
+            let u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, x2), x, x));
+            let s = _mm256_div_ps(one, _mm256_add_ps(one, exp(_mm256_mul_ps(m2, u))));
+            let du = _mm256_mul_ps(k, _mm256_fmadd_ps(c3, x2, one));
+            // s + 2x·s(1−s)·du
+            let g = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(two, x), _mm256_mul_ps(s, _mm256_sub_ps(one, s))), du, s);
+            let d = _mm256_loadu_ps(dact.as_ptr().add(i));
+            _mm256_storeu_ps(dgate.as_mut_ptr().add(i), _mm256_mul_ps(_mm256_mul_ps(d, _mm256_loadu_ps(up.as_ptr().add(i))), g));
+            _mm256_storeu_ps(dup.as_mut_ptr().add(i), _mm256_mul_ps(d, _mm256_mul_ps(x, s)));
+        }
+    }
+
     /// Fused GeGLU over a multiple of 8 values.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn geglu(gate: &mut [f32], up: &[f32]) {
@@ -175,6 +224,28 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn geglu_backward_simd_equals_reference_and_the_exact_gradient() {
+        let n = 1003;
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 - 500.0) / 50.0).collect();
+        let up: Vec<f32> = (0..n).map(|i| 1.0 - (i % 7) as f32 / 3.0).collect();
+        let da: Vec<f32> = (0..n).map(|i| ((i * 31) % 11) as f32 / 5.0 - 1.0).collect();
+        let (mut g1, mut u1, mut g2, mut u2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        geglu_backward(&x, &up, &da, &mut g1, &mut u1);
+        geglu_backward_ref(&x, &up, &da, &mut g2, &mut u2);
+        for i in 0..n {
+            // exact (f64) tanh form
+            let xd = x[i] as f64;
+            let t = (0.797_884_560_802_865_4 * (xd + 0.044715 * xd * xd * xd)).tanh();
+            let gelu = 0.5 * xd * (1.0 + t);
+            let grad = 0.5 * (1.0 + t) + 0.5 * xd * (1.0 - t * t) * 0.797_884_560_802_865_4 * (1.0 + 3.0 * 0.044715 * xd * xd);
+            let (wg, wu) = (da[i] as f64 * up[i] as f64 * grad, da[i] as f64 * gelu);
+            for (got, want) in [(g1[i], wg), (g2[i], wg), (u1[i], wu), (u2[i], wu)] {
+                assert!((got as f64 - want).abs() <= 2e-6 * (1.0 + want.abs()), "x={} {got} vs {want}", x[i]);
+            }
+        }
+    }
 
     #[test]
     fn exp_shifted_matches_std() {

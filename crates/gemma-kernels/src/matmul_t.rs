@@ -13,8 +13,8 @@ use gemma_core::Matrix;
 /// Weight rows dequantized at once (`PANEL × in` f32 values).
 const PANEL: usize = 64;
 /// Tokens per task.
-const TOKEN_TILE: usize = 32;
-/// Columns per task (a multiple of 32).
+const TOKEN_TILE: usize = 48;
+/// Columns per task (a multiple of 16).
 const COL_TILE: usize = 256;
 
 /// Reference: `dx = dy · W`, row by row, in f64 sums. Overwrites `dx`.
@@ -45,14 +45,14 @@ pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
     let mut panel = vec![0f32; PANEL * inp];
     let tiles = n.div_ceil(TOKEN_TILE);
     let cols = inp.div_ceil(COL_TILE);
-    let dst = Shared(dx.as_mut_ptr());
+    let dst = pool::Disjoint::new(dx);
     for o0 in (0..out).step_by(PANEL) {
         let rows = PANEL.min(out - o0);
         {
-            let pp = Shared(panel.as_mut_ptr());
+            let pp = pool::Disjoint::new(&mut panel[..rows * inp]);
             let deq = |r: usize| {
                 // SAFETY: row r of the panel is written by this task alone.
-                let row = unsafe { pp.slice(r * inp, inp) };
+                let row = unsafe { pp.range(r * inp..(r + 1) * inp) };
                 gemma_quant::read_f32(&w.storage, (o0 + r) * inp, row);
             };
             if rows * inp >= 1 << 14 {
@@ -66,16 +66,16 @@ pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
             let (tile, ct) = (task / cols, task % cols);
             let (c0, c1) = (ct * COL_TILE, ((ct + 1) * COL_TILE).min(inp));
             let (t0, t1) = (tile * TOKEN_TILE, ((tile + 1) * TOKEN_TILE).min(n));
-            // Column strips of 32 outermost: a strip of the panel (rows × 32
-            // values, 8 KiB) stays in L1 across the tile's tokens.
-            for cs in (c0..c1).step_by(32) {
-                let ce = (cs + 32).min(c1);
+            // Column strips of 16 outermost: a strip of the panel (rows × 16
+            // values, 4 KiB) stays in L1 across the tile's tokens.
+            for cs in (c0..c1).step_by(STRIP) {
+                let ce = (cs + STRIP).min(c1);
                 let mut t = t0;
                 while t < t1 {
-                    let nt = 4.min(t1 - t);
+                    let nt = GROUP.min(t1 - t);
                     // SAFETY: elements (t..t+nt, cs..ce) of dx belong to this task alone.
-                    let d: [&mut [f32]; 4] = std::array::from_fn(|i| if i < nt { unsafe { dst.slice((t + i) * inp + cs, ce - cs) } } else { &mut [] });
-                    let g: [&[f32]; 4] = std::array::from_fn(|i| if i < nt { &dy[(t + i) * out + o0..(t + i) * out + o0 + rows] } else { &[][..] });
+                    let d: [&mut [f32]; GROUP] = std::array::from_fn(|i| if i < nt { unsafe { dst.range((t + i) * inp + cs..(t + i) * inp + ce) } } else { &mut [] });
+                    let g: [&[f32]; GROUP] = std::array::from_fn(|i| if i < nt { &dy[(t + i) * out + o0..(t + i) * out + o0 + rows] } else { &[][..] });
                     accumulate_panel(&g[..nt], panel, inp, cs, d);
                     t += nt;
                 }
@@ -84,9 +84,16 @@ pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
     }
 }
 
+/// Tokens whose accumulators share the registers (6 tokens × 16 columns:
+/// twelve accumulators, two panel vectors and one broadcast fill AVX2's
+/// sixteen registers).
+const GROUP: usize = 6;
+/// Columns per register tile.
+const STRIP: usize = 16;
+
 /// For each token `i < g.len()`: `d[i][c] += Σ_o g[i][o] · panel[o, c0 + c]`
 /// over the columns of `d[i]` (all of one length).
-fn accumulate_panel(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, d: [&mut [f32]; 4]) {
+fn accumulate_panel(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, d: [&mut [f32]; GROUP]) {
     #[cfg(target_arch = "x86_64")]
     if simd_level() != SimdLevel::Scalar {
         // SAFETY: the CPU has AVX2 and FMA (checked at run time); indices stay in the slices.
@@ -96,7 +103,7 @@ fn accumulate_panel(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, d: [&
 }
 
 /// Scalar form of [`accumulate_panel`] from column `c` on.
-fn accumulate_tail(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, mut d: [&mut [f32]; 4], c: usize) {
+fn accumulate_tail(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, mut d: [&mut [f32]; GROUP], c: usize) {
     for (gi, di) in g.iter().zip(d.iter_mut()) {
         let tail = &mut di[c..];
         for (o, &go) in gi.iter().enumerate() {
@@ -106,58 +113,66 @@ fn accumulate_tail(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, mut d:
     }
 }
 
-/// A pointer shared by the tasks of one loop, each touching its own elements.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint elements (see each use).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// Elements `at..at + len`.
-    /// SAFETY: in bounds, and no other task touches them during the loop.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::{GROUP, STRIP};
     use std::arch::x86_64::*;
 
-    /// Four tokens × 32 columns in sixteen registers over all panel rows
-    /// (each panel load feeds four FMAs); fewer tokens and the column tail
-    /// take the scalar loop.
+    /// `g.len()` tokens (≤ 6) × 16 columns in registers over all panel
+    /// rows; a column tail under 16 takes the scalar loop.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn accumulate_panel(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, d: [&mut [f32]; 4]) {
+    pub unsafe fn accumulate_panel(g: &[&[f32]], panel: &[f32], stride: usize, c0: usize, d: [&mut [f32]; GROUP]) {
         let w = d[0].len();
+        let rows = g[0].len();
+        let gp: [*const f32; GROUP] = std::array::from_fn(|i| g.get(i).map_or(std::ptr::null(), |s| s.as_ptr()));
+        let dp: [*mut f32; GROUP] = {
+            let mut d = d;
+            std::array::from_fn(|i| d[i].as_mut_ptr())
+        };
         let mut c = 0;
-        if g.len() == 4 {
-            while c + 32 <= w {
-                unsafe {
-                    let mut acc = [[_mm256_setzero_ps(); 4]; 4];
-                    for o in 0..g[0].len() {
-                        let p = panel.as_ptr().add(o * stride + c0 + c);
-                        let rows = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
-                        for (t, acc_t) in acc.iter_mut().enumerate() {
-                            let b = _mm256_set1_ps(*g[t].get_unchecked(o));
-                            for (j, a) in acc_t.iter_mut().enumerate() {
-                                *a = _mm256_fmadd_ps(b, rows[j], *a);
-                            }
-                        }
-                    }
-                    for (t, acc_t) in acc.iter().enumerate() {
-                        let dp = d[t].as_mut_ptr().add(c);
-                        for (j, a) in acc_t.iter().enumerate() {
-                            _mm256_storeu_ps(dp.add(8 * j), _mm256_add_ps(_mm256_loadu_ps(dp.add(8 * j)), *a));
-                        }
-                    }
+        while c + STRIP <= w {
+            let p = unsafe { panel.as_ptr().add(c0 + c) };
+            // SAFETY: tokens < g.len() have `rows` gradients and `w` outputs; panel rows have `stride` values.
+            unsafe {
+                match g.len() {
+                    6 => tile::<6>(gp, p, stride, rows, dp, c),
+                    5 => tile::<5>(gp, p, stride, rows, dp, c),
+                    4 => tile::<4>(gp, p, stride, rows, dp, c),
+                    3 => tile::<3>(gp, p, stride, rows, dp, c),
+                    2 => tile::<2>(gp, p, stride, rows, dp, c),
+                    _ => tile::<1>(gp, p, stride, rows, dp, c),
                 }
-                c += 32;
+            }
+            c += STRIP;
+        }
+        if c < w {
+            // SAFETY: the pointers came from the slices, each used once more.
+            let d: [&mut [f32]; GROUP] = std::array::from_fn(|i| if i < g.len() { unsafe { std::slice::from_raw_parts_mut(dp[i], w) } } else { &mut [] });
+            super::accumulate_tail(g, panel, stride, c0, d, c);
+        }
+    }
+
+    /// `NT` tokens × 16 columns at `c` of each output, over `rows` panel rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const NT: usize>(g: [*const f32; GROUP], p: *const f32, stride: usize, rows: usize, d: [*mut f32; GROUP], c: usize) {
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; NT];
+            for o in 0..rows {
+                let r = p.add(o * stride);
+                let (r0, r1) = (_mm256_loadu_ps(r), _mm256_loadu_ps(r.add(8)));
+                for t in 0..NT {
+                    let b = _mm256_broadcast_ss(&*g[t].add(o));
+                    acc[t][0] = _mm256_fmadd_ps(b, r0, acc[t][0]);
+                    acc[t][1] = _mm256_fmadd_ps(b, r1, acc[t][1]);
+                }
+            }
+            for t in 0..NT {
+                let q = d[t].add(c);
+                _mm256_storeu_ps(q, _mm256_add_ps(_mm256_loadu_ps(q), acc[t][0]));
+                _mm256_storeu_ps(q.add(8), _mm256_add_ps(_mm256_loadu_ps(q.add(8)), acc[t][1]));
             }
         }
-        super::accumulate_tail(g, panel, stride, c0, d, c);
     }
 }
 
@@ -174,7 +189,7 @@ mod tests {
             let vals: Vec<f32> = (0..out * inp).map(|i| (((i * 7919) % 1999) as f32 / 999.5 - 1.0) * 0.3).collect();
             let storage = gemma_quant::convert(Storage::F32(vals), dtype).unwrap();
             let w = Matrix::new(out, inp, storage);
-            for n in [1, 31, 33, 70] {
+            for n in [1, 2, 5, 7, 31, 33, 49, 70, 101] {
                 let dy: Vec<f32> = (0..n * out).map(|i| ((i * 104729) % 997) as f32 / 498.5 - 1.0).collect();
                 let (mut got, mut want) = (vec![1f32; n * inp], vec![0f32; n * inp]);
                 matmul_t(&dy, n, &w, &mut got);

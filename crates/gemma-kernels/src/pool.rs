@@ -276,6 +276,50 @@ pub fn global() -> &'static Pool {
     })
 }
 
+/// A mutable slice shared by the tasks of one pool loop, each task taking
+/// its own ranges (the one place training and kernel loops get disjoint
+/// `&mut` views of a common output).
+pub struct Disjoint<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _life: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the slice is only reached through `range`, whose callers promise
+// that no two tasks touch the same element; T itself moves between threads.
+unsafe impl<T: Send> Send for Disjoint<'_, T> {}
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    /// Share `s` for the length of one loop.
+    pub fn new(s: &'a mut [T]) -> Self {
+        Self { ptr: s.as_mut_ptr(), len: s.len(), _life: std::marker::PhantomData }
+    }
+
+    /// Elements `r` (bounds checked).
+    /// # Safety
+    /// No other task reads or writes any element of `r` while the result lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn range(&self, r: std::ops::Range<usize>) -> &mut [T] {
+        assert!(r.start <= r.end && r.end <= self.len, "Disjoint::range {r:?} outside 0..{}", self.len);
+        // SAFETY: in bounds (checked); exclusive by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.end - r.start) }
+    }
+}
+
+/// `f(range, rows)` over `0..len` cut into ranges of `chunk` (the last
+/// shorter), in parallel; `f` gets the range and the matching part of `out`.
+pub fn parallel_chunks<T: Send>(out: &mut [T], chunk: usize, f: &(dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync)) {
+    let len = out.len();
+    let chunk = chunk.max(1);
+    let d = Disjoint::new(out);
+    parallel_for(len.div_ceil(chunk), &|i| {
+        let r = i * chunk..((i + 1) * chunk).min(len);
+        // SAFETY: task i alone owns chunk i.
+        f(r.clone(), unsafe { d.range(r) })
+    });
+}
+
 /// `f(i)` for `i in 0..total` on the global pool.
 pub fn parallel_for(total: usize, f: &(dyn Fn(usize) + Sync)) {
     global().parallel_for(total, f)

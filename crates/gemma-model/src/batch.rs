@@ -8,7 +8,8 @@
 //! scoring); those are computed a few rows at a time and handed to a
 //! callback, never held for a whole chunk (`rows × vocab` floats).
 
-use crate::cache::{buf, KvCache, Scratch};
+use crate::cache::KvCache;
+use crate::workspace::{buf, Workspace};
 use crate::forward::{Model, Seg, MAX_CHUNK};
 use gemma_core::{GemmaError, Result};
 use gemma_kernels::{matmul, matmul_decode, ops::rms_norm, softcap};
@@ -35,7 +36,7 @@ pub struct BatchItem<'a> {
 /// Reusable buffers of batched forwards (one per engine).
 #[derive(Debug, Default)]
 pub struct BatchWorkspace {
-    sc: Scratch,
+    sc: Workspace,
 }
 
 impl Model {

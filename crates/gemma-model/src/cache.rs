@@ -151,43 +151,10 @@ pub struct KvCache {
     /// One entry per layer.
     pub layers: Vec<LayerCache>,
     len: usize,
-    /// Activation buffers of the forward pass, reused across calls.
-    pub(crate) scratch: Scratch,
 }
 
 /// Positions the cache grows by at a time.
 pub const GROW_STEP: usize = 256;
-
-/// Activation buffers of one forward pass (shapes in `forward.rs`), kept
-/// with the cache so that, once warmed up, decoding allocates nothing.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Scratch {
-    pub x: Vec<f32>,
-    pub h: Vec<f32>,
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    pub att: Vec<f32>,
-    pub a: Vec<f32>,
-    pub gate: Vec<f32>,
-    pub up: Vec<f32>,
-    pub logits: Vec<f32>,
-    pub cos: Vec<f32>,
-    pub sin: Vec<f32>,
-    /// Keys and values converted for attention.
-    pub kf: Vec<f32>,
-    pub vf: Vec<f32>,
-    /// Per-thread attention tile buffers.
-    pub tiles: Vec<crate::attention::TileBufs>,
-}
-
-/// The first `len` elements of `v`, growing it if needed (contents unspecified).
-pub(crate) fn buf(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
-}
 
 impl KvCache {
     /// An empty cache shaped for `cfg`, keeping keys and values in f16
@@ -211,7 +178,7 @@ impl KvCache {
                 kv_dim: cfg.kv_dim(),
             })
             .collect();
-        Self { layers, len: 0, scratch: Scratch::default() }
+        Self { layers, len: 0 }
     }
 
     /// An f32 cache whose sliding layers never wrap (the window still

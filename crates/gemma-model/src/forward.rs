@@ -2,7 +2,8 @@
 //! [`GemmaConfig`]/[`LayerSpec`]; weight dtypes are handled by the kernels.
 
 use crate::attention::{attention, decode_attention, AttnShape};
-use crate::cache::{buf, KvCache, LayerCache, Scratch};
+use crate::cache::{KvCache, LayerCache};
+use crate::workspace::{buf, Workspace};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::lora::{dropout_keep, LoraAdapter, LoraPair};
 use crate::tape::{record, LayerTape, Tape};
@@ -88,13 +89,18 @@ impl Model {
 
     /// Run `tokens` through the model after what `cache` holds, appending to
     /// the cache. Returns logits `[1, vocab]` (Last) or `[tokens, vocab]` (All).
+    /// The activations live in this thread's own [`Workspace`].
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, mode: LogitsMode) -> Result<Vec<f32>> {
-        Ok(self.forward_into(tokens, cache, mode)?.to_vec())
+        thread_local! {
+            static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::new());
+        }
+        WORKSPACE.with(|ws| Ok(self.forward_into(tokens, cache, &mut ws.borrow_mut(), mode)?.to_vec()))
     }
 
-    /// As [`Model::forward`], returning the logits in the cache's own buffer
-    /// (valid until its next forward): decoding this way allocates nothing.
-    pub fn forward_into<'c>(&self, tokens: &[u32], cache: &'c mut KvCache, mode: LogitsMode) -> Result<&'c mut [f32]> {
+    /// As [`Model::forward`] with the activations in `ws`, returning the
+    /// logits in its buffer (valid until its next use): a decode loop that
+    /// keeps its workspace allocates nothing once warmed up.
+    pub fn forward_into<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode) -> Result<&'w mut [f32]> {
         let cfg = &self.config;
         self.check_tokens(tokens, cache.len())?;
         let rows = match mode {
@@ -104,18 +110,18 @@ impl Model {
         let nchunks = tokens.len().div_ceil(MAX_CHUNK);
         let mut written = 0;
         for (i, chunk) in tokens.chunks(MAX_CHUNK).enumerate() {
-            self.forward_chunk(chunk, cache);
+            self.forward_chunk(chunk, cache, ws);
             let want = match mode {
                 LogitsMode::All => chunk.len(),
                 LogitsMode::Last if i + 1 == nchunks => 1,
                 LogitsMode::Last => 0,
             };
             if want > 0 {
-                self.logits(&mut cache.scratch, chunk.len() - want, want, written, rows);
+                self.logits(ws, chunk.len() - want, want, written, rows);
                 written += want;
             }
         }
-        Ok(&mut cache.scratch.logits[..rows * cfg.vocab_size])
+        Ok(&mut ws.logits[..rows * cfg.vocab_size])
     }
 
     /// Errors for an empty run, out-of-vocabulary ids, or a context overflow
@@ -141,7 +147,7 @@ impl Model {
     /// Final norm, output head and final softcap for rows `first..first+rows`
     /// of the residual stream, into rows `at..at+rows` of the logits buffer
     /// (sized for `total` rows).
-    fn logits(&self, sc: &mut Scratch, first: usize, rows: usize, at: usize, total: usize) {
+    fn logits(&self, sc: &mut Workspace, first: usize, rows: usize, at: usize, total: usize) {
         let (hidden, vocab) = (self.config.hidden_size, self.config.vocab_size);
         let h = buf(&mut sc.h, rows * hidden);
         rms_norm(&sc.x[first * hidden..(first + rows) * hidden], &self.weights.final_norm, self.config.rms_norm_eps, h);
@@ -153,20 +159,18 @@ impl Model {
         }
     }
 
-    /// All blocks over one chunk; leaves the residual stream `[n, hidden]` in `scratch.x`.
-    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache) {
-        let mut sc = std::mem::take(&mut cache.scratch);
+    /// All blocks over one chunk; leaves the residual stream `[n, hidden]` in `ws.x`.
+    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace) {
         let start = cache.len();
         let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false }];
-        self.run_segments(&segs, &mut [(tokens, cache)], &mut sc, None);
-        cache.scratch = sc;
+        self.run_segments(&segs, &mut [(tokens, cache)], ws, None);
     }
 
     /// Embed the tokens of every segment (rows in `segs` order) and run all
     /// blocks; leaves the residual stream in `sc.x` and advances each cache.
     /// Decode segments (one token each) come first. With a `tape` (training)
     /// every block records what its backward needs.
-    pub(crate) fn run_segments(&self, segs: &[Seg], items: &mut [(&[u32], &mut KvCache)], sc: &mut Scratch, mut tape: Option<&mut Tape>) {
+    pub(crate) fn run_segments(&self, segs: &[Seg], items: &mut [(&[u32], &mut KvCache)], sc: &mut Workspace, mut tape: Option<&mut Tape>) {
         let cfg = &self.config;
         let hidden = cfg.hidden_size;
         let n: usize = segs.iter().map(|s| s.n).sum();
@@ -243,7 +247,7 @@ impl Model {
         w: &LayerWeights,
         segs: &[Seg],
         items: &mut [(&[u32], &mut KvCache)],
-        sc: &mut Scratch,
+        sc: &mut Workspace,
         mut tape: Option<&mut LayerTape>,
         drop: Option<(f32, u64)>,
     ) {

@@ -12,6 +12,7 @@ pub mod lora;
 pub mod tape;
 pub mod variants;
 pub mod weights;
+pub mod workspace;
 
 pub use batch::{BatchItem, BatchWorkspace};
 pub use cache::KvCache;
@@ -20,3 +21,4 @@ pub use forward::{LogitsMode, Model, Numerics, MAX_CHUNK};
 pub use lora::LoraAdapter;
 pub use tape::{LayerTape, Tape};
 pub use weights::{LayerWeights, Weights};
+pub use workspace::Workspace;

@@ -5,7 +5,8 @@
 //! sequence (each has its own cache, so packing needs no mask).
 
 use crate::attention::AttnShape;
-use crate::cache::{KvCache, Scratch};
+use crate::cache::KvCache;
+use crate::workspace::Workspace;
 use crate::forward::{Model, Seg};
 use gemma_core::{GemmaError, Result};
 
@@ -104,7 +105,7 @@ impl Model {
         let light = tape.checkpointing;
         tape.layers.iter_mut().for_each(|l| l.input_only = light);
         let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
-        let mut sc = Scratch::default();
+        let mut sc = Workspace::default();
         self.run_segments(&segs, &mut items, &mut sc, Some(tape));
         record(&mut tape.x_out, &sc.x[..row0 * cfg.hidden_size]);
         Ok(())
@@ -127,7 +128,7 @@ impl Model {
             return Err(GemmaError::invalid("tape", format!("layer {l} has no recorded input for these sequences")));
         }
         let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
-        let mut sc = Scratch::default();
+        let mut sc = Workspace::default();
         record(&mut sc.x, &tape.layers[l].x_in);
         let drop = Some((tape.dropout, tape.seed)).filter(|d| d.0 > 0.0);
         let lt = &mut tape.layers[l];

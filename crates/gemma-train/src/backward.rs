@@ -7,7 +7,7 @@
 use crate::adapter::TrainableLora;
 use crate::ops::attention::attention_backward_segments;
 use crate::ops::cross_entropy::head_cross_entropy;
-use crate::ops::geglu::geglu_backward;
+use crate::ops::geglu::geglu_backward_f32;
 use crate::ops::linear::{linear_backward, LoraParam};
 use crate::ops::norm::rms_norm_backward;
 use crate::ops::rope::rope_backward;
@@ -161,7 +161,7 @@ fn block_backward(
     let mut d_act = vec![0f32; n * ff];
     linear_backward(&w.down, ld.as_mut(), dr(6), &t.act, n, &d_down, &mut d_act);
     let (mut d_gate, mut d_up) = (vec![0f32; n * ff], vec![0f32; n * ff]);
-    geglu_backward(&t.gate_pre, &t.up, &d_act, &mut d_gate, &mut d_up);
+    geglu_backward_f32(&t.gate_pre, &t.up, &d_act, &mut d_gate, &mut d_up);
     let mut dh2 = vec![0f32; n * hidden];
     let mut tmp = vec![0f32; n * hidden];
     linear_backward(&w.gate, lg.as_mut(), dr(4), &t.h2, n, &d_gate, &mut dh2);

@@ -67,9 +67,9 @@ fn prompt_ids(g: &Gemma, n: usize) -> Vec<u32> {
 pub fn bench_prompt(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
     let ids = prompt_ids(g, n);
     let run = || -> Result<f64> {
-        let mut cache = g.model.new_cache();
+        let (mut cache, mut ws) = (g.model.new_cache(), gemma_model::Workspace::new());
         let t = Instant::now();
-        g.model.forward_into(&ids, &mut cache, LogitsMode::Last)?;
+        g.model.forward_into(&ids, &mut cache, &mut ws, LogitsMode::Last)?;
         Ok(t.elapsed().as_secs_f64())
     };
     run()?;
@@ -81,10 +81,10 @@ pub fn bench_prompt(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
 pub fn bench_gen(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
     let ids = prompt_ids(g, n);
     let run = || -> Result<f64> {
-        let mut cache = g.model.new_cache();
+        let (mut cache, mut ws) = (g.model.new_cache(), gemma_model::Workspace::new());
         let t = Instant::now();
         for &id in &ids {
-            g.model.forward_into(&[id], &mut cache, LogitsMode::Last)?;
+            g.model.forward_into(&[id], &mut cache, &mut ws, LogitsMode::Last)?;
         }
         Ok(t.elapsed().as_secs_f64())
     };

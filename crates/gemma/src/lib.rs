@@ -32,10 +32,10 @@ pub use gemma_core::{DType, GemmaError, Result};
 /// LoRA / QLoRA fine-tuning (`gemma finetune`).
 pub use gemma_train as train;
 pub use gemma_generate::{
-    generate, perplexity, windows_exact, windows_with_bos, FinishReason, GenerateRequest, Generation, GenerationConfig, Perplexity, PromptLogprob,
+    generate, perplexity, windows_exact, windows_with_bos, Constraint, FinishReason, GenerateRequest, Grammar, Generation, GenerationConfig, Perplexity, PromptLogprob,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
-pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, Model, Numerics};
+pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, Model, Numerics, Workspace};
 pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};
 
 /// Default number of new tokens when neither caller nor checkpoint says.
@@ -64,6 +64,8 @@ pub struct Gemma {
     pub generation_config: GenerationConfig,
     /// Where it was loaded from.
     pub path: PathBuf,
+    /// The grammar compiler over this tokenizer (built on first use).
+    grammars: std::sync::OnceLock<gemma_generate::GrammarCompiler>,
 }
 
 impl Gemma {
@@ -90,12 +92,12 @@ impl Gemma {
             let file = gemma_formats::GgufFile::open_with(path, options.hugepages)?;
             let model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
             let tokenizer = gguf_tokenizer::from_gguf(&file)?;
-            return Ok(Self { model, tokenizer, generation_config: GenerationConfig::default(), path: path.to_path_buf() });
+            return Ok(Self { model, tokenizer, generation_config: GenerationConfig::default(), path: path.to_path_buf(), grammars: Default::default() });
         }
         let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
         let tokenizer = GemmaTokenizer::from_folder(path)?;
         let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;
-        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf() })
+        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default() })
     }
 
     /// Every id that ends a turn: the config's and generation config's EOS
@@ -139,6 +141,19 @@ impl Gemma {
         );
         r.params = self.generation_config.sampling_params(0);
         r
+    }
+
+    /// Compile a grammar for this model's tokenizer (the first call indexes
+    /// the vocabulary); put the result in [`GenerateRequest::constraint`].
+    pub fn compile_grammar(&self, grammar: &Grammar) -> Result<Constraint> {
+        if self.grammars.get().is_none() {
+            let c = gemma_generate::GrammarCompiler::new(&self.tokenizer)?;
+            let _ = self.grammars.set(c);
+        }
+        match self.grammars.get() {
+            Some(c) => c.compile(grammar),
+            None => Err(GemmaError::invalid("grammar", "the grammar compiler could not be built")),
+        }
     }
 
     /// Run a request, streaming text pieces to `on_text` (return false to stop).

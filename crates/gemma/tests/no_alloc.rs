@@ -1,5 +1,5 @@
 //! Decoding allocates nothing once a session is warmed up: every activation
-//! and scratch buffer lives in the session (KV cache) or in per-thread
+//! buffer lives in the caller's `Workspace` or in per-thread
 //! kernel buffers, the thread pool dispatches without allocating, and the
 //! KV cache grows in steps of `GROW_STEP` positions. Checked with a
 //! counting global allocator over real decode steps (`Model::forward_into`),
@@ -46,11 +46,12 @@ static GLOBAL: Counting = Counting;
 /// Allocations made by `steps` decode steps after a prompt and a warm-up.
 fn decode_allocations(g: &Gemma, steps: usize) -> usize {
     let mut cache = g.model.new_cache();
+    let mut ws = gemma_model::Workspace::new();
     let prompt: Vec<u32> = (0..9).map(|i| 2 + i * 3).collect();
-    g.model.forward_into(&prompt, &mut cache, LogitsMode::Last).unwrap();
+    g.model.forward_into(&prompt, &mut cache, &mut ws, LogitsMode::Last).unwrap();
     let mut next = 5u32;
     let mut step = |cache: &mut gemma_model::cache::KvCache| {
-        let logits = g.model.forward_into(&[next], cache, LogitsMode::Last).unwrap();
+        let logits = g.model.forward_into(&[next], cache, &mut ws, LogitsMode::Last).unwrap();
         next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32);
     };
     for _ in 0..3 {

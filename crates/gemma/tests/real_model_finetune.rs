@@ -116,6 +116,11 @@ fn peft_loads_our_adapter_with_our_logits() {
             worst_top = worst_top.max((logits[t * vocab + id] - v).abs());
         }
     }
-    eprintln!("PEFT vs gemma --lora logits: last position max |diff| {worst_last:.2e}; top-20 at every position max |diff| {worst_top:.2e}");
-    assert!(worst_last < 1e-3 && worst_top < 1e-3, "logits differ: {worst_last} / {worst_top}");
+    // Relative to the size of the logits (f32 sums over 640 and 262144
+    // terms in another order: PyTorch's own f32 forward differs from ours
+    // by the same amount).
+    let scale = want_last.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = worst_last.max(worst_top) / scale;
+    eprintln!("PEFT vs gemma --lora logits: last position max |diff| {worst_last:.2e}; top-20 at every position max |diff| {worst_top:.2e}; relative to max |logit| {scale:.1}: {rel:.1e}");
+    assert!(rel < 1e-5, "logits differ: {worst_last} / {worst_top} (relative {rel})");
 }

@@ -44,13 +44,11 @@ pub fn head_cross_entropy(h: &[f32], targets: &[u32], weight: f32, head: &Matrix
         let rows = CE_ROWS.min(m - r0);
         let lg = &mut logits[..rows * vocab];
         matmul_f32_acts(&h[r0 * hidden..(r0 + rows) * hidden], rows, head, lg);
-        let rowp = RowPtr(lg.as_mut_ptr());
-        let lossp = RowPtr64(losses[r0..].as_mut_ptr());
-        pool::parallel_for(rows, &|i| {
-            // SAFETY: row i of the chunk's logits and loss i belong to this task alone.
-            let row = unsafe { rowp.row(i * vocab, vocab) };
-            let loss = row_loss(row, targets[r0 + i] as usize, cap, weight);
-            unsafe { lossp.set(i, loss) };
+        let lossp = pool::Disjoint::new(&mut losses[r0..r0 + rows]);
+        pool::parallel_chunks(lg, vocab, &|r, row| {
+            let i = r.start / vocab;
+            // SAFETY: loss i belongs to the task of row i alone.
+            unsafe { lossp.range(i..i + 1)[0] = row_loss(row, targets[r0 + i] as usize, cap, weight) };
         });
         matmul_t(lg, rows, head, &mut dh[r0 * hidden..(r0 + rows) * hidden]);
         total += losses[r0..r0 + rows].iter().sum::<f64>() * weight as f64;
@@ -60,6 +58,16 @@ pub fn head_cross_entropy(h: &[f32], targets: &[u32], weight: f32, head: &Matrix
 
 /// [`cross_entropy_row`] in place on an f32 row (the row becomes `weight · dz`).
 fn row_loss(row: &mut [f32], target: usize, cap: Option<f32>, weight: f32) -> f64 {
+    if cap.is_none() {
+        // softmax = e^(z − m) / Σ: one SIMD exponential per logit.
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let zt = row[target];
+        let sum = gemma_kernels::geglu::exp_shifted(row, m);
+        let inv = (1.0 / sum) as f32 * weight;
+        row.iter_mut().for_each(|v| *v *= inv);
+        row[target] -= weight;
+        return m as f64 + sum.ln() - zt as f64;
+    }
     if let Some(c) = cap {
         row.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
     }
@@ -79,31 +87,6 @@ fn row_loss(row: &mut [f32], target: usize, cap: Option<f32>, weight: f32) -> f6
     loss
 }
 
-#[derive(Clone, Copy)]
-struct RowPtr(*mut f32);
-// SAFETY: tasks write disjoint rows.
-unsafe impl Send for RowPtr {}
-unsafe impl Sync for RowPtr {}
-impl RowPtr {
-    /// SAFETY: in bounds; no other task touches these elements.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, at: usize, len: usize) -> &mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct RowPtr64(*mut f64);
-// SAFETY: tasks write disjoint elements.
-unsafe impl Send for RowPtr64 {}
-unsafe impl Sync for RowPtr64 {}
-impl RowPtr64 {
-    /// SAFETY: in bounds; no other task writes element `i`.
-    unsafe fn set(&self, i: usize, v: f64) {
-        unsafe { *self.0.add(i) = v };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,24 +101,27 @@ mod tests {
             cross_entropy_row(&logits, 4, cap, &mut dz);
             finite_diff("cross_entropy", &logits, &dz, &|z| cross_entropy_row(z, 4, cap, &mut [0.0; 11]));
         }
-        // Fused head over more rows than one chunk: equals the per-row definition.
-        let (m, hidden, vocab) = (CE_ROWS + 5, 8, 13);
-        let e: Vec<f32> = (0..vocab * hidden).map(|i| val(i, 42) as f32).collect();
-        let head = Matrix::new(vocab, hidden, Storage::F32(e.clone()));
-        let h: Vec<f32> = (0..m * hidden).map(|i| val(i, 43) as f32 * 2.0).collect();
-        let targets: Vec<u32> = (0..m as u32).map(|i| (i * 5) % vocab as u32).collect();
-        let mut dh = vec![0f32; m * hidden];
-        let (total, _) = head_cross_entropy(&h, &targets, 0.5, &head, Some(1.5), &mut dh);
-        let mut want_total = 0.0;
-        for i in 0..m {
-            let z: Vec<f64> = (0..vocab).map(|v| (0..hidden).map(|c| h[i * hidden + c] as f64 * e[v * hidden + c] as f64).sum()).collect();
-            let mut dz = vec![0.0; vocab];
-            want_total += 0.5 * cross_entropy_row(&z, targets[i] as usize, Some(1.5), &mut dz);
-            for c in 0..hidden {
-                let want: f64 = (0..vocab).map(|v| 0.5 * dz[v] * e[v * hidden + c] as f64).sum();
-                assert!((dh[i * hidden + c] as f64 - want).abs() < 1e-5, "dh[{i},{c}]");
+        // Fused head over more rows than one chunk, with and without the
+        // final soft-cap: equals the per-row definition.
+        for cap in [None, Some(1.5f32)] {
+            let (m, hidden, vocab) = (CE_ROWS + 5, 8, 13);
+            let e: Vec<f32> = (0..vocab * hidden).map(|i| val(i, 42) as f32).collect();
+            let head = Matrix::new(vocab, hidden, Storage::F32(e.clone()));
+            let h: Vec<f32> = (0..m * hidden).map(|i| val(i, 43) as f32 * 2.0).collect();
+            let targets: Vec<u32> = (0..m as u32).map(|i| (i * 5) % vocab as u32).collect();
+            let mut dh = vec![0f32; m * hidden];
+            let (total, _) = head_cross_entropy(&h, &targets, 0.5, &head, cap, &mut dh);
+            let mut want_total = 0.0;
+            for i in 0..m {
+                let z: Vec<f64> = (0..vocab).map(|v| (0..hidden).map(|c| h[i * hidden + c] as f64 * e[v * hidden + c] as f64).sum()).collect();
+                let mut dz = vec![0.0; vocab];
+                want_total += 0.5 * cross_entropy_row(&z, targets[i] as usize, cap.map(f64::from), &mut dz);
+                for c in 0..hidden {
+                    let want: f64 = (0..vocab).map(|v| 0.5 * dz[v] * e[v * hidden + c] as f64).sum();
+                    assert!((dh[i * hidden + c] as f64 - want).abs() < 1e-5, "dh[{i},{c}]");
+                }
             }
+            assert!((total - want_total).abs() < 1e-4 * want_total.abs());
         }
-        assert!((total - want_total).abs() < 1e-4 * want_total.abs());
     }
 }

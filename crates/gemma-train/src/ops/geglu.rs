@@ -33,6 +33,18 @@ pub fn geglu_backward<T: Real>(gate: &[T], up: &[T], dact: &[T], dgate: &mut [T]
     }
 }
 
+/// [`geglu_backward`] in f32 with the SIMD kernel, on all threads (the
+/// training step's path; the generic one is its f64-checked reference).
+pub fn geglu_backward_f32(gate: &[f32], up: &[f32], dact: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+    assert_eq!(dup.len(), dgate.len(), "geglu_backward: lengths differ");
+    let du = gemma_kernels::pool::Disjoint::new(dup);
+    gemma_kernels::pool::parallel_chunks(dgate, 16384, &|r, dg| {
+        // SAFETY: this task alone owns range r of dup (the same range as its part of dgate).
+        let du = unsafe { du.range(r.clone()) };
+        gemma_kernels::geglu::geglu_backward(&gate[r.clone()], &up[r.clone()], &dact[r], dg, du);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +70,17 @@ mod tests {
             a.iter().zip(&d).map(|(a, b)| a * b).sum()
         };
         finite_diff("geglu/up", &up, &du, &loss_u);
+        // The parallel SIMD f32 path equals the generic f32 instance.
+        let n2 = 40_000;
+        let g32: Vec<f32> = (0..n2).map(|i| (val(i, 9) * 8.0) as f32).collect();
+        let u32v: Vec<f32> = (0..n2).map(|i| val(i, 10) as f32).collect();
+        let d32: Vec<f32> = (0..n2).map(|i| val(i, 11) as f32).collect();
+        let (mut a1, mut b1, mut a2, mut b2) = (vec![0f32; n2], vec![0f32; n2], vec![0f32; n2], vec![0f32; n2]);
+        geglu_backward(&g32, &u32v, &d32, &mut a1, &mut b1);
+        geglu_backward_f32(&g32, &u32v, &d32, &mut a2, &mut b2);
+        for i in 0..n2 {
+            assert!((a1[i] - a2[i]).abs() <= 2e-6 * (1.0 + a1[i].abs()) && (b1[i] - b2[i]).abs() <= 2e-6 * (1.0 + b1[i].abs()), "at {i}");
+        }
         // The f32 instance equals the kernels' forward GELU.
         for &g in &gate {
             let (a, b) = (gelu(g as f32), gemma_kernels::gelu_tanh(g as f32));

@@ -24,14 +24,17 @@ fn inv_rms<T: Real>(x: &[T], eps: f64) -> T {
 /// `dx_i = r·g_i·dy_i − x_i·r³/d · Σ_j dy_j·g_j·x_j`.
 pub fn rms_norm_backward<T: Real>(x: &[T], g: &[T], eps: f64, dy: &[T], dx: &mut [T]) {
     let d = g.len();
-    for ((xr, dyr), dxr) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
-        let r = inv_rms(xr, eps);
-        let dot = xr.iter().zip(dyr).zip(g).map(|((x, dy), g)| (*x * *dy * *g).f64()).sum::<f64>();
-        let c = T::of(dot / d as f64) * r * r * r;
-        for (((o, &x), &dy), &gi) in dxr.iter_mut().zip(xr).zip(dyr).zip(g) {
-            *o = r * gi * dy - x * c;
+    // Rows are independent: 16 rows a task.
+    gemma_kernels::pool::parallel_chunks(dx, 16 * d, &|r, dx| {
+        for ((xr, dyr), dxr) in x[r.clone()].chunks_exact(d).zip(dy[r.clone()].chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+            let r = inv_rms(xr, eps);
+            let dot = xr.iter().zip(dyr).zip(g).map(|((x, dy), g)| (*x * *dy * *g).f64()).sum::<f64>();
+            let c = T::of(dot / d as f64) * r * r * r;
+            for (((o, &x), &dy), &gi) in dxr.iter_mut().zip(xr).zip(dyr).zip(g) {
+                *o = r * gi * dy - x * c;
+            }
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -1,0 +1,42 @@
+//! The per-call buffers of a forward pass, kept apart from the KV cache:
+//! the cache holds a sequence's keys and values (its state), a
+//! [`Workspace`] the activations one call needs (reused across calls, so a
+//! warmed-up decode loop allocates nothing). One workspace serves any
+//! number of caches, one call at a time.
+
+/// Activation buffers of one forward pass (shapes in `forward.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct Workspace {
+    pub(crate) x: Vec<f32>,
+    pub(crate) h: Vec<f32>,
+    pub(crate) q: Vec<f32>,
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) att: Vec<f32>,
+    pub(crate) a: Vec<f32>,
+    pub(crate) gate: Vec<f32>,
+    pub(crate) up: Vec<f32>,
+    pub(crate) logits: Vec<f32>,
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin: Vec<f32>,
+    /// Keys and values converted for attention.
+    pub(crate) kf: Vec<f32>,
+    pub(crate) vf: Vec<f32>,
+    /// Per-thread attention tile buffers.
+    pub(crate) tiles: Vec<crate::attention::TileBufs>,
+}
+
+impl Workspace {
+    /// An empty workspace (buffers grow on first use).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The first `len` elements of `v`, growing it if needed (contents unspecified).
+pub(crate) fn buf(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
