@@ -232,12 +232,17 @@ impl LogitsProcessor for GrammarProcessor {
         // The mask's end bit is EOS alone; every stop id ends the sequence.
         self.saved.clear();
         self.saved.extend(self.stop_ids.iter().map(|&s| logits.get(s as usize).copied().unwrap_or(f32::NEG_INFINITY)));
+        // 32 ids per mask word: all-allowed and all-forbidden words (most
+        // of them) cost one test.
         let n = mask.len().min(logits.len());
-        for (id, l) in logits.iter_mut().enumerate() {
-            if id >= n || !mask.is_allowed(id as TokenId) {
-                *l = f32::NEG_INFINITY;
+        for (chunk, &bits) in logits[..n].chunks_mut(32).zip(mask.as_slice()) {
+            match bits {
+                u32::MAX => {}
+                0 => chunk.fill(f32::NEG_INFINITY),
+                _ => chunk.iter_mut().enumerate().filter(|(b, _)| bits & (1 << b) == 0).for_each(|(_, l)| *l = f32::NEG_INFINITY),
             }
         }
+        logits[n..].fill(f32::NEG_INFINITY);
         for (&s, &v) in self.stop_ids.iter().zip(&self.saved) {
             if let Some(l) = logits.get_mut(s as usize) {
                 *l = if can_end { v } else { f32::NEG_INFINITY };
