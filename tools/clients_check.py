@@ -4,12 +4,15 @@
 `huggingface_hub`'s InferenceClient (text_generation, streaming and not,
 details). Greedy requests must give the same text streamed and not.
 Usage: clients_check.py BASE_URL [API_KEY]"""
+import json
+import re
 import sys
 
 import huggingface_hub
 import openai
 from huggingface_hub import InferenceClient
 from openai import OpenAI
+from pydantic import BaseModel, ConfigDict, Field
 
 base, key = sys.argv[1].rstrip("/"), (sys.argv[2] if len(sys.argv) > 2 else "unused")
 checks = 0
@@ -65,7 +68,38 @@ try:
 except openai.BadRequestError as e:
     check(e.status_code == 400, "openai: n=99 -> BadRequestError 400")
 
+
+# Structured output: the base 270M model, constrained, returns a valid instance.
+class City(BaseModel):
+    # A bounded integer: the 270M base model otherwise writes digits until max_tokens.
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    country: str
+    population: int = Field(ge=0, le=100_000_000)
+
+
+p = oa.chat.completions.parse(model=model, messages=[{"role": "user", "content": "Describe Paris as JSON."}], response_format=City,
+                              max_tokens=80, temperature=0)
+city = p.choices[0].message.parsed
+check(isinstance(city, City) and p.choices[0].finish_reason == "stop", f"openai: chat.completions.parse(response_format=City) -> {city!r}")
+jo = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": "A JSON object about cats."}], max_tokens=60, temperature=0,
+                                response_format={"type": "json_object"})
+if jo.choices[0].finish_reason == "stop":
+    check(isinstance(json.loads(jo.choices[0].message.content), dict), "openai: response_format json_object -> a JSON object")
+else:
+    check(jo.choices[0].message.content.lstrip().startswith("{"), "openai: response_format json_object (cut at max_tokens) starts an object")
+try:
+    oa.chat.completions.create(model=model, messages=msgs, response_format={"type": "json_schema", "json_schema": {
+        "name": "loose", "strict": True, "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}})
+    check(False, "openai: a non-strict schema with strict=true must be refused")
+except openai.BadRequestError as e:
+    check(e.status_code == 400 and "additionalProperties" in str(e), "openai: strict schema without additionalProperties:false -> 400")
+
 hf = InferenceClient(base_url=base, api_key=key)
+g = hf.text_generation("Phone number:", max_new_tokens=16, grammar={"type": "regex", "value": "[0-9]{3}-[0-9]{4}"})
+check(re.fullmatch(r"[0-9]{3}-[0-9]{4}", g) is not None, f"huggingface_hub: text_generation(grammar=regex) -> {g!r}")
+gj = hf.text_generation("Paris as JSON:", max_new_tokens=80, grammar={"type": "json", "value": City.model_json_schema()})
+check(isinstance(City.model_validate_json(gj), City), f"huggingface_hub: text_generation(grammar=json schema) -> {gj!r}")
 out = hf.text_generation("The capital of France is", max_new_tokens=8)
 check(isinstance(out, str) and len(out) > 0, f"huggingface_hub: text_generation -> {out!r}")
 d = hf.text_generation("The capital of France is", max_new_tokens=8, details=True)

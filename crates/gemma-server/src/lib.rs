@@ -11,6 +11,7 @@
 //! `AIP_HEALTH_ROUTE` when set.
 
 mod completions;
+mod grammar;
 pub mod metrics;
 mod openai;
 mod tgi;

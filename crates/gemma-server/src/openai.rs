@@ -104,11 +104,7 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
             return Err(invalid(format!("'{key}' is not supported by gemma-rs")));
         }
     }
-    if let Some(t) = v.pointer("/response_format/type").and_then(Value::as_str) {
-        if t != "text" {
-            return Err(invalid(format!("response_format '{t}' is not supported (only 'text')")));
-        }
-    }
+    let grammar = crate::grammar::openai_response_format(v).map_err(invalid)?;
     if let Some(n) = uint(v, "n")? {
         if !(1..=MAX_N).contains(&n) {
             return Err(invalid(format!("n = {n} is not supported: n must be between 1 and {MAX_N}")));
@@ -154,6 +150,9 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
     };
     if req.stop_strings.len() > MAX_STOP || req.stop_strings.iter().any(String::is_empty) {
         return Err(invalid(format!("'stop' takes at most {MAX_STOP} non-empty strings")));
+    }
+    if let Some(gr) = grammar {
+        req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
     }
     Ok(req)
 }

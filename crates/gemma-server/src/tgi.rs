@@ -69,11 +69,10 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     if u("best_of")?.unwrap_or(1) > 1 {
         return Err(invalid("best_of > 1 is not supported"));
     }
-    for k in ["grammar", "adapter_id"] {
-        if p.get(k).is_some_and(|x| !x.is_null()) {
-            return Err(invalid(format!("'{k}' is not supported")));
-        }
+    if p.get("adapter_id").is_some_and(|x| !x.is_null()) {
+        return Err(invalid("'adapter_id' is not supported"));
     }
+    let grammar = crate::grammar::tgi_grammar(p).map_err(invalid)?;
     if b("watermark") {
         return Err(invalid("'watermark' is not supported"));
     }
@@ -97,6 +96,9 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
         return Err(invalid("'max_new_tokens' must be at least 1"));
     }
     let mut req = Request::new(prompt, max_new, g.stop_ids());
+    if let Some(gr) = grammar {
+        req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
+    }
     let (temperature, top_k, top_p) = (f("temperature")?, u("top_k")?, f("top_p")?);
     let sampling = b("do_sample") || temperature.is_some() || top_k.is_some() || top_p.is_some();
     let mut seed = None;

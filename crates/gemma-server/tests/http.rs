@@ -305,8 +305,7 @@ fn error_shapes_and_limits() {
     );
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("tools"));
-    let r =
-        post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}));
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}));
     assert_eq!(r.status, 400);
     let r = post(s.addr, "/generate", json!({"inputs": "hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}}));
     assert_eq!(r.status, 422);
@@ -622,5 +621,91 @@ fn real_model_non_streaming_disconnect_cancels() {
         let r = post(s.addr, "/generate", json!({"inputs": "Hi", "parameters": {"max_new_tokens": 2}}));
         assert_eq!(r.status, 200, "{}", r.body);
         assert!(steps(s.addr) - before < 500, "{path}: the abandoned request ran on ({} steps)", steps(s.addr) - before);
+    }
+}
+
+fn person_schema() -> Value {
+    json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 10}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+        "required": ["name", "age"], "additionalProperties": false})
+}
+
+fn is_person(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| {
+        o.len() == 2
+            && o.get("name").and_then(Value::as_str).is_some_and(|n| n.chars().count() <= 10)
+            && o.get("age").and_then(Value::as_i64).is_some_and(|a| (0..=120).contains(&a))
+    })
+}
+
+/// What the library generates greedily under `grammar` (the reference).
+fn greedy_constrained(g: &Gemma, prompt: &[u32], n: usize, grammar: &gemma::Grammar) -> String {
+    let mut req = g.request(prompt);
+    req.max_new_tokens = n;
+    req.params = gemma::SamplingParams::greedy();
+    req.constraint = Some(g.compile_grammar(grammar).unwrap());
+    g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap().text
+}
+
+/// OpenAI `response_format` and TGI `grammar`: outputs match (the tiny
+/// model's weights are noise, so the grammar does all the work), bad
+/// schemas are refused before any work, and constrained and plain requests
+/// in one batch each give what they give alone.
+#[test]
+fn structured_output_on_both_apis() {
+    let s = server();
+    let messages = json!([{"role": "user", "content": "A person, please."}]);
+    let rf = json!({"type": "json_schema", "json_schema": {"name": "person", "schema": person_schema(), "strict": true}});
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "max_tokens": 120, "temperature": 1.0, "seed": 3, "n": 4, "response_format": rf}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for c in r.json()["choices"].as_array().unwrap() {
+        let text = c["message"]["content"].as_str().unwrap();
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+        assert!(is_person(&v), "{text}");
+        assert_eq!(c["finish_reason"], "stop");
+    }
+    // Streaming: the concatenated deltas are the schema's JSON too.
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "max_tokens": 120, "temperature": 0, "stream": true, "response_format": rf}));
+    let ev = r.events();
+    let text: String = ev[..ev.len() - 1].iter().filter_map(|e| serde_json::from_str::<Value>(e).ok()).filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from)).collect();
+    assert!(is_person(&serde_json::from_str(&text).unwrap()), "{text}");
+
+    // Strict mode refuses what OpenAI refuses, with the reason.
+    let loose = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": loose, "strict": true}}}));
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("additionalProperties"), "{}", r.body);
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strange"}}}}));
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // TGI grammar: a regex, and a JSON schema.
+    let r = post(s.addr, "/generate", json!({"inputs": "Code:", "parameters": {"max_new_tokens": 20, "grammar": {"type": "regex", "value": "[A-Z]{2}[0-9]{3}"}}}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let code = r.json()["generated_text"].as_str().unwrap().to_string();
+    assert!(code.len() == 5 && code[..2].chars().all(|c| c.is_ascii_uppercase()) && code[2..].chars().all(|c| c.is_ascii_digit()), "{code:?}");
+    let r = post(s.addr, "/generate", json!({"inputs": "Who:", "parameters": {"max_new_tokens": 120, "grammar": {"type": "json", "value": person_schema()}}}));
+    assert!(is_person(&serde_json::from_str(r.json()["generated_text"].as_str().unwrap()).unwrap()), "{}", r.body);
+    let r = post(s.addr, "/generate", json!({"inputs": "x", "parameters": {"grammar": {"type": "regex", "value": "(unclosed"}}}));
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"].as_str().unwrap().contains("regex"), "{}", r.body);
+
+    // Mixed batch: a constrained and a plain request at once, each equal to running alone.
+    let prompt = s.gemma.encode_prompt("Who:").unwrap();
+    let want_json = greedy_constrained(&s.gemma, &prompt, 60, &gemma::Grammar::JsonSchema(person_schema()));
+    let want_plain = greedy(&s.gemma, &prompt, 24);
+    let addr = s.addr;
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut params = json!({"max_new_tokens": if i % 2 == 0 { 60 } else { 24 }});
+                if i % 2 == 0 {
+                    params["grammar"] = json!({"type": "json", "value": person_schema()});
+                }
+                (i, post(addr, "/generate", json!({"inputs": "Who:", "parameters": params})).json()["generated_text"].as_str().unwrap().to_string())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, text) = t.join().unwrap();
+        assert_eq!(&text, if i % 2 == 0 { &want_json } else { &want_plain }, "request {i}");
     }
 }
