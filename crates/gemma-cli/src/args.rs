@@ -126,9 +126,10 @@ pub struct ModelArgs {
     #[arg(long, value_parser = parse_dtype)]
     pub dtype: Option<gemma::DType>,
     /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)
-    /// applied on top of the weights, quantized or not.
+    /// applied on top of the weights, quantized or not. `gemma serve` also
+    /// takes NAME=DIR (repeatable): adapters requests pick by name.
     #[arg(long)]
-    pub lora: Option<PathBuf>,
+    pub lora: Vec<String>,
     /// GGUF: copy the weights into huge-page-backed memory instead of
     /// mapping the file (≈1 s longer load per 250 MB, faster decoding; for servers).
     #[arg(long)]

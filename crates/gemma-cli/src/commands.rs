@@ -8,6 +8,7 @@ use crate::progress;
 use anyhow::{bail, Context, Result};
 use gemma::{ChatMessage, Gemma, GenerateRequest, LoadOptions};
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,11 +31,42 @@ pub fn run(cmd: Command) -> Result<()> {
     }
 }
 
+/// `(name, folder)` of each `--lora NAME=DIR`.
+pub(crate) type NamedAdapters = Vec<(String, PathBuf)>;
+
+/// `--lora` values: the one adapter applied to every request (DIR) and the
+/// named ones requests pick (NAME=DIR, `gemma serve` only).
+pub(crate) fn lora_args(m: &ModelArgs) -> Result<(Option<PathBuf>, NamedAdapters)> {
+    let (mut plain, mut named) = (Vec::new(), Vec::new());
+    for v in &m.lora {
+        match v.split_once('=') {
+            Some((name, dir)) if !std::path::Path::new(v).exists() && gemma_server::valid_adapter_name(name) => named.push((name.to_string(), PathBuf::from(dir))),
+            _ => plain.push(PathBuf::from(v)),
+        }
+    }
+    if plain.len() > 1 {
+        bail!("--lora DIR can be given once (an adapter applied to everything); for several, name them: --lora NAME=DIR (gemma serve)");
+    }
+    if !plain.is_empty() && !named.is_empty() {
+        bail!("give either one --lora DIR (applied to every request) or named --lora NAME=DIR adapters, not both");
+    }
+    Ok((plain.pop(), named))
+}
+
 pub(crate) fn load(m: &ModelArgs) -> Result<Gemma> {
+    load_allowing(m, false)
+}
+
+/// [`load`]; `allow_named`: NAME=DIR adapters are the caller's to load.
+fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
+    let (lora, named) = lora_args(m)?;
+    if !named.is_empty() && !allow_named {
+        bail!("--lora NAME=DIR (per-request adapters) is for gemma serve; here give --lora DIR");
+    }
     let path = gemma::hub::resolve_model(m.model.as_deref())?;
     let t0 = Instant::now();
     let pb = progress::bar("loading");
-    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora: m.lora.clone(), hugepages: m.hugepages }, &mut |done, total| {
+    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora, hugepages: m.hugepages }, &mut |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })
@@ -416,7 +448,12 @@ fn bench(a: BenchArgs) -> Result<()> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
-    let gemma = Arc::new(load(&a.model)?);
+    let gemma = Arc::new(load_allowing(&a.model, true)?);
+    let adapters = gemma_server::adapters::Registry::default();
+    for (name, dir) in lora_args(&a.model)?.1 {
+        adapters.load(&name, &dir, &gemma.model.config).with_context(|| format!("--lora {name}={}", dir.display()))?;
+        eprintln!("adapter {name}: {}", dir.display());
+    }
     let model_id = a.model_id.clone().unwrap_or_else(|| {
         let p = gemma.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "gemma".into());
         p.strip_suffix(".gguf").map(str::to_string).unwrap_or(p)
@@ -442,7 +479,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         health_route: std::env::var("AIP_HEALTH_ROUTE").ok().filter(|r| r.starts_with('/')),
         max_new_tokens: a.max_new_tokens,
     };
-    let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config });
+    let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config, adapters });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("cannot listen on {host}:{port}"))?;

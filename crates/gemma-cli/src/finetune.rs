@@ -107,7 +107,7 @@ pub struct FinetuneArgs {
 
 /// Run `gemma finetune`.
 pub fn finetune(a: FinetuneArgs) -> Result<()> {
-    if a.model.lora.is_some() {
+    if !a.model.lora.is_empty() {
         bail!("--lora applies an adapter for inference; to continue training one, use --init-lora");
     }
     let mask = LossMask::parse(&a.loss).with_context(|| format!("unknown --loss `{}` (auto, all, completion-only, assistant-only)", a.loss))?;

@@ -24,7 +24,23 @@ fn main() {
         std::process::exit(1);
     }
     if let Err(e) = commands::run(cli.command) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text
+/// the message already holds (library errors name their source inline).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&c);
+        }
+    }
+    msg
 }

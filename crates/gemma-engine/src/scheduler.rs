@@ -136,6 +136,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
             for s in running.iter_mut() {
                 let Seq { job, cache, pos, last, .. } = s;
                 let prompt = &job.req.prompt;
+                let adapter = job.req.adapter.as_ref().map(|a| &*a.lora);
                 if *pos < prompt.len() {
                     let end = (*pos + config.prefill_chunk).min(prompt.len());
                     let score = job.req.prompt_logprobs_from.map(|from| ScoreSpan {
@@ -148,12 +149,12 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
                     let score_from = job.req.prompt_logprobs_from.map(|from| from.saturating_sub(*pos + 1));
                     // Last-token logits only where a token will be sampled from them.
                     let last_logits = end == prompt.len() && job.req.max_new_tokens > 0;
-                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from, last_logits });
+                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from, last_logits, adapter });
                     score_info.push(score);
                     *pos = end;
                     samples.push(end == prompt.len());
                 } else {
-                    items.push(BatchItem { tokens: &last[..], cache, score_from: None, last_logits: true });
+                    items.push(BatchItem { tokens: &last[..], cache, score_from: None, last_logits: true, adapter });
                     score_info.push(None);
                     samples.push(true);
                 }

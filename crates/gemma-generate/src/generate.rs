@@ -16,12 +16,14 @@ pub struct Session {
     pub tokens: Vec<u32>,
     /// Per-call activation buffers (not state: any workspace would do).
     pub workspace: Workspace,
+    /// The per-request adapter the cache was computed with.
+    pub adapter: Option<crate::sequence::Adapter>,
 }
 
 impl Session {
     /// An empty session for `model`.
     pub fn new(model: &Model) -> Self {
-        Self { cache: model.new_cache(), tokens: Vec::new(), workspace: Workspace::new() }
+        Self { cache: model.new_cache(), tokens: Vec::new(), workspace: Workspace::new(), adapter: None }
     }
 
     /// Forget the conversation.
@@ -59,6 +61,12 @@ pub fn generate(
 ) -> Result<Generation> {
     let ctx = model.config.max_position_embeddings;
     let mut state = SequenceState::new(req, model.config.vocab_size, ctx)?;
+    let adapter = req.adapter.as_ref().map(|a| &*a.lora);
+    // Keys and values computed under another adapter are not this one's.
+    if session.adapter != req.adapter {
+        session.reset();
+        session.adapter = req.adapter.clone();
+    }
 
     // Reuse the cached prefix when the session holds a prefix of this prompt.
     // At least one prompt token is recomputed to get fresh logits.
@@ -69,7 +77,7 @@ pub fn generate(
         session.reset();
     }
     let start = session.tokens.len();
-    let mut logits = model.forward_into(&req.prompt[start..], &mut session.cache, &mut session.workspace, LogitsMode::Last)?;
+    let mut logits = model.forward_with(&req.prompt[start..], &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
     session.tokens.extend_from_slice(&req.prompt[start..]);
     let emit = |s: &str, on_text: &mut dyn FnMut(&str) -> bool| s.is_empty() || on_text(s);
 
@@ -82,7 +90,7 @@ pub fn generate(
         if step.finish.is_some() {
             break;
         }
-        logits = model.forward_into(&[step.id], &mut session.cache, &mut session.workspace, LogitsMode::Last)?;
+        logits = model.forward_with(&[step.id], &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
         session.tokens.push(step.id);
     }
     Ok(Generation {

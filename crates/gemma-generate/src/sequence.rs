@@ -50,6 +50,24 @@ pub struct GenerateRequest {
     pub prompt_logprobs_from: Option<usize>,
     /// A compiled grammar the output must match (constrained decoding).
     pub constraint: Option<Constraint>,
+    /// A LoRA adapter of its own (per-request adapters, served over one base).
+    pub adapter: Option<Adapter>,
+}
+
+/// A named LoRA adapter, shared by the requests that use it.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    /// The name requests pick it by.
+    pub name: String,
+    /// The loaded weights.
+    pub lora: std::sync::Arc<gemma_model::LoraAdapter>,
+}
+
+/// The same name and the same loaded weights.
+impl PartialEq for Adapter {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && std::sync::Arc::ptr_eq(&self.lora, &other.lora)
+    }
 }
 
 impl GenerateRequest {
@@ -67,6 +85,7 @@ impl GenerateRequest {
             top_logprobs: 0,
             prompt_logprobs_from: None,
             constraint: None,
+            adapter: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! callback, never held for a whole chunk (`rows × vocab` floats).
 
 use crate::cache::KvCache;
+use crate::lora::LoraAdapter;
 use crate::workspace::{buf, Workspace};
 use crate::forward::{Model, Seg, MAX_CHUNK};
 use gemma_core::{GemmaError, Result};
@@ -31,6 +32,9 @@ pub struct BatchItem<'a> {
     /// prompt chunk that is not the last, or a prompt that is only scored:
     /// its row of the result is then NaN and costs no output-head product).
     pub last_logits: bool,
+    /// This sequence's own LoRA adapter (per request), on top of the
+    /// model's `lora` if any.
+    pub adapter: Option<&'a LoraAdapter>,
 }
 
 /// Reusable buffers of batched forwards (one per engine).
@@ -75,7 +79,7 @@ impl Model {
         let mut row0 = 0;
         for &i in &order {
             let n = items[i].tokens.len();
-            segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1 });
+            segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1, adapter: items[i].adapter });
             row0 += n;
         }
         let scored: Vec<Option<usize>> = items.iter().map(|it| it.score_from).collect();
@@ -154,10 +158,10 @@ mod tests {
         let mut alone = Vec::new();
         for p in prompts {
             let mut c = model.new_cache();
-            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None, last_logits: true }], &mut ws).unwrap());
+            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap());
             let mut steps = Vec::new();
             for _ in 0..5 {
-                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None, last_logits: true }], &mut ws).unwrap().to_vec();
+                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap().to_vec();
                 tok = argmax(&l);
                 steps.push(l);
             }
@@ -167,7 +171,7 @@ mod tests {
         let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
         let mut toks = Vec::new();
         for (p, c) in prompts.iter().zip(caches.iter_mut()).take(2) {
-            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None, last_logits: true }], &mut ws).unwrap()));
+            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap()));
         }
         let (a, rest) = caches.split_at_mut(1);
         let (b, c) = rest.split_at_mut(1);
@@ -175,9 +179,9 @@ mod tests {
         let l = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None, last_logits: true },
-                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None, last_logits: true },
-                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None, last_logits: true },
+                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None, last_logits: true, adapter: None },
+                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None, last_logits: true, adapter: None },
+                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None, last_logits: true, adapter: None },
                 ],
                 &mut ws,
             )
@@ -206,7 +210,7 @@ mod tests {
         let mut seen = 0;
         model
             .forward_batch_scored(
-                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None, last_logits: true }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0), last_logits: true }],
+                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None, last_logits: true, adapter: None }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0), last_logits: true, adapter: None }],
                 &mut ws,
                 &mut |item, row, l| {
                     assert_eq!(item, 1);
@@ -222,9 +226,9 @@ mod tests {
         let both = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: true },
-                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true },
-                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: true },
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
                 ],
                 &mut ws,
             )
@@ -233,9 +237,9 @@ mod tests {
         let some = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: false },
-                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true },
-                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: false },
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None },
                 ],
                 &mut ws,
             )
@@ -246,7 +250,7 @@ mod tests {
         // Scoring from row 30 hands over rows 30.. only, with the same values.
         let mut rows = Vec::new();
         model
-            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30), last_logits: true }], &mut ws, &mut |_, row, l| {
+            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30), last_logits: true, adapter: None }], &mut ws, &mut |_, row, l| {
                 assert_eq!(l, &got[row * vocab..(row + 1) * vocab]);
                 rows.push(row);
             })
@@ -254,7 +258,7 @@ mod tests {
         assert_eq!(rows, (30..prompt.len()).collect::<Vec<_>>());
         let long = vec![2u32; crate::forward::MAX_CHUNK + 1];
         let mut fresh = model.new_cache();
-        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None, last_logits: true }], &mut ws).unwrap_err();
+        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
         assert_eq!(fresh.len(), 0);
     }

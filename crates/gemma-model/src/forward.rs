@@ -20,14 +20,16 @@ pub const MAX_CHUNK: usize = 512;
 
 /// Rows `row0..row0+n` of a (batched) forward: new tokens of item `item`,
 /// at positions `start..start+n`. `decode` segments hold one token each and
-/// come first.
+/// come first. `adapter`: the item's own LoRA adapter (per request), on top
+/// of the model's `lora` if any.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Seg {
+pub(crate) struct Seg<'a> {
     pub row0: usize,
     pub n: usize,
     pub start: usize,
     pub item: usize,
     pub decode: bool,
+    pub adapter: Option<&'a LoraAdapter>,
 }
 
 /// Which positions get logits.
@@ -101,6 +103,12 @@ impl Model {
     /// logits in its buffer (valid until its next use): a decode loop that
     /// keeps its workspace allocates nothing once warmed up.
     pub fn forward_into<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode) -> Result<&'w mut [f32]> {
+        self.forward_with(tokens, cache, ws, mode, None)
+    }
+
+    /// As [`Model::forward_into`] with a per-request LoRA `adapter` on top
+    /// of the model's own (`lora`), computed as a batch of requests does.
+    pub fn forward_with<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode, adapter: Option<&LoraAdapter>) -> Result<&'w mut [f32]> {
         let cfg = &self.config;
         self.check_tokens(tokens, cache.len())?;
         let rows = match mode {
@@ -110,7 +118,7 @@ impl Model {
         let nchunks = tokens.len().div_ceil(MAX_CHUNK);
         let mut written = 0;
         for (i, chunk) in tokens.chunks(MAX_CHUNK).enumerate() {
-            self.forward_chunk(chunk, cache, ws);
+            self.forward_chunk(chunk, cache, ws, adapter);
             let want = match mode {
                 LogitsMode::All => chunk.len(),
                 LogitsMode::Last if i + 1 == nchunks => 1,
@@ -160,9 +168,9 @@ impl Model {
     }
 
     /// All blocks over one chunk; leaves the residual stream `[n, hidden]` in `ws.x`.
-    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace) {
+    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace, adapter: Option<&LoraAdapter>) {
         let start = cache.len();
-        let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false }];
+        let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false, adapter }];
         self.run_segments(&segs, &mut [(tokens, cache)], ws, None);
     }
 
@@ -224,6 +232,43 @@ impl Model {
         }
     }
 
+    /// Per-request adapters: `y += s · B·A·x` on the rows of each segment
+    /// whose item has its own adapter, for projection `p` of layer `l`. The
+    /// rows of one adapter are gathered and go through [`Self::project_plain`]
+    /// (decode rows in one batch-invariant product, prefill segments one by
+    /// one), so each row is what that adapter gives the sequence alone.
+    fn adapter_deltas(segs: &[Seg], x: &[f32], l: usize, p: usize, y: &mut [f32]) {
+        if segs.iter().all(|s| s.adapter.is_none()) {
+            return;
+        }
+        let n: usize = segs.iter().map(|s| s.n).sum();
+        let (din, dout) = (x.len() / n, y.len() / n);
+        let mut done: Vec<*const LoraAdapter> = Vec::new();
+        for a in segs.iter().filter_map(|s| s.adapter) {
+            if done.contains(&(a as *const _)) {
+                continue;
+            }
+            done.push(a);
+            let Some(pair) = a.layers.get(l).and_then(|ll| ll.parts[p].as_ref()) else { continue };
+            let mine: Vec<&Seg> = segs.iter().filter(|s| s.adapter.is_some_and(|b| std::ptr::eq(a, b))).collect();
+            let mut sub = Vec::with_capacity(mine.len());
+            let mut xs = Vec::new();
+            for s in &mine {
+                sub.push(Seg { row0: xs.len() / din, ..**s });
+                xs.extend_from_slice(&x[s.row0 * din..(s.row0 + s.n) * din]);
+            }
+            let m = xs.len() / din;
+            let mut t = vec![0f32; m * pair.a.rows];
+            Self::project_plain(&sub, &xs, &pair.a, &mut t);
+            let mut u = vec![0f32; m * dout];
+            Self::project_plain(&sub, &t, &pair.b, &mut u);
+            for (s, ss) in mine.iter().zip(&sub) {
+                let dst = &mut y[s.row0 * dout..(s.row0 + s.n) * dout];
+                dst.iter_mut().zip(&u[ss.row0 * dout..(ss.row0 + s.n) * dout]).for_each(|(y, u)| *y += pair.scale * u);
+            }
+        }
+    }
+
     /// `y = x · wᵀ` over the rows of all segments: decode rows in one
     /// batch-invariant product, each prefill segment on its own.
     fn project_plain(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
@@ -261,7 +306,7 @@ impl Model {
         // Training runs each projection once over the rows of all sequences
         // (a row's result does not depend on the others: the training test
         // checks it bit for bit); serving keeps its per-segment products.
-        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false }];
+        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false, adapter: None }];
         let psegs: &[Seg] = if tape.is_some() { &whole } else { segs };
         // Training meets quantized weights with f32 activations (QLoRA as
         // bitsandbytes computes it: the dequantized function).
@@ -291,8 +336,11 @@ impl Model {
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
         Self::project(psegs, h, &w.q, q, lo(0), dr(0), training);
+        Self::adapter_deltas(psegs, h, l, 0, q);
         Self::project(psegs, h, &w.k, k, lo(1), dr(1), training);
+        Self::adapter_deltas(psegs, h, l, 1, k);
         Self::project(psegs, h, &w.v, v, lo(2), dr(2), training);
+        Self::adapter_deltas(psegs, h, l, 2, v);
         rec!(q_pre, q);
         rec!(k_pre, k);
         rec!(v, v);
@@ -341,6 +389,7 @@ impl Model {
         rec!(att, att);
         let a = buf(&mut sc.a, n * hidden);
         Self::project(psegs, att, &w.o, a, lo(3), dr(3), training);
+        Self::adapter_deltas(psegs, att, l, 3, a);
         rec!(o_out, a);
         if let Some(g) = &w.post_attn_norm {
             rms_norm_in_place(a, g, eps);
@@ -354,7 +403,9 @@ impl Model {
         let gate = buf(&mut sc.gate, n * ff);
         let up = buf(&mut sc.up, n * ff);
         Self::project(psegs, h, &w.gate, gate, lo(4), dr(4), training);
+        Self::adapter_deltas(psegs, h, l, 4, gate);
         Self::project(psegs, h, &w.up, up, lo(5), dr(5), training);
+        Self::adapter_deltas(psegs, h, l, 5, up);
         rec!(gate_pre, gate);
         rec!(up, up);
         match self.numerics {
@@ -363,6 +414,7 @@ impl Model {
         }
         rec!(act, gate);
         Self::project(psegs, gate, &w.down, a, lo(6), dr(6), training);
+        Self::adapter_deltas(psegs, gate, l, 6, a);
         rec!(down_out, a);
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);

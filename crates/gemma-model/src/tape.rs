@@ -97,7 +97,7 @@ impl Model {
         for (i, s) in seqs.iter().enumerate() {
             self.check_tokens(s, 0)?;
             caches.push(KvCache::unbounded(cfg));
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None });
             tape.seqs.push((row0, s.len()));
             row0 += s.len();
         }
@@ -120,7 +120,7 @@ impl Model {
         let mut row0 = 0;
         for (i, s) in seqs.iter().enumerate() {
             caches.push(KvCache::unbounded(cfg));
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None });
             row0 += s.len();
         }
         let hidden = cfg.hidden_size;

@@ -10,6 +10,7 @@
 //! (vLLM: what lm-eval's remote tokenizer reads); `GET /metrics`; Vertex AI's `AIP_PREDICT_ROUTE` /
 //! `AIP_HEALTH_ROUTE` when set.
 
+pub mod adapters;
 mod completions;
 mod grammar;
 pub mod metrics;
@@ -69,7 +70,11 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// HTTP settings.
     pub config: ServerConfig,
+    /// Named per-request LoRA adapters.
+    pub adapters: adapters::Registry,
 }
+
+pub use adapters::valid_adapter_name;
 
 /// Shared handler state.
 pub type Shared = Arc<AppState>;
@@ -80,6 +85,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/adapters", get(adapters::list).post(adapters::create))
+        .route("/v1/adapters/{name}", axum::routing::delete(adapters::delete))
         .route("/generate", post(tgi::generate))
         .route("/generate_stream", post(tgi::generate_stream))
         .route("/", post(tgi::compat))

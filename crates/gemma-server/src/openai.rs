@@ -24,8 +24,13 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 /// `GET /v1/models`.
+/// The base model, then each loaded adapter (requests name one as `model`).
 pub async fn models(State(s): State<Shared>) -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": s.config.model_id, "object": "model", "created": 0, "owned_by": "gemma-rs"}]}))
+    let mut data = vec![json!({"id": s.config.model_id, "object": "model", "created": 0, "owned_by": "gemma-rs"})];
+    for name in s.adapters.names() {
+        data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "gemma-rs", "parent": s.config.model_id}));
+    }
+    Json(json!({"object": "list", "data": data}))
 }
 
 /// Most choices per request (`n`); they run as separate sequences in the batch.
@@ -154,6 +159,10 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
     if let Some(gr) = grammar {
         req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
     }
+    // `model` naming a loaded adapter picks it; any other name means the
+    // base model (clients send arbitrary names by habit, as TGI and
+    // llama-server accept).
+    req.adapter = v.get("model").and_then(Value::as_str).and_then(|m| s.adapters.get(m));
     Ok(req)
 }
 

@@ -69,9 +69,12 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     if u("best_of")?.unwrap_or(1) > 1 {
         return Err(invalid("best_of > 1 is not supported"));
     }
-    if p.get("adapter_id").is_some_and(|x| !x.is_null()) {
-        return Err(invalid("'adapter_id' is not supported"));
-    }
+    let adapter_id = match p.get("adapter_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(a)) => Some(a.as_str()),
+        Some(_) => return Err(invalid("'adapter_id' must be a string")),
+    };
+    let adapter = crate::adapters::by_adapter_id(s, adapter_id, crate::Flavor::Tgi)?;
     let grammar = crate::grammar::tgi_grammar(p).map_err(invalid)?;
     if b("watermark") {
         return Err(invalid("'watermark' is not supported"));
@@ -96,6 +99,7 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
         return Err(invalid("'max_new_tokens' must be at least 1"));
     }
     let mut req = Request::new(prompt, max_new, g.stop_ids());
+    req.adapter = adapter;
     if let Some(gr) = grammar {
         req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
     }

@@ -35,9 +35,18 @@ fn start(engine_cfg: EngineConfig, cfg: ServerConfig) -> Server {
 }
 
 fn start_with(model: PathBuf, engine_cfg: EngineConfig, cfg: ServerConfig) -> Server {
+    start_full(model, engine_cfg, cfg, &[])
+}
+
+/// A server with named adapters `(name, testdata folder)`.
+fn start_full(model: PathBuf, engine_cfg: EngineConfig, cfg: ServerConfig, adapters: &[(&str, &str)]) -> Server {
     let gemma = Arc::new(Gemma::load(model).unwrap());
+    let registry = gemma_server::adapters::Registry::default();
+    for (name, dir) in adapters {
+        registry.load(name, &testdata(dir), &gemma.model.config).unwrap();
+    }
     let engine = Arc::new(Engine::start(Arc::clone(&gemma), engine_cfg).unwrap());
-    let state = Arc::new(AppState { engine, metrics: Default::default(), config: cfg });
+    let state = Arc::new(AppState { engine, metrics: Default::default(), config: cfg, adapters: registry });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (atx, arx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
@@ -52,6 +61,10 @@ fn start_with(model: PathBuf, engine_cfg: EngineConfig, cfg: ServerConfig) -> Se
         });
     });
     Server { addr: arx.recv().unwrap(), stop: Some(tx), thread: Some(thread), gemma }
+}
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
 }
 
 fn server() -> Server {
@@ -708,4 +721,61 @@ fn structured_output_on_both_apis() {
         let (i, text) = t.join().unwrap();
         assert_eq!(&text, if i % 2 == 0 { &want_json } else { &want_plain }, "request {i}");
     }
+}
+
+/// Per-request adapters: each request gets what the model loaded with its
+/// adapter gives alone (library, greedy), in a batch that mixes adapters
+/// and none; adapters load and unload at run time.
+#[test]
+fn per_request_adapters() {
+    let s = start_full(testdata("tiny-gemma3"), EngineConfig::default(), ServerConfig { model_id: "tiny".into(), ..ServerConfig::default() }, &[("a", "tiny-gemma3-lora"), ("b", "tiny-gemma3-lora-rs")]);
+    let ids: Vec<String> = get(s.addr, "/v1/models").json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["tiny", "a", "b"]);
+    let prompt = s.gemma.encode_prompt("Hello there").unwrap();
+    let with = |dir: &str| {
+        let g = Gemma::load_with(testdata("tiny-gemma3"), &gemma::LoadOptions { lora: Some(testdata(dir)), ..Default::default() }, &mut |_, _| {}).unwrap();
+        greedy(&g, &prompt, 16)
+    };
+    let want = [with("tiny-gemma3-lora"), with("tiny-gemma3-lora-rs"), greedy(&s.gemma, &prompt, 16)];
+    assert!(want[0] != want[2] && want[1] != want[2], "the adapters change the output (the test can fail)");
+    let addr = s.addr;
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut params = json!({"max_new_tokens": 16});
+                if i % 3 < 2 {
+                    params["adapter_id"] = json!(["a", "b"][i % 3]);
+                }
+                (i, post(addr, "/generate", json!({"inputs": "Hello there", "parameters": params})).json()["generated_text"].as_str().unwrap().to_string())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, text) = t.join().unwrap();
+        assert_eq!(text, want[i % 3], "request {i}");
+    }
+    // OpenAI: `model` names the adapter; any other name is the base model.
+    let r = post(s.addr, "/v1/completions", json!({"model": "b", "prompt": "Hello there", "max_tokens": 16, "temperature": 0}));
+    assert_eq!(r.json()["choices"][0]["text"], want[1].as_str());
+    let r = post(s.addr, "/v1/completions", json!({"model": "gpt-4o", "prompt": "Hello there", "max_tokens": 16, "temperature": 0}));
+    assert_eq!(r.json()["choices"][0]["text"], want[2].as_str());
+    // Unknown adapter_id: 404 with the known ones.
+    let r = post(s.addr, "/generate", json!({"inputs": "x", "parameters": {"adapter_id": "zzz"}}));
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("zzz") && r.body.contains("a, b"), "{}", r.body);
+    // Load and unload at run time.
+    let dir = testdata("tiny-gemma3-lora").display().to_string();
+    let r = post(s.addr, "/v1/adapters", json!({"name": "c", "path": dir}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = post(s.addr, "/generate", json!({"inputs": "Hello there", "parameters": {"max_new_tokens": 16, "adapter_id": "c"}}));
+    assert_eq!(r.json()["generated_text"], want[0].as_str());
+    assert_eq!(post(s.addr, "/v1/adapters", json!({"name": "c", "path": dir})).status, 409);
+    assert_eq!(post(s.addr, "/v1/adapters", json!({"name": "tiny", "path": dir})).status, 409);
+    let r = post(s.addr, "/v1/adapters", json!({"name": "d", "path": "/nonexistent/adapter"}));
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("adapter_config.json"), "{}", r.body);
+    assert_eq!(post(s.addr, "/v1/adapters", json!({"name": "bad name!", "path": dir})).status, 400);
+    assert_eq!(request(s.addr, "DELETE", "/v1/adapters/c", &[], "").status, 200);
+    assert_eq!(request(s.addr, "DELETE", "/v1/adapters/c", &[], "").status, 404);
+    assert_eq!(post(s.addr, "/generate", json!({"inputs": "x", "parameters": {"adapter_id": "c"}})).status, 404);
 }
