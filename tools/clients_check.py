@@ -95,6 +95,26 @@ try:
 except openai.BadRequestError as e:
     check(e.status_code == 400 and "additionalProperties" in str(e), "openai: strict schema without additionalProperties:false -> 400")
 
+# Tool calling: `required` gives a call whose arguments fit the schema, streamed as OpenAI streams it.
+weather = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}}, "required": ["city"],
+                           "additionalProperties": False}}}]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+tc = oa.chat.completions.create(model=model, messages=ask, tools=weather, tool_choice="required", max_tokens=60, temperature=0)
+call = tc.choices[0].message.tool_calls[0]
+args = json.loads(call.function.arguments)
+check(call.function.name == "get_weather" and isinstance(args.get("city"), str) and tc.choices[0].finish_reason == "tool_calls",
+      f"openai: tools, tool_choice=required -> {call.function.name}({call.function.arguments})")
+parts = list(oa.chat.completions.create(model=model, messages=ask, tools=weather, tool_choice="required", max_tokens=60, temperature=0, stream=True))
+deltas = [d for p in parts if p.choices for d in (p.choices[0].delta.tool_calls or [])]
+streamed_args = "".join(d.function.arguments or "" for d in deltas)
+check(deltas and deltas[0].function.name == "get_weather" and streamed_args == call.function.arguments,
+      f"openai: streamed tool call (name first, then {len(deltas) - 1} argument fragments) equals the non-streamed one")
+follow = ask + [{"role": "assistant", "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+                {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+fr = oa.chat.completions.create(model=model, messages=follow, tools=weather, max_tokens=30, temperature=0)
+check(fr.choices[0].finish_reason in ("stop", "length", "tool_calls"), f"openai: tool result rendered back -> {fr.choices[0].message.content!r}")
+
 hf = InferenceClient(base_url=base, api_key=key)
 g = hf.text_generation("Phone number:", max_new_tokens=16, grammar={"type": "regex", "value": "[0-9]{3}-[0-9]{4}"})
 check(re.fullmatch(r"[0-9]{3}-[0-9]{4}", g) is not None, f"huggingface_hub: text_generation(grammar=regex) -> {g!r}")

@@ -57,6 +57,16 @@ impl Grammar {
 /// on whitespace until `max_tokens`). A schema's own `x-guidance` wins.
 pub const JSON_WHITESPACE: &str = r"(\x0A?[\x20\x09]{1,20}|\x0A)";
 
+/// `schema` with no whitespace allowed between JSON tokens (compact output:
+/// `{"a":1,"b":[2,3]}`), for machine-read JSON such as tool calls.
+pub fn json_without_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
+    if schema.is_object() {
+        let opts = llguidance::JsonCompileOptions { whitespace_flexible: false, ..Default::default() };
+        opts.apply_to(&mut schema);
+    }
+    schema
+}
+
 fn bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
     if schema.is_object() && schema.get("x-guidance").is_none() {
         let opts = llguidance::JsonCompileOptions { whitespace_pattern: Some(JSON_WHITESPACE.to_string()), ..Default::default() };

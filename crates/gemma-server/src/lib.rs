@@ -16,6 +16,7 @@ mod grammar;
 pub mod metrics;
 mod openai;
 mod tgi;
+mod tools;
 mod tokenizer_routes;
 
 use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};

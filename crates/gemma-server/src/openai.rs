@@ -17,7 +17,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
-use gemma::{ChatMessage, Gemma};
+use gemma::Gemma;
 use gemma_engine::{Event, FinishReason, Handle, Request, TokenEvent};
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -97,7 +97,8 @@ pub(crate) fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
 pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind) -> Result<Request, ApiError> {
     let g: &Gemma = s.engine.gemma();
     // Features a client relies on are refused rather than silently ignored.
-    for key in ["tools", "functions", "logit_bias", "best_of"] {
+    let refused: &[&str] = if kind == Kind::Chat { &["functions", "logit_bias", "best_of"] } else { &["tools", "functions", "logit_bias", "best_of"] };
+    for &key in refused {
         let set = match v.get(key) {
             None | Some(Value::Null) => false,
             Some(Value::Array(a)) => !a.is_empty(),
@@ -164,6 +165,16 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
     // llama-server accept).
     req.adapter = v.get("model").and_then(Value::as_str).and_then(|m| s.adapters.get(m));
     Ok(req)
+}
+
+/// OpenAI's finish reason of an answer that is a call: `tool_calls` for
+/// `auto` and `required`, `stop` for a named function.
+fn call_finish(t: &crate::tools::Tools, fr: &str) -> &'static str {
+    match (&t.choice, fr) {
+        (_, "length") => "length",
+        (crate::tools::ToolChoice::Named(_), _) => "stop",
+        _ => "tool_calls",
+    }
 }
 
 pub(crate) fn finish_reason(f: &FinishReason) -> &'static str {
@@ -264,23 +275,19 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
     if msgs.is_empty() {
         return Err(invalid("'messages' must not be empty"));
     }
-    let messages = msgs
-        .iter()
-        .map(|m| {
-            let role = m.get("role").and_then(Value::as_str).ok_or_else(|| invalid("every message needs a 'role'"))?;
-            if !matches!(role, "system" | "user" | "assistant" | "developer") {
-                return Err(invalid(format!("unsupported message role '{role}'")));
-            }
-            let role = if role == "developer" { "system" } else { role };
-            let content = match m.get("content") {
-                None | Some(Value::Null) => return Err(invalid(format!("a '{role}' message needs 'content' (a string or text parts)"))),
-                Some(c) => content_text(c)?,
-            };
-            Ok(ChatMessage { role: role.to_string(), content })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let tools = crate::tools::parse(&v).map_err(invalid)?;
+    let messages = crate::tools::messages(msgs, tools.as_ref(), &|c| content_text(c).map_err(|e| e.message)).map_err(invalid)?;
     let prompt = g.encode_chat(&messages).map_err(|e| invalid(e.to_string()))?;
     let mut req = build_request(s, &v, prompt, Kind::Chat)?;
+    let tools = tools.filter(|t| t.active());
+    if let Some(t) = &tools {
+        if req.constraint.is_some() {
+            return Err(invalid("'response_format' and 'tools' cannot be used together"));
+        }
+        if let Some(gr) = t.grammar() {
+            req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
+        }
+    }
     req.logprobs = v.get("logprobs").and_then(Value::as_bool).unwrap_or(false);
     req.top_logprobs = uint(&v, "top_logprobs")?.unwrap_or(0);
     if req.top_logprobs > 0 && !req.logprobs {
@@ -294,7 +301,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
             Choice { req: r, echo: None, counts_prompt: i == 0 }
         })
         .collect();
-    run_choices(s, &v, choices, Kind::Chat, started).await
+    run_choices(s, &v, choices, Kind::Chat, started, tools.map(std::sync::Arc::new)).await
 }
 
 /// Which endpoint a request came through.
@@ -324,7 +331,15 @@ pub(crate) struct Choice {
 }
 
 /// Submit every choice and answer with them in order, collected or streamed.
-pub(crate) async fn run_choices(s: &Shared, v: &Value, choices: Vec<Choice>, kind: Kind, started: Instant) -> Result<Response, ApiError> {
+/// With `tools`, an answer that is a call becomes `message.tool_calls`.
+pub(crate) async fn run_choices(
+    s: &Shared,
+    v: &Value,
+    choices: Vec<Choice>,
+    kind: Kind,
+    started: Instant,
+    tools: Option<std::sync::Arc<crate::tools::Tools>>,
+) -> Result<Response, ApiError> {
     let g = std::sync::Arc::clone(s.engine.gemma());
     let n = choices.len();
     let want_lp = choices.first().is_some_and(|c| c.req.logprobs);
@@ -341,6 +356,7 @@ pub(crate) async fn run_choices(s: &Shared, v: &Value, choices: Vec<Choice>, kin
         handles.push(s.engine.submit(c.req).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?);
     }
     let id = format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, handles[0].id);
+    let handle_ids: Vec<u64> = handles.iter().map(|h| h.id).collect();
     let created = crate::unix_seconds();
     let model = s.config.model_id.clone();
     let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
@@ -361,7 +377,11 @@ pub(crate) async fn run_choices(s: &Shared, v: &Value, choices: Vec<Choice>, kin
             choices.push(match kind {
                 Kind::Chat => {
                     let lp = if want_lp { json!({"content": c.tokens.iter().map(|t| chat_logprob(&g, t)).collect::<Vec<_>>()}) } else { Value::Null };
-                    json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": fr})
+                    match tools.as_ref().and_then(|t| t.parse_calls(&c.text).map(|calls| (t, calls))) {
+                        Some((t, calls)) => json!({"index": i, "message": {"role": "assistant", "content": null,
+                            "tool_calls": crate::tools::tool_calls_json(&calls, handle_ids[i])}, "logprobs": lp, "finish_reason": call_finish(t, fr)}),
+                        None => json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": fr}),
+                    }
                 }
                 Kind::Completion => match &echoes[i] {
                     Some(prompt) => crate::completions::echo_choice(&g, i, prompt, &c, want_lp, fr),
@@ -393,6 +413,9 @@ pub(crate) async fn run_choices(s: &Shared, v: &Value, choices: Vec<Choice>, kin
     let mut started_choice = vec![false; n];
     let (mut done, mut prompt_tokens, mut completion_tokens) = (0, 0, 0);
     let mut offsets = vec![0usize; n];
+    // With tools: text held back per choice while it may be a call (`None`:
+    // known to be plain text).
+    let mut held: Vec<Option<String>> = vec![tools.as_ref().map(|_| String::new()); n];
     let tagged = handles
         .into_iter()
         .enumerate()
@@ -406,6 +429,17 @@ pub(crate) async fn run_choices(s: &Shared, v: &Value, choices: Vec<Choice>, kin
         }
         match ev {
             Event::Prompt(_) => {}
+            Event::Token(t) if kind == Kind::Chat && held[i].is_some() => {
+                let h = held[i].as_mut().expect("checked");
+                h.push_str(&t.text);
+                let t_ref = tools.as_ref().expect("held only with tools");
+                if !h.trim().is_empty() && !t_ref.may_be_call(h) {
+                    // Plain text after all: release what was held.
+                    let text = std::mem::take(h);
+                    held[i] = None;
+                    out.push(data(chunk(i, json!({"delta": {"content": text}, "logprobs": null, "finish_reason": null}))));
+                }
+            }
             Event::Token(t) => {
                 if !t.text.is_empty() || want_lp {
                     out.push(data(chunk(
@@ -426,10 +460,28 @@ pub(crate) async fn run_choices(s: &Shared, v: &Value, choices: Vec<Choice>, kin
             }
             Event::Done(sum) => {
                 let fr = json!(finish_reason(&sum.finish));
+                let held_text = held[i].take().map(|h| h + &sum.tail_text);
+                let calls = held_text.as_ref().and_then(|h| tools.as_ref().and_then(|t| t.parse_calls(h).map(|c| (t, c))));
                 match kind {
+                    Kind::Chat if calls.is_some() => {
+                        let (t, calls) = calls.expect("checked");
+                        for (k, c) in crate::tools::tool_calls_json(&calls, handle_ids[i]).as_array().expect("a list").iter().enumerate() {
+                            // The name first, then the arguments in fragments (as OpenAI streams them).
+                            let mut head = c.clone();
+                            head["index"] = json!(k);
+                            head["function"]["arguments"] = json!("");
+                            out.push(data(chunk(i, json!({"delta": {"tool_calls": [head]}, "logprobs": null, "finish_reason": null}))));
+                            let args = c["function"]["arguments"].as_str().unwrap_or("");
+                            for frag in crate::tools::fragments(args, 16) {
+                                out.push(data(chunk(i, json!({"delta": {"tool_calls": [{"index": k, "function": {"arguments": frag}}]}, "logprobs": null, "finish_reason": null}))));
+                            }
+                        }
+                        out.push(data(chunk(i, json!({"delta": {}, "logprobs": null, "finish_reason": call_finish(t, fr.as_str().unwrap_or("stop"))}))));
+                    }
                     Kind::Chat => {
-                        if !sum.tail_text.is_empty() {
-                            out.push(data(chunk(i, json!({"delta": {"content": sum.tail_text}, "logprobs": null, "finish_reason": null}))));
+                        let tail = held_text.unwrap_or(sum.tail_text.clone());
+                        if !tail.is_empty() {
+                            out.push(data(chunk(i, json!({"delta": {"content": tail}, "logprobs": null, "finish_reason": null}))));
                         }
                         out.push(data(chunk(i, json!({"delta": {}, "logprobs": null, "finish_reason": fr}))));
                     }

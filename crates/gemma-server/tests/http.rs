@@ -314,10 +314,13 @@ fn error_shapes_and_limits() {
     let r = post(
         s.addr,
         "/v1/chat/completions",
-        json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}),
+        json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "code_interpreter"}]}),
     );
     assert_eq!(r.status, 400);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("tools"));
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "functions": [{"name": "f"}]}));
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("functions"));
     let r = post(s.addr, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}));
     assert_eq!(r.status, 400);
     let r = post(s.addr, "/generate", json!({"inputs": "hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}}));
@@ -778,4 +781,99 @@ fn per_request_adapters() {
     assert_eq!(request(s.addr, "DELETE", "/v1/adapters/c", &[], "").status, 200);
     assert_eq!(request(s.addr, "DELETE", "/v1/adapters/c", &[], "").status, 404);
     assert_eq!(post(s.addr, "/generate", json!({"inputs": "x", "parameters": {"adapter_id": "c"}})).status, 404);
+}
+
+/// Tool calling: `required` and a named function always give a call whose
+/// arguments match the schema (streamed: the name first, then argument
+/// fragments); `none` gives text; `auto` gives a call or text; tool
+/// results render back; bad tool requests are 400s naming the problem.
+#[test]
+fn tool_calls() {
+    // The tiny model with a longer context (its 256 positions are arbitrary; declarations need room).
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(testdata("tiny-gemma3")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap().replace("\"max_position_embeddings\": 256", "\"max_position_embeddings\": 2048");
+    std::fs::write(dir.path().join("config.json"), cfg).unwrap();
+    let s = start_with(dir.path().to_path_buf(), EngineConfig::default(), ServerConfig { model_id: "tiny".into(), ..ServerConfig::default() });
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99}, "b": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "b"], "additionalProperties": false}}}
+    ]);
+    let messages = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let check_args = |name: &str, args: &str| {
+        let v: Value = serde_json::from_str(args).unwrap_or_else(|e| panic!("arguments not JSON ({e}): {args}"));
+        match name {
+            "get_weather" => assert!(v["city"].as_str().is_some_and(|c| c.chars().count() <= 12) && v.as_object().unwrap().len() == 1, "{args}"),
+            "add" => assert!(v["a"].as_i64().is_some_and(|a| (0..=99).contains(&a)) && v["b"].as_i64().is_some_and(|b| (0..=99).contains(&b)), "{args}"),
+            other => panic!("unknown tool {other}"),
+        }
+    };
+    for seed in 0..3 {
+        let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "tools": tools, "tool_choice": "required", "parallel_tool_calls": false, "max_tokens": 80, "temperature": 1.0, "seed": seed}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let c = &r.json()["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{c}");
+        assert!(c["message"]["content"].is_null());
+        let call = &c["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        check_args(call["function"]["name"].as_str().unwrap(), call["function"]["arguments"].as_str().unwrap());
+    }
+    // A named function: that one, finish "stop" (as OpenAI).
+    let named = json!({"type": "function", "function": {"name": "add"}});
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "tools": tools, "tool_choice": named, "max_tokens": 80, "temperature": 0}));
+    let c = &r.json()["choices"][0];
+    assert_eq!(c["finish_reason"], "stop");
+    assert_eq!(c["message"]["tool_calls"][0]["function"]["name"], "add");
+    let non_streamed = c["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap().to_string();
+    check_args("add", &non_streamed);
+    // Streaming: name first (arguments ""), then fragments that add up.
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "tools": tools, "tool_choice": named, "max_tokens": 80, "temperature": 0, "stream": true}));
+    let ev = r.events();
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("tool_calls")).collect();
+    assert_eq!(deltas[0][0]["function"]["name"], "add");
+    assert_eq!(deltas[0][0]["function"]["arguments"], "");
+    let args: String = deltas[1..].iter().map(|d| d[0]["function"]["arguments"].as_str().unwrap()).collect();
+    assert_eq!(args, non_streamed);
+    assert!(deltas.len() >= 2);
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    // none: text, the tools not offered.
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "tools": tools, "tool_choice": "none", "max_tokens": 8, "temperature": 0}));
+    let c = &r.json()["choices"][0];
+    assert!(c["message"]["tool_calls"].is_null() && c["message"]["content"].is_string());
+    let plain = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "max_tokens": 8, "temperature": 0})).json();
+    assert_eq!(c["message"]["content"], plain["choices"][0]["message"]["content"]);
+    // auto: a call that fits, or text that is not a call.
+    for seed in 0..4 {
+        let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "tools": tools, "max_tokens": 40, "temperature": 1.0, "seed": seed}));
+        let c = &r.json()["choices"][0];
+        match c["message"]["tool_calls"].as_array() {
+            Some(calls) => calls.iter().for_each(|call| check_args(call["function"]["name"].as_str().unwrap(), call["function"]["arguments"].as_str().unwrap())),
+            None => assert!(!c["message"]["content"].as_str().unwrap().trim_start().starts_with('{'), "{c}"),
+        }
+    }
+    // A conversation with a call and its result renders and runs.
+    let convo = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    ]);
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": convo, "tools": tools, "tool_choice": "none", "max_tokens": 4}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Bad input.
+    for (body, want) in [
+        (json!({"messages": messages, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "fly"}}}), "'fly'"),
+        (json!({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "zz", "content": "r"}], "tools": tools}), "'zz'"),
+        (json!({"messages": messages, "tools": [{"type": "function", "function": {"name": "bad name"}}]}), "bad name"),
+        (json!({"messages": messages, "tools": tools, "response_format": {"type": "json_object"}}), "together"),
+    ] {
+        let r = post(s.addr, "/v1/chat/completions", body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(want), "{want}: {}", r.body);
+    }
 }

@@ -32,7 +32,7 @@ pub use gemma_core::{DType, GemmaError, Result};
 /// LoRA / QLoRA fine-tuning (`gemma finetune`).
 pub use gemma_train as train;
 pub use gemma_generate::{
-    generate, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, GenerateRequest, Grammar, Generation, GenerationConfig, Perplexity, PromptLogprob,
+    generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, GenerateRequest, Grammar, Generation, GenerationConfig, Perplexity, PromptLogprob,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
 pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, LoraAdapter, Model, Numerics, Workspace};
