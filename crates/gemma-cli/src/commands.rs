@@ -176,6 +176,16 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     stream(&gemma, &mut gemma.new_session(), &req)?;
     println!();
+    if let Some(c) = &req.constraint {
+        let n = c.counts();
+        eprintln!(
+            "[grammar: {} of {} steps took the model's own choice unmasked; {} full masks, {:.0} µs each on average]",
+            n.skipped,
+            n.checks.max(n.masks),
+            n.masks,
+            n.mask_seconds / n.masks.max(1) as f64 * 1e6
+        );
+    }
     Ok(())
 }
 

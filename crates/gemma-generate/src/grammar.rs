@@ -15,6 +15,7 @@ use gemma_tokenizer::GemmaTokenizer;
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -164,6 +165,8 @@ impl GrammarCompiler {
             pristine: Arc::new(Mutex::new(matcher)),
             stop_ids: self.stop_ids.clone(),
             compile_seconds: t.elapsed().as_secs_f64(),
+            stats: Arc::new(GrammarStats::default()),
+            full_masks: false,
         })
     }
 }
@@ -176,6 +179,63 @@ pub struct Constraint {
     stop_ids: Vec<u32>,
     /// Seconds the compilation took.
     pub compile_seconds: f64,
+    stats: Arc<GrammarStats>,
+    full_masks: bool,
+}
+
+/// Work done by every sequence a constraint has decoded (shared counters).
+#[derive(Debug, Default)]
+pub struct GrammarStats {
+    masks: AtomicU64,
+    mask_nanos: AtomicU64,
+    max_mask_nanos: AtomicU64,
+    checks: AtomicU64,
+    check_nanos: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// A snapshot of [`GrammarStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GrammarCounts {
+    /// Full masks computed.
+    pub masks: u64,
+    /// Seconds spent computing them.
+    pub mask_seconds: f64,
+    /// The slowest one, in seconds.
+    pub max_mask_seconds: f64,
+    /// Single-token checks of an unfiltered draw.
+    pub checks: u64,
+    /// Seconds spent in those checks.
+    pub check_seconds: f64,
+    /// Checks that allowed the token, so no mask was needed.
+    pub skipped: u64,
+}
+
+impl GrammarStats {
+    fn add_mask(&self, nanos: u64) {
+        self.masks.fetch_add(1, Ordering::Relaxed);
+        self.mask_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.max_mask_nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn add_check(&self, nanos: u64, allowed: bool) {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        self.check_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.skipped.fetch_add(allowed as u64, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> GrammarCounts {
+        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 * 1e-9;
+        GrammarCounts {
+            masks: self.masks.load(Ordering::Relaxed),
+            mask_seconds: s(&self.mask_nanos),
+            max_mask_seconds: s(&self.max_mask_nanos),
+            checks: self.checks.load(Ordering::Relaxed),
+            check_seconds: s(&self.check_nanos),
+            skipped: self.skipped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Constraint {
@@ -197,13 +257,31 @@ impl Constraint {
         &self.grammar
     }
 
+    /// The same grammar with its own counters, always building the full
+    /// mask (no check of an unfiltered draw first): to measure the mask, or
+    /// to show the shortcut changes nothing.
+    pub fn with_full_masks(&self) -> Self {
+        Self { full_masks: true, stats: Arc::new(GrammarStats::default()), ..self.clone() }
+    }
+
+    /// The same grammar counting into `stats` (a server's totals) instead
+    /// of counters of its own.
+    pub fn counting_into(&self, stats: Arc<GrammarStats>) -> Self {
+        Self { stats, ..self.clone() }
+    }
+
+    /// Mask and check counts and times over every sequence it constrained.
+    pub fn counts(&self) -> GrammarCounts {
+        self.stats.counts()
+    }
+
     /// A fresh processor for one sequence (at the grammar's start) whose
     /// generation ends at `stop_ids`.
     pub fn processor(&self, stop_ids: &[u32]) -> GrammarProcessor {
         let m = self.pristine.lock().unwrap_or_else(|e| e.into_inner()).deep_clone();
         let mut ids = self.stop_ids.clone();
         ids.extend(stop_ids.iter().filter(|s| !self.stop_ids.contains(s)));
-        GrammarProcessor { matcher: m, stop_ids: ids, saved: Vec::new() }
+        GrammarProcessor { matcher: m, stop_ids: ids, saved: Vec::new(), stats: self.stats.clone(), full_masks: self.full_masks }
     }
 }
 
@@ -213,6 +291,8 @@ pub struct GrammarProcessor {
     stop_ids: Vec<u32>,
     /// The stop ids' logits before masking (reused).
     saved: Vec<f32>,
+    stats: Arc<GrammarStats>,
+    full_masks: bool,
 }
 
 impl std::fmt::Debug for GrammarProcessor {
@@ -224,10 +304,42 @@ impl std::fmt::Debug for GrammarProcessor {
 impl GrammarProcessor {
     /// The allowed next tokens (the stop ids when the grammar may end).
     fn mask(&mut self) -> Result<(SimpleVob, bool)> {
+        let t = Instant::now();
         let mask = self.matcher.compute_mask_or_eos().map_err(|e| GemmaError::invalid("grammar", e.to_string()))?;
-        let eos = self.matcher.tok_env().map(|e| e.tok_trie().eos_token()).map_err(|e| GemmaError::invalid("grammar", e.to_string()))?;
+        let eos = self.eos()?;
         let can_end = mask.is_allowed(eos);
+        self.stats.add_mask(t.elapsed().as_nanos() as u64);
         Ok((mask, can_end))
+    }
+
+    fn eos(&self) -> Result<u32> {
+        self.matcher.tok_env().map(|e| e.tok_trie().eos_token()).map_err(|e| GemmaError::invalid("grammar", e.to_string()))
+    }
+
+    /// Whether `id` may come next, exactly as the mask would say: a stop
+    /// id (or EOS) when the grammar may end here, any other id when the
+    /// parser takes it.
+    fn allowed(&mut self, id: u32) -> Result<bool> {
+        let bad = |e: String| GemmaError::invalid("grammar", e);
+        if id == self.eos()? || self.stop_ids.contains(&id) {
+            return Ok(self.matcher.is_stopped() || self.matcher.is_accepting().map_err(|e| bad(e.to_string()))?);
+        }
+        if self.matcher.is_stopped() {
+            return Ok(false);
+        }
+        Ok(self.matcher.validate_tokens(&[id]).map_err(|e| bad(e.to_string()))? == 1)
+    }
+
+    /// Whether `id` may come next (what the mask would say), for tests.
+    pub fn allows_now(&mut self, id: u32) -> Result<bool> {
+        self.allowed(id)
+    }
+
+    /// The ids the full mask allows now, for tests.
+    pub fn allowed_ids(&mut self, vocab: usize) -> Result<Vec<u32>> {
+        let mut l = vec![0.0f32; vocab];
+        self.apply(&mut l)?;
+        Ok((0..vocab as u32).filter(|&i| l[i as usize] == 0.0).collect())
     }
 
     /// Whether the output so far is a complete match.
@@ -259,6 +371,16 @@ impl LogitsProcessor for GrammarProcessor {
             }
         }
         Ok(())
+    }
+
+    fn allows(&mut self, id: u32) -> Result<Option<bool>> {
+        if self.full_masks {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let ok = self.allowed(id)?;
+        self.stats.add_check(t.elapsed().as_nanos() as u64, ok);
+        Ok(Some(ok))
     }
 
     fn accept(&mut self, id: u32) -> Result<()> {

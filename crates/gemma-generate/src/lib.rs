@@ -21,7 +21,7 @@ pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, top_logprobs, PromptLo
 pub use processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
 pub use sequence::{Adapter, FinishReason, GenerateRequest, SequenceState, Step, MAX_TOP_LOGPROBS};
 pub use generation_config::GenerationConfig;
-pub use grammar::{json_without_whitespace, Constraint, Grammar, GrammarCompiler, GrammarProcessor};
+pub use grammar::{json_without_whitespace, Constraint, Grammar, GrammarCompiler, GrammarCounts, GrammarProcessor, GrammarStats};
 pub use perplexity::{perplexity, windows_exact, windows_with_bos, Perplexity};
 pub use rng::Rng;
 pub use sampling::{Sampler, SamplingParams};

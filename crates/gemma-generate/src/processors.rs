@@ -11,6 +11,12 @@ pub trait LogitsProcessor: Send + std::fmt::Debug {
     fn apply(&mut self, logits: &mut [f32]) -> Result<()>;
     /// The token `id` was chosen (and will be fed to the model).
     fn accept(&mut self, id: u32) -> Result<()>;
+    /// For a processor that only forbids tokens (a grammar): whether `id`
+    /// is allowed now, answered without building the whole mask. `None`
+    /// (the default) for processors that change values.
+    fn allows(&mut self, _id: u32) -> Result<Option<bool>> {
+        Ok(None)
+    }
 }
 
 /// transformers' repetition penalty over the prompt and everything

@@ -55,6 +55,16 @@ impl SamplingParams {
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }
+
+    /// True when forbidding tokens cannot change how the others are drawn:
+    /// greedy, or plain temperature sampling (no top-k/top-p/min-p cut,
+    /// whose candidate set depends on which tokens remain). Then a draw
+    /// from the unfiltered logits that lands on an allowed token is a draw
+    /// from the filtered distribution (the argmax of the allowed set;
+    /// rejection sampling), so a grammar's full mask can be skipped.
+    pub fn filter_commutes(&self) -> bool {
+        self.is_greedy() || (self.top_k == 0 && self.top_p >= 1.0 && self.min_p == 0.0)
+    }
 }
 
 /// Chooses tokens from logits; owns the seeded random stream and the

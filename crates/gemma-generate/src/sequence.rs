@@ -176,6 +176,8 @@ pub struct SequenceState {
     raw: Vec<f32>,
     generated: Vec<u32>,
     finish: Option<FinishReason>,
+    /// Try a draw before the last processor's filter (see `choose`).
+    try_unfiltered: bool,
 }
 
 impl SequenceState {
@@ -208,6 +210,7 @@ impl SequenceState {
             raw: Vec::new(),
             generated: Vec::new(),
             finish: (req.max_new_tokens == 0).then_some(FinishReason::Length),
+            try_unfiltered: req.constraint.is_some(),
         })
     }
 
@@ -235,10 +238,7 @@ impl SequenceState {
         } else {
             None
         };
-        for p in self.chain.iter_mut() {
-            p.apply(logits)?;
-        }
-        let id = self.sampler.sample(logits);
+        let id = self.choose(logits)?;
         if let Some((lse, t)) = raw {
             let row: &[f32] = if self.chain.is_empty() { logits } else { &self.raw };
             logprob = Some(row.get(id as usize).map_or(f32::NEG_INFINITY, |&l| l - lse));
@@ -269,6 +269,42 @@ impl SequenceState {
             }
         }
         Ok(Step { id, emitted: true, text, tail, logprob, top, finish: self.finish.clone() })
+    }
+
+    /// Run the chain and draw. When the chain ends in a filter (a grammar)
+    /// and the sampler commutes with filtering, draw from the unfiltered
+    /// logits first and keep the token if the filter allows it; only
+    /// otherwise build the full mask and draw again. Exact: greedy takes
+    /// the argmax of the allowed set either way, and for temperature
+    /// sampling a rejected first draw followed by a draw from the filtered
+    /// distribution yields `p(x) / p(allowed)` for every allowed `x`.
+    fn choose(&mut self, logits: &mut [f32]) -> Result<u32> {
+        let n = self.chain.len();
+        let skip = self.try_unfiltered && n > 0 && self.sampler.params().filter_commutes();
+        if skip {
+            for p in self.chain[..n - 1].iter_mut() {
+                p.apply(logits)?;
+            }
+            let id = self.sampler.sample(logits);
+            let last = &mut self.chain[n - 1];
+            match last.allows(id)? {
+                Some(true) => return Ok(id),
+                Some(false) => {
+                    last.apply(logits)?;
+                    return Ok(self.sampler.sample(logits));
+                }
+                // Not a filter: it changes values, so it must see the logits first.
+                None => {
+                    self.try_unfiltered = false;
+                    last.apply(logits)?;
+                    return Ok(self.sampler.sample(logits));
+                }
+            }
+        }
+        for p in self.chain.iter_mut() {
+            p.apply(logits)?;
+        }
+        Ok(self.sampler.sample(logits))
     }
 
     /// End for `reason`, releasing what the decoder and the stop strings

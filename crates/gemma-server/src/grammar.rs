@@ -8,7 +8,7 @@
 //! none of the keywords strict mode rejects (below). Non-strict schemas go
 //! to llguidance as given.
 
-use gemma::{Constraint, Gemma, Grammar};
+use gemma::{Constraint, Grammar};
 use serde_json::Value;
 
 /// Keywords OpenAI's strict mode rejects.
@@ -111,9 +111,12 @@ pub(crate) fn tgi_grammar(p: &Value) -> Result<Option<Grammar>, String> {
     }
 }
 
-/// Compile for this model; the error message is the client's.
-pub(crate) fn compile(g: &Gemma, grammar: &Grammar) -> Result<Constraint, String> {
-    g.compile_grammar(grammar).map_err(|e| e.to_string())
+/// Compile for this model, counting its mask work into the server's
+/// metrics; the error message is the client's.
+pub(crate) fn compile(s: &crate::AppState, grammar: &Grammar) -> Result<Constraint, String> {
+    let c = s.engine.gemma().compile_grammar(grammar).map_err(|e| e.to_string())?;
+    s.metrics.grammar_compiled(c.compile_seconds);
+    Ok(c.counting_into(s.metrics.grammar.clone()))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod grammar;
 pub mod metrics;
 mod openai;
 mod tgi;
+mod call_syntax;
 mod tools;
 mod tokenizer_routes;
 

@@ -1,10 +1,12 @@
 //! Prometheus metrics, named as TGI names them (`tgi_*`) so existing TGI
-//! dashboards and alerts work unchanged.
+//! dashboards and alerts work unchanged; `gemma_grammar_*` count the
+//! constrained-decoding work.
 
 use gemma_engine::EngineStats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use gemma::GrammarStats;
+use std::sync::{Arc, Mutex};
 
 /// A histogram with fixed upper bounds.
 #[derive(Debug)]
@@ -62,6 +64,9 @@ pub struct Metrics {
     success: AtomicU64,
     failure: AtomicU64,
     h: Mutex<Histograms>,
+    /// Mask work of every constrained sequence (shared by their constraints).
+    pub grammar: Arc<GrammarStats>,
+    grammar_compile: Mutex<Histogram>,
 }
 
 /// What a finished request reports.
@@ -97,6 +102,8 @@ impl Default for Metrics {
                 generated: Histogram::new(TOKENS),
                 batch: Histogram::new(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             }),
+            grammar: Arc::new(GrammarStats::default()),
+            grammar_compile: Mutex::new(Histogram::new(SECONDS)),
         }
     }
 }
@@ -110,6 +117,11 @@ impl Metrics {
     /// A request failed (validation, overload, generation error).
     pub fn failed(&self) {
         self.failure.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A grammar was compiled in `seconds`.
+    pub fn grammar_compiled(&self, seconds: f64) {
+        self.grammar_compile.lock().unwrap_or_else(|e| e.into_inner()).observe(seconds);
     }
 
     /// A request completed.
@@ -158,6 +170,17 @@ impl Metrics {
         h.input.render(&mut out, "tgi_request_input_length", "Prompt tokens");
         h.generated.render(&mut out, "tgi_request_generated_tokens", "Generated tokens");
         h.batch.render(&mut out, "tgi_batch_current_size_at_finish", "Batch size when a request finished");
+        let g = self.grammar.counts();
+        for (name, help, v) in [
+            ("gemma_grammar_masks_total", "Full grammar masks computed", g.masks as f64),
+            ("gemma_grammar_mask_seconds_total", "Seconds computing full grammar masks", g.mask_seconds),
+            ("gemma_grammar_checks_total", "Single-token grammar checks of an unmasked choice", g.checks as f64),
+            ("gemma_grammar_masks_skipped_total", "Steps whose unmasked choice fit the grammar (no mask built)", g.skipped as f64),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        let c = self.grammar_compile.lock().unwrap_or_else(|e| e.into_inner());
+        c.render(&mut out, "gemma_grammar_compile_duration", "Grammar compile time in seconds");
         out
     }
 }

@@ -158,13 +158,23 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
         return Err(invalid(format!("'stop' takes at most {MAX_STOP} non-empty strings")));
     }
     if let Some(gr) = grammar {
-        req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
+        req.constraint = Some(crate::grammar::compile(s, &gr).map_err(invalid)?);
     }
     // `model` naming a loaded adapter picks it; any other name means the
     // base model (clients send arbitrary names by habit, as TGI and
     // llama-server accept).
     req.adapter = v.get("model").and_then(Value::as_str).and_then(|m| s.adapters.get(m));
     Ok(req)
+}
+
+/// A token's text with control tokens spelled out (tool calls written
+/// with control tokens are parsed from it).
+fn tool_text<'a>(g: &Gemma, t: &'a gemma_engine::TokenEvent) -> std::borrow::Cow<'a, str> {
+    if t.special {
+        std::borrow::Cow::Owned(g.tokenizer.id_to_token(t.id).unwrap_or_default())
+    } else {
+        std::borrow::Cow::Borrowed(&t.text)
+    }
 }
 
 /// OpenAI's finish reason of an answer that is a call: `tool_calls` for
@@ -275,9 +285,8 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
     if msgs.is_empty() {
         return Err(invalid("'messages' must not be empty"));
     }
-    let tools = crate::tools::parse(&v).map_err(invalid)?;
-    let messages = crate::tools::messages(msgs, tools.as_ref(), &|c| content_text(c).map_err(|e| e.message)).map_err(invalid)?;
-    let prompt = g.encode_chat(&messages).map_err(|e| invalid(e.to_string()))?;
+    let tools = crate::tools::parse(&v, crate::call_syntax::CallSyntax::detect(&g.tokenizer)).map_err(invalid)?;
+    let prompt = crate::tools::prompt(g, msgs, tools.as_ref(), &|c| content_text(c).map_err(|e| e.message)).map_err(invalid)?;
     let mut req = build_request(s, &v, prompt, Kind::Chat)?;
     let tools = tools.filter(|t| t.active());
     if let Some(t) = &tools {
@@ -285,7 +294,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
             return Err(invalid("'response_format' and 'tools' cannot be used together"));
         }
         if let Some(gr) = t.grammar() {
-            req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
+            req.constraint = Some(crate::grammar::compile(s, &gr).map_err(invalid)?);
         }
     }
     req.logprobs = v.get("logprobs").and_then(Value::as_bool).unwrap_or(false);
@@ -377,7 +386,8 @@ pub(crate) async fn run_choices(
             choices.push(match kind {
                 Kind::Chat => {
                     let lp = if want_lp { json!({"content": c.tokens.iter().map(|t| chat_logprob(&g, t)).collect::<Vec<_>>()}) } else { Value::Null };
-                    match tools.as_ref().and_then(|t| t.parse_calls(&c.text).map(|calls| (t, calls))) {
+                    let spelled: String = c.tokens.iter().map(|t| tool_text(&g, t)).collect::<String>() + &c.summary.tail_text;
+                    match tools.as_ref().and_then(|t| t.parse_calls(&spelled).map(|calls| (t, calls))) {
                         Some((t, calls)) => json!({"index": i, "message": {"role": "assistant", "content": null,
                             "tool_calls": crate::tools::tool_calls_json(&calls, handle_ids[i])}, "logprobs": lp, "finish_reason": call_finish(t, fr)}),
                         None => json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": fr}),
@@ -431,7 +441,7 @@ pub(crate) async fn run_choices(
             Event::Prompt(_) => {}
             Event::Token(t) if kind == Kind::Chat && held[i].is_some() => {
                 let h = held[i].as_mut().expect("checked");
-                h.push_str(&t.text);
+                h.push_str(&tool_text(&g, &t));
                 let t_ref = tools.as_ref().expect("held only with tools");
                 if !h.trim().is_empty() && !t_ref.may_be_call(h) {
                     // Plain text after all: release what was held.

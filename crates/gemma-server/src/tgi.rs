@@ -101,7 +101,7 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     let mut req = Request::new(prompt, max_new, g.stop_ids());
     req.adapter = adapter;
     if let Some(gr) = grammar {
-        req.constraint = Some(crate::grammar::compile(g, &gr).map_err(invalid)?);
+        req.constraint = Some(crate::grammar::compile(s, &gr).map_err(invalid)?);
     }
     let (temperature, top_k, top_p) = (f("temperature")?, u("top_k")?, f("top_p")?);
     let sampling = b("do_sample") || temperature.is_some() || top_k.is_some() || top_p.is_some();

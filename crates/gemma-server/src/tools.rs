@@ -1,10 +1,14 @@
 //! Tool calling on `/v1/chat/completions`: OpenAI `tools`, `tool_choice`
 //! (`none | auto | required | {"type": "function", "function": {"name"}}`)
-//! and `parallel_tool_calls`, in Gemma 3's documented convention (the
-//! declarations as JSON in the prompt, a call answered as
-//! `{"name": …, "parameters": {…}}`), unless the chat template takes a
-//! `tools` variable of its own. Assistant `tool_calls` and `role: "tool"`
-//! messages are rendered back as the turns the model would have seen.
+//! and `parallel_tool_calls`, in the model's own convention:
+//! - the declarations: the chat template writes them when it takes a
+//!   `tools` variable (Hugging Face tool-use templates); otherwise we do;
+//! - the calls: with FunctionGemma's or Gemma 4's control tokens when the
+//!   tokenizer has them (`call_syntax.rs`), else Gemma 3's documented JSON
+//!   convention (`{"name": …, "parameters": {…}}`).
+//!
+//! Assistant `tool_calls` and `role: "tool"` messages are rendered back as
+//! the turns the model would have seen.
 //!
 //! The output is constrained: with `required` or a named function from the
 //! first token to a call of the tools' schemas; with `auto` to either text
@@ -12,7 +16,8 @@
 //! follows the schema, and plain text stays plain (`auto` never forces a
 //! call).
 
-use gemma::{ChatMessage, Grammar};
+use crate::call_syntax::CallSyntax;
+use gemma::{ChatMessage, Gemma, Grammar};
 use serde_json::{json, Value};
 
 /// One function the model may call.
@@ -38,6 +43,8 @@ pub(crate) struct Tools {
     pub tools: Vec<Tool>,
     pub choice: ToolChoice,
     pub parallel: bool,
+    /// Control-token calls (None: Gemma 3's JSON calls).
+    pub syntax: Option<&'static CallSyntax>,
 }
 
 /// A parsed call: the function and its arguments as a JSON string.
@@ -48,8 +55,8 @@ pub(crate) struct Call {
 }
 
 /// `tools`, `tool_choice` and `parallel_tool_calls` of a request (None
-/// without tools).
-pub(crate) fn parse(v: &Value) -> Result<Option<Tools>, String> {
+/// without tools), calls written in `syntax` (None: JSON calls).
+pub(crate) fn parse(v: &Value, syntax: Option<&'static CallSyntax>) -> Result<Option<Tools>, String> {
     let list = match v.get("tools") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(a)) if a.is_empty() => return Ok(None),
@@ -93,7 +100,7 @@ pub(crate) fn parse(v: &Value) -> Result<Option<Tools>, String> {
         }
     };
     let parallel = v.get("parallel_tool_calls").and_then(Value::as_bool).unwrap_or(true);
-    Ok(Some(Tools { tools, choice, parallel }))
+    Ok(Some(Tools { tools, choice, parallel, syntax }))
 }
 
 impl Tools {
@@ -130,6 +137,16 @@ impl Tools {
 
     /// The constraint of the answer (None for `none`).
     pub fn grammar(&self) -> Option<Grammar> {
+        if let Some(syn) = self.syntax {
+            let parallel = self.parallel && !matches!(self.choice, ToolChoice::Named(_));
+            let calls = syn.calls_lark(&self.callable(), parallel);
+            return match self.choice {
+                ToolChoice::None => None,
+                ToolChoice::Required | ToolChoice::Named(_) => Some(Grammar::Lark(format!("start: calls\n{calls}"))),
+                // Text (which never holds the call token) or calls.
+                ToolChoice::Auto => Some(Grammar::Lark(format!("start: TEXT | calls\nTEXT: /[^\\x00]+/\n{calls}"))),
+            };
+        }
         match self.choice {
             ToolChoice::None => None,
             ToolChoice::Required | ToolChoice::Named(_) => Some(Grammar::JsonSchema(self.call_schema())),
@@ -144,6 +161,10 @@ impl Tools {
     /// The tool declarations for the prompt, in Gemma 3's convention (one
     /// JSON declaration per line).
     pub fn prompt_block(&self) -> String {
+        if let Some(syn) = self.syntax {
+            let decls: String = self.callable().iter().map(|t| syn.write_declaration(t)).collect();
+            return format!("{decls}\n");
+        }
         let decls: Vec<String> = self
             .callable()
             .iter()
@@ -164,6 +185,9 @@ impl Tools {
     pub fn parse_calls(&self, text: &str) -> Option<Vec<Call>> {
         if !self.active() {
             return None;
+        }
+        if let Some(syn) = self.syntax {
+            return syn.parse(text, &self.tools);
         }
         let v: Value = serde_json::from_str(text.trim()).ok()?;
         let items = match v {
@@ -186,6 +210,9 @@ impl Tools {
     /// Whether streamed text so far may be the start of a call (held back
     /// until the answer ends).
     pub fn may_be_call(&self, text_so_far: &str) -> bool {
+        if let Some(syn) = self.syntax {
+            return self.active() && text_so_far.trim_start().starts_with(syn.open);
+        }
         self.active() && matches!(text_so_far.trim_start().chars().next(), Some('{' | '['))
     }
 }
@@ -237,16 +264,13 @@ pub(crate) fn messages(raw: &[Value], tools: Option<&Tools>, content_text: &dyn 
                     Some(c) => content_text(c)?,
                 };
                 if let Some(tc) = m.get("tool_calls").and_then(Value::as_array).filter(|a| !a.is_empty()) {
-                    let mut written = Vec::new();
-                    for c in tc {
-                        let id = c.get("id").and_then(Value::as_str).ok_or("an assistant tool call needs an 'id'")?;
-                        let name = c.pointer("/function/name").and_then(Value::as_str).ok_or("an assistant tool call needs 'function.name'")?;
-                        let args = c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-                        let params: Value = serde_json::from_str(args).map_err(|e| format!("tool call '{id}': 'arguments' is not JSON: {e}"))?;
-                        calls.push((id.to_string(), name.to_string()));
-                        written.push(json!({"name": name, "parameters": params}));
-                    }
-                    let call = if written.len() == 1 { written[0].to_string() } else { Value::Array(written).to_string() };
+                    let parsed = assistant_calls(tc, &mut calls)?;
+                    let written: Vec<Value> = parsed.iter().map(|(_, name, params)| json!({"name": name, "parameters": params})).collect();
+                    let call = match tools.and_then(|t| t.syntax) {
+                        Some(syn) => parsed.iter().map(|(_, name, params)| syn.write_call(name, params)).collect(),
+                        None if written.len() == 1 => written[0].to_string(),
+                        None => Value::Array(written).to_string(),
+                    };
                     text = if text.is_empty() { call } else { format!("{text}\n{call}") };
                 } else if m.get("content").is_none_or(Value::is_null) {
                     return Err("an 'assistant' message needs 'content' or 'tool_calls'".into());
@@ -257,7 +281,10 @@ pub(crate) fn messages(raw: &[Value], tools: Option<&Tools>, content_text: &dyn 
                 let id = m.get("tool_call_id").and_then(Value::as_str).ok_or("a 'tool' message needs 'tool_call_id'")?;
                 let name = calls.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone()).ok_or(format!("the 'tool' message answers '{id}', which no earlier assistant message called"))?;
                 let c = m.get("content").filter(|c| !c.is_null()).map(content_text).transpose()?.unwrap_or_default();
-                ("user", format!("Result of {name}: {c}"))
+                match tools.and_then(|t| t.syntax) {
+                    Some(syn) => ("user", syn.write_response(&name, &c)),
+                    None => ("user", format!("Result of {name}: {c}")),
+                }
             }
             other => return Err(format!("unsupported message role '{other}'")),
         };
@@ -279,6 +306,74 @@ pub(crate) fn messages(raw: &[Value], tools: Option<&Tools>, content_text: &dyn 
     Ok(out)
 }
 
+/// An assistant message's `tool_calls` as `(id, name, arguments)`, each
+/// remembered in `calls` (`(id, name)`) for the results that answer them.
+fn assistant_calls(tc: &[Value], calls: &mut Vec<(String, String)>) -> Result<Vec<(String, String, Value)>, String> {
+    tc.iter()
+        .map(|c| {
+            let id = c.get("id").and_then(Value::as_str).ok_or("an assistant tool call needs an 'id'")?;
+            let name = c.pointer("/function/name").and_then(Value::as_str).ok_or("an assistant tool call needs 'function.name'")?;
+            let args = c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
+            let args: Value = serde_json::from_str(args).map_err(|e| format!("tool call '{id}': 'arguments' is not JSON: {e}"))?;
+            calls.push((id.to_string(), name.to_string()));
+            Ok((id.to_string(), name.to_string(), args))
+        })
+        .collect()
+}
+
+/// The prompt of a chat request: through the template's own `tools`
+/// variable when it has one and tools are active (Hugging Face-shaped
+/// messages), else [`messages`] rendered by the template.
+pub(crate) fn prompt(g: &Gemma, raw: &[Value], tools: Option<&Tools>, content_text: &dyn Fn(&Value) -> Result<String, String>) -> Result<Vec<u32>, String> {
+    let Some(t) = tools.filter(|t| t.active() && g.tokenizer.chat_template.takes_tools()) else {
+        let m = messages(raw, tools, content_text)?;
+        return g.encode_chat(&m).map_err(|e| e.to_string());
+    };
+    let (msgs, decls) = hf_messages(raw, t, content_text)?;
+    g.encode_chat_json(&msgs, Some(&decls)).map_err(|e| e.to_string())
+}
+
+/// Messages and tools as `apply_chat_template(messages, tools=…)` takes
+/// them: call arguments as objects, `tool` messages with the function's
+/// `name`, text parts joined; the callable tools.
+fn hf_messages(raw: &[Value], t: &Tools, content_text: &dyn Fn(&Value) -> Result<String, String>) -> Result<(Value, Value), String> {
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for m in raw {
+        let role = m.get("role").and_then(Value::as_str).ok_or("every message needs a 'role'")?;
+        let content = match m.get("content") {
+            None | Some(Value::Null) => String::new(),
+            Some(c) => content_text(c)?,
+        };
+        let mut o = json!({"role": role, "content": content});
+        match role {
+            "system" | "developer" | "user" => {}
+            "assistant" => {
+                if let Some(tc) = m.get("tool_calls").and_then(Value::as_array).filter(|a| !a.is_empty()) {
+                    let list = assistant_calls(tc, &mut calls)?;
+                    o["tool_calls"] = list.into_iter().map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})).collect();
+                } else if m.get("content").is_none_or(Value::is_null) {
+                    return Err("an 'assistant' message needs 'content' or 'tool_calls'".into());
+                }
+            }
+            "tool" => {
+                let id = m.get("tool_call_id").and_then(Value::as_str).ok_or("a 'tool' message needs 'tool_call_id'")?;
+                let name = calls.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone()).ok_or(format!("the 'tool' message answers '{id}', which no earlier assistant message called"))?;
+                o["tool_call_id"] = json!(id);
+                o["name"] = json!(name);
+            }
+            other => return Err(format!("unsupported message role '{other}'")),
+        }
+        out.push(o);
+    }
+    let decls = t
+        .callable()
+        .iter()
+        .map(|d| json!({"type": "function", "function": {"name": d.name, "description": d.description, "parameters": d.parameters}}))
+        .collect();
+    Ok((Value::Array(out), Value::Array(decls)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,20 +386,20 @@ mod tests {
     #[test]
     fn parse_choices_and_errors() {
         let mut v = weather();
-        assert_eq!(parse(&v).unwrap().unwrap().choice, ToolChoice::Auto);
+        assert_eq!(parse(&v, None).unwrap().unwrap().choice, ToolChoice::Auto);
         v["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
-        assert_eq!(parse(&v).unwrap().unwrap().choice, ToolChoice::Named("get_weather".into()));
+        assert_eq!(parse(&v, None).unwrap().unwrap().choice, ToolChoice::Named("get_weather".into()));
         v["tool_choice"] = json!({"type": "function", "function": {"name": "nope"}});
-        assert!(parse(&v).unwrap_err().contains("'nope'"));
+        assert!(parse(&v, None).unwrap_err().contains("'nope'"));
         v["tool_choice"] = json!("sometimes");
-        assert!(parse(&v).unwrap_err().contains("sometimes"));
-        assert!(parse(&json!({"tools": [{"type": "code_interpreter"}]})).is_err());
-        assert!(parse(&json!({"tools": []})).unwrap().is_none());
+        assert!(parse(&v, None).unwrap_err().contains("sometimes"));
+        assert!(parse(&json!({"tools": [{"type": "code_interpreter"}]}), None).is_err());
+        assert!(parse(&json!({"tools": []}), None).unwrap().is_none());
     }
 
     #[test]
     fn calls_parse_and_messages_render() {
-        let t = parse(&weather()).unwrap().unwrap();
+        let t = parse(&weather(), None).unwrap().unwrap();
         assert_eq!(t.parse_calls(r#" {"name": "get_weather", "parameters": {"city": "Paris"}}"#), Some(vec![Call { name: "get_weather".into(), arguments: r#"{"city":"Paris"}"#.into() }]));
         assert_eq!(t.parse_calls("Paris is sunny."), None);
         assert_eq!(t.parse_calls(r#"{"name": "other", "parameters": {}}"#), None);

@@ -724,6 +724,13 @@ fn structured_output_on_both_apis() {
         let (i, text) = t.join().unwrap();
         assert_eq!(&text, if i % 2 == 0 { &want_json } else { &want_plain }, "request {i}");
     }
+    // The mask work shows in the metrics: masks built, masks skipped, compile times.
+    let m = get(s.addr, "/metrics").body;
+    let value = |name: &str| m.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{name} missing"));
+    assert!(value("gemma_grammar_masks_total") > 0.0);
+    assert!(value("gemma_grammar_masks_skipped_total") > 0.0, "{m}");
+    assert!(value("gemma_grammar_checks_total") >= value("gemma_grammar_masks_skipped_total"));
+    assert!(value("gemma_grammar_compile_duration_count") >= 5.0);
 }
 
 /// Per-request adapters: each request gets what the model loaded with its
@@ -875,5 +882,88 @@ fn tool_calls() {
         let r = post(s.addr, "/v1/chat/completions", body);
         assert_eq!(r.status, 400, "{}", r.body);
         assert!(r.body.contains(want), "{want}: {}", r.body);
+    }
+}
+
+/// FunctionGemma's control-token calls (the fixture gives the tiny model
+/// FunctionGemma's tokens and a template that takes `tools`): `required`
+/// and a named function give parsed calls whose arguments fit the schemas;
+/// streaming gives the same call; the history (calls and results) goes
+/// through the template's own `tools` path; `auto` gives text or a call.
+#[test]
+fn function_gemma_tool_calls() {
+    let s = start_with(testdata("tiny-functiongemma"), EngineConfig::default(), ServerConfig { model_id: "tiny".into(), ..ServerConfig::default() });
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["C", "F"]}}, "required": ["city"]}}},
+        {"type": "function", "function": {"name": "add", "description": "Sum", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}
+    ]);
+    let check_args = |name: &str, args: &str| {
+        let v: Value = serde_json::from_str(args).unwrap_or_else(|e| panic!("arguments not JSON ({e}): {args}"));
+        let o = v.as_object().unwrap();
+        match name {
+            "get_weather" => {
+                assert!(v["city"].as_str().is_some_and(|c| !c.is_empty() && c.chars().count() <= 12), "{args}");
+                assert!(o.keys().all(|k| k == "city" || k == "unit") && o.get("unit").is_none_or(|u| u == "C" || u == "F"), "{args}");
+            }
+            "add" => assert!(v["a"].is_i64() && v["b"].is_i64() && o.len() == 2, "{args}"),
+            other => panic!("unknown tool {other}"),
+        }
+    };
+    let messages = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    for seed in 0..4 {
+        let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "tools": tools, "tool_choice": "required", "parallel_tool_calls": false, "max_tokens": 60, "temperature": 1.0, "seed": seed}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let c = &r.json()["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{c}");
+        for call in c["message"]["tool_calls"].as_array().unwrap() {
+            check_args(call["function"]["name"].as_str().unwrap(), call["function"]["arguments"].as_str().unwrap());
+        }
+    }
+    let named = json!({"type": "function", "function": {"name": "get_weather"}});
+    let body = json!({"messages": messages, "tools": tools, "tool_choice": named, "max_tokens": 60, "temperature": 0});
+    let c = post(s.addr, "/v1/chat/completions", body.clone()).json()["choices"][0].clone();
+    assert_eq!(c["message"]["tool_calls"][0]["function"]["name"], "get_weather", "{c}");
+    let args = c["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap().to_string();
+    check_args("get_weather", &args);
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let ev = post(s.addr, "/v1/chat/completions", streamed).events();
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("tool_calls")).collect();
+    assert_eq!(deltas[0][0]["function"]["name"], "get_weather");
+    assert_eq!(deltas[1..].iter().map(|d| d[0]["function"]["arguments"].as_str().unwrap()).collect::<String>(), args);
+
+    // The history through the template's `tools`: the prompt is what the
+    // template renders from Hugging Face-shaped messages.
+    let history = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    ]);
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": history, "tools": tools, "max_tokens": 4, "temperature": 0}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let hf = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "sunny", "tool_call_id": "c1", "name": "get_weather"}
+    ]);
+    let decls: Vec<Value> = tools.as_array().unwrap().iter().map(|t| json!({"type": "function", "function": t["function"]})).collect();
+    let text = s.gemma.tokenizer.apply_chat_template_json(&hf, Some(&Value::Array(decls)), true).unwrap();
+    assert!(text.contains("<start_function_declaration>declaration:get_weather{") && text.contains("<start_function_call>call:get_weather{city:<escape>Paris<escape>}<end_function_call>") && text.contains("response:get_weather{value:<escape>sunny<escape>}"), "{text}");
+    assert_eq!(r.json()["usage"]["prompt_tokens"], s.gemma.tokenizer.encode(&text, s.gemma.tokenizer.add_bos).unwrap().len(), "{text}");
+    let bad = json!([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "zz", "content": "r"}]);
+    let r = post(s.addr, "/v1/chat/completions", json!({"messages": bad, "tools": tools}));
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("'zz'"), "{}", r.body);
+
+    // auto: a call that fits, or text that holds no call.
+    for seed in 0..4 {
+        let r = post(s.addr, "/v1/chat/completions", json!({"messages": messages, "tools": tools, "parallel_tool_calls": false, "max_tokens": 60, "temperature": 1.0, "seed": seed}));
+        let c = &r.json()["choices"][0];
+        match c["message"]["tool_calls"].as_array() {
+            Some(calls) => calls.iter().for_each(|k| check_args(k["function"]["name"].as_str().unwrap(), k["function"]["arguments"].as_str().unwrap())),
+            None => assert!(c["message"]["content"].is_string(), "{c}"),
+        }
     }
 }

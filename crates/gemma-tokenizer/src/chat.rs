@@ -91,9 +91,33 @@ impl ChatTemplate {
         if messages.is_empty() {
             return Err(GemmaError::invalid("messages", "a conversation needs at least one message"));
         }
+        self.render_values(minijinja::Value::from_serialize(messages), None, add_generation_prompt, bos_token, eos_token)
+    }
+
+    /// Whether the template reads a `tools` variable (Hugging Face tool-use
+    /// templates: the declarations are the template's to write).
+    pub fn takes_tools(&self) -> bool {
+        self.env.get_template("chat").is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+    }
+
+    /// Render Hugging Face-shaped messages (JSON objects with `role`,
+    /// `content` and, for tool use, `tool_calls` with `function.arguments`
+    /// as an object, and `tool` messages with `name`), and `tools` (a list
+    /// of `{"type": "function", "function": {...}}`) as
+    /// `apply_chat_template(messages, tools=…)` does.
+    pub fn render_json(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>, add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String> {
+        if messages.as_array().is_none_or(|m| m.is_empty()) {
+            return Err(GemmaError::invalid("messages", "a conversation needs at least one message"));
+        }
+        let tools = tools.map(minijinja::Value::from_serialize);
+        self.render_values(minijinja::Value::from_serialize(messages), tools, add_generation_prompt, bos_token, eos_token)
+    }
+
+    fn render_values(&self, messages: minijinja::Value, tools: Option<minijinja::Value>, add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String> {
         let tmpl = self.env.get_template("chat").map_err(|e| GemmaError::Template(e.to_string()))?;
         tmpl.render(minijinja::context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => bos_token,
             eos_token => eos_token,
@@ -122,6 +146,16 @@ mod tests {
         let m = [ChatMessage::new("user", "a"), ChatMessage::new("user", "b")];
         let err = t.render(&m, true, "<bos>", "<eos>").unwrap_err().to_string();
         assert!(err.contains("alternate"), "{err}");
+    }
+
+    #[test]
+    fn tools_variable_is_detected_and_rendered() {
+        assert!(!ChatTemplate::gemma().takes_tools());
+        let t = ChatTemplate::new("{% for t in tools %}[{{ t.function.name }}]{% endfor %}{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{{ m.tool_calls[0].function.arguments.city }}{% endif %};{% endfor %}").unwrap();
+        assert!(t.takes_tools());
+        let msgs = serde_json::json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}}]}]);
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "w"}}]);
+        assert_eq!(t.render_json(&msgs, Some(&tools), false, "", "").unwrap(), "[w]user:hi;assistant:Paris;");
     }
 
     #[test]

@@ -199,6 +199,11 @@ impl GemmaTokenizer {
         self.chat_template.render(messages, add_generation_prompt, &self.bos_token, &self.eos_token)
     }
 
+    /// [`ChatTemplate::render_json`] with this tokenizer's BOS and EOS.
+    pub fn apply_chat_template_json(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>, add_generation_prompt: bool) -> Result<String> {
+        self.chat_template.render_json(messages, tools, add_generation_prompt, &self.bos_token, &self.eos_token)
+    }
+
     /// The tokenizer implementation.
     pub fn backend(&self) -> &Backend {
         &self.inner

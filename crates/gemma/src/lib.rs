@@ -32,7 +32,7 @@ pub use gemma_core::{DType, GemmaError, Result};
 /// LoRA / QLoRA fine-tuning (`gemma finetune`).
 pub use gemma_train as train;
 pub use gemma_generate::{
-    generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, GenerateRequest, Grammar, Generation, GenerationConfig, Perplexity, PromptLogprob,
+    generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
 pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, LoraAdapter, Model, Numerics, Workspace};
@@ -126,6 +126,13 @@ impl Gemma {
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let text = self.tokenizer.apply_chat_template(messages, true)?;
         // The template writes BOS itself; encode adds it only if missing.
+        self.tokenizer.encode(&text, self.tokenizer.add_bos)
+    }
+
+    /// Render Hugging Face-shaped messages and `tools` with the chat
+    /// template (for templates that take `tools`) and encode the prompt.
+    pub fn encode_chat_json(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> Result<Vec<u32>> {
+        let text = self.tokenizer.apply_chat_template_json(messages, tools, true)?;
         self.tokenizer.encode(&text, self.tokenizer.add_bos)
     }
 

@@ -4,7 +4,7 @@
 //! regex and a Lark grammar match them, end at a stop id, and bad grammars
 //! are clear errors before any generation.
 
-use gemma::{FinishReason, Gemma, Grammar, SamplingParams};
+use gemma::{FinishReason, Gemma, Grammar, LogitsProcessor, SamplingParams};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -76,6 +76,82 @@ fn json_schema_regex_and_lark_outputs_match_on_the_tiny_model() {
     }
 }
 
+fn all_grammars() -> Vec<Grammar> {
+    vec![
+        Grammar::JsonSchema(person_schema()),
+        Grammar::JsonObject,
+        Grammar::Regex(r"[0-9]{3}-[0-9]{4}".into()),
+        Grammar::Lark("start: \"yes\" | \"no\" | \"maybe \" NUM\nNUM: /[1-9][0-9]?/".into()),
+    ]
+}
+
+/// The one-token check behind the mask shortcut says exactly what the
+/// full mask says, for every id, at every state along sampled outputs.
+#[test]
+fn single_token_check_agrees_with_the_mask() {
+    let g = Gemma::load(testdata("tiny-gemma3")).unwrap();
+    let vocab = g.model.config.vocab_size;
+    let stops = g.tokenizer.stop_ids.clone();
+    let mut states = 0;
+    for grammar in all_grammars() {
+        let c = g.compile_grammar(&grammar).unwrap();
+        for seed in 0..3 {
+            let mut req = g.request(&g.encode_prompt("Answer:").unwrap());
+            req.params = SamplingParams { temperature: 1.0, seed, ..SamplingParams::greedy() };
+            req.max_new_tokens = 40;
+            req.constraint = Some(c.clone());
+            let out = g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap();
+            let mut p = c.processor(&stops);
+            for &t in &out.tokens {
+                let mask = p.allowed_ids(vocab).unwrap();
+                let checked: Vec<u32> = (0..vocab as u32).filter(|&i| p.allows_now(i).unwrap()).collect();
+                assert_eq!(mask, checked, "{grammar:?} after {} tokens", states);
+                assert!(mask.contains(&t), "{grammar:?}: sampled {t} is not allowed");
+                p.accept(t).unwrap();
+                states += 1;
+            }
+            let end = p.allowed_ids(vocab).unwrap();
+            assert_eq!(end, (0..vocab as u32).filter(|&i| p.allows_now(i).unwrap()).collect::<Vec<_>>());
+        }
+    }
+    assert!(states > 50, "{states}");
+}
+
+/// Greedy output is the same whether or not the full mask is skipped when
+/// the unconstrained choice already fits, and the shortcut is taken.
+#[test]
+fn mask_shortcut_changes_no_greedy_output() {
+    let g = Gemma::load(testdata("tiny-gemma3")).unwrap();
+    for grammar in all_grammars() {
+        let fast = g.compile_grammar(&grammar).unwrap();
+        let full = fast.with_full_masks();
+        let run = |c: &gemma::Constraint| {
+            let mut req = g.request(&g.encode_prompt("Answer:").unwrap());
+            req.params = SamplingParams::greedy();
+            req.max_new_tokens = 60;
+            req.constraint = Some(c.clone());
+            g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap()
+        };
+        let (a, b) = (run(&fast), run(&full));
+        assert_eq!(a.tokens, b.tokens, "{grammar:?}");
+        assert_eq!(a.finish, b.finish);
+        let (cf, cm) = (fast.counts(), full.counts());
+        assert_eq!(cm.checks, 0);
+        assert_eq!(cm.masks as usize, b.tokens.len() + matches!(b.finish, FinishReason::StopToken(_)) as usize);
+        assert_eq!(cf.masks + cf.skipped, cf.checks, "{cf:?}");
+        assert_eq!(cf.checks, cm.masks, "one check per token");
+        eprintln!(
+            "{}: {} tokens, {} masks skipped of {}; mask {:.1} µs, check {:.1} µs",
+            grammar.kind(),
+            a.tokens.len(),
+            cf.skipped,
+            cf.checks,
+            cm.mask_seconds / cm.masks as f64 * 1e6,
+            cf.check_seconds / cf.checks as f64 * 1e6
+        );
+    }
+}
+
 #[test]
 fn bad_grammars_are_clear_errors() {
     let g = Gemma::load(testdata("tiny-gemma3")).unwrap();
@@ -108,9 +184,23 @@ fn real_model_fills_a_json_schema() {
     let mut req = g.request(&g.encode_prompt("A person described as JSON with name, age and tags:\n").unwrap());
     req.params = SamplingParams::greedy();
     req.max_new_tokens = 80;
-    req.constraint = Some(c);
+    req.constraint = Some(c.clone());
     let out = g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap();
     let v: Value = serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", out.text));
     assert!(is_person(&v), "{}", out.text);
     eprintln!("real model: {}", out.text);
+    // The same output when every step builds the full mask; per-token times.
+    let full = c.with_full_masks();
+    req.constraint = Some(full.clone());
+    let again = g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap();
+    assert_eq!(again.tokens, out.tokens);
+    let (f, m) = (c.counts(), full.counts());
+    eprintln!(
+        "per token: full mask {:.0} µs mean, {:.0} µs max; one-token check {:.1} µs; {} of {} masks skipped",
+        m.mask_seconds / m.masks as f64 * 1e6,
+        m.max_mask_seconds * 1e6,
+        f.check_seconds / f.checks as f64 * 1e6,
+        f.skipped,
+        f.checks
+    );
 }
