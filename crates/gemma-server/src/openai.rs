@@ -167,6 +167,17 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
     Ok(req)
 }
 
+/// A streamed answer held back while it may be a tool call.
+#[derive(Debug, Default, Clone)]
+struct Held {
+    /// The text with control tokens spelled out (what calls are parsed from).
+    spelled: String,
+    /// The text as it would have streamed.
+    text: String,
+    /// The held tokens' logprobs entries (when asked for).
+    logprobs: Vec<Value>,
+}
+
 /// A token's text with control tokens spelled out (tool calls written
 /// with control tokens are parsed from it).
 fn tool_text<'a>(g: &Gemma, t: &'a gemma_engine::TokenEvent) -> std::borrow::Cow<'a, str> {
@@ -425,7 +436,7 @@ pub(crate) async fn run_choices(
     let mut offsets = vec![0usize; n];
     // With tools: text held back per choice while it may be a call (`None`:
     // known to be plain text).
-    let mut held: Vec<Option<String>> = vec![tools.as_ref().map(|_| String::new()); n];
+    let mut held: Vec<Option<Held>> = vec![tools.as_ref().map(|_| Held::default()); n];
     let tagged = handles
         .into_iter()
         .enumerate()
@@ -441,13 +452,17 @@ pub(crate) async fn run_choices(
             Event::Prompt(_) => {}
             Event::Token(t) if kind == Kind::Chat && held[i].is_some() => {
                 let h = held[i].as_mut().expect("checked");
-                h.push_str(&tool_text(&g, &t));
+                h.spelled.push_str(&tool_text(&g, &t));
+                h.text.push_str(&t.text);
+                if want_lp {
+                    h.logprobs.push(chat_logprob(&g, &t));
+                }
                 let t_ref = tools.as_ref().expect("held only with tools");
-                if !h.trim().is_empty() && !t_ref.may_be_call(h) {
-                    // Plain text after all: release what was held.
-                    let text = std::mem::take(h);
-                    held[i] = None;
-                    out.push(data(chunk(i, json!({"delta": {"content": text}, "logprobs": null, "finish_reason": null}))));
+                if !h.spelled.trim().is_empty() && !t_ref.may_be_call(&h.spelled) {
+                    // Plain text after all: release what was held, with its logprobs.
+                    let h = held[i].take().expect("checked");
+                    let lp = if want_lp { json!({"content": h.logprobs}) } else { Value::Null };
+                    out.push(data(chunk(i, json!({"delta": {"content": h.text}, "logprobs": lp, "finish_reason": null}))));
                 }
             }
             Event::Token(t) => {
@@ -470,8 +485,8 @@ pub(crate) async fn run_choices(
             }
             Event::Done(sum) => {
                 let fr = json!(finish_reason(&sum.finish));
-                let held_text = held[i].take().map(|h| h + &sum.tail_text);
-                let calls = held_text.as_ref().and_then(|h| tools.as_ref().and_then(|t| t.parse_calls(h).map(|c| (t, c))));
+                let h = held[i].take();
+                let calls = h.as_ref().and_then(|h| tools.as_ref().and_then(|t| t.parse_calls(&(h.spelled.clone() + &sum.tail_text)).map(|c| (t, c))));
                 match kind {
                     Kind::Chat if calls.is_some() => {
                         let (t, calls) = calls.expect("checked");
@@ -489,9 +504,13 @@ pub(crate) async fn run_choices(
                         out.push(data(chunk(i, json!({"delta": {}, "logprobs": null, "finish_reason": call_finish(t, fr.as_str().unwrap_or("stop"))}))));
                     }
                     Kind::Chat => {
-                        let tail = held_text.unwrap_or(sum.tail_text.clone());
-                        if !tail.is_empty() {
-                            out.push(data(chunk(i, json!({"delta": {"content": tail}, "logprobs": null, "finish_reason": null}))));
+                        let (tail, lps) = match h {
+                            Some(h) => (h.text + &sum.tail_text, h.logprobs),
+                            None => (sum.tail_text.clone(), Vec::new()),
+                        };
+                        if !tail.is_empty() || !lps.is_empty() {
+                            let lp = if want_lp && !lps.is_empty() { json!({"content": lps}) } else { Value::Null };
+                            out.push(data(chunk(i, json!({"delta": {"content": tail}, "logprobs": lp, "finish_reason": null}))));
                         }
                         out.push(data(chunk(i, json!({"delta": {}, "logprobs": null, "finish_reason": fr}))));
                     }

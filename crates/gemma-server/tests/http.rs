@@ -864,6 +864,30 @@ fn tool_calls() {
             None => assert!(!c["message"]["content"].as_str().unwrap().trim_start().starts_with('{'), "{c}"),
         }
     }
+    // auto, streamed with logprobs: a text answer held back while it might
+    // have been a call still streams every token's logprob, and the text
+    // equals the non-streamed answer's.
+    let mut texts = 0;
+    for seed in 0..6 {
+        let body = json!({"messages": messages, "tools": tools, "max_tokens": 12, "temperature": 1.0, "seed": seed, "logprobs": true, "stream": true, "stream_options": {"include_usage": true}});
+        let ev = post(s.addr, "/v1/chat/completions", body.clone()).events();
+        let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+        if chunks.iter().any(|c| c["choices"][0]["delta"].get("tool_calls").is_some()) {
+            continue;
+        }
+        texts += 1;
+        let lps: Vec<Value> = chunks.iter().filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array()).flatten().cloned().collect();
+        let usage = chunks.iter().find_map(|c| c["usage"].get("completion_tokens").and_then(Value::as_u64)).unwrap();
+        assert!(lps.len() as u64 >= usage && usage > 0, "seed {seed}: {} logprobs for {usage} tokens", lps.len());
+        let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        let mut plain = body.clone();
+        plain["stream"] = json!(false);
+        plain.as_object_mut().unwrap().remove("stream_options");
+        let whole = post(s.addr, "/v1/chat/completions", plain).json()["choices"][0].clone();
+        assert_eq!(whole["message"]["content"], text, "seed {seed}");
+        assert_eq!(whole["logprobs"]["content"], Value::Array(lps), "seed {seed}");
+    }
+    assert!(texts > 0, "no seed gave a text answer");
     // A conversation with a call and its result renders and runs.
     let convo = json!([
         {"role": "user", "content": "Weather in Paris?"},
