@@ -296,6 +296,22 @@ fn inspect(a: InspectArgs) -> Result<()> {
     writeln!(out, "hidden size:      {}", c.hidden_size)?;
     writeln!(out, "intermediate:     {}", c.intermediate_size)?;
     writeln!(out, "heads:            {} query, {} key/value, head dim {}", c.num_heads, c.num_kv_heads, c.head_dim)?;
+    if let Some(g) = c.layers.iter().find(|l| l.head_dim != c.head_dim || l.num_kv_heads != c.num_kv_heads) {
+        writeln!(out, "global layers:    {} key/value, head dim {}{}, RoPE on {:.0}% of pairs", g.num_kv_heads, g.head_dim, if g.k_eq_v { ", values = keys" } else { "" }, g.rope_partial * 100.0)?;
+    }
+    let shared: Vec<String> = c.layers.iter().enumerate().filter_map(|(l, s)| s.kv_source.map(|src| format!("{l}←{src}"))).collect();
+    if !shared.is_empty() {
+        writeln!(out, "shared KV:        {}", shared.join(" "))?;
+    }
+    if c.per_layer_input_size > 0 {
+        writeln!(out, "per-layer embeds: {} per layer", c.per_layer_input_size)?;
+    }
+    if let Some(m) = c.moe {
+        writeln!(out, "experts:          {} per layer, top {}, width {} (beside the dense MLP)", m.experts, m.top_k, m.intermediate_size)?;
+    }
+    if c.has_towers {
+        writeln!(out, "towers:           vision/audio towers in the checkpoint are not loaded (text only)")?;
+    }
     writeln!(out, "vocabulary:       {} (tokenizer: {})", c.vocab_size, gemma.tokenizer.vocab_size())?;
     writeln!(out, "context:          {}", c.max_position_embeddings)?;
     writeln!(out, "layer pattern:    {}", c.layers.iter().map(|l| l.attention.letter()).collect::<String>())?;

@@ -165,6 +165,7 @@ impl KvCache {
             .layers
             .iter()
             .map(|l| LayerCache {
+                // (A Gemma 4 layer sharing another's keys and values never stores any.)
                 k: store(),
                 v: store(),
                 capacity: match l.attention {
@@ -175,7 +176,7 @@ impl KvCache {
                     AttentionKind::Global => 0,
                     AttentionKind::Sliding { window } => window,
                 },
-                kv_dim: cfg.kv_dim(),
+                kv_dim: l.num_kv_heads * l.head_dim,
             })
             .collect();
         Self { layers, len: 0 }

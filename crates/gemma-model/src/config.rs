@@ -15,6 +15,11 @@ pub enum Family {
     Gemma2,
     /// Gemma 3 text (`Gemma3ForCausalLM`, or the text part of `Gemma3ForConditionalGeneration`).
     Gemma3,
+    /// Gemma 4 text (`Gemma4ForCausalLM`, or the text part of
+    /// `Gemma4ForConditionalGeneration`): plain `x̂·w` norms, attention scale
+    /// 1, per-layer-type head geometry, partial RoPE, per-layer embeddings,
+    /// KV sharing, MoE.
+    Gemma4,
 }
 
 impl Family {
@@ -24,6 +29,7 @@ impl Family {
             Family::Gemma1 => "Gemma 1",
             Family::Gemma2 => "Gemma 2",
             Family::Gemma3 => "Gemma 3",
+            Family::Gemma4 => "Gemma 4",
         }
     }
 }
@@ -72,6 +78,31 @@ pub struct LayerSpec {
     pub rope_theta: f64,
     /// Linear RoPE scaling factor (positions divided by it); 1.0 for none.
     pub rope_linear_factor: f64,
+    /// Fraction of the frequency pairs that rotate (1 for full RoPE; less
+    /// for Gemma 4's partial "proportional" RoPE: the rest pass unchanged).
+    pub rope_partial: f64,
+    /// Width of one head in this layer.
+    pub head_dim: usize,
+    /// Key/value heads of this layer.
+    pub num_kv_heads: usize,
+    /// Feed-forward width of this layer.
+    pub intermediate_size: usize,
+    /// Keys and values are another (earlier) layer's (Gemma 4 KV sharing):
+    /// this layer computes and stores none.
+    pub kv_source: Option<usize>,
+    /// Values are the key projection's raw output (Gemma 4 `attention_k_eq_v`).
+    pub k_eq_v: bool,
+}
+
+/// Gemma 4's mixture-of-experts block (beside the dense MLP of every layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeSpec {
+    /// Experts per layer.
+    pub experts: usize,
+    /// Experts each token is routed to.
+    pub top_k: usize,
+    /// Feed-forward width of one expert.
+    pub intermediate_size: usize,
 }
 
 /// The typed configuration of one Gemma checkpoint.
@@ -113,6 +144,20 @@ pub struct GemmaConfig {
     pub qk_norm: bool,
     /// Output head shares the embedding.
     pub tie_word_embeddings: bool,
+    /// Added to stored norm weights: 1 for Gemma 1–3 (`x̂·(1+w)`), 0 for Gemma 4 (`x̂·w`).
+    pub norm_offset: f32,
+    /// Scale-free RMSNorm on each value head (Gemma 4).
+    pub v_norm: bool,
+    /// Width of each layer's slice of the per-layer embeddings (Gemma 4 E models; 0: none).
+    pub per_layer_input_size: usize,
+    /// Rows of the per-layer embedding table.
+    pub per_layer_vocab_size: usize,
+    /// Mixture-of-experts block (Gemma 4 26B-A4B).
+    pub moe: Option<MoeSpec>,
+    /// Each layer scales its output by a stored scalar (Gemma 4).
+    pub layer_scalar: bool,
+    /// The checkpoint also holds vision/audio towers (only the text part is loaded).
+    pub has_towers: bool,
     /// The checkpoint's declared dtype (`dtype` / `torch_dtype`), if any.
     pub dtype: Option<DType>,
     /// BOS id from the config.
@@ -124,21 +169,21 @@ pub struct GemmaConfig {
 }
 
 /// Typed access to a JSON object with errors naming the field.
-struct Fields<'a> {
-    obj: &'a Map<String, Value>,
-    prefix: &'a str,
+pub(crate) struct Fields<'a> {
+    pub(crate) obj: &'a Map<String, Value>,
+    pub(crate) prefix: &'a str,
 }
 
 impl<'a> Fields<'a> {
-    fn name(&self, key: &str) -> String {
+    pub(crate) fn name(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
         self.obj.get(key).filter(|v| !v.is_null())
     }
 
-    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+    pub(crate) fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -149,11 +194,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn usize(&self, key: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
         self.usize_opt(key)?.ok_or_else(|| GemmaError::config(self.name(key), "required field is missing"))
     }
 
-    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
+    pub(crate) fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -164,21 +209,21 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+    pub(crate) fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| GemmaError::config(self.name(key), format!("expected true or false, found {v}"))),
         }
     }
 
-    fn str_opt(&self, key: &str) -> Result<Option<&'a str>> {
+    pub(crate) fn str_opt(&self, key: &str) -> Result<Option<&'a str>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| GemmaError::config(self.name(key), format!("expected a string, found {v}"))),
         }
     }
 
-    fn ids(&self, key: &str) -> Result<Vec<u32>> {
+    pub(crate) fn ids(&self, key: &str) -> Result<Vec<u32>> {
         match self.get(key) {
             None => Ok(vec![]),
             Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).ok_or_else(|| GemmaError::config(self.name(key), "expected a token id")),
@@ -203,9 +248,19 @@ pub fn parse_dtype(s: &str) -> Option<DType> {
 
 /// A RoPE setting for one layer type.
 #[derive(Debug, Clone, Copy)]
-struct Rope {
-    theta: f64,
-    factor: f64,
+pub struct Rope {
+    pub(crate) theta: f64,
+    pub(crate) factor: f64,
+    /// Fraction of the frequency pairs that rotate (Gemma 4 "proportional").
+    pub(crate) partial: f64,
+}
+
+impl LayerSpec {
+    /// Rotated frequency pairs (transformers: `int(partial_rotary_factor *
+    /// head_dim // 2)`).
+    pub fn rope_pairs(&self) -> usize {
+        ((self.rope_partial * self.head_dim as f64) / 2.0).floor() as usize
+    }
 }
 
 /// Parse one `rope_parameters` / `rope_scaling` object.
@@ -214,20 +269,31 @@ fn parse_rope(obj: &Value, field: &str, default_theta: f64) -> Result<Rope> {
     let f = Fields { obj: map, prefix: "" };
     let kind = f.str_opt("rope_type")?.or(f.str_opt("type")?).unwrap_or("default");
     let theta = f.f64_opt("rope_theta")?.unwrap_or(default_theta);
+    let mut partial = 1.0;
     let factor = match kind {
         "default" => 1.0,
+        // Gemma 4's global layers: the first `partial_rotary_factor` of the
+        // frequency pairs rotate (inverse frequencies over the full head
+        // width), the others pass through; `factor` divides as usual.
+        "proportional" => {
+            partial = f.f64_opt("partial_rotary_factor")?.unwrap_or(1.0);
+            if !(partial > 0.0 && partial <= 1.0) {
+                return Err(GemmaError::config(format!("{field}.partial_rotary_factor"), "must be in (0, 1]"));
+            }
+            f.f64_opt("factor")?.unwrap_or(1.0)
+        }
         "linear" => f.f64_opt("factor")?.ok_or_else(|| GemmaError::config(format!("{field}.factor"), "linear RoPE scaling needs a factor"))?,
         other => {
             return Err(GemmaError::config(
                 format!("{field}.rope_type"),
-                format!("RoPE type `{other}` is not supported (Gemma uses `default` and `linear`)"),
+                format!("RoPE type `{other}` is not supported (Gemma uses `default`, `linear` and `proportional`)"),
             ))
         }
     };
     if factor <= 0.0 {
         return Err(GemmaError::config(format!("{field}.factor"), "must be positive"));
     }
-    Ok(Rope { theta, factor })
+    Ok(Rope { theta, factor, partial })
 }
 
 impl GemmaConfig {
@@ -257,16 +323,19 @@ impl GemmaConfig {
             "Gemma2ForCausalLM" | "gemma2" => (Family::Gemma2, false),
             "Gemma3ForCausalLM" | "gemma3_text" => (Family::Gemma3, false),
             "Gemma3ForConditionalGeneration" | "gemma3" => (Family::Gemma3, true),
+            "Gemma4ForCausalLM" | "gemma4_text" => (Family::Gemma4, false),
+            "Gemma4ForConditionalGeneration" | "gemma4" => (Family::Gemma4, true),
             other => {
                 return Err(GemmaError::Unsupported(format!(
-                    "architecture `{other}`; supported: GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration"
+                    "architecture `{other}`; supported: GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration"
                 )))
             }
         };
+        let has_towers = nested && ["vision_config", "audio_config"].iter().any(|k| top.get(k).is_some());
         let text_obj = if nested {
             top.get("text_config")
                 .and_then(Value::as_object)
-                .ok_or_else(|| GemmaError::config("text_config", "Gemma3ForConditionalGeneration needs a `text_config` object"))?
+                .ok_or_else(|| GemmaError::config("text_config", format!("{architecture} needs a `text_config` object")))?
         } else {
             root_obj
         };
@@ -297,12 +366,17 @@ impl GemmaConfig {
         if f.bool_opt("attention_bias")? == Some(true) {
             return Err(GemmaError::config(f.name("attention_bias"), "attention biases are not supported (no Gemma checkpoint uses them)"));
         }
-        if f.bool_opt("use_bidirectional_attention")? == Some(true) {
-            return Err(GemmaError::config(f.name("use_bidirectional_attention"), "bidirectional (embedding) models are not supported"));
+        match f.get("use_bidirectional_attention") {
+            None | Some(Value::Bool(false)) => {}
+            // Gemma 4: only image tokens attend both ways; text is causal.
+            Some(Value::String(m)) if m == "vision" && family == Family::Gemma4 => {}
+            Some(v) => return Err(GemmaError::config(f.name("use_bidirectional_attention"), format!("{v}: bidirectional (embedding) models are not supported"))),
         }
 
         let query_pre_attn_scalar = match family {
             Family::Gemma1 => head_dim as f64,
+            // Gemma 4 attends with scale 1 (its q/k norms set the scale).
+            Family::Gemma4 => 1.0,
             _ => f.f64_opt("query_pre_attn_scalar")?.unwrap_or(head_dim as f64),
         };
         if query_pre_attn_scalar <= 0.0 {
@@ -316,6 +390,8 @@ impl GemmaConfig {
         };
         let (attn_softcap, final_softcap) = match family {
             Family::Gemma1 => (None, None),
+            // Gemma 4 has no attention softcap (transformers ignores the field).
+            Family::Gemma4 => (None, positive("final_logit_softcapping")?),
             _ => (positive("attn_logit_softcapping")?, positive("final_logit_softcapping")?),
         };
 
@@ -326,7 +402,9 @@ impl GemmaConfig {
         };
         let embed_scale = dtype.unwrap_or(DType::F32).round((hidden_size as f32).sqrt());
 
-        let layers = Self::layer_specs(&f, family, num_layers)?;
+        let intermediate_size = f.usize("intermediate_size")?;
+        let mut layers = Self::layer_specs(&f, family, num_layers, head_dim, num_kv_heads, intermediate_size)?;
+        let g4 = if family == Family::Gemma4 { crate::gemma4::parse(&f, &mut layers)? } else { crate::gemma4::Extra::none() };
         let mut eos_token_ids = f.ids("eos_token_id")?;
         if eos_token_ids.is_empty() {
             eos_token_ids = top.ids("eos_token_id")?;
@@ -336,7 +414,7 @@ impl GemmaConfig {
             architecture,
             vocab_size: f.usize("vocab_size")?,
             hidden_size,
-            intermediate_size: f.usize("intermediate_size")?,
+            intermediate_size,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -348,8 +426,15 @@ impl GemmaConfig {
             embed_scale,
             activation,
             sandwich_norms: family != Family::Gemma1,
-            qk_norm: family == Family::Gemma3,
+            qk_norm: matches!(family, Family::Gemma3 | Family::Gemma4),
             tie_word_embeddings: f.bool_opt("tie_word_embeddings")?.or(top.bool_opt("tie_word_embeddings")?).unwrap_or(true),
+            norm_offset: if family == Family::Gemma4 { 0.0 } else { 1.0 },
+            v_norm: family == Family::Gemma4,
+            per_layer_input_size: g4.per_layer_input_size,
+            per_layer_vocab_size: g4.per_layer_vocab_size,
+            moe: g4.moe,
+            layer_scalar: family == Family::Gemma4,
+            has_towers,
             dtype,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids,
@@ -359,7 +444,7 @@ impl GemmaConfig {
 
     /// Attention kind and RoPE per layer, from `layer_types` or the family's
     /// default pattern, and `rope_parameters` or the legacy RoPE keys.
-    fn layer_specs(f: &Fields, family: Family, num_layers: usize) -> Result<Vec<LayerSpec>> {
+    fn layer_specs(f: &Fields, family: Family, num_layers: usize, head_dim: usize, num_kv_heads: usize, ff: usize) -> Result<Vec<LayerSpec>> {
         let sliding = match f.get("layer_types") {
             Some(v) => {
                 let list = v.as_array().ok_or_else(|| GemmaError::config(f.name("layer_types"), "expected a list"))?;
@@ -380,6 +465,8 @@ impl GemmaConfig {
             None => match family {
                 Family::Gemma1 => vec![false; num_layers],
                 Family::Gemma2 => (0..num_layers).map(|i| (i + 1) % 2 != 0).collect(),
+                // Gemma 4: five sliding layers to one full, the last always full.
+                Family::Gemma4 => (0..num_layers).map(|i| (i + 1) % 6 != 0 && i + 1 != num_layers).collect(),
                 Family::Gemma3 => {
                     let pattern = match f.usize_opt("sliding_window_pattern")? {
                         Some(p) => p,
@@ -418,11 +505,11 @@ impl GemmaConfig {
                     Some(s) => parse_rope(s, &f.name("rope_scaling"), legacy_theta)?.factor,
                     None => 1.0,
                 };
-                let global = Rope { theta: legacy_theta, factor: scaled };
+                let global = Rope { theta: legacy_theta, factor: scaled, partial: 1.0 };
                 let local = match family {
                     // Gemma 3 applies rope_scaling to global layers only and
                     // has its own local base.
-                    Family::Gemma3 => Rope { theta: f.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0), factor: 1.0 },
+                    Family::Gemma3 => Rope { theta: f.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0), factor: 1.0, partial: 1.0 },
                     _ => global,
                 };
                 (global, local)
@@ -432,7 +519,17 @@ impl GemmaConfig {
             .into_iter()
             .map(|s| {
                 let (attention, rope) = if s { (AttentionKind::Sliding { window }, local) } else { (AttentionKind::Global, global) };
-                LayerSpec { attention, rope_theta: rope.theta, rope_linear_factor: rope.factor }
+                LayerSpec {
+                    attention,
+                    rope_theta: rope.theta,
+                    rope_linear_factor: rope.factor,
+                    rope_partial: rope.partial,
+                    head_dim,
+                    num_kv_heads,
+                    intermediate_size: ff,
+                    kv_source: None,
+                    k_eq_v: false,
+                }
             })
             .collect())
     }
@@ -445,6 +542,23 @@ impl GemmaConfig {
     /// Width of all key (or value) heads together.
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+
+    /// Width of all query heads of layer `l`.
+    pub fn layer_q_dim(&self, l: usize) -> usize {
+        self.num_heads * self.layers[l].head_dim
+    }
+
+    /// Width of all key (or value) heads of layer `l`.
+    pub fn layer_kv_dim(&self, l: usize) -> usize {
+        self.layers[l].num_kv_heads * self.layers[l].head_dim
+    }
+
+    /// True when every layer has the same head geometry and feed-forward
+    /// width and nothing beyond Gemma 1–3's blocks (what training, GGUF
+    /// export and merging handle today).
+    pub fn is_uniform(&self) -> bool {
+        self.family != Family::Gemma4
     }
 
     /// Number of layers.
@@ -509,5 +623,53 @@ mod tests {
         let mut v = base();
         v.as_object_mut().unwrap().remove("hidden_size");
         assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("hidden_size"));
+    }
+
+    fn gemma4() -> Value {
+        json!({"architectures": ["Gemma4ForCausalLM"], "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+               "num_hidden_layers": 6, "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 4,
+               "sliding_window": 3, "num_kv_shared_layers": 2, "use_double_wide_mlp": true,
+               "layer_types": ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+               "attention_k_eq_v": true, "num_global_key_value_heads": 1,
+               "per_layer_config": {"05": {"head_dim": 8}, "2": {"head_dim": 8}},
+               "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                   "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6}}})
+    }
+
+    #[test]
+    fn gemma4_geometry_sharing_and_partial_rope() {
+        let c = GemmaConfig::from_json(&gemma4()).unwrap();
+        let l5 = &c.layers[5];
+        assert_eq!((l5.head_dim, l5.num_kv_heads, l5.k_eq_v, l5.rope_pairs()), (8, 1, true, 1));
+        assert_eq!(c.layers[0].rope_pairs(), 2);
+        assert_eq!(c.layers[4].kv_source, Some(3));
+        assert_eq!(c.layers[5].kv_source, Some(2));
+        assert_eq!(c.layers[3].kv_source, None);
+        // Without layer_types: five sliding to one full, the last always full.
+        let mut v = gemma4();
+        v.as_object_mut().unwrap().remove("layer_types");
+        v["num_hidden_layers"] = json!(8);
+        v["num_kv_shared_layers"] = json!(0);
+        v["per_layer_config"] = json!({});
+        let kinds: String = GemmaConfig::from_json(&v).unwrap().layers.iter().map(|l| l.attention.letter()).collect();
+        assert_eq!(kinds, "LLLLLGLG");
+        assert_eq!((c.attn_scale, c.norm_offset), (1.0, 0.0));
+        assert_eq!(c.layers[4].intermediate_size, 32);
+    }
+
+    #[test]
+    fn gemma4_bad_fields_are_named() {
+        let mut v = gemma4();
+        v["per_layer_config"] = json!({"9": {"head_dim": 8}});
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("per_layer_config.9"));
+        let mut v = gemma4();
+        v["per_layer_config"] = json!({"1": {"sliding_window": 8}});
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("sliding_window"));
+        let mut v = gemma4();
+        v["num_kv_shared_layers"] = json!(6);
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("num_kv_shared_layers"));
+        let mut v = gemma4();
+        v["use_bidirectional_attention"] = json!("all");
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("use_bidirectional_attention"));
     }
 }

@@ -79,8 +79,17 @@ impl Model {
         if weights.layers.len() != config.num_layers() {
             return Err(GemmaError::config("num_hidden_layers", format!("{} in config, {} in weights", config.num_layers(), weights.layers.len())));
         }
-        let inv_freq = config.layers.iter().map(|l| rope_inv_freq(config.head_dim, l.rope_theta, l.rope_linear_factor)).collect();
-        let rope_ggml = config.layers.iter().map(|l| (rope_step_ggml(config.head_dim, l.rope_theta), (1.0 / l.rope_linear_factor) as f32)).collect();
+        // Partial RoPE: the pairs past `rope_pairs` get frequency 0 (cos 1, sin 0).
+        let inv_freq = config
+            .layers
+            .iter()
+            .map(|l| {
+                let mut f = rope_inv_freq(l.head_dim, l.rope_theta, l.rope_linear_factor);
+                f.iter_mut().skip(l.rope_pairs()).for_each(|x| *x = 0.0);
+                f
+            })
+            .collect();
+        let rope_ggml = config.layers.iter().map(|l| (rope_step_ggml(l.head_dim, l.rope_theta), (1.0 / l.rope_linear_factor) as f32)).collect();
         Ok(Self { config, weights, inv_freq, rope_ggml, numerics: Numerics::Reference, lora: None })
     }
 
@@ -190,6 +199,9 @@ impl Model {
                 row.iter_mut().for_each(|v| *v *= cfg.embed_scale);
             }
         }
+        if self.weights.ple.is_some() {
+            crate::gemma4::per_layer_inputs(self, segs, items, sc);
+        }
         for (l, lw) in self.weights.layers.iter().enumerate() {
             let (drop, lt) = match tape.as_deref_mut() {
                 Some(t) => (Some((t.dropout, t.seed)).filter(|d| d.0 > 0.0), Some(&mut t.layers[l])),
@@ -271,7 +283,7 @@ impl Model {
 
     /// `y = x · wᵀ` over the rows of all segments: decode rows in one
     /// batch-invariant product, each prefill segment on its own.
-    fn project_plain(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
+    pub(crate) fn project_plain(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
         let (din, dout) = (w.cols, w.rows);
         let nd: usize = segs.iter().filter(|s| s.decode).map(|s| s.n).sum();
         if nd > 0 {
@@ -297,8 +309,12 @@ impl Model {
         drop: Option<(f32, u64)>,
     ) {
         let cfg = &self.config;
-        let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+        let spec = &cfg.layers[l];
+        let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, spec.head_dim, cfg.layer_q_dim(l), cfg.layer_kv_dim(l), spec.intermediate_size);
         let eps = cfg.rms_norm_eps;
+        // Gemma 4 KV sharing: this layer attends to `kv_layer`'s cache and computes no keys or values.
+        let kv_layer = spec.kv_source.unwrap_or(l);
+        let own_kv = spec.kv_source.is_none();
         let n: usize = segs.iter().map(|s| s.n).sum();
         // LoRA pair of projection p (q, k, v, o, gate, up, down) in this layer.
         let lo = |p: usize| self.lora.as_ref().and_then(|a| a.layers[l].parts[p].as_ref());
@@ -337,21 +353,33 @@ impl Model {
         let v = buf(&mut sc.v, n * kvd);
         Self::project(psegs, h, &w.q, q, lo(0), dr(0), training);
         Self::adapter_deltas(psegs, h, l, 0, q);
-        Self::project(psegs, h, &w.k, k, lo(1), dr(1), training);
-        Self::adapter_deltas(psegs, h, l, 1, k);
-        Self::project(psegs, h, &w.v, v, lo(2), dr(2), training);
-        Self::adapter_deltas(psegs, h, l, 2, v);
+        if own_kv {
+            Self::project(psegs, h, &w.k, k, lo(1), dr(1), training);
+            Self::adapter_deltas(psegs, h, l, 1, k);
+            if spec.k_eq_v {
+                // Values are the key projection's raw output (before k_norm and RoPE).
+                v.copy_from_slice(k);
+            } else {
+                Self::project(psegs, h, &w.v, v, lo(2), dr(2), training);
+                Self::adapter_deltas(psegs, h, l, 2, v);
+            }
+        }
         rec!(q_pre, q);
         rec!(k_pre, k);
         rec!(v, v);
-        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+        if let Some(qn) = &w.q_norm {
             rms_norm_in_place(q, qn, eps);
+        }
+        if let Some(kn) = &w.k_norm {
             rms_norm_in_place(k, kn, eps);
+        }
+        if cfg.v_norm && own_kv {
+            crate::gemma4::scale_free_norm(v, hd, eps);
         }
         let inv_freq = &self.inv_freq[l];
         let att = buf(&mut sc.att, n * qd); // [n, heads*hd]
         for seg in segs {
-            let kv = &mut items[seg.item].1.layers[l];
+            let kv = &mut items[seg.item].1.layers[kv_layer];
             for t in seg.row0..seg.row0 + seg.n {
                 let pos = seg.start + t - seg.row0;
                 match self.numerics {
@@ -364,10 +392,12 @@ impl Model {
                 for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
                     rope_with(head, &sc.cos, &sc.sin);
                 }
-                for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                    rope_with(head, &sc.cos, &sc.sin);
+                if own_kv {
+                    for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
+                        rope_with(head, &sc.cos, &sc.sin);
+                    }
+                    kv.store(seg.start + t - seg.row0, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
                 }
-                kv.store(seg.start + t - seg.row0, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
             }
         }
         // Several decode rows: one parallel loop over their sequences (each
@@ -377,12 +407,12 @@ impl Model {
         let decode: Vec<&Seg> = segs.iter().filter(|s| s.decode).collect();
         let shape = self.attn_shape(l);
         if decode.len() >= 2 {
-            let caches: Vec<(&LayerCache, usize)> = decode.iter().map(|s| (&items[s.item].1.layers[l], s.start)).collect();
+            let caches: Vec<(&LayerCache, usize)> = decode.iter().map(|s| (&items[s.item].1.layers[kv_layer], s.start)).collect();
             let rows = decode[0].row0 * qd..(decode[0].row0 + decode.len()) * qd;
             decode_attention(shape, &q[rows.clone()], &caches, &mut att[rows]);
         }
         for seg in segs.iter().filter(|s| !s.decode || decode.len() < 2) {
-            let kv = &items[seg.item].1.layers[l];
+            let kv = &items[seg.item].1.layers[kv_layer];
             let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
             attention(shape, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
         }
@@ -416,19 +446,30 @@ impl Model {
         Self::project(psegs, gate, &w.down, a, lo(6), dr(6), training);
         Self::adapter_deltas(psegs, gate, l, 6, a);
         rec!(down_out, a);
+        if let Some(moe) = &w.moe {
+            // Gemma 4: experts beside the dense MLP, routed from the residual.
+            crate::gemma4::moe_block(moe, psegs, x, a, eps, &mut sc.moe);
+        }
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);
         }
         add_in_place(x, a);
+        if let Some(ple) = &w.ple {
+            crate::gemma4::add_per_layer_input(ple, l, cfg.num_layers(), psegs, x, &sc.ple, cfg.per_layer_input_size, eps, &mut sc.gate, &mut sc.a);
+        }
+        if let Some(s) = w.layer_scalar {
+            x.iter_mut().for_each(|v| *v *= s);
+        }
     }
 
     /// Attention shape and masking of layer `l`.
     pub(crate) fn attn_shape(&self, l: usize) -> AttnShape {
         let cfg = &self.config;
+        let spec = &cfg.layers[l];
         AttnShape {
             heads: cfg.num_heads,
-            group: cfg.num_heads / cfg.num_kv_heads,
-            head_dim: cfg.head_dim,
+            group: cfg.num_heads / spec.num_kv_heads,
+            head_dim: spec.head_dim,
             window: match cfg.layers[l].attention {
                 AttentionKind::Global => usize::MAX,
                 AttentionKind::Sliding { window } => window,

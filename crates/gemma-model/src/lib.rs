@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod forward;
+mod gemma4;
 pub mod gguf;
 pub mod hf;
 pub mod lora;

@@ -70,9 +70,9 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `(in, out)` features of projection `p` in `cfg`.
-pub fn features(cfg: &GemmaConfig, p: usize) -> (usize, usize) {
-    let (h, q, kv, ff) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+/// `(in, out)` features of projection `p` of layer `l` in `cfg`.
+pub fn features(cfg: &GemmaConfig, l: usize, p: usize) -> (usize, usize) {
+    let (h, q, kv, ff) = (cfg.hidden_size, cfg.layer_q_dim(l), cfg.layer_kv_dim(l), cfg.layers[l].intermediate_size);
     match p {
         0 => (h, q),
         1 | 2 => (h, kv),
@@ -144,7 +144,7 @@ impl LoraAdapter {
             let bname = format!("{stem}.lora_B.weight");
             let (ashape, a) = st.load(name)?;
             let (bshape, b) = st.load(&bname).map_err(|_| bad(&wpath, format!("'{name}' has no matching '{bname}'")))?;
-            let (fin, fout) = features(cfg, p);
+            let (fin, fout) = features(cfg, l, p);
             let r = ashape.first().copied().unwrap_or(0);
             if ashape != [r, fin] || bshape != [fout, r] || r == 0 {
                 return Err(bad(

@@ -34,6 +34,57 @@ pub struct LayerWeights {
     pub down: Matrix,
     /// Norm on the feed-forward output `[hidden]` (Gemma 2/3).
     pub post_ffn_norm: Option<Vec<f32>>,
+    /// The whole stream is scaled by this at the end of the layer (Gemma 4).
+    pub layer_scalar: Option<f32>,
+    /// Per-layer-embedding input of this layer (Gemma 4 E models).
+    pub ple: Option<PleLayerWeights>,
+    /// Mixture-of-experts block beside the dense MLP (Gemma 4 26B-A4B).
+    pub moe: Option<MoeWeights>,
+}
+
+/// One layer's per-layer-embedding input: `x += norm(proj(gelu(gate·x) ⊙ e_l))`.
+#[derive(Debug, Clone)]
+pub struct PleLayerWeights {
+    /// `[P, hidden]`.
+    pub gate: Matrix,
+    /// `[hidden, P]`.
+    pub proj: Matrix,
+    /// Norm after the projection `[hidden]`.
+    pub norm: Vec<f32>,
+}
+
+/// The model-wide per-layer embeddings (Gemma 4 E models).
+#[derive(Debug, Clone)]
+pub struct PleWeights {
+    /// Token table `[per_layer_vocab, layers · P]`.
+    pub embed: Matrix,
+    /// Projection of the main embedding `[layers · P, hidden]`.
+    pub proj: Matrix,
+    /// Norm of each layer's projected slice `[P]`.
+    pub norm: Vec<f32>,
+}
+
+/// One layer's experts and router (Gemma 4 MoE).
+#[derive(Debug, Clone)]
+pub struct MoeWeights {
+    /// Router logits `[experts, hidden]`.
+    pub router: Matrix,
+    /// Router input scale `[hidden]` (after a scale-free norm).
+    pub router_scale: Vec<f32>,
+    /// Per-expert output scale `[experts]`.
+    pub expert_scale: Vec<f32>,
+    /// Experts each token is routed to.
+    pub top_k: usize,
+    /// Each expert's gate and up projections stacked `[2 · moe_ff, hidden]`.
+    pub gate_up: Vec<Matrix>,
+    /// Each expert's down projection `[hidden, moe_ff]`.
+    pub down: Vec<Matrix>,
+    /// Norm of the experts' input `[hidden]`.
+    pub pre_norm: Vec<f32>,
+    /// Norm of the dense MLP's output `[hidden]`.
+    pub post_norm_dense: Vec<f32>,
+    /// Norm of the experts' output `[hidden]`.
+    pub post_norm_experts: Vec<f32>,
 }
 
 /// All weights of a model.
@@ -47,6 +98,8 @@ pub struct Weights {
     pub final_norm: Vec<f32>,
     /// Untied output head `[vocab, hidden]`, if the checkpoint has one.
     pub lm_head: Option<Matrix>,
+    /// Per-layer embeddings (Gemma 4 E models).
+    pub ple: Option<PleWeights>,
 }
 
 impl Weights {
@@ -62,7 +115,17 @@ impl Weights {
         let mut n = m(&self.embed) + self.final_norm.len() + self.lm_head.as_ref().map_or(0, m);
         for l in &self.layers {
             n += l.attn_norm.len() + l.ffn_norm.len() + m(&l.q) + m(&l.k) + m(&l.v) + m(&l.o) + m(&l.gate) + m(&l.up) + m(&l.down);
-            n += v(&l.q_norm) + v(&l.k_norm) + v(&l.post_attn_norm) + v(&l.post_ffn_norm);
+            n += v(&l.q_norm) + v(&l.k_norm) + v(&l.post_attn_norm) + v(&l.post_ffn_norm) + usize::from(l.layer_scalar.is_some());
+            if let Some(p) = &l.ple {
+                n += m(&p.gate) + m(&p.proj) + p.norm.len();
+            }
+            if let Some(e) = &l.moe {
+                n += m(&e.router) + e.router_scale.len() + e.expert_scale.len() + 3 * e.pre_norm.len();
+                n += e.gate_up.iter().chain(&e.down).map(m).sum::<usize>();
+            }
+        }
+        if let Some(p) = &self.ple {
+            n += m(&p.embed) + m(&p.proj) + p.norm.len();
         }
         n
     }
@@ -75,6 +138,16 @@ impl Weights {
         for l in &self.layers {
             n += (l.attn_norm.len() + l.ffn_norm.len()) * 4 + m(&l.q) + m(&l.k) + m(&l.v) + m(&l.o) + m(&l.gate) + m(&l.up) + m(&l.down);
             n += v(&l.q_norm) + v(&l.k_norm) + v(&l.post_attn_norm) + v(&l.post_ffn_norm);
+            if let Some(p) = &l.ple {
+                n += m(&p.gate) + m(&p.proj) + p.norm.len() * 4;
+            }
+            if let Some(e) = &l.moe {
+                n += m(&e.router) + (e.router_scale.len() + e.expert_scale.len() + 3 * e.pre_norm.len()) * 4;
+                n += e.gate_up.iter().chain(&e.down).map(m).sum::<usize>();
+            }
+        }
+        if let Some(p) = &self.ple {
+            n += m(&p.embed) + m(&p.proj) + p.norm.len() * 4;
         }
         n
     }
@@ -86,6 +159,16 @@ impl Weights {
         let mut n = m(self.head()) + self.final_norm.len() * 4;
         for l in &self.layers {
             n += (l.attn_norm.len() + l.ffn_norm.len()) * 4 + m(&l.q) + m(&l.k) + m(&l.v) + m(&l.o) + m(&l.gate) + m(&l.up) + m(&l.down);
+            if let Some(p) = &l.ple {
+                n += m(&p.gate) + m(&p.proj);
+            }
+            // Only the routed experts are read per token.
+            if let Some(e) = &l.moe {
+                n += m(&e.router) + e.gate_up.iter().chain(&e.down).map(m).sum::<usize>() * e.top_k / e.gate_up.len().max(1);
+            }
+        }
+        if let Some(p) = &self.ple {
+            n += m(&p.proj);
         }
         n
     }
@@ -131,6 +214,36 @@ pub enum Part {
     Down,
     /// Norm on the feed-forward output.
     PostFfnNorm,
+    /// Gemma 4: the layer's output scale `[1]`.
+    LayerScalar,
+    /// Gemma 4 per-layer input gate `[P, hidden]`.
+    PleGate,
+    /// Gemma 4 per-layer input projection `[hidden, P]`.
+    PleProj,
+    /// Gemma 4 norm after the per-layer input projection.
+    PleNorm,
+    /// Gemma 4 per-layer embedding table.
+    PleEmbed,
+    /// Gemma 4 projection of the embedding to the per-layer inputs.
+    PleModelProj,
+    /// Gemma 4 norm of each per-layer input slice.
+    PleModelNorm,
+    /// Gemma 4 MoE router projection.
+    RouterProj,
+    /// Gemma 4 MoE router input scale.
+    RouterScale,
+    /// Gemma 4 MoE per-expert output scale.
+    ExpertScale,
+    /// Gemma 4 packed expert gate/up projections `[experts, 2·ff, hidden]`.
+    ExpertsGateUp,
+    /// Gemma 4 packed expert down projections `[experts, hidden, ff]`.
+    ExpertsDown,
+    /// Gemma 4 MoE: norm of the experts' input.
+    MoePreNorm,
+    /// Gemma 4 MoE: norm of the dense MLP's output.
+    MoePostNormDense,
+    /// Gemma 4 MoE: norm of the experts' output.
+    MoePostNormExperts,
 }
 
 /// How a checkpoint format names tensors and stores norms.
@@ -173,6 +286,21 @@ impl Naming {
                     Part::Up => layer("mlp.up_proj"),
                     Part::Down => layer("mlp.down_proj"),
                     Part::PostFfnNorm => layer("post_feedforward_layernorm"),
+                    Part::LayerScalar => format!("{prefix}layers.{l}.layer_scalar"),
+                    Part::PleGate => layer("per_layer_input_gate"),
+                    Part::PleProj => layer("per_layer_projection"),
+                    Part::PleNorm => layer("post_per_layer_input_norm"),
+                    Part::PleEmbed => format!("{prefix}embed_tokens_per_layer.weight"),
+                    Part::PleModelProj => format!("{prefix}per_layer_model_projection.weight"),
+                    Part::PleModelNorm => format!("{prefix}per_layer_projection_norm.weight"),
+                    Part::RouterProj => layer("router.proj"),
+                    Part::RouterScale => format!("{prefix}layers.{l}.router.scale"),
+                    Part::ExpertScale => format!("{prefix}layers.{l}.router.per_expert_scale"),
+                    Part::ExpertsGateUp => format!("{prefix}layers.{l}.experts.gate_up_proj"),
+                    Part::ExpertsDown => format!("{prefix}layers.{l}.experts.down_proj"),
+                    Part::MoePreNorm => layer("pre_feedforward_layernorm_2"),
+                    Part::MoePostNormDense => layer("post_feedforward_layernorm_1"),
+                    Part::MoePostNormExperts => layer("post_feedforward_layernorm_2"),
                 }
             }
             Naming::Gguf => {
@@ -194,6 +322,9 @@ impl Naming {
                     Part::Up => layer("ffn_up"),
                     Part::Down => layer("ffn_down"),
                     Part::PostFfnNorm => layer("post_ffw_norm"),
+                    // Gemma 4 GGUF files are not read yet (the loader refuses
+                    // the architecture before asking for these).
+                    other => format!("blk.{l}.{other:?}"),
                 }
             }
         }
@@ -213,6 +344,8 @@ struct Loader<'a> {
     source: &'a TensorSource<'a>,
     naming: Naming,
     sandwich: bool,
+    /// Added to stored norm weights (`1` for Gemma 1–3 HF files).
+    norm_offset: f32,
     dtype: Option<DType>,
     progress: &'a mut dyn FnMut(usize, usize),
     done: usize,
@@ -246,11 +379,37 @@ impl Loader<'_> {
         Ok(Matrix::new(rows, cols, s))
     }
 
-    /// A norm, returned as the gain `1 + w` in f32.
+    /// A norm, returned as its gain in f32 (`1 + w` for Gemma 1–3).
     fn norm(&mut self, part: Part, l: usize, len: usize) -> Result<Vec<f32>> {
+        let off = self.norm_offset;
+        Ok(self.vector(part, l, len)?.into_iter().map(|x| off + x).collect())
+    }
+
+    /// A vector, as stored, in f32.
+    fn vector(&mut self, part: Part, l: usize, len: usize) -> Result<Vec<f32>> {
         let name = self.naming.name(part, l, self.sandwich);
-        let w = gemma_quant::to_f32_vec(&self.raw(&name, &[len])?);
-        Ok(if self.naming.norms_hold_one_plus_w() { w } else { w.into_iter().map(|x| 1.0 + x).collect() })
+        Ok(gemma_quant::to_f32_vec(&self.raw(&name, &[len])?))
+    }
+
+    /// A stack of `n` matrices `[n, rows, cols]` (packed experts), split.
+    fn stack(&mut self, part: Part, l: usize, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>> {
+        let name = self.naming.name(part, l, self.sandwich);
+        let s = self.raw(&name, &[n, rows, cols])?;
+        let stored = s.dtype();
+        (0..n)
+            .map(|e| {
+                let mut v = vec![0f32; rows * cols];
+                gemma_quant::read_f32(&s, e * rows * cols, &mut v);
+                let want = self.dtype.map(|d| gemma_quant::fallback(d, cols)).filter(|d| d.is_quantized() || !stored.is_quantized()).unwrap_or(stored);
+                let st = if want == DType::F32 { Storage::F32(v) } else { gemma_quant::convert(Storage::F32(v), want)? };
+                Ok(Matrix::new(rows, cols, st))
+            })
+            .collect()
+    }
+
+    /// An empty `[0, cols]` matrix (a projection the layer does not have).
+    fn none(cols: usize) -> Matrix {
+        Matrix::new(0, cols, Storage::F32(Vec::new()))
     }
 }
 
@@ -274,20 +433,46 @@ impl Weights {
             11
         };
         let untied = !cfg.tie_word_embeddings || has_lm_head;
-        let total = 2 + cfg.num_layers() * per_layer + usize::from(untied);
-        let mut ld = Loader { source, naming, sandwich: cfg.sandwich_norms, dtype, progress, done: 0, total };
-        let (h, q, kv, ff, hd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size, cfg.head_dim);
+        let extra = usize::from(cfg.layer_scalar) + if cfg.per_layer_input_size > 0 { 3 } else { 0 } + if cfg.moe.is_some() { 8 } else { 0 };
+        let shared = cfg.layers.iter().filter(|l| l.kv_source.is_some()).count() * 3 + cfg.layers.iter().filter(|l| l.k_eq_v).count();
+        let total = 2 + cfg.num_layers() * (per_layer + extra) - shared + usize::from(untied) + if cfg.per_layer_input_size > 0 { 3 } else { 0 };
+        let norm_offset = if naming.norms_hold_one_plus_w() { 0.0 } else { cfg.norm_offset };
+        let mut ld = Loader { source, naming, sandwich: cfg.sandwich_norms, norm_offset, dtype, progress, done: 0, total };
+        let h = cfg.hidden_size;
         let embed = ld.matrix(Part::Embed, 0, cfg.vocab_size, h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers());
-        for l in 0..cfg.num_layers() {
+        let p = cfg.per_layer_input_size;
+        for (l, spec) in cfg.layers.iter().enumerate() {
+            let (q, kv, ff, hd) = (cfg.layer_q_dim(l), cfg.layer_kv_dim(l), spec.intermediate_size, spec.head_dim);
+            let own_kv = spec.kv_source.is_none();
             let (post_attn_norm, post_ffn_norm) =
                 if cfg.sandwich_norms { (Some(ld.norm(Part::PostAttnNorm, l, h)?), Some(ld.norm(Part::PostFfnNorm, l, h)?)) } else { (None, None) };
-            let (q_norm, k_norm) = if cfg.qk_norm { (Some(ld.norm(Part::QNorm, l, hd)?), Some(ld.norm(Part::KNorm, l, hd)?)) } else { (None, None) };
+            let q_norm = if cfg.qk_norm { Some(ld.norm(Part::QNorm, l, hd)?) } else { None };
+            let k_norm = if cfg.qk_norm && own_kv { Some(ld.norm(Part::KNorm, l, hd)?) } else { None };
+            let ple = if p > 0 {
+                Some(PleLayerWeights { gate: ld.matrix(Part::PleGate, l, p, h)?, proj: ld.matrix(Part::PleProj, l, h, p)?, norm: ld.norm(Part::PleNorm, l, h)? })
+            } else {
+                None
+            };
+            let moe = match cfg.moe {
+                Some(m) => Some(MoeWeights {
+                    top_k: m.top_k,
+                    router: ld.matrix(Part::RouterProj, l, m.experts, h)?,
+                    router_scale: ld.vector(Part::RouterScale, l, h)?,
+                    expert_scale: ld.vector(Part::ExpertScale, l, m.experts)?,
+                    gate_up: ld.stack(Part::ExpertsGateUp, l, m.experts, 2 * m.intermediate_size, h)?,
+                    down: ld.stack(Part::ExpertsDown, l, m.experts, h, m.intermediate_size)?,
+                    pre_norm: ld.norm(Part::MoePreNorm, l, h)?,
+                    post_norm_dense: ld.norm(Part::MoePostNormDense, l, h)?,
+                    post_norm_experts: ld.norm(Part::MoePostNormExperts, l, h)?,
+                }),
+                None => None,
+            };
             layers.push(LayerWeights {
                 attn_norm: ld.norm(Part::AttnNorm, l, h)?,
                 q: ld.matrix(Part::Q, l, q, h)?,
-                k: ld.matrix(Part::K, l, kv, h)?,
-                v: ld.matrix(Part::V, l, kv, h)?,
+                k: if own_kv { ld.matrix(Part::K, l, kv, h)? } else { Loader::none(h) },
+                v: if own_kv && !spec.k_eq_v { ld.matrix(Part::V, l, kv, h)? } else { Loader::none(h) },
                 o: ld.matrix(Part::O, l, h, q)?,
                 q_norm,
                 k_norm,
@@ -297,11 +482,24 @@ impl Weights {
                 up: ld.matrix(Part::Up, l, ff, h)?,
                 down: ld.matrix(Part::Down, l, h, ff)?,
                 post_ffn_norm,
+                layer_scalar: if cfg.layer_scalar { Some(ld.vector(Part::LayerScalar, l, 1)?[0]) } else { None },
+                ple,
+                moe,
             });
         }
+        let ple = if p > 0 {
+            let lp = cfg.num_layers() * p;
+            Some(PleWeights {
+                embed: ld.matrix(Part::PleEmbed, 0, cfg.per_layer_vocab_size, lp)?,
+                proj: ld.matrix(Part::PleModelProj, 0, lp, h)?,
+                norm: ld.norm(Part::PleModelNorm, 0, p)?,
+            })
+        } else {
+            None
+        };
         let final_norm = ld.norm(Part::FinalNorm, 0, h)?;
         let lm_head = if untied { Some(ld.matrix(Part::LmHead, 0, cfg.vocab_size, h)?) } else { None };
-        Ok(Self { embed, layers, final_norm, lm_head })
+        Ok(Self { embed, layers, final_norm, lm_head, ple })
     }
 
     /// Load from a Hugging Face safetensors checkpoint.

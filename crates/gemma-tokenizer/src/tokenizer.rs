@@ -27,7 +27,8 @@ pub struct GemmaTokenizer {
     pub bos_token: String,
     /// The EOS token text (`<eos>`).
     pub eos_token: String,
-    /// Ids that end generation: `<eos>`, `<end_of_turn>` where present.
+    /// Ids that end generation: `<eos>`, `<end_of_turn>` / `<turn|>`, and the
+    /// tool-response openers where present.
     pub stop_ids: Vec<u32>,
     /// Whether prompts start with BOS (`add_bos_token`, default true).
     pub add_bos: bool,
@@ -107,7 +108,11 @@ impl GemmaTokenizer {
         t.eos_token = eos.unwrap_or_else(|| "<eos>".to_string());
         t.bos_id =
             t.token_to_id(&t.bos_token).ok_or_else(|| GemmaError::Tokenizer(format!("BOS token `{}` is not in the vocabulary", t.bos_token)))?;
-        for name in [t.eos_token.clone(), "<end_of_turn>".to_string()] {
+        // Gemma 1–3 end a turn with `<end_of_turn>`, Gemma 4 with `<turn|>`;
+        // FunctionGemma and Gemma 4 stop before a tool's response (the
+        // caller supplies it).
+        let turn_ends = ["<end_of_turn>", "<turn|>", "<start_function_response>", "<|tool_response>"];
+        for name in std::iter::once(t.eos_token.clone()).chain(turn_ends.iter().map(|s| s.to_string())) {
             if let Some(id) = t.token_to_id(&name) {
                 if !t.stop_ids.contains(&id) {
                     t.stop_ids.push(id);

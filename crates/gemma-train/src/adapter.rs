@@ -69,10 +69,10 @@ impl TrainableLora {
         }
         let mut rng = Rng::new(seed ^ 0x4C6F_5241);
         let layers = (0..cfg.num_layers())
-            .map(|_| {
+            .map(|l| {
                 std::array::from_fn(|p| {
                     spec.targets[p].then(|| {
-                        let (fin, fout) = features(cfg, p);
+                        let (fin, fout) = features(cfg, l, p);
                         let bound = 1.0 / (fin as f32).sqrt();
                         let a = (0..spec.rank * fin).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect();
                         param(spec.rank, fin, fout, spec.scale(), a, vec![0.0; fout * spec.rank])

@@ -74,6 +74,9 @@ fn ppl(g: &Gemma, text: &str) -> Result<(usize, f64)> {
 pub fn merge(input: &Path, lora: &Path, out: &Path, dtype: &str, ppl_text: &str) -> Result<MergeReport> {
     let plan = QuantPlan::parse(dtype)?;
     let mut g = Gemma::load_with(input, &LoadOptions { lora: Some(lora.to_path_buf()), ..Default::default() }, &mut |_, _| {})?;
+    if !g.model.config.is_uniform() {
+        return Err(GemmaError::Unsupported(format!("merging into {} is not done yet (its extra weights are not written back); adapters apply at load with --lora", g.model.config.family.name())));
+    }
     let (tokens, ppl_adapter) = ppl(&g, ppl_text)?;
     let merged = fold_lora(&mut g)?;
     let hf = input.is_dir() && !plan.base.is_quantized();

@@ -1,0 +1,269 @@
+//! Gemma 4's config fields beyond Gemma 3's, read into the per-layer specs
+//! (`per_layer_config` or `global_head_dim`/`num_global_key_value_heads`,
+//! `attention_k_eq_v`, `num_kv_shared_layers`, `use_double_wide_mlp`) and
+//! the model-wide extras (per-layer embeddings, MoE). As transformers 5.x
+//! `Gemma4TextConfig` defines them.
+
+use crate::config::{Fields, LayerSpec, MoeSpec};
+use gemma_core::{GemmaError, Result};
+use serde_json::Value;
+
+/// Model-wide Gemma 4 settings.
+pub(crate) struct Extra {
+    pub per_layer_input_size: usize,
+    pub per_layer_vocab_size: usize,
+    pub moe: Option<MoeSpec>,
+}
+
+impl Extra {
+    /// Nothing (Gemma 1–3).
+    pub fn none() -> Self {
+        Self { per_layer_input_size: 0, per_layer_vocab_size: 0, moe: None }
+    }
+}
+
+/// A non-negative integer field (0 allowed, unlike `Fields::usize_opt`).
+fn count(f: &Fields, key: &str) -> Result<usize> {
+    match f.get(key) {
+        None => Ok(0),
+        Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| GemmaError::config(f.name(key), format!("expected a non-negative integer, found {v}"))),
+    }
+}
+
+/// Read the Gemma 4 fields, adjusting `layers` (parsed with the sliding
+/// geometry) in place.
+pub(crate) fn parse(f: &Fields, layers: &mut [LayerSpec]) -> Result<Extra> {
+    let n = layers.len();
+    let k_eq_v = f.bool_opt("attention_k_eq_v")?.unwrap_or(false);
+    let global_kv = f.usize_opt("num_global_key_value_heads")?;
+    let global_hd = f.usize_opt("global_head_dim")?;
+    // Full layers: their own head width (and KV heads with k_eq_v).
+    for spec in layers.iter_mut().filter(|l| !l.attention.is_sliding()) {
+        if let Some(hd) = global_hd {
+            spec.head_dim = hd;
+        }
+        if k_eq_v {
+            spec.k_eq_v = true;
+            if let Some(kv) = global_kv {
+                spec.num_kv_heads = kv;
+            }
+        }
+    }
+    // `per_layer_config` (what save_pretrained writes) wins: {"05": {"head_dim": 512, "num_key_value_heads": 2}}.
+    if let Some(plc) = f.get("per_layer_config") {
+        let map = plc.as_object().ok_or_else(|| GemmaError::config(f.name("per_layer_config"), "expected an object"))?;
+        for (key, v) in map {
+            let field = f.name(&format!("per_layer_config.{key}"));
+            let l: usize = key.parse().map_err(|_| GemmaError::config(&field, "keys must be layer indices"))?;
+            let spec = layers.get_mut(l).ok_or_else(|| GemmaError::config(&field, format!("layer {l} does not exist ({n} layers)")))?;
+            let o = v.as_object().ok_or_else(|| GemmaError::config(&field, "expected an object"))?;
+            for (k, x) in o {
+                let val = x.as_u64().filter(|&v| v > 0).ok_or_else(|| GemmaError::config(format!("{field}.{k}"), format!("expected a positive integer, found {x}")))? as usize;
+                match k.as_str() {
+                    "head_dim" => spec.head_dim = val,
+                    "num_key_value_heads" => spec.num_kv_heads = val,
+                    other => return Err(GemmaError::config(format!("{field}.{other}"), "unknown per-layer field")),
+                }
+            }
+        }
+    }
+    for (l, spec) in layers.iter().enumerate() {
+        if spec.head_dim % 2 != 0 {
+            return Err(GemmaError::config(f.name("per_layer_config"), format!("layer {l}: head_dim {} must be even for RoPE", spec.head_dim)));
+        }
+    }
+    // KV sharing: the last `shared` layers read the cache of the last
+    // earlier layer of their own type.
+    let shared = count(f, "num_kv_shared_layers")?;
+    if shared > n {
+        return Err(GemmaError::config(f.name("num_kv_shared_layers"), format!("{shared} is more than the {n} layers")));
+    }
+    let first = n - shared;
+    let double_wide = f.bool_opt("use_double_wide_mlp")?.unwrap_or(false);
+    for l in first..n {
+        let sliding = layers[l].attention.is_sliding();
+        let src = (0..first).rev().find(|&j| layers[j].attention.is_sliding() == sliding).ok_or_else(|| {
+            GemmaError::config(f.name("num_kv_shared_layers"), format!("layer {l} shares keys and values, but no earlier layer of its type computes them"))
+        })?;
+        if layers[src].head_dim != layers[l].head_dim || layers[src].num_kv_heads != layers[l].num_kv_heads {
+            return Err(GemmaError::config(f.name("num_kv_shared_layers"), format!("layer {l} and its source {src} differ in head geometry")));
+        }
+        layers[l].kv_source = Some(src);
+        if double_wide {
+            layers[l].intermediate_size *= 2;
+        }
+    }
+    let per_layer_input_size = count(f, "hidden_size_per_layer_input")?;
+    let per_layer_vocab_size = match f.usize_opt("vocab_size_per_layer_input")? {
+        Some(v) => v,
+        None => f.usize("vocab_size")?,
+    };
+    let moe = if f.bool_opt("enable_moe_block")?.unwrap_or(false) {
+        let experts = f.usize("num_experts")?;
+        let top_k = f.usize("top_k_experts")?;
+        if top_k > experts {
+            return Err(GemmaError::config(f.name("top_k_experts"), format!("{top_k} is more than num_experts {experts}")));
+        }
+        Some(MoeSpec { experts, top_k, intermediate_size: f.usize("moe_intermediate_size")? })
+    } else {
+        None
+    };
+    if let Some(Value::String(act)) = f.get("hidden_activation") {
+        if act != "gelu_pytorch_tanh" {
+            return Err(GemmaError::config(f.name("hidden_activation"), format!("activation `{act}` is not supported")));
+        }
+    }
+    Ok(Extra { per_layer_input_size, per_layer_vocab_size, moe })
+}
+
+// ---- The forward's Gemma 4 steps (called from `forward.rs`). ----
+
+use crate::forward::{Model, Seg};
+use crate::weights::{MoeWeights, PleLayerWeights};
+use crate::workspace::{buf, Workspace};
+use crate::KvCache;
+use gemma_kernels::geglu::geglu;
+use gemma_kernels::ops::rms_norm_in_place;
+
+/// RMSNorm without a gain over each `hd`-wide head of `v` (Gemma 4's value norm).
+pub(crate) fn scale_free_norm(v: &mut [f32], hd: usize, eps: f32) {
+    ONES.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.len() < hd {
+            o.resize(hd, 1.0);
+        }
+        rms_norm_in_place(v, &o[..hd], eps);
+    });
+}
+
+thread_local! {
+    /// A row of ones (the gain of a scale-free norm).
+    static ONES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The per-layer inputs of every row, `[n, layers · P]` into `sc.ple`, from
+/// the scaled embeddings in `sc.x`: `(norm(proj(e) / √hidden) + table[tok] · √P) / √2`.
+pub(crate) fn per_layer_inputs(m: &Model, segs: &[Seg], items: &[(&[u32], &mut KvCache)], sc: &mut Workspace) {
+    let cfg = &m.config;
+    let Some(w) = &m.weights.ple else { return };
+    let (hidden, p) = (cfg.hidden_size, cfg.per_layer_input_size);
+    let lp = cfg.num_layers() * p;
+    let n: usize = segs.iter().map(|s| s.n).sum();
+    let out = buf(&mut sc.ple, n * lp);
+    Model::project_plain(segs, &sc.x[..n * hidden], &w.proj, out);
+    let inv_h = (hidden as f32).powf(-0.5);
+    out.iter_mut().for_each(|v| *v *= inv_h);
+    rms_norm_in_place(out, &w.norm, cfg.rms_norm_eps);
+    let scale_p = cfg.dtype.unwrap_or(gemma_core::DType::F32).round((p as f32).sqrt());
+    let inv_sqrt2 = std::f32::consts::FRAC_1_SQRT_2;
+    let mut row = vec![0f32; lp];
+    for seg in segs {
+        for (t, &tok) in items[seg.item].0.iter().enumerate() {
+            gemma_quant::read_f32(&w.embed.storage, tok as usize * lp, &mut row);
+            let dst = &mut out[(seg.row0 + t) * lp..(seg.row0 + t + 1) * lp];
+            dst.iter_mut().zip(&row).for_each(|(d, &e)| *d = (*d + e * scale_p) * inv_sqrt2);
+        }
+    }
+}
+
+/// Layer `l`'s per-layer input: `x += norm(proj(gelu(gate·x) ⊙ e_l))`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_per_layer_input(w: &PleLayerWeights, l: usize, layers: usize, segs: &[Seg], x: &mut [f32], ple: &[f32], p: usize, eps: f32, g: &mut Vec<f32>, y: &mut Vec<f32>) {
+    let n: usize = segs.iter().map(|s| s.n).sum();
+    let hidden = x.len() / n;
+    // `ple` is the workspace buffer: it may be longer than this call's rows.
+    let lp = layers * p;
+    let gate = buf(g, 2 * n * p);
+    let (gate, e) = gate.split_at_mut(n * p);
+    Model::project_plain(segs, x, &w.gate, gate);
+    for t in 0..n {
+        e[t * p..(t + 1) * p].copy_from_slice(&ple[t * lp + l * p..t * lp + (l + 1) * p]);
+    }
+    geglu(gate, e);
+    let y = buf(y, n * hidden);
+    Model::project_plain(segs, gate, &w.proj, y);
+    rms_norm_in_place(y, &w.norm, eps);
+    x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
+}
+
+/// The MoE block: `dense` (the dense MLP's output, in place) becomes
+/// `norm₁(dense) + norm₂(experts(norm(r)))`, the experts chosen per token
+/// from the residual `r` by the router (softmax over all experts in f32,
+/// top-k renormalized, times each expert's scale). Each expert runs over the
+/// rows routed to it, decode rows together and each prefill segment apart,
+/// as the dense projections do, so a sequence's result does not depend on
+/// the others in the batch.
+pub(crate) fn moe_block(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps: f32, scratch: &mut Vec<f32>) {
+    let n: usize = segs.iter().map(|s| s.n).sum();
+    let hidden = r.len() / n;
+    let experts = w.gate_up.len();
+    let ff = w.down.first().map_or(0, |d| d.cols);
+    rms_norm_in_place(dense, &w.post_norm_dense, eps);
+    // Router: scale-free norm of the residual, times scale / √hidden.
+    let mut xr = r.to_vec();
+    scale_free_norm(&mut xr, hidden, eps);
+    let k = (hidden as f32).powf(-0.5);
+    for row in xr.chunks_exact_mut(hidden) {
+        row.iter_mut().zip(&w.router_scale).for_each(|(v, s)| *v *= s * k);
+    }
+    let mut logits = vec![0f32; n * experts];
+    Model::project_plain(segs, &xr, &w.router, &mut logits);
+    // (row, weight) per expert.
+    let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); experts];
+    let mut order: Vec<usize> = Vec::with_capacity(experts);
+    for (t, lg) in logits.chunks_exact(experts).enumerate() {
+        let max = lg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let p: Vec<f32> = lg.iter().map(|&v| (v - max).exp()).collect();
+        let z: f32 = p.iter().sum();
+        order.clear();
+        order.extend(0..experts);
+        // Highest probability first; ties to the lower index.
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        let top = &order[..w.top_k];
+        let sum: f32 = top.iter().map(|&e| p[e] / z).sum();
+        for &e in top {
+            routed[e].push((t, p[e] / z / sum * w.expert_scale[e]));
+        }
+    }
+    // Experts' input.
+    let mut xin = r.to_vec();
+    rms_norm_in_place(&mut xin, &w.pre_norm, eps);
+    let out = buf(scratch, n * hidden);
+    out.fill(0.0);
+    for (e, rows) in routed.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+        // Sub-segments over the routed rows: decode rows first, then each
+        // prefill segment's rows, in row order.
+        let mut sub: Vec<Seg> = Vec::new();
+        let mut picked: Vec<(usize, f32)> = Vec::with_capacity(rows.len());
+        for decode in [true, false] {
+            for s in segs.iter().filter(|s| s.decode == decode) {
+                let mine: Vec<(usize, f32)> = rows.iter().copied().filter(|(t, _)| (s.row0..s.row0 + s.n).contains(t)).collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                sub.push(Seg { row0: picked.len(), n: mine.len(), ..*s });
+                picked.extend(mine);
+            }
+        }
+        let m = picked.len();
+        let mut xs = Vec::with_capacity(m * hidden);
+        for &(t, _) in &picked {
+            xs.extend_from_slice(&xin[t * hidden..(t + 1) * hidden]);
+        }
+        let mut gu = vec![0f32; m * 2 * ff];
+        Model::project_plain(&sub, &xs, &w.gate_up[e], &mut gu);
+        let (mut g, mut u) = (Vec::with_capacity(m * ff), Vec::with_capacity(m * ff));
+        for row in gu.chunks_exact(2 * ff) {
+            g.extend_from_slice(&row[..ff]);
+            u.extend_from_slice(&row[ff..]);
+        }
+        geglu(&mut g, &u);
+        let mut y = vec![0f32; m * hidden];
+        Model::project_plain(&sub, &g, &w.down[e], &mut y);
+        for (i, &(t, wt)) in picked.iter().enumerate() {
+            out[t * hidden..(t + 1) * hidden].iter_mut().zip(&y[i * hidden..(i + 1) * hidden]).for_each(|(o, v)| *o += v * wt);
+        }
+    }
+    rms_norm_in_place(out, &w.post_norm_experts, eps);
+    dense.iter_mut().zip(out.iter()).for_each(|(d, o)| *d += o);
+}
