@@ -115,6 +115,15 @@ follow = ask + [{"role": "assistant", "tool_calls": [{"id": call.id, "type": "fu
 fr = oa.chat.completions.create(model=model, messages=follow, tools=weather, max_tokens=30, temperature=0)
 check(fr.choices[0].finish_reason in ("stop", "length", "tool_calls"), f"openai: tool result rendered back -> {fr.choices[0].message.content!r}")
 
+# Embeddings: the client asks for base64 by default and decodes it.
+em = oa.embeddings.create(model=model, input=["The capital of France is Paris.", "A cat sat on the mat."])
+vecs = [d.embedding for d in em.data]
+norms = [sum(x * x for x in v) ** 0.5 for v in vecs]
+check(len(vecs) == 2 and all(abs(n - 1) < 1e-4 for n in norms) and em.usage.prompt_tokens > 0,
+      f"openai: embeddings.create -> 2 vectors of {len(vecs[0])} (norms {norms[0]:.4f}, {norms[1]:.4f})")
+em8 = oa.embeddings.create(model=model, input="The capital of France is Paris.", dimensions=8, encoding_format="float")
+check(len(em8.data[0].embedding) == 8 and abs(sum(x * x for x in em8.data[0].embedding) - 1) < 1e-4, "openai: embeddings dimensions=8 renormalized")
+
 hf = InferenceClient(base_url=base, api_key=key)
 g = hf.text_generation("Phone number:", max_new_tokens=16, grammar={"type": "regex", "value": "[0-9]{3}-[0-9]{4}"})
 check(re.fullmatch(r"[0-9]{3}-[0-9]{4}", g) is not None, f"huggingface_hub: text_generation(grammar=regex) -> {g!r}")

@@ -27,6 +27,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Print the token ids of a text (BOS first when the model adds it).
     Tokenize(TokenizeArgs),
+    /// Embed texts with an embedding model (EmbeddingGemma): one vector per text.
+    Embed(EmbedArgs),
     /// Turn token ids back into text.
     Detokenize(DetokenizeArgs),
     /// Write a quantized GGUF file from a Hugging Face folder or a GGUF file.
@@ -262,6 +264,28 @@ pub struct TokenizeArgs {
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// Print one JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gemma embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A text to embed (repeatable; vectors come out in order).
+    #[arg(long, required_unless_present = "file")]
+    pub text: Vec<String>,
+    /// Embed each line of a file.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Keep the first D values and renormalize (Matryoshka: 768, 512, 256, 128 for EmbeddingGemma).
+    #[arg(long)]
+    pub dimensions: Option<usize>,
+    /// One of the model's prompts prepended to each text (EmbeddingGemma: query, document, …).
+    #[arg(long)]
+    pub prompt_name: Option<String>,
+    /// Print one JSON array holding one array of floats per text.
     #[arg(long)]
     pub json: bool,
 }

@@ -20,6 +20,7 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Perplexity(a) => perplexity(a),
         Command::Inspect(a) => inspect(a),
         Command::Tokenize(a) => tokenize(a),
+        Command::Embed(a) => embed(a),
         Command::Detokenize(a) => detokenize(a),
         Command::Quantize(a) => quantize(a),
         Command::Bench(a) => bench(a),
@@ -279,6 +280,36 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         println!("perplexity {:.4} (mean NLL {:.6} over {} tokens, {} windows of ctx {})", p.ppl, p.nll, p.tokens, windows.len(), a.ctx);
     }
     eprintln!("scored {} tokens in {:.2}s", p.tokens, t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn embed(a: crate::args::EmbedArgs) -> Result<()> {
+    let mut texts = a.text.clone();
+    if let Some(f) = &a.file {
+        let body = std::fs::read_to_string(f).with_context(|| format!("cannot read {} (it must be UTF-8 text)", f.display()))?;
+        texts.extend(body.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+    }
+    if texts.is_empty() {
+        bail!("nothing to embed: give --text or a --file with lines");
+    }
+    let gemma = load(&a.model)?;
+    if !gemma.is_embedding_model() {
+        eprintln!("(not an embedding model: mean-pooled, normalized hidden states of a causal model)");
+    }
+    let opts = gemma::EmbedOptions { prompt_name: a.prompt_name.clone(), dimensions: a.dimensions, ..Default::default() };
+    let t0 = std::time::Instant::now();
+    let out = gemma.embed(&texts, &opts)?;
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        let all: Vec<&Vec<f32>> = out.iter().map(|e| &e.values).collect();
+        writeln!(stdout, "{}", serde_json::to_string(&all)?)?;
+    } else {
+        for e in &out {
+            writeln!(stdout, "{}", e.values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))?;
+        }
+    }
+    let tokens: usize = out.iter().map(|e| e.tokens).sum();
+    eprintln!("[{} texts, {tokens} tokens, {} dimensions, {:.2}s]", out.len(), out.first().map_or(0, |e| e.values.len()), t0.elapsed().as_secs_f64());
     Ok(())
 }
 

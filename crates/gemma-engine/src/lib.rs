@@ -217,6 +217,9 @@ impl Engine {
     /// Check a request against the limits without submitting it.
     pub fn validate(&self, req: &Request) -> Result<(), SubmitError> {
         let c = &self.config;
+        if self.gemma.model.config.bidirectional {
+            return Err(SubmitError::Invalid("this is an embedding model (bidirectional attention): it does not generate; use /v1/embeddings".into()));
+        }
         req.validate(self.gemma.model.config.vocab_size, self.context).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let n = req.prompt.len();
         if n > c.max_input_tokens {

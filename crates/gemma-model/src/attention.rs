@@ -28,6 +28,26 @@ pub struct AttnShape {
     pub scale: f32,
     /// Gemma 2 attention-logit soft-cap.
     pub softcap: Option<f32>,
+    /// Queries see only earlier keys (false: EmbeddingGemma's bidirectional
+    /// attention, keys `|i − j| < window` of the whole chunk, which must
+    /// then hold the whole sequence).
+    pub causal: bool,
+}
+
+impl AttnShape {
+    /// The first key position query `pos` sees.
+    fn first(&self, pos: usize) -> usize {
+        (pos + 1).saturating_sub(self.window)
+    }
+
+    /// The last key position query `pos` sees, of `end` stored.
+    fn last(&self, pos: usize, end: usize) -> usize {
+        if self.causal {
+            pos
+        } else {
+            pos.saturating_add(self.window - 1).min(end - 1)
+        }
+    }
 }
 
 /// Attention of queries `q: [n, heads·hd]` at positions `start..start+n`
@@ -101,7 +121,7 @@ pub fn attention(
         let kvs = KvRange { keys: &keys[h * npos * hd..(h + 1) * npos * hd], vals: &vals[h * npos * hd..(h + 1) * npos * hd], lo, f16_math };
         // SAFETY: each thread of the loop has its own index, so its own slot.
         let b = unsafe { slot.get(pool::thread_index()) };
-        attend_tile(&s, q, &kvs, start, t0, t1, h0, hg, b);
+        attend_tile(&s, q, &kvs, start, start + n, t0, t1, h0, hg, b);
         for (i, row) in b.acc.chunks_exact(hd).take((t1 - t0) * hg).enumerate() {
             let at = (t0 + i / hg) * heads * hd + (h0 + i % hg) * hd;
             // SAFETY: rows of (token, head) pairs are disjoint between
@@ -194,7 +214,7 @@ pub fn decode_attention(s: AttnShape, q: &[f32], seqs: &[(&LayerCache, usize)], 
             }
             let kvs = KvRange { keys: &keys[..npos * hd], vals: &vals[..npos * hd], lo, f16_math: kv.is_f16() };
             let qi = &q[i * heads * hd..(i + 1) * heads * hd];
-            attend_tile(&s, qi, &kvs, pos, 0, 1, h * s.group, s.group, b);
+            attend_tile(&s, qi, &kvs, pos, pos + 1, 0, 1, h * s.group, s.group, b);
             // SAFETY: the rows of (sequence i, heads of KV head h) belong to this task alone.
             unsafe { dst.write(i * heads * hd + h * s.group * hd, &b.acc[..s.group * hd]) };
         });
@@ -223,10 +243,11 @@ struct KvRange<'a> {
 /// values — the order llama.cpp uses, so that with an f16 cache the
 /// probabilities are rounded to f16 *after* normalization exactly as there.
 #[allow(clippy::too_many_arguments)]
-fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, t0: usize, t1: usize, h0: usize, nh: usize, b: &mut TileBufs) {
+fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, end: usize, t0: usize, t1: usize, h0: usize, nh: usize, b: &mut TileBufs) {
     let (hd, stride) = (s.head_dim, s.heads * s.head_dim);
     let nq = (t1 - t0) * nh;
-    let first = |pos: usize| (pos + 1).saturating_sub(s.window);
+    let first = |pos: usize| s.first(pos);
+    let last = |pos: usize| s.last(pos, end);
     // With an f16 cache the products are taken as llama.cpp takes them: the
     // query is scaled, then rounded to f16, and so are the probabilities.
     let f16_math = kv.f16_math;
@@ -239,7 +260,7 @@ fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, t0: usize, 
         qs.iter_mut().for_each(|v| *v *= s.scale);
         round_to_f16(qs);
     }
-    let (lo, hi) = (first(start + t0), start + t1 - 1);
+    let (lo, hi) = (first(start + t0), last(start + t1 - 1));
     let nk = hi + 1 - lo;
     let (keys, vals) = (&kv.keys[(lo - kv.lo) * hd..(hi + 1 - kv.lo) * hd], &kv.vals[(lo - kv.lo) * hd..(hi + 1 - kv.lo) * hd]);
     if sc.len() < nq * nk {
@@ -250,7 +271,7 @@ fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, t0: usize, 
     for (i, row) in sc.chunks_exact_mut(nk).enumerate() {
         let pos = start + t0 + i / nh;
         // Keys this query may see: k0..k1 (relative to lo); the rest get 0.
-        let (k0, k1) = (first(pos) - lo, pos + 1 - lo);
+        let (k0, k1) = (first(pos) - lo, last(pos) + 1 - lo);
         if !f16_math {
             row[k0..k1].iter_mut().for_each(|v| *v *= s.scale);
         }
@@ -329,7 +350,7 @@ mod tests {
                 x.iter().map(|r| r.iter().map(|&a| if half { half::f16::from_f32(a).to_f32() } else { a }).collect()).collect()
             };
             for (window, softcap) in [(usize::MAX, None), (100, Some(5.0)), (20, None)] {
-                let s = AttnShape { heads, group: 2, head_dim: hd, window, scale: 0.3, softcap };
+                let s = AttnShape { heads, group: 2, head_dim: hd, window, scale: 0.3, softcap, causal: true };
                 let (mut got, mut want) = (vec![0f32; n * heads * hd], vec![0f32; n * heads * hd]);
                 attention(s, &q, &cache.layers[0], start, &mut got, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
                 naive(&s, &q, &round(&k), &round(&v), start, &mut want);

@@ -158,6 +158,9 @@ pub struct GemmaConfig {
     pub layer_scalar: bool,
     /// The checkpoint also holds vision/audio towers (only the text part is loaded).
     pub has_towers: bool,
+    /// Attention sees the whole sequence both ways (EmbeddingGemma): no
+    /// generation, one forward over all tokens.
+    pub bidirectional: bool,
     /// The checkpoint's declared dtype (`dtype` / `torch_dtype`), if any.
     pub dtype: Option<DType>,
     /// BOS id from the config.
@@ -321,7 +324,7 @@ impl GemmaConfig {
         let (family, nested) = match architecture.as_str() {
             "GemmaForCausalLM" | "gemma" => (Family::Gemma1, false),
             "Gemma2ForCausalLM" | "gemma2" => (Family::Gemma2, false),
-            "Gemma3ForCausalLM" | "gemma3_text" => (Family::Gemma3, false),
+            "Gemma3ForCausalLM" | "gemma3_text" | "Gemma3TextModel" => (Family::Gemma3, false),
             "Gemma3ForConditionalGeneration" | "gemma3" => (Family::Gemma3, true),
             "Gemma4ForCausalLM" | "gemma4_text" => (Family::Gemma4, false),
             "Gemma4ForConditionalGeneration" | "gemma4" => (Family::Gemma4, true),
@@ -366,12 +369,17 @@ impl GemmaConfig {
         if f.bool_opt("attention_bias")? == Some(true) {
             return Err(GemmaError::config(f.name("attention_bias"), "attention biases are not supported (no Gemma checkpoint uses them)"));
         }
-        match f.get("use_bidirectional_attention") {
-            None | Some(Value::Bool(false)) => {}
+        let bidirectional = match f.get("use_bidirectional_attention") {
+            None | Some(Value::Bool(false)) => false,
+            // EmbeddingGemma: every query sees the whole sequence (sliding
+            // layers: |i − j| ≤ sliding_window / 2).
+            Some(Value::Bool(true)) if family == Family::Gemma3 => true,
             // Gemma 4: only image tokens attend both ways; text is causal.
-            Some(Value::String(m)) if m == "vision" && family == Family::Gemma4 => {}
-            Some(v) => return Err(GemmaError::config(f.name("use_bidirectional_attention"), format!("{v}: bidirectional (embedding) models are not supported"))),
-        }
+            Some(Value::String(m)) if m == "vision" && family == Family::Gemma4 => false,
+            Some(v) => {
+                return Err(GemmaError::config(f.name("use_bidirectional_attention"), format!("{v} is not supported (bidirectional attention is, for Gemma 3 embedding models)")))
+            }
+        };
 
         let query_pre_attn_scalar = match family {
             Family::Gemma1 => head_dim as f64,
@@ -404,6 +412,14 @@ impl GemmaConfig {
 
         let intermediate_size = f.usize("intermediate_size")?;
         let mut layers = Self::layer_specs(&f, family, num_layers, head_dim, num_kv_heads, intermediate_size)?;
+        if bidirectional {
+            // transformers loads the window as W/2 + 1 and masks |i − j| < it.
+            for l in &mut layers {
+                if let AttentionKind::Sliding { window } = &mut l.attention {
+                    *window = *window / 2 + 1;
+                }
+            }
+        }
         let g4 = if family == Family::Gemma4 { crate::gemma4::parse(&f, &mut layers)? } else { crate::gemma4::Extra::none() };
         let mut eos_token_ids = f.ids("eos_token_id")?;
         if eos_token_ids.is_empty() {
@@ -435,6 +451,7 @@ impl GemmaConfig {
             moe: g4.moe,
             layer_scalar: family == Family::Gemma4,
             has_towers,
+            bidirectional,
             dtype,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids,
@@ -668,6 +685,12 @@ mod tests {
         let mut v = gemma4();
         v["num_kv_shared_layers"] = json!(6);
         assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("num_kv_shared_layers"));
+        let mut v = base();
+        v["use_bidirectional_attention"] = json!(true);
+        v["architectures"] = json!(["Gemma3TextModel"]);
+        let c = GemmaConfig::from_json(&v).unwrap();
+        assert!(c.bidirectional);
+        assert_eq!(c.layers[0].attention, AttentionKind::Sliding { window: 2 }, "3 on disk: |i - j| <= 1");
         let mut v = gemma4();
         v["use_bidirectional_attention"] = json!("all");
         assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("use_bidirectional_attention"));

@@ -119,6 +119,9 @@ impl Model {
     /// of the model's own (`lora`), computed as a batch of requests does.
     pub fn forward_with<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode, adapter: Option<&LoraAdapter>) -> Result<&'w mut [f32]> {
         let cfg = &self.config;
+        if cfg.bidirectional {
+            return Err(GemmaError::invalid("model", "this is a bidirectional embedding model: it embeds text (gemma embed, /v1/embeddings) and does not generate"));
+        }
         self.check_tokens(tokens, cache.len())?;
         let rows = match mode {
             LogitsMode::Last => 1,
@@ -139,6 +142,20 @@ impl Model {
             }
         }
         Ok(&mut ws.logits[..rows * cfg.vocab_size])
+    }
+
+    /// The final-normed hidden states `[tokens, hidden]` of one whole
+    /// sequence in a single pass (what an embedding model pools): every
+    /// token is in the one chunk, so bidirectional attention sees them all.
+    pub fn hidden_states(&self, tokens: &[u32], ws: &mut Workspace) -> Result<Vec<f32>> {
+        self.check_tokens(tokens, 0)?;
+        let mut cache = KvCache::unbounded(&self.config);
+        let segs = [Seg { row0: 0, n: tokens.len(), start: 0, item: 0, decode: false, adapter: None }];
+        self.run_segments(&segs, &mut [(tokens, &mut cache)], ws, None);
+        let hidden = self.config.hidden_size;
+        let mut out = vec![0f32; tokens.len() * hidden];
+        rms_norm(&ws.x[..tokens.len() * hidden], &self.weights.final_norm, self.config.rms_norm_eps, &mut out);
+        Ok(out)
     }
 
     /// Errors for an empty run, out-of-vocabulary ids, or a context overflow
@@ -476,6 +493,7 @@ impl Model {
             },
             scale: cfg.attn_scale,
             softcap: cfg.attn_softcap,
+            causal: !cfg.bidirectional,
         }
     }
 }

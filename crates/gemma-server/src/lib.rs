@@ -17,6 +17,7 @@ pub mod metrics;
 mod openai;
 mod tgi;
 mod call_syntax;
+mod embeddings;
 mod tools;
 mod tokenizer_routes;
 
@@ -87,6 +88,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/adapters", get(adapters::list).post(adapters::create))
         .route("/v1/adapters/{name}", axum::routing::delete(adapters::delete))
         .route("/generate", post(tgi::generate))

@@ -991,3 +991,47 @@ fn function_gemma_tool_calls() {
         }
     }
 }
+
+/// OpenAI `/v1/embeddings` on the tiny EmbeddingGemma: a string or a list,
+/// `dimensions`, base64, prompts; what the library gives; generation routes
+/// refuse an embedding model.
+#[test]
+fn embeddings_route() {
+    let s = start_with(testdata("tiny-embeddinggemma"), EngineConfig::default(), ServerConfig { model_id: "tiny-embed".into(), ..ServerConfig::default() });
+    let texts = ["The quick brown fox", "Paris is the capital of France."];
+    let want = s.gemma.embed(&texts.map(String::from), &gemma::EmbedOptions::default()).unwrap();
+    let r = post(s.addr, "/v1/embeddings", json!({"input": texts, "model": "x"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    for (i, d) in v["data"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(d["index"], i);
+        let got: Vec<f32> = d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        assert_eq!(got, want[i].values);
+    }
+    assert_eq!(v["usage"]["prompt_tokens"], want.iter().map(|e| e.tokens).sum::<usize>());
+    // One string, 16 dimensions, base64 (little-endian f32), a named prompt.
+    let r = post(s.addr, "/v1/embeddings", json!({"input": texts[0], "dimensions": 16, "encoding_format": "base64", "prompt_name": "query"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b64 = r.json()["data"][0]["embedding"].as_str().unwrap().to_string();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let got: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let opts = gemma::EmbedOptions { prompt_name: Some("query".into()), dimensions: Some(16), ..Default::default() };
+    assert_eq!(got, s.gemma.embed(&[texts[0].to_string()], &opts).unwrap()[0].values);
+    // Bad input.
+    for (body, want) in [
+        (json!({"input": []}), "empty"),
+        (json!({"input": 5}), "input"),
+        (json!({"input": "x", "dimensions": 4096}), "dimensions"),
+        (json!({"input": "x", "encoding_format": "hex"}), "encoding_format"),
+        (json!({"input": "x", "prompt_name": "nope"}), "nope"),
+    ] {
+        let r = post(s.addr, "/v1/embeddings", body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(want), "{want}: {}", r.body);
+    }
+    let r = post(s.addr, "/v1/completions", json!({"prompt": "hi", "max_tokens": 2}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("embedding model"), "{}", r.body);
+}

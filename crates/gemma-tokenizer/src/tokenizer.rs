@@ -32,6 +32,8 @@ pub struct GemmaTokenizer {
     pub stop_ids: Vec<u32>,
     /// Whether prompts start with BOS (`add_bos_token`, default true).
     pub add_bos: bool,
+    /// Whether embedding inputs end with EOS (`add_eos_token`, default false).
+    pub add_eos: bool,
     /// The chat template (the model's own, or the built-in Gemma one).
     pub chat_template: ChatTemplate,
 }
@@ -92,18 +94,20 @@ impl GemmaTokenizer {
             None => ChatTemplate::gemma(),
         };
         let add_bos = cfg.get("add_bos_token").and_then(Value::as_bool).unwrap_or(true);
-        Self::from_parts(
+        let mut t = Self::from_parts(
             Backend::HuggingFace(Box::new(inner)),
             token_text(cfg.get("bos_token")),
             token_text(cfg.get("eos_token")),
             add_bos,
             chat_template,
-        )
+        )?;
+        t.add_eos = cfg.get("add_eos_token").and_then(Value::as_bool).unwrap_or(false);
+        Ok(t)
     }
 
     /// Build from a backend and the special-token settings.
     pub fn from_parts(inner: Backend, bos: Option<String>, eos: Option<String>, add_bos: bool, chat_template: ChatTemplate) -> Result<Self> {
-        let mut t = Self { inner, bos_id: 0, bos_token: String::new(), eos_token: String::new(), stop_ids: Vec::new(), add_bos, chat_template };
+        let mut t = Self { inner, bos_id: 0, bos_token: String::new(), eos_token: String::new(), stop_ids: Vec::new(), add_bos, add_eos: false, chat_template };
         t.bos_token = bos.unwrap_or_else(|| "<bos>".to_string());
         t.eos_token = eos.unwrap_or_else(|| "<eos>".to_string());
         t.bos_id =
@@ -143,6 +147,28 @@ impl GemmaTokenizer {
             ids.push(self.bos_id);
         }
         ids.extend_from_slice(&body);
+        Ok(ids)
+    }
+
+    /// Encode with the special tokens the tokenizer itself adds
+    /// (tokenizer.json's post-processor: EmbeddingGemma's adds BOS and EOS),
+    /// as sentence-transformers tokenizes; BOS first when `add_bos_token`
+    /// and the post-processor added none; EOS last when `add_eos_token`.
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = match &self.inner {
+            Backend::HuggingFace(t) => t.encode(text, true).map_err(|e| GemmaError::Tokenizer(e.to_string()))?.get_ids().to_vec(),
+            Backend::Spm(t) => t.encode(text, true),
+        };
+        if self.add_bos && ids.first() != Some(&self.bos_id) {
+            ids.insert(0, self.bos_id);
+        }
+        if self.add_eos {
+            if let Some(eos) = self.token_to_id(&self.eos_token) {
+                if ids.last() != Some(&eos) {
+                    ids.push(eos);
+                }
+            }
+        }
         Ok(ids)
     }
 

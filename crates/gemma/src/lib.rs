@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub mod bench;
 pub mod gguf_tokenizer;
+pub mod embed;
 pub mod hub;
 pub mod merge;
 pub mod quantize;
@@ -66,6 +67,28 @@ pub struct Gemma {
     pub path: PathBuf,
     /// The grammar compiler over this tokenizer (built on first use).
     grammars: std::sync::OnceLock<gemma_generate::GrammarCompiler>,
+    /// sentence-transformers modules shipped beside the model (EmbeddingGemma).
+    pub sentence: Option<embed::SentenceModules>,
+}
+
+/// What [`Gemma::embed`] does with each text.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedOptions {
+    /// A named prompt of the model (`query`, `document`, …) prepended to each text.
+    pub prompt_name: Option<String>,
+    /// A literal prompt prepended to each text (wins over `prompt_name`).
+    pub prompt: Option<String>,
+    /// Keep the first `dimensions` values and renormalize (Matryoshka).
+    pub dimensions: Option<usize>,
+}
+
+/// One text's embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// The vector.
+    pub values: Vec<f32>,
+    /// Tokens the model read (prompt and special tokens included).
+    pub tokens: usize,
 }
 
 impl Gemma {
@@ -92,12 +115,13 @@ impl Gemma {
             let file = gemma_formats::GgufFile::open_with(path, options.hugepages)?;
             let model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
             let tokenizer = gguf_tokenizer::from_gguf(&file)?;
-            return Ok(Self { model, tokenizer, generation_config: GenerationConfig::default(), path: path.to_path_buf(), grammars: Default::default() });
+            return Ok(Self { model, tokenizer, generation_config: GenerationConfig::default(), path: path.to_path_buf(), grammars: Default::default(), sentence: None });
         }
         let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
         let tokenizer = GemmaTokenizer::from_folder(path)?;
         let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;
-        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default() })
+        let sentence = embed::SentenceModules::load(path)?;
+        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence })
     }
 
     /// Every id that ends a turn: the config's and generation config's EOS
@@ -110,6 +134,65 @@ impl Gemma {
             }
         }
         ids
+    }
+
+    /// Whether this is an embedding model (bidirectional attention, or
+    /// sentence-transformers modules beside it).
+    pub fn is_embedding_model(&self) -> bool {
+        self.model.config.bidirectional || self.sentence.is_some()
+    }
+
+    /// The width of [`Gemma::embed`]'s vectors (before `dimensions`).
+    pub fn embedding_dimensions(&self) -> usize {
+        self.sentence.as_ref().map_or(self.model.config.hidden_size, |s| s.dimensions(self.model.config.hidden_size))
+    }
+
+    /// Embed each text: prompt + text tokenized as the model's tokenizer
+    /// does it for sentence-transformers (its post-processor's BOS/EOS), one
+    /// forward over the whole sequence, then the sentence modules (mean
+    /// pooling and L2 normalization without them), then Matryoshka
+    /// truncation with renormalization.
+    pub fn embed(&self, texts: &[String], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
+        let default = embed::SentenceModules::default();
+        let st = self.sentence.as_ref().unwrap_or(&default);
+        let prompt = match (&opts.prompt, &opts.prompt_name) {
+            (Some(p), _) => p.clone(),
+            (None, Some(name)) => st.prompts.get(name).cloned().ok_or_else(|| {
+                GemmaError::invalid("prompt_name", format!("the model has no prompt '{name}' (it has: {})", st.prompts.keys().cloned().collect::<Vec<_>>().join(", ")))
+            })?,
+            (None, None) => st.default_prompt.as_ref().and_then(|n| st.prompts.get(n)).cloned().unwrap_or_default(),
+        };
+        let width = self.embedding_dimensions();
+        if let Some(d) = opts.dimensions {
+            if d == 0 || d > width {
+                return Err(GemmaError::invalid("dimensions", format!("must be between 1 and the model's {width}, got {d}")));
+            }
+        }
+        let hidden = self.model.config.hidden_size;
+        let mut ws = Workspace::new();
+        texts
+            .iter()
+            .map(|t| {
+                let mut ids = self.tokenizer.encode_with_special_tokens(&format!("{prompt}{t}"))?;
+                if let Some(max) = st.max_seq_length.filter(|&m| ids.len() > m) {
+                    let last = ids.last().copied();
+                    ids.truncate(max);
+                    // Truncation keeps the closing special token, as tokenizers does.
+                    if let (Some(l), Some(end)) = (last, ids.last_mut()) {
+                        if self.tokenizer.is_control(l) {
+                            *end = l;
+                        }
+                    }
+                }
+                let states = self.model.hidden_states(&ids, &mut ws)?;
+                let mut v = st.apply(&states, hidden)?;
+                if let Some(d) = opts.dimensions {
+                    v.truncate(d);
+                    embed::normalize(&mut v);
+                }
+                Ok(Embedding { values: v, tokens: ids.len() })
+            })
+            .collect()
     }
 
     /// A fresh conversation state.

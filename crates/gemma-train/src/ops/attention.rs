@@ -163,7 +163,7 @@ mod tests {
     fn attention_backward_matches_finite_differences() {
         let (n, heads, group, hd) = (7, 4, 2, 4);
         for (window, softcap) in [(usize::MAX, None), (3, Some(1.5)), (usize::MAX, Some(0.8))] {
-            let s = AttnShape { heads, group, head_dim: hd, window, scale: 0.7, softcap };
+            let s = AttnShape { heads, group, head_dim: hd, window, scale: 0.7, softcap, causal: true };
             let (qs, ks) = (heads * hd, heads / group * hd);
             let q: Vec<f64> = (0..n * qs).map(|i| val(i, 11) * 1.5).collect();
             let k: Vec<f64> = (0..n * ks).map(|i| val(i, 12) * 1.5).collect();
@@ -190,7 +190,7 @@ mod tests {
             "intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "sliding_window": 5}))
         .unwrap();
         let n = 20;
-        let s = AttnShape { heads: 4, group: 2, head_dim: 8, window: 5, scale: 0.35, softcap: Some(3.0) };
+        let s = AttnShape { heads: 4, group: 2, head_dim: 8, window: 5, scale: 0.35, softcap: Some(3.0), causal: true };
         let q: Vec<f32> = (0..n * 32).map(|i| val(i, 21) as f32).collect();
         let k: Vec<f32> = (0..n * 16).map(|i| val(i, 22) as f32).collect();
         let v: Vec<f32> = (0..n * 16).map(|i| val(i, 23) as f32).collect();

@@ -1,0 +1,76 @@
+//! OpenAI `POST /v1/embeddings`: `input` as a string, a list of strings, a
+//! list of token ids or a list of such lists; `dimensions` (Matryoshka
+//! truncation, renormalized); `encoding_format` `float` or `base64`
+//! (little-endian f32, as the openai client decodes it). Extra field
+//! `prompt_name` picks one of the model's prompts (EmbeddingGemma:
+//! `query`, `document`, …). The texts run one after another on a blocking
+//! thread beside the generation engine (the kernels' thread pool takes one
+//! loop at a time).
+
+use crate::openai::{invalid, parse};
+use crate::{ApiError, Flavor, Shared};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use base64::Engine as _;
+use gemma::EmbedOptions;
+use serde_json::{json, Value};
+
+/// Most inputs in one request (OpenAI's limit).
+const MAX_INPUTS: usize = 2048;
+
+/// The route.
+pub async fn embeddings(State(s): State<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let v = parse(&body)?;
+    let g = std::sync::Arc::clone(s.engine.gemma());
+    let texts: Vec<String> = match v.get("input") {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(a)) if a.is_empty() => return Err(invalid("'input' must not be empty")),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect(),
+        Some(Value::Array(a)) if a.iter().all(Value::is_u64) => vec![ids_text(&g, a)?],
+        Some(Value::Array(a)) if a.iter().all(Value::is_array) => a.iter().map(|x| ids_text(&g, x.as_array().map_or(&[][..], |v| v))).collect::<Result<_, _>>()?,
+        _ => return Err(invalid("'input' must be a string, a list of strings, a list of token ids or a list of such lists")),
+    };
+    if texts.len() > MAX_INPUTS {
+        return Err(invalid(format!("'input' has {} items; at most {MAX_INPUTS}", texts.len())));
+    }
+    let dimensions = match v.get("dimensions") {
+        None | Some(Value::Null) => None,
+        Some(d) => Some(d.as_u64().filter(|&d| d > 0).ok_or_else(|| invalid("'dimensions' must be a positive integer"))? as usize),
+    };
+    let base64 = match v.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return Err(invalid(format!("encoding_format '{other}' is not one of float, base64"))),
+    };
+    let prompt_name = v.get("prompt_name").and_then(Value::as_str).map(String::from);
+    let opts = EmbedOptions { prompt_name, dimensions, ..Default::default() };
+    let model = s.config.model_id.clone();
+    let g2 = std::sync::Arc::clone(&g);
+    let out = tokio::task::spawn_blocking(move || g2.embed(&texts, &opts))
+        .await
+        .map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "embedding", e.to_string()))?
+        .map_err(|e| invalid(e.to_string()))?;
+    let tokens: usize = out.iter().map(|e| e.tokens).sum();
+    let data: Vec<Value> = out
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = e.values.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(e.values)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})))
+}
+
+/// Token ids given as input: their text (embedded with the model's own special tokens).
+fn ids_text(g: &gemma::Gemma, ids: &[Value]) -> Result<String, ApiError> {
+    let ids: Vec<u32> = ids.iter().map(|x| x.as_u64().map(|i| i as u32).ok_or_else(|| invalid("token ids must be non-negative integers"))).collect::<Result<_, _>>()?;
+    g.tokenizer.decode(&ids, true).map_err(|e| invalid(e.to_string()))
+}
