@@ -17,6 +17,7 @@ Two f32 folders, same layout and golden format as make_tiny_gemmas.py
 
 Norm weights and scales are drawn around 1 (Gemma 4 norms are x̂·w).
 """
+import json
 import os
 import shutil
 import sys
@@ -69,6 +70,33 @@ def make(name, kwargs, tok, seed):
     print("wrote", folder)
 
 
+def make_multimodal(src_name, name, tok):
+    """The text model of `src_name` inside a Gemma4ForConditionalGeneration
+    with a tiny random vision tower: the text part must load and give the
+    same logits (goldens recomputed through the multimodal model)."""
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration, Gemma4TextConfig
+    from transformers.models.gemma4.configuration_gemma4 import Gemma4VisionConfig
+    src = os.path.join(OUT, src_name)
+    tc = Gemma4TextConfig.from_dict(json.load(open(os.path.join(src, "config.json"))))
+    vc = Gemma4VisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            num_key_value_heads=2, head_dim=8)
+    cfg = Gemma4Config(text_config=tc, vision_config=vc)
+    cfg.architectures = ["Gemma4ForConditionalGeneration"]
+    torch.manual_seed(1)
+    model = Gemma4ForConditionalGeneration(cfg).float().eval()
+    text = Gemma4ForCausalLM.from_pretrained(src).float()
+    missing = model.model.language_model.load_state_dict(text.model.state_dict(), strict=True)
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(src, f), os.path.join(folder, f))
+    seqs = sequences(tok, tok.get_vocab_size())
+    goldens(model, seqs, folder, seqs[5][1:] + seqs[2][1:], 16, [seqs[1], seqs[3][:9]], {"dtype": "float32"})
+    print("wrote", folder, missing)
+
+
 def main():
     tok = Tokenizer.from_file(os.path.join(OUT, "tiny-gemma3", "tokenizer.json"))
     rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
@@ -87,6 +115,7 @@ def main():
                                               "full_attention"],
                                  enable_moe_block=True, num_experts=6, top_k_experts=2, moe_intermediate_size=24,
                                  final_logit_softcapping=30.0), tok, seed=42)
+    make_multimodal("tiny-gemma4-moe", "tiny-gemma4-mm", tok)
 
 
 if __name__ == "__main__":

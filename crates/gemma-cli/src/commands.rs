@@ -82,6 +82,9 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
         gemma.model.weights.dtype(),
         t0.elapsed().as_secs_f64()
     );
+    if c.has_towers {
+        eprintln!("(the checkpoint also holds vision/audio towers: only the text model was loaded)");
+    }
     Ok(gemma)
 }
 

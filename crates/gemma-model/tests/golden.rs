@@ -186,3 +186,13 @@ fn gemma4_f32_logits_match_transformers() {
 fn gemma4_moe_f32_logits_match_transformers() {
     assert!(max_logit_diff("tiny-gemma4-moe", 1e-3) < F32_TOL);
 }
+
+/// `Gemma4ForConditionalGeneration` with a vision tower: the text part
+/// loads (from `model.language_model.`), the towers are noted and skipped.
+#[test]
+fn gemma4_multimodal_checkpoint_loads_its_text_part() {
+    assert!(max_logit_diff("tiny-gemma4-mm", 1e-3) < F32_TOL);
+    let (model, _) = load("tiny-gemma4-mm");
+    assert!(model.config.has_towers);
+    assert_eq!(model.config.architecture, "Gemma4ForConditionalGeneration");
+}
