@@ -343,6 +343,7 @@ impl GemmaConfig {
             root_obj
         };
         let f = Fields { obj: text_obj, prefix: if nested { "text_config." } else { "" } };
+        crate::gemma4::check_unknown_fields(&f)?;
 
         let hidden_size = f.usize("hidden_size")?;
         let num_heads = f.usize("num_attention_heads")?;
@@ -672,6 +673,22 @@ mod tests {
         assert_eq!(kinds, "LLLLLGLG");
         assert_eq!((c.attn_scale, c.norm_offset), (1.0, 0.0));
         assert_eq!(c.layers[4].intermediate_size, 32);
+    }
+
+    #[test]
+    fn unknown_math_fields_are_refused_by_name() {
+        let mut v = base();
+        v["altup_num_inputs"] = json!(4);
+        let e = GemmaConfig::from_json(&v).unwrap_err().to_string();
+        assert!(e.contains("altup_num_inputs") && e.contains("math"), "{e}");
+        let mut v = base();
+        v["quantization_config"] = json!({"quant_method": "gptq"});
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("pre-quantized"));
+        // Harmless unknown fields (tool versions) and null ones are ignored.
+        let mut v = base();
+        v["unsloth_version"] = json!("2025.1");
+        v["rope_mystery"] = Value::Null;
+        assert!(GemmaConfig::from_json(&v).is_ok());
     }
 
     #[test]

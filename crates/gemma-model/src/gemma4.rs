@@ -267,3 +267,53 @@ pub(crate) fn moe_block(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f3
     rms_norm_in_place(out, &w.post_norm_experts, eps);
     dense.iter_mut().zip(out.iter()).for_each(|(d, o)| *d += o);
 }
+
+/// Config fields transformers defines for Gemma 1–4 text models (or wrote
+/// in older versions), and generic fields that never change the math.
+const KNOWN_FIELDS: &[&str] = &[
+    "_name_or_path", "_sliding_window_pattern", "architectures", "attention_bias", "attention_dropout", "attention_k_eq_v",
+    "attn_logit_softcapping", "bos_token_id", "chunk_size_feed_forward", "dtype", "enable_moe_block", "eos_token_id",
+    "final_logit_softcapping", "head_dim", "hidden_act", "hidden_activation", "hidden_size", "hidden_size_per_layer_input",
+    "id2label", "initializer_range", "intermediate_size", "is_encoder_decoder", "label2id", "layer_types",
+    "max_position_embeddings", "model_type", "moe_intermediate_size", "num_attention_heads", "num_experts", "num_hidden_layers",
+    "num_key_value_heads", "num_kv_shared_layers", "output_attentions", "output_hidden_states", "pad_token_id",
+    "per_layer_config", "problem_type", "query_pre_attn_scalar", "return_dict", "rms_norm_eps", "rope_parameters",
+    "sliding_window", "tie_word_embeddings", "top_k_experts", "transformers_version", "use_bidirectional_attention",
+    "use_cache", "use_double_wide_mlp", "vocab_size", "vocab_size_per_layer_input",
+    // Older transformers versions and released checkpoints.
+    "rope_theta", "rope_scaling", "rope_local_base_freq", "sliding_window_pattern", "torch_dtype", "cache_implementation",
+    "global_head_dim", "num_global_key_value_heads", "use_sliding_window", "final_logit_soft_cap",
+];
+
+/// Words that mark a field as one that may change the forward pass.
+const MATH_WORDS: &[&str] = &[
+    "rope", "norm", "attn", "attention", "softcap", "scal", "head", "layer", "window", "expert", "moe", "act", "embed", "bias",
+    "eps", "dim", "size", "rotary", "kv", "quant", "altup", "laurel", "sparsity", "ffn", "mlp", "logit",
+];
+
+/// Refuse a config field that transformers does not define for Gemma and
+/// that may change the math (its name says so), rather than silently
+/// ignore it; `quantization_config` (pre-quantized bitsandbytes/GPTQ/AWQ
+/// weights) is refused by name. Other unknown fields (tool versions and
+/// the like) are ignored.
+pub(crate) fn check_unknown_fields(f: &Fields) -> gemma_core::Result<()> {
+    if f.get("quantization_config").is_some() {
+        return Err(GemmaError::config(
+            f.name("quantization_config"),
+            "pre-quantized checkpoints (bitsandbytes, GPTQ, AWQ, …) are not supported; load the bf16/f32 weights (then --dtype q4_k etc.) or a GGUF file",
+        ));
+    }
+    for key in f.obj.keys() {
+        if KNOWN_FIELDS.contains(&key.as_str()) || f.get(key).is_none() {
+            continue;
+        }
+        let lower = key.to_lowercase();
+        if MATH_WORDS.iter().any(|w| lower.contains(w)) {
+            return Err(GemmaError::config(
+                f.name(key),
+                "is not a field gemma-rs knows for this architecture, and it may change the math; refusing rather than guessing",
+            ));
+        }
+    }
+    Ok(())
+}

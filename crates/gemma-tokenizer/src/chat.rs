@@ -45,6 +45,9 @@ pub const GEMMA_CHAT_TEMPLATE: &str = concat!(
     "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}",
 );
 
+/// Most instructions one rendering may run (real templates use a few thousand per message).
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -81,6 +84,9 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        // A template comes with the model: bound its work (a loop over
+        // range(10**9) is an error, not a hung request).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned("chat", source.clone()).map_err(|e| GemmaError::Template(format!("cannot parse: {e}")))?;
         Ok(Self { env, builtin, source })
     }
@@ -156,6 +162,13 @@ mod tests {
         let msgs = serde_json::json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}}]}]);
         let tools = serde_json::json!([{"type": "function", "function": {"name": "w"}}]);
         assert_eq!(t.render_json(&msgs, Some(&tools), false, "", "").unwrap(), "[w]user:hi;assistant:Paris;");
+    }
+
+    #[test]
+    fn runaway_templates_stop_with_an_error() {
+        let t = ChatTemplate::new("{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}").unwrap();
+        let e = t.render(&[ChatMessage::new("user", "x")], false, "", "").unwrap_err().to_string();
+        assert!(e.contains("fuel"), "{e}");
     }
 
     #[test]
