@@ -100,6 +100,14 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     }
     let mut req = Request::new(prompt, max_new, g.stop_ids());
     req.adapter = adapter;
+    // vLLM's and llama.cpp's `ignore_eos` (benchmarks: every answer runs to
+    // max_new_tokens); a grammar needs its stop tokens to end.
+    if b("ignore_eos") {
+        if grammar.is_some() {
+            return Err(invalid("'ignore_eos' cannot be combined with 'grammar' (the grammar ends at a stop token)"));
+        }
+        req.stop_ids.clear();
+    }
     if let Some(gr) = grammar {
         req.constraint = Some(crate::grammar::compile(s, &gr).map_err(invalid)?);
     }

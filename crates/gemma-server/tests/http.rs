@@ -1035,3 +1035,25 @@ fn embeddings_route() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("embedding model"), "{}", r.body);
 }
+
+/// TGI `ignore_eos` (as vLLM's): every answer runs to max_new_tokens;
+/// with a grammar it is refused.
+#[test]
+fn ignore_eos_runs_to_the_limit() {
+    let s = server();
+    let mut stopped = 0;
+    for seed in 0..8 {
+        let params = json!({"max_new_tokens": 60, "do_sample": true, "temperature": 3.0, "seed": seed, "details": true});
+        let plain = post(s.addr, "/generate", json!({"inputs": "Hi", "parameters": params})).json();
+        stopped += (plain["details"]["finish_reason"] != "length") as usize;
+        let mut p = params.clone();
+        p["ignore_eos"] = json!(true);
+        let r = post(s.addr, "/generate", json!({"inputs": "Hi", "parameters": p})).json();
+        assert_eq!(r["details"]["finish_reason"], "length", "{r}");
+        assert_eq!(r["details"]["generated_tokens"], 60);
+    }
+    eprintln!("{stopped} of 8 plain answers stopped early");
+    let r = post(s.addr, "/generate", json!({"inputs": "x", "parameters": {"ignore_eos": true, "grammar": {"type": "regex", "value": "[0-9]+"}}}));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("ignore_eos"), "{}", r.body);
+}
