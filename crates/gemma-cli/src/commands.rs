@@ -328,7 +328,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
     writeln!(out, "architecture:     {}", c.architecture)?;
     writeln!(out, "layers:           {}", c.num_layers())?;
     writeln!(out, "hidden size:      {}", c.hidden_size)?;
-    writeln!(out, "intermediate:     {}", c.intermediate_size)?;
+    if c.layers.iter().any(|l| l.intermediate_size != c.layers[0].intermediate_size) {
+        writeln!(out, "intermediate:     {} (per layer)", c.layers.iter().map(|l| l.intermediate_size.to_string()).collect::<Vec<_>>().join(" "))?;
+    } else {
+        writeln!(out, "intermediate:     {}", c.layers.first().map_or(c.intermediate_size, |l| l.intermediate_size))?;
+    }
     writeln!(out, "heads:            {} query, {} key/value, head dim {}", c.num_heads, c.num_kv_heads, c.head_dim)?;
     if let Some(g) = c.layers.iter().find(|l| l.head_dim != c.head_dim || l.num_kv_heads != c.num_kv_heads) {
         writeln!(out, "global layers:    {} key/value, head dim {}{}, RoPE on {:.0}% of pairs", g.num_kv_heads, g.head_dim, if g.k_eq_v { ", values = keys" } else { "" }, g.rope_partial * 100.0)?;
@@ -339,6 +343,13 @@ fn inspect(a: InspectArgs) -> Result<()> {
     }
     if c.per_layer_input_size > 0 {
         writeln!(out, "per-layer embeds: {} per layer", c.per_layer_input_size)?;
+    }
+    if let Some(a) = c.altup {
+        writeln!(out, "AltUp:            {} streams, active {}, LAuReL rank {}", a.streams, a.active, c.laurel_rank)?;
+    }
+    let sparse: Vec<String> = c.layers.iter().enumerate().filter(|(_, l)| l.gate_sparsity_k.is_some()).map(|(i, _)| i.to_string()).collect();
+    if !sparse.is_empty() {
+        writeln!(out, "gate sparsity:    layers {}", sparse.join(" "))?;
     }
     if let Some(m) = c.moe {
         writeln!(out, "experts:          {} per layer, top {}, width {} (beside the dense MLP)", m.experts, m.top_k, m.intermediate_size)?;

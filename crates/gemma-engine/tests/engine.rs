@@ -61,11 +61,12 @@ fn greedy_outputs_do_not_depend_on_the_batch() {
     batch_invariance(tiny(), 12, 3);
 }
 
-/// Gemma 4: KV-sharing layers, per-layer embeddings and MoE expert
-/// dispatch in mixed batches give what each sequence gives alone.
+/// Gemma 3n and 4: KV-sharing layers, per-layer embeddings, AltUp
+/// streams, LAuReL, activation sparsity and MoE expert dispatch in mixed
+/// batches give what each sequence gives alone.
 #[test]
 fn gemma4_outputs_do_not_depend_on_the_batch() {
-    for name in ["tiny-gemma4", "tiny-gemma4-moe"] {
+    for name in ["tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma3n"] {
         let g = Arc::new(Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)).unwrap());
         batch_invariance(g, 12, 3);
     }

@@ -20,6 +20,11 @@ pub enum Family {
     /// 1, per-layer-type head geometry, partial RoPE, per-layer embeddings,
     /// KV sharing, MoE.
     Gemma4,
+    /// Gemma 3n text (`Gemma3nForCausalLM`, or the text part of
+    /// `Gemma3nForConditionalGeneration`): Gemma 4's norms and scale, plus
+    /// AltUp streams, LAuReL, activation sparsity, per-layer embeddings and
+    /// KV sharing.
+    Gemma3n,
 }
 
 impl Family {
@@ -30,6 +35,7 @@ impl Family {
             Family::Gemma2 => "Gemma 2",
             Family::Gemma3 => "Gemma 3",
             Family::Gemma4 => "Gemma 4",
+            Family::Gemma3n => "Gemma 3n",
         }
     }
 }
@@ -92,6 +98,24 @@ pub struct LayerSpec {
     pub kv_source: Option<usize>,
     /// Values are the key projection's raw output (Gemma 4 `attention_k_eq_v`).
     pub k_eq_v: bool,
+    /// Gemma 3n activation sparsity: the gate becomes `relu(g − (mean(g) +
+    /// k·std(g)))` before the GELU; this is `k`, the standard normal
+    /// quantile of the layer's target sparsity.
+    pub gate_sparsity_k: Option<f32>,
+}
+
+/// Gemma 3n's AltUp: the residual is `streams` parallel copies of the
+/// hidden state; each layer predicts all of them from a mix, runs on the
+/// `active` one and corrects the others from its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AltUpSpec {
+    /// Number of streams (`altup_num_inputs`).
+    pub streams: usize,
+    /// The stream the layer computes on (`altup_active_idx`).
+    pub active: usize,
+    /// Scale the corrected active stream by `correct_output_scale` before
+    /// it feeds the per-layer input (`altup_correct_scale`).
+    pub correct_scale: bool,
 }
 
 /// Gemma 4's mixture-of-experts block (beside the dense MLP of every layer).
@@ -154,6 +178,10 @@ pub struct GemmaConfig {
     pub per_layer_vocab_size: usize,
     /// Mixture-of-experts block (Gemma 4 26B-A4B).
     pub moe: Option<MoeSpec>,
+    /// Gemma 3n AltUp streams.
+    pub altup: Option<AltUpSpec>,
+    /// Gemma 3n LAuReL rank (0: none).
+    pub laurel_rank: usize,
     /// Each layer scales its output by a stored scalar (Gemma 4).
     pub layer_scalar: bool,
     /// The checkpoint also holds vision/audio towers (only the text part is loaded).
@@ -328,9 +356,11 @@ impl GemmaConfig {
             "Gemma3ForConditionalGeneration" | "gemma3" => (Family::Gemma3, true),
             "Gemma4ForCausalLM" | "gemma4_text" => (Family::Gemma4, false),
             "Gemma4ForConditionalGeneration" | "gemma4" => (Family::Gemma4, true),
+            "Gemma3nForCausalLM" | "gemma3n_text" => (Family::Gemma3n, false),
+            "Gemma3nForConditionalGeneration" | "gemma3n" => (Family::Gemma3n, true),
             other => {
                 return Err(GemmaError::Unsupported(format!(
-                    "architecture `{other}`; supported: GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration"
+                    "architecture `{other}`; supported: GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma3TextModel (EmbeddingGemma), Gemma3nForCausalLM, Gemma3nForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration"
                 )))
             }
         };
@@ -343,7 +373,7 @@ impl GemmaConfig {
             root_obj
         };
         let f = Fields { obj: text_obj, prefix: if nested { "text_config." } else { "" } };
-        crate::gemma4::check_unknown_fields(&f)?;
+        crate::gemma4::check_unknown_fields(&f, family)?;
 
         let hidden_size = f.usize("hidden_size")?;
         let num_heads = f.usize("num_attention_heads")?;
@@ -384,8 +414,8 @@ impl GemmaConfig {
 
         let query_pre_attn_scalar = match family {
             Family::Gemma1 => head_dim as f64,
-            // Gemma 4 attends with scale 1 (its q/k norms set the scale).
-            Family::Gemma4 => 1.0,
+            // Gemma 3n/4 attend with scale 1 (their q/k norms set the scale).
+            Family::Gemma4 | Family::Gemma3n => 1.0,
             _ => f.f64_opt("query_pre_attn_scalar")?.unwrap_or(head_dim as f64),
         };
         if query_pre_attn_scalar <= 0.0 {
@@ -401,6 +431,8 @@ impl GemmaConfig {
             Family::Gemma1 => (None, None),
             // Gemma 4 has no attention softcap (transformers ignores the field).
             Family::Gemma4 => (None, positive("final_logit_softcapping")?),
+            // Gemma 3n: transformers' default cap is 30 when the field is absent.
+            Family::Gemma3n => (None, if f.get("final_logit_softcapping").is_some() { positive("final_logit_softcapping")? } else { Some(30.0) }),
             _ => (positive("attn_logit_softcapping")?, positive("final_logit_softcapping")?),
         };
 
@@ -411,8 +443,26 @@ impl GemmaConfig {
         };
         let embed_scale = dtype.unwrap_or(DType::F32).round((hidden_size as f32).sqrt());
 
-        let intermediate_size = f.usize("intermediate_size")?;
+        // Gemma 3n may give one width per layer.
+        let widths = match f.get("intermediate_size") {
+            Some(Value::Array(list)) if family == Family::Gemma3n => {
+                let w = list
+                    .iter()
+                    .map(|v| v.as_u64().filter(|&n| n > 0).map(|n| n as usize))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| GemmaError::config(f.name("intermediate_size"), "expected positive integers"))?;
+                if w.len() != num_layers {
+                    return Err(GemmaError::config(f.name("intermediate_size"), format!("has {} entries, num_hidden_layers is {num_layers}", w.len())));
+                }
+                w
+            }
+            _ => vec![f.usize("intermediate_size")?; num_layers],
+        };
+        let intermediate_size = widths.iter().copied().max().unwrap_or(0);
         let mut layers = Self::layer_specs(&f, family, num_layers, head_dim, num_kv_heads, intermediate_size)?;
+        for (spec, &w) in layers.iter_mut().zip(&widths) {
+            spec.intermediate_size = w;
+        }
         if bidirectional {
             // transformers loads the window as W/2 + 1 and masks |i − j| < it.
             for l in &mut layers {
@@ -421,7 +471,11 @@ impl GemmaConfig {
                 }
             }
         }
-        let g4 = if family == Family::Gemma4 { crate::gemma4::parse(&f, &mut layers)? } else { crate::gemma4::Extra::none() };
+        let g4 = match family {
+            Family::Gemma4 => crate::gemma4::parse(&f, &mut layers)?,
+            Family::Gemma3n => crate::gemma3n::parse(&f, &mut layers)?,
+            _ => crate::gemma4::Extra::none(),
+        };
         let mut eos_token_ids = f.ids("eos_token_id")?;
         if eos_token_ids.is_empty() {
             eos_token_ids = top.ids("eos_token_id")?;
@@ -443,13 +497,15 @@ impl GemmaConfig {
             embed_scale,
             activation,
             sandwich_norms: family != Family::Gemma1,
-            qk_norm: matches!(family, Family::Gemma3 | Family::Gemma4),
+            qk_norm: matches!(family, Family::Gemma3 | Family::Gemma4 | Family::Gemma3n),
             tie_word_embeddings: f.bool_opt("tie_word_embeddings")?.or(top.bool_opt("tie_word_embeddings")?).unwrap_or(true),
-            norm_offset: if family == Family::Gemma4 { 0.0 } else { 1.0 },
-            v_norm: family == Family::Gemma4,
+            norm_offset: if matches!(family, Family::Gemma4 | Family::Gemma3n) { 0.0 } else { 1.0 },
+            v_norm: matches!(family, Family::Gemma4 | Family::Gemma3n),
             per_layer_input_size: g4.per_layer_input_size,
             per_layer_vocab_size: g4.per_layer_vocab_size,
             moe: g4.moe,
+            altup: g4.altup,
+            laurel_rank: g4.laurel_rank,
             layer_scalar: family == Family::Gemma4,
             has_towers,
             bidirectional,
@@ -485,6 +541,8 @@ impl GemmaConfig {
                 Family::Gemma2 => (0..num_layers).map(|i| (i + 1) % 2 != 0).collect(),
                 // Gemma 4: five sliding layers to one full, the last always full.
                 Family::Gemma4 => (0..num_layers).map(|i| (i + 1) % 6 != 0 && i + 1 != num_layers).collect(),
+                // Gemma 3n: four sliding layers to one full.
+                Family::Gemma3n => (0..num_layers).map(|i| (i + 1) % 5 != 0).collect(),
                 Family::Gemma3 => {
                     let pattern = match f.usize_opt("sliding_window_pattern")? {
                         Some(p) => p,
@@ -503,7 +561,7 @@ impl GemmaConfig {
         };
 
         // RoPE per layer type.
-        let legacy_theta = f.f64_opt("rope_theta")?.unwrap_or(10_000.0);
+        let legacy_theta = f.f64_opt("rope_theta")?.unwrap_or(if family == Family::Gemma3n { 1_000_000.0 } else { 10_000.0 });
         let (global, local) = match f.get("rope_parameters") {
             Some(v) if v.get("full_attention").is_some() || v.get("sliding_attention").is_some() => {
                 let g = v.get("full_attention").ok_or_else(|| GemmaError::config(f.name("rope_parameters.full_attention"), "missing"))?;
@@ -525,9 +583,9 @@ impl GemmaConfig {
                 };
                 let global = Rope { theta: legacy_theta, factor: scaled, partial: 1.0 };
                 let local = match family {
-                    // Gemma 3 applies rope_scaling to global layers only and
-                    // has its own local base.
-                    Family::Gemma3 => Rope { theta: f.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0), factor: 1.0, partial: 1.0 },
+                    // Gemma 3 (and 3n) apply rope_scaling to global layers
+                    // only and have their own local base.
+                    Family::Gemma3 | Family::Gemma3n => Rope { theta: f.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0), factor: 1.0, partial: 1.0 },
                     _ => global,
                 };
                 (global, local)
@@ -547,6 +605,7 @@ impl GemmaConfig {
                     intermediate_size: ff,
                     kv_source: None,
                     k_eq_v: false,
+                    gate_sparsity_k: None,
                 }
             })
             .collect())
@@ -576,7 +635,7 @@ impl GemmaConfig {
     /// width and nothing beyond Gemma 1–3's blocks (what training, GGUF
     /// export and merging handle today).
     pub fn is_uniform(&self) -> bool {
-        self.family != Family::Gemma4
+        matches!(self.family, Family::Gemma1 | Family::Gemma2 | Family::Gemma3)
     }
 
     /// Number of layers.
@@ -711,5 +770,55 @@ mod tests {
         let mut v = gemma4();
         v["use_bidirectional_attention"] = json!("all");
         assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("use_bidirectional_attention"));
+    }
+
+    /// A Gemma 3n config as the Hub's checkpoints write it (transformers
+    /// 4.53: legacy RoPE keys, no layer_types, one FFN width).
+    fn gemma3n() -> Value {
+        json!({"architectures": ["Gemma3nForConditionalGeneration"], "text_config": {
+               "model_type": "gemma3n_text", "vocab_size": 10, "vocab_size_per_layer_input": 8, "hidden_size": 8,
+               "intermediate_size": 16, "num_hidden_layers": 12, "num_attention_heads": 2, "num_key_value_heads": 1,
+               "head_dim": 4, "sliding_window": 3, "num_kv_shared_layers": 2, "rope_theta": 1000000.0,
+               "rope_local_base_freq": 10000.0, "query_pre_attn_scalar": 256, "altup_lr_multiplier": 1.0,
+               "hidden_size_per_layer_input": 4, "laurel_rank": 2}, "vision_config": {}, "audio_config": {}})
+    }
+
+    #[test]
+    fn gemma3n_defaults_as_transformers() {
+        let c = GemmaConfig::from_json(&gemma3n()).unwrap();
+        assert_eq!(c.family, Family::Gemma3n);
+        assert!(c.has_towers);
+        assert_eq!(c.attn_scale, 1.0);
+        assert_eq!(c.final_softcap, Some(30.0));
+        assert_eq!(c.norm_offset, 0.0);
+        assert!(c.v_norm && c.qk_norm);
+        assert_eq!(c.layers.iter().map(|l| l.attention.letter()).collect::<String>(), "LLLLGLLLLGLL");
+        // Sparsity 0.95 on the first 10 layers of a model deeper than 10.
+        assert_eq!(c.layers.iter().filter(|l| l.gate_sparsity_k.is_some()).count(), 10);
+        assert!((c.layers[0].gate_sparsity_k.unwrap() - 1.644_853_6).abs() < 1e-6);
+        assert_eq!((c.layers[4].rope_theta, c.layers[0].rope_theta), (1e6, 1e4));
+        assert_eq!((c.layers[10].kv_source, c.layers[11].kv_source), (Some(8), Some(8)));
+        assert_eq!(c.altup, Some(AltUpSpec { streams: 4, active: 0, correct_scale: true }));
+        assert_eq!((c.laurel_rank, c.per_layer_input_size, c.per_layer_vocab_size), (2, 4, 8));
+        assert!(!c.is_uniform());
+    }
+
+    #[test]
+    fn gemma3n_bad_fields_are_named() {
+        let mut v = gemma3n();
+        v["text_config"]["activation_sparsity_pattern"] = json!([0.95, 0.0]);
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("text_config.activation_sparsity_pattern"));
+        let mut v = gemma3n();
+        v["text_config"]["activation_sparsity_pattern"] = json!(vec![1.0; 12]);
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("not in [0, 1)"));
+        let mut v = gemma3n();
+        v["text_config"]["intermediate_size"] = json!([16, 16]);
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("intermediate_size"));
+        let mut v = gemma3n();
+        v["text_config"]["altup_active_idx"] = json!(4);
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("altup_active_idx"));
+        let mut v = gemma3n();
+        v["text_config"]["altup_extra_mixing"] = json!(2);
+        assert!(GemmaConfig::from_json(&v).unwrap_err().to_string().contains("altup_extra_mixing"));
     }
 }

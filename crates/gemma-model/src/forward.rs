@@ -219,6 +219,8 @@ impl Model {
         if self.weights.ple.is_some() {
             crate::gemma4::per_layer_inputs(self, segs, items, sc);
         }
+        // Gemma 3n: the residual is several AltUp streams; blocks run on the active one.
+        crate::gemma3n::expand(self, segs, &sc.x[..n * hidden], &mut sc.streams);
         for (l, lw) in self.weights.layers.iter().enumerate() {
             let (drop, lt) = match tape.as_deref_mut() {
                 Some(t) => (Some((t.dropout, t.seed)).filter(|d| d.0 > 0.0), Some(&mut t.layers[l])),
@@ -226,6 +228,7 @@ impl Model {
             };
             self.block(l, lw, segs, items, sc, lt, drop);
         }
+        crate::gemma3n::collapse(self, segs, &sc.streams, &mut sc.x[..n * hidden]);
         for seg in segs {
             items[seg.item].1.advance(seg.n);
         }
@@ -336,6 +339,9 @@ impl Model {
         // LoRA pair of projection p (q, k, v, o, gate, up, down) in this layer.
         let lo = |p: usize| self.lora.as_ref().and_then(|a| a.layers[l].parts[p].as_ref());
         let x = &mut sc.x[..n * hidden];
+        if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
+            crate::gemma3n::predict(aw, spec, segs, &mut sc.streams, x, eps);
+        }
         // Training runs each projection once over the rows of all sequences
         // (a row's result does not depend on the others: the training test
         // checks it bit for bit); serving keeps its per-segment products.
@@ -365,6 +371,9 @@ impl Model {
         let h = buf(&mut sc.h, n * hidden);
         rms_norm(x, &w.attn_norm, eps, h);
         rec!(h1, h);
+        if let Some(lw) = &w.laurel {
+            crate::gemma3n::laurel(lw, segs, h, &mut sc.laurel, eps);
+        }
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
@@ -442,6 +451,10 @@ impl Model {
             rms_norm_in_place(a, g, eps);
         }
         add_in_place(x, a);
+        if w.laurel.is_some() {
+            // Gemma 3n: (x + attention + LAuReL) / √2.
+            x.iter_mut().zip(&sc.laurel).for_each(|(v, r)| *v = (*v + r) / std::f32::consts::SQRT_2);
+        }
         rec!(x_mid, x);
 
         // Feed-forward (GeGLU).
@@ -455,6 +468,9 @@ impl Model {
         Self::adapter_deltas(psegs, h, l, 5, up);
         rec!(gate_pre, gate);
         rec!(up, up);
+        if let Some(k) = spec.gate_sparsity_k {
+            crate::gemma3n::sparsify_gate(gate, ff, k);
+        }
         match self.numerics {
             Numerics::Reference => geglu(gate, up),
             Numerics::LlamaCpp => geglu_f16_table(gate, up),
@@ -471,8 +487,28 @@ impl Model {
             rms_norm_in_place(a, g, eps);
         }
         add_in_place(x, a);
-        if let Some(ple) = &w.ple {
-            crate::gemma4::add_per_layer_input(ple, l, cfg.num_layers(), psegs, x, &sc.ple, cfg.per_layer_input_size, eps, &mut sc.gate, &mut sc.a);
+        let (layers, p) = (cfg.num_layers(), cfg.per_layer_input_size);
+        if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
+            // Gemma 3n: correct the streams from this layer's output; the
+            // (scaled) active stream's per-layer input goes to streams 1...
+            crate::gemma3n::correct(aw, spec, segs, &mut sc.streams, x, eps);
+            let len = n * hidden;
+            let first = &mut sc.h[..len];
+            first.copy_from_slice(&sc.streams[spec.active * len..(spec.active + 1) * len]);
+            if spec.correct_scale {
+                for row in first.chunks_exact_mut(hidden) {
+                    row.iter_mut().zip(&aw.correct_output_scale).for_each(|(v, s)| *v *= s);
+                }
+            }
+            if let Some(ple) = &w.ple {
+                let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a);
+                for st in sc.streams[len..spec.streams * len].chunks_exact_mut(len) {
+                    add_in_place(st, y);
+                }
+            }
+        } else if let Some(ple) = &w.ple {
+            let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, x, &sc.ple, p, eps, &mut sc.gate, &mut sc.a);
+            add_in_place(x, y);
         }
         if let Some(s) = w.layer_scalar {
             x.iter_mut().for_each(|v| *v *= s);

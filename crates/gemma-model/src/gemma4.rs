@@ -8,22 +8,24 @@ use crate::config::{Fields, LayerSpec, MoeSpec};
 use gemma_core::{GemmaError, Result};
 use serde_json::Value;
 
-/// Model-wide Gemma 4 settings.
+/// Model-wide Gemma 3n/4 settings.
 pub(crate) struct Extra {
     pub per_layer_input_size: usize,
     pub per_layer_vocab_size: usize,
     pub moe: Option<MoeSpec>,
+    pub altup: Option<crate::config::AltUpSpec>,
+    pub laurel_rank: usize,
 }
 
 impl Extra {
     /// Nothing (Gemma 1–3).
     pub fn none() -> Self {
-        Self { per_layer_input_size: 0, per_layer_vocab_size: 0, moe: None }
+        Self { per_layer_input_size: 0, per_layer_vocab_size: 0, moe: None, altup: None, laurel_rank: 0 }
     }
 }
 
 /// A non-negative integer field (0 allowed, unlike `Fields::usize_opt`).
-fn count(f: &Fields, key: &str) -> Result<usize> {
+pub(crate) fn count(f: &Fields, key: &str) -> Result<usize> {
     match f.get(key) {
         None => Ok(0),
         Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| GemmaError::config(f.name(key), format!("expected a non-negative integer, found {v}"))),
@@ -72,26 +74,9 @@ pub(crate) fn parse(f: &Fields, layers: &mut [LayerSpec]) -> Result<Extra> {
             return Err(GemmaError::config(f.name("per_layer_config"), format!("layer {l}: head_dim {} must be even for RoPE", spec.head_dim)));
         }
     }
-    // KV sharing: the last `shared` layers read the cache of the last
-    // earlier layer of their own type.
-    let shared = count(f, "num_kv_shared_layers")?;
-    if shared > n {
-        return Err(GemmaError::config(f.name("num_kv_shared_layers"), format!("{shared} is more than the {n} layers")));
-    }
-    let first = n - shared;
-    let double_wide = f.bool_opt("use_double_wide_mlp")?.unwrap_or(false);
-    for l in first..n {
-        let sliding = layers[l].attention.is_sliding();
-        let src = (0..first).rev().find(|&j| layers[j].attention.is_sliding() == sliding).ok_or_else(|| {
-            GemmaError::config(f.name("num_kv_shared_layers"), format!("layer {l} shares keys and values, but no earlier layer of its type computes them"))
-        })?;
-        if layers[src].head_dim != layers[l].head_dim || layers[src].num_kv_heads != layers[l].num_kv_heads {
-            return Err(GemmaError::config(f.name("num_kv_shared_layers"), format!("layer {l} and its source {src} differ in head geometry")));
-        }
-        layers[l].kv_source = Some(src);
-        if double_wide {
-            layers[l].intermediate_size *= 2;
-        }
+    let first = kv_sharing(f, layers)?;
+    if f.bool_opt("use_double_wide_mlp")?.unwrap_or(false) {
+        layers[first..].iter_mut().for_each(|l| l.intermediate_size *= 2);
     }
     let per_layer_input_size = count(f, "hidden_size_per_layer_input")?;
     let per_layer_vocab_size = match f.usize_opt("vocab_size_per_layer_input")? {
@@ -113,7 +98,30 @@ pub(crate) fn parse(f: &Fields, layers: &mut [LayerSpec]) -> Result<Extra> {
             return Err(GemmaError::config(f.name("hidden_activation"), format!("activation `{act}` is not supported")));
         }
     }
-    Ok(Extra { per_layer_input_size, per_layer_vocab_size, moe })
+    Ok(Extra { per_layer_input_size, per_layer_vocab_size, moe, altup: None, laurel_rank: 0 })
+}
+
+/// KV sharing (Gemma 3n and 4): the last `num_kv_shared_layers` layers read
+/// the cache of the last earlier layer of their own type. Returns the first
+/// sharing layer.
+pub(crate) fn kv_sharing(f: &Fields, layers: &mut [LayerSpec]) -> Result<usize> {
+    let n = layers.len();
+    let shared = count(f, "num_kv_shared_layers")?;
+    if shared > n {
+        return Err(GemmaError::config(f.name("num_kv_shared_layers"), format!("{shared} is more than the {n} layers")));
+    }
+    let first = n - shared;
+    for l in first..n {
+        let sliding = layers[l].attention.is_sliding();
+        let src = (0..first).rev().find(|&j| layers[j].attention.is_sliding() == sliding).ok_or_else(|| {
+            GemmaError::config(f.name("num_kv_shared_layers"), format!("layer {l} shares keys and values, but no earlier layer of its type computes them"))
+        })?;
+        if layers[src].head_dim != layers[l].head_dim || layers[src].num_kv_heads != layers[l].num_kv_heads {
+            return Err(GemmaError::config(f.name("num_kv_shared_layers"), format!("layer {l} and its source {src} differ in head geometry")));
+        }
+        layers[l].kv_source = Some(src);
+    }
+    Ok(first)
 }
 
 // ---- The forward's Gemma 4 steps (called from `forward.rs`). ----
@@ -159,16 +167,20 @@ pub(crate) fn per_layer_inputs(m: &Model, segs: &[Seg], items: &[(&[u32], &mut K
     let mut row = vec![0f32; lp];
     for seg in segs {
         for (t, &tok) in items[seg.item].0.iter().enumerate() {
-            gemma_quant::read_f32(&w.embed.storage, tok as usize * lp, &mut row);
+            // Ids past the per-layer table (Gemma 3n's is shorter than the vocabulary) read row 0.
+            let tok = if (tok as usize) < w.embed.rows { tok as usize } else { 0 };
+            gemma_quant::read_f32(&w.embed.storage, tok * lp, &mut row);
             let dst = &mut out[(seg.row0 + t) * lp..(seg.row0 + t + 1) * lp];
             dst.iter_mut().zip(&row).for_each(|(d, &e)| *d = (*d + e * scale_p) * inv_sqrt2);
         }
     }
 }
 
-/// Layer `l`'s per-layer input: `x += norm(proj(gelu(gate·x) ⊙ e_l))`.
+/// Layer `l`'s per-layer input `norm(proj(gelu(gate·x) ⊙ e_l))` `[n, hidden]`,
+/// returned in `y` (Gemma 4 adds it to the residual, Gemma 3n to its
+/// AltUp streams past the first).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn add_per_layer_input(w: &PleLayerWeights, l: usize, layers: usize, segs: &[Seg], x: &mut [f32], ple: &[f32], p: usize, eps: f32, g: &mut Vec<f32>, y: &mut Vec<f32>) {
+pub(crate) fn per_layer_delta<'y>(w: &PleLayerWeights, l: usize, layers: usize, segs: &[Seg], x: &[f32], ple: &[f32], p: usize, eps: f32, g: &mut Vec<f32>, y: &'y mut Vec<f32>) -> &'y mut [f32] {
     let n: usize = segs.iter().map(|s| s.n).sum();
     let hidden = x.len() / n;
     // `ple` is the workspace buffer: it may be longer than this call's rows.
@@ -183,7 +195,7 @@ pub(crate) fn add_per_layer_input(w: &PleLayerWeights, l: usize, layers: usize, 
     let y = buf(y, n * hidden);
     Model::project_plain(segs, gate, &w.proj, y);
     rms_norm_in_place(y, &w.norm, eps);
-    x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
+    y
 }
 
 /// The MoE block: `dense` (the dense MLP's output, in place) becomes
@@ -285,6 +297,13 @@ const KNOWN_FIELDS: &[&str] = &[
     "global_head_dim", "num_global_key_value_heads", "use_sliding_window", "final_logit_soft_cap",
 ];
 
+/// Fields only Gemma 3n has (altup_coef_clip and altup_lr_multiplier act
+/// in training only).
+const GEMMA3N_FIELDS: &[&str] = &[
+    "activation_sparsity_pattern", "altup_active_idx", "altup_coef_clip", "altup_correct_scale", "altup_num_inputs",
+    "altup_lr_multiplier", "laurel_rank",
+];
+
 /// Words that mark a field as one that may change the forward pass.
 const MATH_WORDS: &[&str] = &[
     "rope", "norm", "attn", "attention", "softcap", "scal", "head", "layer", "window", "expert", "moe", "act", "embed", "bias",
@@ -296,7 +315,7 @@ const MATH_WORDS: &[&str] = &[
 /// ignore it; `quantization_config` (pre-quantized bitsandbytes/GPTQ/AWQ
 /// weights) is refused by name. Other unknown fields (tool versions and
 /// the like) are ignored.
-pub(crate) fn check_unknown_fields(f: &Fields) -> gemma_core::Result<()> {
+pub(crate) fn check_unknown_fields(f: &Fields, family: crate::config::Family) -> gemma_core::Result<()> {
     if f.get("quantization_config").is_some() {
         return Err(GemmaError::config(
             f.name("quantization_config"),
@@ -304,7 +323,8 @@ pub(crate) fn check_unknown_fields(f: &Fields) -> gemma_core::Result<()> {
         ));
     }
     for key in f.obj.keys() {
-        if KNOWN_FIELDS.contains(&key.as_str()) || f.get(key).is_none() {
+        let own = family == crate::config::Family::Gemma3n && GEMMA3N_FIELDS.contains(&key.as_str());
+        if own || KNOWN_FIELDS.contains(&key.as_str()) || f.get(key).is_none() {
             continue;
         }
         let lower = key.to_lowercase();

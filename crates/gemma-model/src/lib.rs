@@ -1,11 +1,12 @@
 //! The Gemma model: a typed config parsed once from the checkpoint, weights,
-//! a KV cache, and one config-driven forward for Gemma 1, 2 and 3.
+//! a KV cache, and one config-driven forward for every Gemma generation.
 
 pub mod attention;
 pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod forward;
+mod gemma3n;
 mod gemma4;
 pub mod gguf;
 pub mod hf;

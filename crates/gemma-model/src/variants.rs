@@ -28,6 +28,9 @@ pub const VARIANTS: &[Variant] = &[
     Variant { family: Family::Gemma3, size: "4B", num_layers: 34, hidden_size: 2560 },
     Variant { family: Family::Gemma3, size: "12B", num_layers: 48, hidden_size: 3840 },
     Variant { family: Family::Gemma3, size: "27B", num_layers: 62, hidden_size: 5376 },
+    // Gemma 3n: E4B is transformers' Gemma3nTextConfig default; E2B has 30 layers.
+    Variant { family: Family::Gemma3n, size: "E2B", num_layers: 30, hidden_size: 2048 },
+    Variant { family: Family::Gemma3n, size: "E4B", num_layers: 35, hidden_size: 2048 },
     // Gemma 4: layer counts and widths as third-party fixtures of the
     // published configs give them (not checked against the Hub here).
     Variant { family: Family::Gemma4, size: "E2B", num_layers: 35, hidden_size: 1536 },

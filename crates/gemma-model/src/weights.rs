@@ -40,6 +40,46 @@ pub struct LayerWeights {
     pub ple: Option<PleLayerWeights>,
     /// Mixture-of-experts block beside the dense MLP (Gemma 4 26B-A4B).
     pub moe: Option<MoeWeights>,
+    /// AltUp predict/correct of this layer (Gemma 3n).
+    pub altup: Option<AltUpLayerWeights>,
+    /// LAuReL residual of this layer (Gemma 3n).
+    pub laurel: Option<LaurelWeights>,
+}
+
+/// One layer's AltUp weights (Gemma 3n), `S` streams.
+#[derive(Debug, Clone)]
+pub struct AltUpLayerWeights {
+    /// Scale of the corrected active stream feeding the per-layer input `[hidden]`.
+    pub correct_output_scale: Vec<f32>,
+    /// Correction coefficients `[S, S]` row-major (a Linear S → S).
+    pub correction_coefs: Vec<f32>,
+    /// Prediction coefficients `[S·S, S]` row-major (a Linear S → S·S).
+    pub prediction_coefs: Vec<f32>,
+    /// Router `[S, hidden]`.
+    pub router: Matrix,
+    /// Router input norm gain `[hidden]`.
+    pub router_norm: Vec<f32>,
+}
+
+/// One layer's LAuReL block (Gemma 3n): `h + norm(right(left(h)))`.
+#[derive(Debug, Clone)]
+pub struct LaurelWeights {
+    /// `[rank, hidden]`.
+    pub left: Matrix,
+    /// `[hidden, rank]`.
+    pub right: Matrix,
+    /// Norm after `right` `[hidden]`.
+    pub norm: Vec<f32>,
+}
+
+/// The model-wide AltUp projections (Gemma 3n): stream `i ≥ 1` is
+/// `proj[i-1](x)` after the embedding and `unembed[i-1]` maps it back at the end.
+#[derive(Debug, Clone)]
+pub struct AltUpWeights {
+    /// `[hidden, hidden]` each.
+    pub proj: Vec<Matrix>,
+    /// `[hidden, hidden]` each.
+    pub unembed: Vec<Matrix>,
 }
 
 /// One layer's per-layer-embedding input: `x += norm(proj(gelu(gate·x) ⊙ e_l))`.
@@ -98,8 +138,10 @@ pub struct Weights {
     pub final_norm: Vec<f32>,
     /// Untied output head `[vocab, hidden]`, if the checkpoint has one.
     pub lm_head: Option<Matrix>,
-    /// Per-layer embeddings (Gemma 4 E models).
+    /// Per-layer embeddings (Gemma 3n, Gemma 4 E models).
     pub ple: Option<PleWeights>,
+    /// AltUp stream projections (Gemma 3n).
+    pub altup: Option<AltUpWeights>,
 }
 
 impl Weights {
@@ -123,9 +165,18 @@ impl Weights {
                 n += m(&e.router) + e.router_scale.len() + e.expert_scale.len() + 3 * e.pre_norm.len();
                 n += e.gate_up.iter().chain(&e.down).map(m).sum::<usize>();
             }
+            if let Some(a) = &l.altup {
+                n += a.correct_output_scale.len() + a.correction_coefs.len() + a.prediction_coefs.len() + m(&a.router) + a.router_norm.len();
+            }
+            if let Some(r) = &l.laurel {
+                n += m(&r.left) + m(&r.right) + r.norm.len();
+            }
         }
         if let Some(p) = &self.ple {
             n += m(&p.embed) + m(&p.proj) + p.norm.len();
+        }
+        if let Some(a) = &self.altup {
+            n += a.proj.iter().chain(&a.unembed).map(m).sum::<usize>();
         }
         n
     }
@@ -145,10 +196,13 @@ impl Weights {
                 n += m(&e.router) + (e.router_scale.len() + e.expert_scale.len() + 3 * e.pre_norm.len()) * 4;
                 n += e.gate_up.iter().chain(&e.down).map(m).sum::<usize>();
             }
+            n += l.altup.as_ref().map_or(0, |a| (a.correct_output_scale.len() + a.correction_coefs.len() + a.prediction_coefs.len() + a.router_norm.len()) * 4 + m(&a.router));
+            n += l.laurel.as_ref().map_or(0, |r| m(&r.left) + m(&r.right) + r.norm.len() * 4);
         }
         if let Some(p) = &self.ple {
             n += m(&p.embed) + m(&p.proj) + p.norm.len() * 4;
         }
+        n += self.altup.as_ref().map_or(0, |a| a.proj.iter().chain(&a.unembed).map(m).sum::<usize>());
         n
     }
 
@@ -166,10 +220,13 @@ impl Weights {
             if let Some(e) = &l.moe {
                 n += m(&e.router) + e.gate_up.iter().chain(&e.down).map(m).sum::<usize>() * e.top_k / e.gate_up.len().max(1);
             }
+            n += l.altup.as_ref().map_or(0, |a| m(&a.router));
+            n += l.laurel.as_ref().map_or(0, |r| m(&r.left) + m(&r.right));
         }
         if let Some(p) = &self.ple {
             n += m(&p.proj);
         }
+        n += self.altup.as_ref().map_or(0, |a| a.proj.iter().chain(&a.unembed).map(m).sum::<usize>());
         n
     }
 
@@ -244,6 +301,26 @@ pub enum Part {
     MoePostNormDense,
     /// Gemma 4 MoE: norm of the experts' output.
     MoePostNormExperts,
+    /// Gemma 3n: projection to AltUp stream `l + 1` (model-wide, `l` indexes it).
+    AltUpProj,
+    /// Gemma 3n: projection back from AltUp stream `l + 1` (model-wide).
+    AltUpUnembed,
+    /// Gemma 3n AltUp: scale of the corrected active stream.
+    AltUpCorrectScale,
+    /// Gemma 3n AltUp: correction coefficients `[S, S]`.
+    AltUpCorrectionCoefs,
+    /// Gemma 3n AltUp: prediction coefficients `[S·S, S]`.
+    AltUpPredictionCoefs,
+    /// Gemma 3n AltUp: router `[S, hidden]`.
+    AltUpRouter,
+    /// Gemma 3n AltUp: router input norm.
+    AltUpRouterNorm,
+    /// Gemma 3n LAuReL down projection `[rank, hidden]`.
+    LaurelLeft,
+    /// Gemma 3n LAuReL up projection `[hidden, rank]`.
+    LaurelRight,
+    /// Gemma 3n LAuReL output norm.
+    LaurelNorm,
 }
 
 /// How a checkpoint format names tensors and stores norms.
@@ -301,6 +378,16 @@ impl Naming {
                     Part::MoePreNorm => layer("pre_feedforward_layernorm_2"),
                     Part::MoePostNormDense => layer("post_feedforward_layernorm_1"),
                     Part::MoePostNormExperts => layer("post_feedforward_layernorm_2"),
+                    Part::AltUpProj => format!("{prefix}altup_projections.{l}.weight"),
+                    Part::AltUpUnembed => format!("{prefix}altup_unembed_projections.{l}.weight"),
+                    Part::AltUpCorrectScale => format!("{prefix}layers.{l}.altup.correct_output_scale"),
+                    Part::AltUpCorrectionCoefs => layer("altup.correction_coefs"),
+                    Part::AltUpPredictionCoefs => layer("altup.prediction_coefs"),
+                    Part::AltUpRouter => layer("altup.modality_router"),
+                    Part::AltUpRouterNorm => layer("altup.router_norm"),
+                    Part::LaurelLeft => layer("laurel.linear_left"),
+                    Part::LaurelRight => layer("laurel.linear_right"),
+                    Part::LaurelNorm => layer("laurel.post_laurel_norm"),
                 }
             }
             Naming::Gguf => {
@@ -391,6 +478,12 @@ impl Loader<'_> {
         Ok(gemma_quant::to_f32_vec(&self.raw(&name, &[len])?))
     }
 
+    /// A small matrix `[rows, cols]` as stored, in f32 row-major.
+    fn flat(&mut self, part: Part, l: usize, rows: usize, cols: usize) -> Result<Vec<f32>> {
+        let name = self.naming.name(part, l, self.sandwich);
+        Ok(gemma_quant::to_f32_vec(&self.raw(&name, &[rows, cols])?))
+    }
+
     /// A stack of `n` matrices `[n, rows, cols]` (packed experts), split.
     fn stack(&mut self, part: Part, l: usize, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>> {
         let name = self.naming.name(part, l, self.sandwich);
@@ -435,7 +528,9 @@ impl Weights {
         let untied = !cfg.tie_word_embeddings || has_lm_head;
         let extra = usize::from(cfg.layer_scalar) + if cfg.per_layer_input_size > 0 { 3 } else { 0 } + if cfg.moe.is_some() { 8 } else { 0 };
         let shared = cfg.layers.iter().filter(|l| l.kv_source.is_some()).count() * 3 + cfg.layers.iter().filter(|l| l.k_eq_v).count();
-        let total = 2 + cfg.num_layers() * (per_layer + extra) - shared + usize::from(untied) + if cfg.per_layer_input_size > 0 { 3 } else { 0 };
+        let extra = extra + if cfg.altup.is_some() { 5 } else { 0 } + if cfg.laurel_rank > 0 { 3 } else { 0 };
+        let model_wide = if cfg.per_layer_input_size > 0 { 3 } else { 0 } + cfg.altup.map_or(0, |a| 2 * (a.streams - 1));
+        let total = 2 + cfg.num_layers() * (per_layer + extra) - shared + usize::from(untied) + model_wide;
         let norm_offset = if naming.norms_hold_one_plus_w() { 0.0 } else { cfg.norm_offset };
         let mut ld = Loader { source, naming, sandwich: cfg.sandwich_norms, norm_offset, dtype, progress, done: 0, total };
         let h = cfg.hidden_size;
@@ -468,6 +563,22 @@ impl Weights {
                 }),
                 None => None,
             };
+            let altup = match cfg.altup {
+                Some(a) => Some(AltUpLayerWeights {
+                    correct_output_scale: ld.vector(Part::AltUpCorrectScale, l, h)?,
+                    correction_coefs: ld.flat(Part::AltUpCorrectionCoefs, l, a.streams, a.streams)?,
+                    prediction_coefs: ld.flat(Part::AltUpPredictionCoefs, l, a.streams * a.streams, a.streams)?,
+                    router: ld.matrix(Part::AltUpRouter, l, a.streams, h)?,
+                    router_norm: ld.norm(Part::AltUpRouterNorm, l, h)?,
+                }),
+                None => None,
+            };
+            let laurel = if cfg.laurel_rank > 0 {
+                let r = cfg.laurel_rank;
+                Some(LaurelWeights { left: ld.matrix(Part::LaurelLeft, l, r, h)?, right: ld.matrix(Part::LaurelRight, l, h, r)?, norm: ld.norm(Part::LaurelNorm, l, h)? })
+            } else {
+                None
+            };
             layers.push(LayerWeights {
                 attn_norm: ld.norm(Part::AttnNorm, l, h)?,
                 q: ld.matrix(Part::Q, l, q, h)?,
@@ -485,6 +596,8 @@ impl Weights {
                 layer_scalar: if cfg.layer_scalar { Some(ld.vector(Part::LayerScalar, l, 1)?[0]) } else { None },
                 ple,
                 moe,
+                altup,
+                laurel,
             });
         }
         let ple = if p > 0 {
@@ -497,9 +610,17 @@ impl Weights {
         } else {
             None
         };
+        let altup = match cfg.altup {
+            Some(a) => {
+                let proj = (0..a.streams - 1).map(|i| ld.matrix(Part::AltUpProj, i, h, h)).collect::<Result<Vec<_>>>()?;
+                let unembed = (0..a.streams - 1).map(|i| ld.matrix(Part::AltUpUnembed, i, h, h)).collect::<Result<Vec<_>>>()?;
+                Some(AltUpWeights { proj, unembed })
+            }
+            None => None,
+        };
         let final_norm = ld.norm(Part::FinalNorm, 0, h)?;
         let lm_head = if untied { Some(ld.matrix(Part::LmHead, 0, cfg.vocab_size, h)?) } else { None };
-        Ok(Self { embed, layers, final_norm, lm_head, ple })
+        Ok(Self { embed, layers, final_norm, lm_head, ple, altup })
     }
 
     /// Load from a Hugging Face safetensors checkpoint.

@@ -25,6 +25,9 @@ pub struct Workspace {
     /// Gemma 4: per-layer inputs `[n, layers · P]` and the experts' output.
     pub(crate) ple: Vec<f32>,
     pub(crate) moe: Vec<f32>,
+    /// Gemma 3n: the AltUp streams `[S, n, hidden]` and the LAuReL output `[n, hidden]`.
+    pub(crate) streams: Vec<f32>,
+    pub(crate) laurel: Vec<f32>,
     /// Per-thread attention tile buffers.
     pub(crate) tiles: Vec<crate::attention::TileBufs>,
 }

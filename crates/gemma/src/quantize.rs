@@ -149,7 +149,13 @@ pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progres
         Family::Gemma1 => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
-        Family::Gemma4 => return Err(GemmaError::Unsupported("writing Gemma 4 as GGUF (llama.cpp's gemma4 layout) is not done yet; run the Hugging Face folder, optionally with --dtype".into())),
+        Family::Gemma4 | Family::Gemma3n => {
+            return Err(GemmaError::Unsupported(format!(
+                "writing {} as GGUF (llama.cpp's {} layout) is not done yet; run the Hugging Face folder, optionally with --dtype",
+                c.family.name(),
+                if c.family == Family::Gemma4 { "gemma4" } else { "gemma3n" }
+            )))
+        }
     };
     let mut w = GgufWriter::new();
     let k = |s: &str| format!("{arch}.{s}");
