@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serve the real model and drive it with the official `openai` and
 # `huggingface_hub` Python clients (tools/clients_check.py), with an API key;
-# then SIGTERM the server and require a clean exit (code 0).
+# then SIGTERM the server and require a clean exit (code 0); then the thinking
+# mode on testdata/tiny-gemma4-it (tools/clients_check_thinking.py).
 #   scripts/check-clients.sh [MODEL]
 # The clients are installed from PyPI into $CLIENTS_VENV
 # (default ~/.cache/gemma-rs/venv-clients) once.
@@ -15,16 +16,20 @@ if ! "$VENV/bin/python" -c "import openai, huggingface_hub" 2>/dev/null; then
   "$VENV/bin/pip" install -q openai huggingface_hub
 fi
 cargo build --release -q -p gemma-cli
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 KEY="check-$RANDOM$RANDOM"
 LOG="$(mktemp)"
-GEMMA_API_KEY="$KEY" target/release/gemma serve -m "$MODEL" --port "$PORT" --shutdown-grace 5 2>"$LOG" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
-  sleep 0.2
-done
+# serve ARGS...: start `gemma serve ARGS` on a free loopback port (PORT, PID) and wait for /health.
+serve() {
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  GEMMA_API_KEY="$KEY" target/release/gemma serve "$@" --port "$PORT" --shutdown-grace 5 2>"$LOG" &
+  PID=$!
+  trap 'kill $PID 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
+    sleep 0.2
+  done
+}
+serve -m "$MODEL"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/models")
 [ "$code" = 401 ] || { echo "FAILED: /v1/models without the key gave $code, want 401" >&2; exit 1; }
 "$VENV/bin/python" tools/clients_check.py "http://127.0.0.1:$PORT" "$KEY"
@@ -34,3 +39,10 @@ wait $PID || status=$?
 trap - EXIT
 [ "$status" = 0 ] || { echo "FAILED: the server exited with $status after SIGTERM" >&2; cat "$LOG" >&2; exit 1; }
 echo "server shut down cleanly on SIGTERM"
+
+# Thinking mode (Gemma 4 protocol) on the tiny fixture whose greedy answer thinks.
+serve -m testdata/tiny-gemma4-it --enable-thinking
+"$VENV/bin/python" tools/clients_check_thinking.py "http://127.0.0.1:$PORT" "$KEY"
+kill -TERM $PID
+wait $PID || true
+trap - EXIT

@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// Default `max_tokens` of a chat request that names none (shown in /info).
     #[arg(long, default_value_t = gemma_server::DEFAULT_CHAT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,
+    /// Models with a thinking mode (Gemma 4) think by default; requests turn
+    /// it off with `reasoning_effort: "none"` or
+    /// `chat_template_kwargs: {"enable_thinking": false}`. Off without this flag.
+    #[arg(long)]
+    pub enable_thinking: bool,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "GEMMA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -549,6 +549,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         predict_route: std::env::var("AIP_PREDICT_ROUTE").ok().filter(|r| r.starts_with('/')),
         health_route: std::env::var("AIP_HEALTH_ROUTE").ok().filter(|r| r.starts_with('/')),
         max_new_tokens: a.max_new_tokens,
+        enable_thinking: a.enable_thinking,
     };
     let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config, adapters });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -139,7 +139,7 @@ async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result
             choices.push(Choice { req: r, echo: echo.then(|| p.text.clone()), counts_prompt: i == 0 });
         }
     }
-    run_choices(s, &v, choices, Kind::Completion, started, None).await
+    run_choices(s, &v, choices, Kind::Completion, started, None, None).await
 }
 
 /// The legacy logprobs of the scored prompt tokens, offsets from 0.

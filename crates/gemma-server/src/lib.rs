@@ -15,6 +15,7 @@ mod completions;
 mod grammar;
 pub mod metrics;
 mod openai;
+mod reasoning;
 mod tgi;
 mod call_syntax;
 mod embeddings;
@@ -46,6 +47,9 @@ pub struct ServerConfig {
     pub health_route: Option<String>,
     /// Default `max_tokens` of a chat request that names none.
     pub max_new_tokens: usize,
+    /// Models with a thinking mode (Gemma 4) think unless a request says
+    /// otherwise (`reasoning_effort`, `chat_template_kwargs.enable_thinking`).
+    pub enable_thinking: bool,
 }
 
 /// Default of [`ServerConfig::max_new_tokens`].
@@ -60,6 +64,7 @@ impl Default for ServerConfig {
             predict_route: None,
             health_route: None,
             max_new_tokens: DEFAULT_CHAT_MAX_NEW_TOKENS,
+            enable_thinking: false,
         }
     }
 }

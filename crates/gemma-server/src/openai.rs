@@ -9,6 +9,7 @@
 //! separate sequences with seeds `seed, seed+1, …`. Prompt scoring (`echo`)
 //! is in `completions.rs`.
 
+use crate::reasoning::ThinkingSyntax;
 use crate::{collect, failed, finished, ApiError, Flavor, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -97,7 +98,8 @@ pub(crate) fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
 pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind) -> Result<Request, ApiError> {
     let g: &Gemma = s.engine.gemma();
     // Features a client relies on are refused rather than silently ignored.
-    let refused: &[&str] = if kind == Kind::Chat { &["functions", "logit_bias", "best_of"] } else { &["tools", "functions", "logit_bias", "best_of"] };
+    let refused: &[&str] =
+        if kind == Kind::Chat { &["functions", "logit_bias", "best_of"] } else { &["tools", "functions", "logit_bias", "best_of"] };
     for &key in refused {
         let set = match v.get(key) {
             None | Some(Value::Null) => false,
@@ -297,7 +299,12 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
         return Err(invalid("'messages' must not be empty"));
     }
     let tools = crate::tools::parse(&v, crate::call_syntax::CallSyntax::detect(&g.tokenizer)).map_err(invalid)?;
-    let prompt = crate::tools::prompt(g, msgs, tools.as_ref(), &|c| content_text(c).map_err(|e| e.message)).map_err(invalid)?;
+    // Thinking (Gemma 4): decided before the prompt, which the template writes with or without it.
+    let syntax = crate::reasoning::ThinkingSyntax::detect(g);
+    let constrained =
+        crate::grammar::openai_response_format(&v).map_err(invalid)?.is_some() || tools.as_ref().is_some_and(|t| t.active() && t.grammar().is_some());
+    let (thinking, kwargs) = crate::reasoning::template_kwargs(&v, s.config.enable_thinking, syntax, constrained).map_err(invalid)?;
+    let prompt = crate::tools::prompt(g, msgs, tools.as_ref(), &|c| content_text(c).map_err(|e| e.message), &kwargs).map_err(invalid)?;
     let mut req = build_request(s, &v, prompt, Kind::Chat)?;
     let tools = tools.filter(|t| t.active());
     if let Some(t) = &tools {
@@ -321,7 +328,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
             Choice { req: r, echo: None, counts_prompt: i == 0 }
         })
         .collect();
-    run_choices(s, &v, choices, Kind::Chat, started, tools.map(std::sync::Arc::new)).await
+    run_choices(s, &v, choices, Kind::Chat, started, tools.map(std::sync::Arc::new), syntax.map(|syn| (syn, thinking))).await
 }
 
 /// Which endpoint a request came through.
@@ -351,7 +358,9 @@ pub(crate) struct Choice {
 }
 
 /// Submit every choice and answer with them in order, collected or streamed.
-/// With `tools`, an answer that is a call becomes `message.tool_calls`.
+/// With `tools`, an answer that is a call becomes `message.tool_calls`; with
+/// `thinking` (the model's syntax, and whether the request thinks) a thought
+/// becomes `reasoning_content`.
 pub(crate) async fn run_choices(
     s: &Shared,
     v: &Value,
@@ -359,6 +368,7 @@ pub(crate) async fn run_choices(
     kind: Kind,
     started: Instant,
     tools: Option<std::sync::Arc<crate::tools::Tools>>,
+    thinking: Option<(ThinkingSyntax, bool)>,
 ) -> Result<Response, ApiError> {
     let g = std::sync::Arc::clone(s.engine.gemma());
     let n = choices.len();
@@ -368,6 +378,7 @@ pub(crate) async fn run_choices(
     let mut handles = Vec::with_capacity(n);
     let echoes: Vec<Option<String>> = choices.iter().map(|c| c.echo.clone()).collect();
     let counts_prompt: Vec<bool> = choices.iter().map(|c| c.counts_prompt).collect();
+    let prompts: Vec<Vec<u32>> = if thinking.is_some() { choices.iter().map(|c| c.req.prompt.clone()).collect() } else { Vec::new() };
     if stream && echoes.iter().any(Option::is_some) {
         return Err(invalid("'echo' is not supported with 'stream'"));
     }
@@ -396,13 +407,32 @@ pub(crate) async fn run_choices(
             let fr = finish_reason(&c.summary.finish);
             choices.push(match kind {
                 Kind::Chat => {
-                    let lp = if want_lp { json!({"content": c.tokens.iter().map(|t| chat_logprob(&g, t)).collect::<Vec<_>>()}) } else { Value::Null };
-                    let spelled: String = c.tokens.iter().map(|t| tool_text(&g, t)).collect::<String>() + &c.summary.tail_text;
-                    match tools.as_ref().and_then(|t| t.parse_calls(&spelled).map(|calls| (t, calls))) {
+                    // The thought apart; the reply is what tool calls are parsed from.
+                    let (reasoning, tokens, tail, text) = match thinking {
+                        Some((syn, _)) => {
+                            let (mut r, toks, open) = crate::reasoning::split_all(syn, &prompts[i], &c.tokens);
+                            let tail = if open {
+                                r.push_str(c.summary.tail_text.trim_end());
+                                String::new()
+                            } else {
+                                c.summary.tail_text.clone()
+                            };
+                            let text = toks.iter().map(|t| t.text.as_str()).collect::<String>() + &tail;
+                            (r, toks, tail, text)
+                        }
+                        None => (String::new(), c.tokens.clone(), c.summary.tail_text.clone(), c.text.clone()),
+                    };
+                    let lp = if want_lp { json!({"content": tokens.iter().map(|t| chat_logprob(&g, t)).collect::<Vec<_>>()}) } else { Value::Null };
+                    let spelled: String = tokens.iter().map(|t| tool_text(&g, t)).collect::<String>() + &tail;
+                    let mut choice = match tools.as_ref().and_then(|t| t.parse_calls(&spelled).map(|calls| (t, calls))) {
                         Some((t, calls)) => json!({"index": i, "message": {"role": "assistant", "content": null,
                             "tool_calls": crate::tools::tool_calls_json(&calls, handle_ids[i])}, "logprobs": lp, "finish_reason": call_finish(t, fr)}),
-                        None => json!({"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": fr}),
+                        None => json!({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": fr}),
+                    };
+                    if thinking.is_some_and(|(_, on)| on) || !reasoning.is_empty() {
+                        choice["message"]["reasoning_content"] = if reasoning.is_empty() { Value::Null } else { json!(reasoning) };
                     }
+                    choice
                 }
                 Kind::Completion => match &echoes[i] {
                     Some(prompt) => crate::completions::echo_choice(&g, i, prompt, &c, want_lp, fr),
@@ -437,6 +467,9 @@ pub(crate) async fn run_choices(
     // With tools: text held back per choice while it may be a call (`None`:
     // known to be plain text).
     let mut held: Vec<Option<Held>> = vec![tools.as_ref().map(|_| Held::default()); n];
+    // With a thinking syntax: each choice's thought split off as it streams.
+    let mut splitters: Vec<Option<crate::reasoning::Splitter>> =
+        (0..n).map(|i| thinking.filter(|_| kind == Kind::Chat).map(|(syn, _)| crate::reasoning::Splitter::new(syn, &prompts[i]))).collect();
     let tagged = handles
         .into_iter()
         .enumerate()
@@ -450,43 +483,64 @@ pub(crate) async fn run_choices(
         }
         match ev {
             Event::Prompt(_) => {}
-            Event::Token(t) if kind == Kind::Chat && held[i].is_some() => {
-                let h = held[i].as_mut().expect("checked");
-                h.spelled.push_str(&tool_text(&g, &t));
-                h.text.push_str(&t.text);
-                if want_lp {
-                    h.logprobs.push(chat_logprob(&g, &t));
-                }
-                let t_ref = tools.as_ref().expect("held only with tools");
-                if !h.spelled.trim().is_empty() && !t_ref.may_be_call(&h.spelled) {
-                    // Plain text after all: release what was held, with its logprobs.
-                    let h = held[i].take().expect("checked");
-                    let lp = if want_lp { json!({"content": h.logprobs}) } else { Value::Null };
-                    out.push(data(chunk(i, json!({"delta": {"content": h.text}, "logprobs": lp, "finish_reason": null}))));
-                }
-            }
             Event::Token(t) => {
-                if !t.text.is_empty() || want_lp {
-                    out.push(data(chunk(
-                        i,
-                        match kind {
-                            Kind::Chat => {
-                                let lp = if want_lp { json!({"content": [chat_logprob(&g, &t)]}) } else { Value::Null };
-                                json!({"delta": {"content": t.text}, "logprobs": lp, "finish_reason": null})
-                            }
-                            Kind::Completion => {
-                                let lp = if want_lp { completion_logprobs(&g, std::slice::from_ref(&t), offsets[i]) } else { Value::Null };
-                                offsets[i] += t.text.len();
-                                json!({"text": t.text, "logprobs": lp, "finish_reason": null})
-                            }
-                        },
-                    )));
+                let t = match splitters[i].as_mut().map(|sp| sp.push(&t)) {
+                    None => Some(t),
+                    Some(crate::reasoning::Piece::Content(c)) => Some(c),
+                    Some(crate::reasoning::Piece::Reasoning(r)) => {
+                        out.push(data(chunk(i, json!({"delta": {"reasoning_content": r}, "logprobs": null, "finish_reason": null}))));
+                        None
+                    }
+                    Some(crate::reasoning::Piece::Skip) => None,
+                };
+                if let Some(t) = t {
+                    if kind == Kind::Chat && held[i].is_some() {
+                        let h = held[i].as_mut().expect("checked");
+                        h.spelled.push_str(&tool_text(&g, &t));
+                        h.text.push_str(&t.text);
+                        if want_lp {
+                            h.logprobs.push(chat_logprob(&g, &t));
+                        }
+                        let t_ref = tools.as_ref().expect("held only with tools");
+                        if !h.spelled.trim().is_empty() && !t_ref.may_be_call(&h.spelled) {
+                            // Plain text after all: release what was held, with its logprobs.
+                            let h = held[i].take().expect("checked");
+                            let lp = if want_lp { json!({"content": h.logprobs}) } else { Value::Null };
+                            out.push(data(chunk(i, json!({"delta": {"content": h.text}, "logprobs": lp, "finish_reason": null}))));
+                        }
+                    } else if !t.text.is_empty() || want_lp {
+                            out.push(data(chunk(
+                                i,
+                                match kind {
+                                    Kind::Chat => {
+                                        let lp = if want_lp { json!({"content": [chat_logprob(&g, &t)]}) } else { Value::Null };
+                                        json!({"delta": {"content": t.text}, "logprobs": lp, "finish_reason": null})
+                                    }
+                                    Kind::Completion => {
+                                        let lp = if want_lp { completion_logprobs(&g, std::slice::from_ref(&t), offsets[i]) } else { Value::Null };
+                                        offsets[i] += t.text.len();
+                                        json!({"text": t.text, "logprobs": lp, "finish_reason": null})
+                                    }
+                                },
+                            )));
+                    }
                 }
             }
             Event::Done(sum) => {
                 let fr = json!(finish_reason(&sum.finish));
+                // Text released at the end belongs to the thought if it never closed.
+                let tail_text = match &splitters[i] {
+                    Some(sp) if sp.tail_in_thought() => {
+                        let r = sum.tail_text.trim_end();
+                        if !r.is_empty() {
+                            out.push(data(chunk(i, json!({"delta": {"reasoning_content": r}, "logprobs": null, "finish_reason": null}))));
+                        }
+                        String::new()
+                    }
+                    _ => sum.tail_text.clone(),
+                };
                 let h = held[i].take();
-                let calls = h.as_ref().and_then(|h| tools.as_ref().and_then(|t| t.parse_calls(&(h.spelled.clone() + &sum.tail_text)).map(|c| (t, c))));
+                let calls = h.as_ref().and_then(|h| tools.as_ref().and_then(|t| t.parse_calls(&(h.spelled.clone() + &tail_text)).map(|c| (t, c))));
                 match kind {
                     Kind::Chat if calls.is_some() => {
                         let (t, calls) = calls.expect("checked");
@@ -505,8 +559,8 @@ pub(crate) async fn run_choices(
                     }
                     Kind::Chat => {
                         let (tail, lps) = match h {
-                            Some(h) => (h.text + &sum.tail_text, h.logprobs),
-                            None => (sum.tail_text.clone(), Vec::new()),
+                            Some(h) => (h.text + &tail_text, h.logprobs),
+                            None => (tail_text.clone(), Vec::new()),
                         };
                         if !tail.is_empty() || !lps.is_empty() {
                             let lp = if want_lp && !lps.is_empty() { json!({"content": lps}) } else { Value::Null };

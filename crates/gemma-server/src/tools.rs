@@ -324,13 +324,32 @@ fn assistant_calls(tc: &[Value], calls: &mut Vec<(String, String)>) -> Result<Ve
 /// The prompt of a chat request: through the template's own `tools`
 /// variable when it has one and tools are active (Hugging Face-shaped
 /// messages), else [`messages`] rendered by the template.
-pub(crate) fn prompt(g: &Gemma, raw: &[Value], tools: Option<&Tools>, content_text: &dyn Fn(&Value) -> Result<String, String>) -> Result<Vec<u32>, String> {
+pub(crate) fn prompt(
+    g: &Gemma,
+    raw: &[Value],
+    tools: Option<&Tools>,
+    content_text: &dyn Fn(&Value) -> Result<String, String>,
+    kwargs: &serde_json::Map<String, Value>,
+) -> Result<Vec<u32>, String> {
     let Some(t) = tools.filter(|t| t.active() && g.tokenizer.chat_template.takes_tools()) else {
         let m = messages(raw, tools, content_text)?;
-        return g.encode_chat(&m).map_err(|e| e.to_string());
+        if kwargs.is_empty() {
+            return g.encode_chat(&m).map_err(|e| e.to_string());
+        }
+        // Template variables (thinking): the Hugging Face-shaped path, with
+        // each assistant turn's `reasoning_content` for the template to use or drop.
+        let mut list = serde_json::to_value(&m).map_err(|e| e.to_string())?;
+        if let (Some(out), true) = (list.as_array_mut(), m.len() == raw.len()) {
+            for (o, r) in out.iter_mut().zip(raw) {
+                if let Some(rc) = r.get("reasoning_content").filter(|v| v.is_string()) {
+                    o["reasoning_content"] = rc.clone();
+                }
+            }
+        }
+        return g.encode_chat_kwargs(&list, None, kwargs).map_err(|e| e.to_string());
     };
     let (msgs, decls) = hf_messages(raw, t, content_text)?;
-    g.encode_chat_json(&msgs, Some(&decls)).map_err(|e| e.to_string())
+    g.encode_chat_kwargs(&msgs, Some(&decls), kwargs).map_err(|e| e.to_string())
 }
 
 /// Messages and tools as `apply_chat_template(messages, tools=…)` takes
@@ -349,6 +368,9 @@ fn hf_messages(raw: &[Value], t: &Tools, content_text: &dyn Fn(&Value) -> Result
         match role {
             "system" | "developer" | "user" => {}
             "assistant" => {
+                if let Some(rc) = m.get("reasoning_content").filter(|v| v.is_string()) {
+                    o["reasoning_content"] = rc.clone();
+                }
                 if let Some(tc) = m.get("tool_calls").and_then(Value::as_array).filter(|a| !a.is_empty()) {
                     let list = assistant_calls(tc, &mut calls)?;
                     o["tool_calls"] = list.into_iter().map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})).collect();

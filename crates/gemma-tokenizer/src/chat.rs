@@ -103,7 +103,17 @@ impl ChatTemplate {
     /// Whether the template reads a `tools` variable (Hugging Face tool-use
     /// templates: the declarations are the template's to write).
     pub fn takes_tools(&self) -> bool {
-        self.env.get_template("chat").is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+        self.takes("tools")
+    }
+
+    /// Whether the template reads the variable `name` (e.g. `enable_thinking`).
+    pub fn takes(&self, name: &str) -> bool {
+        self.env.get_template("chat").is_ok_and(|t| t.undeclared_variables(false).contains(name))
+    }
+
+    /// Whether the template text mentions `needle` (e.g. a control token it writes).
+    pub fn mentions(&self, needle: &str) -> bool {
+        self.source.contains(needle)
     }
 
     /// Render Hugging Face-shaped messages (JSON objects with `role`,
@@ -112,22 +122,50 @@ impl ChatTemplate {
     /// of `{"type": "function", "function": {...}}`) as
     /// `apply_chat_template(messages, tools=…)` does.
     pub fn render_json(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>, add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String> {
+        self.render_json_kwargs(messages, tools, add_generation_prompt, bos_token, eos_token, &serde_json::Map::new())
+    }
+
+    /// [`ChatTemplate::render_json`] with extra template variables, as
+    /// `apply_chat_template(…, **kwargs)` passes them (`enable_thinking`,
+    /// vLLM's `chat_template_kwargs`); they cannot replace `messages`,
+    /// `tools`, `add_generation_prompt` or the special tokens.
+    pub fn render_json_kwargs(
+        &self,
+        messages: &serde_json::Value,
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
         if messages.as_array().is_none_or(|m| m.is_empty()) {
             return Err(GemmaError::invalid("messages", "a conversation needs at least one message"));
         }
+        let mut ctx: std::collections::BTreeMap<String, minijinja::Value> =
+            kwargs.iter().map(|(k, v)| (k.clone(), minijinja::Value::from_serialize(v))).collect();
         let tools = tools.map(minijinja::Value::from_serialize);
-        self.render_values(minijinja::Value::from_serialize(messages), tools, add_generation_prompt, bos_token, eos_token)
+        ctx.extend(Self::fixed(minijinja::Value::from_serialize(messages), tools, add_generation_prompt, bos_token, eos_token));
+        self.render_ctx(ctx)
+    }
+
+    /// The variables every rendering gets.
+    fn fixed(messages: minijinja::Value, tools: Option<minijinja::Value>, add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> [(String, minijinja::Value); 5] {
+        [
+            ("messages".into(), messages),
+            ("tools".into(), minijinja::Value::from(tools)),
+            ("add_generation_prompt".into(), minijinja::Value::from(add_generation_prompt)),
+            ("bos_token".into(), minijinja::Value::from(bos_token)),
+            ("eos_token".into(), minijinja::Value::from(eos_token)),
+        ]
     }
 
     fn render_values(&self, messages: minijinja::Value, tools: Option<minijinja::Value>, add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String> {
+        self.render_ctx(Self::fixed(messages, tools, add_generation_prompt, bos_token, eos_token).into_iter().collect())
+    }
+
+    fn render_ctx(&self, ctx: std::collections::BTreeMap<String, minijinja::Value>) -> Result<String> {
         let tmpl = self.env.get_template("chat").map_err(|e| GemmaError::Template(e.to_string()))?;
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            tools => tools,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token,
-            eos_token => eos_token,
-        })
+        tmpl.render(ctx)
         .map_err(|e| {
             let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
             GemmaError::Template(detail)

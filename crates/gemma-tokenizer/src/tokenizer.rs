@@ -235,6 +235,17 @@ impl GemmaTokenizer {
         self.chat_template.render_json(messages, tools, add_generation_prompt, &self.bos_token, &self.eos_token)
     }
 
+    /// [`ChatTemplate::render_json_kwargs`] with this tokenizer's BOS and EOS.
+    pub fn apply_chat_template_kwargs(
+        &self,
+        messages: &serde_json::Value,
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        self.chat_template.render_json_kwargs(messages, tools, add_generation_prompt, &self.bos_token, &self.eos_token, kwargs)
+    }
+
     /// The tokenizer implementation.
     pub fn backend(&self) -> &Backend {
         &self.inner

@@ -215,7 +215,13 @@ impl Gemma {
     /// Render Hugging Face-shaped messages and `tools` with the chat
     /// template (for templates that take `tools`) and encode the prompt.
     pub fn encode_chat_json(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>) -> Result<Vec<u32>> {
-        let text = self.tokenizer.apply_chat_template_json(messages, tools, true)?;
+        self.encode_chat_kwargs(messages, tools, &serde_json::Map::new())
+    }
+
+    /// As [`Gemma::encode_chat_json`] with extra template variables
+    /// (`enable_thinking` and the like).
+    pub fn encode_chat_kwargs(&self, messages: &serde_json::Value, tools: Option<&serde_json::Value>, kwargs: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<u32>> {
+        let text = self.tokenizer.apply_chat_template_kwargs(messages, tools, true, kwargs)?;
         self.tokenizer.encode(&text, self.tokenizer.add_bos)
     }
 
