@@ -412,7 +412,11 @@ impl Model {
                     Numerics::Reference => rope_angles(pos, inv_freq, &mut sc.cos, &mut sc.sin),
                     Numerics::LlamaCpp => {
                         let (step, scale) = self.rope_ggml[l];
-                        rope_angles_ggml(pos, step, scale, hd / 2, &mut sc.cos, &mut sc.sin)
+                        rope_angles_ggml(pos, step, scale, hd / 2, &mut sc.cos, &mut sc.sin);
+                        // Partial RoPE (llama.cpp: huge frequency factors): the other pairs pass through.
+                        let pairs = spec.rope_pairs();
+                        sc.cos[pairs..].fill(1.0);
+                        sc.sin[pairs..].fill(0.0);
                     }
                 }
                 for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {

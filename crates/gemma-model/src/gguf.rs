@@ -26,8 +26,9 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         "gemma" => "GemmaForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",
         "gemma3" => "Gemma3ForCausalLM",
+        "gemma4" => return crate::gguf_gemma4::config_json(file),
         other => {
-            return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3)", file.path.display())))
+            return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3, gemma4)", file.path.display())))
         }
     };
     let key = |k: &str| format!("{arch}.{k}");

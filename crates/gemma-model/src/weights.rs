@@ -409,7 +409,23 @@ impl Naming {
                     Part::Up => layer("ffn_up"),
                     Part::Down => layer("ffn_down"),
                     Part::PostFfnNorm => layer("post_ffw_norm"),
-                    // Gemma 4 GGUF files are not read yet (the loader refuses
+                    // Gemma 4 (llama.cpp's gemma4 names).
+                    Part::LayerScalar => layer("layer_output_scale"),
+                    Part::PleGate => layer("inp_gate"),
+                    Part::PleProj => layer("proj"),
+                    Part::PleNorm => layer("post_norm"),
+                    Part::PleEmbed => "per_layer_token_embd.weight".to_string(),
+                    Part::PleModelProj => "per_layer_model_proj.weight".to_string(),
+                    Part::PleModelNorm => "per_layer_proj_norm.weight".to_string(),
+                    Part::RouterProj => layer("ffn_gate_inp"),
+                    Part::RouterScale => format!("blk.{l}.ffn_gate_inp.scale"),
+                    Part::ExpertScale => format!("blk.{l}.ffn_down_exps.scale"),
+                    Part::ExpertsGateUp => layer("ffn_gate_up_exps"),
+                    Part::ExpertsDown => layer("ffn_down_exps"),
+                    Part::MoePreNorm => layer("pre_ffw_norm_2"),
+                    Part::MoePostNormDense => layer("post_ffw_norm_1"),
+                    Part::MoePostNormExperts => layer("post_ffw_norm_2"),
+                    // Gemma 3n GGUF files are not read yet (the loader refuses
                     // the architecture before asking for these).
                     other => format!("blk.{l}.{other:?}"),
                 }

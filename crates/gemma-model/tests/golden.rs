@@ -233,3 +233,4 @@ fn cached_steps_equal_full_forward_gemma3n() {
     // own f32 logits differ from its f64 ones by up to 4.7e-5): F32_TOL.
     cached_matches_full("tiny-gemma3n", F32_TOL);
 }
+

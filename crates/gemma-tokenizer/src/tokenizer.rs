@@ -53,6 +53,38 @@ fn token_text(v: Option<&Value>) -> Option<String> {
     }
 }
 
+impl Backend {
+    /// Gemma 4's tokenizer from a GGUF vocabulary: BPE over the pieces with
+    /// `▁` for spaces and `<0xXX>` byte fallback, as its `tokenizer.json`
+    /// (control tokens, and user-defined ones spelled `<…>` such as
+    /// `<|channel>`, are special added tokens; other user-defined pieces such
+    /// as runs of newlines are added tokens that decode as text).
+    pub fn bpe_from_pieces(tokens: &[String], kinds: &[TokenKind], merges: &[String]) -> std::result::Result<Self, String> {
+        let vocab: serde_json::Map<String, serde_json::Value> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), serde_json::json!(i))).collect();
+        let added: Vec<serde_json::Value> = tokens
+            .iter()
+            .zip(kinds)
+            .enumerate()
+            .filter(|(_, (_, k))| matches!(k, TokenKind::Control | TokenKind::UserDefined))
+            .map(|(i, (t, k))| {
+                let special = *k == TokenKind::Control || (t.starts_with('<') && t.ends_with('>'));
+                serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": special})
+            })
+            .collect();
+        let unk = tokens.iter().position(|t| t == "<unk>").map(|i| tokens[i].clone());
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
+            "pre_tokenizer": null, "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": true, "byte_fallback": true, "ignore_merges": false, "vocab": vocab, "merges": merges},
+        });
+        json.to_string().parse::<Tokenizer>().map(|t| Backend::HuggingFace(Box::new(t))).map_err(|e| e.to_string())
+    }
+}
+
 impl GemmaTokenizer {
     /// Load `tokenizer.json` (required) and `tokenizer_config.json`
     /// (optional) from a model folder.

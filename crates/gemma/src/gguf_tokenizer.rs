@@ -11,13 +11,15 @@ fn array<'a>(file: &'a GgufFile, key: &str) -> Result<&'a [GgufValue]> {
         .ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{key}` is not an array")))
 }
 
-/// Build the tokenizer stored in a GGUF file (SentencePiece model `llama`).
+/// Build the tokenizer stored in a GGUF file: SentencePiece (model
+/// `llama`, Gemma 1–3) or Gemma 4's BPE with merges (model `gemma4`).
 pub fn from_gguf(file: &GgufFile) -> Result<GemmaTokenizer> {
-    match file.get("tokenizer.ggml.model").and_then(GgufValue::as_str) {
-        Some("llama") => {}
-        Some(other) => return Err(GemmaError::Unsupported(format!("GGUF tokenizer model `{other}` (Gemma files use `llama`, SentencePiece)"))),
+    let bpe = match file.get("tokenizer.ggml.model").and_then(GgufValue::as_str) {
+        Some("llama") => false,
+        Some("gemma4") => true,
+        Some(other) => return Err(GemmaError::Unsupported(format!("GGUF tokenizer model `{other}` (Gemma files use `llama`, SentencePiece, or `gemma4`, BPE)"))),
         None => return Err(GemmaError::format(&file.path, "metadata `tokenizer.ggml.model` is missing")),
-    }
+    };
     let bad = |k: &str| GemmaError::format(&file.path, format!("metadata `{k}` has elements of the wrong type"));
     let tokens = array(file, "tokenizer.ggml.tokens")?
         .iter()
@@ -54,6 +56,15 @@ pub fn from_gguf(file: &GgufFile) -> Result<GemmaTokenizer> {
         Some(src) => ChatTemplate::new(src)?,
         None => ChatTemplate::gemma(),
     };
+    if bpe {
+        let merges = array(file, "tokenizer.ggml.merges")?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad("tokenizer.ggml.merges")))
+            .collect::<Result<Vec<_>>>()?;
+        let hf = Backend::bpe_from_pieces(&tokens, &kinds, &merges).map_err(|e| GemmaError::format(&file.path, format!("gemma4 tokenizer: {e}")))?;
+        // llama.cpp always adds BOS for Gemma 4.
+        return GemmaTokenizer::from_parts(hf, bos, eos, true, template);
+    }
     let spm = SpmTokenizer::new(tokens, scores, kinds, flag("tokenizer.ggml.add_space_prefix", false))?;
     GemmaTokenizer::from_parts(Backend::Spm(Box::new(spm)), bos, eos, flag("tokenizer.ggml.add_bos_token", true), template)
 }

@@ -149,19 +149,32 @@ pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progres
         Family::Gemma1 => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
-        Family::Gemma4 | Family::Gemma3n => {
-            return Err(GemmaError::Unsupported(format!(
-                "writing {} as GGUF (llama.cpp's {} layout) is not done yet; run the Hugging Face folder, optionally with --dtype",
-                c.family.name(),
-                if c.family == Family::Gemma4 { "gemma4" } else { "gemma3n" }
-            )))
+        Family::Gemma4 => "gemma4",
+        Family::Gemma3n => {
+            return Err(GemmaError::Unsupported(
+                "writing Gemma 3n as GGUF (llama.cpp's gemma3n layout) is not done yet; run the Hugging Face folder, optionally with --dtype".into(),
+            ))
         }
     };
     let mut w = GgufWriter::new();
-    let k = |s: &str| format!("{arch}.{s}");
     w.set("general.architecture", GgufValue::String(arch.into()));
     w.set("general.name", GgufValue::String(input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()));
     w.set("general.quantization_version", GgufValue::U32(2));
+    if c.family == Family::Gemma4 {
+        crate::gguf_gemma4_write::metadata(c, &mut w)?;
+    } else {
+        uniform_metadata(c, arch, &mut w)?;
+    }
+    write_tokenizer(g, input, &mut w)?;
+    let mut report = write_tensors(g, plan, &mut w, progress)?;
+    w.write(out)?;
+    report.bytes = std::fs::metadata(out).map_err(|e| GemmaError::io(out, e))?.len();
+    Ok(report)
+}
+
+/// The hyperparameters of a Gemma 1–3 model under `{arch}.`.
+fn uniform_metadata(c: &gemma_model::GemmaConfig, arch: &str, w: &mut GgufWriter) -> Result<()> {
+    let k = |s: &str| format!("{arch}.{s}");
     w.set(&k("context_length"), u32v(c.max_position_embeddings));
     w.set(&k("embedding_length"), u32v(c.hidden_size));
     w.set(&k("block_count"), u32v(c.num_layers()));
@@ -206,62 +219,115 @@ pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progres
     if let Some(cap) = c.final_softcap {
         w.set(&k("final_logit_softcapping"), GgufValue::F32(cap));
     }
-    write_tokenizer(g, input, &mut w)?;
+    Ok(())
+}
 
-    // Tensors.
+/// Tensors written so far, with their types.
+struct TensorOut<'a> {
+    w: &'a mut GgufWriter,
+    report: QuantReport,
+    done: usize,
+    total: usize,
+    progress: &'a mut dyn FnMut(usize, usize),
+}
+
+impl TensorOut<'_> {
+    /// A `[rows, cols]` matrix (or a stack of them, `[n, rows, cols]`) quantized to `t`.
+    fn matrices(&mut self, name: String, ms: &[&Matrix], t: DType) -> Result<()> {
+        let Some(first) = ms.first() else { return Ok(()) };
+        let mut data = Vec::new();
+        for m in ms {
+            gemma_quant::quantize(t, &gemma_quant::to_f32_vec(&m.storage), &mut data)?;
+        }
+        let mut dims = vec![first.cols as u64, first.rows as u64];
+        if ms.len() > 1 {
+            dims.push(ms.len() as u64);
+        }
+        self.w.add_tensor(&name, dims, t, data)?;
+        *self.report.type_counts.entry(t.to_string()).or_default() += 1;
+        self.report.tensors += 1;
+        self.done += 1;
+        (self.progress)(self.done, self.total);
+        Ok(())
+    }
+
+    /// A vector in f32 (norm gains as held in memory: `1 + w` for Gemma 1–3,
+    /// which is what their GGUF files hold; `w` for Gemma 4, likewise).
+    fn vector(&mut self, name: String, v: &[f32]) -> Result<()> {
+        let mut data = Vec::with_capacity(v.len() * 4);
+        gemma_quant::quantize(DType::F32, v, &mut data)?;
+        self.w.add_tensor(&name, vec![v.len() as u64], DType::F32, data)?;
+        *self.report.type_counts.entry("f32".into()).or_default() += 1;
+        self.report.tensors += 1;
+        Ok(())
+    }
+}
+
+/// Every weight of `g` as GGUF tensors, matrices quantized by `plan`.
+fn write_tensors(g: &Gemma, plan: &QuantPlan, w: &mut GgufWriter, progress: &mut dyn FnMut(usize, usize)) -> Result<QuantReport> {
+    let c = &g.model.config;
     let naming = Naming::Gguf;
     let n_layers = c.num_layers();
     let gqa = c.num_heads / c.num_kv_heads.max(1);
-    let total = 1 + 7 * n_layers + usize::from(g.model.weights.lm_head.is_some());
-    let mut done = 0;
-    let mut report = QuantReport::default();
-    let mut add_matrix = |w: &mut GgufWriter, report: &mut QuantReport, name: String, m: &Matrix, t: DType| -> Result<()> {
-        let values = gemma_quant::to_f32_vec(&m.storage);
-        let mut data = Vec::with_capacity(t.bytes_for(values.len()));
-        gemma_quant::quantize(t, &values, &mut data)?;
-        w.add_tensor(&name, vec![m.cols as u64, m.rows as u64], t, data)?;
-        *report.type_counts.entry(t.to_string()).or_default() += 1;
-        report.tensors += 1;
-        done += 1;
-        progress(done, total);
-        Ok(())
-    };
-    let add_norm = |w: &mut GgufWriter, report: &mut QuantReport, name: String, gain: &[f32]| -> Result<()> {
-        // GGUF norms hold the gain 1 + w, which is what we keep in memory.
-        let mut data = Vec::with_capacity(gain.len() * 4);
-        gemma_quant::quantize(DType::F32, gain, &mut data)?;
-        w.add_tensor(&name, vec![gain.len() as u64], DType::F32, data)?;
-        *report.type_counts.entry("f32".into()).or_default() += 1;
-        report.tensors += 1;
-        Ok(())
-    };
     let wts = &g.model.weights;
+    let per_layer = 7 + usize::from(wts.layers.first().is_some_and(|l| l.ple.is_some())) * 2 + usize::from(c.moe.is_some()) * 3;
+    let total = 1 + per_layer * n_layers + usize::from(wts.lm_head.is_some()) + if wts.ple.is_some() { 2 } else { 0 };
+    let mut out = TensorOut { w, report: QuantReport::default(), done: 0, total, progress };
     let sandwich = c.sandwich_norms;
-    add_matrix(&mut w, &mut report, naming.name(Part::Embed, 0, sandwich), &wts.embed, plan.type_for(Part::Embed, 0, n_layers, c.hidden_size, gqa))?;
+    out.matrices(naming.name(Part::Embed, 0, sandwich), &[&wts.embed], plan.type_for(Part::Embed, 0, n_layers, c.hidden_size, gqa))?;
+    if c.family == Family::Gemma4 {
+        if let Some(f) = crate::gguf_gemma4_write::rope_freqs(c) {
+            out.vector("rope_freqs.weight".into(), &f)?;
+        }
+    }
     for (i, l) in wts.layers.iter().enumerate() {
         let name = |p| naming.name(p, i, sandwich);
-        add_norm(&mut w, &mut report, name(Part::AttnNorm), &l.attn_norm)?;
-        add_norm(&mut w, &mut report, name(Part::FfnNorm), &l.ffn_norm)?;
-        for (p, v) in
-            [(Part::PostAttnNorm, &l.post_attn_norm), (Part::PostFfnNorm, &l.post_ffn_norm), (Part::QNorm, &l.q_norm), (Part::KNorm, &l.k_norm)]
-        {
+        let ty = |p, cols| plan.type_for(p, i, n_layers, cols, gqa);
+        out.vector(name(Part::AttnNorm), &l.attn_norm)?;
+        out.vector(name(Part::FfnNorm), &l.ffn_norm)?;
+        for (p, v) in [(Part::PostAttnNorm, &l.post_attn_norm), (Part::PostFfnNorm, &l.post_ffn_norm), (Part::QNorm, &l.q_norm), (Part::KNorm, &l.k_norm)] {
             if let Some(v) = v {
-                add_norm(&mut w, &mut report, name(p), v)?;
+                out.vector(name(p), v)?;
             }
         }
-        for (p, m) in
-            [(Part::Q, &l.q), (Part::K, &l.k), (Part::V, &l.v), (Part::O, &l.o), (Part::Gate, &l.gate), (Part::Up, &l.up), (Part::Down, &l.down)]
-        {
-            add_matrix(&mut w, &mut report, name(p), m, plan.type_for(p, i, n_layers, m.cols, gqa))?;
+        for (p, m) in [(Part::Q, &l.q), (Part::K, &l.k), (Part::V, &l.v), (Part::O, &l.o), (Part::Gate, &l.gate), (Part::Up, &l.up), (Part::Down, &l.down)] {
+            // KV-sharing layers have no K/V, `attention_k_eq_v` layers no V.
+            if m.rows > 0 {
+                out.matrices(name(p), &[m], ty(p, m.cols))?;
+            }
+        }
+        if let Some(s) = l.layer_scalar {
+            out.vector(name(Part::LayerScalar), &[s])?;
+        }
+        if let Some(p) = &l.ple {
+            out.matrices(name(Part::PleGate), &[&p.gate], ty(Part::Up, p.gate.cols))?;
+            out.matrices(name(Part::PleProj), &[&p.proj], ty(Part::Up, p.proj.cols))?;
+            out.vector(name(Part::PleNorm), &p.norm)?;
+        }
+        if let Some(e) = &l.moe {
+            // The router stays f32, as llama.cpp's converter keeps it.
+            out.matrices(name(Part::RouterProj), &[&e.router], DType::F32)?;
+            out.vector(name(Part::RouterScale), &e.router_scale)?;
+            out.vector(name(Part::ExpertScale), &e.expert_scale)?;
+            let gu: Vec<&Matrix> = e.gate_up.iter().collect();
+            let dn: Vec<&Matrix> = e.down.iter().collect();
+            out.matrices(name(Part::ExpertsGateUp), &gu, ty(Part::Up, gu.first().map_or(0, |m| m.cols)))?;
+            out.matrices(name(Part::ExpertsDown), &dn, ty(Part::Down, dn.first().map_or(0, |m| m.cols)))?;
+            out.vector(name(Part::MoePreNorm), &e.pre_norm)?;
+            out.vector(name(Part::MoePostNormDense), &e.post_norm_dense)?;
+            out.vector(name(Part::MoePostNormExperts), &e.post_norm_experts)?;
         }
     }
-    add_norm(&mut w, &mut report, naming.name(Part::FinalNorm, 0, sandwich), &wts.final_norm)?;
-    if let Some(head) = &wts.lm_head {
-        add_matrix(&mut w, &mut report, naming.name(Part::LmHead, 0, sandwich), head, plan.type_for(Part::LmHead, 0, n_layers, c.hidden_size, gqa))?;
+    if let Some(p) = &wts.ple {
+        out.matrices(naming.name(Part::PleEmbed, 0, sandwich), &[&p.embed], plan.type_for(Part::Embed, 0, n_layers, p.embed.cols, gqa))?;
+        out.matrices(naming.name(Part::PleModelProj, 0, sandwich), &[&p.proj], plan.type_for(Part::Up, 0, n_layers, p.proj.cols, gqa))?;
+        out.vector(naming.name(Part::PleModelNorm, 0, sandwich), &p.norm)?;
     }
-    w.write(out)?;
-    report.bytes = std::fs::metadata(out).map_err(|e| GemmaError::io(out, e))?.len();
-    Ok(report)
+    out.vector(naming.name(Part::FinalNorm, 0, sandwich), &wts.final_norm)?;
+    if let Some(head) = &wts.lm_head {
+        out.matrices(naming.name(Part::LmHead, 0, sandwich), &[head], plan.type_for(Part::LmHead, 0, n_layers, c.hidden_size, gqa))?;
+    }
+    Ok(out.report)
 }
 
 /// Tokenizer metadata: copied from a GGUF input; from a Hugging Face
@@ -269,7 +335,7 @@ pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progres
 /// scores (-id: earlier pieces merge first) and token types.
 fn write_tokenizer(g: &Gemma, input: &Path, w: &mut GgufWriter) -> Result<()> {
     let t = &g.tokenizer;
-    if let Backend::Spm(_) = t.backend() {
+    if matches!(t.backend(), Backend::Spm(_)) || input.is_file() {
         let src = gemma_formats::GgufFile::open(input)?;
         for (key, value) in &src.header.metadata {
             if key.starts_with("tokenizer.") {
@@ -278,10 +344,25 @@ fn write_tokenizer(g: &Gemma, input: &Path, w: &mut GgufWriter) -> Result<()> {
         }
         return Ok(());
     }
+    if g.model.config.family == Family::Gemma4 {
+        crate::gguf_gemma4_write::tokenizer(t, input, w)?;
+        return special_tokens(g, w);
+    }
+    let (tokens, types) = pieces(t);
+    // SentencePiece-style scores: earlier pieces merge first.
+    let scores = (0..tokens.len()).map(|id| GgufValue::F32(-(id as f32))).collect();
+    w.set("tokenizer.ggml.model", GgufValue::String("llama".into()));
+    w.set("tokenizer.ggml.pre", GgufValue::String("default".into()));
+    w.set("tokenizer.ggml.tokens", GgufValue::Array(tokens));
+    w.set("tokenizer.ggml.scores", GgufValue::Array(scores));
+    w.set("tokenizer.ggml.token_type", GgufValue::Array(types));
+    special_tokens(g, w)
+}
+
+/// The vocabulary in id order and GGUF token types (6 byte, 3 control, 1 normal).
+pub(crate) fn pieces(t: &gemma_tokenizer::GemmaTokenizer) -> (Vec<GgufValue>, Vec<GgufValue>) {
     let n = t.vocab_size();
-    let mut tokens = Vec::with_capacity(n);
-    let mut scores = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
+    let (mut tokens, mut types) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for id in 0..n as u32 {
         let s = t.id_to_token(id).unwrap_or_default();
         let kind = if s.len() == 6 && s.starts_with("<0x") && s.ends_with('>') {
@@ -292,14 +373,14 @@ fn write_tokenizer(g: &Gemma, input: &Path, w: &mut GgufWriter) -> Result<()> {
             1
         };
         tokens.push(GgufValue::String(s));
-        scores.push(GgufValue::F32(-(id as f32)));
         types.push(GgufValue::I32(kind));
     }
-    w.set("tokenizer.ggml.model", GgufValue::String("llama".into()));
-    w.set("tokenizer.ggml.pre", GgufValue::String("default".into()));
-    w.set("tokenizer.ggml.tokens", GgufValue::Array(tokens));
-    w.set("tokenizer.ggml.scores", GgufValue::Array(scores));
-    w.set("tokenizer.ggml.token_type", GgufValue::Array(types));
+    (tokens, types)
+}
+
+/// Special-token ids, flags and the chat template.
+fn special_tokens(g: &Gemma, w: &mut GgufWriter) -> Result<()> {
+    let t = &g.tokenizer;
     w.set("tokenizer.ggml.bos_token_id", GgufValue::U32(t.bos_id));
     if let Some(eos) = t.token_to_id(&t.eos_token) {
         w.set("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
