@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-60}"
-TARGETS=(gguf safetensors safetensors_index config tokenizer_config generation_config chat_template peft_adapter)
+TARGETS=(gguf safetensors safetensors_index flax_msgpack config tokenizer_config generation_config chat_template peft_adapter)
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "scripts/fuzz.sh needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)" >&2
   exit 2
@@ -25,6 +25,7 @@ mkdir -p fuzz/corpus/gguf
 [ -f fuzz/corpus/gguf/seed-tiny-q8_0.gguf ] || cargo run --release -q -p gemma-cli -- quantize -m testdata/tiny-gemma3 --type q8_0 -o fuzz/corpus/gguf/seed-tiny-q8_0.gguf >/dev/null 2>&1
 seed safetensors testdata/tiny-gemma3-lora/adapter_model.safetensors testdata/tiny-embeddinggemma/2_Dense/model.safetensors
 seed safetensors_index testdata/tiny-gemma3-mm-sharded/model.safetensors.index.json
+seed flax_msgpack testdata/tiny-gemma-flax/flax_model.msgpack testdata/tiny-gemma-flax-sharded/flax_model-00001-of-00007.msgpack
 seed config testdata/tiny-gemma*/config.json testdata/tiny-embeddinggemma/config.json
 seed tokenizer_config testdata/tiny-gemma3/tokenizer_config.json testdata/tiny-functiongemma/tokenizer_config.json testdata/tiny-embeddinggemma/tokenizer_config.json
 seed generation_config testdata/tiny-gemma*/generation_config.json

@@ -1,11 +1,13 @@
 //! Checkpoint formats. Knows nothing of Gemma: it maps files and hands out
 //! named, typed tensors and metadata.
 
+pub mod flax_msgpack;
 pub mod fuzz;
 pub mod gguf;
 pub mod gguf_write;
 pub mod safetensors_set;
 
+pub use flax_msgpack::FlaxCheckpoint;
 pub use gguf::{is_gguf, GgufFile, GgufHeader, GgufTensorInfo, GgufValue};
 pub use gguf_write::GgufWriter;
 pub use safetensors_set::{SafetensorsSet, TensorInfo};

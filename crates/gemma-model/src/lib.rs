@@ -5,6 +5,7 @@ pub mod attention;
 pub mod batch;
 pub mod cache;
 pub mod config;
+pub mod flax;
 pub mod forward;
 mod gemma3n;
 mod gemma4;

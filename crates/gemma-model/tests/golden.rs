@@ -234,3 +234,27 @@ fn cached_steps_equal_full_forward_gemma3n() {
     cached_matches_full("tiny-gemma3n", F32_TOL);
 }
 
+
+/// Flax checkpoints (transformers 4.x FlaxGemmaForCausalLM goldens), single
+/// file and sharded; a folder with both kinds loads its safetensors.
+#[test]
+fn flax_checkpoints_match_flax_transformers() {
+    assert!(max_logit_diff("tiny-gemma-flax", 1e-3) < F32_TOL);
+    assert!(max_logit_diff("tiny-gemma-flax-sharded", 1e-3) < F32_TOL);
+    greedy_free_check("tiny-gemma-flax");
+    // tiny-gemma1's safetensors beside other Flax weights: tiny-gemma1's goldens hold.
+    assert!(max_logit_diff("tiny-gemma-flax-both", 1e-3) < F32_TOL);
+}
+
+/// The Flax fixtures have no greedy goldens: cached steps equal the full forward.
+fn greedy_free_check(name: &str) {
+    let (model, g) = load(name);
+    let toks = ids(&g, "seq5.ids");
+    let full = model.forward(&toks, &mut model.new_cache(), LogitsMode::All).unwrap();
+    let mut cache = model.new_cache();
+    let mut got = Vec::new();
+    for c in toks.chunks(3) {
+        got.extend(model.forward(c, &mut cache, LogitsMode::All).unwrap());
+    }
+    assert!(got.iter().zip(&full).all(|(a, b)| (a - b).abs() < 3e-5));
+}
