@@ -68,6 +68,15 @@ pub(crate) fn normal_quantile(p: f64) -> f64 {
     std::f64::consts::SQRT_2 * x
 }
 
+/// The standard normal CDF `(1 + erf(x/√2)) / 2` (the inverse of
+/// [`normal_quantile`]; 0 at −∞).
+pub(crate) fn normal_cdf(x: f64) -> f64 {
+    if x == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2))
+}
+
 /// `erf(x)` by its Taylor series (|x| < 3) or continued fraction of erfc.
 fn erf(x: f64) -> f64 {
     if x.abs() < 3.0 {
@@ -224,6 +233,14 @@ mod tests {
         // scipy.stats.norm.ppf
         for (p, q) in [(0.95, 1.6448536269514722), (0.5, 0.0), (0.9, 1.2815515655446004), (0.999, 3.090232306167813), (0.01, -2.3263478740408408)] {
             assert!((normal_quantile(p) - q).abs() < 1e-12, "{p}: {} vs {q}", normal_quantile(p));
+        }
+    }
+
+    #[test]
+    fn cdf_inverts_the_quantile_in_f32() {
+        for p in [0.95f32, 0.5, 0.9, 0.99, 0.3] {
+            let k = normal_quantile(p as f64) as f32;
+            assert_eq!(normal_cdf(k as f64) as f32, p, "{p}");
         }
     }
 

@@ -27,8 +27,9 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         "gemma2" => "Gemma2ForCausalLM",
         "gemma3" => "Gemma3ForCausalLM",
         "gemma4" => return crate::gguf_gemma4::config_json(file),
+        "gemma3n" => return crate::gguf_gemma3n::config_json(file),
         other => {
-            return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3, gemma4)", file.path.display())))
+            return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3, gemma3n, gemma4)", file.path.display())))
         }
     };
     let key = |k: &str| format!("{arch}.{k}");
@@ -114,6 +115,18 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         value["query_pre_attn_scalar"] = json!(scalar);
     }
     Ok(value)
+}
+
+/// `tie_word_embeddings` (no `output.weight`) and the BOS/EOS ids, for the
+/// architectures mapped in their own modules.
+pub(crate) fn head_and_special_tokens(file: &GgufFile, c: &mut Map<String, Value>) {
+    c.insert("tie_word_embeddings".into(), json!(file.tensor("output.weight").is_none()));
+    if let Some(id) = file.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64) {
+        c.insert("bos_token_id".into(), json!(id));
+    }
+    if let Some(id) = file.get("tokenizer.ggml.eos_token_id").and_then(GgufValue::as_u64) {
+        c.insert("eos_token_id".into(), json!([id]));
+    }
 }
 
 /// The `query_pre_attn_scalar` a GGUF file implies when it states none:

@@ -129,12 +129,6 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
         c.insert("top_k_experts".into(), json!(need("expert_used_count")?));
         c.insert("moe_intermediate_size".into(), json!(need("expert_feed_forward_length")?));
     }
-    c.insert("tie_word_embeddings".into(), json!(file.tensor("output.weight").is_none()));
-    if let Some(id) = file.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64) {
-        c.insert("bos_token_id".into(), json!(id));
-    }
-    if let Some(id) = file.get("tokenizer.ggml.eos_token_id").and_then(GgufValue::as_u64) {
-        c.insert("eos_token_id".into(), json!([id]));
-    }
+    crate::gguf::head_and_special_tokens(file, &mut c);
     Ok(Value::Object(c))
 }

@@ -10,6 +10,7 @@ pub mod forward;
 mod gemma3n;
 mod gemma4;
 pub mod gguf;
+mod gguf_gemma3n;
 mod gguf_gemma4;
 pub mod hf;
 pub mod lora;

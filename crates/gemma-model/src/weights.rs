@@ -425,9 +425,18 @@ impl Naming {
                     Part::MoePreNorm => layer("pre_ffw_norm_2"),
                     Part::MoePostNormDense => layer("post_ffw_norm_1"),
                     Part::MoePostNormExperts => layer("post_ffw_norm_2"),
-                    // Gemma 3n GGUF files are not read yet (the loader refuses
-                    // the architecture before asking for these).
-                    other => format!("blk.{l}.{other:?}"),
+                    // Gemma 3n (llama.cpp's gemma3n names; the stream
+                    // projections are one `[S-1, H, H]` stack each).
+                    Part::AltUpProj => "altup_proj.weight".to_string(),
+                    Part::AltUpUnembed => "altup_unembd_proj.weight".to_string(),
+                    Part::AltUpCorrectScale => layer("altup_correct_scale"),
+                    Part::AltUpCorrectionCoefs => layer("altup_correct_coef"),
+                    Part::AltUpPredictionCoefs => layer("altup_predict_coef"),
+                    Part::AltUpRouter => layer("altup_router"),
+                    Part::AltUpRouterNorm => layer("altup_router_norm"),
+                    Part::LaurelLeft => layer("laurel_l"),
+                    Part::LaurelRight => layer("laurel_r"),
+                    Part::LaurelNorm => layer("laurel_post_norm"),
                 }
             }
         }
@@ -627,6 +636,12 @@ impl Weights {
             None
         };
         let altup = match cfg.altup {
+            // GGUF stacks the stream projections; Hugging Face names each.
+            Some(a) if naming == Naming::Gguf && a.streams > 1 => {
+                let proj = ld.stack(Part::AltUpProj, 0, a.streams - 1, h, h)?;
+                let unembed = ld.stack(Part::AltUpUnembed, 0, a.streams - 1, h, h)?;
+                Some(AltUpWeights { proj, unembed })
+            }
             Some(a) => {
                 let proj = (0..a.streams - 1).map(|i| ld.matrix(Part::AltUpProj, i, h, h)).collect::<Result<Vec<_>>>()?;
                 let unembed = (0..a.streams - 1).map(|i| ld.matrix(Part::AltUpUnembed, i, h, h)).collect::<Result<Vec<_>>>()?;

@@ -23,6 +23,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod bench;
+mod gguf_gemma3n_write;
 mod gguf_gemma4_write;
 pub mod gguf_tokenizer;
 pub mod embed;

@@ -150,11 +150,7 @@ pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progres
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
         Family::Gemma4 => "gemma4",
-        Family::Gemma3n => {
-            return Err(GemmaError::Unsupported(
-                "writing Gemma 3n as GGUF (llama.cpp's gemma3n layout) is not done yet; run the Hugging Face folder, optionally with --dtype".into(),
-            ))
-        }
+        Family::Gemma3n => "gemma3n",
     };
     let mut w = GgufWriter::new();
     w.set("general.architecture", GgufValue::String(arch.into()));
@@ -162,6 +158,8 @@ pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progres
     w.set("general.quantization_version", GgufValue::U32(2));
     if c.family == Family::Gemma4 {
         crate::gguf_gemma4_write::metadata(c, &mut w)?;
+    } else if c.family == Family::Gemma3n {
+        crate::gguf_gemma3n_write::metadata(c, &mut w)?;
     } else {
         uniform_metadata(c, arch, &mut w)?;
     }
@@ -294,7 +292,28 @@ fn write_tensors(g: &Gemma, plan: &QuantPlan, w: &mut GgufWriter, progress: &mut
             // KV-sharing layers have no K/V, `attention_k_eq_v` layers no V.
             if m.rows > 0 {
                 out.matrices(name(p), &[m], ty(p, m.cols))?;
+            } else if c.family == Family::Gemma3n && matches!(p, Part::K | Part::V) {
+                // llama.cpp's gemma3n loader wants K/V (unused) in every layer: zeros.
+                let kv = c.layer_kv_dim(i);
+                out.matrices(name(p), &[&Matrix::new(kv, c.hidden_size, gemma_core::Storage::F32(vec![0.0; kv * c.hidden_size]))], DType::F32)?;
+                if p == Part::K && l.k_norm.is_none() {
+                    out.vector(name(Part::KNorm), &vec![1.0; c.layers[i].head_dim])?;
+                }
             }
+        }
+        if let Some(a) = &l.altup {
+            let s = c.altup.map_or(0, |a| a.streams);
+            out.vector(name(Part::AltUpCorrectScale), &a.correct_output_scale)?;
+            let small = |rows, cols, v: &[f32]| Matrix::new(rows, cols, gemma_core::Storage::F32(v.to_vec()));
+            out.matrices(name(Part::AltUpCorrectionCoefs), &[&small(s, s, &a.correction_coefs)], DType::F32)?;
+            out.matrices(name(Part::AltUpPredictionCoefs), &[&small(s * s, s, &a.prediction_coefs)], DType::F32)?;
+            out.matrices(name(Part::AltUpRouter), &[&a.router], DType::F32)?;
+            out.vector(name(Part::AltUpRouterNorm), &a.router_norm)?;
+        }
+        if let Some(r) = &l.laurel {
+            out.matrices(name(Part::LaurelLeft), &[&r.left], ty(Part::Up, r.left.cols))?;
+            out.matrices(name(Part::LaurelRight), &[&r.right], ty(Part::Up, r.right.cols))?;
+            out.vector(name(Part::LaurelNorm), &r.norm)?;
         }
         if let Some(s) = l.layer_scalar {
             out.vector(name(Part::LayerScalar), &[s])?;
@@ -317,6 +336,12 @@ fn write_tensors(g: &Gemma, plan: &QuantPlan, w: &mut GgufWriter, progress: &mut
             out.vector(name(Part::MoePostNormDense), &e.post_norm_dense)?;
             out.vector(name(Part::MoePostNormExperts), &e.post_norm_experts)?;
         }
+    }
+    if let Some(a) = &wts.altup {
+        let proj: Vec<&Matrix> = a.proj.iter().collect();
+        let unembed: Vec<&Matrix> = a.unembed.iter().collect();
+        out.matrices(naming.name(Part::AltUpProj, 0, sandwich), &proj, plan.type_for(Part::Up, 0, n_layers, c.hidden_size, gqa))?;
+        out.matrices(naming.name(Part::AltUpUnembed, 0, sandwich), &unembed, plan.type_for(Part::Up, 0, n_layers, c.hidden_size, gqa))?;
     }
     if let Some(p) = &wts.ple {
         out.matrices(naming.name(Part::PleEmbed, 0, sandwich), &[&p.embed], plan.type_for(Part::Embed, 0, n_layers, p.embed.cols, gqa))?;

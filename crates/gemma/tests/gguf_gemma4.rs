@@ -103,3 +103,26 @@ fn llama_cpp_agrees_on_our_gemma4_gguf() {
         assert!(worst < 0.05, "{name}: {worst}");
     }
 }
+
+/// Gemma 3n as llama.cpp's `gemma3n` layout (AltUp stacks, LAuReL, sparsity
+/// quantiles, zero K/V on shared layers as its loader wants): f32 reads back
+/// bit for bit. (llama.cpp hard-codes 3n's sizes — per-layer width 256,
+/// LAuReL rank 64, 20 KV layers — so it cannot load a tiny 3n; not checked.)
+#[test]
+fn gemma3n_gguf_round_trip_is_exact_in_f32() {
+    let out = write("tiny-gemma3n", "f32");
+    let hf = Gemma::load(testdata("tiny-gemma3n")).unwrap();
+    let mut gg = Gemma::load(&out).unwrap();
+    gg.model.numerics = gemma::Numerics::Reference;
+    let (a, b) = (&hf.model.config, &gg.model.config);
+    assert_eq!(a.layers, b.layers, "per-layer widths, sparsity, sharing, RoPE survive");
+    assert_eq!((a.altup, a.laurel_rank, a.per_layer_input_size, a.per_layer_vocab_size, a.final_softcap), (b.altup, b.laurel_rank, b.per_layer_input_size, b.per_layer_vocab_size, b.final_softcap));
+    assert_eq!(hf.tokenizer.vocab_size(), gg.tokenizer.vocab_size());
+    let g = SafetensorsSet::open_files(&[testdata("tiny-gemma3n").join("goldens.safetensors")]).unwrap();
+    for k in [5, 6] {
+        let toks = ids(&g, k).unwrap();
+        let p = hf.model.forward(&toks, &mut hf.model.new_cache(), LogitsMode::All).unwrap();
+        let q = gg.model.forward(&toks, &mut gg.model.new_cache(), LogitsMode::All).unwrap();
+        assert_eq!(p, q, "seq{k}: f32 GGUF logits equal the Hugging Face folder's");
+    }
+}
