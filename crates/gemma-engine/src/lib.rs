@@ -9,12 +9,13 @@
 //! steps are batch-invariant, so a request's greedy output is the same alone
 //! or among others.
 
+mod embed_queue;
 pub mod eval;
 mod scheduler;
 
 pub use gemma_generate::{FinishReason, GenerateRequest as Request, PromptLogprob, TokenLogprob};
 
-use gemma::Gemma;
+use gemma::{Embedding, Gemma};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -152,6 +153,43 @@ pub(crate) struct Job {
     pub queued_at: Instant,
 }
 
+/// An embedding request inside the engine.
+pub(crate) struct EmbedJob {
+    /// Token ids of each text (from `Gemma::embed_inputs`).
+    pub inputs: Vec<Vec<u32>>,
+    /// Matryoshka truncation.
+    pub dimensions: Option<usize>,
+    pub tx: tokio::sync::oneshot::Sender<Result<Vec<Embedding>, String>>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What the scheduler thread receives.
+#[allow(clippy::large_enum_variant)] // one message per request; boxing buys nothing
+pub(crate) enum Work {
+    Generate(Job),
+    Embed(EmbedJob),
+}
+
+/// A submitted embedding request. Dropping it cancels the request.
+#[derive(Debug)]
+pub struct EmbedHandle {
+    rx: tokio::sync::oneshot::Receiver<Result<Vec<Embedding>, String>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl EmbedHandle {
+    /// The embeddings, in input order, or what went wrong.
+    pub async fn wait(mut self) -> Result<Vec<Embedding>, String> {
+        (&mut self.rx).await.unwrap_or_else(|_| Err("the engine stopped".into()))
+    }
+}
+
+impl Drop for EmbedHandle {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Live counters shared with the server (for /metrics and /info).
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -165,7 +203,7 @@ pub struct EngineStats {
 
 /// The engine: submit requests, read their events.
 pub struct Engine {
-    tx: Option<mpsc::Sender<Job>>,
+    tx: Option<mpsc::Sender<Work>>,
     stats: Arc<EngineStats>,
     stopping: Arc<AtomicBool>,
     next_id: AtomicU64,
@@ -249,12 +287,38 @@ impl Engine {
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job { req, tx, cancel: Arc::clone(&cancel), queued_at: Instant::now() };
         self.stats.queued.fetch_add(1, Ordering::SeqCst);
-        let sent = self.tx.as_ref().map(|t| t.send(job).is_ok()).unwrap_or(false);
+        self.send(Work::Generate(job))?;
+        Ok(Handle { id: self.next_id.fetch_add(1, Ordering::SeqCst), events, cancel })
+    }
+
+    /// Queue texts to embed (token ids from `Gemma::embed_inputs`). The
+    /// scheduler runs waiting texts of all requests together, in batches of
+    /// up to `gemma::EMBED_BATCH_TOKENS` tokens, between generation steps.
+    pub fn embed(&self, inputs: Vec<Vec<u32>>, dimensions: Option<usize>) -> Result<EmbedHandle, SubmitError> {
+        if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
+            return Err(SubmitError::Invalid("nothing to embed: every input needs at least one token".into()));
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let queued = self.stats.queued.load(Ordering::SeqCst);
+        if queued >= self.config.max_queue {
+            return Err(SubmitError::Overloaded { queued });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.stats.queued.fetch_add(1, Ordering::SeqCst);
+        self.send(Work::Embed(EmbedJob { inputs, dimensions, tx, cancel: Arc::clone(&cancel) }))?;
+        Ok(EmbedHandle { rx, cancel })
+    }
+
+    fn send(&self, work: Work) -> Result<(), SubmitError> {
+        let sent = self.tx.as_ref().map(|t| t.send(work).is_ok()).unwrap_or(false);
         if !sent {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(SubmitError::ShuttingDown);
         }
-        Ok(Handle { id: self.next_id.fetch_add(1, Ordering::SeqCst), events, cancel })
+        Ok(())
     }
 
     /// Stop accepting requests; running and queued ones continue.

@@ -2,7 +2,8 @@
 //! Every per-token decision is the sequence's `SequenceState` (the same one
 //! `Gemma::generate` drives); this file only batches and routes.
 
-use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent};
+use crate::embed_queue::EmbedQueue;
+use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent, Work};
 use gemma::Gemma;
 use gemma_generate::{prompt_logprob, PromptLogprob, SequenceState, Step};
 use gemma_model::{BatchItem, BatchWorkspace, KvCache};
@@ -77,8 +78,9 @@ struct ScoreSpan {
 }
 
 /// Run until the request channel is closed and every sequence is done.
-pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>, stats: &EngineStats) {
+pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>, stats: &EngineStats) {
     let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut embeds = EmbedQueue::default();
     let mut running: Vec<Seq> = Vec::new();
     let mut ws = BatchWorkspace::default();
     let vocab = gemma.model.config.vocab_size;
@@ -86,18 +88,20 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
     let mut open = true;
     loop {
         // Intake: block only when there is nothing to do.
-        if running.is_empty() && waiting.is_empty() {
+        if running.is_empty() && waiting.is_empty() && embeds.is_empty() {
             if !open {
                 return;
             }
             match rx.recv() {
-                Ok(job) => waiting.push_back(job),
+                Ok(Work::Generate(job)) => waiting.push_back(job),
+                Ok(Work::Embed(job)) => embeds.push(job),
                 Err(_) => return,
             }
         }
         loop {
             match rx.try_recv() {
-                Ok(job) => waiting.push_back(job),
+                Ok(Work::Generate(job)) => waiting.push_back(job),
+                Ok(Work::Embed(job)) => embeds.push(job),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -123,6 +127,10 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Job>,
         }
         stats.queued.fetch_sub(left.min(stats.queued.load(Ordering::SeqCst)), Ordering::SeqCst);
         stats.running.store(running.len(), Ordering::SeqCst);
+        // One embedding pass (when any wait) between generation steps.
+        if !embeds.is_empty() {
+            embeds.step(gemma, stats);
+        }
         if running.is_empty() {
             continue;
         }

@@ -279,3 +279,34 @@ fn limits_are_enforced_before_any_work() {
         collect(h);
     }
 }
+
+#[test]
+fn embedding_requests_are_batched_and_equal_the_library() {
+    let g = Arc::new(Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-embeddinggemma")).unwrap());
+    let engine = Arc::new(Engine::start(Arc::clone(&g), EngineConfig::default()).unwrap());
+    let sets: Vec<Vec<String>> = (0..6).map(|r| (0..=r).map(|i| format!("text {i} of request {r}: {}", "word ".repeat(i * 3))).collect()).collect();
+    let opts = gemma::EmbedOptions::default();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    // All requests queued at once, so the engine packs them together.
+    let handles: Vec<_> = sets.iter().map(|t| engine.embed(g.embed_inputs(t, &opts).unwrap(), None).unwrap()).collect();
+    for (texts, h) in sets.iter().zip(handles) {
+        let got = rt.block_on(h.wait()).unwrap();
+        let want = g.embed(texts, &opts).unwrap();
+        assert_eq!(got.len(), texts.len());
+        for (a, b) in got.iter().zip(&want) {
+            let worst = a.values.iter().zip(&b.values).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-6, "{worst}");
+        }
+    }
+    // Matryoshka truncation per request, mixed in one queue.
+    let t = vec!["alpha".to_string(), "beta".to_string()];
+    let h16 = engine.embed(g.embed_inputs(&t, &opts).unwrap(), Some(16)).unwrap();
+    let hall = engine.embed(g.embed_inputs(&t, &opts).unwrap(), None).unwrap();
+    assert!(rt.block_on(h16.wait()).unwrap().iter().all(|e| e.values.len() == 16));
+    assert!(rt.block_on(hall.wait()).unwrap().iter().all(|e| e.values.len() == 48));
+    // A dropped request is cancelled; the engine goes on.
+    drop(engine.embed(g.embed_inputs(&t, &opts).unwrap(), None).unwrap());
+    assert_eq!(rt.block_on(engine.embed(g.embed_inputs(&t, &opts).unwrap(), None).unwrap().wait()).unwrap().len(), 2);
+    assert!(matches!(engine.embed(vec![], None), Err(SubmitError::Invalid(_))));
+    assert_eq!(engine.stats().queued.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

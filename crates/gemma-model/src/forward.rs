@@ -148,14 +148,39 @@ impl Model {
     /// sequence in a single pass (what an embedding model pools): every
     /// token is in the one chunk, so bidirectional attention sees them all.
     pub fn hidden_states(&self, tokens: &[u32], ws: &mut Workspace) -> Result<Vec<f32>> {
-        self.check_tokens(tokens, 0)?;
-        let mut cache = KvCache::unbounded(&self.config);
-        let segs = [Seg { row0: 0, n: tokens.len(), start: 0, item: 0, decode: false, adapter: None }];
-        self.run_segments(&segs, &mut [(tokens, &mut cache)], ws, None);
+        Ok(self.hidden_states_batch(&[tokens], ws)?.pop().unwrap_or_default())
+    }
+
+    /// [`Model::hidden_states`] of several whole sequences in one pass: each
+    /// is a segment with its own cache (attention never crosses them), their
+    /// rows share every projection (so a row may round differently than
+    /// alone, within ~1e-6). Returns one `[len_i, hidden]` per input.
+    pub fn hidden_states_batch(&self, seqs: &[&[u32]], ws: &mut Workspace) -> Result<Vec<Vec<f32>>> {
+        for s in seqs {
+            self.check_tokens(s, 0)?;
+        }
+        let mut caches: Vec<KvCache> = seqs.iter().map(|_| KvCache::unbounded(&self.config)).collect();
+        let mut segs = Vec::with_capacity(seqs.len());
+        let mut row0 = 0;
+        for (i, s) in seqs.iter().enumerate() {
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None });
+            row0 += s.len();
+        }
+        let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
+        // One product per projection over every row: weights are read once
+        // for the whole batch (the reason to batch embeddings).
+        ws.shared_products = seqs.len() > 1;
+        self.run_segments(&segs, &mut items, ws, None);
+        ws.shared_products = false;
         let hidden = self.config.hidden_size;
-        let mut out = vec![0f32; tokens.len() * hidden];
-        rms_norm(&ws.x[..tokens.len() * hidden], &self.weights.final_norm, self.config.rms_norm_eps, &mut out);
-        Ok(out)
+        Ok(segs
+            .iter()
+            .map(|seg| {
+                let mut out = vec![0f32; seg.n * hidden];
+                rms_norm(&ws.x[seg.row0 * hidden..(seg.row0 + seg.n) * hidden], &self.weights.final_norm, self.config.rms_norm_eps, &mut out);
+                out
+            })
+            .collect())
     }
 
     /// Errors for an empty run, out-of-vocabulary ids, or a context overflow
@@ -346,7 +371,7 @@ impl Model {
         // (a row's result does not depend on the others: the training test
         // checks it bit for bit); serving keeps its per-segment products.
         let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false, adapter: None }];
-        let psegs: &[Seg] = if tape.is_some() { &whole } else { segs };
+        let psegs: &[Seg] = if tape.is_some() || sc.shared_products { &whole } else { segs };
         // Training meets quantized weights with f32 activations (QLoRA as
         // bitsandbytes computes it: the dequantized function).
         let training = tape.is_some();

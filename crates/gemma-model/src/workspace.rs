@@ -30,6 +30,9 @@ pub struct Workspace {
     pub(crate) laurel: Vec<f32>,
     /// Per-thread attention tile buffers.
     pub(crate) tiles: Vec<crate::attention::TileBufs>,
+    /// Run each projection once over the rows of all segments (embedding
+    /// batches: faster, but a row's rounding may depend on the batch).
+    pub(crate) shared_products: bool,
 }
 
 impl Workspace {

@@ -3,9 +3,9 @@
 //! truncation, renormalized); `encoding_format` `float` or `base64`
 //! (little-endian f32, as the openai client decodes it). Extra field
 //! `prompt_name` picks one of the model's prompts (EmbeddingGemma:
-//! `query`, `document`, …). The texts run one after another on a blocking
-//! thread beside the generation engine (the kernels' thread pool takes one
-//! loop at a time).
+//! `query`, `document`, …). Texts are tokenized here and embedded by the
+//! engine, which batches the texts of all waiting requests into shared
+//! passes between generation steps.
 
 use crate::openai::{invalid, parse};
 use crate::{ApiError, Flavor, Shared};
@@ -48,10 +48,12 @@ pub async fn embeddings(State(s): State<Shared>, body: Bytes) -> Result<Json<Val
     let opts = EmbedOptions { prompt_name, dimensions, ..Default::default() };
     let model = s.config.model_id.clone();
     let g2 = std::sync::Arc::clone(&g);
-    let out = tokio::task::spawn_blocking(move || g2.embed(&texts, &opts))
+    let inputs = tokio::task::spawn_blocking(move || g2.embed_inputs(&texts, &opts))
         .await
         .map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "embedding", e.to_string()))?
         .map_err(|e| invalid(e.to_string()))?;
+    let handle = s.engine.embed(inputs, dimensions).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?;
+    let out = handle.wait().await.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "embedding", e))?;
     let tokens: usize = out.iter().map(|e| e.tokens).sum();
     let data: Vec<Value> = out
         .iter()

@@ -202,3 +202,35 @@ fn dense(dir: &Path) -> Result<Dense> {
     };
     Ok(Dense { w: gemma_quant::to_f32_vec(&w), bias, fin, fout, tanh })
 }
+
+/// Consecutive groups of inputs (by their lengths) holding at most `budget`
+/// tokens each; an input longer than `budget` is a group of its own.
+pub fn batches(lens: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut total) = (0, 0);
+    for (i, &n) in lens.iter().enumerate() {
+        if i > start && total + n > budget {
+            out.push(start..i);
+            (start, total) = (i, 0);
+        }
+        total += n;
+    }
+    if start < lens.len() {
+        out.push(start..lens.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batches;
+
+    #[test]
+    fn batches_respect_the_budget() {
+        assert_eq!(batches(&[3, 3, 3], 6), vec![0..2, 2..3]);
+        assert_eq!(batches(&[10, 1, 1], 4), vec![0..1, 1..3]);
+        assert_eq!(batches(&[1, 10, 1], 4), vec![0..1, 1..2, 2..3]);
+        assert_eq!(batches(&[], 4), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(batches(&[4, 4], 8), vec![0..2]);
+    }
+}

@@ -73,6 +73,10 @@ pub struct Gemma {
     pub sentence: Option<embed::SentenceModules>,
 }
 
+/// Most tokens [`Gemma::embed`] (and the serving engine) run in one
+/// embedding pass; a longer text runs alone.
+pub const EMBED_BATCH_TOKENS: usize = 2048;
+
 /// What [`Gemma::embed`] does with each text.
 #[derive(Debug, Clone, Default)]
 pub struct EmbedOptions {
@@ -153,8 +157,22 @@ impl Gemma {
     /// does it for sentence-transformers (its post-processor's BOS/EOS), one
     /// forward over the whole sequence, then the sentence modules (mean
     /// pooling and L2 normalization without them), then Matryoshka
-    /// truncation with renormalization.
+    /// truncation with renormalization. Texts run in batches of up to
+    /// [`EMBED_BATCH_TOKENS`] tokens.
     pub fn embed(&self, texts: &[String], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
+        let inputs = self.embed_inputs(texts, opts)?;
+        let mut ws = Workspace::new();
+        let mut out = Vec::with_capacity(inputs.len());
+        for r in embed::batches(&inputs.iter().map(Vec::len).collect::<Vec<_>>(), EMBED_BATCH_TOKENS) {
+            let batch: Vec<&[u32]> = inputs[r].iter().map(Vec::as_slice).collect();
+            out.extend(self.embed_batch(&batch, opts.dimensions, &mut ws)?);
+        }
+        Ok(out)
+    }
+
+    /// The token ids [`Gemma::embed`] runs for each text (prompt, special
+    /// tokens, the model's `max_seq_length` truncation); checks `dimensions`.
+    pub fn embed_inputs(&self, texts: &[String], opts: &EmbedOptions) -> Result<Vec<Vec<u32>>> {
         let default = embed::SentenceModules::default();
         let st = self.sentence.as_ref().unwrap_or(&default);
         let prompt = match (&opts.prompt, &opts.prompt_name) {
@@ -170,8 +188,7 @@ impl Gemma {
                 return Err(GemmaError::invalid("dimensions", format!("must be between 1 and the model's {width}, got {d}")));
             }
         }
-        let hidden = self.model.config.hidden_size;
-        let mut ws = Workspace::new();
+        let context = self.model.config.max_position_embeddings;
         texts
             .iter()
             .map(|t| {
@@ -186,9 +203,30 @@ impl Gemma {
                         }
                     }
                 }
-                let states = self.model.hidden_states(&ids, &mut ws)?;
-                let mut v = st.apply(&states, hidden)?;
-                if let Some(d) = opts.dimensions {
+                if ids.is_empty() {
+                    return Err(GemmaError::invalid("input", "a text has no tokens to embed"));
+                }
+                if ids.len() > context {
+                    return Err(GemmaError::invalid("input", format!("a text has {} tokens, more than the model's context of {context}", ids.len())));
+                }
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    /// Embeddings of inputs from [`Gemma::embed_inputs`], all in one forward
+    /// pass (each its own segment; the projections shared).
+    pub fn embed_batch(&self, inputs: &[&[u32]], dimensions: Option<usize>, ws: &mut Workspace) -> Result<Vec<Embedding>> {
+        let default = embed::SentenceModules::default();
+        let st = self.sentence.as_ref().unwrap_or(&default);
+        let hidden = self.model.config.hidden_size;
+        let states = self.model.hidden_states_batch(inputs, ws)?;
+        states
+            .iter()
+            .zip(inputs)
+            .map(|(s, ids)| {
+                let mut v = st.apply(s, hidden)?;
+                if let Some(d) = dimensions {
                     v.truncate(d);
                     embed::normalize(&mut v);
                 }

@@ -70,3 +70,19 @@ fn bad_embedding_requests_are_clear_errors() {
     let e = g.generate(&mut g.new_session(), &req, &mut |_| true).unwrap_err().to_string();
     assert!(e.contains("embedding"), "{e}");
 }
+
+#[test]
+fn a_batch_embeds_each_text_as_alone() {
+    // The texts of one pass share every projection, so a row may round
+    // differently than alone; the vectors agree to f32 noise.
+    let g = Gemma::load(folder()).unwrap();
+    let texts: Vec<String> = goldens()["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let opts = EmbedOptions::default();
+    let together = g.embed(&texts, &opts).unwrap();
+    for (t, b) in texts.iter().zip(&together) {
+        let alone = g.embed(std::slice::from_ref(t), &opts).unwrap().remove(0);
+        assert_eq!(alone.tokens, b.tokens);
+        let worst = alone.values.iter().zip(&b.values).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "{t}: {worst}");
+    }
+}
