@@ -3,11 +3,10 @@
 FunctionGemma is Gemma 3 270M with function-call control tokens. The fixture
 keeps tiny-gemma3's random weights and gives seven of its last vocabulary ids
 to FunctionGemma's control tokens (special added tokens; the merges that made
-the old tokens are dropped), and a chat template of ours in FunctionGemma's
-documented format that takes the Hugging Face `tools` variable (declarations
-in a developer turn, calls and results with the control tokens). It exercises
-the server's template-`tools` path and the control-token call syntax; the
-published FunctionGemma template is not here (no Hub access).
+the old tokens are dropped), and FunctionGemma's published chat template
+(testdata/templates/functiongemma.jinja: declarations in a developer turn,
+calls and results with the control tokens). It exercises the server's
+template-`tools` path and the control-token call syntax.
 """
 import json
 import shutil
@@ -18,35 +17,7 @@ SRC, DST = ROOT / "tiny-gemma3", ROOT / "tiny-functiongemma"
 TOKENS = ["<start_function_declaration>", "<end_function_declaration>", "<start_function_call>",
           "<end_function_call>", "<start_function_response>", "<end_function_response>", "<escape>"]
 
-TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- set loop_messages = messages -%}"
-    "{%- if tools or messages[0]['role'] in ['system', 'developer'] -%}"
-    "{{ '<start_of_turn>developer\\n' }}"
-    "{%- if messages[0]['role'] in ['system', 'developer'] -%}{{ messages[0]['content'] | trim }}{%- set loop_messages = messages[1:] -%}{%- endif -%}"
-    "{%- for tool in tools or [] -%}"
-    "{{ '<start_function_declaration>declaration:' + tool['function']['name'] + '{description:<escape>' + tool['function']['description'] + '<escape>}<end_function_declaration>' }}"
-    "{%- endfor -%}"
-    "{{ '<end_of_turn>\\n' }}"
-    "{%- endif -%}"
-    "{%- for message in loop_messages -%}"
-    "{%- if message['role'] == 'tool' -%}"
-    "{{ '<start_function_response>response:' + message['name'] + '{value:<escape>' + message['content'] + '<escape>}<end_function_response>' }}"
-    "{%- else -%}"
-    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
-    "{{ '<start_of_turn>' + role + '\\n' }}"
-    "{%- for call in message['tool_calls'] or [] -%}"
-    "{{ '<start_function_call>call:' + call['function']['name'] + '{' }}"
-    "{%- for key, value in call['function']['arguments'] | dictsort -%}"
-    "{{ key + ':' }}{%- if value is string -%}{{ '<escape>' + value + '<escape>' }}{%- else -%}{{ value }}{%- endif -%}{{ ',' if not loop.last }}"
-    "{%- endfor -%}"
-    "{{ '}<end_function_call>' }}"
-    "{%- endfor -%}"
-    "{{ message['content'] | trim + '<end_of_turn>\\n' }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
-)
+TEMPLATE = (ROOT / "templates" / "functiongemma.jinja").read_text(encoding="utf-8")
 
 
 def main():

@@ -1,6 +1,7 @@
-//! The published Gemma 3 and Gemma 4 chat templates render exactly as
-//! transformers' `apply_chat_template` does (goldens from
-//! tools/reference/make_tiny_gemma4_it.py, templates in testdata/templates).
+//! The published Gemma 3, Gemma 4 and FunctionGemma chat templates render
+//! exactly as transformers' `apply_chat_template` does (goldens from
+//! tools/reference/make_tiny_gemma4_it.py and
+//! make_functiongemma_template_goldens.py, templates in testdata/templates).
 
 use gemma_tokenizer::ChatTemplate;
 use serde_json::Value;
@@ -12,7 +13,21 @@ fn dir() -> PathBuf {
 
 #[test]
 fn published_templates_render_as_transformers() {
-    let goldens: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap()).unwrap();
+    let (same, refused) = check_goldens("goldens.json");
+    eprintln!("{same} renderings identical, {refused} refused by both");
+    assert!(same >= 100);
+}
+
+#[test]
+fn functiongemma_template_renders_as_transformers() {
+    let (same, refused) = check_goldens("goldens_functiongemma.json");
+    eprintln!("{same} renderings identical, {refused} refused by both");
+    assert!(same >= 20 && refused >= 2);
+}
+
+/// Render every golden of `file`; (identical, refused by both).
+fn check_goldens(file: &str) -> (usize, usize) {
+    let goldens: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(dir().join(file)).unwrap()).unwrap();
     let (mut same, mut refused) = (0, 0);
     for g in &goldens {
         let name = g["template"].as_str().unwrap();
@@ -35,8 +50,7 @@ fn published_templates_render_as_transformers() {
             }
         }
     }
-    eprintln!("{same} renderings identical, {refused} refused by both");
-    assert!(same >= 100);
+    (same, refused)
 }
 
 #[test]
