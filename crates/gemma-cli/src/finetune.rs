@@ -253,7 +253,7 @@ pub struct MergeArgs {
 
 /// Run `gemma merge`.
 pub fn merge(a: MergeArgs) -> Result<()> {
-    let input = gemma::hub::resolve_model(a.model.as_deref())?;
+    let input = crate::pull::resolve(a.model.as_deref())?;
     let text = match &a.ppl_text {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
         None => gemma::merge::DEFAULT_PPL_TEXT.to_string(),

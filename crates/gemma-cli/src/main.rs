@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod finetune;
 mod progress;
+mod pull;
 
 use clap::Parser;
 

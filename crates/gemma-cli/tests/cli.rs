@@ -164,9 +164,59 @@ fn inspect_reports_architecture_and_sizes() {
         assert!(out.contains("parameters:") && out.contains("weight bytes:"), "{out}");
     }
     let o = gemma(&["inspect", "-m", path(&testdata("tiny-gemma2-bf16"))]);
-    assert!(stdout(&o).contains("weights dtype:    bf16"));
+    assert!(stdout(&o).contains("weights:          bf16 100%"), "{}", stdout(&o));
     let o = gemma(&["inspect", "-m", path(&testdata("tiny-gemma2-bf16")), "--dtype", "f32"]);
-    assert!(stdout(&o).contains("weights dtype:    f32"));
+    assert!(stdout(&o).contains("weights:          f32 100%"), "{}", stdout(&o));
+}
+
+#[test]
+fn inspect_names_a_gguf_file_type_and_its_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let o = gemma(&["quantize", "-m", path(&testdata("tiny-gemma3")), "--type", "q4_k_m", "--out", path(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = gemma(&["inspect", "-m", path(&out)]);
+    let text = stdout(&o);
+    // The declared type, then the real per-type shares (the tiny model's rows are too short for k-quants).
+    let line = text.lines().find(|l| l.starts_with("weights:")).unwrap_or_default();
+    assert!(line.contains("Q4_K_M file: ") && line.contains('%'), "{text}");
+}
+
+#[test]
+fn version_completions_pull_and_list() {
+    let o = gemma(&["--version"]);
+    let v = stdout(&o);
+    assert!(o.status.success() && v.contains("commit ") && v.contains("kernels: "), "{v}");
+    for shell in ["bash", "zsh", "fish"] {
+        let o = gemma(&["completions", shell]);
+        assert!(o.status.success() && stdout(&o).contains("quantize"), "{shell}: {}", stderr(&o));
+    }
+    fails_with(&gemma(&["completions", "tcsh"]), &["tcsh"]);
+    // A local GGUF goes into an empty cache; `list` shows it; --model takes its file name.
+    let cache = tempfile::tempdir().unwrap();
+    let gguf = cache.path().join("src.gguf");
+    assert!(gemma(&["quantize", "-m", path(&testdata("tiny-gemma3")), "--type", "q8_0", "--out", path(&gguf)]).status.success());
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_gemma")).args(args).env("GEMMA_CACHE", cache.path()).env("HF_HOME", cache.path().join("hf")).output().unwrap();
+    let o = run(&["pull", path(&gguf)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(cache.path().join("models/src.gguf").is_file());
+    let o = run(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["name"], "src.gguf", "{v}");
+    assert!(v[0]["bytes"].as_u64().unwrap() > 1000);
+    let o = run(&["generate", "--model", "src.gguf", "--prompt", "hi", "--max-tokens", "2", "--temperature", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Not a GGUF, not a repo id, not a URL: a clear refusal.
+    let txt = cache.path().join("notes.txt");
+    std::fs::write(&txt, "hello").unwrap();
+    let o = run(&["pull", path(&txt)]);
+    assert!(!o.status.success() && stderr(&o).contains("notes.txt"), "{}", stderr(&o));
+    let o = run(&["pull", "no such thing"]);
+    assert!(!o.status.success() && stderr(&o).contains("is not `default`"), "{}", stderr(&o));
+    // First run offline with nothing cached: says where it looked and what to do.
+    let empty = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gemma")).args(["generate", "--prompt", "hi"]).env("GEMMA_CACHE", empty.path()).env("GEMMA_OFFLINE", "1").output().unwrap();
+    fails_with(&o, &["downloads are off", "--model"]);
 }
 
 #[test]

@@ -419,3 +419,52 @@ pub fn is_gguf(path: &Path) -> bool {
     let mut magic = [0u8; 4];
     std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).map(|_| u32::from_le_bytes(magic) == GGUF_MAGIC).unwrap_or(false)
 }
+
+/// llama.cpp's `general.file_type` values (`enum llama_ftype`) and their
+/// names: what a GGUF file says it is (`Q4_K_M` is a mix: most matrices
+/// Q4_K, some Q6_K, the embedding often Q8_0 or Q6_K).
+pub const FILE_TYPES: &[(u32, &str)] = &[
+    (0, "F32"),
+    (1, "F16"),
+    (2, "Q4_0"),
+    (3, "Q4_1"),
+    (7, "Q8_0"),
+    (8, "Q5_0"),
+    (9, "Q5_1"),
+    (10, "Q2_K"),
+    (11, "Q3_K_S"),
+    (12, "Q3_K_M"),
+    (13, "Q3_K_L"),
+    (14, "Q4_K_S"),
+    (15, "Q4_K_M"),
+    (16, "Q5_K_S"),
+    (17, "Q5_K_M"),
+    (18, "Q6_K"),
+    (19, "IQ2_XXS"),
+    (20, "IQ2_XS"),
+    (21, "Q2_K_S"),
+    (22, "IQ3_XS"),
+    (23, "IQ3_XXS"),
+    (24, "IQ1_S"),
+    (25, "IQ4_NL"),
+    (26, "IQ3_S"),
+    (27, "IQ3_M"),
+    (28, "IQ2_S"),
+    (29, "IQ2_M"),
+    (30, "IQ4_XS"),
+    (31, "IQ1_M"),
+    (32, "BF16"),
+    (36, "TQ1_0"),
+    (37, "TQ2_0"),
+    (38, "MXFP4_MOE"),
+];
+
+/// The name of a `general.file_type` value (`None` for unknown ones).
+pub fn file_type_name(v: u32) -> Option<&'static str> {
+    FILE_TYPES.iter().find(|(k, _)| *k == v).map(|(_, n)| *n)
+}
+
+/// The `general.file_type` value of a name such as `q4_k_m` (any case).
+pub fn file_type_value(name: &str) -> Option<u32> {
+    FILE_TYPES.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)).map(|(k, _)| *k)
+}

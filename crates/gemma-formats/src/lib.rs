@@ -8,6 +8,6 @@ pub mod gguf_write;
 pub mod safetensors_set;
 
 pub use flax_msgpack::FlaxCheckpoint;
-pub use gguf::{is_gguf, GgufFile, GgufHeader, GgufTensorInfo, GgufValue};
+pub use gguf::{file_type_name, file_type_value, is_gguf, GgufFile, GgufHeader, GgufTensorInfo, GgufValue};
 pub use gguf_write::GgufWriter;
 pub use safetensors_set::{SafetensorsSet, TensorInfo};

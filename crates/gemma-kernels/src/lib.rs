@@ -17,3 +17,16 @@ pub mod vnni;
 pub use matmul::{matmul, matmul_decode, matmul_f32_acts};
 pub use matmul_t::matmul_t;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};
+
+/// The kernel paths this CPU runs, as `gemma --version` reports them:
+/// `avx512-vnni`, `avx2+fma+f16c` or `scalar` (after `GEMMA_FORCE_SCALAR` /
+/// `GEMMA_NO_AVX512`).
+pub fn kernel_paths() -> &'static str {
+    if gemm::has_avx512_vnni() {
+        "avx512-vnni (avx512f, avx512bw, avx512dq, avx512vnni) + avx2 fma f16c"
+    } else if dot::simd_level() == dot::SimdLevel::Avx2 {
+        "avx2 fma f16c"
+    } else {
+        "scalar"
+    }
+}

@@ -230,9 +230,59 @@ impl Weights {
         n
     }
 
-    /// The dtype of the large matrices.
+    /// The dtype of the token embedding (see [`Weights::dtype_mix`] for all matrices).
     pub fn dtype(&self) -> DType {
         self.embed.dtype()
+    }
+
+    /// Every weight matrix, once.
+    pub fn for_each_matrix(&self, f: &mut dyn FnMut(&Matrix)) {
+        f(&self.embed);
+        if let Some(h) = &self.lm_head {
+            f(h);
+        }
+        for l in &self.layers {
+            for m in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+                f(m);
+            }
+            if let Some(p) = &l.ple {
+                f(&p.gate);
+                f(&p.proj);
+            }
+            if let Some(e) = &l.moe {
+                f(&e.router);
+                e.gate_up.iter().chain(&e.down).for_each(&mut *f);
+            }
+            if let Some(a) = &l.altup {
+                f(&a.router);
+            }
+            if let Some(r) = &l.laurel {
+                f(&r.left);
+                f(&r.right);
+            }
+        }
+        if let Some(p) = &self.ple {
+            f(&p.embed);
+            f(&p.proj);
+        }
+        if let Some(a) = &self.altup {
+            a.proj.iter().chain(&a.unembed).for_each(&mut *f);
+        }
+    }
+
+    /// Parameters per storage dtype over all matrices, largest share first:
+    /// what a quantization mix such as Q4_K_M really holds.
+    pub fn dtype_mix(&self) -> Vec<(DType, usize)> {
+        let mut mix: Vec<(DType, usize)> = Vec::new();
+        self.for_each_matrix(&mut |m| {
+            let n = m.rows * m.cols;
+            match mix.iter_mut().find(|(d, _)| *d == m.dtype()) {
+                Some((_, c)) => *c += n,
+                None => mix.push((m.dtype(), n)),
+            }
+        });
+        mix.sort_by_key(|m| std::cmp::Reverse(m.1));
+        mix
     }
 }
 

