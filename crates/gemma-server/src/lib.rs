@@ -18,6 +18,7 @@ mod openai;
 mod reasoning;
 mod tgi;
 mod call_syntax;
+mod chat_page;
 mod embeddings;
 mod tools;
 mod tokenizer_routes;
@@ -98,7 +99,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/adapters/{name}", axum::routing::delete(adapters::delete))
         .route("/generate", post(tgi::generate))
         .route("/generate_stream", post(tgi::generate_stream))
-        .route("/", post(tgi::compat))
+        .route("/", post(tgi::compat).get(chat_page::page))
         .route("/info", get(tgi::info))
         .route("/tokenize", post(tokenizer_routes::tokenize))
         .route("/detokenize", post(tokenizer_routes::detokenize))
@@ -140,7 +141,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn auth(State(s): State<Shared>, req: HttpRequest, next: Next) -> Response {
     let Some(key) = &s.config.api_key else { return next.run(req).await };
     let path = req.uri().path();
-    if path == "/health" || s.config.health_route.as_deref() == Some(path) {
+    // Health checks and the chat page (which asks the user for the key) are open.
+    if path == "/health" || s.config.health_route.as_deref() == Some(path) || (path == "/" && req.method() == axum::http::Method::GET) {
         return next.run(req).await;
     }
     let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The built-in chat page in a real browser: serve the real model with an API
+# key on a loopback port, drive GET / in headless Chromium (Debian's
+# `chromium`, installed if missing) with playwright-core from npm, check
+# streaming, multi-turn history, the stop button and tokens/s, and write a
+# screenshot (docs/chat-page.png). Not part of CI (it needs a browser).
+#   scripts/check-chat-page.sh [MODEL]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL="${1:-$(scripts/fetch-model.sh)}"
+CACHE="${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}"
+NODE_DIR="$CACHE/node-chat"
+CHROMIUM="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+if [ -z "$CHROMIUM" ]; then
+  echo "installing Debian's chromium..." >&2
+  apt-get install -y -q chromium >/dev/null
+  CHROMIUM=$(command -v chromium)
+fi
+if [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
+  mkdir -p "$NODE_DIR"
+  (cd "$NODE_DIR" && npm init -y >/dev/null && npm install --silent playwright-core@1)
+fi
+cargo build --release -q -p gemma-cli
+KEY="page-check-key"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+LOG=$(mktemp)
+GEMMA_API_KEY="$KEY" target/release/gemma serve -m "$MODEL" --port "$PORT" 2>"$LOG" &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$PORT/health" >/dev/null && break
+  sleep 0.2
+done
+cp tools/browser/chat_page_check.mjs "$NODE_DIR/"
+timeout 300 node "$NODE_DIR/chat_page_check.mjs" "http://127.0.0.1:$PORT" "$KEY" "$CHROMIUM" "$PWD/docs/chat-page.png"
