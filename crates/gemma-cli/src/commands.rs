@@ -563,7 +563,8 @@ fn serve(a: ServeArgs) -> Result<()> {
             "serving on http://{} (OpenAI: /v1/chat/completions, /v1/completions; TGI: /generate, /generate_stream; /metrics)",
             listener.local_addr()?
         );
-        gemma_server::serve(listener, state, gemma_server::shutdown_signal(), Duration::from_secs(a.shutdown_grace)).await?;
+        let drain = Duration::try_from_secs_f64(a.drain_delay).map_err(|_| anyhow::anyhow!("--drain-delay must be a non-negative number of seconds"))?;
+        gemma_server::serve_draining(listener, state, gemma_server::shutdown_signal(), drain, Duration::from_secs(a.shutdown_grace)).await?;
         eprintln!("shut down");
         anyhow::Ok(())
     })

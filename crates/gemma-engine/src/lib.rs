@@ -206,6 +206,7 @@ pub struct Engine {
     tx: Option<mpsc::Sender<Work>>,
     stats: Arc<EngineStats>,
     stopping: Arc<AtomicBool>,
+    draining: AtomicBool,
     next_id: AtomicU64,
     config: EngineConfig,
     context: usize,
@@ -234,7 +235,7 @@ impl Engine {
                 .spawn(move || scheduler::run(&gemma, &config, rx, &stats))
                 .expect("spawning the scheduler thread")
         };
-        Ok(Self { tx: Some(tx), stats, stopping, next_id: AtomicU64::new(1), config, context, gemma, thread: Some(thread) })
+        Ok(Self { tx: Some(tx), stats, stopping, draining: AtomicBool::new(false), next_id: AtomicU64::new(1), config, context, gemma, thread: Some(thread) })
     }
 
     /// The model served.
@@ -329,6 +330,17 @@ impl Engine {
     /// Whether [`Engine::begin_shutdown`] was called.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Announce a coming shutdown (health checks fail) while requests are
+    /// still accepted, so load balancers stop sending new ones first.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a drain or a shutdown has begun (what health checks report).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst) || self.is_stopping()
     }
 }
 

@@ -118,7 +118,7 @@ pub fn router(state: Shared) -> Router {
 }
 
 async fn health(State(s): State<Shared>) -> StatusCode {
-    if s.engine.is_stopping() {
+    if s.engine.is_draining() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -308,10 +308,30 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    serve_draining(listener, state, shutdown, Duration::ZERO, grace).await
+}
+
+/// As [`serve`], with a drain phase first: when `shutdown` resolves,
+/// `/health` answers 503 at once while requests are still accepted and
+/// served for `drain_delay` (so a load balancer or Kubernetes takes the
+/// replica out of rotation), then the listener closes and in-flight
+/// requests get up to `grace` to finish.
+pub async fn serve_draining(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain_delay: Duration,
+    grace: Duration,
+) -> std::io::Result<()> {
     let engine = Arc::clone(&state.engine);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
+        engine.begin_drain();
+        if !drain_delay.is_zero() {
+            eprintln!("{}", serde_json::json!({"ts": unix_seconds(), "event": "draining", "seconds": drain_delay.as_secs_f64()}));
+            tokio::time::sleep(drain_delay).await;
+        }
         engine.begin_shutdown();
         let _ = tx.send(());
     };

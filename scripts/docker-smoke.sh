@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The container image end to end, here: install Debian's docker.io if
+# missing, start dockerd (these machines allow containers only host
+# networking: --bridge=none --iptables=false), build gemma-rs:latest, run it
+# with --network host on a loopback port with the real model mounted
+# read-only and a read-only root filesystem, check /health and a completion,
+# send SIGTERM (docker stop) and require exit code 0, print the image size.
+#   scripts/docker-smoke.sh [MODEL.gguf]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL="${1:-$(scripts/fetch-model.sh)}"
+MODEL="$(readlink -f "$MODEL")"
+if ! command -v dockerd >/dev/null; then
+  echo "installing Debian's docker.io..." >&2
+  apt-get install -y -q docker.io >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd..." >&2
+  (dockerd --bridge=none --iptables=false >/tmp/dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "FAILED: dockerd did not start (see /tmp/dockerd.log)" >&2; exit 1; }
+fi
+scripts/docker-build.sh gemma-rs:latest
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+NAME="gemma-smoke-$$"
+trap 'docker rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
+docker run -d --name "$NAME" --network host --read-only \
+  -v "$(dirname "$MODEL"):/models:ro" \
+  -e GEMMA_MODEL="/models/$(basename "$MODEL")" -e GEMMA_HOST=127.0.0.1 -e AIP_HTTP_PORT="$PORT" \
+  gemma-rs:latest --shutdown-grace 5 >/dev/null
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$PORT/health" >/dev/null && break
+  sleep 0.2
+done
+curl -fs "http://127.0.0.1:$PORT/health" >/dev/null || { echo "FAILED: /health"; docker logs "$NAME"; exit 1; }
+echo "health: OK"
+OUT=$(curl -fs "http://127.0.0.1:$PORT/v1/completions" -H 'content-type: application/json' \
+  -d '{"prompt": "English: cat\nFrench: chat\nEnglish: house\nFrench:", "max_tokens": 4, "temperature": 0, "stop": ["\n"]}')
+TEXT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["choices"][0]["text"])' "$OUT")
+echo "completion: '$TEXT'"
+[ -n "$(echo "$TEXT" | tr -d ' ')" ] || { echo "FAILED: empty completion: $OUT"; exit 1; }
+USER_ID=$(docker inspect -f '{{.Config.User}}' "$NAME")
+docker stop -t 20 "$NAME" >/dev/null
+CODE=$(docker inspect -f '{{.State.ExitCode}}' "$NAME")
+docker logs "$NAME" 2>&1 | tail -3
+[ "$CODE" = 0 ] || { echo "FAILED: exit code $CODE after SIGTERM"; exit 1; }
+echo "SIGTERM: exit code 0 (user $USER_ID)"
+echo "image gemma-rs:latest: $(docker image inspect -f '{{.Size}}' gemma-rs:latest | awk '{printf "%.1f MB", $1/1e6}')"
+echo "docker smoke OK"

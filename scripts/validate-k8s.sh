@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Render the Kubernetes manifests (deploy/kubernetes and its GKE overlay) with
+# `kubectl kustomize`, validate them offline and strictly against the
+# Kubernetes 1.30 and 1.35 schemas with kubernetes-validate (PyPI; it ships
+# the schemas), and check the invariants the deployment relies on (drain and
+# grace fit in terminationGracePeriodSeconds, probes on /health, non-root,
+# read-only root filesystem). CI runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}"
+VENV="$CACHE/venv-k8s"
+if ! "$VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "kubernetes-validate==1.37.*" pyyaml
+fi
+KUSTOMIZE=(kubectl kustomize)
+command -v kubectl >/dev/null || { echo "error: kubectl (with its built-in kustomize) is needed to render the manifests" >&2; exit 1; }
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+"${KUSTOMIZE[@]}" deploy/kubernetes > "$OUT/base.yaml"
+"${KUSTOMIZE[@]}" deploy/kubernetes/overlays/gke > "$OUT/gke.yaml"
+for v in 1.30.0 1.35.0; do
+  "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "$OUT/base.yaml" "$OUT/gke.yaml"
+done
+"$VENV/bin/python" - "$OUT/base.yaml" "$OUT/gke.yaml" <<'PY'
+import sys, yaml
+for path in sys.argv[1:]:
+    docs = {d["kind"]: d for d in yaml.safe_load_all(open(path)) if d}
+    for kind in ["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"]:
+        assert kind in docs, f"{path}: no {kind}"
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    c = next(c for c in pod["containers"] if c["name"] == "gemma")
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    args = c.get("args", [])
+    grace = float(args[args.index("--shutdown-grace") + 1])
+    drain = float(env.get("GEMMA_DRAIN_DELAY", 0))
+    assert pod["terminationGracePeriodSeconds"] >= drain + grace + 5, f"{path}: terminationGracePeriodSeconds < drain {drain} + grace {grace} + 5"
+    for p in ["startupProbe", "readinessProbe", "livenessProbe"]:
+        assert c[p]["httpGet"]["path"] == "/health", f"{path}: {p} not on /health"
+    assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"], f"{path}: not non-root / read-only"
+    assert all(ic["securityContext"]["readOnlyRootFilesystem"] for ic in pod.get("initContainers", []))
+    assert "memory" in c["resources"]["limits"] and "cpu" in c["resources"]["requests"]
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    assert any(m["type"] == "Pods" and m["pods"]["metric"]["name"] == "tgi_queue_size" for m in hpa) and any(m["type"] == "Resource" for m in hpa)
+    print(f"{path.split('/')[-1]}: {len(docs)} resources, drain {drain:g} s + grace {grace:g} s <= {pod['terminationGracePeriodSeconds']} s")
+PY
+echo "kubernetes manifests OK"
