@@ -356,11 +356,15 @@ impl GemmaConfig {
             "Gemma3ForConditionalGeneration" | "gemma3" => (Family::Gemma3, true),
             "Gemma4ForCausalLM" | "gemma4_text" => (Family::Gemma4, false),
             "Gemma4ForConditionalGeneration" | "gemma4" => (Family::Gemma4, true),
+            // The 12B "unified" model: the Gemma 4 dense decoder (no
+            // per-layer embeddings, no MoE; transformers drops those fields).
+            "Gemma4UnifiedForCausalLM" | "gemma4_unified_text" => (Family::Gemma4, false),
+            "Gemma4UnifiedForConditionalGeneration" | "gemma4_unified" => (Family::Gemma4, true),
             "Gemma3nForCausalLM" | "gemma3n_text" => (Family::Gemma3n, false),
             "Gemma3nForConditionalGeneration" | "gemma3n" => (Family::Gemma3n, true),
             other => {
                 return Err(GemmaError::Unsupported(format!(
-                    "architecture `{other}`; supported: GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma3TextModel (EmbeddingGemma), Gemma3nForCausalLM, Gemma3nForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration"
+                    "architecture `{other}`; supported: GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Gemma3TextModel (EmbeddingGemma), Gemma3nForCausalLM, Gemma3nForConditionalGeneration, Gemma4ForCausalLM, Gemma4ForConditionalGeneration, Gemma4UnifiedForCausalLM, Gemma4UnifiedForConditionalGeneration"
                 )))
             }
         };

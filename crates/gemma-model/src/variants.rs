@@ -37,6 +37,9 @@ pub const VARIANTS: &[Variant] = &[
     Variant { family: Family::Gemma4, size: "E4B", num_layers: 42, hidden_size: 2560 },
     Variant { family: Family::Gemma4, size: "26B-A4B", num_layers: 30, hidden_size: 2816 },
     Variant { family: Family::Gemma4, size: "31B", num_layers: 60, hidden_size: 5376 },
+    // The 12B "unified" model (Gemma4UnifiedForConditionalGeneration), as
+    // transformers' convert_gemma4_unified_weights.py gives its text config.
+    Variant { family: Family::Gemma4, size: "12B (unified)", num_layers: 48, hidden_size: 3840 },
 ];
 
 /// The published variant matching `cfg`, if any.

@@ -171,7 +171,7 @@ fn cached_matches_full(name: &str, tol: f32) {
 #[test]
 fn cached_steps_equal_full_forward() {
     // Decode and prefill kernels round differently: ~1e-5 at most.
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-moe"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma4-unified"] {
         cached_matches_full(name, 3e-5);
     }
 }
@@ -186,6 +186,13 @@ fn gemma4_f32_logits_match_transformers() {
 }
 
 /// Gemma 4 MoE (26B-A4B-like: k_eq_v full layers, experts beside the MLP).
+#[test]
+fn gemma4_unified_f32_logits_match_transformers() {
+    // The 12B's architecture (Gemma4UnifiedForCausalLM): k_eq_v full layers with one global KV head.
+    assert!(max_logit_diff("tiny-gemma4-unified", 1e-3) < F32_TOL);
+    greedy_matches("tiny-gemma4-unified");
+}
+
 #[test]
 fn gemma4_moe_f32_logits_match_transformers() {
     assert!(max_logit_diff("tiny-gemma4-moe", 1e-3) < F32_TOL);
