@@ -302,6 +302,10 @@ pub struct PerplexityArgs {
 pub struct InspectArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Instead of a model: every published Gemma text size with its
+    /// parameters and weight memory (computed from the published configs).
+    #[arg(long)]
+    pub variants: bool,
 }
 
 /// `gemma tokenize`.

@@ -320,6 +320,9 @@ fn embed(a: crate::args::EmbedArgs) -> Result<()> {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
+    if a.variants {
+        return inspect_variants();
+    }
     let gemma = load(&a.model)?;
     let c = &gemma.model.config;
     let w = &gemma.model.weights;
@@ -385,6 +388,32 @@ fn inspect(a: InspectArgs) -> Result<()> {
     writeln!(out, "weight bytes:     {} ({:.1} MiB)", w.bytes(), w.bytes() as f64 / (1 << 20) as f64)?;
     writeln!(out, "chat template:    {}", if gemma.tokenizer.chat_template.builtin { "built-in Gemma" } else { "from the model" })?;
     writeln!(out, "stop ids:         {:?}", gemma.stop_ids())?;
+    Ok(())
+}
+
+/// `gemma inspect --variants`: the published sizes, from their configs.
+fn inspect_variants() -> Result<()> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "| model | layers | hidden | parameters | bf16 | q8_0 | q4_k |")?;
+    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    for v in gemma::variants::VARIANTS {
+        let c = v.parse()?;
+        let n = c.parameter_count();
+        writeln!(
+            out,
+            "| {} {} | {} | {} | {:.2}B | {:.2} GiB | {:.2} GiB | {:.2} GiB |",
+            v.family.name(),
+            v.size,
+            v.num_layers,
+            v.hidden_size,
+            n as f64 / 1e9,
+            gib(c.weight_bytes(gemma::DType::BF16)),
+            gib(c.weight_bytes(gemma::DType::Q8_0)),
+            gib(c.weight_bytes(gemma::DType::Q4_K)),
+        )?;
+    }
+    writeln!(out, "\n(text models only; every parameter at that type, weights alone: add the KV cache and activations. A Q4_K_M file is larger than the q4_k column:\n llama.cpp keeps some matrices at Q6_K and the embedding at Q6_K or Q8_0, which dominates small models.)")?;
     Ok(())
 }
 

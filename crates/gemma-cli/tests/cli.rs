@@ -170,6 +170,16 @@ fn inspect_reports_architecture_and_sizes() {
 }
 
 #[test]
+fn inspect_lists_the_published_sizes() {
+    let o = gemma(&["inspect", "--variants"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for row in ["| Gemma 3 270M | 18 | 640 | 0.27B |", "| Gemma 2 9B | 42 | 3584 | 9.24B |", "| Gemma 4 31B | 60 | 5376 | 30.70B |", "Gemma 4 12B (unified)", "Gemma 3n E4B"] {
+        assert!(out.contains(row), "{row} missing:\n{out}");
+    }
+}
+
+#[test]
 fn inspect_names_a_gguf_file_type_and_its_mix() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.gguf");

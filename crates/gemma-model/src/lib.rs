@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod batch;
 pub mod cache;
+mod param_count;
 pub mod config;
 pub mod flax;
 pub mod forward;

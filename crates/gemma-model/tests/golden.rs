@@ -265,3 +265,15 @@ fn greedy_free_check(name: &str) {
     }
     assert!(got.iter().zip(&full).all(|(a, b)| (a - b).abs() < 3e-5));
 }
+
+#[test]
+fn config_parameter_counts_equal_the_loaded_weights() {
+    // What `gemma inspect --variants` computes from configs alone.
+    for name in [
+        "tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma3-mm-sharded", "tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma4-unified",
+        "tiny-gemma4-mm", "tiny-gemma3n", "tiny-gemma3n-mm", "tiny-embeddinggemma", "tiny-gemma2-bf16",
+    ] {
+        let model = load_model(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name), None, &mut |_, _| {}).unwrap();
+        assert_eq!(model.config.parameter_count(), model.weights.parameter_count(), "{name}");
+    }
+}
