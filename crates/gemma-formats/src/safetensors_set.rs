@@ -71,7 +71,7 @@ impl SafetensorsSet {
         }
         Err(GemmaError::io(
             folder.join(SINGLE_FILE),
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {SINGLE_FILE} and no {INDEX_FILE} in {}", folder.display())),
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no weights in {}: expected {SINGLE_FILE}, {INDEX_FILE} with its shards, or a Flax flax_model.msgpack (or its index)", folder.display())),
         ))
     }
 

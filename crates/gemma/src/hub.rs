@@ -27,8 +27,14 @@ pub fn default_model_path() -> PathBuf {
     cache_dir().join("models").join(DEFAULT_MODEL_FILE)
 }
 
-/// True for strings shaped like a Hub repo id (`owner/name`).
+/// True for strings shaped like a Hub repo id (`owner/name`, or
+/// `owner/name:TAG` picking a GGUF file of the repo by its quant tag).
 pub fn looks_like_repo_id(spec: &str) -> bool {
+    let (repo, tag) = split_tag(spec);
+    if tag.is_some_and(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))) {
+        return false;
+    }
+    let spec = repo;
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
@@ -67,13 +73,41 @@ pub fn resolve_model(spec: Option<&str>) -> Result<PathBuf> {
     Err(GemmaError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "model not found (not a file, a folder or a Hub repo id)")))
 }
 
+/// `owner/name:TAG` → (`owner/name`, Some(`TAG`)).
+fn split_tag(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once(':') {
+        Some((repo, tag)) => (repo, Some(tag)),
+        None => (spec, None),
+    }
+}
+
+/// The GGUF file of a repo's `files` to use: the one whose name holds `tag`
+/// (case-insensitive), else Q4_K_M, else Q8_0, else the only one.
+pub fn pick_gguf<'a>(files: &[&'a str], tag: Option<&str>) -> std::result::Result<&'a str, String> {
+    let ggufs: Vec<&str> = files.iter().copied().filter(|f| f.ends_with(".gguf") && !f.contains("mmproj")).collect();
+    if ggufs.is_empty() {
+        return Err("it has no GGUF files".into());
+    }
+    let has = |f: &str, t: &str| f.to_ascii_lowercase().contains(&t.to_ascii_lowercase());
+    let found = match tag {
+        Some(t) => ggufs.iter().find(|f| has(f, t)).copied(),
+        None => ["q4_k_m", "q8_0"].iter().find_map(|t| ggufs.iter().find(|f| has(f, t)).copied()).or(if ggufs.len() == 1 { Some(ggufs[0]) } else { None }),
+    };
+    found.ok_or_else(|| {
+        let want = tag.map_or("a Q4_K_M or Q8_0 file".to_string(), |t| format!("a file matching `{t}`"));
+        format!("it has no {want}; its GGUF files: {} (pick one with REPO:TAG)", ggufs.join(", "))
+    })
+}
+
 /// Files a Gemma checkpoint folder may have besides the weights.
 const REQUIRED: [&str; 2] = ["config.json", "tokenizer.json"];
 const OPTIONAL: [&str; 3] = ["tokenizer_config.json", "generation_config.json", "chat_template.jinja"];
 
 /// Download (or find in the Hugging Face cache) a model repo; returns the
-/// snapshot folder.
-pub fn download_from_hub(repo_id: &str) -> Result<PathBuf> {
+/// snapshot folder, or for a repo of GGUF files (llama.cpp's layout, or
+/// `owner/name:TAG`) the chosen file.
+pub fn download_from_hub(spec: &str) -> Result<PathBuf> {
+    let (repo_id, tag) = split_tag(spec);
     use hf_hub::api::sync::ApiBuilder;
     let hub_err = |what: &str, e: &dyn std::fmt::Display| {
         GemmaError::invalid(
@@ -99,7 +133,28 @@ pub fn download_from_hub(repo_id: &str) -> Result<PathBuf> {
         }
         repo.get(file).map_err(|e| hub_err(file, &e))
     };
-    let config = get(REQUIRED[0])?;
+    // A GGUF repo: asked for by tag, or one without a config.json.
+    // Without GGUF files the error is `why` (config.json's: gated, missing…).
+    let gguf = |tag: Option<&str>, why: Option<GemmaError>| -> Result<PathBuf> {
+        let info = match repo.info() {
+            Ok(i) => i,
+            Err(e) => return Err(why.unwrap_or_else(|| hub_err("the file list", &e))),
+        };
+        let files: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+        if let (Some(why), false) = (why, files.iter().any(|f| f.ends_with(".gguf"))) {
+            return Err(why);
+        }
+        let file = pick_gguf(&files, tag).map_err(|m| GemmaError::invalid("model", format!("`{repo_id}` on the Hugging Face Hub: {m}")))?;
+        get(file)
+    };
+    if tag.is_some() {
+        return gguf(tag, None);
+    }
+    let config = match get(REQUIRED[0]) {
+        Ok(c) => c,
+        Err(e) if offline => return Err(e),
+        Err(e) => return gguf(None, Some(e)),
+    };
     get(REQUIRED[1])?;
     for f in OPTIONAL {
         let _ = get(f);
@@ -133,5 +188,21 @@ mod tests {
         assert!(!looks_like_repo_id("/abs/path"));
         assert!(!looks_like_repo_id("a/b/c"));
         assert!(!looks_like_repo_id("dir/model.gguf"));
+        assert!(looks_like_repo_id("ggml-org/gemma-3-270m-GGUF:Q8_0"));
+        assert!(!looks_like_repo_id("a/b:"));
+        assert!(!looks_like_repo_id("a/b:c/d"));
+    }
+
+    #[test]
+    fn gguf_files_are_picked_by_tag_then_q4_k_m() {
+        let files = ["README.md", "gemma-Q8_0.gguf", "gemma-Q4_K_M.gguf", "mmproj-gemma-f16.gguf", "gemma-F16.gguf"];
+        assert_eq!(pick_gguf(&files, None), Ok("gemma-Q4_K_M.gguf"));
+        assert_eq!(pick_gguf(&files, Some("q8_0")), Ok("gemma-Q8_0.gguf"));
+        assert_eq!(pick_gguf(&files, Some("F16")), Ok("gemma-F16.gguf"));
+        let e = pick_gguf(&files, Some("q2_k")).unwrap_err();
+        assert!(e.contains("q2_k") && e.contains("gemma-F16.gguf") && !e.contains("mmproj"), "{e}");
+        assert_eq!(pick_gguf(&["only.gguf"], None), Ok("only.gguf"));
+        assert!(pick_gguf(&["a.gguf", "b.gguf"], None).unwrap_err().contains("REPO:TAG"));
+        assert!(pick_gguf(&["config.json"], None).unwrap_err().contains("no GGUF"));
     }
 }
