@@ -28,7 +28,10 @@ wait_healthy() { # HOST
   for _ in $(seq 1 200); do curl -fs "http://$1:$RPORT/health" >/dev/null && return 0; sleep 0.1; done
   echo "FAILED: replica $1 did not become healthy" >&2; cat "$DIR/replica-$1.log" >&2; return 1
 }
+LOADPID=
 cleanup() {
+  touch "$DIR/restarted" 2>/dev/null || true # ends the load loop if a failure cut the restart short
+  [ -n "$LOADPID" ] && kill "$LOADPID" 2>/dev/null || true
   [ -f "$DIR/nginx.pid" ] && kill "$(cat "$DIR/nginx.pid")" 2>/dev/null || true
   for h in "${HOSTS[@]}"; do kill "${PIDS[$h]:-0}" 2>/dev/null || true; done
   wait 2>/dev/null || true

@@ -10,7 +10,8 @@ TRIPLE=x86_64-unknown-linux-gnu
 GEMMA_GIT_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q -p gemma-cli --target "$TRIPLE"
 BIN="target/$TRIPLE/release/gemma"
-if ldd "$BIN" 2>&1 | grep -q "=>"; then
+LDD=$(ldd "$BIN" 2>&1 || true)
+if echo "$LDD" | grep -q "=>"; then
   echo "error: $BIN is dynamically linked" >&2
   exit 1
 fi

@@ -39,6 +39,14 @@ OUT=$(curl -fs "http://127.0.0.1:$PORT/v1/completions" -H 'content-type: applica
 TEXT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["choices"][0]["text"])' "$OUT")
 echo "completion: '$TEXT'"
 [ -n "$(echo "$TEXT" | tr -d ' ')" ] || { echo "FAILED: empty completion: $OUT"; exit 1; }
+# DNS and TLS from inside the scratch image (static glibc, the copied CA
+# bundle): `gemma pull default` as the Kubernetes init container runs it,
+# into a tmpfs (skip with DOCKER_SMOKE_OFFLINE=1).
+if [ "${DOCKER_SMOKE_OFFLINE:-0}" != 1 ]; then
+  PULLED=$(docker run --rm --network host --read-only --tmpfs /data:uid=65532,gid=65532,size=1g \
+    --entrypoint /usr/bin/gemma gemma-rs:latest pull default 2>/dev/null) || { echo "FAILED: gemma pull inside the image"; exit 1; }
+  echo "pull inside the image (DNS + TLS + PyPI): $PULLED"
+fi
 USER_ID=$(docker inspect -f '{{.Config.User}}' "$NAME")
 docker stop -t 20 "$NAME" >/dev/null
 CODE=$(docker inspect -f '{{.State.ExitCode}}' "$NAME")

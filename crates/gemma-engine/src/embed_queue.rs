@@ -1,7 +1,9 @@
 //! Embedding requests in the scheduler: the texts of every waiting request
-//! are packed, in arrival order, into passes of up to
-//! `gemma::EMBED_BATCH_TOKENS` tokens; one pass runs per scheduler turn, so
-//! generation keeps stepping between passes.
+//! are packed, in arrival order, into passes of up to a token budget
+//! (`gemma::EMBED_BATCH_TOKENS`, or the prefill chunk while sequences are
+//! generating, so their next token never waits for more than about one
+//! prefill chunk); one pass runs per scheduler turn. A text longer than the
+//! budget runs alone (bidirectional attention needs it whole).
 
 use crate::{EmbedJob, EngineStats};
 use gemma::{Embedding, Gemma};
@@ -33,8 +35,9 @@ impl EmbedQueue {
         self.jobs.is_empty()
     }
 
-    /// Drop cancelled requests, run one pass, answer the requests it completes.
-    pub fn step(&mut self, gemma: &Gemma, stats: &EngineStats) {
+    /// Drop cancelled requests, run one pass of at most `budget` tokens (or
+    /// one longer text), answer the requests it completes.
+    pub fn step(&mut self, gemma: &Gemma, stats: &EngineStats, budget: usize) {
         let before = self.jobs.len();
         self.jobs.retain(|p| !p.job.cancel.load(Ordering::SeqCst) && !p.job.tx.is_closed());
         let gone = before - self.jobs.len();
@@ -44,7 +47,7 @@ impl EmbedQueue {
         'pack: for (j, p) in self.jobs.iter().enumerate() {
             for i in p.done.len()..p.job.inputs.len() {
                 let n = p.job.inputs[i].len();
-                if !picked.is_empty() && tokens + n > gemma::EMBED_BATCH_TOKENS {
+                if !picked.is_empty() && tokens + n > budget {
                     break 'pack;
                 }
                 picked.push((j, i));
@@ -67,15 +70,21 @@ impl EmbedQueue {
                 Err(e) => failed = Some(e.to_string()),
             }
         }
-        let mut finished = gone;
+        // The queue counter drops before each answer, so a requester woken
+        // by it never sees its own request still counted.
+        let done = |stats: &EngineStats| {
+            let q = stats.queued.load(Ordering::SeqCst);
+            stats.queued.fetch_sub(q.min(1), Ordering::SeqCst);
+        };
+        (0..gone).for_each(|_| done(stats));
         if let Some(msg) = failed {
             // The pass's requests fail; the others go on.
             let mut hit: Vec<usize> = picked.iter().map(|p| p.0).collect();
             hit.dedup();
             for &j in hit.iter().rev() {
                 if let Some(p) = self.jobs.remove(j) {
+                    done(stats);
                     let _ = p.job.tx.send(Err(msg.clone()));
-                    finished += 1;
                 }
             }
         }
@@ -84,11 +93,9 @@ impl EmbedQueue {
             if self.jobs[i].done.len() < self.jobs[i].job.inputs.len() {
                 i += 1;
             } else if let Some(p) = self.jobs.remove(i) {
+                done(stats);
                 let _ = p.job.tx.send(Ok(p.done));
-                finished += 1;
             }
         }
-        let q = stats.queued.load(Ordering::SeqCst);
-        stats.queued.fetch_sub(finished.min(q), Ordering::SeqCst);
     }
 }

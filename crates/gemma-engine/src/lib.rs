@@ -299,6 +299,14 @@ impl Engine {
         if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
             return Err(SubmitError::Invalid("nothing to embed: every input needs at least one token".into()));
         }
+        // Checked here, so a bad input never fails the other requests of its pass.
+        let vocab = self.gemma.model.config.vocab_size;
+        if let Some(&id) = inputs.iter().flatten().find(|&&t| t as usize >= vocab) {
+            return Err(SubmitError::Invalid(format!("token id {id} is outside the vocabulary of {vocab}")));
+        }
+        if let Some(long) = inputs.iter().find(|i| i.len() > self.context) {
+            return Err(SubmitError::Invalid(format!("an input has {} tokens, more than the model's context of {}", long.len(), self.context)));
+        }
         if self.stopping.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }

@@ -127,9 +127,11 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         }
         stats.queued.fetch_sub(left.min(stats.queued.load(Ordering::SeqCst)), Ordering::SeqCst);
         stats.running.store(running.len(), Ordering::SeqCst);
-        // One embedding pass (when any wait) between generation steps.
+        // One embedding pass (when any wait) between generation steps,
+        // small while sequences are generating.
         if !embeds.is_empty() {
-            embeds.step(gemma, stats);
+            let budget = if running.is_empty() { gemma::EMBED_BATCH_TOKENS } else { config.prefill_chunk };
+            embeds.step(gemma, stats, budget);
         }
         if running.is_empty() {
             continue;

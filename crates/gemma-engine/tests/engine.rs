@@ -308,5 +308,6 @@ fn embedding_requests_are_batched_and_equal_the_library() {
     drop(engine.embed(g.embed_inputs(&t, &opts).unwrap(), None).unwrap());
     assert_eq!(rt.block_on(engine.embed(g.embed_inputs(&t, &opts).unwrap(), None).unwrap().wait()).unwrap().len(), 2);
     assert!(matches!(engine.embed(vec![], None), Err(SubmitError::Invalid(_))));
+    assert!(matches!(engine.embed(vec![vec![2, 999_999]], None), Err(SubmitError::Invalid(m)) if m.contains("999999")));
     assert_eq!(engine.stats().queued.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

