@@ -55,7 +55,12 @@ def make(name, kwargs, tok, seed):
     torch.manual_seed(0)
     model = Gemma4ForCausalLM(cfg)
     randomize(model, seed)
-    model = model.float().eval()
+    save_with_goldens(model.float().eval(), name, tok)
+
+
+def save_with_goldens(model, name, tok):
+    """Write `model` as testdata/NAME with tiny-gemma3's tokenizer and the goldens."""
+    vocab = tok.get_vocab_size()
     folder = os.path.join(OUT, name)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)

@@ -13,7 +13,6 @@ window 5 shorter than the test sequences, per-layer output scales, final
 softcap 30. Same layout and golden format as make_tiny_gemma4.py.
 """
 import os
-import shutil
 import sys
 
 import torch
@@ -22,14 +21,11 @@ from transformers import Gemma4UnifiedForCausalLM
 from transformers.models.gemma4_unified.configuration_gemma4_unified import Gemma4UnifiedTextConfig
 
 sys.path.insert(0, os.path.dirname(__file__))
-from make_tiny_gemma4 import randomize  # noqa: E402
-from make_tiny_gemmas import goldens, sequences  # noqa: E402
-
-OUT = sys.argv[1] if len(sys.argv) > 1 else "testdata"
+from make_tiny_gemma4 import randomize, save_with_goldens  # noqa: E402
 
 
 def main():
-    tok = Tokenizer.from_file(os.path.join(OUT, "tiny-gemma3", "tokenizer.json"))
+    tok = Tokenizer.from_file(os.path.join(sys.argv[1] if len(sys.argv) > 1 else "testdata", "tiny-gemma3", "tokenizer.json"))
     vocab = tok.get_vocab_size()
     rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
             "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0}}
@@ -45,17 +41,7 @@ def main():
     torch.manual_seed(0)
     model = Gemma4UnifiedForCausalLM(cfg)
     randomize(model, 45)
-    model = model.float().eval()
-    folder = os.path.join(OUT, "tiny-gemma4-unified")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
-    model.save_pretrained(folder, safe_serialization=True)
-    src = os.path.join(OUT, "tiny-gemma3")
-    for f in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(os.path.join(src, f), os.path.join(folder, f))
-    seqs = sequences(tok, vocab)
-    goldens(model, seqs, folder, seqs[5][1:] + seqs[2][1:], 16, [seqs[1], seqs[3][:9]], {"dtype": "float32"})
-    print("wrote", folder)
+    save_with_goldens(model.float().eval(), "tiny-gemma4-unified", tok)
 
 
 if __name__ == "__main__":
