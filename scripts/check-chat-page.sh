@@ -7,6 +7,7 @@
 #   scripts/check-chat-page.sh [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 MODEL="${1:-$(scripts/fetch-model.sh)}"
 CACHE="${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}"
 NODE_DIR="$CACHE/node-chat"
@@ -22,14 +23,11 @@ if [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
 fi
 cargo build --release -q -p gemma-cli
 KEY="page-check-key"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 LOG=$(mktemp)
 GEMMA_API_KEY="$KEY" target/release/gemma serve -m "$MODEL" --port "$PORT" 2>"$LOG" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$PORT/health" >/dev/null && break
-  sleep 0.2
-done
+wait_for_health "http://127.0.0.1:$PORT" || { echo "the server did not start:" >&2; cat "$LOG" >&2; exit 1; }
 cp tools/browser/chat_page_check.mjs "$NODE_DIR/"
 timeout 300 node "$NODE_DIR/chat_page_check.mjs" "http://127.0.0.1:$PORT" "$KEY" "$CHROMIUM" "$PWD/docs/chat-page.png"

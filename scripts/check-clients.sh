@@ -8,6 +8,7 @@
 # (default ~/.cache/gemma-rs/venv-clients) once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 MODEL="${1:-$(scripts/fetch-model.sh)}"
 VENV="${CLIENTS_VENV:-${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}/venv-clients}"
 if ! "$VENV/bin/python" -c "import openai, huggingface_hub" 2>/dev/null; then
@@ -20,14 +21,11 @@ KEY="check-$RANDOM$RANDOM"
 LOG="$(mktemp)"
 # serve ARGS...: start `gemma serve ARGS` on a free loopback port (PORT, PID) and wait for /health.
 serve() {
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  PORT=$(free_port)
   GEMMA_API_KEY="$KEY" target/release/gemma serve "$@" --port "$PORT" --shutdown-grace 5 2>"$LOG" &
   PID=$!
   trap 'kill $PID 2>/dev/null || true' EXIT
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
-    sleep 0.2
-  done
+  wait_for_health "http://127.0.0.1:$PORT" 100 || true
 }
 serve -m "$MODEL"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/models")

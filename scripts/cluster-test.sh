@@ -10,11 +10,11 @@
 #   scripts/cluster-test.sh [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 MODEL="${1:-$(scripts/fetch-model.sh)}"
 command -v nginx >/dev/null || { echo "installing Debian's nginx..." >&2; apt-get install -y -q nginx >/dev/null; }
 cargo build --release -q -p gemma-cli
 DIR=$(mktemp -d /tmp/gemma-cluster.XXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 RPORT=$(free_port)
 LBPORT=$(free_port)
 HOSTS=(127.0.0.2 127.0.0.3 127.0.0.4)

@@ -8,6 +8,7 @@
 #   scripts/docker-smoke.sh [MODEL.gguf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 MODEL="${1:-$(scripts/fetch-model.sh)}"
 MODEL="$(readlink -f "$MODEL")"
 if ! command -v dockerd >/dev/null; then
@@ -21,17 +22,14 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "FAILED: dockerd did not start (see /tmp/dockerd.log)" >&2; exit 1; }
 fi
 scripts/docker-build.sh gemma-rs:latest
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 NAME="gemma-smoke-$$"
 trap 'docker rm -f "$NAME" >/dev/null 2>&1 || true' EXIT
 docker run -d --name "$NAME" --network host --read-only \
   -v "$(dirname "$MODEL"):/models:ro" \
   -e GEMMA_MODEL="/models/$(basename "$MODEL")" -e GEMMA_HOST=127.0.0.1 -e AIP_HTTP_PORT="$PORT" \
   gemma-rs:latest --shutdown-grace 5 >/dev/null
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$PORT/health" >/dev/null && break
-  sleep 0.2
-done
+wait_for_health "http://127.0.0.1:$PORT" 100 || true
 curl -fs "http://127.0.0.1:$PORT/health" >/dev/null || { echo "FAILED: /health"; docker logs "$NAME"; exit 1; }
 echo "health: OK"
 OUT=$(curl -fs "http://127.0.0.1:$PORT/v1/completions" -H 'content-type: application/json' \

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use gemma::{Adapter, GemmaConfig, LoraAdapter};
-use serde_json::{json, Value};
+use crate::schema::openai::{AdapterCard, AdapterCreate, AdapterList};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -70,23 +70,32 @@ fn unknown(s: &Shared, id: &str, flavor: Flavor) -> ApiError {
 }
 
 /// `GET /v1/adapters`.
-pub(crate) async fn list(State(s): State<Shared>) -> Json<Value> {
-    let data: Vec<Value> = s
+#[utoipa::path(get, path = "/v1/adapters", tag = "Adapters", responses((status = 200, description = "The loaded adapters", body = AdapterList)))]
+pub(crate) async fn list(State(s): State<Shared>) -> Json<AdapterList> {
+    let data = s
         .adapters
         .names()
         .into_iter()
         .filter_map(|n| s.adapters.get(&n))
-        .map(|a| json!({"id": a.name, "object": "adapter", "source": a.lora.source, "parent": s.config.model_id}))
+        .map(|a| AdapterCard {
+            id: a.name.clone(),
+            object: "adapter".into(),
+            source: Some(a.lora.source.clone()),
+            parent: Some(s.config.model_id.clone()),
+            deleted: None,
+        })
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(AdapterList { object: "list".into(), data })
 }
 
 /// `POST /v1/adapters` with `{"name": …, "path": DIR}`: load at run time.
-pub(crate) async fn create(State(s): State<Shared>, body: axum::body::Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+#[utoipa::path(post, path = "/v1/adapters", tag = "Adapters", request_body = AdapterCreate,
+    responses((status = 201, description = "Loaded", body = AdapterCard),
+        (status = 409, description = "The name is taken", body = crate::schema::openai::OpenAiError)))]
+pub(crate) async fn create(State(s): State<Shared>, body: axum::body::Bytes) -> Result<(StatusCode, Json<AdapterCard>), ApiError> {
     let bad = |m: String| ApiError::invalid(Flavor::OpenAi, m);
     let v = crate::openai::parse(&body)?;
-    let name = v.get("name").and_then(Value::as_str).ok_or_else(|| bad("'name' (a string) is required".into()))?.to_string();
-    let path = v.get("path").and_then(Value::as_str).ok_or_else(|| bad("'path' (the adapter folder on the server) is required".into()))?.to_string();
+    let AdapterCreate { name, path } = crate::schema::typed(&v, Flavor::OpenAi)?;
     if name == s.config.model_id || s.adapters.contains(&name) {
         return Err(ApiError::new(Flavor::OpenAi, StatusCode::CONFLICT, "conflict", format!("'{name}' is already a model or adapter name")));
     }
@@ -97,13 +106,16 @@ pub(crate) async fn create(State(s): State<Shared>, body: axum::body::Bytes) -> 
         .await
         .map_err(|e| bad(format!("loading failed: {e}")))?
         .map_err(|e| bad(format!("cannot load adapter '{name}' from {path}: {e}")))?;
-    Ok((StatusCode::CREATED, Json(json!({"id": name, "object": "adapter", "source": path}))))
+    Ok((StatusCode::CREATED, Json(AdapterCard { id: name, object: "adapter".into(), source: Some(path), parent: None, deleted: None })))
 }
 
 /// `DELETE /v1/adapters/NAME`.
-pub(crate) async fn delete(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(delete, path = "/v1/adapters/{name}", tag = "Adapters", params(("name" = String, Path, description = "The adapter's name")),
+    responses((status = 200, description = "Unloaded", body = AdapterCard),
+        (status = 404, description = "No such adapter", body = crate::schema::openai::OpenAiError)))]
+pub(crate) async fn delete(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<AdapterCard>, ApiError> {
     if s.adapters.remove(&name) {
-        Ok(Json(json!({"id": name, "object": "adapter", "deleted": true})))
+        Ok(Json(AdapterCard { id: name, object: "adapter".into(), source: None, parent: None, deleted: Some(true) }))
     } else {
         Err(unknown(&s, &name, Flavor::OpenAi))
     }

@@ -12,6 +12,7 @@ const PAGE: &str = include_str!("chat_page.html");
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The route.
+#[utoipa::path(get, path = "/", tag = "Server", responses((status = 200, description = "The built-in chat page", body = String, content_type = "text/html")))]
 pub async fn page() -> impl IntoResponse {
     (
         [

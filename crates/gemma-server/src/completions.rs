@@ -13,7 +13,9 @@
 //! client sent (the first sent token is scored given BOS). The request field
 //! `add_special_tokens: false` (vLLM's name) opts out.
 
-use crate::openai::{build_request, completion_logprobs, invalid, parse, piece, run_choices, token_ids, uint, Choice, Kind};
+use crate::openai::{build_request, completion_logprobs, invalid, parse, piece, run_choices, token_ids, Choice, Kind};
+use crate::schema::openai::{CompletionRequest, CompletionResponse};
+use crate::schema::typed;
 use crate::{failed, ApiError, Completed, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,6 +29,9 @@ use std::time::Instant;
 const MAX_PROMPTS: usize = 64;
 
 /// `POST /v1/completions`.
+#[utoipa::path(post, path = "/v1/completions", tag = "OpenAI", request_body = CompletionRequest,
+    responses((status = 200, description = "The completion, or with `stream` server-sent events of `CompletionChunk` ending with `data: [DONE]`",
+        content((CompletionResponse = "application/json"), (crate::schema::openai::ServerSentEvent = "text/event-stream")))))]
 pub async fn completions(State(s): State<Shared>, body: Bytes) -> Response {
     s.metrics.request();
     let started = Instant::now();
@@ -75,22 +80,21 @@ fn ids_prompt(g: &Gemma, a: &[Value], which: usize, add_special: bool) -> Result
     Ok(PromptIn { ids, from, text })
 }
 
-fn parse_prompts(g: &Gemma, v: &Value, add_special: bool) -> Result<Vec<PromptIn>, ApiError> {
+fn parse_prompts(g: &Gemma, prompt: &Value, add_special: bool) -> Result<Vec<PromptIn>, ApiError> {
     const SHAPES: &str = "'prompt' must be a string, a list of strings, a list of token ids or a list of lists of token ids";
-    let prompts = match v.get("prompt") {
-        Some(Value::String(p)) => vec![text_prompt(g, p, add_special)?],
-        Some(Value::Array(a)) if a.is_empty() => return Err(invalid("'prompt' must not be empty")),
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+    let prompts = match prompt {
+        Value::String(p) => vec![text_prompt(g, p, add_special)?],
+        Value::Array(a) if a.is_empty() => return Err(invalid("'prompt' must not be empty")),
+        Value::Array(a) if a.iter().all(Value::is_string) => {
             a.iter().map(|p| text_prompt(g, p.as_str().unwrap_or_default(), add_special)).collect::<Result<_, _>>()?
         }
-        Some(Value::Array(a)) if a.iter().all(Value::is_number) => vec![ids_prompt(g, a, 0, add_special)?],
-        Some(Value::Array(a)) if a.iter().all(Value::is_array) => a
+        Value::Array(a) if a.iter().all(Value::is_number) => vec![ids_prompt(g, a, 0, add_special)?],
+        Value::Array(a) if a.iter().all(Value::is_array) => a
             .iter()
             .enumerate()
             .map(|(i, p)| ids_prompt(g, p.as_array().map_or(&[][..], Vec::as_slice), i, add_special))
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid(SHAPES)),
-        None => return Err(invalid("'prompt' is required")),
+        _ => return Err(invalid(SHAPES)),
     };
     if prompts.len() > MAX_PROMPTS {
         return Err(invalid(format!("at most {MAX_PROMPTS} prompts per request, got {}", prompts.len())));
@@ -104,30 +108,21 @@ async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result
     if v.get("suffix").is_some_and(|x| !x.is_null()) {
         return Err(invalid("'suffix' is not supported"));
     }
-    let echo = match v.get("echo") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(invalid("'echo' must be a boolean")),
+    let c: CompletionRequest = typed(&v, crate::Flavor::OpenAi)?;
+    let echo = c.echo.unwrap_or(false);
+    let add_special = c.add_special_tokens.unwrap_or(true);
+    let top = match c.logprobs {
+        None => None,
+        Some(n) if n as usize <= gemma::MAX_TOP_LOGPROBS => Some(n as usize),
+        Some(n) => return Err(invalid(format!("'logprobs' must be an integer from 0 to {}, got {n}", gemma::MAX_TOP_LOGPROBS))),
     };
-    let add_special = match v.get("add_special_tokens") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(invalid("'add_special_tokens' must be a boolean")),
-    };
-    let top = match v.get("logprobs") {
-        None | Some(Value::Null) => None,
-        Some(x) => match x.as_u64() {
-            Some(n) if n as usize <= gemma::MAX_TOP_LOGPROBS => Some(n as usize),
-            _ => return Err(invalid(format!("'logprobs' must be an integer from 0 to {}, got {x}", gemma::MAX_TOP_LOGPROBS))),
-        },
-    };
-    if uint(&v, "max_tokens")? == Some(0) && !echo {
+    if c.sampling.max_tokens == Some(0) && !echo {
         return Err(invalid("'max_tokens' must be at least 1 (0 only scores the prompt, with 'echo': true)"));
     }
-    let n = uint(&v, "n")?.unwrap_or(1);
+    let n = c.sampling.n.unwrap_or(1) as usize;
     let mut choices = Vec::new();
-    for p in parse_prompts(g, &v, add_special)? {
-        let mut req = build_request(s, &v, p.ids, Kind::Completion)?;
+    for p in parse_prompts(g, &c.prompt, add_special)? {
+        let mut req = build_request(s, &v, &c.sampling, p.ids, Kind::Completion)?;
         req.logprobs = top.is_some();
         req.top_logprobs = top.unwrap_or(0);
         if echo && (top.is_some() || req.max_new_tokens == 0) {
@@ -139,7 +134,7 @@ async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result
             choices.push(Choice { req: r, echo: echo.then(|| p.text.clone()), counts_prompt: i == 0 });
         }
     }
-    run_choices(s, &v, choices, Kind::Completion, started, None, None).await
+    run_choices(s, &c.sampling, choices, Kind::Completion, started, None, None).await
 }
 
 /// The legacy logprobs of the scored prompt tokens, offsets from 0.

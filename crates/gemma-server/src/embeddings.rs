@@ -15,36 +15,38 @@ use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
 use gemma::EmbedOptions;
-use serde_json::{json, Value};
+use crate::schema::openai::{Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage, EmbeddingVector, EncodingFormat};
+use crate::schema::typed;
+use serde_json::Value;
 
 /// Most inputs in one request (OpenAI's limit).
 const MAX_INPUTS: usize = 2048;
 
 /// The route.
-pub async fn embeddings(State(s): State<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/v1/embeddings", tag = "OpenAI", request_body = EmbeddingRequest,
+    responses((status = 200, description = "One embedding per input", body = EmbeddingList)))]
+pub async fn embeddings(State(s): State<Shared>, body: Bytes) -> Result<Json<EmbeddingList>, ApiError> {
     let v = parse(&body)?;
+    let req: EmbeddingRequest = typed(&v, Flavor::OpenAi)?;
     let g = std::sync::Arc::clone(s.engine.gemma());
-    let texts: Vec<String> = match v.get("input") {
-        Some(Value::String(t)) => vec![t.clone()],
-        Some(Value::Array(a)) if a.is_empty() => return Err(invalid("'input' must not be empty")),
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect(),
-        Some(Value::Array(a)) if a.iter().all(Value::is_u64) => vec![ids_text(&g, a)?],
-        Some(Value::Array(a)) if a.iter().all(Value::is_array) => a.iter().map(|x| ids_text(&g, x.as_array().map_or(&[][..], |v| v))).collect::<Result<_, _>>()?,
+    let texts: Vec<String> = match &req.input {
+        Value::String(t) => vec![t.clone()],
+        Value::Array(a) if a.is_empty() => return Err(invalid("'input' must not be empty")),
+        Value::Array(a) if a.iter().all(Value::is_string) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect(),
+        Value::Array(a) if a.iter().all(Value::is_u64) => vec![ids_text(&g, a)?],
+        Value::Array(a) if a.iter().all(Value::is_array) => a.iter().map(|x| ids_text(&g, x.as_array().map_or(&[][..], |v| v))).collect::<Result<_, _>>()?,
         _ => return Err(invalid("'input' must be a string, a list of strings, a list of token ids or a list of such lists")),
     };
     if texts.len() > MAX_INPUTS {
         return Err(invalid(format!("'input' has {} items; at most {MAX_INPUTS}", texts.len())));
     }
-    let dimensions = match v.get("dimensions") {
-        None | Some(Value::Null) => None,
-        Some(d) => Some(d.as_u64().filter(|&d| d > 0).ok_or_else(|| invalid("'dimensions' must be a positive integer"))? as usize),
+    let dimensions = match req.dimensions {
+        None => None,
+        Some(0) => return Err(invalid("'dimensions' must be a positive integer")),
+        Some(d) => Some(d as usize),
     };
-    let base64 = match v.get("encoding_format").and_then(Value::as_str) {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => return Err(invalid(format!("encoding_format '{other}' is not one of float, base64"))),
-    };
-    let prompt_name = v.get("prompt_name").and_then(Value::as_str).map(String::from);
+    let base64 = req.encoding_format == Some(EncodingFormat::Base64);
+    let prompt_name = req.prompt_name;
     let opts = EmbedOptions { prompt_name, dimensions, ..Default::default() };
     let model = s.config.model_id.clone();
     let g2 = std::sync::Arc::clone(&g);
@@ -55,20 +57,20 @@ pub async fn embeddings(State(s): State<Shared>, body: Bytes) -> Result<Json<Val
     let handle = s.engine.embed(inputs, dimensions).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?;
     let out = handle.wait().await.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "embedding", e))?;
     let tokens: usize = out.iter().map(|e| e.tokens).sum();
-    let data: Vec<Value> = out
-        .iter()
+    let data = out
+        .into_iter()
         .enumerate()
-        .map(|(i, e)| {
+        .map(|(index, e)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = e.values.iter().flat_map(|f| f.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                EmbeddingVector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(e.values)
+                EmbeddingVector::Float(e.values)
             };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
+            Embedding { object: "embedding".into(), index, embedding }
         })
         .collect();
-    Ok(Json(json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})))
+    Ok(Json(EmbeddingList { object: "list".into(), data, model, usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens } }))
 }
 
 /// Token ids given as input: their text (embedded with the model's own special tokens).

@@ -8,14 +8,17 @@
 //! `GET /info`, `GET /health` (TGI); `POST /tokenize` (vLLM's shape, or
 //! TGI's for a body with `inputs`), `POST /detokenize`, `GET /tokenizer_info`
 //! (vLLM: what lm-eval's remote tokenizer reads); `GET /metrics`; Vertex AI's `AIP_PREDICT_ROUTE` /
-//! `AIP_HEALTH_ROUTE` when set.
+//! `AIP_HEALTH_ROUTE` when set; `GET /openapi.json` describes them all
+//! (generated from the types in `schema`).
 
 pub mod adapters;
 mod completions;
 mod grammar;
 pub mod metrics;
 mod openai;
+pub mod openapi;
 mod reasoning;
+pub mod schema;
 mod tgi;
 mod call_syntax;
 mod chat_page;
@@ -105,7 +108,8 @@ pub fn router(state: Shared) -> Router {
         .route("/detokenize", post(tokenizer_routes::detokenize))
         .route("/tokenizer_info", get(tokenizer_routes::tokenizer_info))
         .route("/health", get(health))
-        .route("/metrics", get(metrics_route));
+        .route("/metrics", get(metrics_route))
+        .route("/openapi.json", get(openapi::openapi_json));
     if let Some(p) = &state.config.predict_route {
         r = r.route(p, post(tgi::vertex_predict));
     }
@@ -117,6 +121,8 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// Readiness: 200, or 503 once a drain has started.
+#[utoipa::path(get, path = "/health", tag = "Server", responses((status = 200, description = "Serving"), (status = 503, description = "Draining: take this replica out of rotation")))]
 async fn health(State(s): State<Shared>) -> StatusCode {
     if s.engine.is_draining() {
         StatusCode::SERVICE_UNAVAILABLE
@@ -125,6 +131,8 @@ async fn health(State(s): State<Shared>) -> StatusCode {
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "Server", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics_route(State(s): State<Shared>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(s.engine.stats()))
 }

@@ -10,6 +10,8 @@
 //! is in `completions.rs`.
 
 use crate::reasoning::ThinkingSyntax;
+use crate::schema::openai::{ChatCompletionRequest, CompletionResponse, ModelCard, ModelList, SamplingParams, Stop, Usage};
+use crate::schema::typed;
 use crate::{collect, failed, finished, ApiError, Flavor, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,12 +28,18 @@ use std::time::Instant;
 
 /// `GET /v1/models`.
 /// The base model, then each loaded adapter (requests name one as `model`).
-pub async fn models(State(s): State<Shared>) -> Json<Value> {
-    let mut data = vec![json!({"id": s.config.model_id, "object": "model", "created": 0, "owned_by": "gemma-rs"})];
-    for name in s.adapters.names() {
-        data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "gemma-rs", "parent": s.config.model_id}));
-    }
-    Json(json!({"object": "list", "data": data}))
+#[utoipa::path(get, path = "/v1/models", tag = "OpenAI", responses((status = 200, description = "The base model, then each loaded adapter", body = ModelList)))]
+pub async fn models(State(s): State<Shared>) -> Json<ModelList> {
+    let card = |id: &str, parent: Option<&str>| ModelCard {
+        id: id.into(),
+        object: "model".into(),
+        created: 0,
+        owned_by: "gemma-rs".into(),
+        parent: parent.map(String::from),
+    };
+    let mut data = vec![card(&s.config.model_id, None)];
+    data.extend(s.adapters.names().iter().map(|name| card(name, Some(&s.config.model_id))));
+    Json(ModelList { object: "list".into(), data })
 }
 
 /// Most choices per request (`n`); they run as separate sequences in the batch.
@@ -68,13 +76,6 @@ fn content_text(v: &Value) -> Result<String, ApiError> {
     }
 }
 
-fn num(v: &Value, key: &str) -> Result<Option<f64>, ApiError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(x) => x.as_f64().map(Some).ok_or_else(|| invalid(format!("'{key}' must be a number"))),
-    }
-}
-
 /// Token ids of this model from a JSON list; errors name `what` and the index.
 pub(crate) fn token_ids(g: &Gemma, list: &[Value], what: &str) -> Result<Vec<u32>, ApiError> {
     let vocab = g.model.config.vocab_size;
@@ -87,15 +88,8 @@ pub(crate) fn token_ids(g: &Gemma, list: &[Value], what: &str) -> Result<Vec<u32
         .collect()
 }
 
-pub(crate) fn uint(v: &Value, key: &str) -> Result<Option<usize>, ApiError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| invalid(format!("'{key}' must be a non-negative integer"))),
-    }
-}
-
 /// Sampling, limits and stops common to both endpoints.
-pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind) -> Result<Request, ApiError> {
+pub(crate) fn build_request(s: &Shared, v: &Value, sp: &SamplingParams, prompt: Vec<u32>, kind: Kind) -> Result<Request, ApiError> {
     let g: &Gemma = s.engine.gemma();
     // Features a client relies on are refused rather than silently ignored.
     let refused: &[&str] =
@@ -113,8 +107,8 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
         }
     }
     let grammar = crate::grammar::openai_response_format(v).map_err(invalid)?;
-    if let Some(n) = uint(v, "n")? {
-        if !(1..=MAX_N).contains(&n) {
+    if let Some(n) = sp.n {
+        if !(1..=MAX_N as u64).contains(&n) {
             return Err(invalid(format!("n = {n} is not supported: n must be between 1 and {MAX_N}")));
         }
     }
@@ -123,39 +117,28 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
         Kind::Completion => COMPLETIONS_DEFAULT_MAX_TOKENS,
         Kind::Chat => s.config.max_new_tokens,
     };
-    let max = uint(v, "max_completion_tokens")?.or(uint(v, "max_tokens")?).unwrap_or(default_max.min(budget).max(1));
+    let max = sp.max_completion_tokens.or(sp.max_tokens).map_or(default_max.min(budget).max(1), |m| m as usize);
     // The one set of defaults (generation_config.json), then the request's values.
     let mut req = g.request(&prompt);
     req.max_new_tokens = max;
     let mut p = req.params.clone();
-    if let Some(t) = num(v, "temperature")? {
+    if let Some(t) = sp.temperature {
         if !(0.0..=2.0).contains(&t) {
             return Err(invalid(format!("temperature must be in [0, 2], got {t}")));
         }
         p.temperature = t as f32;
     }
-    if let Some(t) = num(v, "top_p")? {
+    if let Some(t) = sp.top_p {
         p.top_p = t as f32;
     }
-    if let Some(k) = uint(v, "top_k")? {
-        p.top_k = k;
+    if let Some(k) = sp.top_k {
+        p.top_k = k as usize;
     }
-    p.seed = match v.get("seed") {
-        None | Some(Value::Null) => crate::unix_seconds() ^ 0x9E37_79B9_7F4A_7C15,
-        Some(x) => x.as_i64().map(|s| s as u64).ok_or_else(|| invalid("'seed' must be an integer"))?,
-    };
+    p.seed = sp.seed.map_or(crate::unix_seconds() ^ 0x9E37_79B9_7F4A_7C15, |s| s as u64);
     req.params = p;
-    req.presence_penalty = num(v, "presence_penalty")?.unwrap_or(0.0) as f32;
-    req.frequency_penalty = num(v, "frequency_penalty")?.unwrap_or(0.0) as f32;
-    req.stop_strings = match v.get("stop") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| x.as_str().map(String::from).ok_or_else(|| invalid("'stop' must be a string or a list of strings")))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid("'stop' must be a string or a list of strings")),
-    };
+    req.presence_penalty = sp.presence_penalty.unwrap_or(0.0) as f32;
+    req.frequency_penalty = sp.frequency_penalty.unwrap_or(0.0) as f32;
+    req.stop_strings = sp.stop.as_ref().map(Stop::strings).unwrap_or_default();
     if req.stop_strings.len() > MAX_STOP || req.stop_strings.iter().any(String::is_empty) {
         return Err(invalid(format!("'stop' takes at most {MAX_STOP} non-empty strings")));
     }
@@ -165,7 +148,7 @@ pub(crate) fn build_request(s: &Shared, v: &Value, prompt: Vec<u32>, kind: Kind)
     // `model` naming a loaded adapter picks it; any other name means the
     // base model (clients send arbitrary names by habit, as TGI and
     // llama-server accept).
-    req.adapter = v.get("model").and_then(Value::as_str).and_then(|m| s.adapters.get(m));
+    req.adapter = sp.model.as_deref().and_then(|m| s.adapters.get(m));
     Ok(req)
 }
 
@@ -207,8 +190,8 @@ pub(crate) fn finish_reason(f: &FinishReason) -> &'static str {
     }
 }
 
-pub(crate) fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!(Usage::new(prompt, completion))
 }
 
 /// A token's text for logprobs (control tokens included).
@@ -279,6 +262,11 @@ fn data(v: Value) -> SseEvent {
 }
 
 /// `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "OpenAI", request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion, or with `stream` server-sent events of `CompletionChunk` ending with `data: [DONE]`",
+            content((CompletionResponse = "application/json"), (crate::schema::openai::ServerSentEvent = "text/event-stream"))),
+    ))]
 pub async fn chat(State(s): State<Shared>, body: Bytes) -> Response {
     s.metrics.request();
     let started = Instant::now();
@@ -293,9 +281,11 @@ pub async fn chat(State(s): State<Shared>, body: Bytes) -> Response {
 
 async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Response, ApiError> {
     let v = parse(body)?;
+    let chat: ChatCompletionRequest = typed(&v, Flavor::OpenAi)?;
     let g = s.engine.gemma();
+    // The template renders the messages as sent (typed above for validation).
     let msgs = v.get("messages").and_then(Value::as_array).ok_or_else(|| invalid("'messages' (an array) is required"))?;
-    if msgs.is_empty() {
+    if chat.messages.is_empty() {
         return Err(invalid("'messages' must not be empty"));
     }
     let tools = crate::tools::parse(&v, crate::call_syntax::CallSyntax::detect(&g.tokenizer)).map_err(invalid)?;
@@ -305,7 +295,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
         crate::grammar::openai_response_format(&v).map_err(invalid)?.is_some() || tools.as_ref().is_some_and(|t| t.active() && t.grammar().is_some());
     let (thinking, kwargs) = crate::reasoning::template_kwargs(&v, s.config.enable_thinking, syntax, constrained).map_err(invalid)?;
     let prompt = crate::tools::prompt(g, msgs, tools.as_ref(), &|c| content_text(c).map_err(|e| e.message), &kwargs).map_err(invalid)?;
-    let mut req = build_request(s, &v, prompt, Kind::Chat)?;
+    let mut req = build_request(s, &v, &chat.sampling, prompt, Kind::Chat)?;
     let tools = tools.filter(|t| t.active());
     if let Some(t) = &tools {
         if req.constraint.is_some() {
@@ -315,12 +305,12 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
             req.constraint = Some(crate::grammar::compile(s, &gr).map_err(invalid)?);
         }
     }
-    req.logprobs = v.get("logprobs").and_then(Value::as_bool).unwrap_or(false);
-    req.top_logprobs = uint(&v, "top_logprobs")?.unwrap_or(0);
+    req.logprobs = chat.logprobs.unwrap_or(false);
+    req.top_logprobs = chat.top_logprobs.unwrap_or(0) as usize;
     if req.top_logprobs > 0 && !req.logprobs {
         return Err(invalid("'top_logprobs' needs 'logprobs': true"));
     }
-    let n = uint(&v, "n")?.unwrap_or(1);
+    let n = chat.sampling.n.unwrap_or(1) as usize;
     let choices = (0..n)
         .map(|i| {
             let mut r = req.clone();
@@ -328,7 +318,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
             Choice { req: r, echo: None, counts_prompt: i == 0 }
         })
         .collect();
-    run_choices(s, &v, choices, Kind::Chat, started, tools.map(std::sync::Arc::new), syntax.map(|syn| (syn, thinking))).await
+    run_choices(s, &chat.sampling, choices, Kind::Chat, started, tools.map(std::sync::Arc::new), syntax.map(|syn| (syn, thinking))).await
 }
 
 /// Which endpoint a request came through.
@@ -363,7 +353,7 @@ pub(crate) struct Choice {
 /// becomes `reasoning_content`.
 pub(crate) async fn run_choices(
     s: &Shared,
-    v: &Value,
+    sp: &SamplingParams,
     choices: Vec<Choice>,
     kind: Kind,
     started: Instant,
@@ -373,8 +363,8 @@ pub(crate) async fn run_choices(
     let g = std::sync::Arc::clone(s.engine.gemma());
     let n = choices.len();
     let want_lp = choices.first().is_some_and(|c| c.req.logprobs);
-    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let include_usage = v.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let stream = sp.stream.unwrap_or(false);
+    let include_usage = sp.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
     let mut handles = Vec::with_capacity(n);
     let echoes: Vec<Option<String>> = choices.iter().map(|c| c.echo.clone()).collect();
     let counts_prompt: Vec<bool> = choices.iter().map(|c| c.counts_prompt).collect();
@@ -444,8 +434,15 @@ pub(crate) async fn run_choices(
             });
             last = Some(c.summary);
         }
-        let body = json!({"id": id, "object": object, "created": created, "model": model, "system_fingerprint": null,
-            "choices": choices, "usage": usage(prompt_tokens, completion_tokens)});
+        let body = CompletionResponse {
+            id,
+            object: object.into(),
+            created,
+            model,
+            system_fingerprint: None,
+            choices,
+            usage: Usage::new(prompt_tokens, completion_tokens),
+        };
         let headers = last.map(|sum| crate::timing_headers(&sum, started, chars)).unwrap_or_default();
         return Ok((headers, Json(body)).into_response());
     }

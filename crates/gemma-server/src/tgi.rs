@@ -20,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gemma::Gemma;
 use gemma_engine::{Event, FinishReason, Request, Summary, TokenEvent};
+use crate::schema::tgi::{Details, GenerateRequest, GenerateResponse, Info, StreamDetails, StreamResponse, Token};
+use crate::schema::typed;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,44 +48,26 @@ struct Parsed {
 
 fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     let g: &Gemma = s.engine.gemma();
-    let inputs = v.get("inputs").and_then(Value::as_str).ok_or_else(|| invalid("'inputs' (a string) is required"))?.to_string();
+    let GenerateRequest { inputs, parameters, .. } = typed(v, Flavor::Tgi)?;
+    let params = parameters.unwrap_or_default();
     let empty = json!({});
-    let p = match v.get("parameters") {
-        None | Some(Value::Null) => &empty,
-        Some(o) if o.is_object() => o,
-        Some(_) => return Err(invalid("'parameters' must be an object")),
-    };
-    let f = |k: &str| -> Result<Option<f64>, ApiError> {
-        match p.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x.as_f64().map(Some).ok_or_else(|| invalid(format!("'{k}' must be a number"))),
-        }
-    };
-    let u = |k: &str| -> Result<Option<usize>, ApiError> {
-        match p.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| invalid(format!("'{k}' must be a non-negative integer"))),
-        }
-    };
-    let b = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
-    if u("best_of")?.unwrap_or(1) > 1 {
+    // The grammar compiler reads the raw parameters (typed above).
+    let p = v.get("parameters").filter(|p| p.is_object()).unwrap_or(&empty);
+    let b = |x: Option<bool>| x.unwrap_or(false);
+    if params.best_of.unwrap_or(1) > 1 {
         return Err(invalid("best_of > 1 is not supported"));
     }
-    let adapter_id = match p.get("adapter_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(a)) => Some(a.as_str()),
-        Some(_) => return Err(invalid("'adapter_id' must be a string")),
-    };
+    let adapter_id = params.adapter_id.as_deref();
     let adapter = crate::adapters::by_adapter_id(s, adapter_id, crate::Flavor::Tgi)?;
     let grammar = crate::grammar::tgi_grammar(p).map_err(invalid)?;
-    if b("watermark") {
+    if b(params.watermark) {
         return Err(invalid("'watermark' is not supported"));
     }
-    if f("typical_p")?.is_some_and(|t| t < 1.0) {
+    if params.typical_p.is_some_and(|t| t < 1.0) {
         return Err(invalid("'typical_p' is not supported"));
     }
     let mut prompt = g.encode_prompt(&inputs).map_err(|e| invalid(e.to_string()))?;
-    if let Some(t) = u("truncate")? {
+    if let Some(t) = params.truncate.map(|t| t as usize) {
         // Keep BOS and the last `t` tokens.
         if t == 0 {
             return Err(invalid("'truncate' must be at least 1"));
@@ -94,7 +78,7 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
             prompt.extend(tail);
         }
     }
-    let max_new = u("max_new_tokens")?.unwrap_or(100);
+    let max_new = params.max_new_tokens.map_or(100, |m| m as usize);
     if max_new == 0 {
         return Err(invalid("'max_new_tokens' must be at least 1"));
     }
@@ -102,7 +86,7 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     req.adapter = adapter;
     // vLLM's and llama.cpp's `ignore_eos` (benchmarks: every answer runs to
     // max_new_tokens); a grammar needs its stop tokens to end.
-    if b("ignore_eos") {
+    if b(params.ignore_eos) {
         if grammar.is_some() {
             return Err(invalid("'ignore_eos' cannot be combined with 'grammar' (the grammar ends at a stop token)"));
         }
@@ -111,8 +95,8 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     if let Some(gr) = grammar {
         req.constraint = Some(crate::grammar::compile(s, &gr).map_err(invalid)?);
     }
-    let (temperature, top_k, top_p) = (f("temperature")?, u("top_k")?, f("top_p")?);
-    let sampling = b("do_sample") || temperature.is_some() || top_k.is_some() || top_p.is_some();
+    let (temperature, top_k, top_p) = (params.temperature, params.top_k.map(|k| k as usize), params.top_p);
+    let sampling = b(params.do_sample) || temperature.is_some() || top_k.is_some() || top_p.is_some();
     let mut seed = None;
     if sampling {
         let t = temperature.unwrap_or(1.0);
@@ -128,44 +112,36 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
         req.params.temperature = t as f32;
         req.params.top_k = top_k.unwrap_or(0);
         req.params.top_p = top_p.unwrap_or(1.0) as f32;
-        let sd = match p.get("seed") {
-            None | Some(Value::Null) => crate::unix_seconds().wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            Some(x) => x.as_u64().ok_or_else(|| invalid("'seed' must be a non-negative integer"))?,
-        };
+        let sd = params.seed.unwrap_or_else(|| crate::unix_seconds().wrapping_mul(0x9E37_79B9_7F4A_7C15));
         req.params.seed = sd;
         seed = Some(sd);
     }
-    if let Some(r) = f("repetition_penalty")? {
+    if let Some(r) = params.repetition_penalty {
         if r <= 0.0 {
             return Err(invalid("'repetition_penalty' must be strictly positive"));
         }
         req.params.repetition_penalty = r as f32;
     }
-    req.frequency_penalty = f("frequency_penalty")?.unwrap_or(0.0) as f32;
-    req.stop_strings = match p.get("stop") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => {
-            a.iter().map(|x| x.as_str().map(String::from).ok_or_else(|| invalid("'stop' must be a list of strings"))).collect::<Result<_, _>>()?
-        }
-        Some(_) => return Err(invalid("'stop' must be a list of strings")),
-    };
+    req.frequency_penalty = params.frequency_penalty.unwrap_or(0.0) as f32;
+    req.stop_strings = params.stop.unwrap_or_default();
     if req.stop_strings.len() > MAX_STOP {
         return Err(invalid(format!("'stop' takes at most {MAX_STOP} sequences, got {}", req.stop_strings.len())));
     }
     if req.stop_strings.iter().any(String::is_empty) {
         return Err(invalid("stop sequences must not be empty"));
     }
-    let top_n = u("top_n_tokens")?.unwrap_or(0);
+    let top_n = params.top_n_tokens.map_or(0, |n| n as usize);
     if top_n > MAX_TOP_N {
         return Err(invalid(format!("'top_n_tokens' must be <= {MAX_TOP_N}")));
     }
-    let details = b("details");
+    let details = b(params.details);
+    let prefill_details = b(params.decoder_input_details);
     req.logprobs = details || top_n > 0;
     req.top_logprobs = top_n;
-    if details && b("decoder_input_details") {
+    if details && prefill_details {
         req.prompt_logprobs_from = Some(0);
     }
-    Ok(Parsed { req, inputs, details, prefill_details: b("decoder_input_details"), full_text: b("return_full_text"), seed, top_n })
+    Ok(Parsed { req, inputs, details, prefill_details, full_text: b(params.return_full_text), seed, top_n })
 }
 
 fn finish_reason(f: &FinishReason) -> &'static str {
@@ -176,26 +152,20 @@ fn finish_reason(f: &FinishReason) -> &'static str {
     }
 }
 
-fn token_json(g: &Gemma, id: u32, text: &str, logprob: Option<f32>, special: bool) -> Value {
-    let _ = g;
-    json!({"id": id, "text": text, "logprob": logprob, "special": special})
+fn token(id: u32, text: &str, logprob: Option<f32>, special: bool) -> Token {
+    Token { id, text: text.into(), logprob, special }
 }
 
 /// The end-of-turn token that stopped generation, as TGI reports it.
-fn stop_token(g: &Gemma, f: &FinishReason) -> Option<Value> {
+fn stop_token(g: &Gemma, f: &FinishReason) -> Option<Token> {
     match f {
-        FinishReason::StopToken(id) => Some(token_json(g, *id, &g.tokenizer.decode(&[*id], false).unwrap_or_default(), None, true)),
+        FinishReason::StopToken(id) => Some(token(*id, &g.tokenizer.decode(&[*id], false).unwrap_or_default(), None, true)),
         _ => None,
     }
 }
 
-fn top_tokens(g: &Gemma, t: &TokenEvent) -> Value {
-    Value::Array(
-        t.top
-            .iter()
-            .map(|a| token_json(g, a.id, &g.tokenizer.decode(&[a.id], false).unwrap_or_default(), Some(a.logprob), g.tokenizer.is_control(a.id)))
-            .collect(),
-    )
+fn top_tokens(g: &Gemma, t: &TokenEvent) -> Vec<Token> {
+    t.top.iter().map(|a| token(a.id, &g.tokenizer.decode(&[a.id], false).unwrap_or_default(), Some(a.logprob), g.tokenizer.is_control(a.id))).collect()
 }
 
 fn generated_tokens(s: &Summary) -> usize {
@@ -203,20 +173,23 @@ fn generated_tokens(s: &Summary) -> usize {
 }
 
 /// The `details` object of a finished request.
-fn details(g: &Gemma, p: &Parsed, c: &Completed) -> Value {
-    let mut tokens: Vec<Value> = c.tokens.iter().map(|t| token_json(g, t.id, &t.text, t.logprob, t.special)).collect();
+fn details(g: &Gemma, p: &Parsed, c: &Completed) -> Details {
+    let mut tokens: Vec<Token> = c.tokens.iter().map(|t| token(t.id, &t.text, t.logprob, t.special)).collect();
     tokens.extend(stop_token(g, &c.summary.finish));
-    let prefill: Vec<Value> = if p.prefill_details {
-        c.prompt.iter().map(|t| token_json(g, t.id, &g.tokenizer.decode(&[t.id], false).unwrap_or_default(), t.logprob, g.tokenizer.is_control(t.id))).collect()
+    let prefill = if p.prefill_details {
+        c.prompt.iter().map(|t| token(t.id, &g.tokenizer.decode(&[t.id], false).unwrap_or_default(), t.logprob, g.tokenizer.is_control(t.id))).collect()
     } else {
         Vec::new()
     };
-    let mut d = json!({"finish_reason": finish_reason(&c.summary.finish), "generated_tokens": generated_tokens(&c.summary), "seed": p.seed,
-        "prefill": prefill, "tokens": tokens, "best_of_sequences": null});
-    if p.top_n > 0 {
-        d["top_tokens"] = Value::Array(c.tokens.iter().map(|t| top_tokens(g, t)).collect());
+    Details {
+        finish_reason: finish_reason(&c.summary.finish).into(),
+        generated_tokens: generated_tokens(&c.summary),
+        seed: p.seed,
+        prefill,
+        tokens,
+        best_of_sequences: None,
+        top_tokens: (p.top_n > 0).then(|| c.tokens.iter().map(|t| top_tokens(g, t)).collect()),
     }
-    d
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -228,17 +201,14 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 /// Run one request to the end: the response object and timing headers.
-async fn run_one(s: &Shared, v: &Value, route: &str, started: Instant) -> Result<(Value, Summary, usize), ApiError> {
+async fn run_one(s: &Shared, v: &Value, route: &str, started: Instant) -> Result<(GenerateResponse, Summary, usize), ApiError> {
     let p = parse_request(s, v)?;
     let handle = s.engine.submit(p.req.clone()).map_err(|e| ApiError::from_submit(Flavor::Tgi, e))?;
     let c = collect(handle).await.map_err(|e| ApiError::new(Flavor::Tgi, StatusCode::FAILED_DEPENDENCY, "generation", e))?;
     finished(s, route, &c.summary, started);
     let g = s.engine.gemma();
-    let text = if p.full_text { format!("{}{}", p.inputs, c.text) } else { c.text.clone() };
-    let mut out = json!({"generated_text": text});
-    if p.details {
-        out["details"] = details(g, &p, &c);
-    }
+    let generated_text = if p.full_text { format!("{}{}", p.inputs, c.text) } else { c.text.clone() };
+    let out = GenerateResponse { generated_text, details: p.details.then(|| details(g, &p, &c)) };
     Ok((out, c.summary, c.text.len()))
 }
 
@@ -250,6 +220,8 @@ fn respond(s: &Shared, route: &str, r: Result<Response, ApiError>) -> Response {
 }
 
 /// `POST /generate`.
+#[utoipa::path(post, path = "/generate", tag = "TGI", request_body = GenerateRequest,
+    responses((status = 200, description = "The generated text", body = GenerateResponse)))]
 pub async fn generate(State(s): State<Shared>, body: Bytes) -> Response {
     s.metrics.request();
     let started = Instant::now();
@@ -263,6 +235,8 @@ pub async fn generate(State(s): State<Shared>, body: Bytes) -> Response {
 }
 
 /// `POST /generate_stream`.
+#[utoipa::path(post, path = "/generate_stream", tag = "TGI", request_body = GenerateRequest,
+    responses((status = 200, description = "Server-sent events of `StreamResponse`, one per token", body = crate::schema::openai::ServerSentEvent, content_type = "text/event-stream")))]
 pub async fn generate_stream(State(s): State<Shared>, body: Bytes) -> Response {
     s.metrics.request();
     let started = Instant::now();
@@ -287,8 +261,8 @@ fn stream_response(s: &Shared, v: &Value, started: Instant) -> Result<Response, 
     let mut pending: Option<TokenEvent> = None;
     let mut text = String::new();
     let mut index = 0usize;
-    let event = move |index: usize, tok: Value, top: Value, text: Value, details: Value| {
-        SseEvent::default().data(json!({"index": index, "token": tok, "top_tokens": top, "generated_text": text, "details": details}).to_string())
+    let event = move |index: usize, token: Token, top_tokens: Option<Vec<Token>>, generated_text: Option<String>, details: Option<StreamDetails>| {
+        SseEvent::default().data(json!(StreamResponse { index, token, top_tokens, generated_text, details }).to_string())
     };
     let events = sse_stream(handle, move |ev| {
         let mut out = Vec::new();
@@ -298,35 +272,39 @@ fn stream_response(s: &Shared, v: &Value, started: Instant) -> Result<Response, 
                 if let Some(prev) = pending.replace(t) {
                     index += 1;
                     text.push_str(&prev.text);
-                    let top = if top_n > 0 { top_tokens(&g, &prev) } else { Value::Null };
-                    out.push(event(index, token_json(&g, prev.id, &prev.text, prev.logprob, prev.special), top, Value::Null, Value::Null));
+                    let top = (top_n > 0).then(|| top_tokens(&g, &prev));
+                    out.push(event(index, token(prev.id, &prev.text, prev.logprob, prev.special), top, None, None));
                 }
             }
             Event::Done(sum) => {
-                let details = json!({"finish_reason": finish_reason(&sum.finish), "generated_tokens": generated_tokens(&sum), "input_length": input_length, "seed": seed});
+                let details = StreamDetails {
+                    finish_reason: finish_reason(&sum.finish).into(),
+                    generated_tokens: generated_tokens(&sum),
+                    input_length,
+                    seed,
+                };
                 let stop = stop_token(&g, &sum.finish);
                 if let Some(prev) = pending.take() {
                     index += 1;
                     text.push_str(&prev.text);
-                    let top = if top_n > 0 { top_tokens(&g, &prev) } else { Value::Null };
-                    let tok = token_json(
-                        &g,
+                    let top = (top_n > 0).then(|| top_tokens(&g, &prev));
+                    let tok = token(
                         prev.id,
                         &format!("{}{}", prev.text, if stop.is_none() { sum.tail_text.as_str() } else { "" }),
                         prev.logprob,
                         prev.special,
                     );
                     if stop.is_some() {
-                        out.push(event(index, tok, top, Value::Null, Value::Null));
+                        out.push(event(index, tok, top, None, None));
                     } else {
                         text.push_str(&sum.tail_text);
-                        out.push(event(index, tok, top, json!(format!("{prefix}{text}")), details.clone()));
+                        out.push(event(index, tok, top, Some(format!("{prefix}{text}")), Some(details.clone())));
                     }
                 }
                 if let Some(stop) = stop {
                     index += 1;
                     text.push_str(&sum.tail_text);
-                    out.push(event(index, stop, Value::Null, json!(format!("{prefix}{text}")), details));
+                    out.push(event(index, stop, None, Some(format!("{prefix}{text}")), Some(details)));
                 }
                 finished(&st, "/generate_stream", &sum, started);
             }
@@ -341,33 +319,51 @@ fn stream_response(s: &Shared, v: &Value, started: Instant) -> Result<Response, 
 }
 
 /// `POST /`: `/generate_stream` when `stream` is true, else `/generate` as a one-element list.
+#[utoipa::path(post, path = "/", tag = "TGI", request_body = GenerateRequest,
+    responses((status = 200, description = "A list of one `/generate` answer, or with `stream` the events of `/generate_stream`",
+        content((Vec<GenerateResponse> = "application/json"), (crate::schema::openai::ServerSentEvent = "text/event-stream")))))]
 pub async fn compat(State(s): State<Shared>, body: Bytes) -> Response {
     s.metrics.request();
     let started = Instant::now();
     let r = async {
         let v = parse_body(&body)?;
-        if v.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        if typed::<GenerateRequest>(&v, Flavor::Tgi)?.stream.unwrap_or(false) {
             return stream_response(&s, &v, started);
         }
         let (out, summary, chars) = run_one(&s, &v, "/", started).await?;
-        Ok((crate::timing_headers(&summary, started, chars), Json(json!([out]))).into_response())
+        Ok((crate::timing_headers(&summary, started, chars), Json(vec![out])).into_response())
     }
     .await;
     respond(&s, "/", r)
 }
 
 /// `GET /info`.
-pub async fn info(State(s): State<Shared>) -> Json<Value> {
+#[utoipa::path(get, path = "/info", tag = "TGI", responses((status = 200, description = "The model and the server's limits", body = Info)))]
+pub async fn info(State(s): State<Shared>) -> Json<Info> {
     let g = s.engine.gemma();
     let c = s.engine.config();
-    Json(json!({
-        "model_id": s.config.model_id, "model_sha": null, "model_dtype": g.model.weights.dtype().to_string(),
-        "model_device_type": "cpu", "model_pipeline_tag": "text-generation",
-        "max_concurrent_requests": c.max_batch + c.max_queue, "max_best_of": 1, "max_stop_sequences": MAX_STOP,
-        "max_input_tokens": c.max_input_tokens, "max_total_tokens": c.max_total_tokens.min(g.model.config.max_position_embeddings),
-        "max_batch_size": c.max_batch, "max_new_tokens": s.config.max_new_tokens, "prefill_chunk": c.prefill_chunk, "max_client_batch_size": 8, "validation_workers": 1, "max_top_n_tokens": MAX_TOP_N,
-        "router": "gemma-rs", "version": env!("CARGO_PKG_VERSION"), "sha": null, "docker_label": null,
-    }))
+    Json(Info {
+        model_id: s.config.model_id.clone(),
+        model_sha: None,
+        model_dtype: g.model.weights.dtype().to_string(),
+        model_device_type: "cpu".into(),
+        model_pipeline_tag: "text-generation".into(),
+        max_concurrent_requests: c.max_batch + c.max_queue,
+        max_best_of: 1,
+        max_stop_sequences: MAX_STOP,
+        max_input_tokens: c.max_input_tokens,
+        max_total_tokens: c.max_total_tokens.min(g.model.config.max_position_embeddings),
+        max_batch_size: c.max_batch,
+        max_new_tokens: s.config.max_new_tokens,
+        prefill_chunk: c.prefill_chunk,
+        max_client_batch_size: 8,
+        validation_workers: 1,
+        max_top_n_tokens: MAX_TOP_N,
+        router: "gemma-rs".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        sha: None,
+        docker_label: None,
+    })
 }
 
 /// Vertex AI prediction: `{"instances": [{"inputs", "parameters"} | "text", …], "parameters"?}`
@@ -399,7 +395,7 @@ pub async fn vertex_predict(State(s): State<Shared>, body: Bytes) -> Response {
         let runs = bodies.iter().map(|b| run_one(&s, b, "vertex predict", started));
         let mut predictions = Vec::new();
         for r in futures_util::future::join_all(runs).await {
-            predictions.push(r?.0["generated_text"].clone());
+            predictions.push(r?.0.generated_text);
         }
         Ok(Json(json!({"predictions": predictions})).into_response())
     }
