@@ -2,14 +2,16 @@
 # gemma-rs vs llama.cpp on the same GGUF, same threads, same prompt and
 # generation lengths, runs alternating between the engines; prints each
 # figure side by side with the ratio gemma-rs / llama.cpp.
-#   scripts/bench-vs-llama-cpp.sh [MODEL.gguf] [THREADS=2] [N_PROMPT=512] [N_GEN=128] [ROUNDS=3]
+#   scripts/bench-vs-llama-cpp.sh [MODEL.gguf] [THREADS=2] [N_PROMPT=512] [N_GEN=128] [ROUNDS=3] [DEPTHS=0]
+# DEPTHS (comma-separated, llama-bench's -d): every test also runs after
+# that many tokens already in the cache.
 # llama.cpp comes from llama-cpp-python (PyPI), installed into
 # $LLAMA_VENV (default ~/.cache/gemma-rs/venv-llama) if missing: that
 # compiles llama.cpp, about 12 minutes on 2 cores, once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${1:-$(scripts/fetch-model.sh)}"
-THREADS="${2:-2}"; NP="${3:-512}"; NG="${4:-128}"; ROUNDS="${5:-3}"
+THREADS="${2:-2}"; NP="${3:-512}"; NG="${4:-128}"; ROUNDS="${5:-3}"; DEPTHS="${6:-0}"
 VENV="${LLAMA_VENV:-${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}/venv-llama}"
 if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "installing llama-cpp-python into $VENV (compiles llama.cpp; ~12 min once)..." >&2
@@ -21,8 +23,8 @@ OUT="$(mktemp -d)"
 # Alternate which engine goes first, and let the machine settle between
 # runs (freeing a process's memory keeps the kernel busy for a moment).
 for r in $(seq "$ROUNDS"); do
-  run_gemma() { sleep 3; target/release/gemma bench -m "$MODEL" --threads "$THREADS" -p "$NP" -n "$NG" -r 2 --json 2>/dev/null > "$OUT/gemma.$r.json"; }
-  run_llama() { sleep 3; "$VENV/bin/python" scripts/bench_llama_cpp.py "$MODEL" "$THREADS" "$NP" "$NG" 2 > "$OUT/llama.$r.json"; }
+  run_gemma() { sleep 3; target/release/gemma bench -m "$MODEL" --threads "$THREADS" -p "$NP" -n "$NG" -d "$DEPTHS" -r 2 --json 2>/dev/null > "$OUT/gemma.$r.json"; }
+  run_llama() { sleep 3; "$VENV/bin/python" scripts/bench_llama_cpp.py "$MODEL" "$THREADS" "$NP" "$NG" 2 "$DEPTHS" > "$OUT/llama.$r.json"; }
   if [ $((r % 2)) = 1 ]; then run_gemma; run_llama; else run_llama; run_gemma; fi
 done
 python3 - "$OUT" "$ROUNDS" "$MODEL" "$THREADS" <<'PY'
@@ -33,6 +35,8 @@ def samples(engine):
     for r in range(1, rounds + 1):
         for row in json.load(open(os.path.join(out, f"{engine}.{r}.json"))):
             key = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+            if row.get("n_depth"):
+                key += f" @ d{row['n_depth']}"
             acc.setdefault(key, []).extend(row["samples_ts"])
             if row.get("peak_rss_bytes"):
                 extra["rss"].append(row["peak_rss_bytes"] / 2**20)

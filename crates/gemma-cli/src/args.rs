@@ -388,6 +388,10 @@ pub struct BenchArgs {
     /// Generation lengths to test (comma-separated; 0 skips).
     #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
     pub n_gen: Vec<usize>,
+    /// Tokens already in the cache before each test (comma-separated, as
+    /// llama-bench's `-d`: computed once, untimed).
+    #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_value = "0")]
+    pub n_depth: Vec<usize>,
     /// Repetitions of each test (after one warm-up).
     #[arg(short = 'r', long, default_value_t = 5)]
     pub reps: usize,

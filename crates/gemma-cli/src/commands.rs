@@ -480,11 +480,18 @@ fn bench(a: BenchArgs) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
     let threads = gemma_kernels::pool::global().threads();
     let mut results = Vec::new();
-    for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
-        results.push(gemma::bench::bench_prompt(&gemma, p, a.reps.max(1))?);
-    }
-    for &n in a.n_gen.iter().filter(|&&n| n > 0) {
-        results.push(gemma::bench::bench_gen(&gemma, n, a.reps.max(1))?);
+    let context = gemma.model.config.max_position_embeddings;
+    for &d in &a.n_depth {
+        for (&n, prompt) in a.n_prompt.iter().map(|n| (n, true)).chain(a.n_gen.iter().map(|n| (n, false))).filter(|(&n, _)| n > 0) {
+            if d + n > context {
+                bail!("depth {d} + {n} tokens is more than the model's context of {context} positions");
+            }
+            results.push(if prompt {
+                gemma::bench::bench_prompt(&gemma, n, d, a.reps.max(1))?
+            } else {
+                gemma::bench::bench_gen(&gemma, n, d, a.reps.max(1))?
+            });
+        }
     }
     let path = gemma.path.display().to_string();
     let size = gemma.model.weights.bytes();
@@ -499,12 +506,13 @@ fn bench(a: BenchArgs) -> Result<()> {
                 serde_json::json!({
                     "build_commit": env!("CARGO_PKG_VERSION"),
                     "model_filename": path,
-                    "model_type": format!("{} {}", gemma.model.config.family.name(), gemma.model.weights.dtype()),
+                    "model_type": format!("{} {}", gemma.model.config.family.name(), gemma.file_type.clone().unwrap_or_else(|| gemma.model.weights.dtype().to_string())),
                     "model_size": size,
                     "model_n_params": params,
                     "n_threads": threads,
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
+                    "n_depth": r.n_depth,
                     "avg_ns": (avg_s * 1e9) as u64,
                     "stddev_ns": (stddev_s * 1e9) as u64,
                     "avg_ts": avg_ts,
@@ -519,15 +527,20 @@ fn bench(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
+    // The GGUF file type (Q4_K_M) where there is one, else the weights' dtype.
+    let weights_label = gemma.file_type.clone().unwrap_or_else(|| gemma.model.weights.dtype().to_string());
     println!("| model | size | params | threads | test | t/s |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for r in &results {
         let (m, s) = r.ts_mean_std();
-        let test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
+        let mut test = if r.n_prompt > 0 { format!("pp{}", r.n_prompt) } else { format!("tg{}", r.n_gen) };
+        if r.n_depth > 0 {
+            test += &format!(" @ d{}", r.n_depth);
+        }
         println!(
             "| {} {} | {:.2} MiB | {:.2} M | {threads} | {test} | {m:.2} ± {s:.2} |",
             gemma.model.config.family.name(),
-            gemma.model.weights.dtype(),
+            weights_label,
             size as f64 / (1 << 20) as f64,
             params as f64 / 1e6
         );
@@ -543,7 +556,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             bw / 1e9,
             per_token / 1e6
         );
-        for r in results.iter().filter(|r| r.n_gen > 0) {
+        for r in results.iter().filter(|r| r.n_gen > 0 && r.n_depth == 0) {
             let (m, _) = r.ts_mean_std();
             println!("roofline: tg{} at {m:.1} tok/s is {:.0}% of the ceiling", r.n_gen, 100.0 * m / ceiling);
         }

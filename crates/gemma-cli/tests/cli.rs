@@ -457,6 +457,13 @@ fn bench_prints_a_table_and_llama_bench_json() {
     assert_eq!(rows[0]["n_prompt"], 16);
     assert_eq!(rows[1]["n_gen"], 8);
     assert_eq!(rows[1]["samples_ts"].as_array().unwrap().len(), 3);
+    // At depth (llama-bench's -d): every test again after cached tokens.
+    let o = gemma(&["bench", "-m", path(&m), "-p", "16", "-n", "8", "-d", "0,20", "-r", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let depths: Vec<_> = v.as_array().unwrap().iter().map(|r| (r["n_prompt"].as_u64().unwrap(), r["n_gen"].as_u64().unwrap(), r["n_depth"].as_u64().unwrap())).collect();
+    assert_eq!(depths, [(16, 0, 0), (0, 8, 0), (16, 0, 20), (0, 8, 20)]);
+    let o = gemma(&["bench", "-m", path(&m), "-p", "16", "-n", "0", "-d", "1000000", "-r", "1"]);
+    assert!(!o.status.success() && stderr(&o).contains("context"), "{}", stderr(&o));
 }
 
 /// The summed log-probability of `choice` after `context` (BOS first),

@@ -176,8 +176,11 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
         let per = rows_n.div_ceil(crate::pool::global().threads() * 16).max(32);
         crate::pool::parallel_for(rows_n.div_ceil(per), &|task| {
             let mut res = [0f32; GEMV_TOKENS];
-            for r in task * per..((task + 1) * per).min(rows_n) {
+            let end = ((task + 1) * per).min(rows_n);
+            let ahead = crate::prefetch::rows_ahead(rb);
+            for r in task * per..end {
                 let row = &data[r * rb..(r + 1) * rb];
+                crate::prefetch::prefetch(data, (r + ahead).min(end - 1) * rb, rb);
                 for (g, group) in toks.chunks(GEMV_TOKENS).enumerate() {
                     let refs: [&PackedTok; GEMV_TOKENS] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
                     // SAFETY: AVX-512 with DQ detected; the row holds `cols` columns.

@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod matmul_t;
 pub mod ops;
 pub mod pool;
+mod prefetch;
 pub mod qdot;
 pub mod vnni;
 

@@ -210,6 +210,7 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
             if let Storage::Raw { dtype, bytes, .. } = &w.storage {
                 let rb = w.row_bytes();
                 let row = &bytes.as_slice()[r * rb..(r + 1) * rb];
+                crate::prefetch::prefetch(bytes.as_slice(), (r + crate::prefetch::rows_ahead(rb)).min(r0 + nr - 1) * rb, rb);
                 if !acts.is_empty() {
                     // Groups of tokens share each unpacked weight block.
                     let per = if per_token { 1 } else { MULTI };

@@ -1,7 +1,8 @@
 //! Throughput measurement in the spirit of llama-bench: prompt processing
-//! (`pp`: one forward over N prompt tokens from an empty cache) and text
-//! generation (`tg`: N single-token forwards from an empty cache), each
-//! repeated after a warm-up, reported as tokens per second.
+//! (`pp`: one forward over N prompt tokens) and text generation (`tg`: N
+//! single-token forwards), each after `depth` tokens already in the cache
+//! (llama-bench's `-d`: computed once, untimed, and copied for every
+//! repetition), repeated after a warm-up, reported as tokens per second.
 
 use crate::{Gemma, LogitsMode, Result};
 use std::time::Instant;
@@ -13,6 +14,8 @@ pub struct BenchResult {
     pub n_prompt: usize,
     /// Generated tokens per repetition (0 for a prompt test).
     pub n_gen: usize,
+    /// Tokens in the cache before the timed part.
+    pub n_depth: usize,
     /// Seconds of each repetition.
     pub samples_s: Vec<f64>,
 }
@@ -63,25 +66,37 @@ fn prompt_ids(g: &Gemma, n: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Time `n` prompt tokens in one forward: a warm-up, then `reps` repetitions.
-pub fn bench_prompt(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
-    let ids = prompt_ids(g, n);
+/// The cache after `depth` tokens (bench ids from `ids`), and the ids that follow.
+fn at_depth(g: &Gemma, depth: usize, n: usize) -> Result<(gemma_model::KvCache, Vec<u32>)> {
+    let ids = prompt_ids(g, depth + n);
+    let mut cache = g.model.new_cache();
+    if depth > 0 {
+        let mut ws = gemma_model::Workspace::new();
+        g.model.forward_into(&ids[..depth], &mut cache, &mut ws, LogitsMode::Last)?;
+    }
+    Ok((cache, ids[depth..].to_vec()))
+}
+
+/// Time `n` prompt tokens in one forward after `depth` cached tokens: a
+/// warm-up, then `reps` repetitions.
+pub fn bench_prompt(g: &Gemma, n: usize, depth: usize, reps: usize) -> Result<BenchResult> {
+    let (start, ids) = at_depth(g, depth, n)?;
     let run = || -> Result<f64> {
-        let (mut cache, mut ws) = (g.model.new_cache(), gemma_model::Workspace::new());
+        let (mut cache, mut ws) = (start.clone(), gemma_model::Workspace::new());
         let t = Instant::now();
         g.model.forward_into(&ids, &mut cache, &mut ws, LogitsMode::Last)?;
         Ok(t.elapsed().as_secs_f64())
     };
     run()?;
     let samples_s = (0..reps).map(|_| run()).collect::<Result<Vec<_>>>()?;
-    Ok(BenchResult { n_prompt: n, n_gen: 0, samples_s })
+    Ok(BenchResult { n_prompt: n, n_gen: 0, n_depth: depth, samples_s })
 }
 
-/// Time `n` single-token decode steps from an empty cache.
-pub fn bench_gen(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
-    let ids = prompt_ids(g, n);
+/// Time `n` single-token decode steps after `depth` cached tokens.
+pub fn bench_gen(g: &Gemma, n: usize, depth: usize, reps: usize) -> Result<BenchResult> {
+    let (start, ids) = at_depth(g, depth, n)?;
     let run = || -> Result<f64> {
-        let (mut cache, mut ws) = (g.model.new_cache(), gemma_model::Workspace::new());
+        let (mut cache, mut ws) = (start.clone(), gemma_model::Workspace::new());
         let t = Instant::now();
         for &id in &ids {
             g.model.forward_into(&[id], &mut cache, &mut ws, LogitsMode::Last)?;
@@ -90,7 +105,7 @@ pub fn bench_gen(g: &Gemma, n: usize, reps: usize) -> Result<BenchResult> {
     };
     run()?;
     let samples_s = (0..reps).map(|_| run()).collect::<Result<Vec<_>>>()?;
-    Ok(BenchResult { n_prompt: 0, n_gen: n, samples_s })
+    Ok(BenchResult { n_prompt: 0, n_gen: n, n_depth: depth, samples_s })
 }
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
