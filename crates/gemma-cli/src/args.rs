@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// Prompt tokens each prefilling request advances per step (1 to 512).
     #[arg(long, default_value_t = 128)]
     pub prefill_chunk: usize,
+    /// Memory for prefix reuse, in MiB: finished prefills are kept (LRU) and
+    /// a prompt starting with one reuses its keys and values (0: off).
+    #[arg(long, env = "GEMMA_PREFIX_CACHE_MB", default_value_t = 256)]
+    pub prefix_cache_mb: usize,
     /// Default `max_tokens` of a chat request that names none (shown in /info).
     #[arg(long, default_value_t = gemma_server::DEFAULT_CHAT_MAX_NEW_TOKENS)]
     pub max_new_tokens: usize,

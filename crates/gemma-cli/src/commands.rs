@@ -583,6 +583,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             prefill_chunk: a.prefill_chunk,
             max_input_tokens: a.max_input_tokens,
             max_total_tokens: a.max_total_tokens,
+            prefix_cache_bytes: a.prefix_cache_mb << 20,
         },
     )?);
     let vertex_port = std::env::var("AIP_HTTP_PORT").ok().and_then(|p| p.parse::<u16>().ok());
@@ -602,7 +603,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("cannot listen on {host}:{port}"))?;
         eprintln!(
-            "serving on http://{} (OpenAI: /v1/chat/completions, /v1/completions; TGI: /generate, /generate_stream; /metrics)",
+            "serving on http://{} (OpenAI: /v1/chat/completions, /v1/completions; TGI: /generate, /generate_stream; /metrics; /openapi.json)",
             listener.local_addr()?
         );
         let drain = Duration::try_from_secs_f64(a.drain_delay).map_err(|_| anyhow::anyhow!("--drain-delay must be a non-negative number of seconds"))?;

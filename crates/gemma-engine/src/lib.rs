@@ -11,6 +11,7 @@
 
 mod embed_queue;
 pub mod eval;
+mod prefix_cache;
 mod scheduler;
 
 pub use gemma_generate::{FinishReason, GenerateRequest as Request, PromptLogprob, TokenLogprob};
@@ -36,11 +37,24 @@ pub struct EngineConfig {
     pub max_input_tokens: usize,
     /// Longest prompt + generation accepted, in tokens.
     pub max_total_tokens: usize,
+    /// Bytes of finished prefills kept for prefix reuse (0: off); see
+    /// `prefix_cache.rs`.
+    pub prefix_cache_bytes: usize,
 }
+
+/// Default of [`EngineConfig::prefix_cache_bytes`]: 256 MiB.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 256 << 20;
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch: 8, max_queue: 64, prefill_chunk: 128, max_input_tokens: 4096, max_total_tokens: 8192 }
+        Self {
+            max_batch: 8,
+            max_queue: 64,
+            prefill_chunk: 128,
+            max_input_tokens: 4096,
+            max_total_tokens: 8192,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+        }
     }
 }
 
@@ -86,6 +100,8 @@ pub struct Summary {
     pub prompt_tokens: usize,
     /// Generated tokens (stop tokens excluded).
     pub generated_tokens: usize,
+    /// Leading prompt tokens whose keys and values came from the prefix cache.
+    pub cached_tokens: usize,
     /// Time spent waiting for a slot.
     pub queue_time: Duration,
     /// Time from admission to the first generated token.
@@ -199,6 +215,10 @@ pub struct EngineStats {
     pub running: AtomicUsize,
     /// Steps run so far.
     pub steps: AtomicU64,
+    /// Prompt tokens taken from the prefix cache instead of computed.
+    pub cached_tokens: AtomicU64,
+    /// Bytes the prefix cache holds.
+    pub prefix_cache_bytes: AtomicUsize,
 }
 
 /// The engine: submit requests, read their events.

@@ -3,6 +3,7 @@
 //! `Gemma::generate` drives); this file only batches and routes.
 
 use crate::embed_queue::EmbedQueue;
+use crate::prefix_cache::PrefixCache;
 use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent, Work};
 use gemma::Gemma;
 use gemma_generate::{prompt_logprob, PromptLogprob, SequenceState, Step};
@@ -18,6 +19,8 @@ struct Seq {
     cache: KvCache,
     /// Prompt tokens already prefilled.
     pos: usize,
+    /// Leading prompt tokens taken from the prefix cache.
+    cached: usize,
     /// The token to feed at the next decode step.
     last: [u32; 1],
     state: SequenceState,
@@ -41,6 +44,7 @@ impl Seq {
         Seq {
             cache: gemma.model.new_cache(),
             pos: 0,
+            cached: 0,
             last: [0],
             state,
             prompt_scores,
@@ -57,6 +61,7 @@ impl Seq {
             finish,
             prompt_tokens: self.job.req.prompt.len(),
             generated_tokens: self.state.generated().len(),
+            cached_tokens: self.cached,
             queue_time: self.queue_time,
             time_to_first_token: self.first_token.unwrap_or_default(),
             inference_time: self.admitted.elapsed(),
@@ -83,6 +88,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
     let mut embeds = EmbedQueue::default();
     let mut running: Vec<Seq> = Vec::new();
     let mut ws = BatchWorkspace::default();
+    let mut prefixes = PrefixCache::new(config.prefix_cache_bytes);
     let vocab = gemma.model.config.vocab_size;
     let context = gemma.model.config.max_position_embeddings;
     let mut open = true;
@@ -118,7 +124,22 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
             let Some(job) = waiting.pop_front() else { break };
             left += 1;
             match SequenceState::new(&job.req, vocab, context) {
-                Ok(state) => running.push(Seq::new(gemma, job, state)),
+                Ok(state) => {
+                    let mut s = Seq::new(gemma, job, state);
+                    // At least the last prompt token is computed (its logits
+                    // are sampled); scored rows are computed too.
+                    let prompt = &s.job.req.prompt;
+                    let limit = match s.job.req.prompt_logprobs_from {
+                        Some(from) => from.saturating_sub(1),
+                        None => prompt.len().saturating_sub(1),
+                    };
+                    let adapter = s.job.req.adapter.as_ref().map(|a| &a.lora);
+                    if let Some((cache, n)) = prefixes.lookup(prompt, adapter, limit, config.prefill_chunk) {
+                        (s.cache, s.pos, s.cached) = (cache, n, n);
+                        stats.cached_tokens.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                    running.push(s);
+                }
                 // (validated at submit; kept for safety)
                 Err(e) => {
                     let _ = job.tx.send(Event::Error(e.to_string()));
@@ -139,6 +160,8 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
 
         // One step: a prompt chunk for each prefilling sequence, one token for each decoding one.
         let mut samples = Vec::with_capacity(running.len());
+        // Sequences whose prefill ends this step (their caches are kept for reuse).
+        let mut prefilled = Vec::with_capacity(running.len());
         let mut score_info: Vec<Option<ScoreSpan>> = Vec::with_capacity(running.len());
         let mut scored: Vec<(usize, PromptLogprob)> = Vec::new();
         let result = {
@@ -163,10 +186,12 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                     score_info.push(score);
                     *pos = end;
                     samples.push(end == prompt.len());
+                    prefilled.push(end == prompt.len());
                 } else {
                     items.push(BatchItem { tokens: &last[..], cache, score_from: None, last_logits: true, adapter });
                     score_info.push(None);
                     samples.push(true);
+                    prefilled.push(false);
                 }
             }
             gemma.model.forward_batch_scored(&mut items, &mut ws, &mut |item, row, logits| {
@@ -179,6 +204,14 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         };
         for (item, p) in scored {
             running[item].prompt_scores.push(p);
+        }
+        if result.is_ok() {
+            for (s, _) in running.iter().zip(&prefilled).filter(|(_, &p)| p) {
+                if s.job.req.prompt.len() >= config.prefill_chunk {
+                    prefixes.insert(&s.job.req.prompt, &s.cache, s.job.req.adapter.as_ref().map(|a| &a.lora));
+                }
+            }
+            stats.prefix_cache_bytes.store(prefixes.bytes(), Ordering::SeqCst);
         }
         stats.steps.fetch_add(1, Ordering::SeqCst);
         let logits = match result {

@@ -311,3 +311,89 @@ fn embedding_requests_are_batched_and_equal_the_library() {
     assert!(matches!(engine.embed(vec![vec![2, 999_999]], None), Err(SubmitError::Invalid(m)) if m.contains("999999")));
     assert_eq!(engine.stats().queued.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// A generated token: id, log-probability bits, alternatives (id, bits).
+type TokenBits = (u32, Option<u32>, Vec<(u32, u32)>);
+/// A scored prompt token: id, log-probability bits.
+type PromptBits = (u32, Option<u32>);
+
+/// Everything a request returns that could differ: tokens, their
+/// log-probabilities and alternatives, the prompt's scores, and the
+/// reused prompt tokens.
+fn full_output(engine: &Engine, req: Request) -> (Vec<TokenBits>, Vec<PromptBits>, usize) {
+    let mut h = engine.submit(req).unwrap();
+    let (mut toks, mut prompt) = (Vec::new(), Vec::new());
+    while let Some(ev) = h.events.blocking_recv() {
+        match ev {
+            Event::Prompt(p) => prompt = p.iter().map(|s| (s.id, s.logprob.map(f32::to_bits))).collect(),
+            Event::Token(t) => toks.push((t.id, t.logprob.map(f32::to_bits), t.top.iter().map(|a| (a.id, a.logprob.to_bits())).collect())),
+            Event::Done(s) => return (toks, prompt, s.cached_tokens),
+            Event::Error(e) => panic!("engine error: {e}"),
+        }
+    }
+    panic!("event stream ended without Done");
+}
+
+/// Prefix reuse (on by default) answers bit for bit as without it: shared
+/// system prompts, a conversation growing turn by turn, an exact repeat,
+/// sampled answers and prompt scoring; the reused share is reported.
+fn prefix_reuse_is_invisible(g: Arc<Gemma>, chunk: usize) {
+    let on = Engine::start(Arc::clone(&g), EngineConfig { prefill_chunk: chunk, ..EngineConfig::default() }).unwrap();
+    let off = Engine::start(Arc::clone(&g), EngineConfig { prefill_chunk: chunk, prefix_cache_bytes: 0, ..EngineConfig::default() }).unwrap();
+    let system = "You are a careful assistant. Answer in one short sentence and never use lists. ";
+    let mut turns = vec![format!("{system}User: what is a fox?")];
+    for k in 0..3 {
+        let last = turns.last().unwrap().clone();
+        turns.push(format!("{last} Model: an animal. User: and number {k}?"));
+    }
+    turns.push(format!("{system}User: something else entirely, please."));
+    turns.push(turns[2].clone());
+    let mut reused = 0;
+    for (i, text) in turns.iter().enumerate() {
+        let p = g.encode_prompt(text).unwrap();
+        let mut r = Request::new(p.clone(), 6, g.stop_ids());
+        r.stop_ids.clear();
+        r.logprobs = true;
+        r.top_logprobs = 3;
+        if i % 2 == 1 {
+            r.params = SamplingParams { temperature: 0.9, top_k: 40, seed: 7 + i as u64, ..SamplingParams::default() };
+        }
+        if i == 3 {
+            r.prompt_logprobs_from = Some(p.len() / 2);
+        }
+        let (a, pa, cached) = full_output(&on, r.clone());
+        let (b, pb, none) = full_output(&off, r);
+        assert_eq!(a, b, "turn {i}: output differs with prefix reuse ({cached} cached tokens)");
+        assert_eq!(pa, pb, "turn {i}: prompt scores differ with prefix reuse");
+        assert_eq!(none, 0);
+        assert_eq!(cached % chunk, 0);
+        assert!(cached < p.len());
+        if i > 0 {
+            assert!(cached > 0, "turn {i} of {} tokens reused nothing", p.len());
+        }
+        reused += cached;
+    }
+    assert!(on.stats().cached_tokens.load(std::sync::atomic::Ordering::SeqCst) as usize == reused);
+    assert!(on.stats().prefix_cache_bytes.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn prefix_reuse_answers_exactly_as_without_it() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    for name in ["tiny-gemma3", "tiny-gemma2", "tiny-gemma4", "tiny-gemma3n"] {
+        let g = Arc::new(Gemma::load(dir.join(name)).unwrap());
+        for chunk in [1, 4] {
+            prefix_reuse_is_invisible(Arc::clone(&g), chunk);
+        }
+    }
+}
+
+#[test]
+fn real_model_prefix_reuse_answers_exactly_as_without_it() {
+    let path = gemma::hub::default_model_path();
+    if !path.is_file() {
+        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        return;
+    }
+    prefix_reuse_is_invisible(Arc::new(Gemma::load(&path).unwrap()), 16);
+}

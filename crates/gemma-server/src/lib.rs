@@ -263,7 +263,7 @@ pub(crate) fn finished(s: &AppState, route: &str, summary: &Summary, started: In
     eprintln!(
         "{}",
         serde_json::json!({
-            "ts": unix_seconds(), "route": route, "status": 200, "prompt_tokens": summary.prompt_tokens,
+            "ts": unix_seconds(), "route": route, "status": 200, "prompt_tokens": summary.prompt_tokens, "cached_tokens": summary.cached_tokens,
             "generated_tokens": summary.generated_tokens, "finish": format!("{:?}", summary.finish),
             "queue_ms": ms(summary.queue_time), "ttft_ms": ms(summary.time_to_first_token), "total_ms": ms(total),
         })

@@ -147,12 +147,14 @@ impl Metrics {
             ("tgi_request_count", "Requests received", self.requests.load(Ordering::Relaxed)),
             ("tgi_request_success", "Requests completed", self.success.load(Ordering::Relaxed)),
             ("tgi_request_failure", "Requests that failed", self.failure.load(Ordering::Relaxed)),
+            ("gemma_prefix_cache_hit_tokens", "Prompt tokens reused from the prefix cache", engine.cached_tokens.load(Ordering::Relaxed)),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
         for (name, help, v) in [
             ("tgi_queue_size", "Requests waiting for a slot", engine.queued.load(Ordering::Relaxed) as u64),
             ("tgi_batch_current_size", "Sequences in the running batch", engine.running.load(Ordering::Relaxed) as u64),
+            ("gemma_prefix_cache_bytes", "Bytes of keys and values the prefix cache holds", engine.prefix_cache_bytes.load(Ordering::Relaxed) as u64),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }

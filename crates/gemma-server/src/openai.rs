@@ -190,8 +190,8 @@ pub(crate) fn finish_reason(f: &FinishReason) -> &'static str {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!(Usage::new(prompt, completion))
+fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
+    json!(Usage::new(prompt, completion, cached))
 }
 
 /// A token's text for logprobs (control tokens included).
@@ -384,13 +384,14 @@ pub(crate) async fn run_choices(
     if !stream {
         let all = futures_util::future::join_all(handles.into_iter().map(collect)).await;
         let mut choices = Vec::with_capacity(n);
-        let (mut prompt_tokens, mut completion_tokens, mut chars) = (0, 0, 0);
+        let (mut prompt_tokens, mut completion_tokens, mut cached_tokens, mut chars) = (0, 0, 0, 0);
         let mut last = None;
         for (i, c) in all.into_iter().enumerate() {
             let c = c.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
             finished(s, kind.route(), &c.summary, started);
             if counts_prompt[i] {
                 prompt_tokens += c.summary.prompt_tokens;
+                cached_tokens += c.summary.cached_tokens;
             }
             completion_tokens += c.summary.generated_tokens;
             chars += c.text.len();
@@ -441,7 +442,7 @@ pub(crate) async fn run_choices(
             model,
             system_fingerprint: None,
             choices,
-            usage: Usage::new(prompt_tokens, completion_tokens),
+            usage: Usage::new(prompt_tokens, completion_tokens, cached_tokens),
         };
         let headers = last.map(|sum| crate::timing_headers(&sum, started, chars)).unwrap_or_default();
         return Ok((headers, Json(body)).into_response());
@@ -459,7 +460,7 @@ pub(crate) async fn run_choices(
     };
     let st = std::sync::Arc::clone(s);
     let mut started_choice = vec![false; n];
-    let (mut done, mut prompt_tokens, mut completion_tokens) = (0, 0, 0);
+    let (mut done, mut prompt_tokens, mut completion_tokens, mut cached_tokens) = (0, 0, 0, 0);
     let mut offsets = vec![0usize; n];
     // With tools: text held back per choice while it may be a call (`None`:
     // known to be plain text).
@@ -569,6 +570,7 @@ pub(crate) async fn run_choices(
                 }
                 if counts_prompt[i] {
                     prompt_tokens += sum.prompt_tokens;
+                    cached_tokens += sum.cached_tokens;
                 }
                 completion_tokens += sum.generated_tokens;
                 finished(&st, kind.route(), &sum, started);
@@ -584,7 +586,7 @@ pub(crate) async fn run_choices(
             if include_usage {
                 let mut u = chunk(0, json!({}));
                 u["choices"] = json!([]);
-                u["usage"] = usage(prompt_tokens, completion_tokens);
+                u["usage"] = usage(prompt_tokens, completion_tokens, cached_tokens);
                 out.push(data(u));
             }
             out.push(SseEvent::default().data("[DONE]"));

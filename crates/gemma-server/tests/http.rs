@@ -919,3 +919,36 @@ fn ignore_eos_runs_to_the_limit() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("ignore_eos"), "{}", r.body);
 }
+
+/// A chat one turn longer than the last reuses the last one's prompt
+/// (OpenAI's `usage.prompt_tokens_details.cached_tokens`), streamed or not,
+/// with the same answer as a server without the prefix cache; the metrics
+/// count the reused tokens.
+#[test]
+fn chat_turns_reuse_the_previous_prompt() {
+    let cfg = |bytes| EngineConfig { prefill_chunk: 4, prefix_cache_bytes: bytes, ..EngineConfig::default() };
+    let (on, off) = (start(cfg(64 << 20), ServerConfig::default()), start(cfg(0), ServerConfig::default()));
+    let mut messages = vec![json!({"role": "system", "content": "You are terse. You answer with one word whenever you can."}), json!({"role": "user", "content": "Name a colour."})];
+    for turn in 0..3 {
+        let body = json!({"messages": messages, "max_tokens": 5, "temperature": 0, "logprobs": true});
+        let (a, b) = (post(on.addr, "/v1/chat/completions", body.clone()).json(), post(off.addr, "/v1/chat/completions", body.clone()).json());
+        assert_eq!(a["choices"], b["choices"], "turn {turn}");
+        let cached = a["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+        assert_eq!(b["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+        if turn > 0 {
+            assert!(cached > 0 && cached < a["usage"]["prompt_tokens"].as_u64().unwrap(), "turn {turn}: {}", a["usage"]);
+        }
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": true});
+        let r = post(on.addr, "/v1/chat/completions", streamed);
+        let last_usage = r.body.lines().filter_map(|l| l.strip_prefix("data: ")).rfind(|d| d.contains("\"usage\":{")).unwrap().to_string();
+        let u: serde_json::Value = serde_json::from_str(&last_usage).unwrap();
+        assert!(u["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{last_usage}");
+        messages.push(json!({"role": "assistant", "content": a["choices"][0]["message"]["content"]}));
+        messages.push(json!({"role": "user", "content": format!("And another one, number {turn}?")}));
+    }
+    let metrics = get(on.addr, "/metrics").body;
+    let hits: u64 = metrics.lines().find_map(|l| l.strip_prefix("gemma_prefix_cache_hit_tokens ")).unwrap().parse().unwrap();
+    assert!(hits > 0, "{metrics}");
+}

@@ -1,0 +1,118 @@
+//! Prefix reuse: the KV caches of finished prefills, kept (LRU, bounded in
+//! bytes) so that a request whose prompt starts with tokens already
+//! computed — a shared system prompt, a chat history one turn shorter, an
+//! agent's tool list — starts from a copy of that cache instead of
+//! recomputing it.
+//!
+//! Outputs stay bit-identical to running without the cache: an entry holds
+//! only positions its own prefill computed (never generated tokens, which
+//! the decode kernels compute with different rounding), and a reused prefix
+//! ends on a multiple of the prefill chunk, so every later position is
+//! computed in the very chunks it would have been without reuse.
+//!
+//! Sliding-window layers keep a ring of `window + MAX_CHUNK` positions, so
+//! an entry can be rolled back by at most `MAX_CHUNK` positions
+//! (`KvCache::truncate`); a prompt that leaves an entry earlier than that
+//! does not reuse it. Global layers have no such limit (llama.cpp instead
+//! re-processes the whole prompt for sliding-window models).
+
+use gemma::LoraAdapter;
+use gemma_model::KvCache;
+use std::sync::Arc;
+
+/// One stored prefill.
+struct Entry {
+    /// The prompt tokens whose keys and values `cache` holds.
+    tokens: Vec<u32>,
+    cache: KvCache,
+    /// The adapter the prefill ran with (keys and values depend on it).
+    adapter: Option<Arc<LoraAdapter>>,
+    /// Logical time of the last use (LRU).
+    used: u64,
+}
+
+/// The store.
+#[derive(Default)]
+pub(crate) struct PrefixCache {
+    entries: Vec<Entry>,
+    /// Most bytes held (0: off).
+    budget: usize,
+    bytes: usize,
+    clock: u64,
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn same_adapter(a: &Option<Arc<LoraAdapter>>, b: Option<&Arc<LoraAdapter>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+impl PrefixCache {
+    /// A store of at most `budget` bytes (0 turns reuse off).
+    pub(crate) fn new(budget: usize) -> Self {
+        Self { budget, ..Self::default() }
+    }
+
+    /// The longest reusable prefix of `prompt` (at most `limit` tokens, a
+    /// multiple of `chunk`): a copy of the cache holding it, and its length.
+    pub(crate) fn lookup(&mut self, prompt: &[u32], adapter: Option<&Arc<LoraAdapter>>, limit: usize, chunk: usize) -> Option<(KvCache, usize)> {
+        if self.budget == 0 || chunk == 0 {
+            return None;
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for (i, e) in self.entries.iter().enumerate() {
+            if !same_adapter(&e.adapter, adapter) {
+                continue;
+            }
+            let n = common_prefix(&e.tokens, prompt).min(limit) / chunk * chunk;
+            // Sliding layers can be rolled back by at most MAX_CHUNK positions.
+            if n > 0 && e.tokens.len() - n <= gemma_model::MAX_CHUNK && best.is_none_or(|(_, b)| n > b) {
+                best = Some((i, n));
+            }
+        }
+        let (i, n) = best?;
+        self.clock += 1;
+        let e = &mut self.entries[i];
+        e.used = self.clock;
+        let mut cache = e.cache.clone();
+        cache.truncate(n).then_some((cache, n))
+    }
+
+    /// Keep a copy of `cache`, which holds exactly `tokens` (a finished prefill).
+    pub(crate) fn insert(&mut self, tokens: &[u32], cache: &KvCache, adapter: Option<&Arc<LoraAdapter>>) {
+        let size = cache.bytes();
+        if self.budget == 0 || size > self.budget || tokens.len() != cache.len() {
+            return;
+        }
+        // An entry this one extends (or repeats) is superseded.
+        let before = self.entries.len();
+        self.entries.retain(|e| !(same_adapter(&e.adapter, adapter) && e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
+        if self.entries.len() != before {
+            self.bytes = self.entries.iter().map(|e| e.cache.bytes()).sum();
+        }
+        // Some other entry already covers this prompt: nothing new to keep.
+        if self.entries.iter().any(|e| same_adapter(&e.adapter, adapter) && e.tokens.starts_with(tokens)) {
+            return;
+        }
+        while self.bytes + size > self.budget {
+            let Some(oldest) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.used).map(|(i, _)| i) else { break };
+            let e = self.entries.swap_remove(oldest);
+            self.bytes -= e.cache.bytes();
+        }
+        self.clock += 1;
+        self.bytes += size;
+        self.entries.push(Entry { tokens: tokens.to_vec(), cache: cache.clone(), adapter: adapter.cloned(), used: self.clock });
+    }
+
+    /// Bytes held now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
