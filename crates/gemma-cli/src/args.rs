@@ -192,6 +192,16 @@ pub struct ModelArgs {
     /// mapping the file (≈1 s longer load per 250 MB, faster decoding; for servers).
     #[arg(long)]
     pub hugepages: bool,
+    /// How the KV cache stores keys and values: f32, f16 or q8_0 (about half
+    /// of f16, as llama.cpp's -ctk/-ctv q8_0). Default: f16 for GGUF files
+    /// (llama.cpp's numerics), f32 otherwise.
+    #[arg(long, value_parser = parse_kv_type)]
+    pub kv_type: Option<gemma::KvType>,
+}
+
+/// Parse a KV cache type name.
+pub fn parse_kv_type(s: &str) -> Result<gemma::KvType, String> {
+    gemma::KvType::from_name(s).ok_or_else(|| format!("unknown KV cache type `{s}` (f32, f16, q8_0)"))
 }
 
 /// Parse a dtype name.

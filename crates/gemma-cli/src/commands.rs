@@ -88,6 +88,10 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
     if c.has_towers {
         eprintln!("(the checkpoint also holds vision/audio towers: only the text model was loaded)");
     }
+    let mut gemma = gemma;
+    if let Some(kind) = m.kv_type {
+        gemma.model.set_kv_type(kind).context("--kv-type")?;
+    }
     Ok(gemma)
 }
 

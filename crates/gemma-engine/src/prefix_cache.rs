@@ -12,9 +12,14 @@
 //!
 //! Sliding-window layers keep a ring of `window + MAX_CHUNK` positions, so
 //! an entry can be rolled back by at most `MAX_CHUNK` positions
-//! (`KvCache::truncate`); a prompt that leaves an entry earlier than that
-//! does not reuse it. Global layers have no such limit (llama.cpp instead
-//! re-processes the whole prompt for sliding-window models).
+//! (`KvCache::max_rollback`); a prompt that leaves an entry earlier than
+//! that does not reuse it, and a longer entry supersedes a shorter one only
+//! within that reach (so a shared system prompt stays reusable after a
+//! conversation grew past it). Models without sliding layers have no such
+//! limit (llama.cpp instead re-processes the whole prompt for
+//! sliding-window models). Entries of an adapter unloaded at run time stay
+//! until evicted (their memory is the cache's, counted; the adapter's own
+//! weights stay alive with them, not counted).
 
 use gemma::LoraAdapter;
 use gemma_model::KvCache;
@@ -73,7 +78,7 @@ impl PrefixCache {
             }
             let n = common_prefix(&e.tokens, prompt).min(limit) / chunk * chunk;
             // Sliding layers can be rolled back by at most MAX_CHUNK positions.
-            if n > 0 && e.tokens.len() - n <= gemma_model::MAX_CHUNK && best.is_none_or(|(_, b)| n > b) {
+            if n > 0 && e.tokens.len() - n <= e.cache.max_rollback() && best.is_none_or(|(_, b)| n > b) {
                 best = Some((i, n));
             }
         }
@@ -91,14 +96,16 @@ impl PrefixCache {
         if self.budget == 0 || size > self.budget || tokens.len() != cache.len() {
             return;
         }
-        // An entry this one extends (or repeats) is superseded.
+        // An entry this one extends (or repeats) is superseded, when the new
+        // one can be rolled back to every prefix the old one served.
+        let reach = cache.max_rollback();
         let before = self.entries.len();
-        self.entries.retain(|e| !(same_adapter(&e.adapter, adapter) && e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
+        self.entries.retain(|e| !(same_adapter(&e.adapter, adapter) && tokens.starts_with(&e.tokens) && tokens.len() - e.tokens.len() <= reach));
         if self.entries.len() != before {
             self.bytes = self.entries.iter().map(|e| e.cache.bytes()).sum();
         }
-        // Some other entry already covers this prompt: nothing new to keep.
-        if self.entries.iter().any(|e| same_adapter(&e.adapter, adapter) && e.tokens.starts_with(tokens)) {
+        // Some other entry already serves this prompt: nothing new to keep.
+        if self.entries.iter().any(|e| same_adapter(&e.adapter, adapter) && e.tokens.starts_with(tokens) && e.tokens.len() - tokens.len() <= e.cache.max_rollback()) {
             return;
         }
         while self.bytes + size > self.budget {

@@ -4,8 +4,55 @@
 
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::forward::MAX_CHUNK;
+use gemma_core::DType;
 use gemma_kernels::dot::{axpy_f16, axpy_f32, dot_f16, dot_f32};
 use half::f16;
+use std::cell::RefCell;
+
+/// How a cache stores keys and values (`--kv-type`, llama.cpp's `-ctk/-ctv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    /// 4 bytes per value.
+    F32,
+    /// 2 bytes per value (llama.cpp's default).
+    F16,
+    /// 34 bytes per 32 values (8-bit levels, one f16 scale per block), as
+    /// llama.cpp's q8_0 cache: about half of f16. Needs head dims that are
+    /// multiples of 32.
+    Q8_0,
+}
+
+impl KvType {
+    /// Parse `f32`, `f16` or `q8_0`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(KvType::F32),
+            "f16" => Some(KvType::F16),
+            "q8_0" => Some(KvType::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Whether a model with these layers can use it.
+    pub fn check(self, cfg: &GemmaConfig) -> gemma_core::Result<()> {
+        if self == KvType::Q8_0 {
+            if let Some(l) = cfg.layers.iter().find(|l| !l.head_dim.is_multiple_of(32)) {
+                return Err(gemma_core::GemmaError::invalid("kv-type", format!("q8_0 needs head dims that are multiples of 32; this model has {}", l.head_dim)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        })
+    }
+}
 
 /// Element storage of a layer's keys and values.
 #[derive(Debug, Clone)]
@@ -14,13 +61,39 @@ pub enum KvStore {
     F32(Vec<f32>),
     /// Half the memory and bandwidth; llama.cpp's default.
     F16(Vec<f16>),
+    /// Q8_0 blocks (34 bytes per 32 values, in element order).
+    Q8(Vec<u8>),
+}
+
+/// Q8_0: values per block and bytes per block.
+const Q8_BLOCK: (usize, usize) = (32, 34);
+
+thread_local! {
+    /// Quantized row being stored, and a dequantized block run being read.
+    static Q8_SCRATCH: RefCell<(Vec<u8>, Vec<f32>)> = RefCell::new(Default::default());
+}
+
+/// Byte range of the Q8_0 blocks holding values `at..at + n` (block-aligned).
+fn q8_bytes(at: usize, n: usize) -> std::ops::Range<usize> {
+    debug_assert!(at.is_multiple_of(Q8_BLOCK.0) && n.is_multiple_of(Q8_BLOCK.0), "q8_0 cache access off a block boundary");
+    at / Q8_BLOCK.0 * Q8_BLOCK.1..(at + n) / Q8_BLOCK.0 * Q8_BLOCK.1
 }
 
 impl KvStore {
+    fn new(kind: KvType) -> Self {
+        match kind {
+            KvType::F32 => KvStore::F32(Vec::new()),
+            KvType::F16 => KvStore::F16(Vec::new()),
+            KvType::Q8_0 => KvStore::Q8(Vec::new()),
+        }
+    }
+
+    /// Values held.
     fn len(&self) -> usize {
         match self {
             KvStore::F32(v) => v.len(),
             KvStore::F16(v) => v.len(),
+            KvStore::Q8(v) => v.len() / Q8_BLOCK.1 * Q8_BLOCK.0,
         }
     }
 
@@ -28,6 +101,7 @@ impl KvStore {
         match self {
             KvStore::F32(v) => v.resize(n, 0.0),
             KvStore::F16(v) => v.resize(n, f16::ZERO),
+            KvStore::Q8(v) => v.resize(n.div_ceil(Q8_BLOCK.0) * Q8_BLOCK.1, 0),
         }
     }
 
@@ -35,6 +109,14 @@ impl KvStore {
         match self {
             KvStore::F32(v) => v[at..at + x.len()].copy_from_slice(x),
             KvStore::F16(v) => v[at..at + x.len()].iter_mut().zip(x).for_each(|(o, &a)| *o = f16::from_f32(a)),
+            KvStore::Q8(v) => Q8_SCRATCH.with(|b| {
+                let q = &mut b.borrow_mut().0;
+                q.clear();
+                // Row lengths are whole blocks (checked by KvType::check).
+                if gemma_quant::quantize(DType::Q8_0, x, q).is_ok() {
+                    v[q8_bytes(at, x.len())].copy_from_slice(q);
+                }
+            }),
         }
     }
 
@@ -44,6 +126,12 @@ impl KvStore {
         match self {
             KvStore::F32(v) => dot_f32(q, &v[at..at + q.len()]),
             KvStore::F16(v) => dot_f16(q, &v[at..at + q.len()]),
+            KvStore::Q8(_) => Q8_SCRATCH.with(|b| {
+                let f = &mut b.borrow_mut().1;
+                f.resize(q.len(), 0.0);
+                self.read(at, f);
+                dot_f32(q, f)
+            }),
         }
     }
 
@@ -54,6 +142,12 @@ impl KvStore {
         match self {
             KvStore::F32(v) => axpy_f32(p, &v[at..at + n], out),
             KvStore::F16(v) => axpy_f16(p, &v[at..at + n], out),
+            KvStore::Q8(_) => Q8_SCRATCH.with(|b| {
+                let f = &mut b.borrow_mut().1;
+                f.resize(n, 0.0);
+                self.read(at, f);
+                axpy_f32(p, f, out)
+            }),
         }
     }
 
@@ -64,6 +158,7 @@ impl KvStore {
         match self {
             KvStore::F32(v) => out.copy_from_slice(&v[at..at + n]),
             KvStore::F16(v) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[at..at + n], out),
+            KvStore::Q8(v) => gemma_quant::dequantize(DType::Q8_0, &v[q8_bytes(at, n)], out),
         }
     }
 
@@ -71,6 +166,7 @@ impl KvStore {
         match self {
             KvStore::F32(v) => v.len() * 4,
             KvStore::F16(v) => v.len() * 2,
+            KvStore::Q8(v) => v.len(),
         }
     }
 }
@@ -160,7 +256,13 @@ impl KvCache {
     /// An empty cache shaped for `cfg`, keeping keys and values in f16
     /// when `half` is set (else f32).
     pub fn new(cfg: &GemmaConfig, half: bool) -> Self {
-        let store = || if half { KvStore::F16(Vec::new()) } else { KvStore::F32(Vec::new()) };
+        Self::with_type(cfg, if half { KvType::F16 } else { KvType::F32 })
+    }
+
+    /// An empty cache shaped for `cfg` storing keys and values as `kind`
+    /// (which [`KvType::check`] accepted for `cfg`).
+    pub fn with_type(cfg: &GemmaConfig, kind: KvType) -> Self {
+        let store = || KvStore::new(kind);
         let layers = cfg
             .layers
             .iter()
@@ -220,6 +322,12 @@ impl KvCache {
             self.len = len;
         }
         ok
+    }
+
+    /// How many positions [`KvCache::truncate`] can always roll back: the
+    /// sliding-window rings' slack (`MAX_CHUNK`), unlimited without them.
+    pub fn max_rollback(&self) -> usize {
+        self.layers.iter().filter(|l| l.capacity != usize::MAX).map(|l| l.capacity - l.window).min().unwrap_or(usize::MAX)
     }
 
     /// Forget everything (keeps allocations).

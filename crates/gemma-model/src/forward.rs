@@ -2,7 +2,7 @@
 //! [`GemmaConfig`]/[`LayerSpec`]; weight dtypes are handled by the kernels.
 
 use crate::attention::{attention, decode_attention, AttnShape};
-use crate::cache::{KvCache, LayerCache};
+use crate::cache::{KvCache, KvType, LayerCache};
 use crate::workspace::{buf, Workspace};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::lora::{dropout_keep, LoraAdapter, LoraPair};
@@ -71,6 +71,9 @@ pub struct Model {
     pub numerics: Numerics,
     /// A LoRA adapter applied on top of the weights, if any.
     pub lora: Option<LoraAdapter>,
+    /// How new caches store keys and values (None: f16 with
+    /// [`Numerics::LlamaCpp`], else f32); set through [`Model::set_kv_type`].
+    kv_type: Option<KvType>,
 }
 
 impl Model {
@@ -90,12 +93,25 @@ impl Model {
             })
             .collect();
         let rope_ggml = config.layers.iter().map(|l| (rope_step_ggml(l.head_dim, l.rope_theta), (1.0 / l.rope_linear_factor) as f32)).collect();
-        Ok(Self { config, weights, inv_freq, rope_ggml, numerics: Numerics::Reference, lora: None })
+        Ok(Self { config, weights, inv_freq, rope_ggml, numerics: Numerics::Reference, lora: None, kv_type: None })
     }
 
     /// A fresh, empty KV cache for this model.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(&self.config, self.numerics == Numerics::LlamaCpp)
+        KvCache::with_type(&self.config, self.kv_type())
+    }
+
+    /// How new caches store keys and values.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type.unwrap_or(if self.numerics == Numerics::LlamaCpp { KvType::F16 } else { KvType::F32 })
+    }
+
+    /// Store keys and values of new caches as `kind`; refused when the
+    /// model's head dims do not fit it.
+    pub fn set_kv_type(&mut self, kind: KvType) -> Result<()> {
+        kind.check(&self.config)?;
+        self.kv_type = Some(kind);
+        Ok(())
     }
 
     /// Run `tokens` through the model after what `cache` holds, appending to

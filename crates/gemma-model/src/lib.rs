@@ -21,7 +21,7 @@ pub mod weights;
 pub mod workspace;
 
 pub use batch::{BatchItem, BatchWorkspace};
-pub use cache::KvCache;
+pub use cache::{KvCache, KvType};
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
 pub use forward::{LogitsMode, Model, Numerics, MAX_CHUNK};
 pub use lora::LoraAdapter;

@@ -108,6 +108,8 @@ async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result
     if v.get("suffix").is_some_and(|x| !x.is_null()) {
         return Err(invalid("'suffix' is not supported"));
     }
+    // The flattened sampling fields first, so an error names its field.
+    typed::<crate::schema::openai::SamplingParams>(&v, crate::Flavor::OpenAi)?;
     let c: CompletionRequest = typed(&v, crate::Flavor::OpenAi)?;
     let echo = c.echo.unwrap_or(false);
     let add_special = c.add_special_tokens.unwrap_or(true);

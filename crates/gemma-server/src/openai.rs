@@ -281,6 +281,9 @@ pub async fn chat(State(s): State<Shared>, body: Bytes) -> Response {
 
 async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Response, ApiError> {
     let v = parse(body)?;
+    // The flattened sampling fields first: serde loses the field name of an
+    // error inside a flattened struct, this names it.
+    typed::<SamplingParams>(&v, Flavor::OpenAi)?;
     let chat: ChatCompletionRequest = typed(&v, Flavor::OpenAi)?;
     let g = s.engine.gemma();
     // The template renders the messages as sent (typed above for validation).

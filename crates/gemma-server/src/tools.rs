@@ -313,8 +313,13 @@ fn assistant_calls(tc: &[Value], calls: &mut Vec<(String, String)>) -> Result<Ve
         .map(|c| {
             let id = c.get("id").and_then(Value::as_str).ok_or("an assistant tool call needs an 'id'")?;
             let name = c.pointer("/function/name").and_then(Value::as_str).ok_or("an assistant tool call needs 'function.name'")?;
-            let args = c.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-            let args: Value = serde_json::from_str(args).map_err(|e| format!("tool call '{id}': 'arguments' is not JSON: {e}"))?;
+            // OpenAI sends a JSON string; some clients (Ollama's) an object.
+            let args: Value = match c.pointer("/function/arguments") {
+                None | Some(Value::Null) => Value::Object(Default::default()),
+                Some(Value::String(a)) => serde_json::from_str(a).map_err(|e| format!("tool call '{id}': 'arguments' is not JSON: {e}"))?,
+                Some(o @ Value::Object(_)) => o.clone(),
+                Some(other) => return Err(format!("tool call '{id}': 'arguments' must be a JSON string or an object, got {other}")),
+            };
             calls.push((id.to_string(), name.to_string()));
             Ok((id.to_string(), name.to_string(), args))
         })

@@ -952,3 +952,36 @@ fn chat_turns_reuse_the_previous_prompt() {
     let hits: u64 = metrics.lines().find_map(|l| l.strip_prefix("gemma_prefix_cache_hit_tokens ")).unwrap().parse().unwrap();
     assert!(hits > 0, "{metrics}");
 }
+
+/// Type errors name the field, flattened sampling fields included; replayed
+/// tool calls may omit `type` and give arguments as an object.
+#[test]
+fn type_errors_name_the_field() {
+    let s = server();
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    for (path, body, want) in [
+        ("/v1/chat/completions", json!({"messages": hi, "temperature": "hot"}), "'temperature' must be a number"),
+        ("/v1/chat/completions", json!({"messages": hi, "stop": 5}), "'stop' must be a string or a list of strings"),
+        ("/v1/chat/completions", json!({"messages": hi, "max_tokens": -1}), "'max_tokens' must be a non-negative integer"),
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": 5}]}), "'messages[0].content'"),
+        ("/v1/completions", json!({"prompt": "hi", "n": "two"}), "'n' must be a non-negative integer"),
+        ("/v1/completions", json!({"prompt": "hi", "echo": "yes"}), "'echo' must be a boolean"),
+        ("/v1/embeddings", json!({"input": "x", "dimensions": "big"}), "'dimensions'"),
+    ] {
+        let r = post(s.addr, path, body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(want), "{body}: {}", r.body);
+    }
+    let r = post(s.addr, "/generate", json!({"inputs": "hi", "parameters": {"top_k": "many"}}));
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("'parameters.top_k'"), "{}", r.body);
+    let convo = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    ]);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let fg = start_with(testdata("tiny-functiongemma"), EngineConfig::default(), ServerConfig::default());
+    let r = post(fg.addr, "/v1/chat/completions", json!({"messages": convo, "tools": tools, "max_tokens": 2}));
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -40,7 +40,7 @@ pub use gemma_generate::{
     generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
-pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, LogitsMode, LoraAdapter, Model, Numerics, Workspace};
+pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, KvType, LogitsMode, LoraAdapter, Model, Numerics, Workspace};
 pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};
 
 /// Default number of new tokens when neither caller nor checkpoint says.

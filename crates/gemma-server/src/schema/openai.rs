@@ -175,7 +175,7 @@ pub struct ChatMessage {
     pub content: Option<MessageContent>,
     /// Calls an assistant turn made.
     #[serde(default)]
-    pub tool_calls: Option<Vec<ToolCall>>,
+    pub tool_calls: Option<Vec<HistoryToolCall>>,
     /// The call a `tool` message answers.
     #[serde(default)]
     pub tool_call_id: Option<String>,
@@ -302,8 +302,34 @@ pub struct NamedFunction {
     pub name: String,
 }
 
+/// A call in the conversation sent back (what `crate::tools` reads: an
+/// `id` and `function.name`; missing arguments mean `{}`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // the template renders the raw JSON message
+pub struct HistoryToolCall {
+    /// The call's id.
+    pub id: String,
+    /// `function`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The function and its arguments.
+    pub function: HistoryFunction,
+}
+
+/// A called function in the conversation sent back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // the template renders the raw JSON message
+pub struct HistoryFunction {
+    /// Its name.
+    pub name: String,
+    /// The arguments: a JSON string (OpenAI) or an object.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub arguments: Option<Value>,
+}
+
 /// A call the model made.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ToolCall {
     /// The call's id (a `tool` message answers it by `tool_call_id`).
     pub id: String,
@@ -315,7 +341,7 @@ pub struct ToolCall {
 }
 
 /// A called function.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FunctionCall {
     /// Its name.
     pub name: String,
