@@ -31,11 +31,12 @@ PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -rf "$LOG" "$REPORT"' EXIT
 wait_for_health "http://127.0.0.1:$PORT" || { echo "the server did not start:" >&2; cat "$LOG" >&2; exit 1; }
 set +e
-timeout 1500 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
+# (run from the report folder: schemathesis keeps its own state in ./.schemathesis)
+(cd "$REPORT" && exec timeout 1500 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing --max-examples "$MAX_EXAMPLES" --workers 1 --seed 42 \
   --request-timeout 60 --suppress-health-check too_slow,filter_too_much --no-color \
-  --generation-database none --report ndjson --report-dir "$REPORT"
+  --generation-database none --report ndjson --report-dir "$REPORT")
 rc=$?
 echo "== the JSON inside streamed events, and rarely generated combinations, against the same description"
 "$VENV/bin/python" tools/openapi_stream_check.py "http://127.0.0.1:$PORT" || rc=1
