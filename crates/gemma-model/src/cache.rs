@@ -112,10 +112,10 @@ impl KvStore {
             KvStore::Q8(v) => Q8_SCRATCH.with(|b| {
                 let q = &mut b.borrow_mut().0;
                 q.clear();
-                // Row lengths are whole blocks (checked by KvType::check).
-                if gemma_quant::quantize(DType::Q8_0, x, q).is_ok() {
-                    v[q8_bytes(at, x.len())].copy_from_slice(q);
-                }
+                // Row lengths are whole blocks (KvType::check refused the
+                // models where they are not): never store a row silently dropped.
+                gemma_quant::quantize(DType::Q8_0, x, q).expect("q8_0 KV rows are whole Q8_0 blocks (KvType::check)");
+                v[q8_bytes(at, x.len())].copy_from_slice(q);
             }),
         }
     }
