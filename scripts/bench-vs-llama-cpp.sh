@@ -2,23 +2,28 @@
 # gemma-rs vs llama.cpp on the same GGUF, same threads, same prompt and
 # generation lengths, runs alternating between the engines; prints each
 # figure side by side with the ratio gemma-rs / llama.cpp.
-#   scripts/bench-vs-llama-cpp.sh [MODEL.gguf] [THREADS=2] [N_PROMPT=512] [N_GEN=128] [ROUNDS=3] [DEPTHS=0]
+#   scripts/bench-vs-llama-cpp.sh [MODEL.gguf[,MODEL2.gguf…]] [THREADS=2] [N_PROMPT=512] [N_GEN=128] [ROUNDS=3] [DEPTHS=0]
+# MODELS (comma-separated; default the real 270M): one table per model, all
+# in the same run.
 # DEPTHS (comma-separated, llama-bench's -d): every test also runs after
 # that many tokens already in the cache.
-# llama.cpp comes from llama-cpp-python (PyPI), installed into
-# $LLAMA_VENV (default ~/.cache/gemma-rs/venv-llama) if missing: that
-# compiles llama.cpp, about 12 minutes on 2 cores, once.
+# llama.cpp comes from llama_cpp_venv (scripts/lib.sh): llama-cpp-python
+# built for this CPU's instruction sets (AMX only where it passes a smoke
+# run), about 6-12 minutes on 2 cores, once. Both engines' instruction sets
+# are printed above the tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL="${1:-$(scripts/fetch-model.sh)}"
+. scripts/lib.sh
+MODELS="${1:-$(scripts/fetch-model.sh)}"
 THREADS="${2:-2}"; NP="${3:-512}"; NG="${4:-128}"; ROUNDS="${5:-3}"; DEPTHS="${6:-0}"
-VENV="${LLAMA_VENV:-${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}/venv-llama}"
-if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  echo "installing llama-cpp-python into $VENV (compiles llama.cpp; ~12 min once)..." >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q llama-cpp-python
-fi
+VENV=$(llama_cpp_venv)
 cargo build --release -q -p gemma-cli
+echo "CPU: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "gemma-rs $(target/release/gemma --version | tail -1)"
+echo "llama.cpp: $(llama_cpp_build_info "$VENV")"
+echo
+for MODEL in ${MODELS//,/ }; do
+[ -f "$MODEL" ] || { echo "bench-vs-llama-cpp: no such model file: $MODEL" >&2; exit 1; }
 OUT="$(mktemp -d)"
 # Alternate which engine goes first, and let the machine settle between
 # runs (freeing a process's memory keeps the kernel busy for a moment).
@@ -58,3 +63,6 @@ if ge["load"] and le["load"]:
     gl, ll = statistics.median(ge["load"]), statistics.median(le["load"])
     print(f"| load time (s) | {gl:.2f} | {ll:.2f} | {gl / ll:.2f} |")
 PY
+rm -rf "$OUT"
+echo
+done

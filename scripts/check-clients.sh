@@ -5,17 +5,13 @@
 # mode on testdata/tiny-gemma4-it (tools/clients_check_thinking.py).
 #   scripts/check-clients.sh [MODEL]
 # The clients are installed from PyPI into $CLIENTS_VENV
-# (default ~/.cache/gemma-rs/venv-clients) once.
+# (default ~/.cache/gemma-rs/venv-clients) once, at the versions of
+# scripts/python-constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 MODEL="${1:-$(scripts/fetch-model.sh)}"
-VENV="${CLIENTS_VENV:-${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}/venv-clients}"
-if ! "$VENV/bin/python" -c "import openai, huggingface_hub" 2>/dev/null; then
-  echo "installing openai and huggingface_hub into $VENV ..." >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q openai huggingface_hub
-fi
+VENV=$(pinned_venv "${CLIENTS_VENV:-$(gemma_cache)/venv-clients}" openai huggingface_hub)
 cargo build --release -q -p gemma-cli
 KEY="check-$RANDOM$RANDOM"
 LOG="$(mktemp)"
@@ -25,7 +21,11 @@ serve() {
   GEMMA_API_KEY="$KEY" target/release/gemma serve "$@" --port "$PORT" --shutdown-grace 5 2>"$LOG" &
   PID=$!
   trap 'kill $PID 2>/dev/null || true' EXIT
-  wait_for_health "http://127.0.0.1:$PORT" 100 || true
+  if ! wait_for_health "http://127.0.0.1:$PORT" 150 "$PID"; then
+    echo "FAILED: gemma serve $* never became healthy on port $PORT; its log:" >&2
+    tail -30 "$LOG" >&2
+    exit 1
+  fi
 }
 serve -m "$MODEL"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/models")

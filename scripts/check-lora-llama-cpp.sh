@@ -5,17 +5,14 @@
 # adapter, by llama.cpp (llama-cpp-python) and by `gemma perplexity`, same
 # windows. Fails unless both agree within 1% (base) and 2% (adapter).
 #   scripts/check-lora-llama-cpp.sh MODEL ADAPTER_DIR HELDOUT.jsonl
-# llama-cpp-python is installed from PyPI into $LLAMA_VENV (default
-# ~/.cache/gemma-rs/venv-llama) once (it builds llama.cpp: ~6 minutes).
+# llama.cpp comes from llama_cpp_venv (scripts/lib.sh: llama-cpp-python built
+# for this CPU once, ~6-12 minutes on 2 cores, smoke-tested).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 MODEL="$1"; ADAPTER="$2"; HELDOUT="$3"; CTX=256
-VENV="${LLAMA_VENV:-${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}/venv-llama}"
-if ! "$VENV/bin/python" -c "import llama_cpp, numpy" 2>/dev/null; then
-  echo "installing llama-cpp-python into $VENV (builds llama.cpp, ~6 min) ..." >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q llama-cpp-python==0.3.36 numpy
-fi
+VENV=$(llama_cpp_venv)
+echo "llama.cpp: $(llama_cpp_build_info "$VENV")"
 cargo build --release -q -p gemma-cli
 WORK="$(mktemp -d)"; trap 'rm -rf "$WORK"' EXIT
 python3 - "$HELDOUT" "$WORK/text.txt" <<'PY'

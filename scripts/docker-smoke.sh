@@ -29,7 +29,7 @@ docker run -d --name "$NAME" --network host --read-only \
   -v "$(dirname "$MODEL"):/models:ro" \
   -e GEMMA_MODEL="/models/$(basename "$MODEL")" -e GEMMA_HOST=127.0.0.1 -e AIP_HTTP_PORT="$PORT" \
   gemma-rs:latest --shutdown-grace 5 >/dev/null
-wait_for_health "http://127.0.0.1:$PORT" 100 || true
+wait_for_health "http://127.0.0.1:$PORT" 100 || { echo "FAILED: the container never became healthy" >&2; docker logs "$NAME" 2>&1 | tail -30 >&2 || true; exit 1; }
 curl -fs "http://127.0.0.1:$PORT/health" >/dev/null || { echo "FAILED: /health"; docker logs "$NAME"; exit 1; }
 echo "health: OK"
 OUT=$(curl -fs "http://127.0.0.1:$PORT/v1/completions" -H 'content-type: application/json' \

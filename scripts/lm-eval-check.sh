@@ -10,17 +10,18 @@
 #    download), timing it;
 # 3. runs `gemma eval` on the same files, timing it;
 # 4. prints both accuracies side by side, the per-item log-likelihood
-#    difference between the two, and against llama.cpp (llama-cpp-python in
-#    $LLAMA_VENV, as scripts/bench-vs-llama-cpp.sh installs it; skipped if absent).
+#    difference between the two, and against llama.cpp (llama_cpp_venv of
+#    scripts/lib.sh, built for this CPU once).
 # Exits non-zero when the accuracies differ or llama.cpp's total
 # log-likelihood is more than 0.5% away (the perplexity parity rule).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 MODEL="${1:-$(scripts/fetch-model.sh)}"
 PORT="${2:-8093}"
 CACHE="${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}"
 VENV="${LMEVAL_VENV:-$CACHE/venv-lmeval}"
-LLAMA_VENV="${LLAMA_VENV:-$CACHE/venv-llama}"
+LLAMA_PY="$(llama_cpp_venv)/bin/python"
 if ! "$VENV/bin/python" -c "import lm_eval" 2>/dev/null; then
   echo "installing lm-eval into $VENV (once)..." >&2
   python3 -m venv "$VENV"
@@ -31,10 +32,7 @@ OUT="$(mktemp -d)"
 target/release/gemma serve -m "$MODEL" --port "$PORT" --max-concurrent 8 --max-queue 256 2> "$OUT/serve.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
-  sleep 0.2
-done
+wait_for_health "http://127.0.0.1:$PORT" || { echo "FAILED: gemma serve never became healthy:" >&2; tail -30 "$OUT/serve.log" >&2; exit 1; }
 t0=$(date +%s.%N)
 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "$VENV/bin/lm_eval" --model local-completions \
   --model_args "base_url=http://127.0.0.1:$PORT/v1/completions,model=gemma,tokenizer_backend=remote,num_concurrent=1,max_retries=1,max_length=2048" --batch_size 8 \
@@ -49,6 +47,4 @@ for t in mc gen; do
   s1=$(date +%s.%N)
   echo "$s0 $s1" > "$OUT/$t.time"
 done
-PY="$VENV/bin/python"
-"$LLAMA_VENV/bin/python" -c "import llama_cpp" 2>/dev/null && PY="$LLAMA_VENV/bin/python"
-"$PY" tools/lm_eval/compare.py "$OUT" "$MODEL" "$t0" "$t1"
+"$LLAMA_PY" tools/lm_eval/compare.py "$OUT" "$MODEL" "$t0" "$t1"

@@ -7,14 +7,10 @@
 # read-only root filesystem). CI runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${GEMMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-rs}"
-VENV="$CACHE/venv-k8s"
-if ! "$VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
-  python3 -m venv "$VENV"
-  if ! "$VENV/bin/pip" install -q "kubernetes-validate==1.37.*" pyyaml; then
-    echo "!!!!!!!!!! WARNING: kubernetes-validate could not be installed from PyPI: the Kubernetes manifests are NOT validated (SKIPPED) !!!!!!!!!!" >&2
-    exit 0
-  fi
+. scripts/lib.sh
+if ! VENV=$(pinned_venv "$(gemma_cache)/venv-k8s" kubernetes-validate pyyaml); then
+  echo "!!!!!!!!!! WARNING: kubernetes-validate could not be installed from PyPI: the Kubernetes manifests are NOT validated (SKIPPED) !!!!!!!!!!" >&2
+  exit 0
 fi
 KUSTOMIZE=(kubectl kustomize)
 if ! command -v kubectl >/dev/null; then

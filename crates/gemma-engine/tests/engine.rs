@@ -77,6 +77,7 @@ fn real_model_outputs_do_not_depend_on_the_batch() {
     let path = gemma::hub::default_model_path();
     if !path.is_file() {
         eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
         return;
     }
     batch_invariance(Arc::new(Gemma::load(&path).unwrap()), 8, 4);
@@ -198,6 +199,7 @@ fn real_model_long_prompt_with_any_chunk_equals_generate() {
     let path = gemma::hub::default_model_path();
     if !path.is_file() {
         eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
         return;
     }
     let g = Arc::new(Gemma::load(&path).unwrap());
@@ -393,6 +395,7 @@ fn real_model_prefix_reuse_answers_exactly_as_without_it() {
     let path = gemma::hub::default_model_path();
     if !path.is_file() {
         eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
         return;
     }
     prefix_reuse_is_invisible(Arc::new(Gemma::load(&path).unwrap()), 16);

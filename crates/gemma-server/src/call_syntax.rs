@@ -389,7 +389,8 @@ impl Parser<'_> {
         match word {
             "true" => Some(Value::Bool(true)),
             "false" => Some(Value::Bool(false)),
-            "null" => Some(Value::Null),
+            // Gemma 4's templates before gemma4_v5 write a null argument as Python's `None`.
+            "null" | "None" => Some(Value::Null),
             w => w.parse::<i64>().map(Value::from).ok().or_else(|| w.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number)),
         }
     }

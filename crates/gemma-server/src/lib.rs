@@ -24,6 +24,8 @@ mod call_syntax;
 mod chat_page;
 mod embeddings;
 mod tools;
+#[cfg(test)]
+mod tool_call_goldens;
 mod tokenizer_routes;
 
 use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};

@@ -166,8 +166,13 @@ struct Held {
 /// A token's text with control tokens spelled out (tool calls written
 /// with control tokens are parsed from it).
 fn tool_text<'a>(g: &Gemma, t: &'a gemma_engine::TokenEvent) -> std::borrow::Cow<'a, str> {
+    tool_text_of(&g.tokenizer, t)
+}
+
+/// [`tool_text`] with the tokenizer alone.
+pub(crate) fn tool_text_of<'a>(tok: &gemma::GemmaTokenizer, t: &'a gemma_engine::TokenEvent) -> std::borrow::Cow<'a, str> {
     if t.special {
-        std::borrow::Cow::Owned(g.tokenizer.id_to_token(t.id).unwrap_or_default())
+        std::borrow::Cow::Owned(tok.id_to_token(t.id).unwrap_or_default())
     } else {
         std::borrow::Cow::Borrowed(&t.text)
     }

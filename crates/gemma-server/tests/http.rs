@@ -474,6 +474,7 @@ fn real_model_non_streaming_disconnect_cancels() {
     let path = gemma::hub::default_model_path();
     if !path.is_file() {
         eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
         return;
     }
     let s = start_with(path, EngineConfig { max_batch: 1, ..EngineConfig::default() }, ServerConfig::default());

@@ -258,6 +258,7 @@ fn q8_0_kv_cache_is_close_to_f16_at_half_the_memory() {
     let path = gemma::hub::default_model_path();
     if !path.is_file() {
         eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
         return;
     }
     let mut g = Gemma::load(&path).unwrap();
