@@ -3,7 +3,7 @@
 
 use crate::dot::{dot_bf16, dot_f16, dot_f32};
 use crate::gemm::OutPtr;
-use crate::qdot::{dot_q8, dot_q8_multi, MULTI};
+use crate::qdot::{dot_q8_multi, RowDot, MULTI};
 use gemma_core::{Matrix, Storage};
 use gemma_quant::act::{act_kind, ActQ8};
 use std::cell::RefCell;
@@ -181,15 +181,33 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
         acts.resize_with(nacts, ActQ8::default);
     }
     if let Some(kind) = kind {
-        for (a, xt) in acts.iter_mut().zip(x.chunks_exact(cols)) {
-            a.quantize(kind, xt);
+        if n >= 2 {
+            // Prefill: the tokens' quantization in parallel (serial, it kept
+            // the other threads waiting for a tenth of the prefill).
+            let ap = ActsPtr(acts.as_mut_ptr());
+            crate::pool::parallel_for(n, &|t| {
+                // SAFETY: t < n <= acts.len(), and index t is handled by this task alone.
+                let a = unsafe { &mut *ap.ptr().add(t) };
+                a.quantize(kind, &x[t * cols..(t + 1) * cols]);
+            });
+        } else {
+            for (a, xt) in acts.iter_mut().zip(x.chunks_exact(cols)) {
+                a.quantize(kind, xt);
+            }
         }
     }
     let acts = &acts[..nacts];
+    // Per matrix, not per row: the kernel, the row size, the bytes.
+    let (rb, ahead) = (w.row_bytes(), crate::prefetch::rows_ahead(w.row_bytes()));
+    let (data, rowdot) = match &w.storage {
+        Storage::Raw { dtype, bytes, .. } => (bytes.as_slice(), Some(RowDot::new(*dtype, cols, acts))),
+        _ => (&[][..], None),
+    };
     // yt: [rows, n], so each task owns a contiguous slice of it.
     yt.resize(rows * n, 0.0);
     let yt = &mut yt[..rows * n];
     let base = OutPtr(yt.as_mut_ptr());
+    let yp = OutPtr(y.as_mut_ptr());
     crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
         let r0 = task * ROWS_PER_TASK;
         let nr = ROWS_PER_TASK.min(rows - r0);
@@ -207,16 +225,15 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                     Storage::Raw { .. } => break,
                 };
             }
-            if let Storage::Raw { dtype, bytes, .. } = &w.storage {
-                let rb = w.row_bytes();
-                let row = &bytes.as_slice()[r * rb..(r + 1) * rb];
-                crate::prefetch::prefetch(bytes.as_slice(), (r + crate::prefetch::rows_ahead(rb)).min(r0 + nr - 1) * rb, rb);
+            if let (Storage::Raw { dtype, .. }, Some(rowdot)) = (&w.storage, &rowdot) {
+                let row = &data[r * rb..(r + 1) * rb];
+                crate::prefetch::prefetch(data, (r + ahead).min(r0 + nr - 1) * rb, rb);
                 if !acts.is_empty() {
                     // Groups of tokens share each unpacked weight block.
                     let per = if per_token { 1 } else { MULTI };
                     for (os, group) in out_row.chunks_mut(per).zip(acts.chunks(per)) {
                         if group.len() == 1 {
-                            os[0] = dot_q8(*dtype, row, &group[0]);
+                            os[0] = rowdot.dot(row, &group[0]);
                         } else {
                             let refs: [&ActQ8; MULTI] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
                             dot_q8_multi(*dtype, row, &refs[..group.len()], os);
@@ -239,11 +256,26 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                 }
             }
         }
-    });
-    for r in 0..rows {
-        for t in 0..n {
-            y[t * rows + r] = yt[r * n + t];
+        // This task's rows of y ([n, rows]), from its slice of yt ([rows, n]).
+        for (i, vals) in out.chunks(n).enumerate() {
+            for (t, &v) in vals.iter().enumerate() {
+                // SAFETY: (t, r0 + i) is inside y; rows r0..r0+nr belong to this task alone.
+                unsafe { yp.write(t * rows + r0 + i, v) };
+            }
         }
+    });
+}
+
+/// The activations of a matmul, shared with the tasks that quantize them.
+struct ActsPtr(*mut ActQ8);
+// SAFETY: every task touches only its own token's element.
+unsafe impl Send for ActsPtr {}
+unsafe impl Sync for ActsPtr {}
+
+impl ActsPtr {
+    /// The pointer (a method, so closures capture the Sync wrapper).
+    fn ptr(&self) -> *mut ActQ8 {
+        self.0
     }
 }
 

@@ -27,8 +27,59 @@ pub fn dot_q8(w: DType, row: &[u8], act: &ActQ8) -> f32 {
     gemma_quant::act::dot_q8_ref(w, row, act)
 }
 
-/// Tokens handled together by [`dot_q8_multi`].
-pub const MULTI: usize = 4;
+/// `row · act` for the rows of one weight matrix, with the kernel chosen and
+/// the activation length checked once per matrix instead of per row (the
+/// per-row dispatch, a 64-bit division among it, cost as much as the dot
+/// of a 640-column row).
+#[derive(Clone, Copy)]
+pub struct RowDot {
+    dtype: DType,
+    #[cfg(target_arch = "x86_64")]
+    simd: Option<unsafe fn(&[u8], &ActQ8) -> f32>,
+}
+
+impl RowDot {
+    /// The kernel for rows of `w` blocks holding `cols` columns, for
+    /// activations quantized from `cols` values (checked here for `acts`).
+    pub fn new(w: DType, cols: usize, acts: &[ActQ8]) -> Self {
+        for a in acts {
+            // The SIMD paths read activation blocks without bounds checks.
+            assert_eq!(a.qs.len(), cols, "activation row does not match the weight row");
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let simd: Option<unsafe fn(&[u8], &ActQ8) -> f32> = match (simd_level(), w) {
+                (SimdLevel::Avx2, DType::Q8_0) => Some(avx2::dot_q8_0),
+                (SimdLevel::Avx2, DType::Q5_0) => Some(avx2::dot_q5_0),
+                (SimdLevel::Avx2, DType::Q4_K) => Some(avx2::dot_q4_k),
+                (SimdLevel::Avx2, DType::Q6_K) => Some(avx2::dot_q6_k),
+                _ => None,
+            };
+            Self { dtype: w, simd }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Self { dtype: w }
+    }
+
+    /// `row · act`: `row` is one whole row of the matrix, `act` one of the
+    /// activations [`RowDot::new`] checked (or quantized the same way).
+    #[inline]
+    pub fn dot(&self, row: &[u8], act: &ActQ8) -> f32 {
+        debug_assert_eq!(act.qs.len(), row.len() / self.dtype.block_bytes() * self.dtype.block_size());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = self.simd {
+            // SAFETY: AVX2/FMA/F16C were detected (simd_level); the activation
+            // length was checked against the matrix's columns in `new`.
+            return unsafe { f(row, act) };
+        }
+        gemma_quant::act::dot_q8_ref(self.dtype, row, act)
+    }
+}
+
+/// Tokens handled together by [`dot_q8_multi`] (each unpacked weight block
+/// is shared by this many tokens; the K-quant kernels, whose unpacked
+/// blocks fill the registers, take them four at a time).
+pub const MULTI: usize = 8;
 
 /// `out[t] = row · acts[t]` for up to [`MULTI`] tokens: each weight block is
 /// unpacked once and multiplied with every token (prefill).
@@ -45,8 +96,18 @@ pub fn dot_q8_multi(w: DType, row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
             match w {
                 DType::Q8_0 => return avx2::multi_q8_0(row, acts, out),
                 DType::Q5_0 => return avx2::multi_q5_0(row, acts, out),
-                DType::Q4_K => return avx2::multi_q4_k(row, acts, out),
-                DType::Q6_K => return avx2::multi_q6_k(row, acts, out),
+                DType::Q4_K => {
+                    for (a, o) in acts.chunks(4).zip(out.chunks_mut(4)) {
+                        avx2::multi_q4_k(row, a, o);
+                    }
+                    return;
+                }
+                DType::Q6_K => {
+                    for (a, o) in acts.chunks(4).zip(out.chunks_mut(4)) {
+                        avx2::multi_q6_k(row, a, o);
+                    }
+                    return;
+                }
                 _ => {}
             }
         }
@@ -61,12 +122,29 @@ mod avx2 {
     use gemma_quant::act::{scale_min_k4, ActQ8};
     use std::arch::x86_64::*;
 
-    /// The f16 at `b[i..i+2]`, converted in hardware (F16C).
+    /// The f16 at `b[i..i+2]`, converted in hardware (F16C). The bits go in
+    /// with a `vmovd`, which writes the whole register: from intrinsics
+    /// (`_mm_cvtsi32_si128`, `_mm_set1_epi16`) LLVM emits a `vpinsrw` into
+    /// whatever register it likes, often a loop's accumulator, and that false
+    /// dependency chained every block of a dot product to the previous
+    /// block's FMA (decode ran at a third of the bandwidth limit).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn f16_at(b: &[u8], i: usize) -> f32 {
+        let bits = (b.as_ptr().add(i) as *const u16).read_unaligned() as u32;
+        let v: __m128i;
+        // SAFETY: vmovd from a general register into an xmm register; no memory, no flags.
+        std::arch::asm!("vmovd {v}, {b:e}", v = out(xmm_reg) v, b = in(reg) bits, options(pure, nomem, nostack, preserves_flags));
+        _mm_cvtss_f32(_mm_cvtph_ps(v))
+    }
+
+    /// The f16 at `b[i..i+2]` in all 8 lanes: the same value as
+    /// [`f16_at`], made a whole vector (a broadcast, no false dependency).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16x8_at(b: &[u8], i: usize) -> __m256 {
         let bits = (b.as_ptr().add(i) as *const u16).read_unaligned();
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+        _mm256_cvtph_ps(_mm_set1_epi16(bits as i16))
     }
 
     #[inline]
@@ -102,7 +180,7 @@ mod avx2 {
             let w = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
             let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
             let p = _mm256_cvtepi32_ps(dot_i8x32(w, x));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * *a.d.get_unchecked(b)), p, acc);
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(f16x8_at(blk, 0), _mm256_set1_ps(*a.d.get_unchecked(b))), p, acc);
         }
         hsum_ps(acc)
     }
@@ -132,7 +210,7 @@ mod avx2 {
             let w = _mm256_sub_epi8(_mm256_or_si256(nib, hbit), _mm256_set1_epi8(16));
             let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
             let p = _mm256_cvtepi32_ps(dot_i8x32(w, x));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * *a.d.get_unchecked(b)), p, acc);
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(f16x8_at(blk, 0), _mm256_set1_ps(*a.d.get_unchecked(b))), p, acc);
         }
         hsum_ps(acc)
     }
@@ -245,11 +323,11 @@ mod avx2 {
             let blk = std::slice::from_raw_parts(base.add(b * bb), bb);
             let w = if Q5 { unpack_q5_0(blk) } else { _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i) };
             let aw = _mm256_sign_epi8(w, w);
-            let dw = f16_at(blk, 0);
+            let dw = f16x8_at(blk, 0);
             for t in 0..m {
                 let x = _mm256_loadu_si256(xs[t].add(32 * b) as *const __m256i);
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * *ds[t].add(b)), _mm256_cvtepi32_ps(p), acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(*ds[t].add(b))), _mm256_cvtepi32_ps(p), acc[t]);
             }
         }
         for t in 0..m {

@@ -26,7 +26,12 @@ pub(crate) trait Chunks {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 unsafe fn h(p: *const u8) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*p, *p.add(1)]) as i32)))
+    // vmovd, not `_mm_cvtsi32_si128`, which LLVM turns into a `vpinsrw` with a false dependency (see qdot.rs: f16_at).
+    let bits = u16::from_le_bytes([*p, *p.add(1)]) as u32;
+    let v: __m128i;
+    // SAFETY: vmovd from a general register into an xmm register; no memory, no flags.
+    std::arch::asm!("vmovd {v}, {b:e}", v = out(xmm_reg) v, b = in(reg) bits, options(pure, nomem, nostack, preserves_flags));
+    _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
 
 /// Four lanes: `a, a, b, b`.
