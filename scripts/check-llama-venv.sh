@@ -21,7 +21,7 @@ llama_cpp_wheel() {
   echo "$d/$(basename "$WHEEL")"
 }
 llama_cpp_smoke() {
-  if [[ "$3" == *$CRASH* ]]; then echo "llama.cpp crashed with signal 11 (SEGV) evaluating 8 tokens of $2" >&2; return 1; fi
+  if [[ "$3" == *$CRASH* ]]; then echo "llama.cpp crashed with signal 11 (SEGV) in the smoke evaluation (8 then 56 tokens of $2)" >&2; return 1; fi
 }
 fail() { echo "FAILED: $*" >&2; exit 1; }
 stamp() { sed -n 's/^cmake: //p' "$LLAMA_VENV/gemma-rs-llama.txt"; }

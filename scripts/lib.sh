@@ -82,29 +82,32 @@ FLAGS
   echo "$args"
 }
 
-# llama_cpp_smoke PYTHON MODEL [CMAKE_ARGS]: evaluate 8 tokens of MODEL with llama.cpp in
-# a process of its own; status 0 when the logits are finite, else a message
-# on stderr naming the cause (a crash by signal, an import error, NaN).
+# llama_cpp_smoke PYTHON MODEL [CMAKE_ARGS]: evaluate 8 tokens of MODEL with
+# llama.cpp in a process of its own, then a 56-token batch after them (matmul
+# kernels such as ggml's AMX ones may only engage on larger batches);
+# status 0 when the logits are finite, else a message on stderr naming the
+# cause (a crash by signal, an import error, NaN).
 llama_cpp_smoke() {
   local out rc=0
   out=$("$1" - "$2" 2>&1 <<'PY'
 import math, sys
 from llama_cpp import Llama
-llm = Llama(model_path=sys.argv[1], n_ctx=64, n_batch=64, n_threads=2, logits_all=True, verbose=False)
-ids = llm.tokenize(b"The capital of France is Paris, and the capital of Italy is")[:8]
-assert len(ids) == 8, f"the tokenizer gave {len(ids)} tokens"
-llm.eval(ids)
-row = list(llm.scores[len(ids) - 1])
-assert all(math.isfinite(x) for x in row), "non-finite logits"
-assert max(row) > min(row), "constant logits"
-print("smoke OK: top token", row.index(max(row)))
+llm = Llama(model_path=sys.argv[1], n_ctx=128, n_batch=64, n_threads=2, logits_all=True, verbose=False)
+ids = llm.tokenize(b"The capital of France is Paris, and the capital of Italy is Rome. " * 8)[:64]
+assert len(ids) == 64, f"the tokenizer gave {len(ids)} tokens"
+for lo, hi in [(0, 8), (8, 64)]:
+    llm.eval(ids[lo:hi])
+    for row in (list(llm.scores[i]) for i in range(lo, hi)):
+        assert all(math.isfinite(x) for x in row), f"non-finite logits in tokens {lo}..{hi}"
+        assert max(row) > min(row), f"constant logits in tokens {lo}..{hi}"
+print("smoke OK")
 PY
   ) || rc=$?
   [ "$rc" = 0 ] && return 0
   if [ "$rc" -gt 128 ]; then
-    echo "llama.cpp crashed with signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null || echo '?')) evaluating 8 tokens of $2" >&2
+    echo "llama.cpp crashed with signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null || echo '?')) in the smoke evaluation (8 then 56 tokens of $2)" >&2
   else
-    echo "llama.cpp failed to evaluate 8 tokens of $2: $(echo "$out" | tail -3)" >&2
+    echo "llama.cpp failed the smoke evaluation (8 then 56 tokens of $2): $(echo "$out" | tail -3)" >&2
   fi
   return 1
 }
@@ -118,7 +121,8 @@ PY
 # with in gemma-rs-llama.txt and is rebuilt when that no longer matches this
 # machine (a venv carried from another CPU type). Built wheels are kept in
 # <cache>/llama-wheels/<args hash>/, so going back to a CPU type is quick.
-# Every install ends with an 8-token smoke evaluation of the real model.
+# Every install ends with a smoke evaluation of the real model (8 tokens,
+# then a 56-token batch).
 # GEMMA_LLAMA_AMX=off skips the AMX attempt.
 llama_cpp_venv() {
   local cache venv stamp want model args amx_args
