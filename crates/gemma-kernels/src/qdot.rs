@@ -8,23 +8,8 @@ use gemma_quant::act::ActQ8;
 
 /// `row · act` for a row of `w` blocks and its quantized activation row.
 pub fn dot_q8(w: DType, row: &[u8], act: &ActQ8) -> f32 {
-    // The SIMD paths read activation blocks without bounds checks.
-    assert_eq!(act.qs.len(), row.len() / w.block_bytes() * w.block_size(), "activation row does not match the weight row");
-    #[cfg(target_arch = "x86_64")]
-    if simd_level() == SimdLevel::Avx2 {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        unsafe {
-            match w {
-                DType::Q8_0 => return avx2::dot_q8_0(row, act),
-                DType::Q5_0 => return avx2::dot_q5_0(row, act),
-                DType::Q4_K => return avx2::dot_q4_k(row, act),
-                DType::Q6_K => return avx2::dot_q6_k(row, act),
-                _ => {}
-            }
-        }
-    }
-    let _ = simd_level;
-    gemma_quant::act::dot_q8_ref(w, row, act)
+    // One row: the matrix kernel of `RowDot`, checked for this activation.
+    RowDot::new(w, row.len() / w.block_bytes() * w.block_size(), std::slice::from_ref(act)).dot(row, act)
 }
 
 /// `row · act` for the rows of one weight matrix, with the kernel chosen and
@@ -58,7 +43,10 @@ impl RowDot {
             Self { dtype: w, simd }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        Self { dtype: w }
+        {
+            let _ = (simd_level, SimdLevel::Scalar);
+            Self { dtype: w }
+        }
     }
 
     /// `row · act`: `row` is one whole row of the matrix, `act` one of the
