@@ -35,6 +35,8 @@ pub enum Command {
     Quantize(QuantizeArgs),
     /// Measure prompt-processing and generation speed (like llama-bench).
     Bench(BenchArgs),
+    /// Write a random-weight GGUF of a published shape (for speed tests; llama.cpp loads it too).
+    Synth(SynthArgs),
     /// Serve the model over HTTP: OpenAI and TGI APIs, continuous batching.
     Serve(ServeArgs),
     /// Zero-shot accuracy on a local task file (multiple choice by log-likelihood, or generation by exact match).
@@ -391,11 +393,38 @@ pub struct QuantizeArgs {
     pub out: PathBuf,
 }
 
+/// `gemma synth`.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// A published shape, as `gemma inspect --variants` names it: gemma3-1b,
+    /// gemma3-4b, gemma3-27b, gemma4-e4b, gemma4-26b-a4b, gemma4-31b, …
+    #[arg(long)]
+    pub variant: String,
+    /// Weight type, as `gemma quantize --type`: q4_k_m, q8_0, bf16, f16, q4_0, …
+    #[arg(long = "type", short = 't', default_value = "q4_k_m")]
+    pub qtype: String,
+    /// Output GGUF file.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Seed of the random blocks (the same seed writes the same file).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
 /// `gemma bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Instead of a model: a random-weight model of this published shape
+    /// (`gemma synth`), written to a temporary file in the cache and removed
+    /// afterwards: the speed of e.g. gemma4-31b before downloading it.
+    /// Replaces --model.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// With --variant: the weight type (q4_k_m, q8_0, bf16, …).
+    #[arg(long = "type", short = 't', requires = "variant", default_value = "q4_k_m")]
+    pub qtype: String,
     /// Prompt lengths to test (comma-separated; 0 skips).
     #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
     pub n_prompt: Vec<usize>,

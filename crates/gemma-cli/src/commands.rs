@@ -24,6 +24,7 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Detokenize(a) => detokenize(a),
         Command::Quantize(a) => quantize(a),
         Command::Bench(a) => bench(a),
+        Command::Synth(a) => crate::synth::synth(a),
         Command::Serve(a) => serve(a),
         Command::Eval(a) => eval(a),
         Command::Finetune(a) => crate::finetune::finetune(a),
@@ -478,7 +479,14 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(a: BenchArgs) -> Result<()> {
+fn bench(mut a: BenchArgs) -> Result<()> {
+    let synthesized = match &a.variant {
+        Some(v) => Some(crate::synth::temp_model(v, &a.qtype)?),
+        None => None,
+    };
+    if let Some(m) = &synthesized {
+        a.model.model = Some(m.path.display().to_string());
+    }
     let t0 = Instant::now();
     let gemma = load(&a.model)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -525,6 +533,7 @@ fn bench(a: BenchArgs) -> Result<()> {
                     "samples_ts": r.samples_ts(),
                     "load_time_s": load_s,
                     "peak_rss_bytes": rss,
+                    "random_weights_of": a.variant,
                 })
             })
             .collect();
@@ -551,6 +560,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     println!();
     println!("load time {load_s:.2} s, peak RSS {}", rss.map_or("unknown".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)));
+    if let Some(v) = &a.variant {
+        println!("{v}: {}", crate::synth::RANDOM_NOTE);
+    }
     if a.roofline {
         let bw = gemma::bench::read_bandwidth();
         let per_token = gemma.model.weights.bytes_per_token() as f64;

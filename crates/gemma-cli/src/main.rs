@@ -5,6 +5,7 @@ mod commands;
 mod finetune;
 mod progress;
 mod pull;
+mod synth;
 
 use clap::Parser;
 

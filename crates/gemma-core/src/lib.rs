@@ -6,4 +6,4 @@ pub mod rng;
 pub mod tensor;
 
 pub use error::{GemmaError, Result};
-pub use tensor::{DType, Matrix, Storage};
+pub use tensor::{Bytes, DType, Matrix, Storage};

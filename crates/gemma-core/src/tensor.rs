@@ -173,6 +173,14 @@ pub enum Bytes {
 }
 
 impl Bytes {
+    /// `len` zero bytes in an anonymous memory map: pages that are only read
+    /// share the kernel's zero page, so this costs address space, not memory
+    /// (the placeholder weights of a model that is described but not loaded).
+    pub fn zeroed(len: usize) -> std::io::Result<Self> {
+        let map = memmap2::MmapOptions::new().len(len.max(1)).map_anon()?.make_read_only()?;
+        Ok(Bytes::Mapped { map: Arc::new(map), start: 0, len })
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         match self {

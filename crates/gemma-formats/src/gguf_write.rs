@@ -5,12 +5,41 @@ use gemma_core::{DType, GemmaError, Result};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+/// Writes a tensor's encoded bytes when the file is written (a tensor that
+/// is never held whole in memory); it must write exactly the tensor's size.
+pub type TensorFill = Box<dyn Fn(&mut dyn Write) -> std::io::Result<()> + Send + Sync>;
+
+/// A tensor's bytes: held, or produced while writing.
+enum TensorData {
+    Bytes(Vec<u8>),
+    Fill(TensorFill),
+}
+
 /// A tensor to be written: name, ggml-order dims, type, encoded bytes.
 struct PendingTensor {
     name: String,
     dims: Vec<u64>,
     dtype: DType,
-    data: Vec<u8>,
+    /// Encoded size in bytes.
+    len: u64,
+    data: TensorData,
+}
+
+/// Counts the bytes passed through to `inner`.
+struct Counting<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Collects metadata and tensors, then writes one GGUF v3 file.
@@ -67,8 +96,28 @@ impl GgufWriter {
         if dtype.bytes_for(n as usize) != data.len() {
             return Err(GemmaError::invalid("tensor", format!("`{name}`: {} bytes do not hold {n} {dtype} values", data.len())));
         }
-        self.tensors.push(PendingTensor { name: name.to_string(), dims, dtype, data });
+        let len = data.len() as u64;
+        self.tensors.push(PendingTensor { name: name.to_string(), dims, dtype, len, data: TensorData::Bytes(data) });
         Ok(())
+    }
+
+    /// Add a tensor whose bytes `fill` writes when the file is written
+    /// (streaming: memory holds no more than `fill` does).
+    pub fn add_tensor_fill(&mut self, name: &str, dims: Vec<u64>, dtype: DType, fill: TensorFill) -> Result<()> {
+        let n: u64 = dims.iter().product();
+        if !(n as usize).is_multiple_of(dtype.block_size()) {
+            return Err(GemmaError::invalid("tensor", format!("`{name}`: {n} values are not whole {dtype} blocks")));
+        }
+        let len = dtype.bytes_for(n as usize) as u64;
+        self.tensors.push(PendingTensor { name: name.to_string(), dims, dtype, len, data: TensorData::Fill(fill) });
+        Ok(())
+    }
+
+    /// Size of the file `write` would produce, in bytes.
+    pub fn file_len(&self) -> u64 {
+        let mut head = Vec::new();
+        self.header(&mut head).expect("writing to memory cannot fail");
+        head.len() as u64 + self.tensors.iter().map(|t| t.len.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT).sum::<u64>()
     }
 
     /// Write the file.
@@ -91,33 +140,49 @@ impl GgufWriter {
     pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
         let align = DEFAULT_ALIGNMENT;
         let mut head = Vec::new();
+        self.header(&mut head)?;
+        w.write_all(&head)?;
+        for t in &self.tensors {
+            match &t.data {
+                TensorData::Bytes(b) => w.write_all(b)?,
+                TensorData::Fill(f) => {
+                    let mut c = Counting { inner: w, n: 0 };
+                    f(&mut c)?;
+                    if c.n != t.len {
+                        return Err(std::io::Error::other(format!("tensor `{}`: its fill wrote {} bytes, the tensor has {}", t.name, c.n, t.len)));
+                    }
+                }
+            }
+            let pad = t.len.div_ceil(align) * align - t.len;
+            w.write_all(&vec![0u8; pad as usize])?;
+        }
+        Ok(())
+    }
+
+    /// The header, tensor directory and padding before the first tensor.
+    fn header(&self, head: &mut Vec<u8>) -> std::io::Result<()> {
+        let align = DEFAULT_ALIGNMENT;
         head.extend_from_slice(&GGUF_MAGIC.to_le_bytes());
         head.extend_from_slice(&3u32.to_le_bytes());
         head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
         head.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
-            put_str(&mut head, k)?;
+            put_str(head, k)?;
             head.extend_from_slice(&v.type_id().to_le_bytes());
-            put_value(&mut head, v)?;
+            put_value(head, v)?;
         }
         let mut offset = 0u64;
         for t in &self.tensors {
-            put_str(&mut head, &t.name)?;
+            put_str(head, &t.name)?;
             head.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
                 head.extend_from_slice(&d.to_le_bytes());
             }
             head.extend_from_slice(&t.dtype.ggml_id().to_le_bytes());
             head.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + t.data.len() as u64).div_ceil(align) * align;
+            offset = (offset + t.len).div_ceil(align) * align;
         }
         head.resize((head.len() as u64).div_ceil(align) as usize * align as usize, 0);
-        w.write_all(&head)?;
-        for t in &self.tensors {
-            w.write_all(&t.data)?;
-            let pad = (t.data.len() as u64).div_ceil(align) * align - t.data.len() as u64;
-            w.write_all(&vec![0u8; pad as usize])?;
-        }
         Ok(())
     }
 }

@@ -9,5 +9,5 @@ pub mod safetensors_set;
 
 pub use flax_msgpack::FlaxCheckpoint;
 pub use gguf::{file_type_name, file_type_value, is_gguf, GgufFile, GgufHeader, GgufTensorInfo, GgufValue};
-pub use gguf_write::GgufWriter;
+pub use gguf_write::{GgufWriter, TensorFill};
 pub use safetensors_set::{SafetensorsSet, TensorInfo};

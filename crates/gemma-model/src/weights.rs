@@ -2,7 +2,7 @@
 //! storage quirks (name prefixes, `1 + w` norms) are resolved here only.
 
 use crate::config::GemmaConfig;
-use gemma_core::{DType, GemmaError, Matrix, Result, Storage};
+use gemma_core::{Bytes, DType, GemmaError, Matrix, Result, Storage};
 use gemma_formats::SafetensorsSet;
 
 /// One transformer block's weights. Norm gains already hold `1 + w` in f32.
@@ -503,7 +503,8 @@ pub type TensorSource<'a> = dyn Fn(&str) -> Result<(Vec<usize>, Storage)> + 'a;
 
 /// Loads logical weights with shape checks and progress reporting.
 struct Loader<'a> {
-    source: &'a TensorSource<'a>,
+    /// None: every tensor is a zero placeholder of the expected shape.
+    source: Option<&'a TensorSource<'a>>,
     naming: Naming,
     sandwich: bool,
     /// Added to stored norm weights (`1` for Gemma 1–3 HF files).
@@ -516,7 +517,14 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn raw(&mut self, name: &str, expected: &[usize]) -> Result<Storage> {
-        let (shape, storage) = (self.source)(name)?;
+        let (shape, storage) = match self.source {
+            Some(source) => source(name)?,
+            None => {
+                let len = expected.iter().product::<usize>();
+                let bytes = Bytes::zeroed(len * 4).map_err(|e| GemmaError::Unsupported(format!("cannot reserve address space for `{name}`: {e}")))?;
+                (expected.to_vec(), Storage::Raw { dtype: DType::F32, len, bytes })
+            }
+        };
         if shape != expected {
             return Err(GemmaError::ShapeMismatch { name: name.to_string(), expected: expected.to_vec(), found: shape });
         }
@@ -559,11 +567,25 @@ impl Loader<'_> {
         Ok(gemma_quant::to_f32_vec(&self.raw(&name, &[rows, cols])?))
     }
 
-    /// A stack of `n` matrices `[n, rows, cols]` (packed experts), split.
+    /// A stack of `n` matrices `[n, rows, cols]` (packed experts), split:
+    /// views of the memory map when they keep their stored type (no copy:
+    /// the 26B-A4B's experts are 90% of its bytes), else converted.
     fn stack(&mut self, part: Part, l: usize, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>> {
         let name = self.naming.name(part, l, self.sandwich);
         let s = self.raw(&name, &[n, rows, cols])?;
         let stored = s.dtype();
+        let keep = self.dtype.is_none_or(|d| gemma_quant::fallback(d, cols) == stored);
+        if let Storage::Raw { bytes: Bytes::Mapped { map, start, .. }, .. } = &s {
+            if keep && rows * cols % stored.block_size() == 0 {
+                let each = stored.bytes_for(rows * cols);
+                return Ok((0..n)
+                    .map(|e| {
+                        let bytes = Bytes::Mapped { map: map.clone(), start: start + e * each, len: each };
+                        Matrix::new(rows, cols, Storage::Raw { dtype: stored, len: rows * cols, bytes })
+                    })
+                    .collect());
+            }
+        }
         (0..n)
             .map(|e| {
                 let mut v = vec![0f32; rows * cols];
@@ -587,6 +609,24 @@ impl Weights {
     /// `progress(done, total)` is called after each tensor.
     pub fn load(
         source: &TensorSource,
+        naming: Naming,
+        cfg: &GemmaConfig,
+        has_lm_head: bool,
+        dtype: Option<DType>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        Self::load_from(Some(source), naming, cfg, has_lm_head, dtype, progress)
+    }
+
+    /// Every weight `cfg` implies, as f32 zeros that cost address space but
+    /// no memory: the shapes of a model without its values (what `gemma
+    /// synth` walks to write a random model of a published shape).
+    pub fn placeholders(cfg: &GemmaConfig) -> Result<Self> {
+        Self::load_from(None, Naming::Gguf, cfg, !cfg.tie_word_embeddings, None, &mut |_, _| {})
+    }
+
+    fn load_from(
+        source: Option<&TensorSource>,
         naming: Naming,
         cfg: &GemmaConfig,
         has_lm_head: bool,

@@ -32,6 +32,7 @@ pub mod hub;
 pub mod merge;
 pub mod pull;
 pub mod quantize;
+pub mod synth;
 
 pub use gemma_core::{DType, GemmaError, Result};
 /// LoRA / QLoRA fine-tuning (`gemma finetune`).

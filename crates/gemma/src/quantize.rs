@@ -145,32 +145,41 @@ pub fn quantize_to_gguf(input: &Path, plan: &QuantPlan, out: &Path, progress: &m
 /// copied) to `out` as GGUF quantized by `plan`.
 pub fn write_gguf(g: &Gemma, input: &Path, plan: &QuantPlan, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<QuantReport> {
     let c = &g.model.config;
-    let arch = match c.family {
+    let name = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut w = GgufWriter::new();
+    model_metadata(c, &name, plan, &mut w)?;
+    write_tokenizer(g, input, &mut w)?;
+    let mut report = write_tensors(c, &g.model.weights, plan, &mut w, None, progress)?;
+    w.write(out)?;
+    report.bytes = std::fs::metadata(out).map_err(|e| GemmaError::io(out, e))?.len();
+    Ok(report)
+}
+
+/// llama.cpp's architecture name of a generation.
+pub(crate) fn arch_name(f: Family) -> &'static str {
+    match f {
         Family::Gemma1 => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
         Family::Gemma4 => "gemma4",
         Family::Gemma3n => "gemma3n",
-    };
-    let mut w = GgufWriter::new();
+    }
+}
+
+/// `general.*` and the architecture's hyperparameters of `c`.
+pub(crate) fn model_metadata(c: &gemma_model::GemmaConfig, name: &str, plan: &QuantPlan, w: &mut GgufWriter) -> Result<()> {
+    let arch = arch_name(c.family);
     w.set("general.architecture", GgufValue::String(arch.into()));
-    w.set("general.name", GgufValue::String(input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()));
+    w.set("general.name", GgufValue::String(name.into()));
     w.set("general.quantization_version", GgufValue::U32(2));
     if let Some(ft) = gemma_formats::file_type_value(&plan.name) {
         w.set("general.file_type", GgufValue::U32(ft));
     }
-    if c.family == Family::Gemma4 {
-        crate::gguf_gemma4_write::metadata(c, &mut w)?;
-    } else if c.family == Family::Gemma3n {
-        crate::gguf_gemma3n_write::metadata(c, &mut w)?;
-    } else {
-        uniform_metadata(c, arch, &mut w)?;
+    match c.family {
+        Family::Gemma4 => crate::gguf_gemma4_write::metadata(c, w),
+        Family::Gemma3n => crate::gguf_gemma3n_write::metadata(c, w),
+        _ => uniform_metadata(c, arch, w),
     }
-    write_tokenizer(g, input, &mut w)?;
-    let mut report = write_tensors(g, plan, &mut w, progress)?;
-    w.write(out)?;
-    report.bytes = std::fs::metadata(out).map_err(|e| GemmaError::io(out, e))?.len();
-    Ok(report)
 }
 
 /// The hyperparameters of a Gemma 1–3 model under `{arch}.`.
@@ -226,6 +235,8 @@ fn uniform_metadata(c: &gemma_model::GemmaConfig, arch: &str, w: &mut GgufWriter
 /// Tensors written so far, with their types.
 struct TensorOut<'a> {
     w: &'a mut GgufWriter,
+    /// Random blocks instead of the weights' values (`gemma synth`).
+    random: Option<&'a crate::synth::RandomBlocks>,
     report: QuantReport,
     done: usize,
     total: usize,
@@ -236,15 +247,20 @@ impl TensorOut<'_> {
     /// A `[rows, cols]` matrix (or a stack of them, `[n, rows, cols]`) quantized to `t`.
     fn matrices(&mut self, name: String, ms: &[&Matrix], t: DType) -> Result<()> {
         let Some(first) = ms.first() else { return Ok(()) };
-        let mut data = Vec::new();
-        for m in ms {
-            gemma_quant::quantize(t, &gemma_quant::to_f32_vec(&m.storage), &mut data)?;
-        }
         let mut dims = vec![first.cols as u64, first.rows as u64];
         if ms.len() > 1 {
             dims.push(ms.len() as u64);
         }
-        self.w.add_tensor(&name, dims, t, data)?;
+        if let Some(r) = self.random {
+            let n = ms.iter().map(|m| m.rows * m.cols).sum();
+            self.w.add_tensor_fill(&name, dims, t, r.fill(t, n, self.done as u64)?)?;
+        } else {
+            let mut data = Vec::new();
+            for m in ms {
+                gemma_quant::quantize(t, &gemma_quant::to_f32_vec(&m.storage), &mut data)?;
+            }
+            self.w.add_tensor(&name, dims, t, data)?;
+        }
         *self.report.type_counts.entry(t.to_string()).or_default() += 1;
         self.report.tensors += 1;
         self.done += 1;
@@ -254,7 +270,16 @@ impl TensorOut<'_> {
 
     /// A vector in f32 (norm gains as held in memory: `1 + w` for Gemma 1–3,
     /// which is what their GGUF files hold; `w` for Gemma 4, likewise).
+    /// With random blocks: gains near 1 of `v`'s length.
     fn vector(&mut self, name: String, v: &[f32]) -> Result<()> {
+        match self.random {
+            Some(r) => self.exact_vector(name, &r.gains(v.len(), self.report.tensors as u64)),
+            None => self.exact_vector(name, v),
+        }
+    }
+
+    /// A vector in f32, as given also with random blocks (RoPE factors).
+    fn exact_vector(&mut self, name: String, v: &[f32]) -> Result<()> {
         let mut data = Vec::with_capacity(v.len() * 4);
         gemma_quant::quantize(DType::F32, v, &mut data)?;
         self.w.add_tensor(&name, vec![v.len() as u64], DType::F32, data)?;
@@ -264,21 +289,27 @@ impl TensorOut<'_> {
     }
 }
 
-/// Every weight of `g` as GGUF tensors, matrices quantized by `plan`.
-fn write_tensors(g: &Gemma, plan: &QuantPlan, w: &mut GgufWriter, progress: &mut dyn FnMut(usize, usize)) -> Result<QuantReport> {
-    let c = &g.model.config;
+/// Every weight of `wts` as GGUF tensors, matrices quantized by `plan`
+/// (or, with `random`, random blocks of each tensor's type and shape).
+pub(crate) fn write_tensors(
+    c: &gemma_model::GemmaConfig,
+    wts: &gemma_model::Weights,
+    plan: &QuantPlan,
+    w: &mut GgufWriter,
+    random: Option<&crate::synth::RandomBlocks>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<QuantReport> {
     let naming = Naming::Gguf;
     let n_layers = c.num_layers();
     let gqa = c.num_heads / c.num_kv_heads.max(1);
-    let wts = &g.model.weights;
     let per_layer = 7 + usize::from(wts.layers.first().is_some_and(|l| l.ple.is_some())) * 2 + usize::from(c.moe.is_some()) * 3;
     let total = 1 + per_layer * n_layers + usize::from(wts.lm_head.is_some()) + if wts.ple.is_some() { 2 } else { 0 };
-    let mut out = TensorOut { w, report: QuantReport::default(), done: 0, total, progress };
+    let mut out = TensorOut { w, random, report: QuantReport::default(), done: 0, total, progress };
     let sandwich = c.sandwich_norms;
     out.matrices(naming.name(Part::Embed, 0, sandwich), &[&wts.embed], plan.type_for(Part::Embed, 0, n_layers, c.hidden_size, gqa))?;
     if c.family == Family::Gemma4 {
         if let Some(f) = crate::gguf_gemma4_write::rope_freqs(c) {
-            out.vector("rope_freqs.weight".into(), &f)?;
+            out.exact_vector("rope_freqs.weight".into(), &f)?;
         }
     }
     for (i, l) in wts.layers.iter().enumerate() {
@@ -347,7 +378,28 @@ fn write_tensors(g: &Gemma, plan: &QuantPlan, w: &mut GgufWriter, progress: &mut
         out.matrices(naming.name(Part::AltUpUnembed, 0, sandwich), &unembed, plan.type_for(Part::Up, 0, n_layers, c.hidden_size, gqa))?;
     }
     if let Some(p) = &wts.ple {
-        out.matrices(naming.name(Part::PleEmbed, 0, sandwich), &[&p.embed], plan.type_for(Part::Embed, 0, n_layers, p.embed.cols, gqa))?;
+        let padded;
+        let embed = if c.family == Family::Gemma3n && p.embed.rows < c.vocab_size {
+            // llama.cpp's gemma3n wants a row for every token of the whole
+            // vocabulary: the ids past the per-layer vocabulary get copies of
+            // row 0, as transformers maps them to token 0 for this table.
+            let (rows, cols) = (c.vocab_size, p.embed.cols);
+            padded = if random.is_some() {
+                let bytes = gemma_core::Bytes::zeroed(rows * cols * 4).map_err(|e| GemmaError::Unsupported(format!("cannot reserve address space: {e}")))?;
+                Matrix::new(rows, cols, gemma_core::Storage::Raw { dtype: DType::F32, len: rows * cols, bytes })
+            } else {
+                let mut v = gemma_quant::to_f32_vec(&p.embed.storage);
+                let first = v[..cols].to_vec();
+                while v.len() < rows * cols {
+                    v.extend_from_slice(&first);
+                }
+                Matrix::new(rows, cols, gemma_core::Storage::F32(v))
+            };
+            &padded
+        } else {
+            &p.embed
+        };
+        out.matrices(naming.name(Part::PleEmbed, 0, sandwich), &[embed], plan.type_for(Part::Embed, 0, n_layers, embed.cols, gqa))?;
         out.matrices(naming.name(Part::PleModelProj, 0, sandwich), &[&p.proj], plan.type_for(Part::Up, 0, n_layers, p.proj.cols, gqa))?;
         out.vector(naming.name(Part::PleModelNorm, 0, sandwich), &p.norm)?;
     }

@@ -116,7 +116,10 @@ fn gemma3n_gguf_round_trip_is_exact_in_f32() {
     gg.model.numerics = gemma::Numerics::Reference;
     let (a, b) = (&hf.model.config, &gg.model.config);
     assert_eq!(a.layers, b.layers, "per-layer widths, sparsity, sharing, RoPE survive");
-    assert_eq!((a.altup, a.laurel_rank, a.per_layer_input_size, a.per_layer_vocab_size, a.final_softcap), (b.altup, b.laurel_rank, b.per_layer_input_size, b.per_layer_vocab_size, b.final_softcap));
+    assert_eq!((a.altup, a.laurel_rank, a.per_layer_input_size, a.final_softcap), (b.altup, b.laurel_rank, b.per_layer_input_size, b.final_softcap));
+    // llama.cpp wants the per-layer table padded to the whole vocabulary
+    // (with copies of row 0: transformers' lookup of the ids past it).
+    assert_eq!((a.per_layer_vocab_size, b.per_layer_vocab_size), (400, a.vocab_size));
     assert_eq!(hf.tokenizer.vocab_size(), gg.tokenizer.vocab_size());
     let g = SafetensorsSet::open_files(&[testdata("tiny-gemma3n").join("goldens.safetensors")]).unwrap();
     for k in [5, 6] {
@@ -125,4 +128,9 @@ fn gemma3n_gguf_round_trip_is_exact_in_f32() {
         let q = gg.model.forward(&toks, &mut gg.model.new_cache(), LogitsMode::All).unwrap();
         assert_eq!(p, q, "seq{k}: f32 GGUF logits equal the Hugging Face folder's");
     }
+    // Ids past the per-layer vocabulary (400..420) read the padded rows.
+    let toks = [2, 5, 401, 419, 7, 410];
+    let p = hf.model.forward(&toks, &mut hf.model.new_cache(), LogitsMode::All).unwrap();
+    let q = gg.model.forward(&toks, &mut gg.model.new_cache(), LogitsMode::All).unwrap();
+    assert_eq!(p, q, "ids past the per-layer vocabulary");
 }
