@@ -16,6 +16,29 @@ const CHUNK: usize = 256;
 /// chunk at a time into a stack buffer: the weights are never expanded.
 /// Used for float rows kept in a memory map.
 pub fn dot_blocks(dtype: gemma_core::DType, row: &[u8], x: &[f32]) -> f32 {
+    // Float rows of a memory map: the SIMD float kernels read them in place
+    // (dequantizing them into a buffer first cost 10x at decode).
+    match dtype {
+        gemma_core::DType::BF16 => {
+            // SAFETY: bf16 is a u16 newtype; every bit pattern is a value, and align_to only yields aligned elements.
+            if let ([], w, []) = unsafe { row.align_to::<half::bf16>() } {
+                return dot_bf16(x, w);
+            }
+        }
+        gemma_core::DType::F16 => {
+            // SAFETY: f16 is a u16 newtype; every bit pattern is a value, and align_to only yields aligned elements.
+            if let ([], w, []) = unsafe { row.align_to::<half::f16>() } {
+                return dot_f16(x, w);
+            }
+        }
+        gemma_core::DType::F32 => {
+            // SAFETY: every bit pattern is an f32, and align_to only yields aligned elements.
+            if let ([], w, []) = unsafe { row.align_to::<f32>() } {
+                return dot_f32(x, w);
+            }
+        }
+        _ => {}
+    }
     let mut buf = [0f32; CHUNK];
     let mut sum = 0.0;
     let per = dtype.bytes_for(CHUNK);
