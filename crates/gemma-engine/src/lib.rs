@@ -219,6 +219,21 @@ pub struct EngineStats {
     pub cached_tokens: AtomicU64,
     /// Bytes the prefix cache holds.
     pub prefix_cache_bytes: AtomicUsize,
+    /// Tokens held in the running sequences' KV caches.
+    pub kv_tokens: AtomicUsize,
+    /// Tokens the KV cache slots can hold together (`max_batch` × `max_total_tokens`).
+    pub kv_capacity: AtomicUsize,
+}
+
+impl EngineStats {
+    /// The share of the KV cache capacity in use, 0 to 1 (vLLM's `kv_cache_usage_perc`).
+    pub fn kv_usage(&self) -> f64 {
+        let cap = self.kv_capacity.load(Ordering::Relaxed);
+        if cap == 0 {
+            return 0.0;
+        }
+        (self.kv_tokens.load(Ordering::Relaxed) as f64 / cap as f64).min(1.0)
+    }
 }
 
 /// The engine: submit requests, read their events.
@@ -246,6 +261,7 @@ impl Engine {
         config.validate()?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
+        stats.kv_capacity.store(config.max_batch * config.max_total_tokens, Ordering::SeqCst);
         let stopping = Arc::new(AtomicBool::new(false));
         let context = gemma.model.config.max_position_embeddings;
         let thread = {

@@ -148,6 +148,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         }
         stats.queued.fetch_sub(left.min(stats.queued.load(Ordering::SeqCst)), Ordering::SeqCst);
         stats.running.store(running.len(), Ordering::SeqCst);
+        stats.kv_tokens.store(running.iter().map(|s| s.cache.len()).sum(), Ordering::SeqCst);
         // One embedding pass (when any wait) between generation steps,
         // small while sequences are generating.
         if !embeds.is_empty() {
@@ -269,5 +270,6 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
             !done[i - 1]
         });
         stats.running.store(running.len(), Ordering::SeqCst);
+        stats.kv_tokens.store(running.iter().map(|s| s.cache.len()).sum(), Ordering::SeqCst);
     }
 }

@@ -136,7 +136,7 @@ async fn health(State(s): State<Shared>) -> StatusCode {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "Server", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics_route(State(s): State<Shared>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(s.engine.stats()))
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(s.engine.stats(), &s.config.model_id))
 }
 
 /// Equal-length byte strings compared without early exit.
@@ -147,12 +147,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// With an API key set, every route but health needs `Authorization: Bearer KEY`.
+/// With an API key set, every route but health and metrics needs `Authorization: Bearer KEY`.
 async fn auth(State(s): State<Shared>, req: HttpRequest, next: Next) -> Response {
     let Some(key) = &s.config.api_key else { return next.run(req).await };
     let path = req.uri().path();
-    // Health checks and the chat page (which asks the user for the key) are open.
-    if path == "/health" || s.config.health_route.as_deref() == Some(path) || (path == "/" && req.method() == axum::http::Method::GET) {
+    // Health checks, metrics (as vLLM: what Prometheus and the inference
+    // gateway's endpoint picker scrape, without credentials) and the chat
+    // page (which asks the user for the key) are open.
+    if path == "/health" || path == "/metrics" || s.config.health_route.as_deref() == Some(path) || (path == "/" && req.method() == axum::http::Method::GET) {
         return next.run(req).await;
     }
     let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");

@@ -140,9 +140,19 @@ impl Metrics {
         h.batch.observe(batch as f64);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, engine: &EngineStats) -> String {
+    /// The Prometheus text exposition; `model` labels vLLM's series.
+    pub fn render(&self, engine: &EngineStats, model: &str) -> String {
         let mut out = String::new();
+        // vLLM's names, which the Gateway API Inference Extension's endpoint
+        // picker reads from pods that do not declare another engine.
+        let label = model.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        for (name, help, v) in [
+            ("vllm:num_requests_waiting", "Requests waiting to be processed", engine.queued.load(Ordering::Relaxed) as f64),
+            ("vllm:num_requests_running", "Requests in the running batch", engine.running.load(Ordering::Relaxed) as f64),
+            ("vllm:kv_cache_usage_perc", "KV cache usage: 1 means 100 percent", engine.kv_usage()),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{model_name=\"{label}\"}} {v}");
+        }
         for (name, help, v) in [
             ("tgi_request_count", "Requests received", self.requests.load(Ordering::Relaxed)),
             ("tgi_request_success", "Requests completed", self.success.load(Ordering::Relaxed)),
@@ -196,11 +206,27 @@ mod tests {
         let m = Metrics::default();
         m.request();
         m.finished(Finished { total: 0.2, queue: 0.0, inference: 0.2, ttft: 0.02, input: 10, generated: 5 }, 1);
-        let text = m.render(&EngineStats::default());
+        let text = m.render(&EngineStats::default(), "gemma");
         assert!(text.contains("tgi_request_count 1"));
         assert!(text.contains("tgi_request_duration_bucket{le=\"0.1\"} 0"));
         assert!(text.contains("tgi_request_duration_bucket{le=\"0.25\"} 1"));
         assert!(text.contains("tgi_request_duration_bucket{le=\"+Inf\"} 1"));
         assert!(text.contains("tgi_request_input_length_sum 10"));
+        assert!(text.contains("vllm:num_requests_waiting{model_name=\"gemma\"} 0\n"));
+    }
+
+    #[test]
+    fn vllm_series_follow_the_engine() {
+        let m = Metrics::default();
+        let e = EngineStats::default();
+        e.queued.store(3, Ordering::SeqCst);
+        e.running.store(2, Ordering::SeqCst);
+        e.kv_capacity.store(4 * 1000, Ordering::SeqCst);
+        e.kv_tokens.store(1000, Ordering::SeqCst);
+        let text = m.render(&e, "my \"model\"");
+        for line in ["vllm:num_requests_waiting{model_name=\"my \\\"model\\\"\"} 3", "vllm:num_requests_running{model_name=\"my \\\"model\\\"\"} 2", "vllm:kv_cache_usage_perc{model_name=\"my \\\"model\\\"\"} 0.25"] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(text.contains("# TYPE vllm:kv_cache_usage_perc gauge"));
     }
 }

@@ -203,9 +203,10 @@ fn error_shapes_and_limits() {
 }
 
 #[test]
-fn api_key_guards_every_route_but_health() {
+fn api_key_guards_every_route_but_health_and_metrics() {
     let s = start(EngineConfig::default(), ServerConfig { api_key: Some("s3cret".into()), ..ServerConfig::default() });
     assert_eq!(get(s.addr, "/health").status, 200);
+    assert_eq!(get(s.addr, "/metrics").status, 200, "scrapers carry no key");
     let r = get(s.addr, "/v1/models");
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["type"], "authentication_error");
@@ -248,6 +249,13 @@ fn overload_gives_429_and_disconnects_free_slots() {
         assert!(n > 0, "stream ended early");
         seen.extend_from_slice(&buf[..n]);
     }
+    // vLLM's series, as the inference gateway's picker reads them: one
+    // running, one slot of one in use, its KV cache partly filled.
+    let m = get(addr, "/metrics").body;
+    let series = |name: &str| -> f64 { m.lines().find_map(|l| l.strip_prefix(&format!("{name}{{model_name=\"")).and_then(|r| r.split("} ").nth(1))).unwrap().parse().unwrap() };
+    assert_eq!(series("vllm:num_requests_running"), 1.0, "{m}");
+    let kv = series("vllm:kv_cache_usage_perc");
+    assert!(kv > 0.0 && kv < 1.0, "{kv}");
     let steps = |addr| -> u64 {
         let m = get(addr, "/metrics").body;
         m.lines().find_map(|l| l.strip_prefix("tgi_batch_steps ")).unwrap().parse().unwrap()
