@@ -107,7 +107,7 @@ pub fn dot_q8_multi(w: DType, row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use gemma_quant::act::{scale_min_k4, ActQ8};
+    use gemma_quant::act::ActQ8;
     use std::arch::x86_64::*;
 
     /// The f16 at `b[i..i+2]`, converted in hardware (F16C). The bits go in
@@ -203,53 +203,87 @@ mod avx2 {
         hsum_ps(acc)
     }
 
+    /// The 8 six-bit scales and 8 mins of a Q4_K block from its 12 scale
+    /// bytes, four at a time in 32-bit words (no per-index branches).
+    #[inline]
+    pub(super) fn scales_mins_k4(sc: &[u8]) -> ([u8; 8], [u8; 8]) {
+        let w = |i: usize| u32::from_le_bytes([sc[4 * i], sc[4 * i + 1], sc[4 * i + 2], sc[4 * i + 3]]);
+        let (w0, w1, w2) = (w(0), w(1), w(2));
+        let s_lo = w0 & 0x3f3f_3f3f;
+        let s_hi = (w2 & 0x0f0f_0f0f) | (((w0 >> 6) & 0x0303_0303) << 4);
+        let m_lo = w1 & 0x3f3f_3f3f;
+        let m_hi = ((w2 >> 4) & 0x0f0f_0f0f) | (((w1 >> 6) & 0x0303_0303) << 4);
+        let join = |lo: u32, hi: u32| -> [u8; 8] { ((hi as u64) << 32 | lo as u64).to_le_bytes() };
+        (join(s_lo, s_hi), join(m_lo, m_hi))
+    }
+
+    /// The byte shuffle that broadcasts 16-bit element `j` of each 128-bit lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pick16(j: i16) -> __m256i {
+        _mm256_set1_epi16(((2 * j + 1) << 8) | (2 * j))
+    }
+
+    /// One row: the integer sums of each block scaled into a float vector
+    /// accumulator, the mins through the activation sums in another (one
+    /// horizontal sum per row, not per block); scales and mins are widened
+    /// and broadcast in vector registers, not from scalars.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_k(row: &[u8], a: &ActQ8) -> f32 {
         let low = _mm256_set1_epi8(0xF);
-        let mut sum = 0f32;
+        let mut accf = _mm256_setzero_ps();
+        let mut accm = _mm256_setzero_ps();
         for (b, blk) in row.chunks_exact(144).enumerate() {
-            let dx = *a.d.get_unchecked(b);
-            let (d, dmin) = (f16_at(blk, 0) * dx, f16_at(blk, 2) * dx);
-            let sc = &blk[4..16];
-            let bs = &a.bsums[16 * b..16 * b + 16];
+            let dx = _mm256_set1_ps(*a.d.get_unchecked(b));
+            let (scales, mins) = scales_mins_k4(&blk[4..16]);
+            // The 8 scales as i16 in both lanes.
+            let s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
+            // Lane j: min j × (the sums of activation values 32j .. 32j+32).
+            let bs = a.bsums.as_ptr().add(16 * b);
+            let h = _mm256_hadd_epi32(_mm256_loadu_si256(bs as *const __m256i), _mm256_loadu_si256(bs.add(8) as *const __m256i));
+            let pairs = _mm256_permute4x64_epi64::<0b11_01_10_00>(h);
+            let m32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
+            let mprod = _mm256_mullo_epi32(m32, pairs);
             let x = a.qs.as_ptr().add(256 * b);
             let mut acc = _mm256_setzero_si256();
-            let mut summ = 0i32;
             for c in 0..4 {
-                let (s1, m1) = scale_min_k4(2 * c, sc);
-                let (s2, m2) = scale_min_k4(2 * c + 1, sc);
-                summ += m1 as i32 * (bs[4 * c] + bs[4 * c + 1]) + m2 as i32 * (bs[4 * c + 2] + bs[4 * c + 3]);
                 let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
                 let lo = _mm256_and_si256(q, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
                 let xl = _mm256_loadu_si256(x.add(64 * c) as *const __m256i);
                 let xh = _mm256_loadu_si256(x.add(64 * c + 32) as *const __m256i);
-                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_set1_epi16(s1 as i16));
-                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), _mm256_set1_epi16(s2 as i16));
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_shuffle_epi8(s16, pick16(2 * c as i16)));
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), _mm256_shuffle_epi8(s16, pick16(2 * c as i16 + 1)));
                 acc = _mm256_add_epi32(acc, _mm256_add_epi32(pl, ph));
             }
-            sum += d * hsum_epi32(acc) as f32 - dmin * summ as f32;
+            accf = _mm256_fmadd_ps(_mm256_mul_ps(f16x8_at(blk, 0), dx), _mm256_cvtepi32_ps(acc), accf);
+            accm = _mm256_fmadd_ps(_mm256_mul_ps(f16x8_at(blk, 2), dx), _mm256_cvtepi32_ps(mprod), accm);
         }
-        sum
+        hsum_ps(_mm256_sub_ps(accf, accm))
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q6_k(row: &[u8], a: &ActQ8) -> f32 {
         let m4 = _mm256_set1_epi8(0xF);
         let m3 = _mm256_set1_epi8(3);
-        let mut sum = 0f32;
+        let mut accf = _mm256_setzero_ps();
         for (b, blk) in row.chunks_exact(210).enumerate() {
-            let d = f16_at(blk, 208) * *a.d.get_unchecked(b);
-            let sc = &blk[192..208];
-            let bs = &a.bsums[16 * b..16 * b + 16];
+            let d = _mm256_set1_ps(f16_at(blk, 208) * *a.d.get_unchecked(b));
+            let sc = blk.as_ptr().add(192);
+            let bs = a.bsums.as_ptr().add(16 * b);
             let x = a.qs.as_ptr().add(256 * b);
-            let mut acc = _mm256_setzero_si256();
-            // The -32 offset, through the activation sums.
-            let mut offset = 0i32;
-            for j in 0..16 {
-                offset += (sc[j] as i8) as i32 * bs[j];
-            }
+            // The -32 offset through the activation sums: 32 Σ sc[j]·bs[j], lane-wise.
+            let sc_lo = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc as *const __m128i));
+            let sc_hi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(8) as *const __m128i));
+            let off = _mm256_add_epi32(
+                _mm256_mullo_epi32(sc_lo, _mm256_loadu_si256(bs as *const __m256i)),
+                _mm256_mullo_epi32(sc_hi, _mm256_loadu_si256(bs.add(8) as *const __m256i)),
+            );
+            let mut acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
             for n in 0..2 {
+                // Scales 8n .. 8n+8 as i16 in both lanes; group g takes element
+                // 2g in the low lane and 2g+1 in the high one.
+                let s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(sc.add(8 * n) as *const __m128i)));
                 let ql0 = _mm256_loadu_si256(blk.as_ptr().add(64 * n) as *const __m256i);
                 let ql1 = _mm256_loadu_si256(blk.as_ptr().add(64 * n + 32) as *const __m256i);
                 let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + 32 * n) as *const __m256i);
@@ -268,15 +302,15 @@ mod avx2 {
                 for (g, qv) in q.iter().enumerate() {
                     // Elements 128n + 32g .. +32: sub-blocks 8n + 2g and 8n + 2g + 1.
                     let xv = _mm256_loadu_si256(x.add(128 * n + 32 * g) as *const __m256i);
-                    let s0 = (sc[8 * n + 2 * g] as i8) as i16;
-                    let s1 = (sc[8 * n + 2 * g + 1] as i8) as i16;
-                    let scales = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    let (e0, e1) = (2 * g as i16, 2 * g as i16 + 1);
+                    let pick = _mm256_set_m128i(_mm256_castsi256_si128(pick16(e1)), _mm256_castsi256_si128(pick16(e0)));
+                    let scales = _mm256_shuffle_epi8(s16, pick);
                     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(*qv, xv), scales));
                 }
             }
-            sum += d * (hsum_epi32(acc) - 32 * offset) as f32;
+            accf = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(acc), accf);
         }
-        sum
+        hsum_ps(accf)
     }
 
     /// Unpack a Q5_0 block to 32 signed levels.
@@ -342,15 +376,14 @@ mod avx2 {
             let sc = &blk[4..16];
             let mut q = [_mm256_setzero_si256(); 8];
             let mut scales = [_mm256_setzero_si256(); 8];
-            let mut mins = [0i32; 8];
+            let (s8, m8) = scales_mins_k4(sc);
+            let mins = m8.map(i32::from);
             for c in 0..4 {
                 let v = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
                 q[2 * c] = _mm256_and_si256(v, low);
                 q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
                 for j in [2 * c, 2 * c + 1] {
-                    let (s, m) = scale_min_k4(j, sc);
-                    scales[j] = _mm256_set1_epi16(s as i16);
-                    mins[j] = m as i32;
+                    scales[j] = _mm256_set1_epi16(s8[j] as i16);
                 }
             }
             for (t, a) in acts.iter().enumerate() {
@@ -421,6 +454,21 @@ mod tests {
     use super::*;
     use gemma_core::tensor::ALL_DTYPES;
     use gemma_quant::act::{act_kind, dot_q8_ref};
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn word_wise_k4_scales_match_the_reference() {
+        let mut sc = [0u8; 12];
+        for seed in 0..2000u32 {
+            for (i, b) in sc.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 5) >> 3) as u8;
+            }
+            let (s, m) = avx2::scales_mins_k4(&sc);
+            for j in 0..8 {
+                assert_eq!((s[j], m[j]), gemma_quant::act::scale_min_k4(j, &sc), "{sc:?} {j}");
+            }
+        }
+    }
 
     #[test]
     fn fast_paths_match_the_integer_reference() {
