@@ -59,6 +59,11 @@ thread_local! {
 /// Rows of W handled by one task.
 const ROWS_PER_TASK: usize = 16;
 
+/// Tokens whose quantized activations a task runs over all its rows before
+/// the next ones (a multiple of [`MULTI`]; 64 tokens of a 2560-wide model:
+/// 160 KB, the size of a core's L2).
+const TOKEN_TILE: usize = 64;
+
 /// `y[t, r] = x[t, :] · w[r, :]` with `x: [n, w.cols]`, `y: [n, w.rows]`.
 pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);
@@ -236,7 +241,34 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
         let nr = ROWS_PER_TASK.min(rows - r0);
         // SAFETY: rows r0..r0+nr of yt ([rows, n]) belong to this task alone.
         let out = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(r0 * n), nr * n) };
+        if let (Storage::Raw { dtype, .. }, Some(rowdot), false) = (&w.storage, &rowdot, acts.is_empty()) {
+            // Token tiles outer, the task's rows inner: a tile's activations
+            // stay in cache across the rows (row by row, every row streamed
+            // all tokens' activations from the last-level cache).
+            let per = if per_token { 1 } else { MULTI };
+            for t0 in (0..n).step_by(TOKEN_TILE) {
+                let tn = TOKEN_TILE.min(n - t0);
+                for (i, out_row) in out.chunks_mut(n).enumerate() {
+                    let r = r0 + i;
+                    let row = &data[r * rb..(r + 1) * rb];
+                    if t0 == 0 {
+                        crate::prefetch::prefetch(data, (r + ahead).min(r0 + nr - 1) * rb, rb);
+                    }
+                    for (os, group) in out_row[t0..t0 + tn].chunks_mut(per).zip(acts[t0..t0 + tn].chunks(per)) {
+                        if group.len() == 1 {
+                            os[0] = rowdot.dot(row, &group[0]);
+                        } else {
+                            let refs: [&ActQ8; MULTI] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
+                            dot_q8_multi(*dtype, row, &refs[..group.len()], os);
+                        }
+                    }
+                }
+            }
+        }
         for (i, out_row) in out.chunks_mut(n).enumerate() {
+            if !acts.is_empty() {
+                break;
+            }
             let r = r0 + i;
             let range = r * cols..(r + 1) * cols;
             for (t, o) in out_row.iter_mut().enumerate() {
@@ -248,21 +280,10 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                     Storage::Raw { .. } => break,
                 };
             }
-            if let (Storage::Raw { dtype, .. }, Some(rowdot)) = (&w.storage, &rowdot) {
+            if let (Storage::Raw { dtype, .. }, Some(_)) = (&w.storage, &rowdot) {
                 let row = &data[r * rb..(r + 1) * rb];
                 crate::prefetch::prefetch(data, (r + ahead).min(r0 + nr - 1) * rb, rb);
-                if !acts.is_empty() {
-                    // Groups of tokens share each unpacked weight block.
-                    let per = if per_token { 1 } else { MULTI };
-                    for (os, group) in out_row.chunks_mut(per).zip(acts.chunks(per)) {
-                        if group.len() == 1 {
-                            os[0] = rowdot.dot(row, &group[0]);
-                        } else {
-                            let refs: [&ActQ8; MULTI] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
-                            dot_q8_multi(*dtype, row, &refs[..group.len()], os);
-                        }
-                    }
-                } else if n == 1 || per_token {
+                if n == 1 || per_token {
                     for (t, o) in out_row.iter_mut().enumerate() {
                         *o = dot_blocks(*dtype, row, &x[t * cols..(t + 1) * cols]);
                     }

@@ -143,15 +143,6 @@ mod avx2 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum_epi32(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
-    }
-
     /// Signed i8 × signed i8, 32 lanes, summed pairwise into 8 i32 lanes.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -238,12 +229,8 @@ mod avx2 {
             let (scales, mins) = scales_mins_k4(&blk[4..16]);
             // The 8 scales as i16 in both lanes.
             let s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
-            // Lane j: min j × (the sums of activation values 32j .. 32j+32).
-            let bs = a.bsums.as_ptr().add(16 * b);
-            let h = _mm256_hadd_epi32(_mm256_loadu_si256(bs as *const __m256i), _mm256_loadu_si256(bs.add(8) as *const __m256i));
-            let pairs = _mm256_permute4x64_epi64::<0b11_01_10_00>(h);
             let m32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
-            let mprod = _mm256_mullo_epi32(m32, pairs);
+            let mprod = mins_by_sums(m32, a, b);
             let x = a.qs.as_ptr().add(256 * b);
             let mut acc = _mm256_setzero_si256();
             for c in 0..4 {
@@ -270,16 +257,10 @@ mod avx2 {
         for (b, blk) in row.chunks_exact(210).enumerate() {
             let d = _mm256_set1_ps(f16_at(blk, 208) * *a.d.get_unchecked(b));
             let sc = blk.as_ptr().add(192);
-            let bs = a.bsums.as_ptr().add(16 * b);
             let x = a.qs.as_ptr().add(256 * b);
-            // The -32 offset through the activation sums: 32 Σ sc[j]·bs[j], lane-wise.
             let sc_lo = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc as *const __m128i));
             let sc_hi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(8) as *const __m128i));
-            let off = _mm256_add_epi32(
-                _mm256_mullo_epi32(sc_lo, _mm256_loadu_si256(bs as *const __m256i)),
-                _mm256_mullo_epi32(sc_hi, _mm256_loadu_si256(bs.add(8) as *const __m256i)),
-            );
-            let mut acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+            let mut acc = minus_offset_k6(sc_lo, sc_hi, a, b);
             for n in 0..2 {
                 // Scales 8n .. 8n+8 as i16 in both lanes; group g takes element
                 // 2g in the low lane and 2g+1 in the high one.
@@ -367,51 +348,82 @@ mod avx2 {
         multi_32::<true>(row, acts, out)
     }
 
+    /// Lane j: `mins[j]` × the sum of activation values 32j .. 32j+32 of
+    /// block `b` (from the sums of 16).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mins_by_sums(m32: __m256i, a: &ActQ8, b: usize) -> __m256i {
+        let bs = a.bsums.as_ptr().add(16 * b);
+        let h = _mm256_hadd_epi32(_mm256_loadu_si256(bs as *const __m256i), _mm256_loadu_si256(bs.add(8) as *const __m256i));
+        _mm256_mullo_epi32(m32, _mm256_permute4x64_epi64::<0b11_01_10_00>(h))
+    }
+
+    /// Q6_K's -32 offset of block `b` through the activation sums, lane-wise:
+    /// −32 · sc[j] · bsums[j] (the 16 scales widened to i32 in two halves).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn minus_offset_k6(sc_lo: __m256i, sc_hi: __m256i, a: &ActQ8, b: usize) -> __m256i {
+        let bs = a.bsums.as_ptr().add(16 * b);
+        let off = _mm256_add_epi32(
+            _mm256_mullo_epi32(sc_lo, _mm256_loadu_si256(bs as *const __m256i)),
+            _mm256_mullo_epi32(sc_hi, _mm256_loadu_si256(bs.add(8) as *const __m256i)),
+        );
+        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5))
+    }
+
+    /// Up to 4 tokens: each block unpacked once, each token's block result
+    /// into its float vector accumulator (one horizontal sum per token).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn multi_q4_k(row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
         let low = _mm256_set1_epi8(0xF);
-        out.iter_mut().for_each(|o| *o = 0.0);
+        let mut accf = [_mm256_setzero_ps(); 4];
         for (b, blk) in row.chunks_exact(144).enumerate() {
-            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-            let sc = &blk[4..16];
+            let (d, dmin) = (f16x8_at(blk, 0), f16x8_at(blk, 2));
+            let (s8, m8) = scales_mins_k4(&blk[4..16]);
+            let s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(s8.as_ptr() as *const __m128i)));
+            let m32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(m8.as_ptr() as *const __m128i));
             let mut q = [_mm256_setzero_si256(); 8];
             let mut scales = [_mm256_setzero_si256(); 8];
-            let (s8, m8) = scales_mins_k4(sc);
-            let mins = m8.map(i32::from);
             for c in 0..4 {
                 let v = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
                 q[2 * c] = _mm256_and_si256(v, low);
                 q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                for j in [2 * c, 2 * c + 1] {
-                    scales[j] = _mm256_set1_epi16(s8[j] as i16);
-                }
+            }
+            for (j, sv) in scales.iter_mut().enumerate() {
+                *sv = _mm256_shuffle_epi8(s16, pick16(j as i16));
             }
             for (t, a) in acts.iter().enumerate() {
                 let x = a.qs.as_ptr().add(256 * b);
-                let bs = &a.bsums[16 * b..16 * b + 16];
                 let mut acc = _mm256_setzero_si256();
-                let mut summ = 0i32;
                 for j in 0..8 {
                     let xv = _mm256_loadu_si256(x.add(32 * j) as *const __m256i);
                     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], xv), scales[j]));
-                    summ += mins[j] * (bs[2 * j] + bs[2 * j + 1]);
                 }
-                out[t] += *a.d.get_unchecked(b) * (d * hsum_epi32(acc) as f32 - dmin * summ as f32);
+                let dx = _mm256_set1_ps(*a.d.get_unchecked(b));
+                let f = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(acc), accf[t]);
+                accf[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(mins_by_sums(m32, a, b)), f);
             }
+        }
+        for (o, acc) in out.iter_mut().zip(accf) {
+            *o = hsum_ps(acc);
         }
     }
 
+    /// Up to 4 tokens, as [`multi_q4_k`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn multi_q6_k(row: &[u8], acts: &[&ActQ8], out: &mut [f32]) {
         let m4 = _mm256_set1_epi8(0xF);
         let m3 = _mm256_set1_epi8(3);
-        out.iter_mut().for_each(|o| *o = 0.0);
+        let mut accf = [_mm256_setzero_ps(); 4];
         for (b, blk) in row.chunks_exact(210).enumerate() {
-            let d = f16_at(blk, 208);
-            let sc = &blk[192..208];
+            let d = f16x8_at(blk, 208);
+            let sc = blk.as_ptr().add(192);
+            let sc_lo = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc as *const __m128i));
+            let sc_hi = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(8) as *const __m128i));
             let mut q = [_mm256_setzero_si256(); 8];
             let mut scales = [_mm256_setzero_si256(); 8];
             for n in 0..2 {
+                let s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(sc.add(8 * n) as *const __m128i)));
                 let ql0 = _mm256_loadu_si256(blk.as_ptr().add(64 * n) as *const __m256i);
                 let ql1 = _mm256_loadu_si256(blk.as_ptr().add(64 * n + 32) as *const __m256i);
                 let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + 32 * n) as *const __m256i);
@@ -426,25 +438,23 @@ mod avx2 {
                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
                 );
                 for g in 0..4 {
-                    let s0 = (sc[8 * n + 2 * g] as i8) as i16;
-                    let s1 = (sc[8 * n + 2 * g + 1] as i8) as i16;
-                    scales[4 * n + g] = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                    let (e0, e1) = (2 * g as i16, 2 * g as i16 + 1);
+                    let pick = _mm256_set_m128i(_mm256_castsi256_si128(pick16(e1)), _mm256_castsi256_si128(pick16(e0)));
+                    scales[4 * n + g] = _mm256_shuffle_epi8(s16, pick);
                 }
             }
             for (t, a) in acts.iter().enumerate() {
                 let x = a.qs.as_ptr().add(256 * b);
-                let bs = &a.bsums[16 * b..16 * b + 16];
-                let mut offset = 0i32;
-                for j in 0..16 {
-                    offset += (sc[j] as i8) as i32 * bs[j];
-                }
-                let mut acc = _mm256_setzero_si256();
+                let mut acc = minus_offset_k6(sc_lo, sc_hi, a, b);
                 for k in 0..8 {
                     let xv = _mm256_loadu_si256(x.add(32 * k) as *const __m256i);
                     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], xv), scales[k]));
                 }
-                out[t] += d * *a.d.get_unchecked(b) * (hsum_epi32(acc) - 32 * offset) as f32;
+                accf[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(*a.d.get_unchecked(b))), _mm256_cvtepi32_ps(acc), accf[t]);
             }
+        }
+        for (o, acc) in out.iter_mut().zip(accf) {
+            *o = hsum_ps(acc);
         }
     }
 }
