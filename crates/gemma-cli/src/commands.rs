@@ -400,16 +400,17 @@ fn inspect(a: InspectArgs) -> Result<()> {
 fn inspect_variants() -> Result<()> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "| model | layers | hidden | parameters | bf16 | q8_0 | q4_k |")?;
-    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    writeln!(out, "| model | --variant | layers | hidden | parameters | bf16 | q8_0 | q4_k |")?;
+    writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")?;
     for v in gemma::variants::VARIANTS {
         let c = v.parse()?;
         let n = c.parameter_count();
         writeln!(
             out,
-            "| {} {} | {} | {} | {:.2}B | {:.2} GiB | {:.2} GiB | {:.2} GiB |",
+            "| {} {} | {} | {} | {} | {:.2}B | {:.2} GiB | {:.2} GiB | {:.2} GiB |",
             v.family.name(),
             v.size,
+            gemma::synth::slug(v),
             v.num_layers,
             v.hidden_size,
             n as f64 / 1e9,
@@ -418,6 +419,7 @@ fn inspect_variants() -> Result<()> {
             gib(c.weight_bytes(gemma::DType::Q4_K)),
         )?;
     }
+    writeln!(out, "\n(--variant: the name `gemma synth` and `gemma bench --variant` take.)")?;
     writeln!(out, "\n(text models only; every parameter at that type, weights alone: add the KV cache and activations. A Q4_K_M file is larger than the q4_k column:\n llama.cpp keeps some matrices at Q6_K and the embedding at Q6_K or Q8_0, which dominates small models.)")?;
     Ok(())
 }
@@ -534,6 +536,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
                     "load_time_s": load_s,
                     "peak_rss_bytes": rss,
                     "random_weights_of": a.variant,
+                    "weight_bytes_per_token": gemma.model.weights.bytes_per_token(),
                 })
             })
             .collect();

@@ -174,7 +174,7 @@ fn inspect_lists_the_published_sizes() {
     let o = gemma(&["inspect", "--variants"]);
     let out = stdout(&o);
     assert!(o.status.success(), "{}", stderr(&o));
-    for row in ["| Gemma 3 270M | 18 | 640 | 0.27B |", "| Gemma 2 9B | 42 | 3584 | 9.24B |", "| Gemma 4 31B | 60 | 5376 | 30.70B |", "Gemma 4 12B (unified)", "Gemma 3n E4B"] {
+    for row in ["| Gemma 3 270M | gemma3-270m | 18 | 640 | 0.27B |", "| Gemma 2 9B | gemma2-9b | 42 | 3584 | 9.24B |", "| Gemma 4 31B | gemma4-31b | 60 | 5376 | 30.70B |", "| Gemma 4 12B (unified) | gemma4-12b-unified |", "| Gemma 3n E4B | gemma3n-e4b |"] {
         assert!(out.contains(row), "{row} missing:\n{out}");
     }
 }
@@ -548,4 +548,37 @@ fn eval_and_serve_refuse_bad_input() {
     for chunk in ["0", "4096"] {
         fails_with(&gemma(&["serve", "-m", path(&m), "--port", "0", "--prefill-chunk", chunk]), &["prefill_chunk", "between 1 and 512"]);
     }
+}
+
+/// `gemma synth` writes a model llama.cpp's layout and ours load; `gemma
+/// bench --variant` measures one from a temporary file it removes; unknown
+/// names and types are refused with the list of names.
+#[test]
+fn synth_and_bench_a_published_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("270m.gguf");
+    let o = gemma(&["synth", "--variant", "gemma3-270m", "--type", "q8_0", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = gemma(&["inspect", "-m", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("270M"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = gemma(&["synth", "--variant", "gemma3-5b", "-o", dir.path().join("x.gguf").to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("gemma3-5b") && e.contains("gemma4-26b-a4b"), "{e}");
+    let o = gemma(&["synth", "--variant", "gemma3-1b", "--type", "q9_9", "-o", dir.path().join("x.gguf").to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("q9_9"));
+    assert!(!dir.path().join("x.gguf").exists());
+    let cache = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["bench", "--variant", "gemma3-270m", "--type", "q8_0", "-p", "8", "-n", "2", "-r", "1"])
+        .env("GEMMA_CACHE", cache.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("pp8") && text.contains("tg2") && text.contains("random weights"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("tmp")).unwrap().collect();
+    assert!(left.is_empty(), "the temporary model was left behind: {left:?}");
+    let o = gemma(&["inspect", "--variants"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("| gemma4-26b-a4b |"));
 }

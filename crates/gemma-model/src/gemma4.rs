@@ -164,16 +164,43 @@ pub(crate) fn per_layer_inputs(m: &Model, segs: &[Seg], items: &[(&[u32], &mut K
     rms_norm_in_place(out, &w.norm, cfg.rms_norm_eps);
     let scale_p = cfg.dtype.unwrap_or(gemma_core::DType::F32).round((p as f32).sqrt());
     let inv_sqrt2 = std::f32::consts::FRAC_1_SQRT_2;
-    let mut row = vec![0f32; lp];
-    for seg in segs {
-        for (t, &tok) in items[seg.item].0.iter().enumerate() {
-            // Ids past the per-layer table (Gemma 3n's is shorter than the vocabulary) read row 0.
-            let tok = if (tok as usize) < w.embed.rows { tok as usize } else { 0 };
-            gemma_quant::read_f32(&w.embed.storage, tok * lp, &mut row);
-            let dst = &mut out[(seg.row0 + t) * lp..(seg.row0 + t + 1) * lp];
-            dst.iter_mut().zip(&row).for_each(|(d, &e)| *d = (*d + e * scale_p) * inv_sqrt2);
+    SCRATCH.with(|m| {
+        let mut m = m.borrow_mut();
+        let row = buf(&mut m.table_row, lp);
+        for seg in segs {
+            for (t, &tok) in items[seg.item].0.iter().enumerate() {
+                // Ids past the per-layer table (Gemma 3n's is shorter than the vocabulary) read row 0.
+                let tok = if (tok as usize) < w.embed.rows { tok as usize } else { 0 };
+                gemma_quant::read_f32(&w.embed.storage, tok * lp, row);
+                let dst = &mut out[(seg.row0 + t) * lp..(seg.row0 + t + 1) * lp];
+                dst.iter_mut().zip(row.iter()).for_each(|(d, &e)| *d = (*d + e * scale_p) * inv_sqrt2);
+            }
         }
-    }
+    });
+}
+
+/// Buffers of the per-layer inputs and the MoE block, kept from call to
+/// call on the calling thread: decoding allocates nothing once warm.
+#[derive(Default)]
+struct Scratch {
+    table_row: Vec<f32>,
+    xr: Vec<f32>,
+    logits: Vec<f32>,
+    p: Vec<f32>,
+    order: Vec<usize>,
+    /// (row, weight) per expert.
+    routed: Vec<Vec<(usize, f32)>>,
+    xin: Vec<f32>,
+    picked: Vec<(usize, f32)>,
+    xs: Vec<f32>,
+    gu: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    y: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// Layer `l`'s per-layer input `norm(proj(gelu(gate·x) ⊙ e_l))` `[n, hidden]`,
@@ -206,73 +233,91 @@ pub(crate) fn per_layer_delta<'y>(w: &PleLayerWeights, l: usize, layers: usize, 
 /// as the dense projections do, so a sequence's result does not depend on
 /// the others in the batch.
 pub(crate) fn moe_block(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps: f32, scratch: &mut Vec<f32>) {
+    SCRATCH.with(|m| moe_block_in(w, segs, r, dense, eps, scratch, &mut m.borrow_mut()));
+}
+
+fn moe_block_in(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps: f32, scratch: &mut Vec<f32>, m: &mut Scratch) {
     let n: usize = segs.iter().map(|s| s.n).sum();
     let hidden = r.len() / n;
     let experts = w.gate_up.len();
     let ff = w.down.first().map_or(0, |d| d.cols);
     rms_norm_in_place(dense, &w.post_norm_dense, eps);
     // Router: scale-free norm of the residual, times scale / √hidden.
-    let mut xr = r.to_vec();
-    scale_free_norm(&mut xr, hidden, eps);
+    m.xr.clear();
+    m.xr.extend_from_slice(r);
+    scale_free_norm(&mut m.xr, hidden, eps);
     let k = (hidden as f32).powf(-0.5);
-    for row in xr.chunks_exact_mut(hidden) {
+    for row in m.xr.chunks_exact_mut(hidden) {
         row.iter_mut().zip(&w.router_scale).for_each(|(v, s)| *v *= s * k);
     }
-    let mut logits = vec![0f32; n * experts];
-    Model::project_plain(segs, &xr, &w.router, &mut logits);
-    // (row, weight) per expert.
-    let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); experts];
-    let mut order: Vec<usize> = Vec::with_capacity(experts);
+    let logits = buf(&mut m.logits, n * experts);
+    Model::project_plain(segs, &m.xr, &w.router, logits);
+    m.routed.resize_with(experts, Vec::new);
+    m.routed.iter_mut().for_each(Vec::clear);
     for (t, lg) in logits.chunks_exact(experts).enumerate() {
         let max = lg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let p: Vec<f32> = lg.iter().map(|&v| (v - max).exp()).collect();
+        m.p.clear();
+        m.p.extend(lg.iter().map(|&v| (v - max).exp()));
+        let p = &m.p;
         let z: f32 = p.iter().sum();
-        order.clear();
-        order.extend(0..experts);
+        m.order.clear();
+        m.order.extend(0..experts);
         // Highest probability first; ties to the lower index.
-        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-        let top = &order[..w.top_k];
+        m.order.sort_unstable_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        let top = &m.order[..w.top_k];
         let sum: f32 = top.iter().map(|&e| p[e] / z).sum();
         for &e in top {
-            routed[e].push((t, p[e] / z / sum * w.expert_scale[e]));
+            m.routed[e].push((t, p[e] / z / sum * w.expert_scale[e]));
         }
     }
     // Experts' input.
-    let mut xin = r.to_vec();
-    rms_norm_in_place(&mut xin, &w.pre_norm, eps);
+    m.xin.clear();
+    m.xin.extend_from_slice(r);
+    rms_norm_in_place(&mut m.xin, &w.pre_norm, eps);
     let out = buf(scratch, n * hidden);
     out.fill(0.0);
-    for (e, rows) in routed.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+    // Sub-segments (on the stack for up to 16 segments: no allocation).
+    let mut stack = [segs[0]; 16];
+    let mut heap = Vec::new();
+    let sub_all: &mut [Seg] = if segs.len() <= stack.len() {
+        &mut stack
+    } else {
+        heap.resize(segs.len(), segs[0]);
+        &mut heap
+    };
+    for (e, rows) in m.routed.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
         // Sub-segments over the routed rows: decode rows first, then each
         // prefill segment's rows, in row order.
-        let mut sub: Vec<Seg> = Vec::new();
-        let mut picked: Vec<(usize, f32)> = Vec::with_capacity(rows.len());
+        let mut nsub = 0;
+        m.picked.clear();
         for decode in [true, false] {
             for s in segs.iter().filter(|s| s.decode == decode) {
-                let mine: Vec<(usize, f32)> = rows.iter().copied().filter(|(t, _)| (s.row0..s.row0 + s.n).contains(t)).collect();
-                if mine.is_empty() {
-                    continue;
+                let start = m.picked.len();
+                m.picked.extend(rows.iter().copied().filter(|(t, _)| (s.row0..s.row0 + s.n).contains(t)));
+                if m.picked.len() > start {
+                    sub_all[nsub] = Seg { row0: start, n: m.picked.len() - start, ..*s };
+                    nsub += 1;
                 }
-                sub.push(Seg { row0: picked.len(), n: mine.len(), ..*s });
-                picked.extend(mine);
             }
         }
-        let m = picked.len();
-        let mut xs = Vec::with_capacity(m * hidden);
-        for &(t, _) in &picked {
-            xs.extend_from_slice(&xin[t * hidden..(t + 1) * hidden]);
+        let sub = &sub_all[..nsub];
+        let rows_in = m.picked.len();
+        m.xs.clear();
+        for &(t, _) in &m.picked {
+            m.xs.extend_from_slice(&m.xin[t * hidden..(t + 1) * hidden]);
         }
-        let mut gu = vec![0f32; m * 2 * ff];
-        Model::project_plain(&sub, &xs, &w.gate_up[e], &mut gu);
-        let (mut g, mut u) = (Vec::with_capacity(m * ff), Vec::with_capacity(m * ff));
+        let gu = buf(&mut m.gu, rows_in * 2 * ff);
+        Model::project_plain(sub, &m.xs, &w.gate_up[e], gu);
+        m.g.clear();
+        m.u.clear();
         for row in gu.chunks_exact(2 * ff) {
-            g.extend_from_slice(&row[..ff]);
-            u.extend_from_slice(&row[ff..]);
+            m.g.extend_from_slice(&row[..ff]);
+            m.u.extend_from_slice(&row[ff..]);
         }
-        geglu(&mut g, &u);
-        let mut y = vec![0f32; m * hidden];
-        Model::project_plain(&sub, &g, &w.down[e], &mut y);
-        for (i, &(t, wt)) in picked.iter().enumerate() {
+        geglu(&mut m.g, &m.u);
+        let y = buf(&mut m.y, rows_in * hidden);
+        Model::project_plain(sub, &m.g, &w.down[e], y);
+        for (i, &(t, wt)) in m.picked.iter().enumerate() {
             out[t * hidden..(t + 1) * hidden].iter_mut().zip(&y[i * hidden..(i + 1) * hidden]).for_each(|(o, v)| *o += v * wt);
         }
     }

@@ -3,7 +3,8 @@
 //! kernel buffers, the thread pool dispatches without allocating, and the
 //! KV cache grows in steps of `GROW_STEP` positions. Checked with a
 //! counting global allocator over real decode steps (`Model::forward_into`),
-//! on the tiny f32 model (float kernels) and on the real Q4_K_M model
+//! on the tiny f32 models (float kernels; Gemma 3, Gemma 4 with per-layer
+//! inputs, Gemma 4 MoE) and on the real Q4_K_M model
 //! (quantized kernels) when it has been fetched. A decoding step of the
 //! `SequenceState` (penalties, sampling, logprobs) allocates nothing
 //! vocabulary-sized.
@@ -105,6 +106,11 @@ fn decoding_does_not_allocate() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3");
     let g = Gemma::load(path).unwrap();
     assert_eq!(decode_allocations(&g, 40), 0, "tiny model (float kernels)");
+    // Gemma 4: per-layer inputs, and the MoE router and expert dispatch.
+    for name in ["tiny-gemma4", "tiny-gemma4-moe"] {
+        let g4 = Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)).unwrap();
+        assert_eq!(decode_allocations(&g4, 40), 0, "{name}");
+    }
     let largest = sequence_step_largest_allocation(&g);
     // A vocabulary-sized buffer is >= 32 KiB even as a bitset (1 MiB as f32);
     // the detokenizer's own small buffers stay well below.
