@@ -568,6 +568,8 @@ fn synth_and_bench_a_published_shape() {
     let o = gemma(&["synth", "--variant", "gemma3-1b", "--type", "q9_9", "-o", dir.path().join("x.gguf").to_str().unwrap()]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("q9_9"));
     assert!(!dir.path().join("x.gguf").exists());
+    let o = gemma(&["synth", "--variant", "gemma3-270m", "-o", dir.path().join("no/such/x.gguf").to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("does not exist"), "{}", String::from_utf8_lossy(&o.stderr));
     let cache = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_gemma"))
         .args(["bench", "--variant", "gemma3-270m", "--type", "q8_0", "-p", "8", "-n", "2", "-r", "1"])

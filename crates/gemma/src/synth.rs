@@ -189,7 +189,11 @@ fn prepare(variant: &Variant, plan: &QuantPlan, seed: u64) -> Result<(GgufWriter
     model_metadata(&c, &format!("random {}", slug(variant)), plan, &mut w)?;
     w.set(
         "general.description",
-        GgufValue::String(format!("gemma synth: random weights of the published {} {} shape, seed {seed}; for speed measurements, not text", variant.family.name(), variant.size)),
+        GgufValue::String(format!(
+            "gemma synth: random weights of the published {} {} shape, seed {seed}; for speed measurements, not text",
+            variant.family.name(),
+            variant.size
+        )),
     );
     vocabulary(c.vocab_size, &mut w);
     let random = RandomBlocks::new(seed);
@@ -203,17 +207,23 @@ fn prepare(variant: &Variant, plan: &QuantPlan, seed: u64) -> Result<(GgufWriter
 pub fn synth(variant: &Variant, plan: &QuantPlan, out: &Path, seed: u64) -> Result<SynthReport> {
     let (w, mut report) = prepare(variant, plan, seed)?;
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(GemmaError::invalid("output", format!("{}: the folder {} does not exist", out.display(), dir.display())));
+    }
     let need = w.file_len();
     if let Some(free) = free_bytes(dir) {
         // Keep 1 GiB for everything else on that disk.
         if free < need + (1 << 30) {
-            return Err(GemmaError::Unsupported(format!(
-                "{} needs {:.1} GB and {} has {:.1} GB free (keeping 1 GiB spare): free some space or write elsewhere",
-                out.display(),
-                need as f64 / 1e9,
-                dir.display(),
-                free as f64 / 1e9
-            )));
+            return Err(GemmaError::invalid(
+                "output",
+                format!(
+                    "{} needs {:.1} GB and {} has {:.1} GB free (keeping 1 GiB spare): free some space or write elsewhere",
+                    out.display(),
+                    need as f64 / 1e9,
+                    dir.display(),
+                    free as f64 / 1e9
+                ),
+            ));
         }
     }
     let mut part = out.as_os_str().to_owned();
