@@ -60,6 +60,38 @@ pub fn has_avx512_vnni() -> bool {
     })
 }
 
+/// Whether the AVX2 GEMM runs for this level form on this CPU (AVX2/FMA
+/// without AVX-512 VNNI, not forced scalar; every type but Q8_0).
+pub fn has_avx2_gemm(form: LevelForm) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd_level() == SimdLevel::Avx2 && !has_avx512_vnni() && crate::gemm_avx2::fits(form)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = form;
+        false
+    }
+}
+
+/// `(multiplier, scale)` of an activation block from its largest and
+/// smallest value, as ggml quantizes activations: Q8_K from the signed
+/// extreme, else Q8_0 from the absolute maximum with the scale rounded to
+/// f16. Levels are `min(round(x · multiplier), 127)`.
+pub(crate) fn scale_from_extremes(mx: f32, mn: f32, kind: ActKind) -> (f32, f32) {
+    if kind == ActKind::Q8K {
+        let max = if mx >= -mn { mx } else { mn };
+        if max == 0.0 {
+            return (0.0, 0.0);
+        }
+        let iscale = -127.0 / max;
+        (iscale, 1.0 / iscale)
+    } else {
+        let amax = mx.max(-mn).max(0.0);
+        (if amax != 0.0 { 127.0 / amax } else { 0.0 }, half::f16::from_f32(amax / 127.0).to_f32())
+    }
+}
+
 /// Scalar reference: quantize `x: [n, cols]` (cols a multiple of 32, of
 /// 256 for [`ActKind::Q8K`]) as llama.cpp quantizes activations for the
 /// weight type: Q8_0/Q8_1 blocks of 32 with the scale rounded to f16, or
@@ -195,6 +227,28 @@ impl OutPtr {
     }
 }
 
+/// One task's share of a tiled GEMM: `tile(i0, t0)` gives the outputs of
+/// rows `r0 + i0..r0 + i0 + R` and tokens `t0..t0 + T`, for every tile over
+/// the task's `nr` rows (padded to `R`) and the `n` tokens; the valid ones
+/// are written into `y: [n, rows]` through `out`.
+/// # Safety
+/// `out` points at `y` ([n, rows], r0 + nr <= rows) and this task alone
+/// writes rows `r0..r0 + nr`.
+pub(crate) unsafe fn run_tiles<const R: usize, const T: usize>(out: OutPtr, rows: usize, r0: usize, nr: usize, n: usize, tile: impl Fn(usize, usize) -> [[f32; T]; R]) {
+    for t0 in (0..n).step_by(T) {
+        for i0 in (0..nr.div_ceil(R) * R).step_by(R) {
+            let v = tile(i0, t0);
+            let valid = R.min(nr.saturating_sub(i0));
+            #[allow(clippy::needless_range_loop)] // j picks a column of the tile
+            for j in 0..T.min(n - t0) {
+                // SAFETY: (t0 + j, r0 + i0 .. r0 + i0 + valid) is in y, and only
+                // this task writes rows r0..r0 + nr (the caller's contract).
+                unsafe { out.write_run((t0 + j) * rows + r0 + i0, std::array::from_fn::<f32, R, _>(|i| v[i][j]), valid) };
+            }
+        }
+    }
+}
+
 /// `y[t, r] = x[t, :] · w[r, :]` with `x: [n, cols]`, `y: [n, rows]`, for a
 /// quantized `w` with a level form. Returns false (doing nothing) when this
 /// path does not apply: float or Q2_K/Q3_K weights, columns not a multiple of
@@ -204,16 +258,24 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     let Some(form) = level_form(*dtype) else { return false };
     let Some(kind) = act_kind(*dtype) else { return false };
     let (rows, cols) = (w.rows, w.cols);
-    let simd = has_avx512_vnni() && !force_ref;
-    if !cols.is_multiple_of(64) || !(simd || force_ref) || n == 0 {
+    let shapes_ok = kind != ActKind::Q8K || cols.is_multiple_of(256);
+    let simd = has_avx512_vnni() && !force_ref && shapes_ok;
+    let avx2 = !simd && !force_ref && shapes_ok && has_avx2_gemm(form);
+    if !cols.is_multiple_of(64) || !(simd || avx2 || force_ref) || n == 0 {
         return false;
     }
     assert_eq!(x.len(), n * cols, "gemm input has the wrong length");
     assert_eq!(y.len(), n * rows, "gemm output has the wrong length");
     #[cfg(target_arch = "x86_64")]
-    if simd && (kind != ActKind::Q8K || cols.is_multiple_of(256)) {
+    if simd {
         // SAFETY: AVX-512 VNNI detected; shapes checked above.
         unsafe { crate::gemm_packed::gemm(x, n, *dtype, form, kind, bytes.as_slice(), rows, cols, y) };
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2/FMA detected and the type's levels fit (has_avx2_gemm); shapes checked above.
+        unsafe { crate::gemm_avx2::gemm(x, n, *dtype, form, kind, bytes.as_slice(), rows, cols, y) };
         return true;
     }
     // The scalar reference: level form and 8-bit activations, one (row, token) at a time.
@@ -262,18 +324,7 @@ pub(crate) mod avx512 {
             mx = _mm512_max_ps(mx, v);
             mn = _mm512_min_ps(mn, v);
         }
-        let (mx, mn) = (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn));
-        if kind == ActKind::Q8K {
-            let max = if mx >= -mn { mx } else { mn };
-            if max == 0.0 {
-                return (0.0, 0.0);
-            }
-            let iscale = -127.0 / max;
-            (iscale, 1.0 / iscale)
-        } else {
-            let amax = mx.max(-mn).max(0.0);
-            (if amax != 0.0 { 127.0 / amax } else { 0.0 }, half::f16::from_f32(amax / 127.0).to_f32())
-        }
+        super::scale_from_extremes(_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn), kind)
     }
 
     /// The levels of 16 values at `x` (see [`block_scale`]).
@@ -371,7 +422,7 @@ mod tests {
                         assert!((got - exact).abs() < 1e-4 * exact.abs().max(1.0), "{dt} ref n={n} t={t} r={r}: {got} vs {exact}");
                     }
                 }
-                if has_avx512_vnni() {
+                if has_avx512_vnni() || has_avx2_gemm(level_form(dt).unwrap()) {
                     let mut got = vec![0f32; n * rows];
                     assert!(gemm_quant(x, n, &w, &mut got, false));
                     for (g, e) in got.iter().zip(&want) {

@@ -30,40 +30,62 @@ const ROWS_PER_TASK: usize = 16;
 
 /// Activations in packed column order, `n` padded to a multiple of [`T`].
 #[derive(Debug, Default)]
-struct PackedActs {
-    n: usize,
+pub(crate) struct PackedActs {
+    /// Tokens, padded.
+    pub(crate) n: usize,
     /// Padded columns (a multiple of 256).
-    cp: usize,
+    pub(crate) cp: usize,
     /// `x + 128`, `[n, cp]` in packed order.
-    xu: Vec<u8>,
+    pub(crate) xu: Vec<u8>,
     /// Scale of each group of 16, `[n, cp/16]`, natural group order.
-    d16: Vec<f32>,
+    pub(crate) d16: Vec<f32>,
     /// `scale · Σ levels` of each group, `[n, cp/16]`.
-    xs: Vec<f32>,
+    pub(crate) xs: Vec<f32>,
 }
 
 /// Packed weight rows of one task.
 #[derive(Debug, Default)]
-struct PackedRows {
+pub(crate) struct PackedRows {
     /// `q − offset` as i8, `[rows, cp]` in packed order.
-    wq: Vec<u8>,
+    pub(crate) wq: Vec<u8>,
     /// Group scales, mins and lane starts `−128 · Σ(q − offset)`, `[rows, cp/16]`.
-    ws: Vec<f32>,
-    wm: Vec<f32>,
-    wb: Vec<i32>,
+    pub(crate) ws: Vec<f32>,
+    pub(crate) wm: Vec<f32>,
+    pub(crate) wb: Vec<i32>,
     /// One natural-order row (levels, scales, mins) before packing.
-    nq: Vec<u8>,
-    ns: Vec<f32>,
-    nm: Vec<f32>,
+    pub(crate) nq: Vec<u8>,
+    pub(crate) ns: Vec<f32>,
+    pub(crate) nm: Vec<f32>,
+}
+
+impl PackedRows {
+    /// Size the buffers for `nr_pad` rows of `cols` columns (`cp` padded).
+    pub(crate) fn prepare(&mut self, nr_pad: usize, cols: usize, cp: usize) {
+        let ngp = cp / 16;
+        self.wq.clear();
+        self.wq.resize(nr_pad * cp, 0);
+        for v in [&mut self.ws, &mut self.wm] {
+            v.clear();
+            v.resize(nr_pad * ngp, 0.0);
+        }
+        self.wb.clear();
+        self.wb.resize(nr_pad * ngp, 0);
+        self.nq.resize(cols, 0);
+        self.ns.resize(cols / 16, 0.0);
+        self.nm.resize(cols / 16, 0.0);
+    }
 }
 
 thread_local! {
-    static ROWS: RefCell<PackedRows> = RefCell::new(PackedRows::default());
+    /// The packed activations of the caller's last GEMM (their buffers are reused).
+    pub(crate) static ACTS: RefCell<PackedActs> = RefCell::new(PackedActs::default());
+    /// One task's packed rows, per worker.
+    pub(crate) static ROWS: RefCell<PackedRows> = RefCell::new(PackedRows::default());
 }
 
 /// Byte offset, within a row, of unit `k` (columns 4k..4k+3) of group `g`.
 #[inline]
-fn unit_at(g: usize, k: usize) -> usize {
+pub(crate) fn unit_at(g: usize, k: usize) -> usize {
     256 * (g / 16) + 64 * k + 4 * (g % 16)
 }
 
@@ -217,7 +239,7 @@ pub unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, kind: Act
     let rb = dtype.bytes_for(cols);
     let mut acts = PackedActs::default();
     quantize(x, n, cols, kind, &mut acts);
-    let (cp, ngp) = (acts.cp, acts.cp / 16);
+    let cp = acts.cp;
     let out = OutPtr(y.as_mut_ptr());
     let simd_fill = crate::vnni::supports(dtype);
     crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
@@ -226,17 +248,7 @@ pub unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, kind: Act
             let r0 = task * ROWS_PER_TASK;
             let nr = ROWS_PER_TASK.min(rows - r0);
             let nr_pad = nr.div_ceil(R) * R;
-            p.wq.clear();
-            p.wq.resize(nr_pad * cp, 0);
-            for v in [&mut p.ws, &mut p.wm] {
-                v.clear();
-                v.resize(nr_pad * ngp, 0.0);
-            }
-            p.wb.clear();
-            p.wb.resize(nr_pad * ngp, 0);
-            p.nq.resize(cols, 0);
-            p.ns.resize(cols / 16, 0.0);
-            p.nm.resize(cols / 16, 0.0);
+            p.prepare(nr_pad, cols, cp);
             for i in 0..nr {
                 let row = &data[(r0 + i) * rb..(r0 + i + 1) * rb];
                 // SAFETY (both): AVX-512 VNNI available (caller); buffers sized above.
@@ -247,19 +259,9 @@ pub unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, kind: Act
                 }
                 unsafe { pack_row(p, i, cols, cp, form.offset) };
             }
-            for t0 in (0..n).step_by(T) {
-                for i0 in (0..nr_pad).step_by(R) {
-                    // SAFETY: rows i0..i0+R < nr_pad and tokens t0..t0+T < acts.n are in bounds.
-                    let v = unsafe { tile(p, i0, &acts, t0, form.has_min) };
-                    let valid = R.min(nr.saturating_sub(i0));
-                    #[allow(clippy::needless_range_loop)] // j picks a column of the tile
-                    for j in 0..T.min(n - t0) {
-                        // SAFETY: (t0 + j, r0 + i0 .. r0 + i0 + valid) is in y, and only
-                        // this task writes rows r0..r0 + nr.
-                        unsafe { out.write_run((t0 + j) * rows + r0 + i0, std::array::from_fn::<f32, R, _>(|i| v[i][j]), valid) };
-                    }
-                }
-            }
+            // SAFETY: out is y and this task alone writes rows r0..r0 + nr; the
+            // tiles stay within the padded rows and tokens that p and the acts hold.
+            unsafe { crate::gemm::run_tiles(out, rows, r0, nr, n, |i0, t0| tile(p, i0, &acts, t0, form.has_min)) };
         });
     });
 }
