@@ -285,16 +285,28 @@ unsafe fn tile(p: &PackedRows, i0: usize, a: &PackedActs, t0: usize, has_min: bo
                     acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idp[r][t]), _mm256_mul_ps(sw, sx[t]), acc[r][t]);
                 }
             }
-            if has_min {
-                for t in 0..T {
-                    sx[t] = _mm256_loadu_ps(a.xs.as_ptr().add((t0 + t) * ngp + at));
-                }
+        }
+    }
+    if has_min {
+        // acc −= Σ_g m[r, g] · xs[t, g], in two independent chains per
+        // output (in the main loop, the extra FMA doubled the latency of
+        // each accumulator's chain, which bounded the whole tile).
+        let mut mins = [[[_mm256_setzero_ps(); T]; R]; 2];
+        for g0 in (0..ngp).step_by(16) {
+            for (c, mins) in mins.iter_mut().enumerate() {
+                let g = g0 + 8 * c;
                 for r in 0..R {
-                    let m = _mm256_loadu_ps(p.wm.as_ptr().add((i0 + r) * ngp + at));
+                    let m = _mm256_loadu_ps(p.wm.as_ptr().add((i0 + r) * ngp + g));
                     for t in 0..T {
-                        acc[r][t] = _mm256_fnmadd_ps(m, sx[t], acc[r][t]);
+                        let xs = _mm256_loadu_ps(a.xs.as_ptr().add((t0 + t) * ngp + g));
+                        mins[r][t] = _mm256_fmadd_ps(m, xs, mins[r][t]);
                     }
                 }
+            }
+        }
+        for r in 0..R {
+            for t in 0..T {
+                acc[r][t] = _mm256_sub_ps(acc[r][t], _mm256_add_ps(mins[0][r][t], mins[1][r][t]));
             }
         }
     }
@@ -347,7 +359,9 @@ pub(crate) unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, ki
             }
             // SAFETY: out is y and this task alone writes rows r0..r0 + nr; the
             // tiles stay within the padded rows and tokens that p and the acts hold.
-            unsafe { crate::gemm::run_tiles(out, rows, r0, nr, n, |i0, t0| tile(p, i0, acts_ref, t0, form.has_min)) };
+            unsafe {
+                crate::gemm::run_tiles(out, rows, r0, nr, n, |i0, t0| tile(p, i0, acts_ref, t0, form.has_min))
+            };
         });
     });
     crate::gemm_packed::ACTS.with(|a| *a.borrow_mut() = acts);
