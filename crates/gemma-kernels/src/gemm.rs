@@ -60,16 +60,15 @@ pub fn has_avx512_vnni() -> bool {
     })
 }
 
-/// Whether the AVX2 GEMM runs for this level form on this CPU (AVX2/FMA
-/// without AVX-512 VNNI, not forced scalar; every type but Q8_0).
-pub fn has_avx2_gemm(form: LevelForm) -> bool {
+/// Whether the AVX2 GEMM runs on this CPU (AVX2/FMA without AVX-512
+/// VNNI, not forced scalar).
+pub fn has_avx2_gemm() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        simd_level() == SimdLevel::Avx2 && !has_avx512_vnni() && crate::gemm_avx2::fits(form)
+        simd_level() == SimdLevel::Avx2 && !has_avx512_vnni()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = form;
         false
     }
 }
@@ -260,7 +259,7 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     let (rows, cols) = (w.rows, w.cols);
     let shapes_ok = kind != ActKind::Q8K || cols.is_multiple_of(256);
     let simd = has_avx512_vnni() && !force_ref && shapes_ok;
-    let avx2 = !simd && !force_ref && shapes_ok && has_avx2_gemm(form);
+    let avx2 = !simd && !force_ref && shapes_ok && has_avx2_gemm();
     if !cols.is_multiple_of(64) || !(simd || avx2 || force_ref) || n == 0 {
         return false;
     }
@@ -274,7 +273,7 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     }
     #[cfg(target_arch = "x86_64")]
     if avx2 {
-        // SAFETY: AVX2/FMA detected and the type's levels fit (has_avx2_gemm); shapes checked above.
+        // SAFETY: AVX2/FMA detected (has_avx2_gemm); shapes checked above.
         unsafe { crate::gemm_avx2::gemm(x, n, *dtype, form, kind, bytes.as_slice(), rows, cols, y) };
         return true;
     }
@@ -422,7 +421,7 @@ mod tests {
                         assert!((got - exact).abs() < 1e-4 * exact.abs().max(1.0), "{dt} ref n={n} t={t} r={r}: {got} vs {exact}");
                     }
                 }
-                if has_avx512_vnni() || has_avx2_gemm(level_form(dt).unwrap()) {
+                if has_avx512_vnni() || has_avx2_gemm() {
                     let mut got = vec![0f32; n * rows];
                     assert!(gemm_quant(x, n, &w, &mut got, false));
                     for (g, e) in got.iter().zip(&want) {

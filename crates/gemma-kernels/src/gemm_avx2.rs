@@ -12,7 +12,9 @@
 //!
 //! The i16 sums bound the weights: two chunks add four products
 //! `255 · |q − offset|`, which stays within i16 for `|q − offset| ≤ 32`
-//! — every level-form type but Q8_0 ([`fits`]).
+//! — every level-form type but Q8_0 ([`fits`]). Q8_0 takes the signed
+//! form: `|w|` times the activation carrying `w`'s sign (`vpsignb`), one
+//! chunk at a time, with lane starts of zero.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -110,9 +112,10 @@ unsafe fn quantize_token(x: &[f32], kind: ActKind, t: usize, cp: usize, xu: *mut
 
 /// Pack one natural-order row (`p.nq`, `p.ns`, `p.nm`, `cols` columns, a
 /// multiple of 64) into row `i` of `p`: four groups at a time, a 4×4
-/// transpose of their 4-column units.
+/// transpose of their 4-column units. `signed`: lane starts of zero (the
+/// signed product needs no `+128` correction).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_row(p: &mut PackedRows, i: usize, cols: usize, cp: usize, offset: u8) {
+unsafe fn pack_row(p: &mut PackedRows, i: usize, cols: usize, cp: usize, offset: u8, signed: bool) {
     let ngp = cp / 16;
     let dst = p.wq.as_mut_ptr().add(i * cp);
     let ov = _mm_set1_epi8(offset as i8);
@@ -123,7 +126,7 @@ unsafe fn pack_row(p: &mut PackedRows, i: usize, cols: usize, cp: usize, offset:
             let q = _mm_loadu_si128(p.nq.as_ptr().add(16 * (g0 + j)) as *const __m128i);
             let sad = _mm_sad_epu8(q, zero);
             let sum = (_mm_cvtsi128_si32(sad) + _mm_extract_epi32::<2>(sad)) - 16 * offset as i32;
-            p.wb[i * ngp + g0 + j] = -128 * sum;
+            p.wb[i * ngp + g0 + j] = if signed { 0 } else { -128 * sum };
             *v = _mm_sub_epi8(q, ov);
         }
         // Rows: groups g0..g0+4; columns: units k = 0..4 → rows: units, columns: groups.
@@ -238,10 +241,12 @@ unsafe fn hsums<const N: usize>(v: [__m256; N]) -> [f32; N] {
     })
 }
 
-/// Tile of rows `i0..i0+R` and tokens `t0..t0+T`.
+/// Tile of rows `i0..i0+R` and tokens `t0..t0+T`. `SIGNED`: the weights
+/// do not [`fits`] the unsigned form (Q8_0) and the rows were packed with
+/// zero lane starts.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)] // rows and tokens index the tile together
-unsafe fn tile(p: &PackedRows, i0: usize, a: &PackedActs, t0: usize, has_min: bool) -> [[f32; T]; R] {
+unsafe fn tile<const SIGNED: bool>(p: &PackedRows, i0: usize, a: &PackedActs, t0: usize, has_min: bool) -> [[f32; T]; R] {
     let (cp, ngp) = (a.cp, a.cp / 16);
     let wq = p.wq.as_ptr().add(i0 * cp);
     let xu = a.xu.as_ptr().add(t0 * cp);
@@ -258,20 +263,41 @@ unsafe fn tile(p: &PackedRows, i0: usize, a: &PackedActs, t0: usize, has_min: bo
                     idp[r][t] = b;
                 }
             }
-            for k in (0..4).step_by(2) {
-                let off = 256 * s + 64 * k + 32 * h;
-                let mut x0 = [_mm256_setzero_si256(); T];
-                let mut x1 = [_mm256_setzero_si256(); T];
-                for t in 0..T {
-                    x0[t] = _mm256_loadu_si256(xu.add(t * cp + off) as *const __m256i);
-                    x1[t] = _mm256_loadu_si256(xu.add(t * cp + off + 64) as *const __m256i);
-                }
-                for r in 0..R {
-                    let w0 = _mm256_loadu_si256(wq.add(r * cp + off) as *const __m256i);
-                    let w1 = _mm256_loadu_si256(wq.add(r * cp + off + 64) as *const __m256i);
+            if SIGNED {
+                // Q8_0: |q − offset| up to 128 overflows the unsigned form;
+                // multiply |w| by x carrying w's sign (both at most 128 · 127 · 2 in i16).
+                let flip = _mm256_set1_epi8(-128);
+                for k in 0..4 {
+                    let off = 256 * s + 64 * k + 32 * h;
+                    let mut x = [_mm256_setzero_si256(); T];
                     for t in 0..T {
-                        let pair = _mm256_add_epi16(_mm256_maddubs_epi16(x0[t], w0), _mm256_maddubs_epi16(x1[t], w1));
-                        idp[r][t] = _mm256_add_epi32(idp[r][t], _mm256_madd_epi16(pair, ones));
+                        x[t] = _mm256_xor_si256(_mm256_loadu_si256(xu.add(t * cp + off) as *const __m256i), flip);
+                    }
+                    for r in 0..R {
+                        let w = _mm256_loadu_si256(wq.add(r * cp + off) as *const __m256i);
+                        let aw = _mm256_abs_epi8(w);
+                        for t in 0..T {
+                            let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x[t], w));
+                            idp[r][t] = _mm256_add_epi32(idp[r][t], _mm256_madd_epi16(p, ones));
+                        }
+                    }
+                }
+            } else {
+                for k in (0..4).step_by(2) {
+                    let off = 256 * s + 64 * k + 32 * h;
+                    let mut x0 = [_mm256_setzero_si256(); T];
+                    let mut x1 = [_mm256_setzero_si256(); T];
+                    for t in 0..T {
+                        x0[t] = _mm256_loadu_si256(xu.add(t * cp + off) as *const __m256i);
+                        x1[t] = _mm256_loadu_si256(xu.add(t * cp + off + 64) as *const __m256i);
+                    }
+                    for r in 0..R {
+                        let w0 = _mm256_loadu_si256(wq.add(r * cp + off) as *const __m256i);
+                        let w1 = _mm256_loadu_si256(wq.add(r * cp + off + 64) as *const __m256i);
+                        for t in 0..T {
+                            let pair = _mm256_add_epi16(_mm256_maddubs_epi16(x0[t], w0), _mm256_maddubs_epi16(x1[t], w1));
+                            idp[r][t] = _mm256_add_epi32(idp[r][t], _mm256_madd_epi16(pair, ones));
+                        }
                     }
                 }
             }
@@ -317,12 +343,11 @@ unsafe fn tile(p: &PackedRows, i0: usize, a: &PackedActs, t0: usize, has_min: bo
 /// `y = x · wᵀ` for raw weight rows `data` (`rows` of `rb` bytes, `cols`
 /// columns of `dtype`, level form `form`, activations `kind`).
 /// # Safety
-/// AVX2/FMA available; `fits(form)`; `cols` a multiple of 64 (of 256 for
+/// AVX2/FMA available; `cols` a multiple of 64 (of 256 for
 /// Q8_K activations); `x: [n, cols]`, `y: [n, rows]`, `data` holds
 /// `rows · rb` bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, kind: ActKind, data: &[u8], rows: usize, cols: usize, y: &mut [f32]) {
-    debug_assert!(fits(form));
     let rb = dtype.bytes_for(cols);
     let acts = crate::gemm_packed::ACTS.with(|a| std::mem::take(&mut *a.borrow_mut()));
     let mut acts = acts;
@@ -344,6 +369,7 @@ pub(crate) unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, ki
     });
     let out = OutPtr(y.as_mut_ptr());
     let acts_ref = &acts;
+    let signed = !fits(form);
     crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
         ROWS.with(|p| {
             let p = &mut *p.borrow_mut();
@@ -355,12 +381,15 @@ pub(crate) unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, ki
                 let row = &data[(r0 + i) * rb..(r0 + i + 1) * rb];
                 // SAFETY (both): AVX2 available (caller); buffers sized by prepare.
                 unsafe { fill_row(dtype, row, &mut p.nq, &mut p.ns, &mut p.nm) };
-                unsafe { pack_row(p, i, cols, cp, form.offset) };
+                unsafe { pack_row(p, i, cols, cp, form.offset, signed) };
             }
             // SAFETY: out is y and this task alone writes rows r0..r0 + nr; the
             // tiles stay within the padded rows and tokens that p and the acts hold.
             unsafe {
-                crate::gemm::run_tiles(out, rows, r0, nr, n, |i0, t0| tile(p, i0, acts_ref, t0, form.has_min))
+                crate::gemm::run_tiles(out, rows, r0, nr, n, |i0, t0| match signed {
+                    false => tile::<false>(p, i0, acts_ref, t0, form.has_min),
+                    true => tile::<true>(p, i0, acts_ref, t0, form.has_min),
+                })
             };
         });
     });
