@@ -1,5 +1,6 @@
-//! GOP/s of the prefill product `matmul` (many tokens) for the weight
-//! types of a Q4_K_M Gemma 3 4B on its FFN shapes:
+//! GOP/s of the prefill product `matmul` (many tokens) and GB/s of the
+//! decode product (one token) for the weight types of Q4_K_M Gemma 3 files
+//! on their FFN shapes:
 //! `cargo run --release -p gemma-kernels --example gemm_bench [TOKENS]`.
 
 use gemma_core::{DType, Matrix, Storage};
@@ -23,5 +24,15 @@ fn main() {
             })
             .fold(f64::INFINITY, f64::min);
         println!("{dtype:?} [{out}×{inp}] n={n}: {:.1} GOP/s ({:.1} ms)", 2.0 * (n * out * inp) as f64 / s / 1e9, s * 1e3);
+        // Decode: one token, the weights streamed once (bytes per second).
+        let mut y1 = vec![0f32; out];
+        let s1 = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                gemma_kernels::matmul(&x[..inp], 1, &w, &mut y1);
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{dtype:?} [{out}×{inp}] n=1: {:.1} GB/s ({:.2} ms)", w.storage.bytes() as f64 / s1 / 1e9, s1 * 1e3);
     }
 }
