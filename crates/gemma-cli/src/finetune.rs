@@ -275,7 +275,7 @@ pub struct ExportLoraArgs {
     /// The GGUF file to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// GGUF architecture of the base (gemma, gemma2, gemma3) when adapter_config.json does not tell.
+    /// GGUF architecture of the base (gemma, gemma2, gemma3, gemma3n, gemma4) when adapter_config.json does not tell.
     #[arg(long)]
     pub arch: Option<String>,
 }

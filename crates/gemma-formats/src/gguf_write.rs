@@ -54,6 +54,17 @@ fn put_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
     w.write_all(s.as_bytes())
 }
 
+/// The element type of array key `key` as llama.cpp reads it (GGUF type
+/// ids: 8 string, 6 f32, 5 i32), for arrays written empty; u32 otherwise.
+fn array_elem_type(key: &str) -> u32 {
+    match key {
+        "tokenizer.ggml.tokens" | "tokenizer.ggml.merges" => 8,
+        "tokenizer.ggml.scores" => 6,
+        "tokenizer.ggml.token_type" => 5,
+        _ => 4,
+    }
+}
+
 fn put_value(w: &mut impl Write, v: &GgufValue) -> std::io::Result<()> {
     match v {
         GgufValue::U8(x) => w.write_all(&[*x]),
@@ -169,7 +180,16 @@ impl GgufWriter {
         for (k, v) in &self.metadata {
             put_str(head, k)?;
             head.extend_from_slice(&v.type_id().to_le_bytes());
-            put_value(head, v)?;
+            match v {
+                // An empty array has no element to tell its type: take the
+                // type llama.cpp reads the key with (it refuses a u32 array
+                // of merges).
+                GgufValue::Array(items) if items.is_empty() => {
+                    head.extend_from_slice(&array_elem_type(k).to_le_bytes());
+                    head.extend_from_slice(&0u64.to_le_bytes());
+                }
+                _ => put_value(head, v)?,
+            }
         }
         let mut offset = 0u64;
         for t in &self.tensors {

@@ -124,3 +124,24 @@ fn hugepage_copy_equals_the_map() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Empty tokenizer arrays keep the element type llama.cpp reads them with
+/// (an empty `tokenizer.ggml.merges` written as u32 made llama.cpp refuse
+/// the file).
+#[test]
+fn empty_tokenizer_arrays_keep_their_element_type() {
+    let mut w = gemma_formats::GgufWriter::new();
+    for k in ["tokenizer.ggml.merges", "tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "other.list"] {
+        w.set(k, GgufValue::Array(vec![]));
+    }
+    let b = w.to_bytes();
+    for (k, elem) in [("tokenizer.ggml.merges", 8u32), ("tokenizer.ggml.tokens", 8), ("tokenizer.ggml.scores", 6), ("tokenizer.ggml.token_type", 5), ("other.list", 4)] {
+        // key (u64 length + bytes), value type 9, element type, count 0
+        let at = b.windows(k.len()).position(|x| x == k.as_bytes()).unwrap() + k.len();
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        assert_eq!((u32_at(at), u32_at(at + 4)), (9, elem), "{k}");
+        assert_eq!(u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap()), 0, "{k}");
+    }
+    let h = GgufHeader::parse(&b).unwrap();
+    assert_eq!(h.metadata["tokenizer.ggml.merges"], GgufValue::Array(vec![]));
+}

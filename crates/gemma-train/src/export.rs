@@ -33,14 +33,20 @@ fn architecture(c: &Value, arch: Option<&str>) -> Result<String> {
     let class = c.pointer("/auto_mapping/base_model_class").and_then(Value::as_str).or_else(|| c.pointer("/gemma_rs/architecture").and_then(Value::as_str)).unwrap_or("");
     let name = c.get("base_model_name_or_path").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
     let l = class.to_ascii_lowercase();
-    Ok(if l.contains("gemma3") || name.contains("gemma-3") || name.contains("gemma3") {
+    // Most specific first: "gemma3n" and "gemma-3n" also contain the Gemma 3 spellings.
+    let has = |keys: &[&str]| keys.iter().any(|k| l.contains(k) || name.contains(k));
+    Ok(if has(&["gemma3n", "gemma-3n"]) {
+        "gemma3n"
+    } else if has(&["gemma4", "gemma-4"]) {
+        "gemma4"
+    } else if l.contains("gemma3") || name.contains("gemma-3") || name.contains("gemma3") {
         "gemma3"
     } else if l.contains("gemma2") || name.contains("gemma-2") || name.contains("gemma2") {
         "gemma2"
     } else if l.contains("gemma1") || l == "gemmaforcausallm" || name.contains("gemma-") {
         "gemma"
     } else {
-        return Err(TrainError::Invalid("cannot tell the adapter's base architecture from adapter_config.json; pass --arch gemma, gemma2 or gemma3".into()));
+        return Err(TrainError::Invalid("cannot tell the adapter's base architecture from adapter_config.json; pass --arch gemma, gemma2, gemma3, gemma3n or gemma4".into()));
     }
     .to_string())
 }
@@ -109,4 +115,30 @@ pub fn export_gguf_lora(dir: &Path, out: &Path, arch: Option<&str>) -> Result<us
     }
     w.write(out)?;
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each generation's PEFT config gets llama.cpp's architecture name;
+    /// Gemma 3n (whose names also spell "gemma3") is not labeled gemma3.
+    #[test]
+    fn architecture_of_each_generation() {
+        let cases = [
+            (r#"{"auto_mapping": {"base_model_class": "Gemma3nForConditionalGeneration"}}"#, "gemma3n"),
+            (r#"{"base_model_name_or_path": "google/gemma-3n-E2B-it"}"#, "gemma3n"),
+            (r#"{"auto_mapping": {"base_model_class": "Gemma4ForConditionalGeneration"}}"#, "gemma4"),
+            (r#"{"base_model_name_or_path": "google/gemma-4-E4B-it"}"#, "gemma4"),
+            (r#"{"base_model_name_or_path": "google/gemma-3-270m"}"#, "gemma3"),
+            (r#"{"auto_mapping": {"base_model_class": "Gemma2ForCausalLM"}}"#, "gemma2"),
+            (r#"{"auto_mapping": {"base_model_class": "GemmaForCausalLM"}}"#, "gemma"),
+        ];
+        for (json, want) in cases {
+            let c: Value = serde_json::from_str(json).unwrap();
+            assert_eq!(architecture(&c, None).unwrap(), want, "{json}");
+        }
+        assert!(architecture(&serde_json::json!({}), None).is_err());
+        assert_eq!(architecture(&serde_json::json!({}), Some("gemma3n")).unwrap(), "gemma3n");
+    }
 }
