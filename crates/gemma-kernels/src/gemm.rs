@@ -20,6 +20,12 @@ const ROWS_PER_TASK: usize = 16;
 /// Fewest tokens for which the GEMM beats the per-row dot kernels.
 pub const MIN_TOKENS: usize = 4;
 
+/// Fewest tokens for which the AVX2 GEMM beats the per-row multi-token
+/// kernels (unpacking and packing 16 rows costs more than the 2×2 tiles
+/// gain below it; one thread, 4B shapes: at 8 tokens 51 vs 68 GOP/s for
+/// Q4_K, at 16 70 vs 66, at 64 95 vs 64).
+pub const AVX2_MIN_TOKENS: usize = 16;
+
 /// Tokens are padded to a multiple of this (zero rows).
 const PAD: usize = 4;
 
@@ -259,7 +265,7 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     let (rows, cols) = (w.rows, w.cols);
     let shapes_ok = kind != ActKind::Q8K || cols.is_multiple_of(256);
     let simd = has_avx512_vnni() && !force_ref && shapes_ok;
-    let avx2 = !simd && !force_ref && shapes_ok && has_avx2_gemm();
+    let avx2 = !simd && !force_ref && shapes_ok && n >= AVX2_MIN_TOKENS && has_avx2_gemm();
     if !cols.is_multiple_of(64) || !(simd || avx2 || force_ref) || n == 0 {
         return false;
     }
@@ -401,13 +407,13 @@ mod tests {
             if level_form(dt).is_none() || !cols.is_multiple_of(dt.block_size()) {
                 continue;
             }
-            let (wv, x) = inputs(rows, cols, 9);
+            let (wv, x) = inputs(rows, cols, 17);
             let mut raw = Vec::new();
             gemma_quant::quantize(dt, &wv, &mut raw).unwrap();
             let mut deq = vec![0f32; rows * cols];
             gemma_quant::dequantize(dt, &raw, &mut deq);
             let w = Matrix::new(rows, cols, Storage::Raw { dtype: dt, len: rows * cols, bytes: Bytes::Owned(raw) });
-            for n in [4, 5, 9] {
+            for n in [4, 5, 9, 17] {
                 let x = &x[..n * cols];
                 let mut want = vec![0f32; n * rows];
                 assert!(gemm_quant(x, n, &w, &mut want, true));
@@ -421,7 +427,7 @@ mod tests {
                         assert!((got - exact).abs() < 1e-4 * exact.abs().max(1.0), "{dt} ref n={n} t={t} r={r}: {got} vs {exact}");
                     }
                 }
-                if has_avx512_vnni() || has_avx2_gemm() {
+                if has_avx512_vnni() || (has_avx2_gemm() && n >= AVX2_MIN_TOKENS) {
                     let mut got = vec![0f32; n * rows];
                     assert!(gemm_quant(x, n, &w, &mut got, false));
                     for (g, e) in got.iter().zip(&want) {

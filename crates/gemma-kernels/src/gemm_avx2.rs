@@ -150,8 +150,8 @@ fn f16_le(b: &[u8], i: usize) -> f32 {
 
 /// Unpack one row into natural-order levels, scales and mins as
 /// `gemma_quant::levels::unpack_levels` does, with vector nibble
-/// extraction for Q4_K, Q6_K and Q5_0 (most matrices of Q4_K_M files);
-/// other types take the scalar unpack.
+/// extraction for Q4_K, Q6_K, Q5_0 and Q8_0 (most matrices of Q4_K_M and
+/// Q8_0 files); other types take the scalar unpack.
 /// # Safety
 /// AVX2 available; `row` holds `q.len()` columns of `dtype`; `s` and `m`
 /// hold `q.len() / 16` values.
@@ -224,6 +224,16 @@ unsafe fn fill_row(dtype: DType, row: &[u8], q: &mut [u8], s: &mut [f32], m: &mu
                 let lo = _mm_loadu_si128(blk.as_ptr().add(6) as *const __m128i);
                 let nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(lo), lo), m4);
                 _mm256_storeu_si256(qp.add(32 * b) as *mut __m256i, _mm256_or_si256(nib, hb));
+            }
+        }
+        DType::Q8_0 => {
+            let flip = _mm256_set1_epi8(-128);
+            for b in 0..cols / bs {
+                let blk = &row[b * bb..(b + 1) * bb];
+                s[2 * b..2 * b + 2].fill(f16_le(blk, 0));
+                m[2 * b..2 * b + 2].fill(0.0);
+                let v = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+                _mm256_storeu_si256(qp.add(32 * b) as *mut __m256i, _mm256_xor_si256(v, flip));
             }
         }
         _ => unpack_levels(dtype, row, q, s, m),
