@@ -17,14 +17,13 @@ use std::sync::OnceLock;
 
 /// Rows of W unpacked and handled by one task.
 const ROWS_PER_TASK: usize = 16;
-/// Fewest tokens for which the GEMM beats the per-row dot kernels.
+/// Fewest tokens that take the GEMM (AVX-512 and AVX2 alike). On AVX2 the
+/// per-row multi-token kernels are faster below ~16 tokens (one thread, Q4_K
+/// 10240×2560: 68 vs 51 GOP/s at 8 tokens), but a prompt must give the same
+/// result however it is cut into chunks (a 7-token chunk on the other path
+/// flipped a greedy near-tie of the real model after 14 tokens), so the
+/// path changes only where decoding begins.
 pub const MIN_TOKENS: usize = 4;
-
-/// Fewest tokens for which the AVX2 GEMM beats the per-row multi-token
-/// kernels (unpacking and packing 16 rows costs more than the 2×2 tiles
-/// gain below it; one thread, 4B shapes: at 8 tokens 51 vs 68 GOP/s for
-/// Q4_K, at 16 70 vs 66, at 64 95 vs 64).
-pub const AVX2_MIN_TOKENS: usize = 16;
 
 /// Tokens are padded to a multiple of this (zero rows).
 const PAD: usize = 4;
@@ -265,7 +264,7 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     let (rows, cols) = (w.rows, w.cols);
     let shapes_ok = kind != ActKind::Q8K || cols.is_multiple_of(256);
     let simd = has_avx512_vnni() && !force_ref && shapes_ok;
-    let avx2 = !simd && !force_ref && shapes_ok && n >= AVX2_MIN_TOKENS && has_avx2_gemm();
+    let avx2 = !simd && !force_ref && shapes_ok && has_avx2_gemm();
     if !cols.is_multiple_of(64) || !(simd || avx2 || force_ref) || n == 0 {
         return false;
     }
@@ -427,7 +426,7 @@ mod tests {
                         assert!((got - exact).abs() < 1e-4 * exact.abs().max(1.0), "{dt} ref n={n} t={t} r={r}: {got} vs {exact}");
                     }
                 }
-                if has_avx512_vnni() || (has_avx2_gemm() && n >= AVX2_MIN_TOKENS) {
+                if has_avx512_vnni() || has_avx2_gemm() {
                     let mut got = vec![0f32; n * rows];
                     assert!(gemm_quant(x, n, &w, &mut got, false));
                     for (g, e) in got.iter().zip(&want) {

@@ -359,8 +359,7 @@ unsafe fn tile<const SIGNED: bool>(p: &PackedRows, i0: usize, a: &PackedActs, t0
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(x: &[f32], n: usize, dtype: DType, form: LevelForm, kind: ActKind, data: &[u8], rows: usize, cols: usize, y: &mut [f32]) {
     let rb = dtype.bytes_for(cols);
-    let acts = crate::gemm_packed::ACTS.with(|a| std::mem::take(&mut *a.borrow_mut()));
-    let mut acts = acts;
+    let mut acts = crate::gemm_packed::ACTS.with(|a| std::mem::take(&mut *a.borrow_mut()));
     let np = n.div_ceil(T) * T;
     let cp = cols.div_ceil(256) * 256;
     acts.n = np;
