@@ -5,6 +5,7 @@ use crate::attention::{attention, decode_attention, AttnShape};
 use crate::cache::{KvCache, KvType, LayerCache};
 use crate::workspace::{buf, Workspace};
 use crate::config::{AttentionKind, GemmaConfig};
+use crate::tensors::Proj;
 use crate::lora::{dropout_keep, LoraAdapter, LoraPair};
 use crate::tape::{record, LayerTape, Tape};
 use crate::weights::{LayerWeights, Weights};
@@ -310,7 +311,7 @@ impl Model {
     /// rows of one adapter are gathered and go through [`Self::project_plain`]
     /// (decode rows in one batch-invariant product, prefill segments one by
     /// one), so each row is what that adapter gives the sequence alone.
-    fn adapter_deltas(segs: &[Seg], x: &[f32], l: usize, p: usize, y: &mut [f32]) {
+    fn adapter_deltas(segs: &[Seg], x: &[f32], l: usize, p: Proj, y: &mut [f32]) {
         if segs.iter().all(|s| s.adapter.is_none()) {
             return;
         }
@@ -322,7 +323,7 @@ impl Model {
                 continue;
             }
             done.push(a);
-            let Some(pair) = a.layers.get(l).and_then(|ll| ll.parts[p].as_ref()) else { continue };
+            let Some(pair) = a.layers.get(l).and_then(|ll| ll.parts[p.index()].as_ref()) else { continue };
             let mine: Vec<&Seg> = segs.iter().filter(|s| s.adapter.is_some_and(|b| std::ptr::eq(a, b))).collect();
             let mut sub = Vec::with_capacity(mine.len());
             let mut xs = Vec::new();
@@ -377,8 +378,8 @@ impl Model {
         let kv_layer = spec.kv_source.unwrap_or(l);
         let own_kv = spec.kv_source.is_none();
         let n: usize = segs.iter().map(|s| s.n).sum();
-        // LoRA pair of projection p (q, k, v, o, gate, up, down) in this layer.
-        let lo = |p: usize| self.lora.as_ref().and_then(|a| a.layers[l].parts[p].as_ref());
+        // LoRA pair of projection p in this layer.
+        let lo = |p: Proj| self.lora.as_ref().and_then(|a| a.layers[l].parts[p.index()].as_ref());
         let x = &mut sc.x[..n * hidden];
         if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
             crate::gemma3n::predict(aw, spec, segs, &mut sc.streams, x, eps);
@@ -392,7 +393,7 @@ impl Model {
         // bitsandbytes computes it: the dequantized function).
         let training = tape.is_some();
         // Dropout seed of projection p in this layer.
-        let dr = |p: usize| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p)));
+        let dr = |p: Proj| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p.index())));
         // With gradient checkpointing only the block's input is kept; the
         // backward runs the block again to record the rest.
         macro_rules! rec {
@@ -418,17 +419,17 @@ impl Model {
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
         let v = buf(&mut sc.v, n * kvd);
-        Self::project(psegs, h, &w.q, q, lo(0), dr(0), training);
-        Self::adapter_deltas(psegs, h, l, 0, q);
+        Self::project(psegs, h, &w.q, q, lo(Proj::Q), dr(Proj::Q), training);
+        Self::adapter_deltas(psegs, h, l, Proj::Q, q);
         if own_kv {
-            Self::project(psegs, h, &w.k, k, lo(1), dr(1), training);
-            Self::adapter_deltas(psegs, h, l, 1, k);
+            Self::project(psegs, h, &w.k, k, lo(Proj::K), dr(Proj::K), training);
+            Self::adapter_deltas(psegs, h, l, Proj::K, k);
             if spec.k_eq_v {
                 // Values are the key projection's raw output (before k_norm and RoPE).
                 v.copy_from_slice(k);
             } else {
-                Self::project(psegs, h, &w.v, v, lo(2), dr(2), training);
-                Self::adapter_deltas(psegs, h, l, 2, v);
+                Self::project(psegs, h, &w.v, v, lo(Proj::V), dr(Proj::V), training);
+                Self::adapter_deltas(psegs, h, l, Proj::V, v);
             }
         }
         rec!(q_pre, q);
@@ -489,8 +490,8 @@ impl Model {
         }
         rec!(att, att);
         let a = buf(&mut sc.a, n * hidden);
-        Self::project(psegs, att, &w.o, a, lo(3), dr(3), training);
-        Self::adapter_deltas(psegs, att, l, 3, a);
+        Self::project(psegs, att, &w.o, a, lo(Proj::O), dr(Proj::O), training);
+        Self::adapter_deltas(psegs, att, l, Proj::O, a);
         rec!(o_out, a);
         if let Some(g) = &w.post_attn_norm {
             rms_norm_in_place(a, g, eps);
@@ -507,10 +508,10 @@ impl Model {
         rec!(h2, h);
         let gate = buf(&mut sc.gate, n * ff);
         let up = buf(&mut sc.up, n * ff);
-        Self::project(psegs, h, &w.gate, gate, lo(4), dr(4), training);
-        Self::adapter_deltas(psegs, h, l, 4, gate);
-        Self::project(psegs, h, &w.up, up, lo(5), dr(5), training);
-        Self::adapter_deltas(psegs, h, l, 5, up);
+        Self::project(psegs, h, &w.gate, gate, lo(Proj::Gate), dr(Proj::Gate), training);
+        Self::adapter_deltas(psegs, h, l, Proj::Gate, gate);
+        Self::project(psegs, h, &w.up, up, lo(Proj::Up), dr(Proj::Up), training);
+        Self::adapter_deltas(psegs, h, l, Proj::Up, up);
         rec!(gate_pre, gate);
         rec!(up, up);
         if let Some(k) = spec.gate_sparsity_k {
@@ -521,8 +522,8 @@ impl Model {
             Numerics::LlamaCpp => geglu_f16_table(gate, up),
         }
         rec!(act, gate);
-        Self::project(psegs, gate, &w.down, a, lo(6), dr(6), training);
-        Self::adapter_deltas(psegs, gate, l, 6, a);
+        Self::project(psegs, gate, &w.down, a, lo(Proj::Down), dr(Proj::Down), training);
+        Self::adapter_deltas(psegs, gate, l, Proj::Down, a);
         rec!(down_out, a);
         if let Some(moe) = &w.moe {
             // Gemma 4: experts beside the dense MLP, routed from the residual.

@@ -2,6 +2,7 @@
 //! hyperparameter keys, tensor names, norms that already hold `1 + w`, and
 //! values the file omits (filled from the Gemma defaults documented below).
 
+use crate::gguf_keys as keys;
 use crate::config::GemmaConfig;
 use crate::forward::Model;
 use crate::variants;
@@ -19,7 +20,7 @@ pub const GEMMA3_SLIDING_WINDOW_PATTERN: u64 = 6;
 /// that one parser ([`GemmaConfig::from_json`]) validates every format.
 pub fn config_json(file: &GgufFile) -> Result<Value> {
     let arch = file
-        .get("general.architecture")
+        .get(keys::GENERAL_ARCHITECTURE)
         .and_then(GgufValue::as_str)
         .ok_or_else(|| GemmaError::format(&file.path, "metadata `general.architecture` is missing"))?;
     let hf_arch = match arch {
@@ -57,58 +58,58 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
     c.insert("architectures".into(), json!([hf_arch]));
     c.insert("vocab_size".into(), json!(vocab));
     for (hf, gg) in [
-        ("hidden_size", "embedding_length"),
-        ("intermediate_size", "feed_forward_length"),
-        ("num_hidden_layers", "block_count"),
-        ("num_attention_heads", "attention.head_count"),
-        ("num_key_value_heads", "attention.head_count_kv"),
-        ("head_dim", "attention.key_length"),
-        ("max_position_embeddings", "context_length"),
-        ("sliding_window", "attention.sliding_window"),
+        ("hidden_size", keys::EMBEDDING_LENGTH),
+        ("intermediate_size", keys::FEED_FORWARD_LENGTH),
+        ("num_hidden_layers", keys::BLOCK_COUNT),
+        ("num_attention_heads", keys::HEAD_COUNT),
+        ("num_key_value_heads", keys::HEAD_COUNT_KV),
+        ("head_dim", keys::KEY_LENGTH),
+        ("max_position_embeddings", keys::CONTEXT_LENGTH),
+        ("sliding_window", keys::SLIDING_WINDOW),
     ] {
         if let Some(v) = int(gg)? {
             c.insert(hf.into(), v);
         }
     }
     for (hf, gg) in [
-        ("rms_norm_eps", "attention.layer_norm_rms_epsilon"),
-        ("rope_theta", "rope.freq_base"),
-        ("attn_logit_softcapping", "attn_logit_softcapping"),
-        ("final_logit_softcapping", "final_logit_softcapping"),
+        ("rms_norm_eps", keys::RMS_EPSILON),
+        ("rope_theta", keys::ROPE_FREQ_BASE),
+        ("attn_logit_softcapping", keys::ATTN_SOFTCAP),
+        ("final_logit_softcapping", keys::FINAL_SOFTCAP),
     ] {
         if let Some(v) = num(gg)? {
             c.insert(hf.into(), v);
         }
     }
-    if let Some(v) = file.get(&key("attention.key_length")).and_then(GgufValue::as_u64) {
-        if file.get(&key("attention.value_length")).and_then(GgufValue::as_u64).is_some_and(|vl| vl != v) {
+    if let Some(v) = file.get(&key(keys::KEY_LENGTH)).and_then(GgufValue::as_u64) {
+        if file.get(&key(keys::VALUE_LENGTH)).and_then(GgufValue::as_u64).is_some_and(|vl| vl != v) {
             return Err(GemmaError::Unsupported("key_length != value_length".into()));
         }
     }
-    match file.get(&key("rope.scaling.type")).and_then(GgufValue::as_str) {
+    match file.get(&key(keys::ROPE_SCALING_TYPE)).and_then(GgufValue::as_str) {
         None | Some("none") => {}
         Some(kind) => {
-            let factor = num("rope.scaling.factor")?.unwrap_or(json!(1.0));
+            let factor = num(keys::ROPE_SCALING_FACTOR)?.unwrap_or(json!(1.0));
             c.insert("rope_scaling".into(), json!({"rope_type": kind, "factor": factor}));
         }
     }
     if arch == "gemma3" {
-        let local = num("rope.freq_base_swa")?.unwrap_or(json!(GEMMA3_LOCAL_ROPE_BASE));
+        let local = num(keys::ROPE_FREQ_BASE_SWA)?.unwrap_or(json!(GEMMA3_LOCAL_ROPE_BASE));
         c.insert("rope_local_base_freq".into(), local);
-        let pattern = int("attention.sliding_window_pattern")?.unwrap_or(json!(GEMMA3_SLIDING_WINDOW_PATTERN));
+        let pattern = int(keys::SLIDING_WINDOW_PATTERN)?.unwrap_or(json!(GEMMA3_SLIDING_WINDOW_PATTERN));
         c.insert("sliding_window_pattern".into(), pattern);
     }
     c.insert("tie_word_embeddings".into(), json!(file.tensor("output.weight").is_none()));
-    if let Some(id) = file.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64) {
+    if let Some(id) = file.get(keys::BOS_TOKEN_ID).and_then(GgufValue::as_u64) {
         c.insert("bos_token_id".into(), json!(id));
     }
-    if let Some(id) = file.get("tokenizer.ggml.eos_token_id").and_then(GgufValue::as_u64) {
+    if let Some(id) = file.get(keys::EOS_TOKEN_ID).and_then(GgufValue::as_u64) {
         c.insert("eos_token_id".into(), json!([id]));
     }
     let mut value = Value::Object(c);
     // A file may state the scale itself as `{arch}.attention.scale`.
     if arch != "gemma" {
-        let scalar = match num("attention.scale")?.and_then(|v| v.as_f64()) {
+        let scalar = match num(keys::ATTENTION_SCALE)?.and_then(|v| v.as_f64()) {
             Some(scale) if scale > 0.0 => 1.0 / (scale * scale),
             _ => default_query_pre_attn_scalar(&GemmaConfig::from_json(&value)?),
         };
@@ -121,10 +122,10 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
 /// architectures mapped in their own modules.
 pub(crate) fn head_and_special_tokens(file: &GgufFile, c: &mut Map<String, Value>) {
     c.insert("tie_word_embeddings".into(), json!(file.tensor("output.weight").is_none()));
-    if let Some(id) = file.get("tokenizer.ggml.bos_token_id").and_then(GgufValue::as_u64) {
+    if let Some(id) = file.get(keys::BOS_TOKEN_ID).and_then(GgufValue::as_u64) {
         c.insert("bos_token_id".into(), json!(id));
     }
-    if let Some(id) = file.get("tokenizer.ggml.eos_token_id").and_then(GgufValue::as_u64) {
+    if let Some(id) = file.get(keys::EOS_TOKEN_ID).and_then(GgufValue::as_u64) {
         c.insert("eos_token_id".into(), json!([id]));
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! [`GemmaConfig::from_json`]: crate::config::GemmaConfig::from_json
 
+use crate::gguf_keys as keys;
 use gemma_core::{DType, GemmaError, Result, Storage};
 use gemma_formats::{GgufFile, GgufValue};
 use serde_json::{json, Map, Value};
@@ -37,25 +38,25 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     let float = |k: &str| file.get(&key(k)).and_then(GgufValue::as_f64);
     let embd = file.tensor("token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "token_embd.weight".into() })?;
     let vocab = *embd.dims.get(1).ok_or_else(|| GemmaError::format(&file.path, "token_embd.weight is not a matrix"))?;
-    let n = need("block_count")? as usize;
+    let n = need(keys::BLOCK_COUNT)? as usize;
     let mut c = Map::new();
     c.insert("architectures".into(), json!(["Gemma4ForCausalLM"]));
     c.insert("vocab_size".into(), json!(vocab));
-    c.insert("hidden_size".into(), json!(need("embedding_length")?));
+    c.insert("hidden_size".into(), json!(need(keys::EMBEDDING_LENGTH)?));
     c.insert("num_hidden_layers".into(), json!(n));
-    c.insert("num_attention_heads".into(), json!(need("attention.head_count")?));
-    c.insert("max_position_embeddings".into(), json!(need("context_length")?));
-    c.insert("sliding_window".into(), json!(need("attention.sliding_window")?));
-    c.insert("rms_norm_eps".into(), json!(float("attention.layer_norm_rms_epsilon").unwrap_or(1e-6)));
+    c.insert("num_attention_heads".into(), json!(need(keys::HEAD_COUNT)?));
+    c.insert("max_position_embeddings".into(), json!(need(keys::CONTEXT_LENGTH)?));
+    c.insert("sliding_window".into(), json!(need(keys::SLIDING_WINDOW)?));
+    c.insert("rms_norm_eps".into(), json!(float(keys::RMS_EPSILON).unwrap_or(1e-6)));
     // Layer types: the bool array (true = sliding).
-    let swa = per_layer(file, &key("attention.sliding_window_pattern"), n)?
+    let swa = per_layer(file, &key(keys::SLIDING_WINDOW_PATTERN), n)?
         .ok_or_else(|| GemmaError::format(&file.path, "metadata `gemma4.attention.sliding_window_pattern` is missing"))?;
     let sliding: Vec<bool> = swa.iter().map(|&s| s != 0).collect();
     c.insert("layer_types".into(), json!(sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>()));
     // Head geometry: key_length is the full layers', key_length_swa the sliding ones'.
-    let hd_swa = need("attention.key_length_swa")?;
-    let hd_full = file.get(&key("attention.key_length")).and_then(GgufValue::as_u64).unwrap_or(hd_swa);
-    for (k, v) in [("attention.value_length", hd_full), ("attention.value_length_swa", hd_swa)] {
+    let hd_swa = need(keys::KEY_LENGTH_SWA)?;
+    let hd_full = file.get(&key(keys::KEY_LENGTH)).and_then(GgufValue::as_u64).unwrap_or(hd_swa);
+    for (k, v) in [(keys::VALUE_LENGTH, hd_full), (keys::VALUE_LENGTH_SWA, hd_swa)] {
         if file.get(&key(k)).and_then(GgufValue::as_u64).is_some_and(|x| x != v) {
             return Err(GemmaError::Unsupported(format!("{}: value and key head widths differ", key(k))));
         }
@@ -64,10 +65,10 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     if hd_full != hd_swa {
         c.insert("global_head_dim".into(), json!(hd_full));
     }
-    let kv = per_layer(file, &key("attention.head_count_kv"), n)?.unwrap_or_else(|| vec![need("attention.head_count").unwrap_or(1); n]);
+    let kv = per_layer(file, &key(keys::HEAD_COUNT_KV), n)?.unwrap_or_else(|| vec![need(keys::HEAD_COUNT).unwrap_or(1); n]);
     let kv_of = |want_sliding: bool| (0..n).find(|&l| sliding[l] == want_sliding).map(|l| kv[l]);
     c.insert("num_key_value_heads".into(), json!(kv_of(true).or(kv_of(false)).unwrap_or(1)));
-    let shared = file.get(&key("attention.shared_kv_layers")).and_then(GgufValue::as_u64).unwrap_or(0) as usize;
+    let shared = file.get(&key(keys::SHARED_KV_LAYERS)).and_then(GgufValue::as_u64).unwrap_or(0) as usize;
     c.insert("num_kv_shared_layers".into(), json!(shared));
     // Full layers without a value projection use the keys (attention_k_eq_v).
     let own = n.saturating_sub(shared);
@@ -81,7 +82,7 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
         return Err(GemmaError::Unsupported("gemma4 GGUF: full layers with their own KV-head count and a value projection".into()));
     }
     // Feed-forward widths: one, or twice as wide on the KV-sharing layers (use_double_wide_mlp).
-    let ff = per_layer(file, &key("feed_forward_length"), n)?.ok_or_else(|| GemmaError::format(&file.path, "metadata `gemma4.feed_forward_length` is missing"))?;
+    let ff = per_layer(file, &key(keys::FEED_FORWARD_LENGTH), n)?.ok_or_else(|| GemmaError::format(&file.path, "metadata `gemma4.feed_forward_length` is missing"))?;
     c.insert("intermediate_size".into(), json!(ff[0]));
     if ff.iter().any(|&f| f != ff[0]) {
         let double = (0..n).all(|l| ff[l] == if l >= own { 2 * ff[0] } else { ff[0] });
@@ -91,7 +92,7 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
         c.insert("use_double_wide_mlp".into(), json!(true));
     }
     // Per-layer embeddings.
-    let p = need("embedding_length_per_layer_input")?;
+    let p = need(keys::PER_LAYER_INPUT_LENGTH)?;
     c.insert("hidden_size_per_layer_input".into(), json!(p));
     if p > 0 {
         let t = file.tensor("per_layer_token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "per_layer_token_embd.weight".into() })?;
@@ -115,19 +116,19 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
         }
     };
     let full = if partial < 1.0 {
-        json!({"rope_type": "proportional", "partial_rotary_factor": partial, "rope_theta": float("rope.freq_base").unwrap_or(1e6)})
+        json!({"rope_type": "proportional", "partial_rotary_factor": partial, "rope_theta": float(keys::ROPE_FREQ_BASE).unwrap_or(1e6)})
     } else {
-        json!({"rope_type": "default", "rope_theta": float("rope.freq_base").unwrap_or(1e6)})
+        json!({"rope_type": "default", "rope_theta": float(keys::ROPE_FREQ_BASE).unwrap_or(1e6)})
     };
-    c.insert("rope_parameters".into(), json!({"sliding_attention": {"rope_type": "default", "rope_theta": float("rope.freq_base_swa").unwrap_or(1e4)}, "full_attention": full}));
+    c.insert("rope_parameters".into(), json!({"sliding_attention": {"rope_type": "default", "rope_theta": float(keys::ROPE_FREQ_BASE_SWA).unwrap_or(1e4)}, "full_attention": full}));
     // llama.cpp caps at 30 when the key is absent; 0 means none.
-    let cap = float("final_logit_softcapping").unwrap_or(30.0);
+    let cap = float(keys::FINAL_SOFTCAP).unwrap_or(30.0);
     c.insert("final_logit_softcapping".into(), if cap > 0.0 { json!(cap) } else { Value::Null });
-    if let Some(e) = file.get(&key("expert_count")).and_then(GgufValue::as_u64).filter(|&e| e > 0) {
+    if let Some(e) = file.get(&key(keys::EXPERT_COUNT)).and_then(GgufValue::as_u64).filter(|&e| e > 0) {
         c.insert("enable_moe_block".into(), json!(true));
         c.insert("num_experts".into(), json!(e));
-        c.insert("top_k_experts".into(), json!(need("expert_used_count")?));
-        c.insert("moe_intermediate_size".into(), json!(need("expert_feed_forward_length")?));
+        c.insert("top_k_experts".into(), json!(need(keys::EXPERT_USED_COUNT)?));
+        c.insert("moe_intermediate_size".into(), json!(need(keys::EXPERT_FEED_FORWARD_LENGTH)?));
     }
     crate::gguf::head_and_special_tokens(file, &mut c);
     Ok(Value::Object(c))

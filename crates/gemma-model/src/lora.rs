@@ -15,8 +15,7 @@ use gemma_formats::SafetensorsSet;
 use serde_json::Value;
 use std::path::Path;
 
-/// The projections of a block, in [`LayerLora::parts`] order.
-pub const PROJECTIONS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub use crate::tensors::Proj;
 
 /// One low-rank update: `s · B·A`.
 #[derive(Debug, Clone)]
@@ -29,7 +28,7 @@ pub struct LoraPair {
     pub scale: f32,
 }
 
-/// A layer's updates, one slot per projection (see [`PROJECTIONS`]).
+/// A layer's updates, one slot per projection (see [`Proj::ALL`]).
 #[derive(Debug, Clone, Default)]
 pub struct LayerLora {
     /// `q, k, v, o, gate, up, down`.
@@ -49,7 +48,7 @@ fn bad(path: &Path, msg: impl Into<String>) -> GemmaError {
     GemmaError::format(path, msg.into())
 }
 
-/// The dropout seed of projection `p` (see [`PROJECTIONS`]) of layer `l`.
+/// The dropout seed of projection slot `p` ([`Proj::index`]) of layer `l`.
 pub fn dropout_seed(seed: u64, l: usize, p: usize) -> u64 {
     splitmix(seed ^ splitmix(((l as u64) << 8) | p as u64))
 }
@@ -68,18 +67,6 @@ fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// `(in, out)` features of projection `p` of layer `l` in `cfg`.
-pub fn features(cfg: &GemmaConfig, l: usize, p: usize) -> (usize, usize) {
-    let (h, q, kv, ff) = (cfg.hidden_size, cfg.layer_q_dim(l), cfg.layer_kv_dim(l), cfg.layers[l].intermediate_size);
-    match p {
-        0 => (h, q),
-        1 | 2 => (h, kv),
-        3 => (q, h),
-        4 | 5 => (h, ff),
-        _ => (ff, h),
-    }
 }
 
 impl LoraAdapter {
@@ -136,15 +123,18 @@ impl LoraAdapter {
             let (Some(proj), Some(idx), Some("layers")) = (proj, idx, tag) else {
                 return Err(bad(&wpath, format!("cannot place '{name}' in a layer")));
             };
-            let p = PROJECTIONS.iter().position(|&x| x == proj).ok_or_else(|| bad(&wpath, format!("'{name}': LoRA on '{proj}' is not supported")))?;
+            let p = Proj::from_peft(proj).ok_or_else(|| bad(&wpath, format!("'{name}': LoRA on '{proj}' is not supported")))?;
             let l: usize = idx.parse().map_err(|_| bad(&wpath, format!("'{name}': bad layer index")))?;
             if l >= layers.len() {
                 return Err(bad(&wpath, format!("'{name}': layer {l} but the model has {}", layers.len())));
             }
+            if (crate::tensors::spec(p.part()).shape)(cfg, l).is_none() {
+                return Err(bad(&wpath, format!("'{name}': layer {l} has no {proj} (it shares another layer's keys and values, or uses its keys as values)")));
+            }
             let bname = format!("{stem}.lora_B.weight");
             let (ashape, a) = st.load(name)?;
             let (bshape, b) = st.load(&bname).map_err(|_| bad(&wpath, format!("'{name}' has no matching '{bname}'")))?;
-            let (fin, fout) = features(cfg, l, p);
+            let (fin, fout) = p.features(cfg, l);
             let r = ashape.first().copied().unwrap_or(0);
             if ashape != [r, fin] || bshape != [fout, r] || r == 0 {
                 return Err(bad(
@@ -159,7 +149,7 @@ impl LoraAdapter {
             let alpha = pattern("alpha_pattern", stem).unwrap_or(alpha0);
             let scale = (if rs { alpha / (r as f64).sqrt() } else { alpha / r as f64 }) as f32;
             let f32s = |s: Storage| gemma_quant::convert(s, gemma_core::DType::F32);
-            layers[l].parts[p] = Some(LoraPair { a: Matrix::new(r, fin, f32s(a)?), b: Matrix::new(fout, r, f32s(b)?), scale });
+            layers[l].parts[p.index()] = Some(LoraPair { a: Matrix::new(r, fin, f32s(a)?), b: Matrix::new(fout, r, f32s(b)?), scale });
             found += 1;
         }
         if found == 0 {

@@ -2,6 +2,8 @@
 //! storage quirks (name prefixes, `1 + w` norms) are resolved here only.
 
 use crate::config::GemmaConfig;
+pub use crate::tensors::Part;
+use crate::tensors::{spec, walk, Form, Tensor};
 use gemma_core::{Bytes, DType, GemmaError, Matrix, Result, Storage};
 use gemma_formats::SafetensorsSet;
 
@@ -152,81 +154,35 @@ impl Weights {
 
     /// Number of parameters (tied head counted once).
     pub fn parameter_count(&self) -> usize {
-        let m = |m: &Matrix| m.rows * m.cols;
-        let v = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, Vec::len);
-        let mut n = m(&self.embed) + self.final_norm.len() + self.lm_head.as_ref().map_or(0, m);
-        for l in &self.layers {
-            n += l.attn_norm.len() + l.ffn_norm.len() + m(&l.q) + m(&l.k) + m(&l.v) + m(&l.o) + m(&l.gate) + m(&l.up) + m(&l.down);
-            n += v(&l.q_norm) + v(&l.k_norm) + v(&l.post_attn_norm) + v(&l.post_ffn_norm) + usize::from(l.layer_scalar.is_some());
-            if let Some(p) = &l.ple {
-                n += m(&p.gate) + m(&p.proj) + p.norm.len();
-            }
-            if let Some(e) = &l.moe {
-                n += m(&e.router) + e.router_scale.len() + e.expert_scale.len() + 3 * e.pre_norm.len();
-                n += e.gate_up.iter().chain(&e.down).map(m).sum::<usize>();
-            }
-            if let Some(a) = &l.altup {
-                n += a.correct_output_scale.len() + a.correction_coefs.len() + a.prediction_coefs.len() + m(&a.router) + a.router_norm.len();
-            }
-            if let Some(r) = &l.laurel {
-                n += m(&r.left) + m(&r.right) + r.norm.len();
-            }
-        }
-        if let Some(p) = &self.ple {
-            n += m(&p.embed) + m(&p.proj) + p.norm.len();
-        }
-        if let Some(a) = &self.altup {
-            n += a.proj.iter().chain(&a.unembed).map(m).sum::<usize>();
-        }
+        let mut n = 0;
+        self.visit(&mut |_, _, t| n += t.numel());
         n
     }
 
     /// Bytes held by the weights in memory.
     pub fn bytes(&self) -> usize {
-        let m = |m: &Matrix| m.storage.bytes();
-        let v = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |x| x.len() * 4);
-        let mut n = m(&self.embed) + self.final_norm.len() * 4 + self.lm_head.as_ref().map_or(0, m);
-        for l in &self.layers {
-            n += (l.attn_norm.len() + l.ffn_norm.len()) * 4 + m(&l.q) + m(&l.k) + m(&l.v) + m(&l.o) + m(&l.gate) + m(&l.up) + m(&l.down);
-            n += v(&l.q_norm) + v(&l.k_norm) + v(&l.post_attn_norm) + v(&l.post_ffn_norm);
-            if let Some(p) = &l.ple {
-                n += m(&p.gate) + m(&p.proj) + p.norm.len() * 4;
-            }
-            if let Some(e) = &l.moe {
-                n += m(&e.router) + (e.router_scale.len() + e.expert_scale.len() + 3 * e.pre_norm.len()) * 4;
-                n += e.gate_up.iter().chain(&e.down).map(m).sum::<usize>();
-            }
-            n += l.altup.as_ref().map_or(0, |a| (a.correct_output_scale.len() + a.correction_coefs.len() + a.prediction_coefs.len() + a.router_norm.len()) * 4 + m(&a.router));
-            n += l.laurel.as_ref().map_or(0, |r| m(&r.left) + m(&r.right) + r.norm.len() * 4);
-        }
-        if let Some(p) = &self.ple {
-            n += m(&p.embed) + m(&p.proj) + p.norm.len() * 4;
-        }
-        n += self.altup.as_ref().map_or(0, |a| a.proj.iter().chain(&a.unembed).map(m).sum::<usize>());
+        let mut n = 0;
+        self.visit(&mut |_, _, t| n += t.bytes());
         n
     }
 
-    /// Bytes read from memory per decoded token: every block matrix and norm
-    /// plus the output head (the embedding contributes one row, ignored).
+    /// Bytes read from memory per decoded token: every tensor but the token
+    /// tables (one row each, ignored; the tied embedding is read whole as
+    /// the output head), and of the experts only the routed ones.
     pub fn bytes_per_token(&self) -> usize {
-        let m = |m: &Matrix| m.storage.bytes();
-        let mut n = m(self.head()) + self.final_norm.len() * 4;
-        for l in &self.layers {
-            n += (l.attn_norm.len() + l.ffn_norm.len()) * 4 + m(&l.q) + m(&l.k) + m(&l.v) + m(&l.o) + m(&l.gate) + m(&l.up) + m(&l.down);
-            if let Some(p) = &l.ple {
-                n += m(&p.gate) + m(&p.proj);
+        let tied = self.lm_head.is_none();
+        let mut n = 0;
+        self.visit(&mut |s, l, t| {
+            n += match s.part {
+                Part::Embed if tied => t.bytes(),
+                Part::Embed | Part::PleEmbed => 0,
+                Part::ExpertsGateUp | Part::ExpertsDown => {
+                    let e = self.layers[l].moe.as_ref().map_or((1, 1), |e| (e.top_k, e.gate_up.len().max(1)));
+                    t.bytes() * e.0 / e.1
+                }
+                _ => t.bytes(),
             }
-            // Only the routed experts are read per token.
-            if let Some(e) = &l.moe {
-                n += m(&e.router) + e.gate_up.iter().chain(&e.down).map(m).sum::<usize>() * e.top_k / e.gate_up.len().max(1);
-            }
-            n += l.altup.as_ref().map_or(0, |a| m(&a.router));
-            n += l.laurel.as_ref().map_or(0, |r| m(&r.left) + m(&r.right));
-        }
-        if let Some(p) = &self.ple {
-            n += m(&p.proj);
-        }
-        n += self.altup.as_ref().map_or(0, |a| a.proj.iter().chain(&a.unembed).map(m).sum::<usize>());
+        });
         n
     }
 
@@ -235,39 +191,13 @@ impl Weights {
         self.embed.dtype()
     }
 
-    /// Every weight matrix, once.
+    /// Every weight matrix, once (each expert of a stack on its own).
     pub fn for_each_matrix(&self, f: &mut dyn FnMut(&Matrix)) {
-        f(&self.embed);
-        if let Some(h) = &self.lm_head {
-            f(h);
-        }
-        for l in &self.layers {
-            for m in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
-                f(m);
-            }
-            if let Some(p) = &l.ple {
-                f(&p.gate);
-                f(&p.proj);
-            }
-            if let Some(e) = &l.moe {
-                f(&e.router);
-                e.gate_up.iter().chain(&e.down).for_each(&mut *f);
-            }
-            if let Some(a) = &l.altup {
-                f(&a.router);
-            }
-            if let Some(r) = &l.laurel {
-                f(&r.left);
-                f(&r.right);
-            }
-        }
-        if let Some(p) = &self.ple {
-            f(&p.embed);
-            f(&p.proj);
-        }
-        if let Some(a) = &self.altup {
-            a.proj.iter().chain(&a.unembed).for_each(&mut *f);
-        }
+        self.visit(&mut |_, _, t| match t {
+            Tensor::Matrix(m) => f(m),
+            Tensor::Stack(ms) => ms.iter().for_each(&mut *f),
+            _ => {}
+        });
     }
 
     /// Parameters per storage dtype over all matrices, largest share first:
@@ -286,93 +216,6 @@ impl Weights {
     }
 }
 
-/// Logical weights of a checkpoint, independent of file naming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// Token embedding.
-    Embed,
-    /// Final norm.
-    FinalNorm,
-    /// Untied output head.
-    LmHead,
-    /// Pre-attention norm.
-    AttnNorm,
-    /// Query projection.
-    Q,
-    /// Key projection.
-    K,
-    /// Value projection.
-    V,
-    /// Attention output projection.
-    O,
-    /// Query head norm.
-    QNorm,
-    /// Key head norm.
-    KNorm,
-    /// Norm on the attention output.
-    PostAttnNorm,
-    /// Pre-feed-forward norm.
-    FfnNorm,
-    /// Gate projection.
-    Gate,
-    /// Up projection.
-    Up,
-    /// Down projection.
-    Down,
-    /// Norm on the feed-forward output.
-    PostFfnNorm,
-    /// Gemma 4: the layer's output scale `[1]`.
-    LayerScalar,
-    /// Gemma 4 per-layer input gate `[P, hidden]`.
-    PleGate,
-    /// Gemma 4 per-layer input projection `[hidden, P]`.
-    PleProj,
-    /// Gemma 4 norm after the per-layer input projection.
-    PleNorm,
-    /// Gemma 4 per-layer embedding table.
-    PleEmbed,
-    /// Gemma 4 projection of the embedding to the per-layer inputs.
-    PleModelProj,
-    /// Gemma 4 norm of each per-layer input slice.
-    PleModelNorm,
-    /// Gemma 4 MoE router projection.
-    RouterProj,
-    /// Gemma 4 MoE router input scale.
-    RouterScale,
-    /// Gemma 4 MoE per-expert output scale.
-    ExpertScale,
-    /// Gemma 4 packed expert gate/up projections `[experts, 2·ff, hidden]`.
-    ExpertsGateUp,
-    /// Gemma 4 packed expert down projections `[experts, hidden, ff]`.
-    ExpertsDown,
-    /// Gemma 4 MoE: norm of the experts' input.
-    MoePreNorm,
-    /// Gemma 4 MoE: norm of the dense MLP's output.
-    MoePostNormDense,
-    /// Gemma 4 MoE: norm of the experts' output.
-    MoePostNormExperts,
-    /// Gemma 3n: projection to AltUp stream `l + 1` (model-wide, `l` indexes it).
-    AltUpProj,
-    /// Gemma 3n: projection back from AltUp stream `l + 1` (model-wide).
-    AltUpUnembed,
-    /// Gemma 3n AltUp: scale of the corrected active stream.
-    AltUpCorrectScale,
-    /// Gemma 3n AltUp: correction coefficients `[S, S]`.
-    AltUpCorrectionCoefs,
-    /// Gemma 3n AltUp: prediction coefficients `[S·S, S]`.
-    AltUpPredictionCoefs,
-    /// Gemma 3n AltUp: router `[S, hidden]`.
-    AltUpRouter,
-    /// Gemma 3n AltUp: router input norm.
-    AltUpRouterNorm,
-    /// Gemma 3n LAuReL down projection `[rank, hidden]`.
-    LaurelLeft,
-    /// Gemma 3n LAuReL up projection `[hidden, rank]`.
-    LaurelRight,
-    /// Gemma 3n LAuReL output norm.
-    LaurelNorm,
-}
-
 /// How a checkpoint format names tensors and stores norms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
@@ -389,106 +232,14 @@ pub enum Naming {
 pub const HF_PREFIXES: [&str; 4] = ["model.", "language_model.model.", "model.language_model.", ""];
 
 impl Naming {
-    /// The file's name for a logical weight (of layer `l` for block parts).
+    /// The file's name for a logical weight (of layer `l` for block parts,
+    /// of stream `l` for Hugging Face's per-stream AltUp projections).
     pub fn name(self, part: Part, l: usize, sandwich: bool) -> String {
         match self {
-            Naming::HuggingFace { prefix } => {
-                let layer = |s: &str| format!("{prefix}layers.{l}.{s}.weight");
-                match part {
-                    Part::Embed => format!("{prefix}embed_tokens.weight"),
-                    Part::FinalNorm => format!("{prefix}norm.weight"),
-                    Part::LmHead => "lm_head.weight".to_string(),
-                    Part::AttnNorm => layer("input_layernorm"),
-                    Part::Q => layer("self_attn.q_proj"),
-                    Part::K => layer("self_attn.k_proj"),
-                    Part::V => layer("self_attn.v_proj"),
-                    Part::O => layer("self_attn.o_proj"),
-                    Part::QNorm => layer("self_attn.q_norm"),
-                    Part::KNorm => layer("self_attn.k_norm"),
-                    Part::PostAttnNorm => layer("post_attention_layernorm"),
-                    // Gemma 1 calls its pre-FFN norm `post_attention_layernorm`.
-                    Part::FfnNorm if !sandwich => layer("post_attention_layernorm"),
-                    Part::FfnNorm => layer("pre_feedforward_layernorm"),
-                    Part::Gate => layer("mlp.gate_proj"),
-                    Part::Up => layer("mlp.up_proj"),
-                    Part::Down => layer("mlp.down_proj"),
-                    Part::PostFfnNorm => layer("post_feedforward_layernorm"),
-                    Part::LayerScalar => format!("{prefix}layers.{l}.layer_scalar"),
-                    Part::PleGate => layer("per_layer_input_gate"),
-                    Part::PleProj => layer("per_layer_projection"),
-                    Part::PleNorm => layer("post_per_layer_input_norm"),
-                    Part::PleEmbed => format!("{prefix}embed_tokens_per_layer.weight"),
-                    Part::PleModelProj => format!("{prefix}per_layer_model_projection.weight"),
-                    Part::PleModelNorm => format!("{prefix}per_layer_projection_norm.weight"),
-                    Part::RouterProj => layer("router.proj"),
-                    Part::RouterScale => format!("{prefix}layers.{l}.router.scale"),
-                    Part::ExpertScale => format!("{prefix}layers.{l}.router.per_expert_scale"),
-                    Part::ExpertsGateUp => format!("{prefix}layers.{l}.experts.gate_up_proj"),
-                    Part::ExpertsDown => format!("{prefix}layers.{l}.experts.down_proj"),
-                    Part::MoePreNorm => layer("pre_feedforward_layernorm_2"),
-                    Part::MoePostNormDense => layer("post_feedforward_layernorm_1"),
-                    Part::MoePostNormExperts => layer("post_feedforward_layernorm_2"),
-                    Part::AltUpProj => format!("{prefix}altup_projections.{l}.weight"),
-                    Part::AltUpUnembed => format!("{prefix}altup_unembed_projections.{l}.weight"),
-                    Part::AltUpCorrectScale => format!("{prefix}layers.{l}.altup.correct_output_scale"),
-                    Part::AltUpCorrectionCoefs => layer("altup.correction_coefs"),
-                    Part::AltUpPredictionCoefs => layer("altup.prediction_coefs"),
-                    Part::AltUpRouter => layer("altup.modality_router"),
-                    Part::AltUpRouterNorm => layer("altup.router_norm"),
-                    Part::LaurelLeft => layer("laurel.linear_left"),
-                    Part::LaurelRight => layer("laurel.linear_right"),
-                    Part::LaurelNorm => layer("laurel.post_laurel_norm"),
-                }
-            }
-            Naming::Gguf => {
-                let layer = |s: &str| format!("blk.{l}.{s}.weight");
-                match part {
-                    Part::Embed => "token_embd.weight".to_string(),
-                    Part::FinalNorm => "output_norm.weight".to_string(),
-                    Part::LmHead => "output.weight".to_string(),
-                    Part::AttnNorm => layer("attn_norm"),
-                    Part::Q => layer("attn_q"),
-                    Part::K => layer("attn_k"),
-                    Part::V => layer("attn_v"),
-                    Part::O => layer("attn_output"),
-                    Part::QNorm => layer("attn_q_norm"),
-                    Part::KNorm => layer("attn_k_norm"),
-                    Part::PostAttnNorm => layer("post_attention_norm"),
-                    Part::FfnNorm => layer("ffn_norm"),
-                    Part::Gate => layer("ffn_gate"),
-                    Part::Up => layer("ffn_up"),
-                    Part::Down => layer("ffn_down"),
-                    Part::PostFfnNorm => layer("post_ffw_norm"),
-                    // Gemma 4 (llama.cpp's gemma4 names).
-                    Part::LayerScalar => layer("layer_output_scale"),
-                    Part::PleGate => layer("inp_gate"),
-                    Part::PleProj => layer("proj"),
-                    Part::PleNorm => layer("post_norm"),
-                    Part::PleEmbed => "per_layer_token_embd.weight".to_string(),
-                    Part::PleModelProj => "per_layer_model_proj.weight".to_string(),
-                    Part::PleModelNorm => "per_layer_proj_norm.weight".to_string(),
-                    Part::RouterProj => layer("ffn_gate_inp"),
-                    Part::RouterScale => format!("blk.{l}.ffn_gate_inp.scale"),
-                    Part::ExpertScale => format!("blk.{l}.ffn_down_exps.scale"),
-                    Part::ExpertsGateUp => layer("ffn_gate_up_exps"),
-                    Part::ExpertsDown => layer("ffn_down_exps"),
-                    Part::MoePreNorm => layer("pre_ffw_norm_2"),
-                    Part::MoePostNormDense => layer("post_ffw_norm_1"),
-                    Part::MoePostNormExperts => layer("post_ffw_norm_2"),
-                    // Gemma 3n (llama.cpp's gemma3n names; the stream
-                    // projections are one `[S-1, H, H]` stack each).
-                    Part::AltUpProj => "altup_proj.weight".to_string(),
-                    Part::AltUpUnembed => "altup_unembd_proj.weight".to_string(),
-                    Part::AltUpCorrectScale => layer("altup_correct_scale"),
-                    Part::AltUpCorrectionCoefs => layer("altup_correct_coef"),
-                    Part::AltUpPredictionCoefs => layer("altup_predict_coef"),
-                    Part::AltUpRouter => layer("altup_router"),
-                    Part::AltUpRouterNorm => layer("altup_router_norm"),
-                    Part::LaurelLeft => layer("laurel_l"),
-                    Part::LaurelRight => layer("laurel_r"),
-                    Part::LaurelNorm => layer("laurel_post_norm"),
-                }
-            }
+            // Gemma 1 calls its pre-FFN norm `post_attention_layernorm`.
+            Naming::HuggingFace { prefix } if part == Part::FfnNorm && !sandwich => spec(Part::PostAttnNorm).hf_name(prefix, l),
+            Naming::HuggingFace { prefix } => spec(part).hf_name(prefix, l),
+            Naming::Gguf => spec(part).gguf_name(l),
         }
     }
 
@@ -501,12 +252,13 @@ impl Naming {
 /// A source of named tensors: returns `(shape outermost-first, storage)`.
 pub type TensorSource<'a> = dyn Fn(&str) -> Result<(Vec<usize>, Storage)> + 'a;
 
-/// Loads logical weights with shape checks and progress reporting.
+/// Loads logical weights with shape checks and progress reporting; every
+/// shape and presence comes from the tensor table.
 struct Loader<'a> {
     /// None: every tensor is a zero placeholder of the expected shape.
     source: Option<&'a TensorSource<'a>>,
     naming: Naming,
-    sandwich: bool,
+    cfg: &'a GemmaConfig,
     /// Added to stored norm weights (`1` for Gemma 1–3 HF files).
     norm_offset: f32,
     dtype: Option<DType>,
@@ -533,9 +285,20 @@ impl Loader<'_> {
         Ok(storage)
     }
 
-    fn matrix(&mut self, part: Part, l: usize, rows: usize, cols: usize) -> Result<Matrix> {
-        let name = self.naming.name(part, l, self.sandwich);
-        let mut s = self.raw(&name, &[rows, cols])?;
+    /// The file's name and the table's shape of `part` in layer `l` (None: absent).
+    fn find(&self, part: Part, l: usize) -> Option<(String, Vec<usize>)> {
+        let shape = (spec(part).shape)(self.cfg, l)?;
+        Some((self.naming.name(part, l, self.cfg.sandwich_norms), shape))
+    }
+
+    /// A matrix `[rows, cols]`, converted to the load dtype when one is asked.
+    fn matrix(&mut self, part: Part, l: usize) -> Result<Option<Matrix>> {
+        let Some((name, shape)) = self.find(part, l) else { return Ok(None) };
+        self.matrix_named(&name, shape[0], shape[1]).map(Some)
+    }
+
+    fn matrix_named(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let mut s = self.raw(name, &[rows, cols])?;
         if let Some(want) = self.dtype {
             // Rows that are not whole blocks of `want` take llama.cpp's
             // fallback type (Gemma 3 270M's 640 columns: Q4_K → Q5_0); when
@@ -549,41 +312,43 @@ impl Loader<'_> {
         Ok(Matrix::new(rows, cols, s))
     }
 
-    /// A norm, returned as its gain in f32 (`1 + w` for Gemma 1–3).
-    fn norm(&mut self, part: Part, l: usize, len: usize) -> Result<Vec<f32>> {
+    /// A norm, returned as its gain in f32 (`1 + w` for Gemma 1–3 files that store `w`).
+    fn norm(&mut self, part: Part, l: usize) -> Result<Option<Vec<f32>>> {
+        debug_assert_eq!(spec(part).form, Form::Norm);
         let off = self.norm_offset;
-        Ok(self.vector(part, l, len)?.into_iter().map(|x| off + x).collect())
+        Ok(self.vector(part, l)?.map(|v| v.into_iter().map(|x| off + x).collect()))
     }
 
-    /// A vector, as stored, in f32.
-    fn vector(&mut self, part: Part, l: usize, len: usize) -> Result<Vec<f32>> {
-        let name = self.naming.name(part, l, self.sandwich);
-        Ok(gemma_quant::to_f32_vec(&self.raw(&name, &[len])?))
+    /// A vector (or small row-major matrix), as stored, in f32.
+    fn vector(&mut self, part: Part, l: usize) -> Result<Option<Vec<f32>>> {
+        let Some((name, shape)) = self.find(part, l) else { return Ok(None) };
+        Ok(Some(gemma_quant::to_f32_vec(&self.raw(&name, &shape)?)))
     }
 
-    /// A small matrix `[rows, cols]` as stored, in f32 row-major.
-    fn flat(&mut self, part: Part, l: usize, rows: usize, cols: usize) -> Result<Vec<f32>> {
-        let name = self.naming.name(part, l, self.sandwich);
-        Ok(gemma_quant::to_f32_vec(&self.raw(&name, &[rows, cols])?))
-    }
-
-    /// A stack of `n` matrices `[n, rows, cols]` (packed experts), split:
-    /// views of the memory map when they keep their stored type (no copy:
-    /// the 26B-A4B's experts are 90% of its bytes), else converted.
-    fn stack(&mut self, part: Part, l: usize, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>> {
-        let name = self.naming.name(part, l, self.sandwich);
-        let s = self.raw(&name, &[n, rows, cols])?;
+    /// A stack of `n` matrices `[n, rows, cols]` (packed experts; AltUp's
+    /// stream projections, one tensor per stream in Hugging Face files),
+    /// split: views of the memory map when they keep their stored type (no
+    /// copy: the 26B-A4B's experts are 90% of its bytes), else converted.
+    fn stack(&mut self, part: Part, l: usize) -> Result<Option<Vec<Matrix>>> {
+        let Some((name, shape)) = self.find(part, l) else { return Ok(None) };
+        let [n, rows, cols] = shape[..] else { return Err(GemmaError::Unsupported(format!("`{name}`: the tensor table gives no [n, rows, cols] shape"))) };
+        if spec(part).form == Form::Streams && self.naming != Naming::Gguf {
+            return (0..n).map(|i| self.matrix_named(&self.naming.name(part, i, false), rows, cols)).collect::<Result<Vec<_>>>().map(Some);
+        }
+        let s = self.raw(&name, &shape)?;
         let stored = s.dtype();
         let keep = self.dtype.is_none_or(|d| gemma_quant::fallback(d, cols) == stored);
         if let Storage::Raw { bytes: Bytes::Mapped { map, start, .. }, .. } = &s {
             if keep && rows * cols % stored.block_size() == 0 {
                 let each = stored.bytes_for(rows * cols);
-                return Ok((0..n)
-                    .map(|e| {
-                        let bytes = Bytes::Mapped { map: map.clone(), start: start + e * each, len: each };
-                        Matrix::new(rows, cols, Storage::Raw { dtype: stored, len: rows * cols, bytes })
-                    })
-                    .collect());
+                return Ok(Some(
+                    (0..n)
+                        .map(|e| {
+                            let bytes = Bytes::Mapped { map: map.clone(), start: start + e * each, len: each };
+                            Matrix::new(rows, cols, Storage::Raw { dtype: stored, len: rows * cols, bytes })
+                        })
+                        .collect(),
+                ));
             }
         }
         (0..n)
@@ -594,13 +359,32 @@ impl Loader<'_> {
                 let st = if want == DType::F32 { Storage::F32(v) } else { gemma_quant::convert(Storage::F32(v), want)? };
                 Ok(Matrix::new(rows, cols, st))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
-    /// An empty `[0, cols]` matrix (a projection the layer does not have).
-    fn none(cols: usize) -> Matrix {
-        Matrix::new(0, cols, Storage::F32(Vec::new()))
+    /// Tensors this load reads (for progress): the table's, with Hugging
+    /// Face's per-stream AltUp tensors counted one each.
+    fn count(&self, untied: bool) -> usize {
+        let mut n = usize::from(untied && self.cfg.tie_word_embeddings);
+        walk(self.cfg, &mut |s, l| {
+            n += match (s.form, self.naming) {
+                (Form::Streams, Naming::HuggingFace { .. }) => (s.shape)(self.cfg, l).map_or(0, |v| v[0]),
+                _ => 1,
+            }
+        });
+        n
     }
+}
+
+/// A required tensor the table always gives a shape: absent only through a bug in its shape rule.
+fn need<T>(part: Part, x: Option<T>) -> Result<T> {
+    x.ok_or_else(|| GemmaError::Unsupported(format!("the tensor table gives {part:?} no shape for this config")))
+}
+
+/// An empty `[0, cols]` matrix (a projection the layer does not have).
+fn no_matrix(cols: usize) -> Matrix {
+    Matrix::new(0, cols, Storage::F32(Vec::new()))
 }
 
 impl Weights {
@@ -633,114 +417,85 @@ impl Weights {
         dtype: Option<DType>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        let per_layer = if cfg.qk_norm {
-            15
-        } else if cfg.sandwich_norms {
-            13
-        } else {
-            11
-        };
         let untied = !cfg.tie_word_embeddings || has_lm_head;
-        let extra = usize::from(cfg.layer_scalar) + if cfg.per_layer_input_size > 0 { 3 } else { 0 } + if cfg.moe.is_some() { 8 } else { 0 };
-        let shared = cfg.layers.iter().filter(|l| l.kv_source.is_some()).count() * 3 + cfg.layers.iter().filter(|l| l.k_eq_v).count();
-        let extra = extra + if cfg.altup.is_some() { 5 } else { 0 } + if cfg.laurel_rank > 0 { 3 } else { 0 };
-        let model_wide = if cfg.per_layer_input_size > 0 { 3 } else { 0 } + cfg.altup.map_or(0, |a| 2 * (a.streams - 1));
-        let total = 2 + cfg.num_layers() * (per_layer + extra) - shared + usize::from(untied) + model_wide;
         let norm_offset = if naming.norms_hold_one_plus_w() { 0.0 } else { cfg.norm_offset };
-        let mut ld = Loader { source, naming, sandwich: cfg.sandwich_norms, norm_offset, dtype, progress, done: 0, total };
+        let mut ld = Loader { source, naming, cfg, norm_offset, dtype, progress, done: 0, total: 0 };
+        ld.total = ld.count(untied);
         let h = cfg.hidden_size;
-        let embed = ld.matrix(Part::Embed, 0, cfg.vocab_size, h)?;
+        let embed = need(Part::Embed, ld.matrix(Part::Embed, 0)?)?;
         let mut layers = Vec::with_capacity(cfg.num_layers());
-        let p = cfg.per_layer_input_size;
-        for (l, spec) in cfg.layers.iter().enumerate() {
-            let (q, kv, ff, hd) = (cfg.layer_q_dim(l), cfg.layer_kv_dim(l), spec.intermediate_size, spec.head_dim);
-            let own_kv = spec.kv_source.is_none();
-            let (post_attn_norm, post_ffn_norm) =
-                if cfg.sandwich_norms { (Some(ld.norm(Part::PostAttnNorm, l, h)?), Some(ld.norm(Part::PostFfnNorm, l, h)?)) } else { (None, None) };
-            let q_norm = if cfg.qk_norm { Some(ld.norm(Part::QNorm, l, hd)?) } else { None };
-            let k_norm = if cfg.qk_norm && own_kv { Some(ld.norm(Part::KNorm, l, hd)?) } else { None };
-            let ple = if p > 0 {
-                Some(PleLayerWeights { gate: ld.matrix(Part::PleGate, l, p, h)?, proj: ld.matrix(Part::PleProj, l, h, p)?, norm: ld.norm(Part::PleNorm, l, h)? })
-            } else {
-                None
+        for l in 0..cfg.num_layers() {
+            let post_attn_norm = ld.norm(Part::PostAttnNorm, l)?;
+            let post_ffn_norm = ld.norm(Part::PostFfnNorm, l)?;
+            let q_norm = ld.norm(Part::QNorm, l)?;
+            let k_norm = ld.norm(Part::KNorm, l)?;
+            let ple = match (ld.matrix(Part::PleGate, l)?, ld.matrix(Part::PleProj, l)?, ld.norm(Part::PleNorm, l)?) {
+                (Some(gate), Some(proj), Some(norm)) => Some(PleLayerWeights { gate, proj, norm }),
+                _ => None,
             };
             let moe = match cfg.moe {
                 Some(m) => Some(MoeWeights {
                     top_k: m.top_k,
-                    router: ld.matrix(Part::RouterProj, l, m.experts, h)?,
-                    router_scale: ld.vector(Part::RouterScale, l, h)?,
-                    expert_scale: ld.vector(Part::ExpertScale, l, m.experts)?,
-                    gate_up: ld.stack(Part::ExpertsGateUp, l, m.experts, 2 * m.intermediate_size, h)?,
-                    down: ld.stack(Part::ExpertsDown, l, m.experts, h, m.intermediate_size)?,
-                    pre_norm: ld.norm(Part::MoePreNorm, l, h)?,
-                    post_norm_dense: ld.norm(Part::MoePostNormDense, l, h)?,
-                    post_norm_experts: ld.norm(Part::MoePostNormExperts, l, h)?,
+                    router: need(Part::RouterProj, ld.matrix(Part::RouterProj, l)?)?,
+                    router_scale: need(Part::RouterScale, ld.vector(Part::RouterScale, l)?)?,
+                    expert_scale: need(Part::ExpertScale, ld.vector(Part::ExpertScale, l)?)?,
+                    gate_up: need(Part::ExpertsGateUp, ld.stack(Part::ExpertsGateUp, l)?)?,
+                    down: need(Part::ExpertsDown, ld.stack(Part::ExpertsDown, l)?)?,
+                    pre_norm: need(Part::MoePreNorm, ld.norm(Part::MoePreNorm, l)?)?,
+                    post_norm_dense: need(Part::MoePostNormDense, ld.norm(Part::MoePostNormDense, l)?)?,
+                    post_norm_experts: need(Part::MoePostNormExperts, ld.norm(Part::MoePostNormExperts, l)?)?,
                 }),
                 None => None,
             };
             let altup = match cfg.altup {
-                Some(a) => Some(AltUpLayerWeights {
-                    correct_output_scale: ld.vector(Part::AltUpCorrectScale, l, h)?,
-                    correction_coefs: ld.flat(Part::AltUpCorrectionCoefs, l, a.streams, a.streams)?,
-                    prediction_coefs: ld.flat(Part::AltUpPredictionCoefs, l, a.streams * a.streams, a.streams)?,
-                    router: ld.matrix(Part::AltUpRouter, l, a.streams, h)?,
-                    router_norm: ld.norm(Part::AltUpRouterNorm, l, h)?,
+                Some(_) => Some(AltUpLayerWeights {
+                    correct_output_scale: need(Part::AltUpCorrectScale, ld.vector(Part::AltUpCorrectScale, l)?)?,
+                    correction_coefs: need(Part::AltUpCorrectionCoefs, ld.vector(Part::AltUpCorrectionCoefs, l)?)?,
+                    prediction_coefs: need(Part::AltUpPredictionCoefs, ld.vector(Part::AltUpPredictionCoefs, l)?)?,
+                    router: need(Part::AltUpRouter, ld.matrix(Part::AltUpRouter, l)?)?,
+                    router_norm: need(Part::AltUpRouterNorm, ld.norm(Part::AltUpRouterNorm, l)?)?,
                 }),
                 None => None,
             };
-            let laurel = if cfg.laurel_rank > 0 {
-                let r = cfg.laurel_rank;
-                Some(LaurelWeights { left: ld.matrix(Part::LaurelLeft, l, r, h)?, right: ld.matrix(Part::LaurelRight, l, h, r)?, norm: ld.norm(Part::LaurelNorm, l, h)? })
-            } else {
-                None
+            let laurel = match (ld.matrix(Part::LaurelLeft, l)?, ld.matrix(Part::LaurelRight, l)?, ld.norm(Part::LaurelNorm, l)?) {
+                (Some(left), Some(right), Some(norm)) => Some(LaurelWeights { left, right, norm }),
+                _ => None,
             };
             layers.push(LayerWeights {
-                attn_norm: ld.norm(Part::AttnNorm, l, h)?,
-                q: ld.matrix(Part::Q, l, q, h)?,
-                k: if own_kv { ld.matrix(Part::K, l, kv, h)? } else { Loader::none(h) },
-                v: if own_kv && !spec.k_eq_v { ld.matrix(Part::V, l, kv, h)? } else { Loader::none(h) },
-                o: ld.matrix(Part::O, l, h, q)?,
+                attn_norm: need(Part::AttnNorm, ld.norm(Part::AttnNorm, l)?)?,
+                q: need(Part::Q, ld.matrix(Part::Q, l)?)?,
+                k: ld.matrix(Part::K, l)?.unwrap_or_else(|| no_matrix(h)),
+                v: ld.matrix(Part::V, l)?.unwrap_or_else(|| no_matrix(h)),
+                o: need(Part::O, ld.matrix(Part::O, l)?)?,
                 q_norm,
                 k_norm,
                 post_attn_norm,
-                ffn_norm: ld.norm(Part::FfnNorm, l, h)?,
-                gate: ld.matrix(Part::Gate, l, ff, h)?,
-                up: ld.matrix(Part::Up, l, ff, h)?,
-                down: ld.matrix(Part::Down, l, h, ff)?,
+                ffn_norm: need(Part::FfnNorm, ld.norm(Part::FfnNorm, l)?)?,
+                gate: need(Part::Gate, ld.matrix(Part::Gate, l)?)?,
+                up: need(Part::Up, ld.matrix(Part::Up, l)?)?,
+                down: need(Part::Down, ld.matrix(Part::Down, l)?)?,
                 post_ffn_norm,
-                layer_scalar: if cfg.layer_scalar { Some(ld.vector(Part::LayerScalar, l, 1)?[0]) } else { None },
+                layer_scalar: ld.vector(Part::LayerScalar, l)?.map(|v| v[0]),
                 ple,
                 moe,
                 altup,
                 laurel,
             });
         }
-        let ple = if p > 0 {
-            let lp = cfg.num_layers() * p;
-            Some(PleWeights {
-                embed: ld.matrix(Part::PleEmbed, 0, cfg.per_layer_vocab_size, lp)?,
-                proj: ld.matrix(Part::PleModelProj, 0, lp, h)?,
-                norm: ld.norm(Part::PleModelNorm, 0, p)?,
-            })
-        } else {
-            None
+        let ple = match (ld.matrix(Part::PleEmbed, 0)?, ld.matrix(Part::PleModelProj, 0)?, ld.norm(Part::PleModelNorm, 0)?) {
+            (Some(embed), Some(proj), Some(norm)) => Some(PleWeights { embed, proj, norm }),
+            _ => None,
         };
         let altup = match cfg.altup {
-            // GGUF stacks the stream projections; Hugging Face names each.
-            Some(a) if naming == Naming::Gguf && a.streams > 1 => {
-                let proj = ld.stack(Part::AltUpProj, 0, a.streams - 1, h, h)?;
-                let unembed = ld.stack(Part::AltUpUnembed, 0, a.streams - 1, h, h)?;
-                Some(AltUpWeights { proj, unembed })
-            }
-            Some(a) => {
-                let proj = (0..a.streams - 1).map(|i| ld.matrix(Part::AltUpProj, i, h, h)).collect::<Result<Vec<_>>>()?;
-                let unembed = (0..a.streams - 1).map(|i| ld.matrix(Part::AltUpUnembed, i, h, h)).collect::<Result<Vec<_>>>()?;
-                Some(AltUpWeights { proj, unembed })
-            }
+            Some(_) => Some(AltUpWeights {
+                proj: ld.stack(Part::AltUpProj, 0)?.unwrap_or_default(),
+                unembed: ld.stack(Part::AltUpUnembed, 0)?.unwrap_or_default(),
+            }),
             None => None,
         };
-        let final_norm = ld.norm(Part::FinalNorm, 0, h)?;
-        let lm_head = if untied { Some(ld.matrix(Part::LmHead, 0, cfg.vocab_size, h)?) } else { None };
+        let final_norm = need(Part::FinalNorm, ld.norm(Part::FinalNorm, 0)?)?;
+        // A GGUF with a tied config may still ship its own head.
+        let lm_head = if untied { Some(ld.matrix_named(&naming.name(Part::LmHead, 0, false), cfg.vocab_size, h)?) } else { None };
         Ok(Self { embed, layers, final_norm, lm_head, ple, altup })
     }
 

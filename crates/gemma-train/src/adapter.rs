@@ -7,7 +7,8 @@ use crate::ops::linear::LoraParam;
 use gemma_core::rng::Rng;
 use crate::{Result, TrainError};
 use gemma_core::{Matrix, Storage};
-use gemma_model::lora::{features, LayerLora, LoraAdapter, LoraPair, PROJECTIONS};
+use gemma_model::lora::{LayerLora, LoraAdapter, LoraPair};
+use gemma_model::tensors::{spec as tensor_spec, Proj};
 use gemma_model::GemmaConfig;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -21,7 +22,7 @@ pub struct LoraSpec {
     pub alpha: f64,
     /// rsLoRA scaling (`alpha / √r`).
     pub rslora: bool,
-    /// Which of the seven projections ([`PROJECTIONS`]) are adapted.
+    /// Which of the seven projections ([`Proj::ALL`] order) are adapted.
     pub targets: [bool; 7],
     /// Dropout on the LoRA input while training.
     pub dropout: f32,
@@ -40,10 +41,11 @@ impl LoraSpec {
         }
         let mut t = [false; 7];
         for name in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
-            let p = PROJECTIONS.iter().position(|&x| x == name).ok_or_else(|| {
-                TrainError::Invalid(format!("target '{name}' matches no module of a Gemma block (known: all-linear, {})", PROJECTIONS.join(", ")))
+            let p = Proj::from_peft(name).ok_or_else(|| {
+                let known: Vec<&str> = Proj::ALL.iter().map(|p| p.peft_name()).collect();
+                TrainError::Invalid(format!("target '{name}' matches no module of a Gemma block (known: all-linear, {})", known.join(", ")))
             })?;
-            t[p] = true;
+            t[p.index()] = true;
         }
         if !t.iter().any(|&x| x) {
             return Err(TrainError::Invalid("no LoRA targets given".into()));
@@ -71,8 +73,11 @@ impl TrainableLora {
         let layers = (0..cfg.num_layers())
             .map(|l| {
                 std::array::from_fn(|p| {
-                    spec.targets[p].then(|| {
-                        let (fin, fout) = features(cfg, l, p);
+                    // As PEFT: only projections the layer has (KV-sharing
+                    // layers have no k/v, `attention_k_eq_v` layers no v).
+                    let present = (tensor_spec(Proj::ALL[p].part()).shape)(cfg, l).is_some();
+                    (spec.targets[p] && present).then(|| {
+                        let (fin, fout) = Proj::ALL[p].features(cfg, l);
                         let bound = 1.0 / (fin as f32).sqrt();
                         let a = (0..spec.rank * fin).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect();
                         param(spec.rank, fin, fout, spec.scale(), a, vec![0.0; fout * spec.rank])
@@ -154,10 +159,11 @@ impl TrainableLora {
         }
     }
 
-    /// PEFT's tensor name stem of projection `p` in layer `l`.
+    /// PEFT's tensor name stem of projection slot `p` in layer `l`: the
+    /// table's Hugging Face name under `base_model.model.`, without `.weight`.
     pub fn stem(l: usize, p: usize) -> String {
-        let block = if p < 4 { "self_attn" } else { "mlp" };
-        format!("base_model.model.model.layers.{l}.{block}.{}", PROJECTIONS[p])
+        let name = tensor_spec(Proj::ALL[p].part()).hf_name("model.", l);
+        format!("base_model.model.{}", name.strip_suffix(".weight").unwrap_or(&name))
     }
 
     /// Named tensors `(name, shape, values)` as PEFT names them; `grads`
@@ -181,7 +187,7 @@ impl TrainableLora {
     /// (each through a temporary file, so a crash never leaves a half file).
     pub fn save(&self, dir: &Path, base_model: &str, architecture: &str) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::Io(dir.display().to_string(), e))?;
-        let targets: Vec<&str> = PROJECTIONS.iter().zip(self.spec.targets).filter(|(_, t)| *t).map(|(n, _)| *n).collect();
+        let targets: Vec<&str> = Proj::ALL.iter().zip(self.spec.targets).filter(|(_, t)| *t).map(|(p, _)| p.peft_name()).collect();
         let config = json!({
             "alpha_pattern": {}, "auto_mapping": null, "base_model_name_or_path": base_model, "bias": "none",
             "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true, "layer_replication": null,

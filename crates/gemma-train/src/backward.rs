@@ -11,6 +11,7 @@ use crate::ops::geglu::geglu_backward_f32;
 use crate::ops::linear::{linear_backward, LoraParam};
 use crate::ops::norm::rms_norm_backward;
 use crate::ops::rope::rope_backward;
+use gemma_model::tensors::Proj;
 use crate::{Result, TrainError};
 use gemma_kernels::ops::rope_angles;
 use gemma_kernels::rms_norm;
@@ -100,7 +101,7 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
     }
     let drop = lora.spec.dropout;
     for l in (0..cfg.num_layers()).rev() {
-        let dr = |p: usize| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p)));
+        let dr = |p: Proj| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p.index())));
         if tape.checkpointing {
             model.recompute_layer(l, &seqs, tape)?;
         }
@@ -142,7 +143,7 @@ fn block_backward(
     t: &LayerTape,
     seqs: &[(usize, usize)],
     lora: &mut [Option<LoraParam>; 7],
-    dr: &dyn Fn(usize) -> Option<(f32, u64)>,
+    dr: &dyn Fn(Proj) -> Option<(f32, u64)>,
     dx: &mut [f32],
 ) {
     let cfg = &model.config;
@@ -159,13 +160,13 @@ fn block_backward(
         None => d_down.copy_from_slice(dx),
     }
     let mut d_act = vec![0f32; n * ff];
-    linear_backward(&w.down, ld.as_mut(), dr(6), &t.act, n, &d_down, &mut d_act);
+    linear_backward(&w.down, ld.as_mut(), dr(Proj::Down), &t.act, n, &d_down, &mut d_act);
     let (mut d_gate, mut d_up) = (vec![0f32; n * ff], vec![0f32; n * ff]);
     geglu_backward_f32(&t.gate_pre, &t.up, &d_act, &mut d_gate, &mut d_up);
     let mut dh2 = vec![0f32; n * hidden];
     let mut tmp = vec![0f32; n * hidden];
-    linear_backward(&w.gate, lg.as_mut(), dr(4), &t.h2, n, &d_gate, &mut dh2);
-    linear_backward(&w.up, lu.as_mut(), dr(5), &t.h2, n, &d_up, &mut tmp);
+    linear_backward(&w.gate, lg.as_mut(), dr(Proj::Gate), &t.h2, n, &d_gate, &mut dh2);
+    linear_backward(&w.up, lu.as_mut(), dr(Proj::Up), &t.h2, n, &d_up, &mut tmp);
     add(&mut dh2, &tmp);
     rms_norm_backward(&t.x_mid, &w.ffn_norm, eps, &dh2, &mut tmp);
     add(dx, &tmp); // now d x_mid
@@ -177,7 +178,7 @@ fn block_backward(
         None => d_o.copy_from_slice(dx),
     }
     let mut d_att = vec![0f32; n * qd];
-    linear_backward(&w.o, lo.as_mut(), dr(3), &t.att, n, &d_o, &mut d_att);
+    linear_backward(&w.o, lo.as_mut(), dr(Proj::O), &t.att, n, &d_o, &mut d_att);
     let (mut dq, mut dk, mut dv) = (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
     let shape = model.layer_attention(l);
     attention_backward_segments(&shape, seqs, &t.q, &t.k, &t.v, &d_att, &mut dq, &mut dk, &mut dv);
@@ -202,10 +203,10 @@ fn block_backward(
         dk = d;
     }
     let mut dh1 = vec![0f32; n * hidden];
-    linear_backward(&w.q, lq.as_mut(), dr(0), &t.h1, n, &dq, &mut dh1);
-    linear_backward(&w.k, lk.as_mut(), dr(1), &t.h1, n, &dk, &mut tmp);
+    linear_backward(&w.q, lq.as_mut(), dr(Proj::Q), &t.h1, n, &dq, &mut dh1);
+    linear_backward(&w.k, lk.as_mut(), dr(Proj::K), &t.h1, n, &dk, &mut tmp);
     add(&mut dh1, &tmp);
-    linear_backward(&w.v, lv.as_mut(), dr(2), &t.h1, n, &dv, &mut tmp);
+    linear_backward(&w.v, lv.as_mut(), dr(Proj::V), &t.h1, n, &dv, &mut tmp);
     add(&mut dh1, &tmp);
     rms_norm_backward(&t.x_in, &w.attn_norm, eps, &dh1, &mut tmp);
     add(dx, &tmp);

@@ -5,24 +5,17 @@
 //! by `alpha / r`; an rsLoRA adapter's alpha is written as `alpha·√r` so the
 //! scale stays `alpha / √r`.
 
+use gemma_model::gguf_keys as keys;
 use crate::{Result, TrainError};
 use gemma_core::DType;
 use gemma_formats::{GgufValue, GgufWriter, SafetensorsSet};
+use gemma_model::tensors::{spec, Proj};
 use serde_json::Value;
 use std::path::Path;
 
-/// llama.cpp's name of a projection.
-fn gguf_part(proj: &str) -> Option<&'static str> {
-    Some(match proj {
-        "q_proj" => "attn_q",
-        "k_proj" => "attn_k",
-        "v_proj" => "attn_v",
-        "o_proj" => "attn_output",
-        "gate_proj" => "ffn_gate",
-        "up_proj" => "ffn_up",
-        "down_proj" => "ffn_down",
-        _ => return None,
-    })
+/// llama.cpp's name of a PEFT projection (`q_proj`) in layer `l`, from the tensor table.
+fn gguf_name(proj: &str, l: usize) -> Option<String> {
+    Proj::from_peft(proj).map(|p| spec(p.part()).gguf_name(l))
 }
 
 /// The GGUF architecture of the adapter's base (`arch` overrides).
@@ -76,11 +69,11 @@ pub fn export_gguf_lora(dir: &Path, out: &Path, arch: Option<&str>) -> Result<us
     let wpath = dir.join("adapter_model.safetensors");
     let st = SafetensorsSet::open_files(std::slice::from_ref(&wpath))?;
     let mut w = GgufWriter::new();
-    w.set("general.architecture", GgufValue::String(arch));
-    w.set("general.type", GgufValue::String("adapter".into()));
-    w.set("general.name", GgufValue::String(dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()));
-    w.set("adapter.type", GgufValue::String("lora".into()));
-    w.set("adapter.lora.alpha", GgufValue::F32(alpha as f32));
+    w.set(keys::GENERAL_ARCHITECTURE, GgufValue::String(arch));
+    w.set(keys::GENERAL_TYPE, GgufValue::String("adapter".into()));
+    w.set(keys::GENERAL_NAME, GgufValue::String(dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()));
+    w.set(keys::ADAPTER_TYPE, GgufValue::String("lora".into()));
+    w.set(keys::ADAPTER_LORA_ALPHA, GgufValue::F32(alpha as f32));
     let mut names: Vec<String> = st.tensors().map(|t| t.name.clone()).collect();
     names.sort();
     let mut count = 0;
@@ -97,15 +90,15 @@ pub fn export_gguf_lora(dir: &Path, out: &Path, arch: Option<&str>) -> Result<us
         let (Some(proj), Some(idx), Some("layers")) = (proj, idx, tag) else {
             return Err(TrainError::Invalid(format!("{}: cannot place '{name}' in a layer", wpath.display())));
         };
-        let part = gguf_part(proj).ok_or_else(|| TrainError::Invalid(format!("{}: LoRA on '{proj}' has no llama.cpp name", wpath.display())))?;
         let l: usize = idx.parse().map_err(|_| TrainError::Invalid(format!("{}: bad layer index in '{name}'", wpath.display())))?;
+        let base = gguf_name(proj, l).ok_or_else(|| TrainError::Invalid(format!("{}: LoRA on '{proj}' has no llama.cpp name", wpath.display())))?;
         let (shape, storage) = st.load(&name)?;
         let [rows, cols] = shape[..] else {
             return Err(TrainError::Invalid(format!("{}: '{name}' is not a matrix", wpath.display())));
         };
         let values = gemma_quant::to_f32_vec(&storage);
         let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        w.add_tensor(&format!("blk.{l}.{part}.weight.{which}"), vec![cols as u64, rows as u64], DType::F32, data)?;
+        w.add_tensor(&format!("{base}.{which}"), vec![cols as u64, rows as u64], DType::F32, data)?;
         if which == "lora_a" {
             count += 1;
         }

@@ -6,6 +6,7 @@
 //! and its BPE tokenizer with merges. Read back by
 //! `gemma_model::gguf` (`gguf_gemma4.rs`).
 
+use gemma_model::gguf_keys as keys;
 use gemma_core::{GemmaError, Result};
 use gemma_formats::{GgufValue, GgufWriter};
 use gemma_model::{AttentionKind, GemmaConfig};
@@ -28,28 +29,28 @@ pub(crate) fn metadata(c: &GemmaConfig, w: &mut GgufWriter) -> Result<()> {
     let full = c.layers.iter().find(|l| !l.attention.is_sliding());
     let swa = sliding.or(full).expect("a model has layers");
     let glob = full.unwrap_or(swa);
-    w.set(&k("context_length"), u32v(c.max_position_embeddings));
-    w.set(&k("embedding_length"), u32v(c.hidden_size));
-    w.set(&k("block_count"), u32v(n));
-    w.set(&k("attention.head_count"), u32v(c.num_heads));
+    w.set(&k(keys::CONTEXT_LENGTH), u32v(c.max_position_embeddings));
+    w.set(&k(keys::EMBEDDING_LENGTH), u32v(c.hidden_size));
+    w.set(&k(keys::BLOCK_COUNT), u32v(n));
+    w.set(&k(keys::HEAD_COUNT), u32v(c.num_heads));
     if c.layers.iter().all(|l| l.num_kv_heads == c.layers[0].num_kv_heads) {
-        w.set(&k("attention.head_count_kv"), u32v(c.layers[0].num_kv_heads));
+        w.set(&k(keys::HEAD_COUNT_KV), u32v(c.layers[0].num_kv_heads));
     } else {
-        w.set(&k("attention.head_count_kv"), i32_array(c.layers.iter().map(|l| l.num_kv_heads)));
+        w.set(&k(keys::HEAD_COUNT_KV), i32_array(c.layers.iter().map(|l| l.num_kv_heads)));
     }
     if c.layers.iter().all(|l| l.intermediate_size == c.layers[0].intermediate_size) {
-        w.set(&k("feed_forward_length"), u32v(c.layers[0].intermediate_size));
+        w.set(&k(keys::FEED_FORWARD_LENGTH), u32v(c.layers[0].intermediate_size));
     } else {
-        w.set(&k("feed_forward_length"), i32_array(c.layers.iter().map(|l| l.intermediate_size)));
+        w.set(&k(keys::FEED_FORWARD_LENGTH), i32_array(c.layers.iter().map(|l| l.intermediate_size)));
     }
-    w.set(&k("attention.key_length"), u32v(glob.head_dim));
-    w.set(&k("attention.value_length"), u32v(glob.head_dim));
-    w.set(&k("attention.key_length_swa"), u32v(swa.head_dim));
-    w.set(&k("attention.value_length_swa"), u32v(swa.head_dim));
-    w.set(&k("rope.dimension_count"), u32v(glob.head_dim));
-    w.set(&k("rope.dimension_count_swa"), u32v(2 * swa.rope_pairs()));
-    w.set(&k("rope.freq_base"), GgufValue::F32(glob.rope_theta as f32));
-    w.set(&k("rope.freq_base_swa"), GgufValue::F32(swa.rope_theta as f32));
+    w.set(&k(keys::KEY_LENGTH), u32v(glob.head_dim));
+    w.set(&k(keys::VALUE_LENGTH), u32v(glob.head_dim));
+    w.set(&k(keys::KEY_LENGTH_SWA), u32v(swa.head_dim));
+    w.set(&k(keys::VALUE_LENGTH_SWA), u32v(swa.head_dim));
+    w.set(&k(keys::ROPE_DIMENSION_COUNT), u32v(glob.head_dim));
+    w.set(&k(keys::ROPE_DIMENSION_COUNT_SWA), u32v(2 * swa.rope_pairs()));
+    w.set(&k(keys::ROPE_FREQ_BASE), GgufValue::F32(glob.rope_theta as f32));
+    w.set(&k(keys::ROPE_FREQ_BASE_SWA), GgufValue::F32(swa.rope_theta as f32));
     if c.layers.iter().any(|l| l.rope_linear_factor != 1.0) {
         return Err(GemmaError::Unsupported("writing a Gemma 4 model with linear RoPE scaling to GGUF".into()));
     }
@@ -57,17 +58,17 @@ pub(crate) fn metadata(c: &GemmaConfig, w: &mut GgufWriter) -> Result<()> {
         AttentionKind::Sliding { window } => Some(window),
         AttentionKind::Global => None,
     });
-    w.set(&k("attention.sliding_window"), u32v(window.unwrap_or(c.max_position_embeddings)));
-    w.set(&k("attention.sliding_window_pattern"), GgufValue::Array(c.layers.iter().map(|l| GgufValue::Bool(l.attention.is_sliding())).collect()));
-    w.set(&k("attention.shared_kv_layers"), u32v(c.layers.iter().filter(|l| l.kv_source.is_some()).count()));
-    w.set(&k("embedding_length_per_layer_input"), u32v(c.per_layer_input_size));
-    w.set(&k("attention.layer_norm_rms_epsilon"), GgufValue::F32(c.rms_norm_eps));
+    w.set(&k(keys::SLIDING_WINDOW), u32v(window.unwrap_or(c.max_position_embeddings)));
+    w.set(&k(keys::SLIDING_WINDOW_PATTERN), GgufValue::Array(c.layers.iter().map(|l| GgufValue::Bool(l.attention.is_sliding())).collect()));
+    w.set(&k(keys::SHARED_KV_LAYERS), u32v(c.layers.iter().filter(|l| l.kv_source.is_some()).count()));
+    w.set(&k(keys::PER_LAYER_INPUT_LENGTH), u32v(c.per_layer_input_size));
+    w.set(&k(keys::RMS_EPSILON), GgufValue::F32(c.rms_norm_eps));
     // Absent means 30 to llama.cpp; 0 means none.
-    w.set(&k("final_logit_softcapping"), GgufValue::F32(c.final_softcap.unwrap_or(0.0)));
+    w.set(&k(keys::FINAL_SOFTCAP), GgufValue::F32(c.final_softcap.unwrap_or(0.0)));
     if let Some(m) = c.moe {
-        w.set(&k("expert_count"), u32v(m.experts));
-        w.set(&k("expert_used_count"), u32v(m.top_k));
-        w.set(&k("expert_feed_forward_length"), u32v(m.intermediate_size));
+        w.set(&k(keys::EXPERT_COUNT), u32v(m.experts));
+        w.set(&k(keys::EXPERT_USED_COUNT), u32v(m.top_k));
+        w.set(&k(keys::EXPERT_FEED_FORWARD_LENGTH), u32v(m.intermediate_size));
     }
     Ok(())
 }
@@ -100,10 +101,10 @@ pub(crate) fn tokenizer(t: &GemmaTokenizer, folder: &Path, w: &mut GgufWriter) -
         .ok_or_else(|| GemmaError::format(&path, "`model.merges` entries must be \"a b\" strings or [a, b] pairs"))?;
     let (tokens, types) = crate::quantize::pieces(t);
     let n = tokens.len();
-    w.set("tokenizer.ggml.model", GgufValue::String("gemma4".into()));
-    w.set("tokenizer.ggml.tokens", GgufValue::Array(tokens));
-    w.set("tokenizer.ggml.scores", GgufValue::Array(vec![GgufValue::F32(0.0); n]));
-    w.set("tokenizer.ggml.token_type", GgufValue::Array(types));
-    w.set("tokenizer.ggml.merges", GgufValue::Array(merges.into_iter().map(GgufValue::String).collect()));
+    w.set(keys::TOKENIZER_MODEL, GgufValue::String("gemma4".into()));
+    w.set(keys::TOKENIZER_TOKENS, GgufValue::Array(tokens));
+    w.set(keys::TOKENIZER_SCORES, GgufValue::Array(vec![GgufValue::F32(0.0); n]));
+    w.set(keys::TOKENIZER_TOKEN_TYPE, GgufValue::Array(types));
+    w.set(keys::TOKENIZER_MERGES, GgufValue::Array(merges.into_iter().map(GgufValue::String).collect()));
     Ok(())
 }

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+use gemma_model::gguf_keys as keys;
 use gemma_formats::GgufValue;
 use std::path::{Path, PathBuf};
 
@@ -126,7 +127,7 @@ impl Gemma {
             let file = gemma_formats::GgufFile::open_with(path, options.hugepages)?;
             let model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
             let tokenizer = gguf_tokenizer::from_gguf(&file)?;
-            let file_type = file.get("general.file_type").and_then(GgufValue::as_u64).map(|v| {
+            let file_type = file.get(keys::GENERAL_FILE_TYPE).and_then(GgufValue::as_u64).map(|v| {
                 gemma_formats::file_type_name(v as u32).map_or_else(|| format!("file type {v}"), String::from)
             });
             return Ok(Self {

@@ -8,7 +8,8 @@
 use crate::quantize::{write_gguf, QuantPlan};
 use crate::{Gemma, LoadOptions};
 use gemma_core::{DType, GemmaError, Matrix, Result, Storage};
-use gemma_model::weights::{Naming, Part};
+use gemma_model::tensors::{Form, Tensor};
+use gemma_model::weights::Naming;
 use std::path::{Path, PathBuf};
 
 /// A paragraph scored when no text is given (about 180 tokens).
@@ -44,7 +45,9 @@ pub fn fold_lora(g: &mut Gemma) -> Result<usize> {
     for (lw, ll) in g.model.weights.layers.iter_mut().zip(&lora.layers) {
         let mats = [&mut lw.q, &mut lw.k, &mut lw.v, &mut lw.o, &mut lw.gate, &mut lw.up, &mut lw.down];
         for (m, pair) in mats.into_iter().zip(&ll.parts) {
-            let Some(p) = pair else { continue };
+            // A KV-sharing layer (Gemma 3n/4) computes no keys or values:
+            // PEFT still trains their unused projections; they change nothing.
+            let (Some(p), true) = (pair, m.rows > 0) else { continue };
             let (a, b) = (gemma_quant::to_f32_vec(&p.a.storage), gemma_quant::to_f32_vec(&p.b.storage));
             let (r, fin, fout) = (p.a.rows, p.a.cols, p.b.rows);
             let mut w = gemma_quant::to_f32_vec(&m.storage);
@@ -74,9 +77,6 @@ fn ppl(g: &Gemma, text: &str) -> Result<(usize, f64)> {
 pub fn merge(input: &Path, lora: &Path, out: &Path, dtype: &str, ppl_text: &str) -> Result<MergeReport> {
     let plan = QuantPlan::parse(dtype)?;
     let mut g = Gemma::load_with(input, &LoadOptions { lora: Some(lora.to_path_buf()), ..Default::default() }, &mut |_, _| {})?;
-    if !g.model.config.is_uniform() {
-        return Err(GemmaError::Unsupported(format!("merging into {} is not done yet (its extra weights are not written back); adapters apply at load with --lora", g.model.config.family.name())));
-    }
     let (tokens, ppl_adapter) = ppl(&g, ppl_text)?;
     let merged = fold_lora(&mut g)?;
     let hf = input.is_dir() && !plan.base.is_quantized();
@@ -106,30 +106,28 @@ fn write_hf(g: &Gemma, input: &Path, out: &Path, dtype: DType) -> Result<()> {
             std::fs::copy(&src, out.join(f)).map_err(|e| GemmaError::io(&src, e))?;
         }
     }
-    let naming = Naming::HuggingFace { prefix: "model." };
-    let sandwich = g.model.config.sandwich_norms;
-    let w = &g.model.weights;
+    let cfg = &g.model.config;
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mat = |m: &Matrix| gemma_quant::to_f32_vec(&m.storage);
-    let norm = |v: &[f32]| v.iter().map(|x| x - 1.0).collect::<Vec<f32>>();
-    tensors.push((naming.name(Part::Embed, 0, sandwich), vec![w.embed.rows, w.embed.cols], mat(&w.embed)));
-    for (l, lw) in w.layers.iter().enumerate() {
-        let n = |p| naming.name(p, l, sandwich);
-        for (p, m) in [(Part::Q, &lw.q), (Part::K, &lw.k), (Part::V, &lw.v), (Part::O, &lw.o), (Part::Gate, &lw.gate), (Part::Up, &lw.up), (Part::Down, &lw.down)] {
-            tensors.push((n(p), vec![m.rows, m.cols], mat(m)));
-        }
-        tensors.push((n(Part::AttnNorm), vec![lw.attn_norm.len()], norm(&lw.attn_norm)));
-        tensors.push((n(Part::FfnNorm), vec![lw.ffn_norm.len()], norm(&lw.ffn_norm)));
-        for (p, v) in [(Part::PostAttnNorm, &lw.post_attn_norm), (Part::PostFfnNorm, &lw.post_ffn_norm), (Part::QNorm, &lw.q_norm), (Part::KNorm, &lw.k_norm)] {
-            if let Some(v) = v {
-                tensors.push((n(p), vec![v.len()], norm(v)));
+    g.model.weights.visit(&mut |s, l, t| {
+        let name = |i| Naming::HuggingFace { prefix: "model." }.name(s.part, i, cfg.sandwich_norms);
+        match t {
+            Tensor::Matrix(m) => tensors.push((name(l), vec![m.rows, m.cols], mat(m))),
+            // Hugging Face names each AltUp stream projection on its own.
+            Tensor::Stack(ms) if s.form == Form::Streams => {
+                for (i, m) in ms.iter().enumerate() {
+                    tensors.push((name(i), vec![m.rows, m.cols], mat(m)));
+                }
             }
+            Tensor::Stack(ms) => {
+                let (rows, cols) = ms.first().map_or((0, 0), |m| (m.rows, m.cols));
+                tensors.push((name(l), vec![ms.len(), rows, cols], ms.iter().flat_map(mat).collect()));
+            }
+            // Norms are held as the gain applied: files store `w` (`1 + w` applied for Gemma 1–3).
+            Tensor::Vector(v) if s.form == Form::Norm => tensors.push((name(l), vec![v.len()], v.iter().map(|x| x - cfg.norm_offset).collect())),
+            Tensor::Vector(v) => tensors.push((name(l), (s.shape)(cfg, l).unwrap_or_else(|| vec![v.len()]), v.to_vec())),
         }
-    }
-    tensors.push((naming.name(Part::FinalNorm, 0, sandwich), vec![w.final_norm.len()], norm(&w.final_norm)));
-    if let Some(h) = &w.lm_head {
-        tensors.push(("lm_head.weight".into(), vec![h.rows, h.cols], mat(h)));
-    }
+    });
     use safetensors::tensor::{Dtype, TensorView};
     let (st_dtype, bytes): (Dtype, Vec<Vec<u8>>) = match dtype {
         DType::F32 => (Dtype::F32, tensors.iter().map(|t| t.2.iter().flat_map(|x| x.to_le_bytes()).collect()).collect()),

@@ -2,10 +2,11 @@
 //! the `gemma`, `gemma2` and `gemma3` architectures) from any model gemma-rs
 //! loads, with every weight matrix re-quantized to the requested type.
 
+use gemma_model::gguf_keys as keys;
 use crate::{Gemma, LoadOptions};
 use gemma_core::{DType, GemmaError, Matrix, Result};
 use gemma_formats::{GgufValue, GgufWriter};
-use gemma_model::weights::{Naming, Part};
+use gemma_model::tensors::{spec, Part, QuantClass, Tensor};
 use gemma_model::{AttentionKind, Family};
 use gemma_tokenizer::Backend;
 use std::collections::BTreeMap;
@@ -169,11 +170,11 @@ pub(crate) fn arch_name(f: Family) -> &'static str {
 /// `general.*` and the architecture's hyperparameters of `c`.
 pub(crate) fn model_metadata(c: &gemma_model::GemmaConfig, name: &str, plan: &QuantPlan, w: &mut GgufWriter) -> Result<()> {
     let arch = arch_name(c.family);
-    w.set("general.architecture", GgufValue::String(arch.into()));
-    w.set("general.name", GgufValue::String(name.into()));
-    w.set("general.quantization_version", GgufValue::U32(2));
+    w.set(keys::GENERAL_ARCHITECTURE, GgufValue::String(arch.into()));
+    w.set(keys::GENERAL_NAME, GgufValue::String(name.into()));
+    w.set(keys::GENERAL_QUANTIZATION_VERSION, GgufValue::U32(2));
     if let Some(ft) = gemma_formats::file_type_value(&plan.name) {
-        w.set("general.file_type", GgufValue::U32(ft));
+        w.set(keys::GENERAL_FILE_TYPE, GgufValue::U32(ft));
     }
     match c.family {
         Family::Gemma4 => crate::gguf_gemma4_write::metadata(c, w),
@@ -185,49 +186,49 @@ pub(crate) fn model_metadata(c: &gemma_model::GemmaConfig, name: &str, plan: &Qu
 /// The hyperparameters of a Gemma 1–3 model under `{arch}.`.
 fn uniform_metadata(c: &gemma_model::GemmaConfig, arch: &str, w: &mut GgufWriter) -> Result<()> {
     let k = |s: &str| format!("{arch}.{s}");
-    w.set(&k("context_length"), u32v(c.max_position_embeddings));
-    w.set(&k("embedding_length"), u32v(c.hidden_size));
-    w.set(&k("block_count"), u32v(c.num_layers()));
-    w.set(&k("feed_forward_length"), u32v(c.intermediate_size));
-    w.set(&k("attention.head_count"), u32v(c.num_heads));
-    w.set(&k("attention.head_count_kv"), u32v(c.num_kv_heads));
-    w.set(&k("attention.key_length"), u32v(c.head_dim));
-    w.set(&k("attention.value_length"), u32v(c.head_dim));
-    w.set(&k("attention.layer_norm_rms_epsilon"), GgufValue::F32(c.rms_norm_eps));
+    w.set(&k(keys::CONTEXT_LENGTH), u32v(c.max_position_embeddings));
+    w.set(&k(keys::EMBEDDING_LENGTH), u32v(c.hidden_size));
+    w.set(&k(keys::BLOCK_COUNT), u32v(c.num_layers()));
+    w.set(&k(keys::FEED_FORWARD_LENGTH), u32v(c.intermediate_size));
+    w.set(&k(keys::HEAD_COUNT), u32v(c.num_heads));
+    w.set(&k(keys::HEAD_COUNT_KV), u32v(c.num_kv_heads));
+    w.set(&k(keys::KEY_LENGTH), u32v(c.head_dim));
+    w.set(&k(keys::VALUE_LENGTH), u32v(c.head_dim));
+    w.set(&k(keys::RMS_EPSILON), GgufValue::F32(c.rms_norm_eps));
     let global = c.layers.iter().find(|l| l.attention == AttentionKind::Global).unwrap_or(&c.layers[0]);
-    w.set(&k("rope.freq_base"), GgufValue::F32(global.rope_theta as f32));
+    w.set(&k(keys::ROPE_FREQ_BASE), GgufValue::F32(global.rope_theta as f32));
     if global.rope_linear_factor != 1.0 {
-        w.set(&k("rope.scaling.type"), GgufValue::String("linear".into()));
-        w.set(&k("rope.scaling.factor"), GgufValue::F32(global.rope_linear_factor as f32));
+        w.set(&k(keys::ROPE_SCALING_TYPE), GgufValue::String("linear".into()));
+        w.set(&k(keys::ROPE_SCALING_FACTOR), GgufValue::F32(global.rope_linear_factor as f32));
     }
     if let Some(local) = c.layers.iter().find(|l| l.attention.is_sliding()) {
         if let AttentionKind::Sliding { window } = local.attention {
-            w.set(&k("attention.sliding_window"), u32v(window));
+            w.set(&k(keys::SLIDING_WINDOW), u32v(window));
         }
         if c.family == Family::Gemma3 {
             if local.rope_theta != 10_000.0 {
-                w.set(&k("rope.freq_base_swa"), GgufValue::F32(local.rope_theta as f32));
+                w.set(&k(keys::ROPE_FREQ_BASE_SWA), GgufValue::F32(local.rope_theta as f32));
             }
             // GGUF expresses the layer pattern as "every p-th layer is global".
             let pattern = (1..=c.num_layers())
                 .find(|&p| c.layers.iter().enumerate().all(|(i, l)| l.attention.is_sliding() == ((i + 1) % p != 0)))
                 .ok_or_else(|| GemmaError::Unsupported("this model's sliding/global layer pattern cannot be written to GGUF".into()))?;
             if pattern != 6 {
-                w.set(&k("attention.sliding_window_pattern"), u32v(pattern));
+                w.set(&k(keys::SLIDING_WINDOW_PATTERN), u32v(pattern));
             }
         }
     }
     if c.family != Family::Gemma1 {
         let scalar = c.attn_scale.powi(-2) as f64;
         if (scalar - gemma_model::gguf::default_query_pre_attn_scalar(c)).abs() > 1e-3 {
-            w.set(&k("attention.scale"), GgufValue::F32(c.attn_scale));
+            w.set(&k(keys::ATTENTION_SCALE), GgufValue::F32(c.attn_scale));
         }
     }
     if let Some(cap) = c.attn_softcap {
-        w.set(&k("attn_logit_softcapping"), GgufValue::F32(cap));
+        w.set(&k(keys::ATTN_SOFTCAP), GgufValue::F32(cap));
     }
     if let Some(cap) = c.final_softcap {
-        w.set(&k("final_logit_softcapping"), GgufValue::F32(cap));
+        w.set(&k(keys::FINAL_SOFTCAP), GgufValue::F32(cap));
     }
     Ok(())
 }
@@ -289,8 +290,9 @@ impl TensorOut<'_> {
     }
 }
 
-/// Every weight of `wts` as GGUF tensors, matrices quantized by `plan`
-/// (or, with `random`, random blocks of each tensor's type and shape).
+/// Every weight of `wts` as GGUF tensors, in the tensor table's order,
+/// matrices quantized by `plan` (or, with `random`, random blocks of each
+/// tensor's type and shape).
 pub(crate) fn write_tensors(
     c: &gemma_model::GemmaConfig,
     wts: &gemma_model::Weights,
@@ -299,115 +301,78 @@ pub(crate) fn write_tensors(
     random: Option<&crate::synth::RandomBlocks>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<QuantReport> {
-    let naming = Naming::Gguf;
     let n_layers = c.num_layers();
     let gqa = c.num_heads / c.num_kv_heads.max(1);
-    let per_layer = 7 + usize::from(wts.layers.first().is_some_and(|l| l.ple.is_some())) * 2 + usize::from(c.moe.is_some()) * 3;
-    let total = 1 + per_layer * n_layers + usize::from(wts.lm_head.is_some()) + if wts.ple.is_some() { 2 } else { 0 };
+    let tensors = wts.tensors();
+    let total = tensors.iter().filter(|(_, _, t)| !matches!(t, Tensor::Vector(_))).count();
     let mut out = TensorOut { w, random, report: QuantReport::default(), done: 0, total, progress };
-    let sandwich = c.sandwich_norms;
-    out.matrices(naming.name(Part::Embed, 0, sandwich), &[&wts.embed], plan.type_for(Part::Embed, 0, n_layers, c.hidden_size, gqa))?;
-    if c.family == Family::Gemma4 {
-        if let Some(f) = crate::gguf_gemma4_write::rope_freqs(c) {
-            out.exact_vector("rope_freqs.weight".into(), &f)?;
-        }
-    }
-    for (i, l) in wts.layers.iter().enumerate() {
-        let name = |p| naming.name(p, i, sandwich);
-        let ty = |p, cols| plan.type_for(p, i, n_layers, cols, gqa);
-        out.vector(name(Part::AttnNorm), &l.attn_norm)?;
-        out.vector(name(Part::FfnNorm), &l.ffn_norm)?;
-        for (p, v) in [(Part::PostAttnNorm, &l.post_attn_norm), (Part::PostFfnNorm, &l.post_ffn_norm), (Part::QNorm, &l.q_norm), (Part::KNorm, &l.k_norm)] {
-            if let Some(v) = v {
-                out.vector(name(p), v)?;
+    let type_of = |class: QuantClass, l: usize, cols: usize| match class {
+        QuantClass::Embedding => plan.type_for(Part::Embed, 0, n_layers, cols, gqa),
+        QuantClass::Head => plan.type_for(Part::LmHead, 0, n_layers, cols, gqa),
+        QuantClass::Weight(role) => plan.type_for(role.part(), l, n_layers, cols, gqa),
+        QuantClass::Float | QuantClass::Vector => DType::F32,
+    };
+    for (s, l, t) in tensors {
+        let name = s.gguf_name(l);
+        match t {
+            Tensor::Vector(v) if s.quant == QuantClass::Vector => out.vector(name, v)?,
+            // Small matrices held as f32 vectors (AltUp's coefficients).
+            Tensor::Vector(v) => {
+                let shape = (s.shape)(c, l).unwrap_or_default();
+                let (rows, cols) = (shape.first().copied().unwrap_or(1), shape.get(1).copied().unwrap_or(v.len()));
+                out.matrices(name, &[&Matrix::new(rows, cols, gemma_core::Storage::F32(v.to_vec()))], type_of(s.quant, l, cols))?;
+            }
+            Tensor::Matrix(m) if s.part == Part::PleEmbed && c.family == Family::Gemma3n => {
+                let padded = gemma3n_padded_ple(c, m, random.is_some())?;
+                let m = padded.as_ref().unwrap_or(m);
+                out.matrices(name, &[m], type_of(s.quant, l, m.cols))?;
+            }
+            Tensor::Matrix(m) => out.matrices(name, &[m], type_of(s.quant, l, m.cols))?,
+            Tensor::Stack(ms) => {
+                let refs: Vec<&Matrix> = ms.iter().collect();
+                out.matrices(name, &refs, type_of(s.quant, l, ms.first().map_or(0, |m| m.cols)))?;
             }
         }
-        for (p, m) in [(Part::Q, &l.q), (Part::K, &l.k), (Part::V, &l.v), (Part::O, &l.o), (Part::Gate, &l.gate), (Part::Up, &l.up), (Part::Down, &l.down)] {
-            // KV-sharing layers have no K/V, `attention_k_eq_v` layers no V.
-            if m.rows > 0 {
-                out.matrices(name(p), &[m], ty(p, m.cols))?;
-            } else if c.family == Family::Gemma3n && matches!(p, Part::K | Part::V) {
-                // llama.cpp's gemma3n loader wants K/V (unused) in every layer: zeros.
-                let kv = c.layer_kv_dim(i);
-                out.matrices(name(p), &[&Matrix::new(kv, c.hidden_size, gemma_core::Storage::F32(vec![0.0; kv * c.hidden_size]))], DType::F32)?;
-                if p == Part::K && l.k_norm.is_none() {
-                    out.vector(name(Part::KNorm), &vec![1.0; c.layers[i].head_dim])?;
-                }
+        if s.part == Part::Embed && c.family == Family::Gemma4 {
+            if let Some(f) = crate::gguf_gemma4_write::rope_freqs(c) {
+                out.exact_vector("rope_freqs.weight".into(), &f)?;
             }
         }
-        if let Some(a) = &l.altup {
-            let s = c.altup.map_or(0, |a| a.streams);
-            out.vector(name(Part::AltUpCorrectScale), &a.correct_output_scale)?;
-            let small = |rows, cols, v: &[f32]| Matrix::new(rows, cols, gemma_core::Storage::F32(v.to_vec()));
-            out.matrices(name(Part::AltUpCorrectionCoefs), &[&small(s, s, &a.correction_coefs)], DType::F32)?;
-            out.matrices(name(Part::AltUpPredictionCoefs), &[&small(s * s, s, &a.prediction_coefs)], DType::F32)?;
-            out.matrices(name(Part::AltUpRouter), &[&a.router], DType::F32)?;
-            out.vector(name(Part::AltUpRouterNorm), &a.router_norm)?;
+        if s.part == Part::Q && c.family == Family::Gemma3n && wts.layers[l].k.rows == 0 {
+            // llama.cpp's gemma3n loader wants K/V (unused) in every layer,
+            // also the KV-sharing ones: zeros, and a unit K norm.
+            let kv = c.layer_kv_dim(l);
+            let zeros = Matrix::new(kv, c.hidden_size, gemma_core::Storage::F32(vec![0.0; kv * c.hidden_size]));
+            out.matrices(spec(Part::K).gguf_name(l), &[&zeros], DType::F32)?;
+            if wts.layers[l].k_norm.is_none() {
+                out.vector(spec(Part::KNorm).gguf_name(l), &vec![1.0; c.layers[l].head_dim])?;
+            }
+            out.matrices(spec(Part::V).gguf_name(l), &[&zeros], DType::F32)?;
         }
-        if let Some(r) = &l.laurel {
-            out.matrices(name(Part::LaurelLeft), &[&r.left], ty(Part::Up, r.left.cols))?;
-            out.matrices(name(Part::LaurelRight), &[&r.right], ty(Part::Up, r.right.cols))?;
-            out.vector(name(Part::LaurelNorm), &r.norm)?;
-        }
-        if let Some(s) = l.layer_scalar {
-            out.vector(name(Part::LayerScalar), &[s])?;
-        }
-        if let Some(p) = &l.ple {
-            out.matrices(name(Part::PleGate), &[&p.gate], ty(Part::Up, p.gate.cols))?;
-            out.matrices(name(Part::PleProj), &[&p.proj], ty(Part::Up, p.proj.cols))?;
-            out.vector(name(Part::PleNorm), &p.norm)?;
-        }
-        if let Some(e) = &l.moe {
-            // The router stays f32, as llama.cpp's converter keeps it.
-            out.matrices(name(Part::RouterProj), &[&e.router], DType::F32)?;
-            out.vector(name(Part::RouterScale), &e.router_scale)?;
-            out.vector(name(Part::ExpertScale), &e.expert_scale)?;
-            let gu: Vec<&Matrix> = e.gate_up.iter().collect();
-            let dn: Vec<&Matrix> = e.down.iter().collect();
-            out.matrices(name(Part::ExpertsGateUp), &gu, ty(Part::Up, gu.first().map_or(0, |m| m.cols)))?;
-            out.matrices(name(Part::ExpertsDown), &dn, ty(Part::Down, dn.first().map_or(0, |m| m.cols)))?;
-            out.vector(name(Part::MoePreNorm), &e.pre_norm)?;
-            out.vector(name(Part::MoePostNormDense), &e.post_norm_dense)?;
-            out.vector(name(Part::MoePostNormExperts), &e.post_norm_experts)?;
-        }
-    }
-    if let Some(a) = &wts.altup {
-        let proj: Vec<&Matrix> = a.proj.iter().collect();
-        let unembed: Vec<&Matrix> = a.unembed.iter().collect();
-        out.matrices(naming.name(Part::AltUpProj, 0, sandwich), &proj, plan.type_for(Part::Up, 0, n_layers, c.hidden_size, gqa))?;
-        out.matrices(naming.name(Part::AltUpUnembed, 0, sandwich), &unembed, plan.type_for(Part::Up, 0, n_layers, c.hidden_size, gqa))?;
-    }
-    if let Some(p) = &wts.ple {
-        let padded;
-        let embed = if c.family == Family::Gemma3n && p.embed.rows < c.vocab_size {
-            // llama.cpp's gemma3n wants a row for every token of the whole
-            // vocabulary: the ids past the per-layer vocabulary get copies of
-            // row 0, as transformers maps them to token 0 for this table.
-            let (rows, cols) = (c.vocab_size, p.embed.cols);
-            padded = if random.is_some() {
-                let bytes = gemma_core::Bytes::zeroed(rows * cols * 4).map_err(|e| GemmaError::Unsupported(format!("cannot reserve address space: {e}")))?;
-                Matrix::new(rows, cols, gemma_core::Storage::Raw { dtype: DType::F32, len: rows * cols, bytes })
-            } else {
-                let mut v = gemma_quant::to_f32_vec(&p.embed.storage);
-                let first = v[..cols].to_vec();
-                while v.len() < rows * cols {
-                    v.extend_from_slice(&first);
-                }
-                Matrix::new(rows, cols, gemma_core::Storage::F32(v))
-            };
-            &padded
-        } else {
-            &p.embed
-        };
-        out.matrices(naming.name(Part::PleEmbed, 0, sandwich), &[embed], plan.type_for(Part::Embed, 0, n_layers, embed.cols, gqa))?;
-        out.matrices(naming.name(Part::PleModelProj, 0, sandwich), &[&p.proj], plan.type_for(Part::Up, 0, n_layers, p.proj.cols, gqa))?;
-        out.vector(naming.name(Part::PleModelNorm, 0, sandwich), &p.norm)?;
-    }
-    out.vector(naming.name(Part::FinalNorm, 0, sandwich), &wts.final_norm)?;
-    if let Some(head) = &wts.lm_head {
-        out.matrices(naming.name(Part::LmHead, 0, sandwich), &[head], plan.type_for(Part::LmHead, 0, n_layers, c.hidden_size, gqa))?;
     }
     Ok(out.report)
+}
+
+/// llama.cpp's gemma3n wants a per-layer embedding row for every token of
+/// the whole vocabulary: the ids past the per-layer vocabulary get copies
+/// of row 0, as transformers maps them to token 0 for this table. None
+/// when the table already covers the vocabulary.
+fn gemma3n_padded_ple(c: &gemma_model::GemmaConfig, embed: &Matrix, random: bool) -> Result<Option<Matrix>> {
+    if embed.rows >= c.vocab_size {
+        return Ok(None);
+    }
+    let (rows, cols) = (c.vocab_size, embed.cols);
+    Ok(Some(if random {
+        let bytes = gemma_core::Bytes::zeroed(rows * cols * 4).map_err(|e| GemmaError::Unsupported(format!("cannot reserve address space: {e}")))?;
+        Matrix::new(rows, cols, gemma_core::Storage::Raw { dtype: DType::F32, len: rows * cols, bytes })
+    } else {
+        let mut v = gemma_quant::to_f32_vec(&embed.storage);
+        let first = v[..cols].to_vec();
+        while v.len() < rows * cols {
+            v.extend_from_slice(&first);
+        }
+        Matrix::new(rows, cols, gemma_core::Storage::F32(v))
+    }))
 }
 
 /// Tokenizer metadata: copied from a GGUF input; from a Hugging Face
@@ -431,11 +396,11 @@ fn write_tokenizer(g: &Gemma, input: &Path, w: &mut GgufWriter) -> Result<()> {
     let (tokens, types) = pieces(t);
     // SentencePiece-style scores: earlier pieces merge first.
     let scores = (0..tokens.len()).map(|id| GgufValue::F32(-(id as f32))).collect();
-    w.set("tokenizer.ggml.model", GgufValue::String("llama".into()));
-    w.set("tokenizer.ggml.pre", GgufValue::String("default".into()));
-    w.set("tokenizer.ggml.tokens", GgufValue::Array(tokens));
-    w.set("tokenizer.ggml.scores", GgufValue::Array(scores));
-    w.set("tokenizer.ggml.token_type", GgufValue::Array(types));
+    w.set(keys::TOKENIZER_MODEL, GgufValue::String("llama".into()));
+    w.set(keys::TOKENIZER_PRE, GgufValue::String("default".into()));
+    w.set(keys::TOKENIZER_TOKENS, GgufValue::Array(tokens));
+    w.set(keys::TOKENIZER_SCORES, GgufValue::Array(scores));
+    w.set(keys::TOKENIZER_TOKEN_TYPE, GgufValue::Array(types));
     special_tokens(g, w)
 }
 
@@ -461,20 +426,20 @@ pub(crate) fn pieces(t: &gemma_tokenizer::GemmaTokenizer) -> (Vec<GgufValue>, Ve
 /// Special-token ids, flags and the chat template.
 fn special_tokens(g: &Gemma, w: &mut GgufWriter) -> Result<()> {
     let t = &g.tokenizer;
-    w.set("tokenizer.ggml.bos_token_id", GgufValue::U32(t.bos_id));
+    w.set(keys::BOS_TOKEN_ID, GgufValue::U32(t.bos_id));
     if let Some(eos) = t.token_to_id(&t.eos_token) {
-        w.set("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
+        w.set(keys::EOS_TOKEN_ID, GgufValue::U32(eos));
     }
-    for (key, tok) in [("tokenizer.ggml.unknown_token_id", "<unk>"), ("tokenizer.ggml.padding_token_id", "<pad>")] {
+    for (key, tok) in [(keys::UNKNOWN_TOKEN_ID, "<unk>"), (keys::PADDING_TOKEN_ID, "<pad>")] {
         if let Some(id) = t.token_to_id(tok) {
             w.set(key, GgufValue::U32(id));
         }
     }
-    w.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(t.add_bos));
-    w.set("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
-    w.set("tokenizer.ggml.add_space_prefix", GgufValue::Bool(false));
+    w.set(keys::ADD_BOS, GgufValue::Bool(t.add_bos));
+    w.set(keys::ADD_EOS, GgufValue::Bool(false));
+    w.set(keys::ADD_SPACE_PREFIX, GgufValue::Bool(false));
     if !t.chat_template.builtin {
-        w.set("tokenizer.chat_template", GgufValue::String(t.chat_template.source.clone()));
+        w.set(keys::CHAT_TEMPLATE, GgufValue::String(t.chat_template.source.clone()));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! values (valid blocks with realistic scales), streamed through a 1 MiB
 //! buffer: memory stays at the pools and the buffer whatever the model's size.
 
+use gemma_model::gguf_keys as keys;
 use crate::quantize::{model_metadata, write_tensors, QuantPlan, QuantReport};
 use gemma_core::rng::Rng;
 use gemma_core::{DType, GemmaError, Result};
@@ -158,17 +159,17 @@ fn vocabulary(n: usize, w: &mut GgufWriter) {
     tokens.truncate(n);
     let scores = (0..tokens.len()).map(|id| GgufValue::F32(-(id as f32))).collect();
     let types = tokens.iter().map(|(_, k)| GgufValue::I32(*k)).collect();
-    w.set("tokenizer.ggml.model", GgufValue::String("llama".into()));
-    w.set("tokenizer.ggml.pre", GgufValue::String("default".into()));
-    w.set("tokenizer.ggml.tokens", GgufValue::Array(tokens.into_iter().map(|(s, _)| GgufValue::String(s)).collect()));
-    w.set("tokenizer.ggml.scores", GgufValue::Array(scores));
-    w.set("tokenizer.ggml.token_type", GgufValue::Array(types));
+    w.set(keys::TOKENIZER_MODEL, GgufValue::String("llama".into()));
+    w.set(keys::TOKENIZER_PRE, GgufValue::String("default".into()));
+    w.set(keys::TOKENIZER_TOKENS, GgufValue::Array(tokens.into_iter().map(|(s, _)| GgufValue::String(s)).collect()));
+    w.set(keys::TOKENIZER_SCORES, GgufValue::Array(scores));
+    w.set(keys::TOKENIZER_TOKEN_TYPE, GgufValue::Array(types));
     for (key, id) in [("bos", 2), ("eos", 1), ("unknown", 3), ("padding", 0)] {
         w.set(&format!("tokenizer.ggml.{key}_token_id"), GgufValue::U32(id));
     }
-    w.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(true));
-    w.set("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
-    w.set("tokenizer.ggml.add_space_prefix", GgufValue::Bool(false));
+    w.set(keys::ADD_BOS, GgufValue::Bool(true));
+    w.set(keys::ADD_EOS, GgufValue::Bool(false));
+    w.set(keys::ADD_SPACE_PREFIX, GgufValue::Bool(false));
 }
 
 /// What `synth` wrote.
