@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""PyTorch + PEFT goldens for `gemma-train` on the tiny Gemma 1/2/3 checkpoints.
+"""PyTorch + PEFT goldens for `gemma-train` on the tiny Gemma 1/2/3 and dense Gemma 4 checkpoints.
 
-    ~/.cache/gemma-rs/venv-torch/bin/python tools/reference/make_finetune_fixtures.py testdata
+    ~/.cache/gemma-rs/venv-torch/bin/python tools/reference/make_finetune_fixtures.py testdata [MODEL ...]
+
+MODEL defaults to every model below (tiny-gemma1/2/3 were made with torch 2.15,
+transformers 5.24, peft 0.21; so were tiny-gemma4 and tiny-gemma4-unified).
+PEFT adapts the seven projections where a layer has them: Gemma 4's
+KV-sharing layers have no k_proj/v_proj and its `attention_k_eq_v` layers no
+v_proj.
 
 For each tiny model (f32) writes testdata/finetune/<model>/:
   init/       a PEFT LoRA adapter (r=4, alpha=8, all seven projections) with
@@ -56,7 +62,8 @@ def batch_loss(model, seqs, masks):
     return total / count
 
 
-for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3"]:
+MODELS = sys.argv[2:] or ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified"]
+for name in MODELS:
     torch.manual_seed(11)
     base = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, name), dtype=torch.float32, attn_implementation="eager")
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, bias="none", target_modules=TARGETS))

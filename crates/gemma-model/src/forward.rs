@@ -434,7 +434,6 @@ impl Model {
         }
         rec!(q_pre, q);
         rec!(k_pre, k);
-        rec!(v, v);
         if let Some(qn) = &w.q_norm {
             rms_norm_in_place(q, qn, eps);
         }
@@ -442,8 +441,10 @@ impl Model {
             rms_norm_in_place(k, kn, eps);
         }
         if cfg.v_norm && own_kv {
+            rec!(v_pre, v);
             crate::gemma4::scale_free_norm(v, hd, eps);
         }
+        rec!(v, v);
         let inv_freq = &self.inv_freq[l];
         let att = buf(&mut sc.att, n * qd); // [n, heads*hd]
         for seg in segs {
@@ -547,13 +548,15 @@ impl Model {
                 }
             }
             if let Some(ple) = &w.ple {
-                let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a);
+                let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, None);
                 for st in sc.streams[len..spec.streams * len].chunks_exact_mut(len) {
                     add_in_place(st, y);
                 }
             }
         } else if let Some(ple) = &w.ple {
-            let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, x, &sc.ple, p, eps, &mut sc.gate, &mut sc.a);
+            rec!(ple_x, x);
+            let rec = tape.as_deref_mut().filter(|t| !t.input_only);
+            let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, x, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
             add_in_place(x, y);
         }
         if let Some(s) = w.layer_scalar {

@@ -205,9 +205,21 @@ thread_local! {
 
 /// Layer `l`'s per-layer input `norm(proj(gelu(gate·x) ⊙ e_l))` `[n, hidden]`,
 /// returned in `y` (Gemma 4 adds it to the residual, Gemma 3n to its
-/// AltUp streams past the first).
+/// AltUp streams past the first). `tape` records what its backward needs.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn per_layer_delta<'y>(w: &PleLayerWeights, l: usize, layers: usize, segs: &[Seg], x: &[f32], ple: &[f32], p: usize, eps: f32, g: &mut Vec<f32>, y: &'y mut Vec<f32>) -> &'y mut [f32] {
+pub(crate) fn per_layer_delta<'y>(
+    w: &PleLayerWeights,
+    l: usize,
+    layers: usize,
+    segs: &[Seg],
+    x: &[f32],
+    ple: &[f32],
+    p: usize,
+    eps: f32,
+    g: &mut Vec<f32>,
+    y: &'y mut Vec<f32>,
+    mut tape: Option<&mut crate::tape::LayerTape>,
+) -> &'y mut [f32] {
     let n: usize = segs.iter().map(|s| s.n).sum();
     let hidden = x.len() / n;
     // `ple` is the workspace buffer: it may be longer than this call's rows.
@@ -218,9 +230,16 @@ pub(crate) fn per_layer_delta<'y>(w: &PleLayerWeights, l: usize, layers: usize, 
     for t in 0..n {
         e[t * p..(t + 1) * p].copy_from_slice(&ple[t * lp + l * p..t * lp + (l + 1) * p]);
     }
+    if let Some(t) = tape.as_deref_mut() {
+        crate::tape::record(&mut t.ple_gate, gate);
+        crate::tape::record(&mut t.ple_e, e);
+    }
     geglu(gate, e);
     let y = buf(y, n * hidden);
     Model::project_plain(segs, gate, &w.proj, y);
+    if let Some(t) = tape {
+        crate::tape::record(&mut t.ple_z, y);
+    }
     rms_norm_in_place(y, &w.norm, eps);
     y
 }

@@ -26,8 +26,10 @@ pub struct LayerTape {
     pub q: Vec<f32>,
     /// Keys after qk-norm and RoPE `[n, kv_heads·hd]`.
     pub k: Vec<f32>,
-    /// Values `[n, kv_heads·hd]`.
+    /// Values as attention reads them (after Gemma 4's value norm) `[n, kv_heads·hd]`.
     pub v: Vec<f32>,
+    /// Gemma 4: values before the scale-free value norm `[n, kv_heads·hd]` (empty otherwise).
+    pub v_pre: Vec<f32>,
     /// Attention output (input of o) `[n, heads·hd]`.
     pub att: Vec<f32>,
     /// Output projection before the post-attention norm `[n, hidden]`.
@@ -44,6 +46,14 @@ pub struct LayerTape {
     pub act: Vec<f32>,
     /// Down projection before the post-feed-forward norm `[n, hidden]`.
     pub down_out: Vec<f32>,
+    /// Gemma 4 per-layer input: the residual it reads `[n, hidden]`.
+    pub ple_x: Vec<f32>,
+    /// Gemma 4 per-layer input: gate projection before GELU `[n, P]`.
+    pub ple_gate: Vec<f32>,
+    /// Gemma 4 per-layer input: this layer's slice of the per-layer embeddings `[n, P]`.
+    pub ple_e: Vec<f32>,
+    /// Gemma 4 per-layer input: projection before its norm `[n, hidden]`.
+    pub ple_z: Vec<f32>,
     /// Record only `x_in` (gradient checkpointing: see [`Model::recompute_layer`]).
     pub input_only: bool,
 }

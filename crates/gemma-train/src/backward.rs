@@ -10,6 +10,7 @@ use crate::ops::cross_entropy::head_cross_entropy;
 use crate::ops::geglu::geglu_backward_f32;
 use crate::ops::linear::{linear_backward, LoraParam};
 use crate::ops::norm::rms_norm_backward;
+use crate::ops::ple::ple_backward;
 use crate::ops::rope::rope_backward;
 use gemma_model::tensors::Proj;
 use crate::{Result, TrainError};
@@ -46,11 +47,38 @@ pub struct MicroBatch {
     pub tokens: usize,
 }
 
+/// Whether this crate's backward covers `model`: every Gemma 1–3 and the
+/// dense Gemma 4 models (E-style with per-layer inputs and KV sharing, the
+/// unified ones); not yet Gemma 3n (AltUp, LAuReL, activation sparsity) or
+/// the Gemma 4 MoE (the backward through the router and the frozen
+/// experts), nor gradient checkpointing with per-layer inputs or KV sharing
+/// (recomputing a block needs the per-layer inputs and the source layer's cache).
+pub fn check_trainable(model: &Model, checkpointing: bool) -> Result<()> {
+    let cfg = &model.config;
+    let why = if cfg.altup.is_some() {
+        Some("Gemma 3n's AltUp, LAuReL and sparse-gate steps have no backward yet")
+    } else if cfg.moe.is_some() {
+        Some("the mixture-of-experts block (router and frozen experts) has no backward yet")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(TrainError::Invalid(format!("fine-tuning {} is not supported yet: {why}; Gemma 1, 2, 3 and the dense Gemma 4 models train", cfg.family.name())));
+    }
+    if checkpointing && (model.weights.ple.is_some() || cfg.layers.iter().any(|l| l.kv_source.is_some())) {
+        return Err(TrainError::Invalid(
+            "gradient checkpointing is not supported yet for models with per-layer inputs or KV sharing (Gemma 4 E models): train without --gradient-checkpointing".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Forward and backward over `batch`: adds `weight ·` (gradient of the
 /// summed loss) to the adapter's gradients. `model.lora` must be `lora`'s
 /// current weights ([`TrainableLora::to_adapter`]); `seed` is this
 /// micro-batch's dropout seed. With `grad: false` only the loss is computed.
 pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example], weight: f32, seed: u64, tape: &mut Tape, grad: bool) -> Result<MicroBatch> {
+    check_trainable(model, tape.checkpointing)?;
     let cfg = &model.config;
     let hidden = cfg.hidden_size;
     let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
@@ -100,12 +128,15 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
         dx[r * hidden..(r + 1) * hidden].copy_from_slice(&dxs[k * hidden..(k + 1) * hidden]);
     }
     let drop = lora.spec.dropout;
+    // Gradients of the keys and values a KV-sharing layer read from an
+    // earlier layer's cache, waiting for that layer's backward.
+    let mut shared_kv: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; cfg.num_layers()];
     for l in (0..cfg.num_layers()).rev() {
         let dr = |p: Proj| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p.index())));
         if tape.checkpointing {
             model.recompute_layer(l, &seqs, tape)?;
         }
-        block_backward(model, l, &tape.layers[l], &tape.seqs, &mut lora.layers[l], &dr, &mut dx);
+        block_backward(model, l, tape, &mut lora.layers[l], &dr, &mut shared_kv, &mut dx);
         if tape.checkpointing {
             tape.layers[l].release();
         }
@@ -136,22 +167,36 @@ fn add(a: &mut [f32], b: &[f32]) {
 }
 
 /// The gradient through block `l`: `dx` holds the gradient of the block's
-/// output on entry and of its input on return.
+/// output on entry and of its input on return. The block's steps backwards:
+/// the layer scale and the per-layer input (Gemma 4), the feed-forward, then
+/// attention (keys and values from `shared_kv` added for the layers others
+/// read them from; a KV-sharing layer leaves its key/value gradients there).
 fn block_backward(
     model: &Model,
     l: usize,
-    t: &LayerTape,
-    seqs: &[(usize, usize)],
+    tape: &Tape,
     lora: &mut [Option<LoraParam>; 7],
     dr: &dyn Fn(Proj) -> Option<(f32, u64)>,
+    shared_kv: &mut [Option<(Vec<f32>, Vec<f32>)>],
     dx: &mut [f32],
 ) {
     let cfg = &model.config;
+    let spec = &cfg.layers[l];
     let w = &model.weights.layers[l];
-    let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+    let t = &tape.layers[l];
+    let seqs = &tape.seqs[..];
+    let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, spec.head_dim, cfg.layer_q_dim(l), cfg.layer_kv_dim(l), spec.intermediate_size);
     let n = dx.len() / hidden;
     let eps = cfg.rms_norm_eps as f64;
     let [lq, lk, lv, lo, lg, lu, ld] = lora;
+
+    // Gemma 4: x_out = s · (x + ple(x)).
+    if let Some(s) = w.layer_scalar {
+        dx.iter_mut().for_each(|v| *v *= s);
+    }
+    if let Some(ple) = &w.ple {
+        ple_backward(ple, t, eps, dx);
+    }
 
     // Feed-forward: x_out = x_mid + post(down(gelu(gate(h2)) · up(h2))).
     let mut d_down = vec![0f32; n * hidden];
@@ -181,7 +226,23 @@ fn block_backward(
     linear_backward(&w.o, lo.as_mut(), dr(Proj::O), &t.att, n, &d_o, &mut d_att);
     let (mut dq, mut dk, mut dv) = (vec![0f32; n * qd], vec![0f32; n * kvd], vec![0f32; n * kvd]);
     let shape = model.layer_attention(l);
-    attention_backward_segments(&shape, seqs, &t.q, &t.k, &t.v, &d_att, &mut dq, &mut dk, &mut dv);
+    // A KV-sharing layer attends to its source layer's keys and values.
+    let kv_layer = spec.kv_source.unwrap_or(l);
+    let src = &tape.layers[kv_layer];
+    attention_backward_segments(&shape, seqs, &t.q, &src.k, &src.v, &d_att, &mut dq, &mut dk, &mut dv);
+    if spec.kv_source.is_some() {
+        match &mut shared_kv[kv_layer] {
+            Some((ak, av)) => {
+                add(ak, &dk);
+                add(av, &dv);
+            }
+            slot => *slot = Some((std::mem::take(&mut dk), std::mem::take(&mut dv))),
+        }
+    } else if let Some((ak, av)) = shared_kv[l].take() {
+        add(&mut dk, &ak);
+        add(&mut dv, &av);
+    }
+    let own_kv = spec.kv_source.is_none();
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for &(r0, len) in seqs {
         for p in 0..len {
@@ -189,25 +250,43 @@ fn block_backward(
             for h in dq[(r0 + p) * qd..(r0 + p + 1) * qd].chunks_exact_mut(hd) {
                 rope_backward(h, &cos, &sin);
             }
-            for h in dk[(r0 + p) * kvd..(r0 + p + 1) * kvd].chunks_exact_mut(hd) {
-                rope_backward(h, &cos, &sin);
+            if own_kv {
+                for h in dk[(r0 + p) * kvd..(r0 + p + 1) * kvd].chunks_exact_mut(hd) {
+                    rope_backward(h, &cos, &sin);
+                }
             }
         }
     }
-    if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+    if let Some(qn) = &w.q_norm {
         let mut d = vec![0f32; n * qd];
         rms_norm_backward(&t.q_pre, qn, eps, &dq, &mut d);
         dq = d;
-        let mut d = vec![0f32; n * kvd];
-        rms_norm_backward(&t.k_pre, kn, eps, &dk, &mut d);
-        dk = d;
     }
     let mut dh1 = vec![0f32; n * hidden];
     linear_backward(&w.q, lq.as_mut(), dr(Proj::Q), &t.h1, n, &dq, &mut dh1);
-    linear_backward(&w.k, lk.as_mut(), dr(Proj::K), &t.h1, n, &dk, &mut tmp);
-    add(&mut dh1, &tmp);
-    linear_backward(&w.v, lv.as_mut(), dr(Proj::V), &t.h1, n, &dv, &mut tmp);
-    add(&mut dh1, &tmp);
+    if own_kv {
+        if let Some(kn) = &w.k_norm {
+            let mut d = vec![0f32; n * kvd];
+            rms_norm_backward(&t.k_pre, kn, eps, &dk, &mut d);
+            dk = d;
+        }
+        if cfg.v_norm {
+            // Gemma 4: a gain-free RMSNorm on each value head.
+            let mut d = vec![0f32; n * kvd];
+            rms_norm_backward(&t.v_pre, &vec![1.0; hd], eps, &dv, &mut d);
+            dv = d;
+        }
+        if spec.k_eq_v {
+            // The values are the key projection's raw output.
+            add(&mut dk, &dv);
+        }
+        linear_backward(&w.k, lk.as_mut(), dr(Proj::K), &t.h1, n, &dk, &mut tmp);
+        add(&mut dh1, &tmp);
+        if !spec.k_eq_v {
+            linear_backward(&w.v, lv.as_mut(), dr(Proj::V), &t.h1, n, &dv, &mut tmp);
+            add(&mut dh1, &tmp);
+        }
+    }
     rms_norm_backward(&t.x_in, &w.attn_norm, eps, &dh1, &mut tmp);
     add(dx, &tmp);
 }

@@ -149,12 +149,7 @@ pub struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// A run writing into `out`. The model runs with reference numerics.
     pub fn new(model: &'a mut Model, lora: TrainableLora, cfg: TrainConfig, train: &'a [Example], eval: Option<&'a [Example]>, out: &Path) -> Result<Self> {
-        if !model.config.is_uniform() {
-            return Err(TrainError::Invalid(format!(
-                "fine-tuning {} is not supported yet (its backward needs the per-layer geometry, KV sharing, per-layer embeddings and MoE steps); Gemma 1–3 train",
-                model.config.family.name()
-            )));
-        }
+        crate::backward::check_trainable(model, cfg.gradient_checkpointing)?;
         if cfg.batch_size == 0 || cfg.grad_accum == 0 {
             return Err(TrainError::Invalid("batch size and gradient accumulation must be at least 1".into()));
         }

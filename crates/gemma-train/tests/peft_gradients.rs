@@ -1,5 +1,6 @@
 //! Loss and every LoRA gradient of one batch, and the losses of 10 AdamW
-//! steps, against PyTorch + PEFT on the tiny Gemma 1/2/3 checkpoints in f32
+//! steps, against PyTorch + PEFT on the tiny Gemma 1/2/3 and dense Gemma 4
+//! (E-style and unified) checkpoints in f32
 //! (goldens from tools/reference/make_finetune_fixtures.py); and the
 //! training forward's logits against the inference forward's, bit for bit.
 
@@ -80,10 +81,23 @@ fn gemma3_loss_and_gradients_equal_peft() {
     check_gradients("tiny-gemma3");
 }
 
+/// E-style Gemma 4: per-layer inputs, KV sharing, double-wide MLP, partial
+/// RoPE, value norm, layer scale, two head geometries.
+#[test]
+fn gemma4_loss_and_gradients_equal_peft() {
+    check_gradients("tiny-gemma4");
+}
+
+/// Unified Gemma 4: `attention_k_eq_v` global layers with their own head geometry.
+#[test]
+fn gemma4_unified_loss_and_gradients_equal_peft() {
+    check_gradients("tiny-gemma4-unified");
+}
+
 /// The training forward runs the inference forward's steps: same logits, bit for bit.
 #[test]
 fn training_forward_logits_equal_inference_bit_for_bit() {
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified"] {
         let (mut model, lora, batch, _, _) = setup(name);
         model.lora = Some(lora.to_adapter());
         let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
@@ -109,7 +123,7 @@ fn training_forward_logits_equal_inference_bit_for_bit() {
 #[test]
 fn ten_adamw_steps_follow_pytorch() {
     use gemma_train::optim::{clip_grad_norm, AdamState, AdamW, Schedule};
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified"] {
         let (mut model, mut lora, batch, _, json) = setup(name);
         let count: usize = batch.iter().map(Example::count).sum();
         let opt = AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };

@@ -7,4 +7,5 @@ pub mod cross_entropy;
 pub mod geglu;
 pub mod linear;
 pub mod norm;
+pub mod ple;
 pub mod rope;
