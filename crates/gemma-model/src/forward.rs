@@ -555,7 +555,7 @@ impl Model {
             }
         } else if let Some(ple) = &w.ple {
             rec!(ple_x, x);
-            let rec = tape.as_deref_mut().filter(|t| !t.input_only);
+            let rec = tape.filter(|t| !t.input_only);
             let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, x, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
             add_in_place(x, y);
         }

@@ -17,7 +17,7 @@ use crate::{Result, TrainError};
 use gemma_kernels::ops::rope_angles;
 use gemma_kernels::rms_norm;
 use gemma_model::lora::dropout_seed;
-use gemma_model::{LayerTape, Model, Tape};
+use gemma_model::{Model, Tape};
 
 /// One training sequence: token ids and which of them are targets (a
 /// target at `i` is predicted from position `i − 1`; position 0 never is).

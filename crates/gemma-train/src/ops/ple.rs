@@ -27,37 +27,39 @@ fn matmul_t_ref<T: Real>(dy: &[T], w: &[T], k: usize, dx: &mut [T]) {
     for (dyr, dxr) in dy.chunks_exact(m).zip(dx.chunks_exact_mut(k)) {
         dxr.iter_mut().for_each(|v| *v = T::of(0.0));
         for (&d, wr) in dyr.iter().zip(w.chunks_exact(k)) {
-            dxr.iter_mut().zip(wr).for_each(|(o, &v)| *o = *o + d * v);
+            dxr.iter_mut().zip(wr).for_each(|(o, &v)| *o += d * v);
         }
     }
 }
 
-/// The per-layer delta `y` `[n, h]` of rows `x` `[n, h]`: gate `[p, h]`,
-/// per-layer inputs `e` `[n, p]`, projection `[h, p]`, norm gain `g` `[h]`.
-pub fn ple_delta<T: Real>(x: &[T], gate: &[T], e: &[T], proj: &[T], g: &[T], eps: f64) -> Vec<T> {
-    let (h, p) = (g.len(), e.len() / (x.len() / g.len()));
+/// The forward's intermediates: `a = gate·x` `[n, p]`, `u = gelu(a) ⊙ e`
+/// `[n, p]`, `z = proj·u` `[n, h]`.
+fn intermediates<T: Real>(x: &[T], gate: &[T], e: &[T], proj: &[T], h: usize) -> (Vec<T>, Vec<T>) {
     let n = x.len() / h;
+    let p = e.len() / n;
     let mut a = vec![T::of(0.0); n * p];
     matmul_ref(x, gate, h, &mut a);
     let mut u = vec![T::of(0.0); n * p];
     geglu(&a, e, &mut u);
     let mut z = vec![T::of(0.0); n * h];
     matmul_ref(&u, proj, p, &mut z);
-    let mut y = vec![T::of(0.0); n * h];
+    (a, z)
+}
+
+/// The per-layer delta `y` `[n, h]` of rows `x` `[n, h]`: gate `[p, h]`,
+/// per-layer inputs `e` `[n, p]`, projection `[h, p]`, norm gain `g` `[h]`.
+pub fn ple_delta<T: Real>(x: &[T], gate: &[T], e: &[T], proj: &[T], g: &[T], eps: f64) -> Vec<T> {
+    let (_, z) = intermediates(x, gate, e, proj, g.len());
+    let mut y = vec![T::of(0.0); z.len()];
     rms_norm(&z, g, eps, &mut y);
     y
 }
 
 /// `J_yᵀ·dy` of [`ple_delta`] with respect to `x` (the reference backward).
 pub fn ple_delta_backward<T: Real>(x: &[T], gate: &[T], e: &[T], proj: &[T], g: &[T], eps: f64, dy: &[T]) -> Vec<T> {
-    let (h, p) = (g.len(), e.len() / (x.len() / g.len()));
-    let n = x.len() / h;
-    let mut a = vec![T::of(0.0); n * p];
-    matmul_ref(x, gate, h, &mut a);
-    let mut u = vec![T::of(0.0); n * p];
-    geglu(&a, e, &mut u);
-    let mut z = vec![T::of(0.0); n * h];
-    matmul_ref(&u, proj, p, &mut z);
+    let h = g.len();
+    let (n, p) = (x.len() / h, e.len() / (x.len() / h));
+    let (a, z) = intermediates(x, gate, e, proj, h);
     let mut dz = vec![T::of(0.0); n * h];
     rms_norm_backward(&z, g, eps, dy, &mut dz);
     let mut du = vec![T::of(0.0); n * p];
@@ -95,6 +97,7 @@ mod tests {
 
     const EPS: f64 = 1e-6;
 
+    #[allow(clippy::type_complexity)]
     fn case() -> (usize, usize, usize, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
         let (n, h, p) = (3, 8, 4);
         let x: Vec<f64> = (0..n * h).map(|i| val(i, 11) * 2.0).collect();
@@ -117,16 +120,11 @@ mod tests {
     /// Training's f32 path on loaded weights equals the reference.
     #[test]
     fn ple_backward_f32_equals_the_reference() {
-        let (n, h, p, x, gate, e, proj, g, dy) = case();
+        let (_, h, p, x, gate, e, proj, g, dy) = case();
         let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
         let want = ple_delta_backward(&f(&x), &f(&gate), &f(&e), &f(&proj), &f(&g), EPS, &f(&dy));
         let w = PleLayerWeights { gate: Matrix::new(p, h, Storage::F32(f(&gate))), proj: Matrix::new(h, p, Storage::F32(f(&proj))), norm: f(&g) };
-        let mut a = vec![0f32; n * p];
-        matmul_ref(&f(&x), &f(&gate), h, &mut a);
-        let mut u = vec![0f32; n * p];
-        geglu(&a, &f(&e), &mut u);
-        let mut z = vec![0f32; n * h];
-        matmul_ref(&u, &f(&proj), p, &mut z);
+        let (a, z) = intermediates(&f(&x), &f(&gate), &f(&e), &f(&proj), h);
         let t = LayerTape { ple_gate: a, ple_e: f(&e), ple_z: z, ..LayerTape::default() };
         // The residual's own gradient passes through: dx = dy + J_yᵀ·dy.
         let mut dx = f(&dy);
