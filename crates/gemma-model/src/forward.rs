@@ -528,7 +528,13 @@ impl Model {
         rec!(down_out, a);
         if let Some(moe) = &w.moe {
             // Gemma 4: experts beside the dense MLP, routed from the residual.
-            crate::gemma4::moe_block(moe, psegs, x, a, eps, &mut sc.moe);
+            // Training runs the experts sequence by sequence, as inference
+            // does (the expert products' rounding depends on how many rows
+            // share them): the training forward stays inference's bit for bit.
+            let msegs = if training { segs } else { psegs };
+            let rec = tape.as_deref_mut().filter(|t| !t.input_only);
+            crate::gemma4::moe_block(moe, msegs, x, a, eps, &mut sc.moe, rec);
+            rec!(moe_sum, a);
         }
         if let Some(g) = &w.post_ffn_norm {
             rms_norm_in_place(a, g, eps);

@@ -251,11 +251,13 @@ pub(crate) fn per_layer_delta<'y>(
 /// rows routed to it, decode rows together and each prefill segment apart,
 /// as the dense projections do, so a sequence's result does not depend on
 /// the others in the batch.
-pub(crate) fn moe_block(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps: f32, scratch: &mut Vec<f32>) {
-    SCRATCH.with(|m| moe_block_in(w, segs, r, dense, eps, scratch, &mut m.borrow_mut()));
+/// `tape` records the routes and the experts' sum for the backward.
+pub(crate) fn moe_block(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps: f32, scratch: &mut Vec<f32>, tape: Option<&mut crate::tape::LayerTape>) {
+    SCRATCH.with(|m| moe_block_in(w, segs, r, dense, eps, scratch, &mut m.borrow_mut(), tape));
 }
 
-fn moe_block_in(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps: f32, scratch: &mut Vec<f32>, m: &mut Scratch) {
+#[allow(clippy::too_many_arguments)]
+fn moe_block_in(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps: f32, scratch: &mut Vec<f32>, m: &mut Scratch, mut tape: Option<&mut crate::tape::LayerTape>) {
     let n: usize = segs.iter().map(|s| s.n).sum();
     let hidden = r.len() / n;
     let experts = w.gate_up.len();
@@ -273,6 +275,9 @@ fn moe_block_in(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps:
     Model::project_plain(segs, &m.xr, &w.router, logits);
     m.routed.resize_with(experts, Vec::new);
     m.routed.iter_mut().for_each(Vec::clear);
+    if let Some(tp) = tape.as_deref_mut() {
+        tp.moe_routes.clear();
+    }
     for (t, lg) in logits.chunks_exact(experts).enumerate() {
         let max = lg.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         m.p.clear();
@@ -287,6 +292,9 @@ fn moe_block_in(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps:
         let sum: f32 = top.iter().map(|&e| p[e] / z).sum();
         for &e in top {
             m.routed[e].push((t, p[e] / z / sum * w.expert_scale[e]));
+            if let Some(tp) = tape.as_deref_mut() {
+                tp.moe_routes.push((t, e, p[e] / z / sum));
+            }
         }
     }
     // Experts' input.
@@ -339,6 +347,9 @@ fn moe_block_in(w: &MoeWeights, segs: &[Seg], r: &[f32], dense: &mut [f32], eps:
         for (i, &(t, wt)) in m.picked.iter().enumerate() {
             out[t * hidden..(t + 1) * hidden].iter_mut().zip(&y[i * hidden..(i + 1) * hidden]).for_each(|(o, v)| *o += v * wt);
         }
+    }
+    if let Some(tp) = tape {
+        crate::tape::record(&mut tp.moe_raw, out);
     }
     rms_norm_in_place(out, &w.post_norm_experts, eps);
     dense.iter_mut().zip(out.iter()).for_each(|(d, o)| *d += o);

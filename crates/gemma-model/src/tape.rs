@@ -46,6 +46,13 @@ pub struct LayerTape {
     pub act: Vec<f32>,
     /// Down projection before the post-feed-forward norm `[n, hidden]`.
     pub down_out: Vec<f32>,
+    /// Gemma 4 MoE: the dense MLP plus the experts, normed (input of the post-feed-forward norm) `[n, hidden]`.
+    pub moe_sum: Vec<f32>,
+    /// Gemma 4 MoE: the experts' weighted sum before its norm `[n, hidden]`.
+    pub moe_raw: Vec<f32>,
+    /// Gemma 4 MoE: each token's routed experts `(row, expert, weight)`, the
+    /// weight being the top-k renormalized probability (before the expert's scale).
+    pub moe_routes: Vec<(usize, usize, f32)>,
     /// Gemma 4 per-layer input: the residual it reads `[n, hidden]`.
     pub ple_x: Vec<f32>,
     /// Gemma 4 per-layer input: gate projection before GELU `[n, P]`.

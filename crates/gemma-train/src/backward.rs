@@ -9,6 +9,7 @@ use crate::ops::attention::attention_backward_segments;
 use crate::ops::cross_entropy::head_cross_entropy;
 use crate::ops::geglu::geglu_backward_f32;
 use crate::ops::linear::{linear_backward, LoraParam};
+use crate::ops::moe::moe_backward;
 use crate::ops::norm::rms_norm_backward;
 use crate::ops::ple::ple_backward;
 use crate::ops::rope::rope_backward;
@@ -47,23 +48,19 @@ pub struct MicroBatch {
     pub tokens: usize,
 }
 
-/// Whether this crate's backward covers `model`: every Gemma 1–3 and the
-/// dense Gemma 4 models (E-style with per-layer inputs and KV sharing, the
-/// unified ones); not yet Gemma 3n (AltUp, LAuReL, activation sparsity) or
-/// the Gemma 4 MoE (the backward through the router and the frozen
-/// experts), nor gradient checkpointing with per-layer inputs or KV sharing
-/// (recomputing a block needs the per-layer inputs and the source layer's cache).
+/// Whether this crate's backward covers `model`: every Gemma 1–3 and Gemma 4
+/// model (E-style with per-layer inputs and KV sharing, unified, the MoE with
+/// its experts and router frozen); not yet Gemma 3n (AltUp, LAuReL,
+/// activation sparsity), nor gradient checkpointing with per-layer inputs or
+/// KV sharing (recomputing a block needs the per-layer inputs and the source
+/// layer's cache).
 pub fn check_trainable(model: &Model, checkpointing: bool) -> Result<()> {
     let cfg = &model.config;
-    let why = if cfg.altup.is_some() {
-        Some("Gemma 3n's AltUp, LAuReL and sparse-gate steps have no backward yet")
-    } else if cfg.moe.is_some() {
-        Some("the mixture-of-experts block (router and frozen experts) has no backward yet")
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        return Err(TrainError::Invalid(format!("fine-tuning {} is not supported yet: {why}; Gemma 1, 2, 3 and the dense Gemma 4 models train", cfg.family.name())));
+    if cfg.altup.is_some() {
+        return Err(TrainError::Invalid(format!(
+            "fine-tuning {} is not supported yet: its AltUp, LAuReL and sparse-gate steps have no backward yet; Gemma 1, 2, 3 and 4 train",
+            cfg.family.name()
+        )));
     }
     if checkpointing && (model.weights.ple.is_some() || cfg.layers.iter().any(|l| l.kv_source.is_some())) {
         return Err(TrainError::Invalid(
@@ -198,11 +195,19 @@ fn block_backward(
         ple_backward(ple, t, eps, dx);
     }
 
-    // Feed-forward: x_out = x_mid + post(down(gelu(gate(h2)) · up(h2))).
+    // Feed-forward: x_out = x_mid + post(down(gelu(gate(h2)) · up(h2))),
+    // with Gemma 4's experts beside the dense MLP: post(moe(x_mid, down(…))).
     let mut d_down = vec![0f32; n * hidden];
+    let post_in = if w.moe.is_some() { &t.moe_sum } else { &t.down_out };
     match &w.post_ffn_norm {
-        Some(g) => rms_norm_backward(&t.down_out, g, eps, dx, &mut d_down),
+        Some(g) => rms_norm_backward(post_in, g, eps, dx, &mut d_down),
         None => d_down.copy_from_slice(dx),
+    }
+    let mut d_moe_r = None;
+    if let Some(moe) = &w.moe {
+        let mut dr = vec![0f32; n * hidden];
+        d_down = moe_backward(moe, t, eps, &d_down, &mut dr);
+        d_moe_r = Some(dr);
     }
     let mut d_act = vec![0f32; n * ff];
     linear_backward(&w.down, ld.as_mut(), dr(Proj::Down), &t.act, n, &d_down, &mut d_act);
@@ -214,7 +219,11 @@ fn block_backward(
     linear_backward(&w.up, lu.as_mut(), dr(Proj::Up), &t.h2, n, &d_up, &mut tmp);
     add(&mut dh2, &tmp);
     rms_norm_backward(&t.x_mid, &w.ffn_norm, eps, &dh2, &mut tmp);
-    add(dx, &tmp); // now d x_mid
+    add(dx, &tmp);
+    if let Some(dr) = d_moe_r {
+        add(dx, &dr); // the experts' and the router's share
+    }
+    // now d x_mid
 
     // Attention: x_mid = x_in + post(o(attn(rope(norm(q(h1))), …))).
     let mut d_o = vec![0f32; n * hidden];

@@ -1,6 +1,6 @@
 //! Loss and every LoRA gradient of one batch, and the losses of 10 AdamW
-//! steps, against PyTorch + PEFT on the tiny Gemma 1/2/3 and dense Gemma 4
-//! (E-style and unified) checkpoints in f32
+//! steps, against PyTorch + PEFT on the tiny Gemma 1/2/3 and Gemma 4
+//! (E-style, unified, MoE) checkpoints in f32
 //! (goldens from tools/reference/make_finetune_fixtures.py); and the
 //! training forward's logits against the inference forward's, bit for bit.
 
@@ -94,10 +94,18 @@ fn gemma4_unified_loss_and_gradients_equal_peft() {
     check_gradients("tiny-gemma4-unified");
 }
 
+/// Gemma 4 MoE: LoRA on attention and the dense MLP (PEFT's default: the
+/// experts are parameters, not modules), the gradient through the frozen
+/// experts and the router.
+#[test]
+fn gemma4_moe_loss_and_gradients_equal_peft() {
+    check_gradients("tiny-gemma4-moe");
+}
+
 /// The training forward runs the inference forward's steps: same logits, bit for bit.
 #[test]
 fn training_forward_logits_equal_inference_bit_for_bit() {
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe"] {
         let (mut model, lora, batch, _, _) = setup(name);
         model.lora = Some(lora.to_adapter());
         let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
@@ -123,7 +131,7 @@ fn training_forward_logits_equal_inference_bit_for_bit() {
 #[test]
 fn ten_adamw_steps_follow_pytorch() {
     use gemma_train::optim::{clip_grad_norm, AdamState, AdamW, Schedule};
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe"] {
         let (mut model, mut lora, batch, _, json) = setup(name);
         let count: usize = batch.iter().map(Example::count).sum();
         let opt = AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };

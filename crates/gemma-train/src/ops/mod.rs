@@ -6,6 +6,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod geglu;
 pub mod linear;
+pub mod moe;
 pub mod norm;
 pub mod ple;
 pub mod rope;
