@@ -62,7 +62,7 @@ def batch_loss(model, seqs, masks):
     return total / count
 
 
-MODELS = sys.argv[2:] or ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe"]
+MODELS = sys.argv[2:] or ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe", "tiny-gemma3n"]
 for name in MODELS:
     torch.manual_seed(11)
     base = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, name), dtype=torch.float32, attn_implementation="eager")

@@ -382,6 +382,9 @@ impl Model {
         let lo = |p: Proj| self.lora.as_ref().and_then(|a| a.layers[l].parts[p.index()].as_ref());
         let x = &mut sc.x[..n * hidden];
         if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
+            if let Some(t) = tape.as_deref_mut().filter(|t| !t.input_only) {
+                record(&mut t.streams_in, &sc.streams[..spec.streams * n * hidden]);
+            }
             crate::gemma3n::predict(aw, spec, segs, &mut sc.streams, x, eps);
         }
         // Training runs each projection once over the rows of all sequences
@@ -414,7 +417,8 @@ impl Model {
         rms_norm(x, &w.attn_norm, eps, h);
         rec!(h1, h);
         if let Some(lw) = &w.laurel {
-            crate::gemma3n::laurel(lw, segs, h, &mut sc.laurel, eps);
+            let rec = tape.as_deref_mut().filter(|t| !t.input_only);
+            crate::gemma3n::laurel(lw, segs, h, &mut sc.laurel, eps, rec);
         }
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
@@ -542,6 +546,7 @@ impl Model {
         add_in_place(x, a);
         let (layers, p) = (cfg.num_layers(), cfg.per_layer_input_size);
         if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
+            rec!(block_out, x);
             // Gemma 3n: correct the streams from this layer's output; the
             // (scaled) active stream's per-layer input goes to streams 1...
             crate::gemma3n::correct(aw, spec, segs, &mut sc.streams, x, eps);
@@ -554,7 +559,9 @@ impl Model {
                 }
             }
             if let Some(ple) = &w.ple {
-                let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, None);
+                rec!(ple_x, first);
+                let rec = tape.as_deref_mut().filter(|t| !t.input_only);
+                let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
                 for st in sc.streams[len..spec.streams * len].chunks_exact_mut(len) {
                     add_in_place(st, y);
                 }

@@ -213,13 +213,17 @@ pub(crate) fn correct(w: &AltUpLayerWeights, spec: AltUpSpec, segs: &[Seg], stre
     }
 }
 
-/// LAuReL: `out = h + norm(right(left(h)))` over `h` `[n, hidden]`.
-pub(crate) fn laurel(w: &LaurelWeights, segs: &[Seg], h: &[f32], out: &mut Vec<f32>, eps: f32) {
+/// LAuReL: `out = h + norm(right(left(h)))` over `h` `[n, hidden]`;
+/// `tape` records `right(left(h))` for the backward.
+pub(crate) fn laurel(w: &LaurelWeights, segs: &[Seg], h: &[f32], out: &mut Vec<f32>, eps: f32, tape: Option<&mut crate::tape::LayerTape>) {
     let n = h.len() / w.left.cols;
     let mut t = vec![0f32; n * w.left.rows];
     Model::project_plain(segs, h, &w.left, &mut t);
     let out = buf(out, h.len());
     Model::project_plain(segs, &t, &w.right, out);
+    if let Some(tp) = tape {
+        crate::tape::record(&mut tp.laurel_z, out);
+    }
     rms_norm_in_place(out, &w.norm, eps);
     out.iter_mut().zip(h).for_each(|(o, &v)| *o += v);
 }

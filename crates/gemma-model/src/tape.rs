@@ -46,6 +46,12 @@ pub struct LayerTape {
     pub act: Vec<f32>,
     /// Down projection before the post-feed-forward norm `[n, hidden]`.
     pub down_out: Vec<f32>,
+    /// Gemma 3n: the AltUp streams entering the layer (before predict) `[S, n, hidden]`.
+    pub streams_in: Vec<f32>,
+    /// Gemma 3n: the block's output on the active stream (before correct) `[n, hidden]`.
+    pub block_out: Vec<f32>,
+    /// Gemma 3n LAuReL: `right(left(h))` before its norm `[n, hidden]`.
+    pub laurel_z: Vec<f32>,
     /// Gemma 4 MoE: the dense MLP plus the experts, normed (input of the post-feed-forward norm) `[n, hidden]`.
     pub moe_sum: Vec<f32>,
     /// Gemma 4 MoE: the experts' weighted sum before its norm `[n, hidden]`.
@@ -85,8 +91,11 @@ pub struct Tape {
     pub seed: u64,
     /// `(row0, len)` of each sequence.
     pub seqs: Vec<(usize, usize)>,
-    /// Residual stream after the last block `[n, hidden]`.
+    /// Residual stream after the last block `[n, hidden]` (Gemma 3n: the
+    /// streams collapsed).
     pub x_out: Vec<f32>,
+    /// Gemma 3n: the AltUp streams after the last block `[S, n, hidden]`.
+    pub streams_out: Vec<f32>,
     /// Gradient checkpointing: blocks keep only their input in the forward.
     pub checkpointing: bool,
 }
@@ -125,6 +134,9 @@ impl Model {
         let mut sc = Workspace::default();
         self.run_segments(&segs, &mut items, &mut sc, Some(tape));
         record(&mut tape.x_out, &sc.x[..row0 * cfg.hidden_size]);
+        if let Some(a) = cfg.altup {
+            record(&mut tape.streams_out, &sc.streams[..a.streams * row0 * cfg.hidden_size]);
+        }
         Ok(())
     }
 

@@ -2,16 +2,19 @@
 //! ([`Model::forward_train`], which records a [`Tape`]), the fused head +
 //! cross-entropy over the labeled rows, then each block's steps backwards
 //! (post-norms, projections through the frozen base, GeGLU, attention,
-//! RoPE, qk-norm, pre-norms, residuals).
+//! RoPE, qk-norm, pre-norms, residuals, and each generation's own steps:
+//! Gemma 4's per-layer inputs, value norm, KV sharing and experts; Gemma
+//! 3n's AltUp streams, LAuReL and sparse gate).
 
 use crate::adapter::TrainableLora;
 use crate::ops::attention::attention_backward_segments;
 use crate::ops::cross_entropy::head_cross_entropy;
 use crate::ops::geglu::geglu_backward_f32;
 use crate::ops::linear::{linear_backward, LoraParam};
+use crate::ops::altup::{collapse_backward_f32, correct_backward, laurel_backward, predict, predict_backward, sparse_gate, sparse_gate_backward, AltUpRef};
 use crate::ops::moe::moe_backward;
 use crate::ops::norm::rms_norm_backward;
-use crate::ops::ple::ple_backward;
+use crate::ops::ple::{ple_backward, ple_input_grad};
 use crate::ops::rope::rope_backward;
 use gemma_model::tensors::Proj;
 use crate::{Result, TrainError};
@@ -48,23 +51,17 @@ pub struct MicroBatch {
     pub tokens: usize,
 }
 
-/// Whether this crate's backward covers `model`: every Gemma 1–3 and Gemma 4
-/// model (E-style with per-layer inputs and KV sharing, unified, the MoE with
-/// its experts and router frozen); not yet Gemma 3n (AltUp, LAuReL,
-/// activation sparsity), nor gradient checkpointing with per-layer inputs or
-/// KV sharing (recomputing a block needs the per-layer inputs and the source
-/// layer's cache).
+/// Whether this crate's backward covers `model` as asked: every Gemma text
+/// generation trains (1, 2, 3, 3n, and 4: E-style, unified, the MoE with its
+/// experts and router frozen); gradient checkpointing is not done yet for
+/// models with per-layer inputs or KV sharing (Gemma 3n, Gemma 4 E models:
+/// recomputing a block needs the per-layer inputs, the source layer's cache
+/// and, for 3n, the AltUp streams).
 pub fn check_trainable(model: &Model, checkpointing: bool) -> Result<()> {
     let cfg = &model.config;
-    if cfg.altup.is_some() {
-        return Err(TrainError::Invalid(format!(
-            "fine-tuning {} is not supported yet: its AltUp, LAuReL and sparse-gate steps have no backward yet; Gemma 1, 2, 3 and 4 train",
-            cfg.family.name()
-        )));
-    }
-    if checkpointing && (model.weights.ple.is_some() || cfg.layers.iter().any(|l| l.kv_source.is_some())) {
+    if checkpointing && (model.weights.ple.is_some() || cfg.altup.is_some() || cfg.layers.iter().any(|l| l.kv_source.is_some())) {
         return Err(TrainError::Invalid(
-            "gradient checkpointing is not supported yet for models with per-layer inputs or KV sharing (Gemma 4 E models): train without --gradient-checkpointing".into(),
+            "gradient checkpointing is not supported yet for models with per-layer inputs, AltUp streams or KV sharing (Gemma 3n, Gemma 4 E models): train without --gradient-checkpointing".into(),
         ));
     }
     Ok(())
@@ -128,12 +125,20 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
     // Gradients of the keys and values a KV-sharing layer read from an
     // earlier layer's cache, waiting for that layer's backward.
     let mut shared_kv: Vec<Option<(Vec<f32>, Vec<f32>)>> = vec![None; cfg.num_layers()];
+    // Gemma 3n: the gradient of all AltUp streams `[S, n, hidden]`, from the collapse.
+    let mut streams = match &model.weights.altup {
+        Some(a) => Some(collapse_backward_f32(&a.unembed, &tape.streams_out, hidden, &dx)),
+        None => None,
+    };
     for l in (0..cfg.num_layers()).rev() {
         let dr = |p: Proj| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p.index())));
         if tape.checkpointing {
             model.recompute_layer(l, &seqs, tape)?;
         }
-        block_backward(model, l, tape, &mut lora.layers[l], &dr, &mut shared_kv, &mut dx);
+        match streams.as_mut() {
+            Some(ds) => altup_layer_backward(model, l, tape, &mut lora.layers[l], &dr, &mut shared_kv, ds),
+            None => block_backward(model, l, tape, &mut lora.layers[l], &dr, &mut shared_kv, &mut dx),
+        }
         if tape.checkpointing {
             tape.layers[l].release();
         }
@@ -191,7 +196,8 @@ fn block_backward(
     if let Some(s) = w.layer_scalar {
         dx.iter_mut().for_each(|v| *v *= s);
     }
-    if let Some(ple) = &w.ple {
+    // (Gemma 3n's per-layer input feeds the AltUp streams: altup_layer_backward.)
+    if let (Some(ple), None) = (&w.ple, &w.altup) {
         ple_backward(ple, t, eps, dx);
     }
 
@@ -212,7 +218,15 @@ fn block_backward(
     let mut d_act = vec![0f32; n * ff];
     linear_backward(&w.down, ld.as_mut(), dr(Proj::Down), &t.act, n, &d_down, &mut d_act);
     let (mut d_gate, mut d_up) = (vec![0f32; n * ff], vec![0f32; n * ff]);
-    geglu_backward_f32(&t.gate_pre, &t.up, &d_act, &mut d_gate, &mut d_up);
+    match spec.gate_sparsity_k {
+        // Gemma 3n: GELU of the sparse gate `relu(g − (mean + k·std))`.
+        Some(k) => {
+            let sparse = sparse_gate(&t.gate_pre, ff, k as f64);
+            geglu_backward_f32(&sparse, &t.up, &d_act, &mut d_gate, &mut d_up);
+            d_gate = sparse_gate_backward(&t.gate_pre, ff, k as f64, &d_gate);
+        }
+        None => geglu_backward_f32(&t.gate_pre, &t.up, &d_act, &mut d_gate, &mut d_up),
+    }
     let mut dh2 = vec![0f32; n * hidden];
     let mut tmp = vec![0f32; n * hidden];
     linear_backward(&w.gate, lg.as_mut(), dr(Proj::Gate), &t.h2, n, &d_gate, &mut dh2);
@@ -225,7 +239,11 @@ fn block_backward(
     }
     // now d x_mid
 
-    // Attention: x_mid = x_in + post(o(attn(rope(norm(q(h1))), …))).
+    // Attention: x_mid = x_in + post(o(attn(rope(norm(q(h1))), …))); Gemma 3n
+    // adds LAuReL and scales: x_mid = (x_in + post(o(…)) + laurel(h1)) / √2.
+    if w.laurel.is_some() {
+        dx.iter_mut().for_each(|v| *v *= std::f32::consts::FRAC_1_SQRT_2);
+    }
     let mut d_o = vec![0f32; n * hidden];
     match &w.post_attn_norm {
         Some(g) => rms_norm_backward(&t.o_out, g, eps, dx, &mut d_o),
@@ -296,6 +314,62 @@ fn block_backward(
             add(&mut dh1, &tmp);
         }
     }
+    if let Some(lw) = &w.laurel {
+        // LAuReL's output is h1 + norm(right(left(h1))).
+        add(&mut dh1, dx);
+        add(&mut dh1, &laurel_backward(&lw.left, &lw.right, &lw.norm, &t.laurel_z, eps, dx));
+    }
     rms_norm_backward(&t.x_in, &w.attn_norm, eps, &dh1, &mut tmp);
     add(dx, &tmp);
+}
+
+/// One Gemma 3n layer backwards over the gradient of all its AltUp streams
+/// `ds` `[S, n, hidden]` (in place: the layer's output streams on entry, its
+/// input streams on return): the per-layer input added to streams 1.., the
+/// correction from the block's output, the block itself on the active
+/// stream's prediction, and the prediction from the input streams.
+fn altup_layer_backward(
+    model: &Model,
+    l: usize,
+    tape: &Tape,
+    lora: &mut [Option<LoraParam>; 7],
+    dr: &dyn Fn(Proj) -> Option<(f32, u64)>,
+    shared_kv: &mut [Option<(Vec<f32>, Vec<f32>)>],
+    ds: &mut Vec<f32>,
+) {
+    let cfg = &model.config;
+    let (Some(spec), Some(aw)) = (cfg.altup, &model.weights.layers[l].altup) else { return };
+    let w = &model.weights.layers[l];
+    let t = &tape.layers[l];
+    let hidden = cfg.hidden_size;
+    let eps = cfg.rms_norm_eps as f64;
+    let len = ds.len() / spec.streams;
+    let (a0, a1) = (spec.active * len, (spec.active + 1) * len);
+    let altup = AltUpRef {
+        router: gemma_quant::to_f32_vec(&aw.router.storage),
+        router_norm: aw.router_norm.clone(),
+        prediction: aw.prediction_coefs.clone(),
+        correction: aw.correction_coefs.clone(),
+        s: spec.streams,
+        active: spec.active,
+    };
+    // Streams 1.. received ple(first), first = the corrected active stream (scaled).
+    if let Some(ple) = &w.ple {
+        let mut d_ple = vec![0f32; len];
+        for st in ds[len..].chunks_exact(len) {
+            add(&mut d_ple, st);
+        }
+        let mut d_first = ple_input_grad(ple, t, eps, &d_ple);
+        if spec.correct_scale {
+            for row in d_first.chunks_exact_mut(hidden) {
+                row.iter_mut().zip(&aw.correct_output_scale).for_each(|(v, s)| *v *= s);
+            }
+        }
+        add(&mut ds[a0..a1], &d_first);
+    }
+    let predictions = predict(&altup, &t.streams_in, hidden, eps);
+    let (mut dp, mut dy) = correct_backward(&altup, &predictions, &t.block_out, hidden, eps, ds);
+    block_backward(model, l, tape, lora, dr, shared_kv, &mut dy);
+    add(&mut dp[a0..a1], &dy);
+    *ds = predict_backward(&altup, &t.streams_in, hidden, eps, &dp);
 }

@@ -1,5 +1,5 @@
 //! Loss and every LoRA gradient of one batch, and the losses of 10 AdamW
-//! steps, against PyTorch + PEFT on the tiny Gemma 1/2/3 and Gemma 4
+//! steps, against PyTorch + PEFT on the tiny Gemma 1/2/3, 3n and Gemma 4
 //! (E-style, unified, MoE) checkpoints in f32
 //! (goldens from tools/reference/make_finetune_fixtures.py); and the
 //! training forward's logits against the inference forward's, bit for bit.
@@ -94,6 +94,13 @@ fn gemma4_unified_loss_and_gradients_equal_peft() {
     check_gradients("tiny-gemma4-unified");
 }
 
+/// Gemma 3n: AltUp predict/correct and the final collapse, LAuReL, the
+/// sparse gate, per-layer inputs into the streams, KV sharing.
+#[test]
+fn gemma3n_loss_and_gradients_equal_peft() {
+    check_gradients("tiny-gemma3n");
+}
+
 /// Gemma 4 MoE: LoRA on attention and the dense MLP (PEFT's default: the
 /// experts are parameters, not modules), the gradient through the frozen
 /// experts and the router.
@@ -105,7 +112,7 @@ fn gemma4_moe_loss_and_gradients_equal_peft() {
 /// The training forward runs the inference forward's steps: same logits, bit for bit.
 #[test]
 fn training_forward_logits_equal_inference_bit_for_bit() {
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe", "tiny-gemma3n"] {
         let (mut model, lora, batch, _, _) = setup(name);
         model.lora = Some(lora.to_adapter());
         let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
@@ -131,12 +138,12 @@ fn training_forward_logits_equal_inference_bit_for_bit() {
 #[test]
 fn ten_adamw_steps_follow_pytorch() {
     use gemma_train::optim::{clip_grad_norm, AdamState, AdamW, Schedule};
-    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe"] {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe", "tiny-gemma3n"] {
         let (mut model, mut lora, batch, _, json) = setup(name);
         let count: usize = batch.iter().map(Example::count).sum();
         let opt = AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
         let mut state = AdamState::new(&lora);
-        let mut worst: f64 = 0.0;
+        let (mut worst, mut worst_norm): (f64, f64) = (0.0, 0.0);
         for (step, want) in json["steps"].as_array().unwrap().iter().enumerate() {
             model.lora = Some(lora.to_adapter());
             lora.zero_grad();
@@ -147,11 +154,18 @@ fn ten_adamw_steps_follow_pytorch() {
             assert!(rel(lr, want["lr"].as_f64().unwrap()) < 1e-9 || lr == 0.0, "{name} step {step}: lr {lr}");
             let (wl, wn) = (want["loss"].as_f64().unwrap(), want["grad_norm"].as_f64().unwrap());
             assert!(rel(loss, wl) < 1e-4, "{name} step {step}: loss {loss} vs PyTorch {wl}");
-            assert!(rel(norm, wn) < 1e-4, "{name} step {step}: grad norm {norm} vs PyTorch {wn}");
+            // Gemma 3n's sparse gate cuts at mean + k·std of each row: an
+            // element within rounding of the cutoff may count on one side
+            // here and on the other in PyTorch, which moves that step's
+            // gradient norm by up to ~3e-3 (measured: one step of ten) while
+            // the loss trajectory stays within 1e-5.
+            let norm_tol = if name == "tiny-gemma3n" { 5e-3 } else { 1e-4 };
+            assert!(rel(norm, wn) < norm_tol, "{name} step {step}: grad norm {norm} vs PyTorch {wn}");
+            worst_norm = worst_norm.max(rel(norm, wn));
             worst = worst.max(rel(loss, wl));
             opt.step(&mut lora, &mut state, lr);
         }
-        eprintln!("{name}: 10 AdamW steps, worst loss difference {worst:.1e} relative");
+        eprintln!("{name}: 10 AdamW steps, worst loss difference {worst:.1e} relative, gradient norm {worst_norm:.1e}");
     }
 }
 

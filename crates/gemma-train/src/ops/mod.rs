@@ -2,6 +2,7 @@
 //! [`crate::real::Real`]: the f64 instantiation is the reference that a
 //! finite-difference test checks, the f32 one is what training runs.
 
+pub mod altup;
 pub mod attention;
 pub mod cross_entropy;
 pub mod geglu;

@@ -75,18 +75,24 @@ pub fn ple_delta_backward<T: Real>(x: &[T], gate: &[T], e: &[T], proj: &[T], g: 
 /// (which holds the gradient of `x + y`), from the activations in `t`
 /// (`ple_gate` = `gate·x`, `ple_e`, `ple_z` = the projection before its norm).
 pub fn ple_backward(w: &PleLayerWeights, t: &LayerTape, eps: f64, dx: &mut [f32]) {
+    let d = ple_input_grad(w, t, eps, dx);
+    dx.iter_mut().zip(&d).for_each(|(x, v)| *x += v);
+}
+
+/// `J_yᵀ · dy`: the per-layer delta's input gradient alone.
+pub fn ple_input_grad(w: &PleLayerWeights, t: &LayerTape, eps: f64, dy: &[f32]) -> Vec<f32> {
     let hidden = w.norm.len();
-    let n = dx.len() / hidden;
+    let n = dy.len() / hidden;
     let p = w.gate.rows;
     let mut dz = vec![0f32; n * hidden];
-    rms_norm_backward(&t.ple_z, &w.norm, eps, dx, &mut dz);
+    rms_norm_backward(&t.ple_z, &w.norm, eps, dy, &mut dz);
     let mut du = vec![0f32; n * p];
     linear_backward(&w.proj, None, None, &[], n, &dz, &mut du);
     let (mut da, mut de) = (vec![0f32; n * p], vec![0f32; n * p]);
     geglu_backward_f32(&t.ple_gate, &t.ple_e, &du, &mut da, &mut de);
     let mut d = vec![0f32; n * hidden];
     linear_backward(&w.gate, None, None, &[], n, &da, &mut d);
-    dx.iter_mut().zip(&d).for_each(|(x, v)| *x += v);
+    d
 }
 
 #[cfg(test)]

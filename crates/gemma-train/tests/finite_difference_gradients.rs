@@ -1,10 +1,10 @@
-//! The LoRA gradients of the dense Gemma 4 models (E-style: per-layer
-//! inputs, KV sharing, double-wide MLP, partial RoPE, value norm, layer
-//! scale; unified: `attention_k_eq_v`, two head geometries; MoE: the router
-//! and the frozen experts beside the dense MLP) against finite
-//! differences of the loss itself, projection by projection, in f32 (no
-//! PyTorch needed; `peft_gradients.rs` holds the PEFT comparison), and the
-//! refusals for what has no backward yet.
+//! The LoRA gradients of the Gemma 4 models (E-style: per-layer inputs, KV
+//! sharing, double-wide MLP, partial RoPE, value norm, layer scale; unified:
+//! `attention_k_eq_v`, two head geometries; MoE: the router and the frozen
+//! experts beside the dense MLP) and Gemma 3n (AltUp, LAuReL, per-layer
+//! inputs into the streams) against finite differences of the loss itself,
+//! projection by projection, in f32 (no PyTorch needed; `peft_gradients.rs`
+//! holds the PEFT comparison), and the refusal of what is not done yet.
 
 use gemma_model::{hf::load_model, Model, Tape};
 use gemma_train::backward::{loss_and_grad, Example};
@@ -48,9 +48,9 @@ fn loss(model: &mut Model, lora: &mut TrainableLora, batch: &[Example]) -> f64 {
 }
 
 #[test]
-fn dense_gemma4_lora_gradients_match_finite_differences() {
+fn gemma4_and_gemma3n_lora_gradients_match_finite_differences() {
     // Gemma 3 is the control: its backward equals PEFT's (peft_gradients.rs).
-    for name in ["tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe", "tiny-gemma3"] {
+    for name in ["tiny-gemma4", "tiny-gemma4-unified", "tiny-gemma4-moe", "tiny-gemma3n", "tiny-gemma3"] {
         let mut model = load_model(&testdata(name), None, &mut |_, _| {}).unwrap();
         let mut lora = adapter(&model);
         let batch = batch();
@@ -60,6 +60,13 @@ fn dense_gemma4_lora_gradients_match_finite_differences() {
         loss_and_grad(&model, &mut lora, &batch, 1.0 / count as f32, 0, &mut Tape::default(), true).unwrap();
         let grads = lora.clone();
         for slot in 0..7 {
+            // Gemma 3n's sparse gate is a ReLU at a data-dependent cutoff:
+            // finite differences of the gate projection cross its kinks and
+            // do not converge (0.286, 0.238, 0.255 at h = 1e-3, 2e-4, 5e-5);
+            // PEFT's autograd checks that slot (peft_gradients.rs).
+            if name == "tiny-gemma3n" && slot == 4 {
+                continue;
+            }
             // A random direction over this projection's A and B in every layer.
             let mut k = 77 + slot as u64;
             let mut dir = lora.clone();
@@ -102,10 +109,7 @@ fn dense_gemma4_lora_gradients_match_finite_differences() {
 }
 
 #[test]
-fn what_has_no_backward_is_refused_by_name() {
-    let model = load_model(&testdata("tiny-gemma3n"), None, &mut |_, _| {}).unwrap();
-    let err = gemma_train::backward::check_trainable(&model, false).unwrap_err().to_string();
-    assert!(err.contains("AltUp"), "{err}");
+fn checkpointing_with_per_layer_inputs_is_refused_by_name() {
     let model = load_model(&testdata("tiny-gemma4"), None, &mut |_, _| {}).unwrap();
     let err = gemma_train::backward::check_trainable(&model, true).unwrap_err().to_string();
     assert!(err.contains("gradient checkpointing"), "{err}");
