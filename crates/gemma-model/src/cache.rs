@@ -3,11 +3,14 @@
 //! long the sequence grows.
 
 use crate::config::{AttentionKind, GemmaConfig};
-use crate::forward::MAX_CHUNK;
 use gemma_core::DType;
 use gemma_kernels::dot::{axpy_f16, axpy_f32, dot_f16, dot_f32};
 use half::f16;
 use std::cell::RefCell;
+
+/// Longest run of tokens processed by one internal forward step. Longer
+/// inputs are split; sliding-window caches are sized with this in mind.
+pub const MAX_CHUNK: usize = 512;
 
 /// How a cache stores keys and values (`--kv-type`, llama.cpp's `-ctk/-ctv`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,10 @@
 //! The one forward pass for every Gemma generation. Variants are data in
 //! [`GemmaConfig`]/[`LayerSpec`]; weight dtypes are handled by the kernels.
 
+pub(crate) mod gemma3n;
+pub(crate) mod gemma4;
+mod train;
+
 use crate::attention::{attention, decode_attention, AttnShape};
 use crate::cache::{KvCache, KvType, LayerCache};
 use crate::workspace::{buf, Workspace};
@@ -15,9 +19,7 @@ use gemma_kernels::geglu::{geglu, geglu_f16_table};
 use gemma_kernels::ops::{rope_angles, rope_angles_ggml, rope_step_ggml, rope_with};
 use gemma_kernels::{add_in_place, matmul, matmul_decode, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
 
-/// Longest run of tokens processed by one internal forward step. Longer
-/// inputs are split; sliding-window caches are sized with this in mind.
-pub const MAX_CHUNK: usize = 512;
+pub use crate::cache::MAX_CHUNK;
 
 /// Rows `row0..row0+n` of a (batched) forward: new tokens of item `item`,
 /// at positions `start..start+n`. `decode` segments hold one token each and
@@ -259,10 +261,10 @@ impl Model {
             }
         }
         if self.weights.ple.is_some() {
-            crate::gemma4::per_layer_inputs(self, segs, items, sc);
+            gemma4::per_layer_inputs(self, segs, items, sc);
         }
         // Gemma 3n: the residual is several AltUp streams; blocks run on the active one.
-        crate::gemma3n::expand(self, segs, &sc.x[..n * hidden], &mut sc.streams);
+        gemma3n::expand(self, segs, &sc.x[..n * hidden], &mut sc.streams);
         for (l, lw) in self.weights.layers.iter().enumerate() {
             let (drop, lt) = match tape.as_deref_mut() {
                 Some(t) => (Some((t.dropout, t.seed)).filter(|d| d.0 > 0.0), Some(&mut t.layers[l])),
@@ -270,7 +272,7 @@ impl Model {
             };
             self.block(l, lw, segs, items, sc, lt, drop);
         }
-        crate::gemma3n::collapse(self, segs, &sc.streams, &mut sc.x[..n * hidden]);
+        gemma3n::collapse(self, segs, &sc.streams, &mut sc.x[..n * hidden]);
         for seg in segs {
             items[seg.item].1.advance(seg.n);
         }
@@ -385,7 +387,7 @@ impl Model {
             if let Some(t) = tape.as_deref_mut().filter(|t| !t.input_only) {
                 record(&mut t.streams_in, &sc.streams[..spec.streams * n * hidden]);
             }
-            crate::gemma3n::predict(aw, spec, segs, &mut sc.streams, x, eps);
+            gemma3n::predict(aw, spec, segs, &mut sc.streams, x, eps);
         }
         // Training runs each projection once over the rows of all sequences
         // (a row's result does not depend on the others: the training test
@@ -418,7 +420,7 @@ impl Model {
         rec!(h1, h);
         if let Some(lw) = &w.laurel {
             let rec = tape.as_deref_mut().filter(|t| !t.input_only);
-            crate::gemma3n::laurel(lw, segs, h, &mut sc.laurel, eps, rec);
+            gemma3n::laurel(lw, segs, h, &mut sc.laurel, eps, rec);
         }
         let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
         let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
@@ -446,7 +448,7 @@ impl Model {
         }
         if cfg.v_norm && own_kv {
             rec!(v_pre, v);
-            crate::gemma4::scale_free_norm(v, hd, eps);
+            gemma4::scale_free_norm(v, hd, eps);
         }
         rec!(v, v);
         let inv_freq = &self.inv_freq[l];
@@ -520,7 +522,7 @@ impl Model {
         rec!(gate_pre, gate);
         rec!(up, up);
         if let Some(k) = spec.gate_sparsity_k {
-            crate::gemma3n::sparsify_gate(gate, ff, k);
+            gemma3n::sparsify_gate(gate, ff, k);
         }
         match self.numerics {
             Numerics::Reference => geglu(gate, up),
@@ -537,7 +539,7 @@ impl Model {
             // share them): the training forward stays inference's bit for bit.
             let msegs = if training { segs } else { psegs };
             let rec = tape.as_deref_mut().filter(|t| !t.input_only);
-            crate::gemma4::moe_block(moe, msegs, x, a, eps, &mut sc.moe, rec);
+            gemma4::moe_block(moe, msegs, x, a, eps, &mut sc.moe, rec);
             rec!(moe_sum, a);
         }
         if let Some(g) = &w.post_ffn_norm {
@@ -549,7 +551,7 @@ impl Model {
             rec!(block_out, x);
             // Gemma 3n: correct the streams from this layer's output; the
             // (scaled) active stream's per-layer input goes to streams 1...
-            crate::gemma3n::correct(aw, spec, segs, &mut sc.streams, x, eps);
+            gemma3n::correct(aw, spec, segs, &mut sc.streams, x, eps);
             let len = n * hidden;
             let first = &mut sc.h[..len];
             first.copy_from_slice(&sc.streams[spec.active * len..(spec.active + 1) * len]);
@@ -561,7 +563,7 @@ impl Model {
             if let Some(ple) = &w.ple {
                 rec!(ple_x, first);
                 let rec = tape.as_deref_mut().filter(|t| !t.input_only);
-                let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
+                let y = gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
                 for st in sc.streams[len..spec.streams * len].chunks_exact_mut(len) {
                     add_in_place(st, y);
                 }
@@ -569,7 +571,7 @@ impl Model {
         } else if let Some(ple) = &w.ple {
             rec!(ple_x, x);
             let rec = tape.filter(|t| !t.input_only);
-            let y = crate::gemma4::per_layer_delta(ple, l, layers, psegs, x, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
+            let y = gemma4::per_layer_delta(ple, l, layers, psegs, x, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
             add_in_place(x, y);
         }
         if let Some(s) = w.layer_scalar {

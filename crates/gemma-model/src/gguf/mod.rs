@@ -2,6 +2,9 @@
 //! hyperparameter keys, tensor names, norms that already hold `1 + w`, and
 //! values the file omits (filled from the Gemma defaults documented below).
 
+mod gemma3n;
+mod gemma4;
+
 use crate::gguf_keys as keys;
 use crate::config::GemmaConfig;
 use crate::forward::Model;
@@ -27,8 +30,8 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         "gemma" => "GemmaForCausalLM",
         "gemma2" => "Gemma2ForCausalLM",
         "gemma3" => "Gemma3ForCausalLM",
-        "gemma4" => return crate::gguf_gemma4::config_json(file),
-        "gemma3n" => return crate::gguf_gemma3n::config_json(file),
+        "gemma4" => return gemma4::config_json(file),
+        "gemma3n" => return gemma3n::config_json(file),
         other => {
             return Err(GemmaError::Unsupported(format!("GGUF architecture `{other}` in {} (supported: gemma, gemma2, gemma3, gemma3n, gemma4)", file.path.display())))
         }

@@ -61,7 +61,7 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     let sparsity: Vec<f64> = match array(keys::ACTIVATION_SPARSITY_SCALE) {
         Some(a) if a.len() == n => a
             .iter()
-            .map(|v| v.as_f64().map(|k| crate::gemma3n::normal_cdf(k) as f32 as f64))
+            .map(|v| v.as_f64().map(|k| crate::config::gemma3n::normal_cdf(k) as f32 as f64))
             .collect::<Option<Vec<f64>>>()
             .ok_or_else(|| GemmaError::format(&file.path, "metadata `gemma3n.activation_sparsity_scale` must hold numbers"))?,
         _ => (0..n).map(|i| if i < 10 { 0.95 } else { 0.0 }).collect(),

@@ -2,6 +2,9 @@
 //! from a Hugging Face `config.json`. Fields the engine cannot honor are
 //! rejected with an error naming them.
 
+pub(crate) mod gemma3n;
+pub(crate) mod gemma4;
+
 use gemma_core::{DType, GemmaError, Result};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -377,7 +380,7 @@ impl GemmaConfig {
             root_obj
         };
         let f = Fields { obj: text_obj, prefix: if nested { "text_config." } else { "" } };
-        crate::gemma4::check_unknown_fields(&f, family)?;
+        gemma4::check_unknown_fields(&f, family)?;
 
         let hidden_size = f.usize("hidden_size")?;
         let num_heads = f.usize("num_attention_heads")?;
@@ -476,9 +479,9 @@ impl GemmaConfig {
             }
         }
         let g4 = match family {
-            Family::Gemma4 => crate::gemma4::parse(&f, &mut layers)?,
-            Family::Gemma3n => crate::gemma3n::parse(&f, &mut layers)?,
-            _ => crate::gemma4::Extra::none(),
+            Family::Gemma4 => gemma4::parse(&f, &mut layers)?,
+            Family::Gemma3n => gemma3n::parse(&f, &mut layers)?,
+            _ => gemma4::Extra::none(),
         };
         let mut eos_token_ids = f.ids("eos_token_id")?;
         if eos_token_ids.is_empty() {
