@@ -60,7 +60,9 @@ pub struct LayerTape {
     pub ple_e: Vec<f32>,
     /// Gemma 4 per-layer input: projection before its norm `[n, hidden]`.
     pub ple_z: Vec<f32>,
-    /// Record only `x_in` (gradient checkpointing: see [`Model::recompute_layer`]).
+    /// Record only `x_in` (gradient checkpointing: see `Model::recompute_layer`);
+    /// a layer whose keys and values later layers share keeps `k` and `v`
+    /// too, and a Gemma 3n layer its `streams_in`.
     pub input_only: bool,
 }
 
@@ -68,8 +70,9 @@ impl LayerTape {
     /// Free everything but the block's input (after its backward).
     pub fn release(&mut self) {
         let keep = std::mem::take(&mut self.x_in);
+        let streams = std::mem::take(&mut self.streams_in);
         let input_only = self.input_only;
-        *self = Self { x_in: keep, input_only, ..Self::default() };
+        *self = Self { x_in: keep, streams_in: streams, input_only, ..Self::default() };
     }
 }
 
@@ -89,6 +92,9 @@ pub struct Tape {
     pub x_out: Vec<f32>,
     /// Gemma 3n: the AltUp streams after the last block `[S, n, hidden]`.
     pub streams_out: Vec<f32>,
+    /// Per-layer inputs of every row `[n, layers · P]` (Gemma 3n/4 E models):
+    /// what a block's recompute needs.
+    pub ple: Vec<f32>,
     /// Gradient checkpointing: blocks keep only their input in the forward.
     pub checkpointing: bool,
 }

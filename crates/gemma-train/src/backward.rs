@@ -51,28 +51,11 @@ pub struct MicroBatch {
     pub tokens: usize,
 }
 
-/// Whether this crate's backward covers `model` as asked: every Gemma text
-/// generation trains (1, 2, 3, 3n, and 4: E-style, unified, the MoE with its
-/// experts and router frozen); gradient checkpointing is not done yet for
-/// models with per-layer inputs or KV sharing (Gemma 3n, Gemma 4 E models:
-/// recomputing a block needs the per-layer inputs, the source layer's cache
-/// and, for 3n, the AltUp streams).
-pub fn check_trainable(model: &Model, checkpointing: bool) -> Result<()> {
-    let cfg = &model.config;
-    if checkpointing && (model.weights.ple.is_some() || cfg.altup.is_some() || cfg.layers.iter().any(|l| l.kv_source.is_some())) {
-        return Err(TrainError::Invalid(
-            "gradient checkpointing is not supported yet for models with per-layer inputs, AltUp streams or KV sharing (Gemma 3n, Gemma 4 E models): train without --gradient-checkpointing".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Forward and backward over `batch`: adds `weight ·` (gradient of the
 /// summed loss) to the adapter's gradients. `model.lora` must be `lora`'s
 /// current weights ([`TrainableLora::to_adapter`]); `seed` is this
 /// micro-batch's dropout seed. With `grad: false` only the loss is computed.
 pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example], weight: f32, seed: u64, tape: &mut Tape, grad: bool) -> Result<MicroBatch> {
-    check_trainable(model, tape.checkpointing)?;
     let cfg = &model.config;
     let hidden = cfg.hidden_size;
     let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();

@@ -149,7 +149,6 @@ pub struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// A run writing into `out`. The model runs with reference numerics.
     pub fn new(model: &'a mut Model, lora: TrainableLora, cfg: TrainConfig, train: &'a [Example], eval: Option<&'a [Example]>, out: &Path) -> Result<Self> {
-        crate::backward::check_trainable(model, cfg.gradient_checkpointing)?;
         if cfg.batch_size == 0 || cfg.grad_accum == 0 {
             return Err(TrainError::Invalid("batch size and gradient accumulation must be at least 1".into()));
         }

@@ -4,7 +4,7 @@
 //! experts beside the dense MLP) and Gemma 3n (AltUp, LAuReL, per-layer
 //! inputs into the streams) against finite differences of the loss itself,
 //! projection by projection, in f32 (no PyTorch needed; `peft_gradients.rs`
-//! holds the PEFT comparison), and the refusal of what is not done yet.
+//! holds the PEFT comparison).
 
 use gemma_model::{hf::load_model, Model, Tape};
 use gemma_train::backward::{loss_and_grad, Example};
@@ -106,11 +106,4 @@ fn gemma4_and_gemma3n_lora_gradients_match_finite_differences() {
             assert!(err < 1e-2, "{name}: projection {slot}: analytic {analytic} vs finite differences {numeric}");
         }
     }
-}
-
-#[test]
-fn checkpointing_with_per_layer_inputs_is_refused_by_name() {
-    let model = load_model(&testdata("tiny-gemma4"), None, &mut |_, _| {}).unwrap();
-    let err = gemma_train::backward::check_trainable(&model, true).unwrap_err().to_string();
-    assert!(err.contains("gradient checkpointing"), "{err}");
 }

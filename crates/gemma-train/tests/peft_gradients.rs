@@ -173,7 +173,9 @@ fn ten_adamw_steps_follow_pytorch() {
 /// gradients bit for bit, LoRA dropout masks included.
 #[test]
 fn gradient_checkpointing_gives_the_same_gradients_bit_for_bit() {
-    for name in ["tiny-gemma2", "tiny-gemma3"] {
+    // Gemma 4 E-style and 3n: per-layer inputs, KV sharing (the source
+    // layers keep their keys and values), AltUp streams; the MoE's experts.
+    for name in ["tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma3n"] {
         let (mut model, lora, batch, _, _) = setup(name);
         model.lora = Some(lora.to_adapter());
         let run = |ckpt: bool| {

@@ -384,7 +384,8 @@ impl Model {
         let lo = |p: Proj| self.lora.as_ref().and_then(|a| a.layers[l].parts[p.index()].as_ref());
         let x = &mut sc.x[..n * hidden];
         if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
-            if let Some(t) = tape.as_deref_mut().filter(|t| !t.input_only) {
+            // Kept also under gradient checkpointing: a recompute starts from it.
+            if let Some(t) = tape.as_deref_mut() {
                 record(&mut t.streams_in, &sc.streams[..spec.streams * n * hidden]);
             }
             gemma3n::predict(aw, spec, segs, &mut sc.streams, x, eps);
@@ -483,6 +484,14 @@ impl Model {
         // query computed exactly as alone); prefill chunks one by one.
         rec!(q, q);
         rec!(k, k);
+        if let Some(t) = tape.as_deref_mut().filter(|t| t.input_only) {
+            // Later layers read this layer's keys and values: their recompute
+            // (gradient checkpointing) comes before this layer's.
+            if cfg.layers.iter().any(|s| s.kv_source == Some(l)) {
+                record(&mut t.k, k);
+                record(&mut t.v, v);
+            }
+        }
         let decode: Vec<&Seg> = segs.iter().filter(|s| s.decode).collect();
         let shape = self.attn_shape(l);
         if decode.len() >= 2 {

@@ -42,6 +42,9 @@ impl Model {
         if let Some(a) = cfg.altup {
             record(&mut tape.streams_out, &sc.streams[..a.streams * row0 * cfg.hidden_size]);
         }
+        if self.weights.ple.is_some() {
+            record(&mut tape.ple, &sc.ple[..row0 * cfg.num_layers() * cfg.per_layer_input_size]);
+        }
         Ok(())
     }
 
@@ -61,9 +64,28 @@ impl Model {
         if tape.layers.len() <= l || tape.layers[l].x_in.len() != row0 * hidden {
             return Err(GemmaError::invalid("tape", format!("layer {l} has no recorded input for these sequences")));
         }
+        // A KV-sharing layer reads its source layer's keys and values (kept
+        // by the forward for this): into the caches as the forward stored them.
+        if let Some(src) = cfg.layers[l].kv_source {
+            let (kvd, st) = (cfg.layer_kv_dim(src), &tape.layers[src]);
+            if st.k.len() != row0 * kvd || st.v.len() != row0 * kvd {
+                return Err(GemmaError::invalid("tape", format!("layer {src}'s keys and values were not kept for layer {l}")));
+            }
+            for (cache, seg) in caches.iter_mut().zip(&segs) {
+                for p in 0..seg.n {
+                    let r = (seg.row0 + p) * kvd..(seg.row0 + p + 1) * kvd;
+                    cache.layers[src].store(p, &st.k[r.clone()], &st.v[r]);
+                }
+            }
+        }
         let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
         let mut sc = Workspace::default();
         record(&mut sc.x, &tape.layers[l].x_in);
+        record(&mut sc.ple, &tape.ple);
+        if cfg.altup.is_some() {
+            // Gemma 3n: the block predicts its input from the streams.
+            record(&mut sc.streams, &tape.layers[l].streams_in);
+        }
         let drop = Some((tape.dropout, tape.seed)).filter(|d| d.0 > 0.0);
         let lt = &mut tape.layers[l];
         lt.input_only = false;
