@@ -638,13 +638,6 @@ impl GemmaConfig {
         self.layers[l].num_kv_heads * self.layers[l].head_dim
     }
 
-    /// True when every layer has the same head geometry and feed-forward
-    /// width and nothing beyond Gemma 1–3's blocks (what training, GGUF
-    /// export and merging handle today).
-    pub fn is_uniform(&self) -> bool {
-        matches!(self.family, Family::Gemma1 | Family::Gemma2 | Family::Gemma3)
-    }
-
     /// Number of layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()
@@ -807,7 +800,6 @@ mod tests {
         assert_eq!((c.layers[10].kv_source, c.layers[11].kv_source), (Some(8), Some(8)));
         assert_eq!(c.altup, Some(AltUpSpec { streams: 4, active: 0, correct_scale: true }));
         assert_eq!((c.laurel_rank, c.per_layer_input_size, c.per_layer_vocab_size), (2, 4, 8));
-        assert!(!c.is_uniform());
     }
 
     #[test]
