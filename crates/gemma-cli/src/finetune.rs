@@ -116,7 +116,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         bail!("--max-length must be at least 2");
     }
     let targets = LoraSpec::parse_targets(&a.targets)?;
-    let mut g = load(&a.model)?;
+    let g = load(&a.model)?;
     let ctx = g.model.config.max_position_embeddings;
     if a.max_length.is_some_and(|n| n > ctx) {
         bail!("--max-length {} exceeds the model's context of {ctx}", a.max_length.unwrap_or(0));
@@ -174,7 +174,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     let arch = format!("{:?}", g.model.config.family);
     let base = a.model.model.clone().unwrap_or_default();
     let trainable = lora.count();
-    let mut t = Trainer::new(&mut g.model, lora, cfg, &train.examples, eval.as_ref().map(|e| &e.examples[..]), &a.out)?;
+    let mut t = Trainer::new(&g.model, lora, cfg, &train.examples, eval.as_ref().map(|e| &e.examples[..]), &a.out)?;
     if let Some(dir) = &a.resume {
         t.resume(dir).with_context(|| format!("cannot resume from {}", dir.display()))?;
         eprintln!("resuming at step {}", t.step);

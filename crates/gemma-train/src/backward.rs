@@ -52,8 +52,8 @@ pub struct MicroBatch {
 }
 
 /// Forward and backward over `batch`: adds `weight ·` (gradient of the
-/// summed loss) to the adapter's gradients. `model.lora` must be `lora`'s
-/// current weights ([`TrainableLora::to_adapter`]); `seed` is this
+/// summed loss) to the adapter's gradients. The model is not changed: `lora`
+/// rides on the sequences ([`Model::forward_train`]); `seed` is this
 /// micro-batch's dropout seed. With `grad: false` only the loss is computed.
 pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example], weight: f32, seed: u64, tape: &mut Tape, grad: bool) -> Result<MicroBatch> {
     let cfg = &model.config;
@@ -62,7 +62,8 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
     tape.dropout = if grad { lora.spec.dropout } else { 0.0 };
     tape.seed = seed;
     let timer = Timer::new();
-    model.forward_train(&seqs, tape)?;
+    let adapter = lora.to_adapter();
+    model.forward_train(&seqs, tape, Some(&adapter))?;
     timer.lap("forward");
     let n: usize = seqs.iter().map(|s| s.len()).sum();
     // Labeled rows: row of position i predicts ids[i + 1].
@@ -116,7 +117,7 @@ pub fn loss_and_grad(model: &Model, lora: &mut TrainableLora, batch: &[Example],
     for l in (0..cfg.num_layers()).rev() {
         let dr = |p: Proj| (drop > 0.0).then(|| (drop, dropout_seed(seed, l, p.index())));
         if tape.checkpointing {
-            model.recompute_layer(l, &seqs, tape)?;
+            model.recompute_layer(l, &seqs, tape, Some(&adapter))?;
         }
         match streams.as_mut() {
             Some(ds) => altup_layer_backward(model, l, tape, &mut lora.layers[l], &dr, &mut shared_kv, ds),

@@ -10,7 +10,7 @@ use crate::optim::{clip_grad_norm, AdamState, AdamW, Schedule};
 use gemma_core::rng::Rng;
 use crate::svg::loss_svg;
 use crate::{Result, TrainError};
-use gemma_model::{Model, Numerics, Tape};
+use gemma_model::{Model, Tape};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -128,9 +128,9 @@ pub fn model_identity(m: &Model) -> String {
     format!("{:?} layers={} hidden={} heads={}/{} ff={} vocab={}", c.family, c.num_layers(), c.hidden_size, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size)
 }
 
-/// The run: model (its LoRA slot is the adapter being trained), data, state.
+/// The run: model (read only), the adapter being trained, data, state.
 pub struct Trainer<'a> {
-    model: &'a mut Model,
+    model: &'a Model,
     /// The adapter being trained.
     pub lora: TrainableLora,
     cfg: TrainConfig,
@@ -147,8 +147,9 @@ pub struct Trainer<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    /// A run writing into `out`. The model runs with reference numerics.
-    pub fn new(model: &'a mut Model, lora: TrainableLora, cfg: TrainConfig, train: &'a [Example], eval: Option<&'a [Example]>, out: &Path) -> Result<Self> {
+    /// A run writing into `out`. The model is only read: training runs the
+    /// reference numerics and carries the adapter with its sequences.
+    pub fn new(model: &'a Model, lora: TrainableLora, cfg: TrainConfig, train: &'a [Example], eval: Option<&'a [Example]>, out: &Path) -> Result<Self> {
         if cfg.batch_size == 0 || cfg.grad_accum == 0 {
             return Err(TrainError::Invalid("batch size and gradient accumulation must be at least 1".into()));
         }
@@ -158,8 +159,6 @@ impl<'a> Trainer<'a> {
         if lora.spec.dropout < 0.0 || lora.spec.dropout >= 1.0 {
             return Err(TrainError::Invalid(format!("LoRA dropout must be in [0, 1), got {}", lora.spec.dropout)));
         }
-        model.numerics = Numerics::Reference;
-        model.lora = Some(lora.to_adapter());
         let opt = AdamState::new(&lora);
         let tape = Tape { checkpointing: cfg.gradient_checkpointing, ..Tape::default() };
         Ok(Self { model, lora, cfg, train, eval, out: out.to_path_buf(), opt, step: 0, log: Vec::new(), curve: Vec::new(), eval_curve: Vec::new(), tape })
@@ -251,7 +250,6 @@ impl<'a> Trainer<'a> {
         self.lora = lora;
         self.opt = opt;
         self.step = st.step;
-        self.model.lora = Some(self.lora.to_adapter());
         Ok(())
     }
 
@@ -305,8 +303,7 @@ impl<'a> Trainer<'a> {
             }
             let lr = self.cfg.lr * self.cfg.schedule.factor(k, self.cfg.warmup_steps, total);
             self.cfg.adam.step(&mut self.lora, &mut self.opt, lr);
-            self.model.lora = Some(self.lora.to_adapter());
-            self.step = k + 1;
+                self.step = k + 1;
             let secs = t0.elapsed().as_secs_f64();
             let log = StepLog {
                 step: k + 1,

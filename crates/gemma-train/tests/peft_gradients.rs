@@ -117,7 +117,7 @@ fn training_forward_logits_equal_inference_bit_for_bit() {
         model.lora = Some(lora.to_adapter());
         let seqs: Vec<&[u32]> = batch.iter().map(|e| &e.ids[..]).collect();
         let mut tape = Tape::default();
-        model.forward_train(&seqs, &mut tape).unwrap();
+        model.forward_train(&seqs, &mut tape, model.lora.as_ref()).unwrap();
         let cfg = &model.config;
         for (e, &(r0, len)) in batch.iter().zip(&tape.seqs) {
             let want = model.forward(&e.ids, &mut model.new_cache(), LogitsMode::All).unwrap();

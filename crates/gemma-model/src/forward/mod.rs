@@ -380,8 +380,14 @@ impl Model {
         let kv_layer = spec.kv_source.unwrap_or(l);
         let own_kv = spec.kv_source.is_none();
         let n: usize = segs.iter().map(|s| s.n).sum();
+        // Training: the adapter being trained rides on the sequences (every
+        // one the same); it goes into the projections with its dropout, in
+        // place of a load-time adapter.
+        let training = tape.is_some();
+        let trained = if training { segs.first().and_then(|s| s.adapter) } else { None };
+        let numerics = if training { Numerics::Reference } else { self.numerics };
         // LoRA pair of projection p in this layer.
-        let lo = |p: Proj| self.lora.as_ref().and_then(|a| a.layers[l].parts[p.index()].as_ref());
+        let lo = |p: Proj| trained.or(self.lora.as_ref()).and_then(|a| a.layers[l].parts[p.index()].as_ref());
         let x = &mut sc.x[..n * hidden];
         if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
             // Kept also under gradient checkpointing: a recompute starts from it.
@@ -397,7 +403,6 @@ impl Model {
         let psegs: &[Seg] = if tape.is_some() || sc.shared_products { &whole } else { segs };
         // Training meets quantized weights with f32 activations (QLoRA as
         // bitsandbytes computes it: the dequantized function).
-        let training = tape.is_some();
         // Dropout seed of projection p in this layer.
         let dr = |p: Proj| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p.index())));
         // With gradient checkpointing only the block's input is kept; the
@@ -458,7 +463,7 @@ impl Model {
             let kv = &mut items[seg.item].1.layers[kv_layer];
             for t in seg.row0..seg.row0 + seg.n {
                 let pos = seg.start + t - seg.row0;
-                match self.numerics {
+                match numerics {
                     Numerics::Reference => rope_angles(pos, inv_freq, &mut sc.cos, &mut sc.sin),
                     Numerics::LlamaCpp => {
                         let (step, scale) = self.rope_ggml[l];
@@ -533,7 +538,7 @@ impl Model {
         if let Some(k) = spec.gate_sparsity_k {
             gemma3n::sparsify_gate(gate, ff, k);
         }
-        match self.numerics {
+        match numerics {
             Numerics::Reference => geglu(gate, up),
             Numerics::LlamaCpp => geglu_f16_table(gate, up),
         }

@@ -7,6 +7,7 @@
 use super::{Model, Seg};
 use crate::attention::AttnShape;
 use crate::cache::KvCache;
+use crate::lora::LoraAdapter;
 use crate::tape::{record, LayerTape, Tape};
 use crate::workspace::Workspace;
 use gemma_core::{GemmaError, Result};
@@ -15,8 +16,11 @@ impl Model {
     /// The training forward over whole sequences `seqs` (each from position
     /// 0, attention within each only), through the same blocks as inference,
     /// recording into `tape`; the final residual stream is `tape.x_out`.
-    /// Uses the model's LoRA adapter (the one being trained).
-    pub fn forward_train(&self, seqs: &[&[u32]], tape: &mut Tape) -> Result<()> {
+    /// `adapter` (the one being trained) rides on the sequences as a
+    /// per-request adapter does, so the model itself is not changed: one
+    /// model can serve and train at once. Training always runs the reference
+    /// numerics (f32 activations, exact GELU and RoPE angles).
+    pub fn forward_train(&self, seqs: &[&[u32]], tape: &mut Tape, adapter: Option<&LoraAdapter>) -> Result<()> {
         let cfg = &self.config;
         if seqs.is_empty() {
             return Err(GemmaError::invalid("batch", "a training step needs at least one sequence"));
@@ -28,7 +32,7 @@ impl Model {
         for (i, s) in seqs.iter().enumerate() {
             self.check_tokens(s, 0)?;
             caches.push(KvCache::unbounded(cfg));
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter });
             tape.seqs.push((row0, s.len()));
             row0 += s.len();
         }
@@ -51,13 +55,13 @@ impl Model {
     /// Gradient checkpointing: run block `l` again from its recorded input
     /// (same sequences, same dropout masks), recording everything its
     /// backward needs. The result is bit for bit what a full recording holds.
-    pub fn recompute_layer(&self, l: usize, seqs: &[&[u32]], tape: &mut Tape) -> Result<()> {
+    pub fn recompute_layer(&self, l: usize, seqs: &[&[u32]], tape: &mut Tape, adapter: Option<&LoraAdapter>) -> Result<()> {
         let cfg = &self.config;
         let (mut caches, mut segs) = (Vec::with_capacity(seqs.len()), Vec::with_capacity(seqs.len()));
         let mut row0 = 0;
         for (i, s) in seqs.iter().enumerate() {
             caches.push(KvCache::unbounded(cfg));
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter });
             row0 += s.len();
         }
         let hidden = cfg.hidden_size;
