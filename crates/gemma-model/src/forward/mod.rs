@@ -33,6 +33,10 @@ pub(crate) struct Seg<'a> {
     pub item: usize,
     pub decode: bool,
     pub adapter: Option<&'a LoraAdapter>,
+    /// Part of a training forward: every product multiplies quantized
+    /// weights with f32 activations (QLoRA as bitsandbytes computes it: the
+    /// dequantized function), the frozen steps of Gemma 3n/4 included.
+    pub exact: bool,
 }
 
 /// Which positions get logits.
@@ -182,7 +186,7 @@ impl Model {
         let mut segs = Vec::with_capacity(seqs.len());
         let mut row0 = 0;
         for (i, s) in seqs.iter().enumerate() {
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None, exact: false });
             row0 += s.len();
         }
         let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
@@ -240,7 +244,7 @@ impl Model {
     /// All blocks over one chunk; leaves the residual stream `[n, hidden]` in `ws.x`.
     fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace, adapter: Option<&LoraAdapter>) {
         let start = cache.len();
-        let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false, adapter }];
+        let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false, adapter, exact: false }];
         self.run_segments(&segs, &mut [(tokens, cache)], ws, None);
     }
 
@@ -346,9 +350,15 @@ impl Model {
     }
 
     /// `y = x · wᵀ` over the rows of all segments: decode rows in one
-    /// batch-invariant product, each prefill segment on its own.
+    /// batch-invariant product, each prefill segment on its own; quantized
+    /// weights in training segments (`exact`) in one product with f32 activations.
     pub(crate) fn project_plain(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
         let (din, dout) = (w.cols, w.rows);
+        if w.dtype().is_quantized() && segs.first().is_some_and(|s| s.exact) {
+            let rows = segs.iter().map(|s| s.row0 + s.n).max().unwrap_or(0);
+            gemma_kernels::matmul_f32_acts(&x[..rows * din], rows, w, &mut y[..rows * dout]);
+            return;
+        }
         let nd: usize = segs.iter().filter(|s| s.decode).map(|s| s.n).sum();
         if nd > 0 {
             matmul_decode(&x[..nd * din], nd, w, &mut y[..nd * dout]);
@@ -399,7 +409,7 @@ impl Model {
         // Training runs each projection once over the rows of all sequences
         // (a row's result does not depend on the others: the training test
         // checks it bit for bit); serving keeps its per-segment products.
-        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false, adapter: None }];
+        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false, adapter: None, exact: training }];
         let psegs: &[Seg] = if tape.is_some() || sc.shared_products { &whole } else { segs };
         // Training meets quantized weights with f32 activations (QLoRA as
         // bitsandbytes computes it: the dequantized function).
