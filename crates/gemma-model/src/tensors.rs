@@ -433,6 +433,10 @@ pub static TENSORS: &[TensorSpec] = &[
     }),
 ];
 
+/// llama.cpp's per-layer RoPE frequency factors (Gemma 4's partial RoPE): a
+/// GGUF-only tensor, written from the config, not held in `Weights`.
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
 /// The table's row for `part`.
 pub fn spec(part: Part) -> &'static TensorSpec {
     // Every `Part` has a row (checked by a test); the table is small.

@@ -501,18 +501,21 @@ impl Weights {
 
     /// Load from a Hugging Face safetensors checkpoint.
     pub fn from_safetensors(set: &SafetensorsSet, cfg: &GemmaConfig, dtype: Option<DType>, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let embed = spec(Part::Embed);
         let prefix = HF_PREFIXES
             .iter()
             .copied()
-            .find(|p| set.info(&format!("{p}embed_tokens.weight")).is_some())
-            .ok_or_else(|| GemmaError::MissingTensor { name: "model.embed_tokens.weight".into() })?;
+            .find(|p| set.info(&embed.hf_name(p, 0)).is_some())
+            .ok_or_else(|| GemmaError::MissingTensor { name: embed.hf_name("model.", 0) })?;
         // Multimodal checkpoints keep the head under language_model.
-        let head = ["lm_head.weight", "language_model.lm_head.weight"].into_iter().find(|n| set.info(n).is_some());
+        let lm_head = spec(Part::LmHead).hf;
+        let multimodal_head = format!("language_model.{lm_head}");
+        let head = [lm_head, &multimodal_head].into_iter().find(|n| set.info(n).is_some());
         if !cfg.tie_word_embeddings && head.is_none() {
-            return Err(GemmaError::MissingTensor { name: "lm_head.weight (tie_word_embeddings is false)".into() });
+            return Err(GemmaError::MissingTensor { name: format!("{lm_head} (tie_word_embeddings is false)") });
         }
         let source = |name: &str| {
-            let name = if name == "lm_head.weight" { head.unwrap_or(name) } else { name };
+            let name = if name == lm_head { head.unwrap_or(name) } else { name };
             set.load(name)
         };
         // A tied checkpoint that still ships lm_head: the embedding is the head.

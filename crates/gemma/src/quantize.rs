@@ -335,7 +335,7 @@ pub(crate) fn write_tensors(
         }
         if s.part == Part::Embed && c.family == Family::Gemma4 {
             if let Some(f) = crate::gguf_gemma4_write::rope_freqs(c) {
-                out.exact_vector("rope_freqs.weight".into(), &f)?;
+                out.exact_vector(gemma_model::tensors::ROPE_FREQS.into(), &f)?;
             }
         }
         if s.part == Part::Q && c.family == Family::Gemma3n && wts.layers[l].k.rows == 0 {

@@ -7,6 +7,7 @@
 //! `activation_sparsity_scale` holds the normal quantile of each layer's
 //! sparsity (−∞ for none), mapped back to the sparsity here. Norms hold `w`.
 
+use crate::tensors::{spec, Part};
 use crate::gguf_keys as keys;
 use gemma_core::{GemmaError, Result};
 use gemma_formats::{GgufFile, GgufValue};
@@ -22,7 +23,7 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     let float = |k: &str| file.get(&key(k)).and_then(GgufValue::as_f64);
     let array = |k: &str| file.get(&key(k)).and_then(GgufValue::as_array);
     let tensor_rows = |name: &str| file.tensor(name).and_then(|t| t.dims.get(1).copied());
-    let vocab = tensor_rows("token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "token_embd.weight".into() })?;
+    let vocab = tensor_rows(spec(Part::Embed).gguf).ok_or_else(|| GemmaError::MissingTensor { name: spec(Part::Embed).gguf.into() })?;
     let n = need(keys::BLOCK_COUNT)? as usize;
     let mut c = Map::new();
     c.insert("architectures".into(), json!(["Gemma3nForCausalLM"]));
@@ -55,8 +56,8 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     c.insert("altup_num_inputs".into(), json!(int(keys::ALTUP_NUM_INPUTS).unwrap_or(4)));
     c.insert("altup_active_idx".into(), json!(int(keys::ALTUP_ACTIVE_IDX).unwrap_or(0)));
     c.insert("hidden_size_per_layer_input".into(), json!(int(keys::PER_LAYER_INPUT_LENGTH).unwrap_or(256)));
-    c.insert("vocab_size_per_layer_input".into(), json!(tensor_rows("per_layer_token_embd.weight").unwrap_or(vocab)));
-    let rank = file.tensor("blk.0.laurel_l.weight").and_then(|t| t.dims.get(1).copied()).unwrap_or(64);
+    c.insert("vocab_size_per_layer_input".into(), json!(tensor_rows(spec(Part::PleEmbed).gguf).unwrap_or(vocab)));
+    let rank = file.tensor(&spec(Part::LaurelLeft).gguf_name(0)).and_then(|t| t.dims.get(1).copied()).unwrap_or(64);
     c.insert("laurel_rank".into(), json!(rank));
     let sparsity: Vec<f64> = match array(keys::ACTIVATION_SPARSITY_SCALE) {
         Some(a) if a.len() == n => a

@@ -8,6 +8,7 @@
 //!
 //! [`GemmaConfig::from_json`]: crate::config::GemmaConfig::from_json
 
+use crate::tensors::{spec, Part, ROPE_FREQS};
 use crate::gguf_keys as keys;
 use gemma_core::{DType, GemmaError, Result, Storage};
 use gemma_formats::{GgufFile, GgufValue};
@@ -36,7 +37,8 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
         file.get(&key(k)).and_then(GgufValue::as_u64).ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is missing or not an integer", key(k))))
     };
     let float = |k: &str| file.get(&key(k)).and_then(GgufValue::as_f64);
-    let embd = file.tensor("token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "token_embd.weight".into() })?;
+    let embd_name = spec(Part::Embed).gguf;
+    let embd = file.tensor(embd_name).ok_or_else(|| GemmaError::MissingTensor { name: embd_name.into() })?;
     let vocab = *embd.dims.get(1).ok_or_else(|| GemmaError::format(&file.path, "token_embd.weight is not a matrix"))?;
     let n = need(keys::BLOCK_COUNT)? as usize;
     let mut c = Map::new();
@@ -72,7 +74,7 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     c.insert("num_kv_shared_layers".into(), json!(shared));
     // Full layers without a value projection use the keys (attention_k_eq_v).
     let own = n.saturating_sub(shared);
-    let k_eq_v = (0..own).filter(|&l| !sliding[l]).any(|l| file.tensor(&format!("blk.{l}.attn_v.weight")).is_none());
+    let k_eq_v = (0..own).filter(|&l| !sliding[l]).any(|l| file.tensor(&spec(Part::V).gguf_name(l)).is_none());
     if k_eq_v {
         c.insert("attention_k_eq_v".into(), json!(true));
         if let Some(g) = kv_of(false) {
@@ -95,11 +97,12 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     let p = need(keys::PER_LAYER_INPUT_LENGTH)?;
     c.insert("hidden_size_per_layer_input".into(), json!(p));
     if p > 0 {
-        let t = file.tensor("per_layer_token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "per_layer_token_embd.weight".into() })?;
+        let name = spec(Part::PleEmbed).gguf;
+        let t = file.tensor(name).ok_or_else(|| GemmaError::MissingTensor { name: name.into() })?;
         c.insert("vocab_size_per_layer_input".into(), json!(t.dims.get(1).copied().unwrap_or(0)));
     }
     // RoPE: sliding and full bases; the full layers' rotating fraction from rope_freqs.
-    let partial = match file.tensor("rope_freqs.weight") {
+    let partial = match file.tensor(ROPE_FREQS) {
         None => 1.0,
         Some(t) => {
             let mut f = vec![0f32; t.elements() as usize];

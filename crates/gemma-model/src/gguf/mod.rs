@@ -5,6 +5,7 @@
 mod gemma3n;
 mod gemma4;
 
+use crate::tensors::{spec, Part};
 use crate::gguf_keys as keys;
 use crate::config::GemmaConfig;
 use crate::forward::Model;
@@ -54,7 +55,8 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
                 .ok_or_else(|| GemmaError::format(&file.path, format!("metadata `{}` is not a non-negative integer", key(k)))),
         }
     };
-    let embd = file.tensor("token_embd.weight").ok_or_else(|| GemmaError::MissingTensor { name: "token_embd.weight".into() })?;
+    let embd_name = spec(Part::Embed).gguf;
+    let embd = file.tensor(embd_name).ok_or_else(|| GemmaError::MissingTensor { name: embd_name.into() })?;
     let vocab = *embd.dims.get(1).ok_or_else(|| GemmaError::format(&file.path, "token_embd.weight is not a matrix"))?;
 
     let mut c = Map::new();
@@ -102,7 +104,7 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         let pattern = int(keys::SLIDING_WINDOW_PATTERN)?.unwrap_or(json!(GEMMA3_SLIDING_WINDOW_PATTERN));
         c.insert("sliding_window_pattern".into(), pattern);
     }
-    c.insert("tie_word_embeddings".into(), json!(file.tensor("output.weight").is_none()));
+    c.insert("tie_word_embeddings".into(), json!(file.tensor(spec(Part::LmHead).gguf).is_none()));
     if let Some(id) = file.get(keys::BOS_TOKEN_ID).and_then(GgufValue::as_u64) {
         c.insert("bos_token_id".into(), json!(id));
     }
@@ -124,7 +126,7 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
 /// `tie_word_embeddings` (no `output.weight`) and the BOS/EOS ids, for the
 /// architectures mapped in their own modules.
 pub(crate) fn head_and_special_tokens(file: &GgufFile, c: &mut Map<String, Value>) {
-    c.insert("tie_word_embeddings".into(), json!(file.tensor("output.weight").is_none()));
+    c.insert("tie_word_embeddings".into(), json!(file.tensor(spec(Part::LmHead).gguf).is_none()));
     if let Some(id) = file.get(keys::BOS_TOKEN_ID).and_then(GgufValue::as_u64) {
         c.insert("bos_token_id".into(), json!(id));
     }
@@ -156,7 +158,7 @@ pub fn load_model(file: &GgufFile, dtype: Option<DType>, progress: &mut dyn FnMu
         let storage = Storage::Raw { dtype: t.dtype, len: t.elements() as usize, bytes: file.tensor_bytes(t) };
         Ok((t.shape(), storage))
     };
-    let has_head = file.tensor("output.weight").is_some();
+    let has_head = file.tensor(spec(Part::LmHead).gguf).is_some();
     let weights = Weights::load(&source, Naming::Gguf, &config, has_head, dtype, progress)?;
     let mut model = Model::new(config, weights)?;
     // As llama.cpp: an f16 KV cache (half the memory) and its rounding.
