@@ -1,23 +1,23 @@
 //! The one forward pass for every Gemma generation. Variants are data in
 //! [`GemmaConfig`]/[`LayerSpec`]; weight dtypes are handled by the kernels.
 
+mod block;
 pub(crate) mod gemma3n;
 pub(crate) mod gemma4;
 mod train;
 
-use crate::attention::{attention, decode_attention, AttnShape};
-use crate::cache::{KvCache, KvType, LayerCache};
+use crate::attention::AttnShape;
+use crate::cache::{KvCache, KvType};
 use crate::workspace::{buf, Workspace};
 use crate::config::{AttentionKind, GemmaConfig};
 use crate::tensors::Proj;
 use crate::lora::{dropout_keep, LoraAdapter, LoraPair};
-use crate::tape::{record, LayerTape, Tape};
-use crate::weights::{LayerWeights, Weights};
+use crate::tape::Tape;
+use crate::weights::Weights;
 use gemma_core::Matrix;
 use gemma_core::{GemmaError, Result};
-use gemma_kernels::geglu::{geglu, geglu_f16_table};
-use gemma_kernels::ops::{rope_angles, rope_angles_ggml, rope_step_ggml, rope_with};
-use gemma_kernels::{add_in_place, matmul, matmul_decode, ops::rms_norm_in_place, rms_norm, rope_inv_freq, softcap};
+use gemma_kernels::ops::rope_step_ggml;
+use gemma_kernels::{matmul, matmul_decode, rms_norm, rope_inv_freq, softcap};
 
 pub use crate::cache::MAX_CHUNK;
 
@@ -365,241 +365,6 @@ impl Model {
         }
         for s in segs.iter().filter(|s| !s.decode) {
             matmul(&x[s.row0 * din..(s.row0 + s.n) * din], s.n, w, &mut y[s.row0 * dout..(s.row0 + s.n) * dout]);
-        }
-    }
-
-    /// One transformer block, in place on `sc.x` `[rows, hidden]`.
-    /// With `tape`, each step's result is recorded for the backward
-    /// (training); `drop` is the LoRA dropout (probability, seed).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn block(
-        &self,
-        l: usize,
-        w: &LayerWeights,
-        segs: &[Seg],
-        items: &mut [(&[u32], &mut KvCache)],
-        sc: &mut Workspace,
-        mut tape: Option<&mut LayerTape>,
-        drop: Option<(f32, u64)>,
-    ) {
-        let cfg = &self.config;
-        let spec = &cfg.layers[l];
-        let (hidden, hd, qd, kvd, ff) = (cfg.hidden_size, spec.head_dim, cfg.layer_q_dim(l), cfg.layer_kv_dim(l), spec.intermediate_size);
-        let eps = cfg.rms_norm_eps;
-        // Gemma 4 KV sharing: this layer attends to `kv_layer`'s cache and computes no keys or values.
-        let kv_layer = spec.kv_source.unwrap_or(l);
-        let own_kv = spec.kv_source.is_none();
-        let n: usize = segs.iter().map(|s| s.n).sum();
-        // Training: the adapter being trained rides on the sequences (every
-        // one the same); it goes into the projections with its dropout, in
-        // place of a load-time adapter.
-        let training = tape.is_some();
-        let trained = if training { segs.first().and_then(|s| s.adapter) } else { None };
-        let numerics = if training { Numerics::Reference } else { self.numerics };
-        // LoRA pair of projection p in this layer.
-        let lo = |p: Proj| trained.or(self.lora.as_ref()).and_then(|a| a.layers[l].parts[p.index()].as_ref());
-        let x = &mut sc.x[..n * hidden];
-        if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
-            // Kept also under gradient checkpointing: a recompute starts from it.
-            if let Some(t) = tape.as_deref_mut() {
-                record(&mut t.streams_in, &sc.streams[..spec.streams * n * hidden]);
-            }
-            gemma3n::predict(aw, spec, segs, &mut sc.streams, x, eps);
-        }
-        // Training runs each projection once over the rows of all sequences
-        // (a row's result does not depend on the others: the training test
-        // checks it bit for bit); serving keeps its per-segment products.
-        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false, adapter: None, exact: training }];
-        let psegs: &[Seg] = if tape.is_some() || sc.shared_products { &whole } else { segs };
-        // Training meets quantized weights with f32 activations (QLoRA as
-        // bitsandbytes computes it: the dequantized function).
-        // Dropout seed of projection p in this layer.
-        let dr = |p: Proj| drop.map(|(pr, seed)| (pr, crate::lora::dropout_seed(seed, l, p.index())));
-        // With gradient checkpointing only the block's input is kept; the
-        // backward runs the block again to record the rest.
-        macro_rules! rec {
-            ($field:ident, $v:expr) => {
-                if let Some(t) = tape.as_deref_mut() {
-                    if !t.input_only {
-                        record(&mut t.$field, $v);
-                    }
-                }
-            };
-        }
-        if let Some(t) = tape.as_deref_mut() {
-            record(&mut t.x_in, x);
-        }
-
-        // Attention.
-        let h = buf(&mut sc.h, n * hidden);
-        rms_norm(x, &w.attn_norm, eps, h);
-        rec!(h1, h);
-        if let Some(lw) = &w.laurel {
-            let rec = tape.as_deref_mut().filter(|t| !t.input_only);
-            gemma3n::laurel(lw, segs, h, &mut sc.laurel, eps, rec);
-        }
-        let q = buf(&mut sc.q, n * qd); // [n, heads*hd]
-        let k = buf(&mut sc.k, n * kvd); // [n, kv_heads*hd]
-        let v = buf(&mut sc.v, n * kvd);
-        Self::project(psegs, h, &w.q, q, lo(Proj::Q), dr(Proj::Q), training);
-        Self::adapter_deltas(psegs, h, l, Proj::Q, q);
-        if own_kv {
-            Self::project(psegs, h, &w.k, k, lo(Proj::K), dr(Proj::K), training);
-            Self::adapter_deltas(psegs, h, l, Proj::K, k);
-            if spec.k_eq_v {
-                // Values are the key projection's raw output (before k_norm and RoPE).
-                v.copy_from_slice(k);
-            } else {
-                Self::project(psegs, h, &w.v, v, lo(Proj::V), dr(Proj::V), training);
-                Self::adapter_deltas(psegs, h, l, Proj::V, v);
-            }
-        }
-        rec!(q_pre, q);
-        rec!(k_pre, k);
-        if let Some(qn) = &w.q_norm {
-            rms_norm_in_place(q, qn, eps);
-        }
-        if let Some(kn) = &w.k_norm {
-            rms_norm_in_place(k, kn, eps);
-        }
-        if cfg.v_norm && own_kv {
-            rec!(v_pre, v);
-            gemma4::scale_free_norm(v, hd, eps);
-        }
-        rec!(v, v);
-        let inv_freq = &self.inv_freq[l];
-        let att = buf(&mut sc.att, n * qd); // [n, heads*hd]
-        for seg in segs {
-            let kv = &mut items[seg.item].1.layers[kv_layer];
-            for t in seg.row0..seg.row0 + seg.n {
-                let pos = seg.start + t - seg.row0;
-                match numerics {
-                    Numerics::Reference => rope_angles(pos, inv_freq, &mut sc.cos, &mut sc.sin),
-                    Numerics::LlamaCpp => {
-                        let (step, scale) = self.rope_ggml[l];
-                        rope_angles_ggml(pos, step, scale, hd / 2, &mut sc.cos, &mut sc.sin);
-                        // Partial RoPE (llama.cpp: huge frequency factors): the other pairs pass through.
-                        let pairs = spec.rope_pairs();
-                        sc.cos[pairs..].fill(1.0);
-                        sc.sin[pairs..].fill(0.0);
-                    }
-                }
-                for head in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
-                    rope_with(head, &sc.cos, &sc.sin);
-                }
-                if own_kv {
-                    for head in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
-                        rope_with(head, &sc.cos, &sc.sin);
-                    }
-                    kv.store(seg.start + t - seg.row0, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
-                }
-            }
-        }
-        // Several decode rows: one parallel loop over their sequences (each
-        // query computed exactly as alone); prefill chunks one by one.
-        rec!(q, q);
-        rec!(k, k);
-        if let Some(t) = tape.as_deref_mut().filter(|t| t.input_only) {
-            // Later layers read this layer's keys and values: their recompute
-            // (gradient checkpointing) comes before this layer's.
-            if cfg.layers.iter().any(|s| s.kv_source == Some(l)) {
-                record(&mut t.k, k);
-                record(&mut t.v, v);
-            }
-        }
-        let decode: Vec<&Seg> = segs.iter().filter(|s| s.decode).collect();
-        let shape = self.attn_shape(l);
-        if decode.len() >= 2 {
-            let caches: Vec<(&LayerCache, usize)> = decode.iter().map(|s| (&items[s.item].1.layers[kv_layer], s.start)).collect();
-            let rows = decode[0].row0 * qd..(decode[0].row0 + decode.len()) * qd;
-            decode_attention(shape, &q[rows.clone()], &caches, &mut att[rows]);
-        }
-        for seg in segs.iter().filter(|s| !s.decode || decode.len() < 2) {
-            let kv = &items[seg.item].1.layers[kv_layer];
-            let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
-            attention(shape, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
-        }
-        rec!(att, att);
-        let a = buf(&mut sc.a, n * hidden);
-        Self::project(psegs, att, &w.o, a, lo(Proj::O), dr(Proj::O), training);
-        Self::adapter_deltas(psegs, att, l, Proj::O, a);
-        rec!(o_out, a);
-        if let Some(g) = &w.post_attn_norm {
-            rms_norm_in_place(a, g, eps);
-        }
-        add_in_place(x, a);
-        if w.laurel.is_some() {
-            // Gemma 3n: (x + attention + LAuReL) / √2.
-            x.iter_mut().zip(&sc.laurel).for_each(|(v, r)| *v = (*v + r) / std::f32::consts::SQRT_2);
-        }
-        rec!(x_mid, x);
-
-        // Feed-forward (GeGLU).
-        rms_norm(x, &w.ffn_norm, eps, h);
-        rec!(h2, h);
-        let gate = buf(&mut sc.gate, n * ff);
-        let up = buf(&mut sc.up, n * ff);
-        Self::project(psegs, h, &w.gate, gate, lo(Proj::Gate), dr(Proj::Gate), training);
-        Self::adapter_deltas(psegs, h, l, Proj::Gate, gate);
-        Self::project(psegs, h, &w.up, up, lo(Proj::Up), dr(Proj::Up), training);
-        Self::adapter_deltas(psegs, h, l, Proj::Up, up);
-        rec!(gate_pre, gate);
-        rec!(up, up);
-        if let Some(k) = spec.gate_sparsity_k {
-            gemma3n::sparsify_gate(gate, ff, k);
-        }
-        match numerics {
-            Numerics::Reference => geglu(gate, up),
-            Numerics::LlamaCpp => geglu_f16_table(gate, up),
-        }
-        rec!(act, gate);
-        Self::project(psegs, gate, &w.down, a, lo(Proj::Down), dr(Proj::Down), training);
-        Self::adapter_deltas(psegs, gate, l, Proj::Down, a);
-        rec!(down_out, a);
-        if let Some(moe) = &w.moe {
-            // Gemma 4: experts beside the dense MLP, routed from the residual.
-            // Training runs the experts sequence by sequence, as inference
-            // does (the expert products' rounding depends on how many rows
-            // share them): the training forward stays inference's bit for bit.
-            let msegs = if training { segs } else { psegs };
-            let rec = tape.as_deref_mut().filter(|t| !t.input_only);
-            gemma4::moe_block(moe, msegs, x, a, eps, &mut sc.moe, rec);
-            rec!(moe_sum, a);
-        }
-        if let Some(g) = &w.post_ffn_norm {
-            rms_norm_in_place(a, g, eps);
-        }
-        add_in_place(x, a);
-        let (layers, p) = (cfg.num_layers(), cfg.per_layer_input_size);
-        if let (Some(aw), Some(spec)) = (&w.altup, cfg.altup) {
-            rec!(block_out, x);
-            // Gemma 3n: correct the streams from this layer's output; the
-            // (scaled) active stream's per-layer input goes to streams 1...
-            gemma3n::correct(aw, spec, segs, &mut sc.streams, x, eps);
-            let len = n * hidden;
-            let first = &mut sc.h[..len];
-            first.copy_from_slice(&sc.streams[spec.active * len..(spec.active + 1) * len]);
-            if spec.correct_scale {
-                for row in first.chunks_exact_mut(hidden) {
-                    row.iter_mut().zip(&aw.correct_output_scale).for_each(|(v, s)| *v *= s);
-                }
-            }
-            if let Some(ple) = &w.ple {
-                rec!(ple_x, first);
-                let rec = tape.as_deref_mut().filter(|t| !t.input_only);
-                let y = gemma4::per_layer_delta(ple, l, layers, psegs, first, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
-                for st in sc.streams[len..spec.streams * len].chunks_exact_mut(len) {
-                    add_in_place(st, y);
-                }
-            }
-        } else if let Some(ple) = &w.ple {
-            rec!(ple_x, x);
-            let rec = tape.filter(|t| !t.input_only);
-            let y = gemma4::per_layer_delta(ple, l, layers, psegs, x, &sc.ple, p, eps, &mut sc.gate, &mut sc.a, rec);
-            add_in_place(x, y);
-        }
-        if let Some(s) = w.layer_scalar {
-            x.iter_mut().for_each(|v| *v *= s);
         }
     }
 
