@@ -7,7 +7,7 @@ use std::time::Instant;
 
 fn main() {
     let n = 300;
-    for dtype in [DType::BF16, DType::Q8_0] {
+    for dtype in [DType::BF16, DType::Q8_0, DType::Q5_0, DType::F32] {
         for (out, inp) in [(2048, 640), (640, 2048), (1024, 640)] {
             let vals: Vec<f32> = (0..out * inp).map(|i| ((i * 7919 % 1999) as f32 / 999.5 - 1.0) * 0.1).collect();
             let w = Matrix::new(out, inp, gemma_quant::convert(Storage::F32(vals), dtype).unwrap());
@@ -25,7 +25,8 @@ fn main() {
             };
             let tb = time(&mut || gemma_kernels::matmul_t(&dy, n, &w, &mut dx));
             let tf = time(&mut || gemma_kernels::matmul(&x, n, &w, &mut y));
-            println!("{dtype:?} [{out}×{inp}] n={n}: matmul_t {:.1} GFLOP/s, matmul {:.1} GFLOP/s (ratio {:.2})", flops / tb / 1e9, flops / tf / 1e9, tf / tb);
+            let ta = time(&mut || gemma_kernels::matmul_f32_acts(&x, n, &w, &mut y));
+            println!("{dtype:?} [{out}×{inp}] n={n}: matmul_t {:.1} GFLOP/s, matmul {:.1} GFLOP/s (ratio {:.2}), matmul_f32_acts {:.1} GFLOP/s", flops / tb / 1e9, flops / tf / 1e9, tf / tb, flops / ta / 1e9);
         }
     }
 }
