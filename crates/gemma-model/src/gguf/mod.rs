@@ -7,7 +7,7 @@ mod gemma4;
 
 use crate::tensors::{spec, Part};
 use crate::gguf_keys as keys;
-use crate::config::GemmaConfig;
+use crate::config::{Family, GemmaConfig};
 use crate::forward::Model;
 use crate::variants;
 use crate::weights::{Naming, Weights};
@@ -104,23 +104,32 @@ pub fn config_json(file: &GgufFile) -> Result<Value> {
         let pattern = int(keys::SLIDING_WINDOW_PATTERN)?.unwrap_or(json!(GEMMA3_SLIDING_WINDOW_PATTERN));
         c.insert("sliding_window_pattern".into(), pattern);
     }
-    c.insert("tie_word_embeddings".into(), json!(file.tensor(spec(Part::LmHead).gguf).is_none()));
-    if let Some(id) = file.get(keys::BOS_TOKEN_ID).and_then(GgufValue::as_u64) {
-        c.insert("bos_token_id".into(), json!(id));
-    }
-    if let Some(id) = file.get(keys::EOS_TOKEN_ID).and_then(GgufValue::as_u64) {
-        c.insert("eos_token_id".into(), json!([id]));
-    }
-    let mut value = Value::Object(c);
-    // A file may state the scale itself as `{arch}.attention.scale`.
+    head_and_special_tokens(file, &mut c);
+    // A file may state the scale itself as `{arch}.attention.scale`; where
+    // it does not, [`config`] sets the size's default once the config is typed.
     if arch != "gemma" {
-        let scalar = match num(keys::ATTENTION_SCALE)?.and_then(|v| v.as_f64()) {
-            Some(scale) if scale > 0.0 => 1.0 / (scale * scale),
-            _ => default_query_pre_attn_scalar(&GemmaConfig::from_json(&value)?),
-        };
-        value["query_pre_attn_scalar"] = json!(scalar);
+        if let Some(scale) = num(keys::ATTENTION_SCALE)?.and_then(|v| v.as_f64()).filter(|&s| s > 0.0) {
+            c.insert("query_pre_attn_scalar".into(), json!(1.0 / (scale * scale)));
+        }
     }
-    Ok(value)
+    Ok(Value::Object(c))
+}
+
+/// The typed config of a GGUF file: its metadata in the Hugging Face
+/// vocabulary ([`config_json`]), parsed once; a Gemma 2/3 file that states
+/// no attention scale gets its size's default (llama.cpp's).
+pub fn config(file: &GgufFile) -> Result<GemmaConfig> {
+    let value = config_json(file)?;
+    let mut cfg = GemmaConfig::from_json(&value).map_err(|e| match e {
+        GemmaError::Config { field, message } => {
+            GemmaError::Config { field: format!("{} (from GGUF metadata): {field}", file.path.display()), message }
+        }
+        other => other,
+    })?;
+    if matches!(cfg.family, Family::Gemma2 | Family::Gemma3) && value.get("query_pre_attn_scalar").is_none() {
+        cfg.attn_scale = default_query_pre_attn_scalar(&cfg).powf(-0.5) as f32;
+    }
+    Ok(cfg)
 }
 
 /// `tie_word_embeddings` (no `output.weight`) and the BOS/EOS ids, for the
@@ -147,12 +156,7 @@ pub fn default_query_pre_attn_scalar(cfg: &GemmaConfig) -> f64 {
 /// Load config and weights from a GGUF file. Quantized tensors stay
 /// quantized and memory-mapped unless `dtype` asks for a conversion.
 pub fn load_model(file: &GgufFile, dtype: Option<DType>, progress: &mut dyn FnMut(usize, usize)) -> Result<Model> {
-    let config = GemmaConfig::from_json(&config_json(file)?).map_err(|e| match e {
-        GemmaError::Config { field, message } => {
-            GemmaError::Config { field: format!("{} (from GGUF metadata): {field}", file.path.display()), message }
-        }
-        other => other,
-    })?;
+    let config = config(file)?;
     let source = |name: &str| -> Result<(Vec<usize>, Storage)> {
         let t = file.tensor(name).ok_or_else(|| GemmaError::MissingTensor { name: name.to_string() })?;
         let storage = Storage::Raw { dtype: t.dtype, len: t.elements() as usize, bytes: file.tensor_bytes(t) };
@@ -164,4 +168,40 @@ pub fn load_model(file: &GgufFile, dtype: Option<DType>, progress: &mut dyn FnMu
     // As llama.cpp: an f16 KV cache (half the memory) and its rounding.
     model.numerics = crate::forward::Numerics::LlamaCpp;
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gemma_formats::GgufWriter;
+
+    /// The config of a metadata-only Gemma 3 file of `layers` × `hidden`
+    /// (a 4-row embedding: the size is known from the metadata), with or
+    /// without a stated attention scale.
+    fn config_of(layers: u64, hidden: u64, heads: u64, head_dim: u64, scale: Option<f32>) -> GemmaConfig {
+        let mut w = GgufWriter::new();
+        w.set(keys::GENERAL_ARCHITECTURE, GgufValue::String("gemma3".into()));
+        let k = |s: &str| format!("gemma3.{s}");
+        for (key, v) in [(keys::BLOCK_COUNT, layers), (keys::EMBEDDING_LENGTH, hidden), (keys::FEED_FORWARD_LENGTH, 4 * hidden), (keys::HEAD_COUNT, heads), (keys::HEAD_COUNT_KV, heads / 2), (keys::KEY_LENGTH, head_dim), (keys::VALUE_LENGTH, head_dim), (keys::SLIDING_WINDOW, 512)] {
+            w.set(&k(key), GgufValue::U32(v as u32));
+        }
+        if let Some(s) = scale {
+            w.set(&k(keys::ATTENTION_SCALE), GgufValue::F32(s));
+        }
+        w.add_tensor(spec(Part::Embed).gguf, vec![hidden, 4], DType::F32, vec![0; (hidden * 16) as usize]).unwrap();
+        let path = std::env::temp_dir().join(format!("gemma-gguf-config-{}-{layers}-{}.gguf", std::process::id(), scale.is_some()));
+        w.write(&path).unwrap();
+        let cfg = config(&GgufFile::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        cfg.unwrap()
+    }
+
+    /// No stated scale: the 27B's hidden/heads (168), every other size its
+    /// head_dim; a stated scale wins.
+    #[test]
+    fn attention_scale_defaults_by_size_once_the_config_is_typed() {
+        assert_eq!(config_of(62, 5376, 32, 128, None).attn_scale, 168f32.powf(-0.5));
+        assert_eq!(config_of(26, 1152, 4, 256, None).attn_scale, 256f32.powf(-0.5));
+        assert_eq!(config_of(62, 5376, 32, 128, Some(0.125)).attn_scale, 0.125);
+    }
 }
