@@ -13,6 +13,7 @@ pub mod hf;
 pub mod lora;
 pub mod tape;
 pub mod tensors;
+pub mod towers;
 mod visit;
 pub mod variants;
 pub mod weights;
