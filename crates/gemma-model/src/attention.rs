@@ -52,6 +52,9 @@ impl AttnShape {
 
 /// Attention of queries `q: [n, heads·hd]` at positions `start..start+n`
 /// over `kv` (which already holds them), into `out: [n, heads·hd]`.
+/// `spans`: position ranges `a..b` (within the chunk) whose queries also see
+/// the later keys of their range (an image's soft tokens, attending both
+/// ways; the window still bounds how far back a key may be).
 /// `kf`/`vf` are reusable buffers for the converted keys and values, `slots`
 /// the per-thread tile buffers (sized here, before the parallel loop, so the
 /// tasks never allocate).
@@ -61,6 +64,7 @@ pub fn attention(
     q: &[f32],
     kv: &LayerCache,
     start: usize,
+    spans: &[(usize, usize)],
     out: &mut [f32],
     kf: &mut Vec<f32>,
     vf: &mut Vec<f32>,
@@ -121,7 +125,7 @@ pub fn attention(
         let kvs = KvRange { keys: &keys[h * npos * hd..(h + 1) * npos * hd], vals: &vals[h * npos * hd..(h + 1) * npos * hd], lo, f16_math };
         // SAFETY: each thread of the loop has its own index, so its own slot.
         let b = unsafe { slot.get(pool::thread_index()) };
-        attend_tile(&s, q, &kvs, start, start + n, t0, t1, h0, hg, b);
+        attend_tile(&s, q, &kvs, start, start + n, spans, t0, t1, h0, hg, b);
         for (i, row) in b.acc.chunks_exact(hd).take((t1 - t0) * hg).enumerate() {
             let at = (t0 + i / hg) * heads * hd + (h0 + i % hg) * hd;
             // SAFETY: rows of (token, head) pairs are disjoint between
@@ -214,7 +218,7 @@ pub fn decode_attention(s: AttnShape, q: &[f32], seqs: &[(&LayerCache, usize)], 
             }
             let kvs = KvRange { keys: &keys[..npos * hd], vals: &vals[..npos * hd], lo, f16_math: kv.is_f16() };
             let qi = &q[i * heads * hd..(i + 1) * heads * hd];
-            attend_tile(&s, qi, &kvs, pos, pos + 1, 0, 1, h * s.group, s.group, b);
+            attend_tile(&s, qi, &kvs, pos, pos + 1, &[], 0, 1, h * s.group, s.group, b);
             // SAFETY: the rows of (sequence i, heads of KV head h) belong to this task alone.
             unsafe { dst.write(i * heads * hd + h * s.group * hd, &b.acc[..s.group * hd]) };
         });
@@ -243,11 +247,16 @@ struct KvRange<'a> {
 /// values — the order llama.cpp uses, so that with an f16 cache the
 /// probabilities are rounded to f16 *after* normalization exactly as there.
 #[allow(clippy::too_many_arguments)]
-fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, end: usize, t0: usize, t1: usize, h0: usize, nh: usize, b: &mut TileBufs) {
+fn attend_tile(s: &AttnShape, q: &[f32], kv: &KvRange, start: usize, end: usize, spans: &[(usize, usize)], t0: usize, t1: usize, h0: usize, nh: usize, b: &mut TileBufs) {
     let (hd, stride) = (s.head_dim, s.heads * s.head_dim);
     let nq = (t1 - t0) * nh;
     let first = |pos: usize| s.first(pos);
-    let last = |pos: usize| s.last(pos, end);
+    // A query in a span also sees the rest of it (never decreasing in pos:
+    // after a span, pos is past its end).
+    let last = |pos: usize| match spans.iter().find(|&&(a, b)| a <= pos && pos < b) {
+        Some(&(_, b)) => s.last(pos, end).max(b - 1).min(end - 1),
+        None => s.last(pos, end),
+    };
     // With an f16 cache the products are taken as llama.cpp takes them: the
     // query is scaled, then rounded to f16, and so are the probabilities.
     let f16_math = kv.f16_math;
@@ -352,7 +361,7 @@ mod tests {
             for (window, softcap) in [(usize::MAX, None), (100, Some(5.0)), (20, None)] {
                 let s = AttnShape { heads, group: 2, head_dim: hd, window, scale: 0.3, softcap, causal: true };
                 let (mut got, mut want) = (vec![0f32; n * heads * hd], vec![0f32; n * heads * hd]);
-                attention(s, &q, &cache.layers[0], start, &mut got, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
+                attention(s, &q, &cache.layers[0], start, &[], &mut got, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
                 naive(&s, &q, &round(&k), &round(&v), start, &mut want);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = if half { 2e-3 } else { 2e-5 }; // f16 query and probabilities

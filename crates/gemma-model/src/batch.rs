@@ -79,7 +79,7 @@ impl Model {
         let mut row0 = 0;
         for &i in &order {
             let n = items[i].tokens.len();
-            segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1, adapter: items[i].adapter, exact: false });
+            segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1, adapter: items[i].adapter, exact: false, media: &[] });
             row0 += n;
         }
         let scored: Vec<Option<usize>> = items.iter().map(|it| it.score_from).collect();

@@ -51,3 +51,64 @@ fn image_features_equal_transformers() {
         assert!(d < 1e-5, "image {i}: {d}");
     }
 }
+
+/// The prompt's ids and the positions of its image runs.
+fn prompt(g: &SafetensorsSet, spec: &VisionSpec) -> (Vec<u32>, Vec<usize>) {
+    let ids: Vec<u32> = g.load_i64("ids").unwrap().into_iter().map(|x| x as u32).collect();
+    let starts = (0..ids.len()).filter(|&i| ids[i] == spec.image_token && (i == 0 || ids[i - 1] != spec.image_token)).collect();
+    (ids, starts)
+}
+
+/// Text and two images through the language model: logits within 1e-4 of
+/// transformers with `token_type_ids` (each image's tokens attend both
+/// ways, also on sliding layers whose window (4) is shorter than the run
+/// (9)); far from its logits without them, so a lost span fails here.
+#[test]
+fn image_prompt_logits_equal_transformers() {
+    use gemma_model::{hf::load_model, LogitsMode, Media, Workspace};
+    let (spec, tower) = tower();
+    let model = load_model(&testdata("tiny-gemma3-vision"), None, &mut |_, _| {}).unwrap();
+    let g = goldens();
+    let (ids, starts) = prompt(&g, &spec);
+    let pixels = tensor(&g, "pixel_values");
+    let per = pixels.len() / 2;
+    let feats: Vec<Vec<f32>> = (0..2).map(|i| tower.encode(&pixels[i * per..(i + 1) * per]).unwrap()).collect();
+    let media: Vec<Media> = starts.iter().zip(&feats).map(|(&at, rows)| Media { at, rows }).collect();
+    let mut cache = model.new_cache();
+    let mut ws = Workspace::new();
+    let got = model.forward_media(&ids, &media, &mut cache, &mut ws, LogitsMode::All, None).unwrap().to_vec();
+    let (want, causal) = (tensor(&g, "logits"), tensor(&g, "logits_causal"));
+    let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let apart = got.iter().zip(&causal).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("image prompt: logits within {worst:.2e} of transformers; {apart:.2} from the all-causal logits");
+    assert!(worst < 1e-4, "{worst}");
+    assert!(apart > 0.1, "the bidirectional spans changed nothing");
+
+    // Cached decoding after the image prompt equals the full forward.
+    let split = ids.len() - 3;
+    let mut cache = model.new_cache();
+    model.forward_media(&ids[..split], &media, &mut cache, &mut ws, LogitsMode::Last, None).unwrap();
+    let vocab = model.config.vocab_size;
+    for (t, &tok) in ids.iter().enumerate().skip(split) {
+        let step = model.forward_into(&[tok], &mut cache, &mut ws, LogitsMode::Last).unwrap();
+        let d = step.iter().zip(&got[t * vocab..(t + 1) * vocab]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(d < 1e-5, "position {t}: cached decode differs by {d}");
+    }
+}
+
+/// Media rows that do not fit the new tokens are refused by name.
+#[test]
+fn misplaced_media_is_refused() {
+    use gemma_model::{hf::load_model, LogitsMode, Media, Workspace};
+    let model = load_model(&testdata("tiny-gemma3-vision"), None, &mut |_, _| {}).unwrap();
+    let rows = vec![0f32; 9 * 48];
+    let mut ws = Workspace::new();
+    for (media, what) in [
+        (vec![Media { at: 5, rows: &rows }], "outside the new tokens"),
+        (vec![Media { at: 0, rows: &rows[..47] }], "whole rows"),
+        (vec![Media { at: 0, rows: &rows }, Media { at: 3, rows: &rows }], "overlap"),
+    ] {
+        let err = model.forward_media(&[2; 12], &media, &mut model.new_cache(), &mut ws, LogitsMode::Last, None).unwrap_err().to_string();
+        assert!(err.contains(what), "{err}");
+    }
+}

@@ -103,7 +103,7 @@ impl Model {
         // Training runs each projection once over the rows of all sequences
         // (a row's result does not depend on the others: the training test
         // checks it bit for bit); serving keeps its per-segment products.
-        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false, adapter: None, exact: training }];
+        let whole = [Seg { row0: 0, n, start: 0, item: 0, decode: false, adapter: None, exact: training, media: &[] }];
         let st = Step {
             m: self,
             l,
@@ -271,7 +271,8 @@ impl Step<'_, '_> {
         for seg in self.segs.iter().filter(|s| !s.decode || decode.len() < 2) {
             let kv = &items[seg.item].1.layers[kv_layer];
             let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
-            attention(shape, &q[rows.clone()], kv, seg.start, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
+            let spans: Vec<(usize, usize)> = seg.media.iter().map(|m| (m.at, m.at + m.rows.len() / self.hidden())).collect();
+            attention(shape, &q[rows.clone()], kv, seg.start, &spans, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
         }
         rec.keep(|t| &mut t.att, att);
     }

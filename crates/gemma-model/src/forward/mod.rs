@@ -37,6 +37,21 @@ pub(crate) struct Seg<'a> {
     /// weights with f32 activations (QLoRA as bitsandbytes computes it: the
     /// dequantized function), the frozen steps of Gemma 3n/4 included.
     pub exact: bool,
+    /// Embedding rows in place of some of the item's tokens (images' soft
+    /// tokens), each run attending to itself in both directions.
+    pub media: &'a [Media<'a>],
+}
+
+/// A run of embedding rows that replaces the embeddings of the placeholder
+/// tokens at positions `at..at + rows/hidden` of a sequence (an image's soft
+/// tokens): within the run, attention goes both ways (Gemma 3: on every
+/// layer, a sliding layer's window still bounding how far back a key may be).
+#[derive(Debug, Clone, Copy)]
+pub struct Media<'a> {
+    /// Position of the first row in the sequence.
+    pub at: usize,
+    /// `[len, hidden]`.
+    pub rows: &'a [f32],
 }
 
 /// Which positions get logits.
@@ -141,30 +156,69 @@ impl Model {
     /// As [`Model::forward_into`] with a per-request LoRA `adapter` on top
     /// of the model's own (`lora`), computed as a batch of requests does.
     pub fn forward_with<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode, adapter: Option<&LoraAdapter>) -> Result<&'w mut [f32]> {
+        self.forward_media(tokens, &[], cache, ws, mode, adapter)
+    }
+
+    /// As [`Model::forward_with`], with `media` rows (an image's soft
+    /// tokens) in place of the embeddings of the placeholder tokens they
+    /// cover (positions counted from the start of the sequence, within the
+    /// new tokens). A run is never split between prefill chunks, so its
+    /// tokens attend to each other both ways.
+    pub fn forward_media<'w>(&self, tokens: &[u32], media: &[Media], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode, adapter: Option<&LoraAdapter>) -> Result<&'w mut [f32]> {
         let cfg = &self.config;
         if cfg.bidirectional {
             return Err(GemmaError::invalid("model", "this is a bidirectional embedding model: it embeds text (gemma embed, /v1/embeddings) and does not generate"));
         }
         self.check_tokens(tokens, cache.len())?;
+        let spans = self.media_spans(media, cache.len(), tokens.len())?;
         let rows = match mode {
             LogitsMode::Last => 1,
             LogitsMode::All => tokens.len(),
         };
-        let nchunks = tokens.len().div_ceil(MAX_CHUNK);
-        let mut written = 0;
-        for (i, chunk) in tokens.chunks(MAX_CHUNK).enumerate() {
-            self.forward_chunk(chunk, cache, ws, adapter);
+        let (mut done, mut written) = (0, 0);
+        while done < tokens.len() {
+            let mut end = (done + MAX_CHUNK).min(tokens.len());
+            // Never split a run: end the chunk before it, or after it when it starts the chunk.
+            if let Some(&(a, b)) = spans.iter().find(|&&(a, b)| a < end && end < b) {
+                end = if a > done { a } else { b };
+            }
+            let chunk = &tokens[done..end];
+            self.forward_chunk(chunk, media, cache, ws, adapter);
             let want = match mode {
                 LogitsMode::All => chunk.len(),
-                LogitsMode::Last if i + 1 == nchunks => 1,
+                LogitsMode::Last if end == tokens.len() => 1,
                 LogitsMode::Last => 0,
             };
             if want > 0 {
                 self.logits(ws, chunk.len() - want, want, written, rows);
                 written += want;
             }
+            done = end;
         }
         Ok(&mut ws.logits[..rows * cfg.vocab_size])
+    }
+
+    /// The runs of `media` as spans `a..b` relative to the new tokens
+    /// (`cached` positions already in the cache, `n` new); errors for a run
+    /// outside the new tokens, of a partial row, or overlapping another.
+    fn media_spans(&self, media: &[Media], cached: usize, n: usize) -> Result<Vec<(usize, usize)>> {
+        let hidden = self.config.hidden_size;
+        let mut spans = Vec::with_capacity(media.len());
+        for m in media {
+            let len = m.rows.len() / hidden;
+            if m.rows.is_empty() || m.rows.len() % hidden != 0 {
+                return Err(GemmaError::invalid("media", format!("{} values are not whole rows of the model's width {hidden}", m.rows.len())));
+            }
+            if m.at < cached || m.at + len > cached + n {
+                return Err(GemmaError::invalid("media", format!("rows at positions {}..{} are outside the new tokens {cached}..{}", m.at, m.at + len, cached + n)));
+            }
+            spans.push((m.at - cached, m.at - cached + len));
+        }
+        spans.sort_unstable();
+        if let Some(w) = spans.windows(2).find(|w| w[1].0 < w[0].1) {
+            return Err(GemmaError::invalid("media", format!("runs at {}..{} and {}..{} overlap", w[0].0 + cached, w[0].1 + cached, w[1].0 + cached, w[1].1 + cached)));
+        }
+        Ok(spans)
     }
 
     /// The final-normed hidden states `[tokens, hidden]` of one whole
@@ -186,7 +240,7 @@ impl Model {
         let mut segs = Vec::with_capacity(seqs.len());
         let mut row0 = 0;
         for (i, s) in seqs.iter().enumerate() {
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None, exact: false });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter: None, exact: false, media: &[] });
             row0 += s.len();
         }
         let mut items: Vec<(&[u32], &mut KvCache)> = seqs.iter().copied().zip(caches.iter_mut()).collect();
@@ -242,9 +296,9 @@ impl Model {
     }
 
     /// All blocks over one chunk; leaves the residual stream `[n, hidden]` in `ws.x`.
-    fn forward_chunk(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace, adapter: Option<&LoraAdapter>) {
+    fn forward_chunk(&self, tokens: &[u32], media: &[Media], cache: &mut KvCache, ws: &mut Workspace, adapter: Option<&LoraAdapter>) {
         let start = cache.len();
-        let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false, adapter, exact: false }];
+        let segs = [Seg { row0: 0, n: tokens.len(), start, item: 0, decode: false, adapter, exact: false, media }];
         self.run_segments(&segs, &mut [(tokens, cache)], ws, None);
     }
 
@@ -262,6 +316,15 @@ impl Model {
                 let row = &mut x[(seg.row0 + t) * hidden..(seg.row0 + t + 1) * hidden];
                 gemma_quant::read_f32(&self.weights.embed.storage, tok as usize * hidden, row);
                 row.iter_mut().for_each(|v| *v *= cfg.embed_scale);
+            }
+            // Media rows replace their placeholders' embeddings (unscaled, as
+            // transformers scatters the projected features).
+            for m in seg.media {
+                for (i, row) in m.rows.chunks_exact(hidden).enumerate() {
+                    if let Some(t) = (m.at + i).checked_sub(seg.start).filter(|&t| t < seg.n) {
+                        x[(seg.row0 + t) * hidden..(seg.row0 + t + 1) * hidden].copy_from_slice(row);
+                    }
+                }
             }
         }
         if self.weights.ple.is_some() {

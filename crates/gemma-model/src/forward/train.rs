@@ -32,7 +32,7 @@ impl Model {
         for (i, s) in seqs.iter().enumerate() {
             self.check_tokens(s, 0)?;
             caches.push(KvCache::unbounded(cfg));
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter, exact: true });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter, exact: true, media: &[] });
             tape.seqs.push((row0, s.len()));
             row0 += s.len();
         }
@@ -61,7 +61,7 @@ impl Model {
         let mut row0 = 0;
         for (i, s) in seqs.iter().enumerate() {
             caches.push(KvCache::unbounded(cfg));
-            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter, exact: true });
+            segs.push(Seg { row0, n: s.len(), start: 0, item: i, decode: false, adapter, exact: true, media: &[] });
             row0 += s.len();
         }
         let hidden = cfg.hidden_size;

@@ -199,7 +199,7 @@ mod tests {
             cache.layers[0].store(p, &k[p * 16..(p + 1) * 16], &v[p * 16..(p + 1) * 16]);
         }
         let mut want = vec![0f32; n * 32];
-        gemma_model::attention::attention(s, &q, &cache.layers[0], 0, &mut want, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
+        gemma_model::attention::attention(s, &q, &cache.layers[0], 0, &[], &mut want, &mut Vec::new(), &mut Vec::new(), &mut Vec::new());
         let mut got = vec![0f32; n * 32];
         attention(&s, &q, &k, &v, &mut got);
         for (a, b) in got.iter().zip(&want) {
