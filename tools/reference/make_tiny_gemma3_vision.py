@@ -54,3 +54,33 @@ save_file({"pixel_values": pixel_values.contiguous(), "image_features": feats.co
            "token_type_ids": token_type_ids[0].contiguous(), "logits": logits.contiguous(), "logits_causal": causal.contiguous()},
           os.path.join(out, "goldens.safetensors"))
 print("wrote", out, "image features", tuple(feats.shape), "max |bidirectional - causal| logits", float((logits - causal).abs().max()))
+
+# Preprocessing goldens: PNG files of several sizes and modes, and the
+# pixel values transformers' Gemma3ImageProcessor makes of them at 42×42
+# (the torchvision backend, transformers 5's default; the PIL backend too).
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers.models.gemma3.image_processing_gemma3 import Gemma3ImageProcessor  # noqa: E402
+from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil  # noqa: E402
+
+rng = np.random.default_rng(3)
+imgdir = os.path.join(out, "images")
+os.makedirs(imgdir, exist_ok=True)
+yy, xx = np.mgrid[0:61, 0:97]
+smooth = np.stack([(xx * 2.5) % 256, (yy * 4.1) % 256, (xx + yy) % 256], -1)
+images = {
+    "rgb_50x30.png": Image.fromarray((rng.integers(0, 256, (30, 50, 3))).astype(np.uint8), "RGB"),
+    "rgba_20x20.png": Image.fromarray(rng.integers(0, 256, (20, 20, 4)).astype(np.uint8), "RGBA"),
+    "palette_97x61.png": Image.fromarray(smooth.astype(np.uint8), "RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
+    "gray_42x42.png": Image.fromarray(rng.integers(0, 256, (42, 42)).astype(np.uint8), "L"),
+    "smooth_97x61.png": Image.fromarray(smooth.astype(np.uint8), "RGB"),
+}
+pixels = {}
+for name, im in images.items():
+    im.save(os.path.join(imgdir, name))
+    loaded = Image.open(os.path.join(imgdir, name))
+    for tag, proc in [("torchvision", Gemma3ImageProcessor(size={"height": 42, "width": 42})), ("pil", Gemma3ImageProcessorPil(size={"height": 42, "width": 42}))]:
+        pixels[f"{name}.{tag}"] = proc(images=loaded, return_tensors="pt")["pixel_values"][0].contiguous()
+    d = (pixels[f"{name}.torchvision"] - pixels[f"{name}.pil"]).abs().max().item()
+    print(f"{name}: torchvision vs PIL backend differ by {d * 127.5:.1f} levels")
+save_file(pixels, os.path.join(out, "pixel_goldens.safetensors"))

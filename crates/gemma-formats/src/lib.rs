@@ -5,6 +5,7 @@ pub mod flax_msgpack;
 pub mod fuzz;
 pub mod gguf;
 pub mod gguf_write;
+pub mod image_file;
 pub mod safetensors_set;
 
 pub use flax_msgpack::FlaxCheckpoint;

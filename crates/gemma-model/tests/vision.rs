@@ -112,3 +112,26 @@ fn misplaced_media_is_refused() {
         assert!(err.contains(what), "{err}");
     }
 }
+
+/// Decoding and preprocessing: PNG files of several sizes and modes (RGB,
+/// RGBA, palette, grey) give exactly the 8-bit levels of transformers' PIL
+/// backend, and its default torchvision backend's within one level (the two
+/// backends differ by one level on the upsampled RGBA image themselves).
+#[test]
+fn pixel_values_equal_the_image_processors() {
+    use gemma_model::towers::preprocess::gemma3_pixels;
+    let g = SafetensorsSet::open_files(&[testdata("tiny-gemma3-vision/pixel_goldens.safetensors")]).unwrap();
+    for name in ["rgb_50x30.png", "rgba_20x20.png", "palette_97x61.png", "gray_42x42.png", "smooth_97x61.png"] {
+        let img = gemma_formats::image_file::read_rgb8(&testdata("tiny-gemma3-vision/images").join(name)).unwrap();
+        let got = gemma3_pixels(&img, 42);
+        let pil = tensor(&g, &format!("{name}.pil"));
+        let tv = tensor(&g, &format!("{name}.torchvision"));
+        let levels = |want: &[f32]| got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) * 127.5;
+        let (dp, dt) = (levels(&pil), levels(&tv));
+        eprintln!("{name}: {dp:.2} levels from the PIL backend, {dt:.2} from torchvision");
+        // The same 8-bit levels (the PIL backend rescales then normalizes,
+        // which rounds the floats differently in the last bit).
+        assert!(dp < 1e-3, "{name}: {dp} levels from PIL's resampling");
+        assert!(dt <= 1.0 + 1e-3, "{name}: {dt} levels from the torchvision backend");
+    }
+}

@@ -2,6 +2,7 @@
 //! width (soft tokens), which a forward segment carries in place of the
 //! placeholder tokens' embeddings. One file per tower.
 
+pub mod preprocess;
 pub mod siglip;
 
 use gemma_core::{GemmaError, Result};
