@@ -23,8 +23,8 @@ from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 torch.manual_seed(7)
-BOI, EOI, IMG = 417, 418, 419
-text = dict(vocab_size=420, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+BOI, EOI, IMG = 420, 421, 422
+text = dict(vocab_size=423, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, query_pre_attn_scalar=20, sliding_window=4, max_position_embeddings=256, rms_norm_eps=1e-6,
             layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
             rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},
@@ -75,6 +75,7 @@ images = {
     "gray_42x42.png": Image.fromarray(rng.integers(0, 256, (42, 42)).astype(np.uint8), "L"),
     "smooth_97x61.png": Image.fromarray(smooth.astype(np.uint8), "RGB"),
 }
+# (the chat goldens below use two of these)
 pixels = {}
 for name, im in images.items():
     im.save(os.path.join(imgdir, name))
@@ -84,3 +85,39 @@ for name, im in images.items():
     d = (pixels[f"{name}.torchvision"] - pixels[f"{name}.pil"]).abs().max().item()
     print(f"{name}: torchvision vs PIL backend differ by {d * 127.5:.1f} levels")
 save_file(pixels, os.path.join(out, "pixel_goldens.safetensors"))
+
+
+# The tokenizer: the tiny Gemma 3 one plus Gemma 3's three image tokens
+# (ids 420-422), and the real Gemma 3 chat template.
+import shutil  # noqa: E402
+from tokenizers import AddedToken, Tokenizer  # noqa: E402
+from transformers import AutoTokenizer, Gemma3Processor  # noqa: E402
+
+here = os.path.dirname(os.path.abspath(__file__))
+testdata = os.path.join(here, "..", "..", "testdata")
+tok = Tokenizer.from_file(os.path.join(testdata, "tiny-gemma3", "tokenizer.json"))
+tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]])
+assert [tok.token_to_id(t) for t in ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]] == [BOI, EOI, IMG]
+tok.save(os.path.join(out, "tokenizer.json"))
+tc = json.load(open(os.path.join(testdata, "tiny-gemma3", "tokenizer_config.json")))
+tc["chat_template"] = open(os.path.join(testdata, "templates", "gemma3.jinja")).read()
+tc.update({"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>",
+           "extra_special_tokens": {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}})
+json.dump(tc, open(os.path.join(out, "tokenizer_config.json"), "w"), indent=2)
+shutil.copy(os.path.join(testdata, "tiny-gemma3", "generation_config.json"), os.path.join(out, "generation_config.json"))
+
+# A chat turn with two images through transformers' processor: the
+# expanded prompt ids, the logits of its last position and 8 greedy tokens.
+hf_tok = AutoTokenizer.from_pretrained(out)
+processor = Gemma3Processor(image_processor=Gemma3ImageProcessor(size={"height": 42, "width": 42}), tokenizer=hf_tok, image_seq_length=9,
+                            chat_template=tc["chat_template"])
+messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Describe both images."}]}]
+text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+pics = [Image.open(os.path.join(imgdir, n)) for n in ["rgb_50x30.png", "smooth_97x61.png"]]
+inputs = processor(text=text, images=pics, return_tensors="pt")
+with torch.no_grad():
+    last = model(**inputs).logits[0, -1]
+    greedy = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+save_file({"ids": inputs["input_ids"][0].contiguous(), "pixel_values": inputs["pixel_values"].contiguous(), "last_logits": last.contiguous(),
+           "greedy": greedy.contiguous()}, os.path.join(out, "chat_goldens.safetensors"))
+print("chat prompt:", repr(text), len(inputs["input_ids"][0]), "ids; greedy", greedy.tolist())

@@ -258,6 +258,11 @@ pub struct GenerateArgs {
     /// System prompt (with --chat).
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
+    /// An image for the user turn (with --chat; repeatable: the images come
+    /// first, in order, then the prompt). PNG, JPEG, WebP or GIF; the model
+    /// must have a vision tower (Gemma 3 4B and up, as Hugging Face folders).
+    #[arg(long, requires = "chat", value_name = "FILE")]
+    pub image: Vec<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]

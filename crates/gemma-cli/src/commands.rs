@@ -86,8 +86,10 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
         gemma.weights_summary(),
         t0.elapsed().as_secs_f64()
     );
-    if c.has_towers {
-        eprintln!("(the checkpoint also holds vision/audio towers: only the text model was loaded)");
+    if let Some(v) = &gemma.vision {
+        eprintln!("(vision tower loaded: images of {0}×{0} pixels, {1} soft tokens each; `--chat --image FILE`)", v.spec.tower.image_size, v.tower.tokens_per_image());
+    } else if c.has_towers {
+        eprintln!("(the checkpoint's config names vision/audio towers this build does not load, or their weights are absent: only the text model was loaded)");
     }
     let mut gemma = gemma;
     if let Some(kind) = m.kv_type {
@@ -170,7 +172,22 @@ fn generate(a: GenerateArgs) -> Result<()> {
         (None, None) => bail!("give --prompt or --prompt-file"),
     };
     let gemma = load(&a.model)?;
-    let ids = if a.chat {
+    let mut media = Vec::new();
+    let ids = if !a.image.is_empty() {
+        let t0 = std::time::Instant::now();
+        let images = a.image.iter().map(|p| gemma.encode_image_file(p)).collect::<gemma::Result<Vec<_>>>()?;
+        eprintln!("encoded {} image{} in {:.2}s", images.len(), if images.len() == 1 { "" } else { "s" }, t0.elapsed().as_secs_f64());
+        let mut content: Vec<serde_json::Value> = images.iter().map(|_| serde_json::json!({"type": "image"})).collect();
+        content.push(serde_json::json!({"type": "text", "text": prompt}));
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(serde_json::json!({"role": "system", "content": s}));
+        }
+        msgs.push(serde_json::json!({"role": "user", "content": content}));
+        let (ids, m) = gemma.encode_chat_images(&serde_json::Value::Array(msgs), &images, &serde_json::Map::new())?;
+        media = m;
+        ids
+    } else if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(ChatMessage::new("system", s));
@@ -181,6 +198,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         gemma.encode_prompt(&prompt)?
     };
     let mut req = request(&gemma, &ids, &a.sampling)?;
+    req.media = media;
     if let Some(grammar) = grammar(&a.grammar)? {
         let c = gemma.compile_grammar(&grammar)?;
         eprintln!("grammar ({}) compiled in {:.1} ms", grammar.kind(), c.compile_seconds * 1e3);
@@ -365,8 +383,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
     if let Some(m) = c.moe {
         writeln!(out, "experts:          {} per layer, top {}, width {} (beside the dense MLP)", m.experts, m.top_k, m.intermediate_size)?;
     }
-    if c.has_towers {
-        writeln!(out, "towers:           vision/audio towers in the checkpoint are not loaded (text only)")?;
+    if let Some(v) = &gemma.vision {
+        let t = &v.spec.tower;
+        writeln!(out, "vision tower:     SigLIP, {} layers, width {}, {}×{} images in {}-pixel patches → {} soft tokens", t.num_hidden_layers, t.hidden_size, t.image_size, t.image_size, t.patch_size, v.tower.tokens_per_image())?;
+    } else if c.has_towers {
+        writeln!(out, "towers:           vision/audio towers in the config are not loaded (text only)")?;
     }
     writeln!(out, "vocabulary:       {} (tokenizer: {})", c.vocab_size, gemma.tokenizer.vocab_size())?;
     writeln!(out, "context:          {}", c.max_position_embeddings)?;

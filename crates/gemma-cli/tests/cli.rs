@@ -584,3 +584,24 @@ fn synth_and_bench_a_published_shape() {
     let o = gemma(&["inspect", "--variants"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("| gemma4-26b-a4b |"));
 }
+
+/// `generate --chat --image`: images from files into a multimodal
+/// fixture's user turn; bad images and text-only models are refused by name.
+#[test]
+fn generate_with_images() {
+    let dir = testdata("tiny-gemma3-vision");
+    let (a, b) = (dir.join("images/rgb_50x30.png"), dir.join("images/smooth_97x61.png"));
+    let o = gemma(&["generate", "-m", path(&dir), "--chat", "--image", path(&a), "--image", path(&b), "-p", "Describe both images.", "-n", "4", "--temperature", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("encoded 2 images"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("vision tower loaded"), "{}", stderr(&o));
+    let o = gemma(&["inspect", "-m", path(&dir)]);
+    assert!(stdout(&o).contains("vision tower:     SigLIP, 2 layers"), "{}", stdout(&o));
+
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), b"GIF89a truncated").unwrap();
+    fails_with(&gemma(&["generate", "-m", path(&dir), "--chat", "--image", path(junk.path()), "-p", "hi"]), &[path(junk.path())]);
+    fails_with(&gemma(&["generate", "-m", path(&dir), "--chat", "--image", "/nonexistent.png", "-p", "hi"]), &["/nonexistent.png"]);
+    fails_with(&gemma(&["generate", "-m", path(&testdata("tiny-gemma3")), "--chat", "--image", path(&a), "-p", "hi"]), &["text only"]);
+    fails_with(&gemma(&["generate", "-m", path(&dir), "--image", path(&a), "-p", "hi"]), &["--chat"]);
+}

@@ -296,6 +296,10 @@ impl Engine {
             return Err(SubmitError::Invalid("this is an embedding model (bidirectional attention): it does not generate; use /v1/embeddings".into()));
         }
         req.validate(self.gemma.model.config.vocab_size, self.context).map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        if !req.media.is_empty() {
+            // The batch forward has no media rows yet (`gemma generate --image` has).
+            return Err(SubmitError::Invalid("images are not served yet: use `gemma generate --chat --image`".into()));
+        }
         let n = req.prompt.len();
         if n > c.max_input_tokens {
             return Err(SubmitError::Invalid(format!("the prompt has {n} tokens, more than max_input_tokens = {}", c.max_input_tokens)));

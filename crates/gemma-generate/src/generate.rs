@@ -2,7 +2,7 @@
 
 use crate::sequence::{FinishReason, GenerateRequest, SequenceState};
 use gemma_core::Result;
-use gemma_model::{KvCache, LogitsMode, Model, Workspace};
+use gemma_model::{KvCache, LogitsMode, Media, Model, Workspace};
 use gemma_tokenizer::GemmaTokenizer;
 
 /// A conversation's state: the KV cache and the ids it holds (plus the
@@ -18,18 +18,38 @@ pub struct Session {
     pub workspace: Workspace,
     /// The per-request adapter the cache was computed with.
     pub adapter: Option<crate::sequence::Adapter>,
+    /// The media runs in the cache: `(at, len, content key)`.
+    pub media: Vec<(usize, usize, [u8; 32])>,
 }
 
 impl Session {
     /// An empty session for `model`.
     pub fn new(model: &Model) -> Self {
-        Self { cache: model.new_cache(), tokens: Vec::new(), workspace: Workspace::new(), adapter: None }
+        Self { cache: model.new_cache(), tokens: Vec::new(), workspace: Workspace::new(), adapter: None, media: Vec::new() }
     }
 
     /// Forget the conversation.
     pub fn reset(&mut self) {
         self.cache.clear();
         self.tokens.clear();
+        self.media.clear();
+    }
+
+    /// How many of `req`'s prompt positions the session holds: the common
+    /// prefix of the ids, cut before the first media run that is not the
+    /// same run of the same content in both (at least one prompt token is
+    /// left to compute, for fresh logits).
+    fn reusable(&self, req: &GenerateRequest, hidden: usize) -> usize {
+        let mut common = self.tokens.iter().zip(&req.prompt).take_while(|(a, b)| a == b).count().min(req.prompt.len() - 1);
+        let wanted: Vec<(usize, usize, [u8; 32])> = req.media.iter().map(|m| (m.at, m.len(hidden), m.key)).collect();
+        for (run, other) in [(&wanted, &self.media), (&self.media, &wanted)] {
+            for &(at, len, key) in run.iter() {
+                if at < common && !(at + len <= common && other.contains(&(at, len, key))) {
+                    common = at;
+                }
+            }
+        }
+        common
     }
 }
 
@@ -68,17 +88,21 @@ pub fn generate(
         session.adapter = req.adapter.clone();
     }
 
-    // Reuse the cached prefix when the session holds a prefix of this prompt.
-    // At least one prompt token is recomputed to get fresh logits.
-    let common = session.tokens.iter().zip(&req.prompt).take_while(|(a, b)| a == b).count().min(req.prompt.len() - 1);
+    // Reuse the cached prefix when the session holds a prefix of this prompt
+    // (media included). At least one prompt token is recomputed to get fresh logits.
+    let hidden = model.config.hidden_size;
+    let common = session.reusable(req, hidden);
     if session.cache.truncate(common) {
         session.tokens.truncate(common);
+        session.media.retain(|&(at, len, _)| at + len <= common);
     } else {
         session.reset();
     }
     let start = session.tokens.len();
-    let mut logits = model.forward_with(&req.prompt[start..], &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
+    let media: Vec<Media> = req.media.iter().filter(|m| m.at >= start).map(|m| Media { at: m.at, rows: &m.rows }).collect();
+    let mut logits = model.forward_media(&req.prompt[start..], &media, &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
     session.tokens.extend_from_slice(&req.prompt[start..]);
+    session.media.extend(req.media.iter().filter(|m| m.at >= start).map(|m| (m.at, m.len(hidden), m.key)));
     let emit = |s: &str, on_text: &mut dyn FnMut(&str) -> bool| s.is_empty() || on_text(s);
 
     while state.finish().is_none() {

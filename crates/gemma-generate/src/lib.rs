@@ -19,7 +19,7 @@ pub use detokenize::TokenStreamDecoder;
 pub use generate::{generate, Generation, Session};
 pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, top_logprobs, PromptLogprob, TokenLogprob};
 pub use processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
-pub use sequence::{Adapter, FinishReason, GenerateRequest, SequenceState, Step, MAX_TOP_LOGPROBS};
+pub use sequence::{Adapter, FinishReason, GenerateRequest, MediaInput, SequenceState, Step, MAX_TOP_LOGPROBS};
 pub use generation_config::GenerationConfig;
 pub use grammar::{json_without_whitespace, Constraint, Grammar, GrammarCompiler, GrammarCounts, GrammarProcessor, GrammarStats};
 pub use perplexity::{perplexity, windows_exact, windows_with_bos, Perplexity};

@@ -52,6 +52,29 @@ pub struct GenerateRequest {
     pub constraint: Option<Constraint>,
     /// A LoRA adapter of its own (per-request adapters, served over one base).
     pub adapter: Option<Adapter>,
+    /// Embedding rows in place of runs of placeholder tokens (images' soft
+    /// tokens), in prompt order.
+    pub media: Vec<MediaInput>,
+}
+
+/// An encoded image (or other medium) in a prompt: its soft tokens replace
+/// the placeholder ids at `at..at + len`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaInput {
+    /// Prompt index of the first soft token.
+    pub at: usize,
+    /// `[len, hidden]`.
+    pub rows: std::sync::Arc<[f32]>,
+    /// Content hash of the source (sessions and the prefix cache key on it:
+    /// two images behind the same placeholder ids never share keys and values).
+    pub key: [u8; 32],
+}
+
+impl MediaInput {
+    /// Soft tokens in the run.
+    pub fn len(&self, hidden: usize) -> usize {
+        self.rows.len() / hidden
+    }
 }
 
 /// A named LoRA adapter, shared by the requests that use it.
@@ -86,6 +109,7 @@ impl GenerateRequest {
             prompt_logprobs_from: None,
             constraint: None,
             adapter: None,
+            media: Vec::new(),
         }
     }
 

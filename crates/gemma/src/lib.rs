@@ -34,15 +34,16 @@ pub mod merge;
 pub mod pull;
 pub mod quantize;
 pub mod synth;
+pub mod vision;
 
 pub use gemma_core::{DType, GemmaError, Result};
 /// LoRA / QLoRA fine-tuning (`gemma finetune`).
 pub use gemma_train as train;
 pub use gemma_generate::{
-    generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob,
+    generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, MediaInput, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
-pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, KvType, LogitsMode, LoraAdapter, Model, Numerics, Workspace};
+pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, KvType, LogitsMode, LoraAdapter, Media, Model, Numerics, Workspace};
 pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};
 
 /// Default number of new tokens when neither caller nor checkpoint says.
@@ -77,6 +78,8 @@ pub struct Gemma {
     pub sentence: Option<embed::SentenceModules>,
     /// A GGUF file's declared type (`general.file_type`, e.g. `Q4_K_M`).
     pub file_type: Option<String>,
+    /// The vision tower, for checkpoints that have one.
+    pub vision: Option<vision::Vision>,
 }
 
 /// Most tokens [`Gemma::embed`] (and the serving engine) run in one
@@ -138,13 +141,15 @@ impl Gemma {
                 grammars: Default::default(),
                 sentence: None,
                 file_type,
+                vision: None,
             });
         }
         let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
         let tokenizer = GemmaTokenizer::from_folder(path)?;
         let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;
         let sentence = embed::SentenceModules::load(path)?;
-        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence, file_type: None })
+        let vision = vision::Vision::load(path, model.config.hidden_size)?;
+        Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence, file_type: None, vision })
     }
 
     /// How the weights are stored, e.g. `Q4_K_M file: q4_k 49%, q8_0 31%,

@@ -47,7 +47,8 @@ impl VisionSpec {
             None => 256,
             Some(x) => x.as_u64().ok_or_else(|| GemmaError::config("mm_tokens_per_image", format!("{x} is not a count")))? as usize,
         };
-        tower.validate(tokens_per_image)?;
+        // Checked when the tower loads: a text-only re-save keeps the config
+        // of a tower it does not hold.
         Ok(Some(Self { tower, tokens_per_image, image_token: id("image_token_index", 262_144)?, boi_token: id("boi_token_index", 255_999)?, eoi_token: id("eoi_token_index", 256_000)? }))
     }
 }

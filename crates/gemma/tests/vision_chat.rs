@@ -1,0 +1,78 @@
+//! A chat turn with two images through the library, against transformers'
+//! `Gemma3Processor` and `generate` (tools/reference/make_tiny_gemma3_vision.py):
+//! the same expanded prompt ids, the same last logits, the same greedy
+//! tokens; sessions reuse an image prompt only for the same images.
+
+use gemma::Gemma;
+use gemma_formats::SafetensorsSet;
+use std::path::PathBuf;
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
+}
+
+fn messages(images: usize) -> serde_json::Value {
+    let mut content: Vec<serde_json::Value> = (0..images).map(|_| serde_json::json!({"type": "image"})).collect();
+    content.push(serde_json::json!({"type": "text", "text": "Describe both images."}));
+    serde_json::json!([{"role": "user", "content": content}])
+}
+
+#[test]
+fn image_chat_equals_transformers() {
+    let dir = testdata("tiny-gemma3-vision");
+    let gemma = Gemma::load(&dir).unwrap();
+    assert!(gemma.takes_images());
+    let g = SafetensorsSet::open_files(&[dir.join("chat_goldens.safetensors")]).unwrap();
+    let want_ids: Vec<u32> = g.load_i64("ids").unwrap().into_iter().map(|x| x as u32).collect();
+    let want_greedy: Vec<u32> = g.load_i64("greedy").unwrap().into_iter().map(|x| x as u32).collect();
+    let want_last = gemma_quant::to_f32_vec(&g.load("last_logits").unwrap().1);
+    let images: Vec<_> = ["rgb_50x30.png", "smooth_97x61.png"].iter().map(|n| gemma.encode_image_file(&dir.join("images").join(n)).unwrap()).collect();
+    let (ids, media) = gemma.encode_chat_images(&messages(2), &images, &serde_json::Map::new()).unwrap();
+    assert_eq!(ids, want_ids, "the expanded prompt differs from Gemma3Processor's");
+    assert_eq!(media.iter().map(|m| m.at).collect::<Vec<_>>(), vec![9, 24]);
+
+    let mut session = gemma.new_session();
+    let mut req = gemma.request(&ids);
+    req.params = gemma::SamplingParams::greedy();
+    req.max_new_tokens = want_greedy.len();
+    req.stop_ids.clear();
+    req.media = media.clone();
+    let out = gemma.generate(&mut session, &req, &mut |_| true).unwrap();
+    assert_eq!(out.tokens, want_greedy, "greedy tokens differ from transformers' generate");
+
+    // The last prompt position's logits.
+    let mut cache = gemma.model.new_cache();
+    let mut ws = gemma_model::Workspace::new();
+    let m: Vec<gemma_model::Media> = media.iter().map(|m| gemma_model::Media { at: m.at, rows: &m.rows }).collect();
+    let last = gemma.model.forward_media(&ids, &m, &mut cache, &mut ws, gemma_model::LogitsMode::Last, None).unwrap();
+    let d = last.iter().zip(&want_last).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    eprintln!("last logits within {d:.2e} of transformers");
+    assert!(d < 1e-4, "{d}");
+
+    // The session holds this prompt: the same images reuse it all but the
+    // last token; swapping the images recomputes from the first image on.
+    let again = gemma.generate(&mut session, &req, &mut |_| true).unwrap();
+    assert_eq!((again.tokens, again.prompt_tokens_computed), (want_greedy.clone(), 1));
+    let mut swapped = req.clone();
+    swapped.media = vec![media[0].clone(), gemma::MediaInput { key: media[0].key, rows: media[0].rows.clone(), ..media[1].clone() }];
+    let other = gemma.generate(&mut session, &swapped, &mut |_| true).unwrap();
+    assert_eq!(other.prompt_tokens_computed, ids.len() - 24, "KV of another image was reused");
+}
+
+/// Bad image input is refused by name.
+#[test]
+fn bad_images_are_refused() {
+    let dir = testdata("tiny-gemma3-vision");
+    let gemma = Gemma::load(&dir).unwrap();
+    let err = gemma.encode_image(b"not an image at all", "upload 1").unwrap_err().to_string();
+    assert!(err.contains("upload 1"), "{err}");
+    let png = std::fs::read(dir.join("images/rgb_50x30.png")).unwrap();
+    let err = gemma.encode_image(&png[..png.len() / 2], "truncated.png").unwrap_err().to_string();
+    assert!(err.contains("truncated.png"), "{err}");
+    let one = gemma.encode_image(&png, "a.png").unwrap();
+    let err = gemma.encode_chat_images(&messages(1), &[one.clone(), one], &serde_json::Map::new()).unwrap_err().to_string();
+    assert!(err.contains("1 image places for 2 images"), "{err}");
+    let text_only = Gemma::load(testdata("tiny-gemma3")).unwrap();
+    let err = text_only.encode_image(&png, "a.png").unwrap_err().to_string();
+    assert!(err.contains("text only"), "{err}");
+}
