@@ -245,12 +245,15 @@ fn chat(a: ChatArgs) -> Result<()> {
         eprintln!("(the model ships no chat template: using the built-in Gemma template)");
     }
     let mut session = gemma.new_session();
-    let mut history: Vec<ChatMessage> = Vec::new();
+    // Hugging Face-shaped messages: a user turn with images holds content parts.
+    let mut history: Vec<serde_json::Value> = Vec::new();
     if let Some(s) = &a.system {
-        history.push(ChatMessage::new("system", s));
+        history.push(serde_json::json!({"role": "system", "content": s}));
     }
     let base = history.clone();
-    eprintln!("chat: type a message; /reset clears the history; Ctrl-D exits.");
+    // Every image of the conversation in order, and those for the next message.
+    let (mut images, mut pending) = (Vec::new(), Vec::new());
+    eprintln!("chat: type a message; /reset clears the history; {}Ctrl-D exits.", if gemma.takes_images() { "/image PATH attaches an image to the next message; " } else { "" });
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
@@ -262,6 +265,8 @@ fn chat(a: ChatArgs) -> Result<()> {
             "" => continue,
             "/reset" => {
                 history = base.clone();
+                images.clear();
+                pending.clear();
                 session.reset();
                 eprintln!("(history cleared)");
                 continue;
@@ -269,12 +274,32 @@ fn chat(a: ChatArgs) -> Result<()> {
             "/exit" | "/quit" => break,
             _ => {}
         }
-        history.push(ChatMessage::new("user", text));
-        let ids = gemma.encode_chat(&history)?;
-        let req = request(&gemma, &ids, &a.sampling)?;
+        if let Some(path) = text.strip_prefix("/image ") {
+            // A bad file is reported and the chat goes on.
+            match gemma.encode_image_file(std::path::Path::new(path.trim())) {
+                Ok(im) => {
+                    pending.push(im);
+                    eprintln!("(image {} attached to the next message)", pending.len());
+                }
+                Err(e) => eprintln!("error: {e}"),
+            }
+            continue;
+        }
+        let user = if pending.is_empty() {
+            serde_json::json!({"role": "user", "content": text})
+        } else {
+            let mut parts: Vec<serde_json::Value> = pending.iter().map(|_| serde_json::json!({"type": "image"})).collect();
+            parts.push(serde_json::json!({"type": "text", "text": text}));
+            images.append(&mut pending);
+            serde_json::json!({"role": "user", "content": parts})
+        };
+        history.push(user);
+        let (ids, media) = gemma.encode_chat_images(&serde_json::Value::Array(history.clone()), &images, &serde_json::Map::new())?;
+        let mut req = request(&gemma, &ids, &a.sampling)?;
+        req.media = media;
         let reply = stream(&gemma, &mut session, &req)?;
         println!();
-        history.push(ChatMessage::new("assistant", reply));
+        history.push(serde_json::json!({"role": "assistant", "content": reply}));
     }
     Ok(())
 }

@@ -605,3 +605,25 @@ fn generate_with_images() {
     fails_with(&gemma(&["generate", "-m", path(&testdata("tiny-gemma3")), "--chat", "--image", path(&a), "-p", "hi"]), &["text only"]);
     fails_with(&gemma(&["generate", "-m", path(&dir), "--image", path(&a), "-p", "hi"]), &["--chat"]);
 }
+
+/// `/image PATH` in `gemma chat`: attached to the next message, a bad path
+/// reported without ending the chat, the image turn reused by the next one.
+#[test]
+fn chat_repl_takes_images() {
+    use std::io::Write;
+    let dir = testdata("tiny-gemma3-vision");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["chat", "-m", path(&dir), "-n", "4", "-t", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!("/image {}\n/image /nonexistent.png\nWhat is this?\nAnd now?\n", path(&dir.join("images/rgb_50x30.png")));
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("image 1 attached") && err.contains("/nonexistent.png"), "{err}");
+    assert!(err.contains("[33 prompt tokens (33 computed)") && err.contains("[63 prompt tokens (30 computed)"), "{err}");
+}
