@@ -94,19 +94,23 @@ fn chat_flag_and_stop_strings_work() {
     assert!(stderr(&o).contains("prompt tokens"));
 }
 
-#[test]
-fn chat_repl_keeps_history_and_resets() {
+/// `gemma chat` on `model` (greedy, 4 tokens a turn) with `script` on stdin.
+fn chat_session(model: &Path, script: &str) -> Output {
     use std::io::Write;
-    let m = testdata("tiny-gemma3");
     let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(["chat", "-m", path(&m), "-n", "4", "-t", "0"])
+        .args(["chat", "-m", path(model), "-n", "4", "-t", "0"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hi\nmore\n/reset\nhi\n").unwrap();
-    let o = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn chat_repl_keeps_history_and_resets() {
+    let o = chat_session(&testdata("tiny-gemma3"), "hi\nmore\n/reset\nhi\n");
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("history cleared"), "{err}");
@@ -610,18 +614,9 @@ fn generate_with_images() {
 /// reported without ending the chat, the image turn reused by the next one.
 #[test]
 fn chat_repl_takes_images() {
-    use std::io::Write;
     let dir = testdata("tiny-gemma3-vision");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
-        .args(["chat", "-m", path(&dir), "-n", "4", "-t", "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let script = format!("/image {}\n/image /nonexistent.png\nWhat is this?\nAnd now?\n", path(&dir.join("images/rgb_50x30.png")));
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = chat_session(&dir, &script);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("image 1 attached") && err.contains("/nonexistent.png"), "{err}");
