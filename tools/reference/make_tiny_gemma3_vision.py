@@ -76,14 +76,31 @@ images = {
     "smooth_97x61.png": Image.fromarray(smooth.astype(np.uint8), "RGB"),
 }
 # (the chat goldens below use two of these)
+# Lossy and animated formats: their decoders may round differently from
+# PIL's (libjpeg-turbo's chroma upsampling), so these are compared within a
+# tolerance; the first GIF frame is the image.
+photo = Image.fromarray(smooth.astype(np.uint8), "RGB").resize((120, 80))
+images["photo_120x80.jpg"] = photo
+images["photo_120x80.webp"] = photo
+frames = [Image.fromarray(rng.integers(0, 256, (33, 47, 3)).astype(np.uint8), "RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=32) for _ in range(2)]
 pixels = {}
 for name, im in images.items():
-    im.save(os.path.join(imgdir, name))
+    if name.endswith(".jpg"):
+        im.save(os.path.join(imgdir, name), quality=90)
+    elif name.endswith(".webp"):
+        im.save(os.path.join(imgdir, name), lossless=True)
+    else:
+        im.save(os.path.join(imgdir, name))
     loaded = Image.open(os.path.join(imgdir, name))
     for tag, proc in [("torchvision", Gemma3ImageProcessor(size={"height": 42, "width": 42})), ("pil", Gemma3ImageProcessorPil(size={"height": 42, "width": 42}))]:
         pixels[f"{name}.{tag}"] = proc(images=loaded, return_tensors="pt")["pixel_values"][0].contiguous()
     d = (pixels[f"{name}.torchvision"] - pixels[f"{name}.pil"]).abs().max().item()
     print(f"{name}: torchvision vs PIL backend differ by {d * 127.5:.1f} levels")
+frames[0].save(os.path.join(imgdir, "anim_47x33.gif"), save_all=True, append_images=frames[1:], duration=100, loop=0)
+for name in ["anim_47x33.gif"]:
+    loaded = Image.open(os.path.join(imgdir, name))
+    for tag, proc in [("torchvision", Gemma3ImageProcessor(size={"height": 42, "width": 42})), ("pil", Gemma3ImageProcessorPil(size={"height": 42, "width": 42}))]:
+        pixels[f"{name}.{tag}"] = proc(images=loaded, return_tensors="pt")["pixel_values"][0].contiguous()
 save_file(pixels, os.path.join(out, "pixel_goldens.safetensors"))
 
 
