@@ -97,8 +97,15 @@ for name, im in images.items():
     d = (pixels[f"{name}.torchvision"] - pixels[f"{name}.pil"]).abs().max().item()
     print(f"{name}: torchvision vs PIL backend differ by {d * 127.5:.1f} levels")
 frames[0].save(os.path.join(imgdir, "anim_47x33.gif"), save_all=True, append_images=frames[1:], duration=100, loop=0)
-for name in ["anim_47x33.gif"]:
-    loaded = Image.open(os.path.join(imgdir, name))
+# EXIF orientation 6 (the camera was turned: display rotated 90° clockwise),
+# lossless WebP so only the orientation is under test; transformers'
+# load_image applies it (ImageOps.exif_transpose).
+from PIL import ImageOps  # noqa: E402
+exif = Image.Exif()
+exif[0x0112] = 6
+Image.fromarray(rng.integers(0, 256, (30, 50, 3)).astype(np.uint8), "RGB").save(os.path.join(imgdir, "exif6_50x30.webp"), lossless=True, exif=exif)
+for name in ["anim_47x33.gif", "exif6_50x30.webp"]:
+    loaded = ImageOps.exif_transpose(Image.open(os.path.join(imgdir, name)))
     for tag, proc in [("torchvision", Gemma3ImageProcessor(size={"height": 42, "width": 42})), ("pil", Gemma3ImageProcessorPil(size={"height": 42, "width": 42}))]:
         pixels[f"{name}.{tag}"] = proc(images=loaded, return_tensors="pt")["pixel_values"][0].contiguous()
 save_file(pixels, os.path.join(out, "pixel_goldens.safetensors"))

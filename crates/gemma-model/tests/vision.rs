@@ -139,12 +139,13 @@ fn pixel_values_equal_the_image_processors() {
 /// Lossy and animated formats: a JPEG within the decoders' rounding of
 /// transformers' levels (PIL decodes with libjpeg-turbo, we with zune-jpeg:
 /// at most 2 levels after the resize, 0.42 on average, on this photo), a
-/// lossless WebP and a GIF's first frame exactly.
+/// lossless WebP, a GIF's first frame and a WebP with EXIF orientation 6
+/// (turned upright first, as transformers' `load_image` does) exactly.
 #[test]
 fn other_formats_decode_as_transformers_loads_them() {
     use gemma_model::towers::preprocess::gemma3_pixels;
     let g = SafetensorsSet::open_files(&[testdata("tiny-gemma3-vision/pixel_goldens.safetensors")]).unwrap();
-    for (name, tolerance) in [("photo_120x80.jpg", 2.0), ("photo_120x80.webp", 0.0), ("anim_47x33.gif", 0.0)] {
+    for (name, tolerance) in [("photo_120x80.jpg", 2.0), ("photo_120x80.webp", 0.0), ("anim_47x33.gif", 0.0), ("exif6_50x30.webp", 0.0)] {
         let img = gemma_formats::image_file::read_rgb8(&testdata("tiny-gemma3-vision/images").join(name)).unwrap();
         let got = gemma3_pixels(&img, 42);
         let pil = tensor(&g, &format!("{name}.pil"));

@@ -1,6 +1,6 @@
 //! Image preprocessing as transformers' Gemma 3 image processor does it:
 //! a square bilinear resize with PIL's antialiased resampling (separable,
-//! horizontal pass first, 8-bit intermediate, 22-bit fixed-point weights),
+//! 8-bit intermediate, 22-bit fixed-point weights, Pillow 13's pass order),
 //! then rescale and normalize (mean 0.5, std 0.5) into `[3, S, S]` floats.
 
 use gemma_formats::image_file::Rgb8;
@@ -52,40 +52,43 @@ fn clip8(acc: i64) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Resize to `out_w × out_h` with PIL's `Image.resize(…, BILINEAR)`.
-pub fn resize_bilinear(img: &Rgb8, out_w: usize, out_h: usize) -> Rgb8 {
-    let (w, h) = (img.width, img.height);
+/// One resampling pass over `src` (`w × h` RGB): along rows (`horizontal`,
+/// to `out` columns) or along columns (to `out` rows), rounded to 8 bits.
+fn pass(src: &[u8], w: usize, h: usize, out: usize, horizontal: bool) -> Vec<u8> {
     let half = 1i64 << (PRECISION_BITS - 1);
-    let vert = coefficients(h, out_h);
-    // Rows the vertical pass reads.
-    let (y0, y1) = if h == out_h { (0, h) } else { (vert[0].0, vert.iter().map(|(s, k)| s + k.len()).max().unwrap_or(h)) };
-    let tmp = if w == out_w {
-        img.data[y0 * w * 3..y1 * w * 3].to_vec()
-    } else {
-        let horiz = coefficients(w, out_w);
-        let mut t = vec![0u8; (y1 - y0) * out_w * 3];
-        for y in y0..y1 {
-            let row = &img.data[y * w * 3..(y + 1) * w * 3];
-            for (xx, (xmin, k)) in horiz.iter().enumerate() {
-                for c in 0..3 {
-                    let acc = k.iter().enumerate().fold(half, |a, (i, &kk)| a + row[(xmin + i) * 3 + c] as i64 * kk as i64);
-                    t[((y - y0) * out_w + xx) * 3 + c] = clip8(acc);
-                }
+    let (n_in, lines) = if horizontal { (w, h) } else { (h, w) };
+    let coeffs = coefficients(n_in, out);
+    // Element `i` of line `l` (a row or a column), channel `c`.
+    let at = |l: usize, i: usize, c: usize| if horizontal { (l * w + i) * 3 + c } else { (i * w + l) * 3 + c };
+    let (ow, oh) = if horizontal { (out, h) } else { (w, out) };
+    let mut dst = vec![0u8; ow * oh * 3];
+    for l in 0..lines {
+        for (o, (first, k)) in coeffs.iter().enumerate() {
+            for c in 0..3 {
+                let acc = k.iter().enumerate().fold(half, |a, (j, &kk)| a + src[at(l, first + j, c)] as i64 * kk as i64);
+                let d = if horizontal { (l * ow + o) * 3 + c } else { (o * ow + l) * 3 + c };
+                dst[d] = clip8(acc);
             }
         }
-        t
+    }
+    dst
+}
+
+/// Resize to `out_w × out_h` with PIL's `Image.resize(…, BILINEAR)`: two
+/// separable passes with an 8-bit image between them, the horizontal one
+/// first unless the vertical pass shrinks the image and leaves the smaller
+/// intermediate (Pillow 13's order, which decides the last bit).
+pub fn resize_bilinear(img: &Rgb8, out_w: usize, out_h: usize) -> Rgb8 {
+    let (w, h) = (img.width, img.height);
+    let vertical_first = out_h < h && out_w * h > w * out_h;
+    let data = match (w != out_w, h != out_h) {
+        (false, false) => img.data.clone(),
+        (true, false) => pass(&img.data, w, h, out_w, true),
+        (false, true) => pass(&img.data, w, h, out_h, false),
+        (true, true) if vertical_first => pass(&pass(&img.data, w, h, out_h, false), w, out_h, out_w, true),
+        (true, true) => pass(&pass(&img.data, w, h, out_w, true), out_w, h, out_h, false),
     };
-    if h == out_h {
-        return Rgb8 { width: out_w, height: out_h, data: tmp };
-    }
-    let mut out = vec![0u8; out_h * out_w * 3];
-    for (yy, (ymin, k)) in vert.iter().enumerate() {
-        for x in 0..out_w * 3 {
-            let acc = k.iter().enumerate().fold(half, |a, (i, &kk)| a + tmp[(ymin - y0 + i) * out_w * 3 + x] as i64 * kk as i64);
-            out[yy * out_w * 3 + x] = clip8(acc);
-        }
-    }
-    Rgb8 { width: out_w, height: out_h, data: out }
+    Rgb8 { width: out_w, height: out_h, data }
 }
 
 /// Gemma 3's pixel values of `img` at `size × size`: `[3, size, size]`,
