@@ -145,3 +145,19 @@ with torch.no_grad():
 save_file({"ids": inputs["input_ids"][0].contiguous(), "pixel_values": inputs["pixel_values"].contiguous(), "last_logits": last.contiguous(),
            "greedy": greedy.contiguous()}, os.path.join(out, "chat_goldens.safetensors"))
 print("chat prompt:", repr(text), len(inputs["input_ids"][0]), "ids; greedy", greedy.tolist())
+
+# Pan-and-scan (off by default, on per request): a wide 800×260 image gets
+# 3 crops (ratio 3.1 ≥ 1.2, crops of 267×260 ≥ 256); the prompt holds the
+# original's run and one per crop, with the processor's sentence between.
+wide = Image.fromarray(np.stack([(xx2 := np.mgrid[0:260, 0:800][1]) % 256, (np.mgrid[0:260, 0:800][0] * 3) % 256, (xx2 // 3) % 256], -1).astype(np.uint8), "RGB")
+wide.save(os.path.join(imgdir, "wide_800x260.png"))
+pas_proc = Gemma3Processor(image_processor=Gemma3ImageProcessor(size={"height": 42, "width": 42}), tokenizer=hf_tok, image_seq_length=9,
+                           chat_template=tc["chat_template"])
+messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+text = pas_proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+inputs = pas_proc(text=text, images=[Image.open(os.path.join(imgdir, "wide_800x260.png"))], return_tensors="pt", do_pan_and_scan=True)
+with torch.no_grad():
+    greedy = model.generate(**{k: v for k, v in inputs.items() if k != "num_crops"}, max_new_tokens=4, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+save_file({"ids": inputs["input_ids"][0].contiguous(), "pixel_values": inputs["pixel_values"].contiguous(), "greedy": greedy.contiguous()},
+          os.path.join(out, "pan_and_scan_goldens.safetensors"))
+print("pan-and-scan:", inputs["pixel_values"].shape[0], "images (the original and its crops),", len(inputs["input_ids"][0]), "ids; greedy", greedy.tolist())

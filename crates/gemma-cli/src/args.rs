@@ -263,6 +263,11 @@ pub struct GenerateArgs {
     /// must have a vision tower (Gemma 3 4B and up, as Hugging Face folders).
     #[arg(long, requires = "chat", value_name = "FILE")]
     pub image: Vec<PathBuf>,
+    /// Also show the model crops of an elongated image (Gemma 3's
+    /// pan-and-scan: 2–4 slices along its long side when it is at least 1.2
+    /// times as long as wide and the slices are at least 256 pixels).
+    #[arg(long)]
+    pub pan_and_scan: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
@@ -295,6 +300,9 @@ pub struct ChatArgs {
     /// System prompt, folded into the first user turn.
     #[arg(long)]
     pub system: Option<String>,
+    /// Gemma 3's pan-and-scan crops for `/image` (see `generate --pan-and-scan`).
+    #[arg(long)]
+    pub pan_and_scan: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }

@@ -175,7 +175,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let mut media = Vec::new();
     let ids = if !a.image.is_empty() {
         let t0 = std::time::Instant::now();
-        let images = a.image.iter().map(|p| gemma.encode_image_file(p)).collect::<gemma::Result<Vec<_>>>()?;
+        let images = a.image.iter().map(|p| gemma.encode_image_file(p, a.pan_and_scan)).collect::<gemma::Result<Vec<_>>>()?;
         eprintln!("encoded {} image{} in {:.2}s", images.len(), if images.len() == 1 { "" } else { "s" }, t0.elapsed().as_secs_f64());
         let mut content: Vec<serde_json::Value> = images.iter().map(|_| serde_json::json!({"type": "image"})).collect();
         content.push(serde_json::json!({"type": "text", "text": prompt}));
@@ -276,7 +276,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         }
         if let Some(path) = text.strip_prefix("/image ") {
             // A bad file is reported and the chat goes on.
-            match gemma.encode_image_file(std::path::Path::new(path.trim())) {
+            match gemma.encode_image_file(std::path::Path::new(path.trim()), a.pan_and_scan) {
                 Ok(im) => {
                     pending.push(im);
                     eprintln!("(image {} attached to the next message)", pending.len());

@@ -26,7 +26,7 @@ fn image_chat_equals_transformers() {
     let want_ids: Vec<u32> = g.load_i64("ids").unwrap().into_iter().map(|x| x as u32).collect();
     let want_greedy: Vec<u32> = g.load_i64("greedy").unwrap().into_iter().map(|x| x as u32).collect();
     let want_last = gemma_quant::to_f32_vec(&g.load("last_logits").unwrap().1);
-    let images: Vec<_> = ["rgb_50x30.png", "smooth_97x61.png"].iter().map(|n| gemma.encode_image_file(&dir.join("images").join(n)).unwrap()).collect();
+    let images: Vec<_> = ["rgb_50x30.png", "smooth_97x61.png"].iter().map(|n| gemma.encode_image_file(&dir.join("images").join(n), false).unwrap()).collect();
     let (ids, media) = gemma.encode_chat_images(&messages(2), &images, &serde_json::Map::new()).unwrap();
     assert_eq!(ids, want_ids, "the expanded prompt differs from Gemma3Processor's");
     assert_eq!(media.iter().map(|m| m.at).collect::<Vec<_>>(), vec![9, 24]);
@@ -64,15 +64,51 @@ fn image_chat_equals_transformers() {
 fn bad_images_are_refused() {
     let dir = testdata("tiny-gemma3-vision");
     let gemma = Gemma::load(&dir).unwrap();
-    let err = gemma.encode_image(b"not an image at all", "upload 1").unwrap_err().to_string();
+    let err = gemma.encode_image(b"not an image at all", "upload 1", false).unwrap_err().to_string();
     assert!(err.contains("upload 1"), "{err}");
     let png = std::fs::read(dir.join("images/rgb_50x30.png")).unwrap();
-    let err = gemma.encode_image(&png[..png.len() / 2], "truncated.png").unwrap_err().to_string();
+    let err = gemma.encode_image(&png[..png.len() / 2], "truncated.png", false).unwrap_err().to_string();
     assert!(err.contains("truncated.png"), "{err}");
-    let one = gemma.encode_image(&png, "a.png").unwrap();
+    let one = gemma.encode_image(&png, "a.png", false).unwrap();
     let err = gemma.encode_chat_images(&messages(1), &[one.clone(), one], &serde_json::Map::new()).unwrap_err().to_string();
     assert!(err.contains("1 image places for 2 images"), "{err}");
     let text_only = Gemma::load(testdata("tiny-gemma3")).unwrap();
-    let err = text_only.encode_image(&png, "a.png").unwrap_err().to_string();
+    let err = text_only.encode_image(&png, "a.png", false).unwrap_err().to_string();
     assert!(err.contains("text only"), "{err}");
+}
+
+/// Pan-and-scan: a wide image gives the original and 3 crops, the
+/// processor's sentence around them, its pixel values per crop, and
+/// transformers' greedy tokens; off, the same image is one run.
+#[test]
+fn pan_and_scan_equals_transformers() {
+    let dir = testdata("tiny-gemma3-vision");
+    let gemma = Gemma::load(&dir).unwrap();
+    let g = SafetensorsSet::open_files(&[dir.join("pan_and_scan_goldens.safetensors")]).unwrap();
+    let want_ids: Vec<u32> = g.load_i64("ids").unwrap().into_iter().map(|x| x as u32).collect();
+    let want_greedy: Vec<u32> = g.load_i64("greedy").unwrap().into_iter().map(|x| x as u32).collect();
+    let want_pixels = gemma_quant::to_f32_vec(&g.load("pixel_values").unwrap().1);
+    let path = dir.join("images/wide_800x260.png");
+    let img = gemma_formats::image_file::read_rgb8(&path).unwrap();
+    let crops = gemma_model::towers::preprocess::pan_and_scan(&img, &Default::default());
+    assert_eq!(crops.iter().map(|c| (c.width, c.height)).collect::<Vec<_>>(), vec![(267, 260), (267, 260), (266, 260)]);
+    let per = want_pixels.len() / 4;
+    for (i, view) in std::iter::once(&img).chain(&crops).enumerate() {
+        let got = gemma_model::towers::preprocess::gemma3_pixels(view, 42);
+        let d = got.iter().zip(&want_pixels[i * per..(i + 1) * per]).fold(0f32, |m, (a, b)| m.max((a - b).abs())) * 127.5;
+        assert!(d <= 1.0 + 1e-3, "view {i}: {d} levels from the processor");
+    }
+    let messages = serde_json::json!([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]);
+    let image = gemma.encode_image_file(&path, true).unwrap();
+    assert_eq!(image.runs.len(), 4);
+    let (ids, media) = gemma.encode_chat_images(&messages, &[image], &serde_json::Map::new()).unwrap();
+    assert_eq!(ids, want_ids, "the pan-and-scan prompt differs from Gemma3Processor's");
+    assert_eq!(media.len(), 4);
+    let mut req = gemma.request(&ids);
+    req.params = gemma::SamplingParams::greedy();
+    req.max_new_tokens = want_greedy.len();
+    req.stop_ids.clear();
+    req.media = media;
+    assert_eq!(gemma.generate(&mut gemma.new_session(), &req, &mut |_| true).unwrap().tokens, want_greedy);
+    assert_eq!(gemma.encode_image_file(&path, false).unwrap().runs.len(), 1);
 }

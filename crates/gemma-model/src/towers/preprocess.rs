@@ -91,6 +91,58 @@ pub fn resize_bilinear(img: &Rgb8, out_w: usize, out_h: usize) -> Rgb8 {
     Rgb8 { width: out_w, height: out_h, data }
 }
 
+/// Gemma 3's pan-and-scan settings (transformers' defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PanAndScan {
+    /// Smallest crop side in pixels.
+    pub min_crop_size: usize,
+    /// Most crops per image.
+    pub max_crops: usize,
+    /// Aspect ratio (long side / short side) from which an image is cropped.
+    pub min_ratio: f64,
+}
+
+impl Default for PanAndScan {
+    fn default() -> Self {
+        Self { min_crop_size: 256, max_crops: 4, min_ratio: 1.2 }
+    }
+}
+
+/// The crops Gemma 3's pan-and-scan cuts from an elongated image (none for
+/// one too square or too small): 2 to `max_crops` equal slices along the
+/// long side, about as many as the aspect ratio (the last one narrower
+/// where the side does not divide), each at least `min_crop_size` a side.
+pub fn pan_and_scan(img: &Rgb8, p: &PanAndScan) -> Vec<Rgb8> {
+    let (w, h) = (img.width, img.height);
+    let count = |long: usize, short: usize| -> Option<usize> {
+        if (long as f64 / short as f64) < p.min_ratio {
+            return None;
+        }
+        let n = ((long as f64 / short as f64 + 0.5).floor() as usize).min(long / p.min_crop_size.max(1));
+        Some(n.max(2).min(p.max_crops))
+    };
+    let (nw, nh) = match if w >= h { count(w, h).map(|n| (n, 1)) } else { count(h, w).map(|n| (1, n)) } {
+        Some(n) => n,
+        None => return Vec::new(),
+    };
+    let (cw, ch) = (w.div_ceil(nw), h.div_ceil(nh));
+    if cw.min(ch) < p.min_crop_size {
+        return Vec::new();
+    }
+    let mut crops = Vec::with_capacity(nw * nh);
+    for y0 in (0..nh).map(|i| i * ch) {
+        for x0 in (0..nw).map(|i| i * cw) {
+            let (cw, ch) = (cw.min(w - x0), ch.min(h - y0));
+            let mut data = Vec::with_capacity(cw * ch * 3);
+            for y in y0..y0 + ch {
+                data.extend_from_slice(&img.data[(y * w + x0) * 3..(y * w + x0 + cw) * 3]);
+            }
+            crops.push(Rgb8 { width: cw, height: ch, data });
+        }
+    }
+    crops
+}
+
 /// Gemma 3's pixel values of `img` at `size × size`: `[3, size, size]`,
 /// each `(v − 127.5) / 127.5` (rescale by 1/255, then mean 0.5 and std 0.5,
 /// fused as transformers' default backend computes it).
