@@ -160,9 +160,27 @@ pub struct ServeArgs {
     /// Model name reported by /v1/models and /info (default: the model path's name).
     #[arg(long)]
     pub model_id: Option<String>,
-    /// Largest request body, in bytes (413 beyond).
-    #[arg(long, default_value_t = 2 << 20)]
-    pub max_body_bytes: usize,
+    /// Largest request body, in bytes (413 beyond). Default: 2 MiB, or
+    /// 32 MiB for a model that takes images (they come base64 in the body).
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// Most images one request may hold (more get 400).
+    #[arg(long, default_value_t = gemma_engine::DEFAULT_MAX_IMAGES)]
+    pub max_images: usize,
+    /// Largest image accepted, in bytes (decoded; 400 beyond).
+    #[arg(long, default_value_t = gemma_server::DEFAULT_MAX_IMAGE_BYTES)]
+    pub max_image_bytes: usize,
+    /// Gemma 3 pan-and-scan for requests that do not say (they do with
+    /// `mm_processor_kwargs: {"do_pan_and_scan": …}`): an elongated image
+    /// is also seen as 2–4 crops.
+    #[arg(long)]
+    pub pan_and_scan: bool,
+    /// Fetch remote http(s) image URLs (public addresses only, 10 s, the
+    /// size cap). Off: images come as data: URLs. A server that fetches
+    /// URLs for anyone can be used to probe networks: turn it on only
+    /// behind authentication or for trusted clients.
+    #[arg(long)]
+    pub allow_image_urls: bool,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace: u64,

@@ -649,6 +649,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             max_input_tokens: a.max_input_tokens,
             max_total_tokens: a.max_total_tokens,
             prefix_cache_bytes: a.prefix_cache_mb << 20,
+            max_images: a.max_images,
         },
     )?);
     let vertex_port = std::env::var("AIP_HTTP_PORT").ok().and_then(|p| p.parse::<u16>().ok());
@@ -657,11 +658,14 @@ fn serve(a: ServeArgs) -> Result<()> {
     let config = gemma_server::ServerConfig {
         model_id,
         api_key: a.api_key.clone().filter(|k| !k.is_empty()),
-        max_body_bytes: a.max_body_bytes,
+        max_body_bytes: a.max_body_bytes.unwrap_or(if gemma.takes_images() { 32 << 20 } else { 2 << 20 }),
         predict_route: std::env::var("AIP_PREDICT_ROUTE").ok().filter(|r| r.starts_with('/')),
         health_route: std::env::var("AIP_HEALTH_ROUTE").ok().filter(|r| r.starts_with('/')),
         max_new_tokens: a.max_new_tokens,
         enable_thinking: a.enable_thinking,
+        pan_and_scan: a.pan_and_scan,
+        image_urls: a.allow_image_urls,
+        max_image_bytes: a.max_image_bytes,
     };
     let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config, adapters });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

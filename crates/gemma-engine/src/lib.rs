@@ -16,6 +16,7 @@ mod scheduler;
 
 pub use gemma_generate::{FinishReason, GenerateRequest as Request, PromptLogprob, TokenLogprob};
 
+use gemma::vision::{ImagePlace, PreparedImage};
 use gemma::{Embedding, Gemma};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -40,7 +41,12 @@ pub struct EngineConfig {
     /// Bytes of finished prefills kept for prefix reuse (0: off); see
     /// `prefix_cache.rs`.
     pub prefix_cache_bytes: usize,
+    /// Most images one request may hold.
+    pub max_images: usize,
 }
+
+/// Default of [`EngineConfig::max_images`].
+pub const DEFAULT_MAX_IMAGES: usize = 8;
 
 /// Default of [`EngineConfig::prefix_cache_bytes`]: 256 MiB.
 pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 256 << 20;
@@ -54,6 +60,7 @@ impl Default for EngineConfig {
             max_input_tokens: 4096,
             max_total_tokens: 8192,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+            max_images: DEFAULT_MAX_IMAGES,
         }
     }
 }
@@ -164,6 +171,10 @@ impl Drop for Handle {
 /// A request inside the engine.
 pub(crate) struct Job {
     pub req: Request,
+    /// Images of the prompt, encoded before the request is admitted (one
+    /// tower layer per scheduler step), and where their runs go.
+    pub images: Vec<PreparedImage>,
+    pub places: Vec<ImagePlace>,
     pub tx: tmpsc::UnboundedSender<Event>,
     pub cancel: Arc<AtomicBool>,
     pub queued_at: Instant,
@@ -223,6 +234,10 @@ pub struct EngineStats {
     pub kv_tokens: AtomicUsize,
     /// Tokens the KV cache slots can hold together (`max_batch` × `max_total_tokens`).
     pub kv_capacity: AtomicUsize,
+    /// Images (and pan-and-scan crops) the tower encoded.
+    pub images_encoded: AtomicU64,
+    /// Microseconds spent encoding them.
+    pub image_encode_micros: AtomicU64,
 }
 
 impl EngineStats {
@@ -296,10 +311,12 @@ impl Engine {
             return Err(SubmitError::Invalid("this is an embedding model (bidirectional attention): it does not generate; use /v1/embeddings".into()));
         }
         req.validate(self.gemma.model.config.vocab_size, self.context).map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        if !req.media.is_empty() {
-            // The batch forward has no media rows yet (`gemma generate --image` has).
-            return Err(SubmitError::Invalid("images are not served yet: use `gemma generate --chat --image`".into()));
+        let hidden = self.gemma.model.config.hidden_size;
+        let runs: Vec<(usize, usize)> = req.media.iter().map(|m| (m.at, m.len(hidden))).collect();
+        if let Some(m) = req.media.iter().find(|m| m.rows.is_empty() || m.rows.len() % hidden != 0) {
+            return Err(SubmitError::Invalid(format!("a media run of {} values is not whole rows of the model's width {hidden}", m.rows.len())));
         }
+        check_runs(runs, req.prompt.len())?;
         let n = req.prompt.len();
         if n > c.max_input_tokens {
             return Err(SubmitError::Invalid(format!("the prompt has {n} tokens, more than max_input_tokens = {}", c.max_input_tokens)));
@@ -316,7 +333,33 @@ impl Engine {
 
     /// Queue a request; its events arrive on the returned handle.
     pub fn submit(&self, req: Request) -> Result<Handle, SubmitError> {
+        self.submit_images(req, Vec::new(), Vec::new())
+    }
+
+    /// Queue a request whose prompt holds `images` (from
+    /// `Gemma::prepare_image`), their runs at `places` (from
+    /// `Gemma::image_prompt`). The scheduler encodes them between the steps
+    /// of the running sequences, one tower layer at a time, then admits the
+    /// request with the soft tokens in its media.
+    pub fn submit_images(&self, req: Request, images: Vec<PreparedImage>, places: Vec<ImagePlace>) -> Result<Handle, SubmitError> {
         self.validate(&req)?;
+        if !images.is_empty() {
+            let limit = self.config.max_images;
+            if images.len() > limit {
+                return Err(SubmitError::Invalid(format!("the request has {} images, more than the {limit} one request may hold (--max-images)", images.len())));
+            }
+            if !req.media.is_empty() {
+                return Err(SubmitError::Invalid("a request takes images to encode or encoded media, not both".into()));
+            }
+            let tokens = self.gemma.vision.as_ref().map_or(0, |v| v.spec.tokens_per_image);
+            if let Some(p) = places.iter().find(|p| images.get(p.image).is_none_or(|im| p.view >= im.views())) {
+                return Err(SubmitError::Invalid(format!("a soft-token run at {} names view {} of image {}, which the request does not hold", p.at, p.view, p.image)));
+            }
+            if places.len() != images.iter().map(PreparedImage::views).sum::<usize>() {
+                return Err(SubmitError::Invalid(format!("{} soft-token runs for {} images and crops", places.len(), images.iter().map(PreparedImage::views).sum::<usize>())));
+            }
+            check_runs(places.iter().map(|p| (p.at, tokens)).collect(), req.prompt.len())?;
+        }
         if self.stopping.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
@@ -326,7 +369,7 @@ impl Engine {
         }
         let (tx, events) = tmpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job { req, tx, cancel: Arc::clone(&cancel), queued_at: Instant::now() };
+        let job = Job { req, images, places, tx, cancel: Arc::clone(&cancel), queued_at: Instant::now() };
         self.stats.queued.fetch_add(1, Ordering::SeqCst);
         self.send(Work::Generate(job))?;
         Ok(Handle { id: self.next_id.fetch_add(1, Ordering::SeqCst), events, cancel })
@@ -390,6 +433,19 @@ impl Engine {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst) || self.is_stopping()
     }
+}
+
+/// Media runs `(at, len)` must lie inside the prompt, apart, each within one step.
+fn check_runs(mut runs: Vec<(usize, usize)>, prompt: usize) -> Result<(), SubmitError> {
+    runs.sort_unstable();
+    let max = gemma_model::MAX_CHUNK;
+    if let Some(&(at, len)) = runs.iter().find(|&&(at, len)| len == 0 || len > max || at + len > prompt) {
+        return Err(SubmitError::Invalid(format!("a media run at {at}..{} must be 1 to {max} positions inside the prompt of {prompt} tokens", at + len)));
+    }
+    if let Some(w) = runs.windows(2).find(|w| w[1].0 < w[0].0 + w[0].1) {
+        return Err(SubmitError::Invalid(format!("media runs at {} and {} overlap", w[0].0, w[1].0)));
+    }
+    Ok(())
 }
 
 impl Drop for Engine {

@@ -3,11 +3,11 @@
 //! `Gemma::generate` drives); this file only batches and routes.
 
 use crate::embed_queue::EmbedQueue;
-use crate::prefix_cache::PrefixCache;
+use crate::prefix_cache::{PrefixCache, Run};
 use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent, Work};
 use gemma::Gemma;
 use gemma_generate::{prompt_logprob, PromptLogprob, SequenceState, Step};
-use gemma_model::{BatchItem, BatchWorkspace, KvCache};
+use gemma_model::{BatchItem, BatchWorkspace, KvCache, Media};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -82,9 +82,78 @@ struct ScoreSpan {
     top: usize,
 }
 
+/// A request's media runs as the prefix cache keys them.
+fn runs(job: &Job, hidden: usize) -> Vec<Run> {
+    job.req.media.iter().map(|m| Run { at: m.at, len: m.len(hidden), key: m.key }).collect()
+}
+
+/// Where a request goes on arrival: waiting for a slot, or first to the
+/// image encoder.
+fn arrive(job: Job, waiting: &mut VecDeque<Job>, encoding: &mut VecDeque<Job>, stats: &EngineStats) {
+    if job.images.iter().all(|im| im.encoded().is_some()) {
+        ready(job, waiting, stats);
+    } else {
+        encoding.push_back(job);
+    }
+}
+
+/// A request whose images are encoded: its media filled in, it waits for a slot.
+fn ready(mut job: Job, waiting: &mut VecDeque<Job>, stats: &EngineStats) {
+    if !job.images.is_empty() {
+        let encoded: Vec<_> = job.images.iter().filter_map(|im| im.encoded()).collect();
+        match gemma::vision::place_media(&job.places, &encoded) {
+            Ok(media) => job.req.media = media,
+            Err(e) => {
+                stats.queued.fetch_sub(1.min(stats.queued.load(Ordering::SeqCst)), Ordering::SeqCst);
+                let _ = job.tx.send(Event::Error(e.to_string()));
+                return;
+            }
+        }
+        job.images.clear();
+    }
+    waiting.push_back(job);
+}
+
+/// Encode the first waiting request's images: one tower layer, or (when
+/// nothing else runs, so nobody waits on it) until that request is ready.
+fn encode_pass(gemma: &Gemma, encoding: &mut VecDeque<Job>, waiting: &mut VecDeque<Job>, stats: &EngineStats, alone: bool) {
+    let Some(job) = encoding.front_mut() else { return };
+    let started = Instant::now();
+    let result = loop {
+        let Some(im) = job.images.iter_mut().find(|im| im.encoded().is_none()) else { break Ok(true) };
+        let before = im.encoded_views();
+        match gemma.encode_step(im) {
+            Ok(_) => {
+                stats.images_encoded.fetch_add((im.encoded_views() - before) as u64, Ordering::SeqCst);
+                if !alone {
+                    break Ok(job.images.iter().all(|im| im.encoded().is_some()));
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    stats.image_encode_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::SeqCst);
+    match result {
+        Ok(false) => {}
+        Ok(true) => {
+            if let Some(job) = encoding.pop_front() {
+                ready(job, waiting, stats);
+            }
+        }
+        Err(e) => {
+            if let Some(job) = encoding.pop_front() {
+                stats.queued.fetch_sub(1.min(stats.queued.load(Ordering::SeqCst)), Ordering::SeqCst);
+                let _ = job.tx.send(Event::Error(format!("encoding an image failed: {e}")));
+            }
+        }
+    }
+}
+
 /// Run until the request channel is closed and every sequence is done.
 pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>, stats: &EngineStats) {
     let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut encoding: VecDeque<Job> = VecDeque::new();
+    let hidden = gemma.model.config.hidden_size;
     let mut embeds = EmbedQueue::default();
     let mut running: Vec<Seq> = Vec::new();
     let mut ws = BatchWorkspace::default();
@@ -94,19 +163,19 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
     let mut open = true;
     loop {
         // Intake: block only when there is nothing to do.
-        if running.is_empty() && waiting.is_empty() && embeds.is_empty() {
+        if running.is_empty() && waiting.is_empty() && encoding.is_empty() && embeds.is_empty() {
             if !open {
                 return;
             }
             match rx.recv() {
-                Ok(Work::Generate(job)) => waiting.push_back(job),
+                Ok(Work::Generate(job)) => arrive(job, &mut waiting, &mut encoding, stats),
                 Ok(Work::Embed(job)) => embeds.push(job),
                 Err(_) => return,
             }
         }
         loop {
             match rx.try_recv() {
-                Ok(Work::Generate(job)) => waiting.push_back(job),
+                Ok(Work::Generate(job)) => arrive(job, &mut waiting, &mut encoding, stats),
                 Ok(Work::Embed(job)) => embeds.push(job),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
@@ -116,9 +185,15 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
             }
         }
         // Cancelled requests leave at once, waiting or running.
-        let before = waiting.len();
+        let before = waiting.len() + encoding.len();
         waiting.retain(|j| !j.cancel.load(Ordering::SeqCst));
-        let mut left = before - waiting.len();
+        encoding.retain(|j| !j.cancel.load(Ordering::SeqCst));
+        let mut left = before - waiting.len() - encoding.len();
+        // Images between steps: one tower layer while others run.
+        if !encoding.is_empty() {
+            let alone = running.is_empty() && waiting.is_empty();
+            encode_pass(gemma, &mut encoding, &mut waiting, stats, alone);
+        }
         running.retain(|s| !s.job.cancel.load(Ordering::SeqCst));
         while running.len() < config.max_batch {
             let Some(job) = waiting.pop_front() else { break };
@@ -134,7 +209,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                         None => prompt.len().saturating_sub(1),
                     };
                     let adapter = s.job.req.adapter.as_ref().map(|a| &a.lora);
-                    if let Some((cache, n)) = prefixes.lookup(prompt, adapter, limit, config.prefill_chunk) {
+                    if let Some((cache, n)) = prefixes.lookup(prompt, &runs(&s.job, hidden), adapter, limit, config.prefill_chunk) {
                         (s.cache, s.pos, s.cached) = (cache, n, n);
                         stats.cached_tokens.fetch_add(n as u64, Ordering::SeqCst);
                     }
@@ -165,14 +240,21 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         let mut prefilled = Vec::with_capacity(running.len());
         let mut score_info: Vec<Option<ScoreSpan>> = Vec::with_capacity(running.len());
         let mut scored: Vec<(usize, PromptLogprob)> = Vec::new();
+        // The media of prefilling sequences (shared rows, so the items below can borrow them).
+        let held: Vec<Vec<(usize, std::sync::Arc<[f32]>)>> = running
+            .iter()
+            .map(|s| if s.pos < s.job.req.prompt.len() { s.job.req.media.iter().map(|m| (m.at, m.rows.clone())).collect() } else { Vec::new() })
+            .collect();
+        let media: Vec<Vec<Media>> = held.iter().map(|h| h.iter().map(|(at, rows)| Media { at: *at, rows }).collect()).collect();
         let result = {
             let mut items: Vec<BatchItem> = Vec::with_capacity(running.len());
-            for s in running.iter_mut() {
+            for (i, s) in running.iter_mut().enumerate() {
                 let Seq { job, cache, pos, last, .. } = s;
                 let prompt = &job.req.prompt;
                 let adapter = job.req.adapter.as_ref().map(|a| &*a.lora);
                 if *pos < prompt.len() {
-                    let end = (*pos + config.prefill_chunk).min(prompt.len());
+                    let spans: Vec<(usize, usize)> = media[i].iter().map(|m| (m.at, m.at + m.rows.len() / hidden)).collect();
+                    let end = gemma_model::chunk_end(*pos, prompt.len(), config.prefill_chunk, &spans);
                     let score = job.req.prompt_logprobs_from.map(|from| ScoreSpan {
                         chunk0: *pos,
                         tokens: prompt[*pos..(end + 1).min(prompt.len())].to_vec(),
@@ -183,13 +265,13 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                     let score_from = job.req.prompt_logprobs_from.map(|from| from.saturating_sub(*pos + 1));
                     // Last-token logits only where a token will be sampled from them.
                     let last_logits = end == prompt.len() && job.req.max_new_tokens > 0;
-                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from, last_logits, adapter });
+                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from, last_logits, adapter, media: &media[i] });
                     score_info.push(score);
                     *pos = end;
                     samples.push(end == prompt.len());
                     prefilled.push(end == prompt.len());
                 } else {
-                    items.push(BatchItem { tokens: &last[..], cache, score_from: None, last_logits: true, adapter });
+                    items.push(BatchItem { tokens: &last[..], cache, score_from: None, last_logits: true, adapter, media: &[] });
                     score_info.push(None);
                     samples.push(true);
                     prefilled.push(false);
@@ -209,7 +291,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         if result.is_ok() {
             for (s, _) in running.iter().zip(&prefilled).filter(|(_, &p)| p) {
                 if s.job.req.prompt.len() >= config.prefill_chunk {
-                    prefixes.insert(&s.job.req.prompt, &s.cache, s.job.req.adapter.as_ref().map(|a| &a.lora));
+                    prefixes.insert(&s.job.req.prompt, &runs(&s.job, hidden), &s.cache, s.job.req.adapter.as_ref().map(|a| &a.lora));
                 }
             }
             stats.prefix_cache_bytes.store(prefixes.bytes(), Ordering::SeqCst);

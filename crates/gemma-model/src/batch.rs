@@ -11,7 +11,7 @@
 use crate::cache::KvCache;
 use crate::lora::LoraAdapter;
 use crate::workspace::{buf, Workspace};
-use crate::forward::{Model, Seg, MAX_CHUNK};
+use crate::forward::{Media, Model, Seg, MAX_CHUNK};
 use gemma_core::{GemmaError, Result};
 use gemma_kernels::{matmul, matmul_decode, ops::rms_norm, softcap};
 
@@ -35,6 +35,10 @@ pub struct BatchItem<'a> {
     /// This sequence's own LoRA adapter (per request), on top of the
     /// model's `lora` if any.
     pub adapter: Option<&'a LoraAdapter>,
+    /// The sequence's media runs (positions from its start; `&[]`: none).
+    /// Runs inside `tokens` replace their embeddings; a run must lie wholly
+    /// inside the step or wholly outside it (see `chunk_end`).
+    pub media: &'a [Media<'a>],
 }
 
 /// Reusable buffers of batched forwards (one per engine).
@@ -70,6 +74,23 @@ impl Model {
             }
             self.check_tokens(it.tokens, it.cache.len())?;
         }
+        // Each item's runs inside this step (checked before anything changes).
+        let hidden = self.config.hidden_size;
+        let mut inside: Vec<Vec<Media>> = Vec::with_capacity(items.len());
+        for it in items.iter() {
+            let (a, b) = (it.cache.len(), it.cache.len() + it.tokens.len());
+            let mut these = Vec::new();
+            for m in it.media {
+                let end = m.at + m.rows.len() / hidden;
+                if m.at >= a && end <= b {
+                    these.push(*m);
+                } else if m.at < b && end > a {
+                    return Err(GemmaError::invalid("media", format!("the run at {}..{end} is split by the step {a}..{b}", m.at)));
+                }
+            }
+            self.media_spans(&these, a, b - a)?;
+            inside.push(these);
+        }
         let cfg = &self.config;
         let (hidden, vocab) = (cfg.hidden_size, cfg.vocab_size);
         // Decode rows first, then each prefill chunk.
@@ -79,7 +100,7 @@ impl Model {
         let mut row0 = 0;
         for &i in &order {
             let n = items[i].tokens.len();
-            segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1, adapter: items[i].adapter, exact: false, media: &[] });
+            segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1, adapter: items[i].adapter, exact: false, media: &inside[i] });
             row0 += n;
         }
         let scored: Vec<Option<usize>> = items.iter().map(|it| it.score_from).collect();
@@ -158,10 +179,10 @@ mod tests {
         let mut alone = Vec::new();
         for p in prompts {
             let mut c = model.new_cache();
-            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap());
+            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap());
             let mut steps = Vec::new();
             for _ in 0..5 {
-                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap().to_vec();
+                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap().to_vec();
                 tok = argmax(&l);
                 steps.push(l);
             }
@@ -171,7 +192,7 @@ mod tests {
         let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
         let mut toks = Vec::new();
         for (p, c) in prompts.iter().zip(caches.iter_mut()).take(2) {
-            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap()));
+            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap()));
         }
         let (a, rest) = caches.split_at_mut(1);
         let (b, c) = rest.split_at_mut(1);
@@ -179,9 +200,9 @@ mod tests {
         let l = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None, last_logits: true, adapter: None },
-                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None, last_logits: true, adapter: None },
-                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None, last_logits: true, adapter: None },
+                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None, last_logits: true, adapter: None, media: &[] },
+                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None, last_logits: true, adapter: None, media: &[] },
+                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None, last_logits: true, adapter: None, media: &[] },
                 ],
                 &mut ws,
             )
@@ -210,7 +231,7 @@ mod tests {
         let mut seen = 0;
         model
             .forward_batch_scored(
-                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None, last_logits: true, adapter: None }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0), last_logits: true, adapter: None }],
+                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None, last_logits: true, adapter: None, media: &[] }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0), last_logits: true, adapter: None, media: &[] }],
                 &mut ws,
                 &mut |item, row, l| {
                     assert_eq!(item, 1);
@@ -226,9 +247,9 @@ mod tests {
         let both = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
-                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
-                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
                 ],
                 &mut ws,
             )
@@ -237,9 +258,9 @@ mod tests {
         let some = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None },
-                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None },
-                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None },
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None, media: &[] },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None, media: &[] },
                 ],
                 &mut ws,
             )
@@ -250,7 +271,7 @@ mod tests {
         // Scoring from row 30 hands over rows 30.. only, with the same values.
         let mut rows = Vec::new();
         model
-            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30), last_logits: true, adapter: None }], &mut ws, &mut |_, row, l| {
+            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30), last_logits: true, adapter: None, media: &[] }], &mut ws, &mut |_, row, l| {
                 assert_eq!(l, &got[row * vocab..(row + 1) * vocab]);
                 rows.push(row);
             })
@@ -258,7 +279,7 @@ mod tests {
         assert_eq!(rows, (30..prompt.len()).collect::<Vec<_>>());
         let long = vec![2u32; crate::forward::MAX_CHUNK + 1];
         let mut fresh = model.new_cache();
-        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None, last_logits: true, adapter: None }], &mut ws).unwrap_err();
+        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
         assert_eq!(fresh.len(), 0);
     }

@@ -22,7 +22,7 @@ pub mod workspace;
 pub use batch::{BatchItem, BatchWorkspace};
 pub use cache::{KvCache, KvType};
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
-pub use forward::{LogitsMode, Media, Model, Numerics, MAX_CHUNK};
+pub use forward::{chunk_end, LogitsMode, Media, Model, Numerics, MAX_CHUNK};
 pub use lora::LoraAdapter;
 pub use tape::{LayerTape, Tape};
 pub use tensors::{Part, Proj, TensorSpec, TENSORS};

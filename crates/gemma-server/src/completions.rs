@@ -133,7 +133,7 @@ async fn completions_inner(s: &Shared, body: &Bytes, started: Instant) -> Result
         for i in 0..n {
             let mut r = req.clone();
             r.params.seed = r.params.seed.wrapping_add(i as u64);
-            choices.push(Choice { req: r, echo: echo.then(|| p.text.clone()), counts_prompt: i == 0 });
+            choices.push(Choice { req: r, echo: echo.then(|| p.text.clone()), counts_prompt: i == 0, images: Vec::new(), places: Vec::new() });
         }
     }
     run_choices(s, &c.sampling, choices, Kind::Completion, started, None, None).await

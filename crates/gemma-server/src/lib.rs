@@ -23,6 +23,7 @@ mod tgi;
 mod call_syntax;
 mod chat_page;
 mod embeddings;
+mod images;
 mod tools;
 #[cfg(test)]
 mod tool_call_goldens;
@@ -56,7 +57,17 @@ pub struct ServerConfig {
     /// Models with a thinking mode (Gemma 4) think unless a request says
     /// otherwise (`reasoning_effort`, `chat_template_kwargs.enable_thinking`).
     pub enable_thinking: bool,
+    /// Pan-and-scan for images of requests that do not say
+    /// (`mm_processor_kwargs.do_pan_and_scan` overrides it).
+    pub pan_and_scan: bool,
+    /// Fetch remote `http(s)` image URLs (public addresses only); off: data: URLs only.
+    pub image_urls: bool,
+    /// Largest image accepted, in bytes.
+    pub max_image_bytes: usize,
 }
+
+/// Default of [`ServerConfig::max_image_bytes`]: 20 MiB (OpenAI's limit).
+pub const DEFAULT_MAX_IMAGE_BYTES: usize = 20 << 20;
 
 /// Default of [`ServerConfig::max_new_tokens`].
 pub const DEFAULT_CHAT_MAX_NEW_TOKENS: usize = 1024;
@@ -71,6 +82,9 @@ impl Default for ServerConfig {
             health_route: None,
             max_new_tokens: DEFAULT_CHAT_MAX_NEW_TOKENS,
             enable_thinking: false,
+            pan_and_scan: false,
+            image_urls: false,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }

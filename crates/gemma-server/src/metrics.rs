@@ -158,9 +158,13 @@ impl Metrics {
             ("tgi_request_success", "Requests completed", self.success.load(Ordering::Relaxed)),
             ("tgi_request_failure", "Requests that failed", self.failure.load(Ordering::Relaxed)),
             ("gemma_prefix_cache_hit_tokens", "Prompt tokens reused from the prefix cache", engine.cached_tokens.load(Ordering::Relaxed)),
+            ("gemma_images_encoded_total", "Images and pan-and-scan crops the vision tower encoded", engine.images_encoded.load(Ordering::Relaxed)),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
+        let name = "gemma_image_encode_seconds_total";
+        let secs = engine.image_encode_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "# HELP {name} Time the scheduler spent encoding images\n# TYPE {name} counter\n{name} {secs}");
         for (name, help, v) in [
             ("tgi_queue_size", "Requests waiting for a slot", engine.queued.load(Ordering::Relaxed) as u64),
             ("tgi_batch_current_size", "Sequences in the running batch", engine.running.load(Ordering::Relaxed) as u64),

@@ -30,12 +30,14 @@ use std::time::Instant;
 /// The base model, then each loaded adapter (requests name one as `model`).
 #[utoipa::path(get, path = "/v1/models", tag = "OpenAI", responses((status = 200, description = "The base model, then each loaded adapter", body = ModelList)))]
 pub async fn models(State(s): State<Shared>) -> Json<ModelList> {
+    let modalities: Vec<String> = if s.engine.gemma().takes_images() { vec!["text".into(), "image".into()] } else { vec!["text".into()] };
     let card = |id: &str, parent: Option<&str>| ModelCard {
         id: id.into(),
         object: "model".into(),
         created: 0,
         owned_by: "gemma-rs".into(),
         parent: parent.map(String::from),
+        input_modalities: modalities.clone(),
     };
     let mut data = vec![card(&s.config.model_id, None)];
     data.extend(s.adapters.names().iter().map(|name| card(name, Some(&s.config.model_id))));
@@ -59,21 +61,6 @@ pub(crate) fn parse(body: &Bytes) -> Result<Value, ApiError> {
         return Err(invalid("the body must be a JSON object"));
     }
     Ok(v)
-}
-
-/// The text of a message's `content` (a string or text parts).
-fn content_text(v: &Value) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                (Some("text"), Some(t)) => Ok(t.to_string()),
-                _ => Err(invalid("only text content parts ({\"type\": \"text\", \"text\": …}) are supported")),
-            })
-            .collect(),
-        _ => Err(invalid("message content must be a string or an array of text parts")),
-    }
 }
 
 /// Token ids of this model from a JSON list; errors name `what` and the index.
@@ -302,7 +289,20 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
     let constrained =
         crate::grammar::openai_response_format(&v).map_err(invalid)?.is_some() || tools.as_ref().is_some_and(|t| t.active() && t.grammar().is_some());
     let (thinking, kwargs) = crate::reasoning::template_kwargs(&v, s.config.enable_thinking, syntax, constrained).map_err(invalid)?;
-    let prompt = crate::tools::prompt(g, msgs, tools.as_ref(), &|c| content_text(c).map_err(|e| e.message), &kwargs).map_err(invalid)?;
+    // Image parts become `<start_of_image>` marks in the rendered text, their URLs collected in order.
+    let boi = g.vision.as_ref().and_then(|v| g.tokenizer.id_to_token(v.spec.boi_token));
+    let urls = std::cell::RefCell::new(Vec::new());
+    let text = crate::tools::prompt_text(g, msgs, tools.as_ref(), &|c| crate::images::content_text(c, boi.as_deref(), &urls), &kwargs).map_err(invalid)?;
+    let urls = urls.into_inner();
+    let (prompt, images, places) = if urls.is_empty() {
+        (g.tokenizer.encode(&text, g.tokenizer.add_bos).map_err(|e| invalid(e.to_string()))?, Vec::new(), Vec::new())
+    } else {
+        let pas = crate::images::pan_and_scan(&v, s.config.pan_and_scan)?;
+        let images = crate::images::prepare(s, urls, pas).await?;
+        let slots: Vec<([u8; 32], usize)> = images.iter().map(|im| (im.key, im.views())).collect();
+        let (ids, places) = g.image_prompt(&text, &slots).map_err(|e| invalid(e.to_string()))?;
+        (ids, images, places)
+    };
     let mut req = build_request(s, &v, &chat.sampling, prompt, Kind::Chat)?;
     let tools = tools.filter(|t| t.active());
     if let Some(t) = &tools {
@@ -323,7 +323,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
         .map(|i| {
             let mut r = req.clone();
             r.params.seed = r.params.seed.wrapping_add(i as u64);
-            Choice { req: r, echo: None, counts_prompt: i == 0 }
+            Choice { req: r, echo: None, counts_prompt: i == 0, images: images.clone(), places: places.clone() }
         })
         .collect();
     run_choices(s, &chat.sampling, choices, Kind::Chat, started, tools.map(std::sync::Arc::new), syntax.map(|syn| (syn, thinking))).await
@@ -353,6 +353,9 @@ pub(crate) struct Choice {
     pub echo: Option<String>,
     /// Whether its prompt counts in `usage` (the first choice of each prompt).
     pub counts_prompt: bool,
+    /// Images of the prompt (encoded by the engine) and where their runs go.
+    pub images: Vec<gemma::vision::PreparedImage>,
+    pub places: Vec<gemma::vision::ImagePlace>,
 }
 
 /// Submit every choice and answer with them in order, collected or streamed.
@@ -382,7 +385,7 @@ pub(crate) async fn run_choices(
     }
     for c in choices {
         // On a refusal the handles already taken are dropped, which cancels them.
-        handles.push(s.engine.submit(c.req).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?);
+        handles.push(s.engine.submit_images(c.req, c.images, c.places).map_err(|e| ApiError::from_submit(Flavor::OpenAi, e))?);
     }
     let id = format!("{}-{}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, handles[0].id);
     let handle_ids: Vec<u64> = handles.iter().map(|h| h.id).collect();

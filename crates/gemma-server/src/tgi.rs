@@ -38,6 +38,9 @@ fn invalid(m: impl Into<String>) -> ApiError {
 /// A parsed TGI request.
 struct Parsed {
     req: Request,
+    /// Images of `inputs` (markdown `![](…)`) and where their runs go.
+    images: Vec<gemma::vision::PreparedImage>,
+    places: Vec<gemma::vision::ImagePlace>,
     inputs: String,
     details: bool,
     prefill_details: bool,
@@ -46,7 +49,7 @@ struct Parsed {
     top_n: usize,
 }
 
-fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
+async fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     let g: &Gemma = s.engine.gemma();
     let GenerateRequest { inputs, parameters, .. } = typed(v, Flavor::Tgi)?;
     let params = parameters.unwrap_or_default();
@@ -66,7 +69,24 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     if params.typical_p.is_some_and(|t| t < 1.0) {
         return Err(invalid("'typical_p' is not supported"));
     }
-    let mut prompt = g.encode_prompt(&inputs).map_err(|e| invalid(e.to_string()))?;
+    // Markdown images (multimodal models only; a text model reads them as text).
+    let boi = g.vision.as_ref().and_then(|vis| g.tokenizer.id_to_token(vis.spec.boi_token));
+    let (text, urls) = match &boi {
+        Some(b) => crate::images::markdown_images(&inputs, b),
+        None => (inputs.clone(), Vec::new()),
+    };
+    let (mut prompt, images, places) = if urls.is_empty() {
+        (g.encode_prompt(&inputs).map_err(|e| invalid(e.to_string()))?, Vec::new(), Vec::new())
+    } else {
+        if params.truncate.is_some() {
+            return Err(invalid("'truncate' cannot be used with images (it could cut an image's tokens)"));
+        }
+        let pas = crate::images::pan_and_scan(v, s.config.pan_and_scan)?;
+        let images = crate::images::prepare(s, urls, pas).await?;
+        let slots: Vec<([u8; 32], usize)> = images.iter().map(|im| (im.key, im.views())).collect();
+        let (ids, places) = g.image_prompt(&text, &slots).map_err(|e| invalid(e.to_string()))?;
+        (ids, images, places)
+    };
     if let Some(t) = params.truncate.map(|t| t as usize) {
         // Keep BOS and the last `t` tokens.
         if t == 0 {
@@ -141,7 +161,7 @@ fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     if details && prefill_details {
         req.prompt_logprobs_from = Some(0);
     }
-    Ok(Parsed { req, inputs, details, prefill_details, full_text: b(params.return_full_text), seed, top_n })
+    Ok(Parsed { req, images, places, inputs, details, prefill_details, full_text: b(params.return_full_text), seed, top_n })
 }
 
 fn finish_reason(f: &FinishReason) -> &'static str {
@@ -202,8 +222,8 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
 
 /// Run one request to the end: the response object and timing headers.
 async fn run_one(s: &Shared, v: &Value, route: &str, started: Instant) -> Result<(GenerateResponse, Summary, usize), ApiError> {
-    let p = parse_request(s, v)?;
-    let handle = s.engine.submit(p.req.clone()).map_err(|e| ApiError::from_submit(Flavor::Tgi, e))?;
+    let p = parse_request(s, v).await?;
+    let handle = s.engine.submit_images(p.req.clone(), p.images.clone(), p.places.clone()).map_err(|e| ApiError::from_submit(Flavor::Tgi, e))?;
     let c = collect(handle).await.map_err(|e| ApiError::new(Flavor::Tgi, StatusCode::FAILED_DEPENDENCY, "generation", e))?;
     finished(s, route, &c.summary, started);
     let g = s.engine.gemma();
@@ -242,18 +262,18 @@ pub async fn generate_stream(State(s): State<Shared>, body: Bytes) -> Response {
     let started = Instant::now();
     let r = async {
         let v = parse_body(&body)?;
-        stream_response(&s, &v, started)
+        stream_response(&s, &v, started).await
     }
     .await;
     respond(&s, "/generate_stream", r)
 }
 
-fn stream_response(s: &Shared, v: &Value, started: Instant) -> Result<Response, ApiError> {
-    let p = parse_request(s, v)?;
+async fn stream_response(s: &Shared, v: &Value, started: Instant) -> Result<Response, ApiError> {
+    let p = parse_request(s, v).await?;
     if p.prefill_details {
         return Err(invalid("'decoder_input_details' is not supported when streaming tokens"));
     }
-    let handle = s.engine.submit(p.req.clone()).map_err(|e| ApiError::from_submit(Flavor::Tgi, e))?;
+    let handle = s.engine.submit_images(p.req.clone(), p.images.clone(), p.places.clone()).map_err(|e| ApiError::from_submit(Flavor::Tgi, e))?;
     let (st, g) = (Arc::clone(s), Arc::clone(s.engine.gemma()));
     let prefix = if p.full_text { p.inputs.clone() } else { String::new() };
     let (seed, top_n, input_length) = (p.seed, p.top_n, p.req.prompt.len());
@@ -328,7 +348,7 @@ pub async fn compat(State(s): State<Shared>, body: Bytes) -> Response {
     let r = async {
         let v = parse_body(&body)?;
         if typed::<GenerateRequest>(&v, Flavor::Tgi)?.stream.unwrap_or(false) {
-            return stream_response(&s, &v, started);
+            return stream_response(&s, &v, started).await;
         }
         let (out, summary, chars) = run_one(&s, &v, "/", started).await?;
         Ok((crate::timing_headers(&summary, started, chars), Json(vec![out])).into_response())
@@ -347,7 +367,7 @@ pub async fn info(State(s): State<Shared>) -> Json<Info> {
         model_sha: None,
         model_dtype: g.model.weights.dtype().to_string(),
         model_device_type: "cpu".into(),
-        model_pipeline_tag: "text-generation".into(),
+        model_pipeline_tag: if g.takes_images() { "image-text-to-text" } else { "text-generation" }.into(),
         max_concurrent_requests: c.max_batch + c.max_queue,
         max_best_of: 1,
         max_stop_sequences: MAX_STOP,

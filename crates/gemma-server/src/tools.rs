@@ -326,20 +326,21 @@ fn assistant_calls(tc: &[Value], calls: &mut Vec<(String, String)>) -> Result<Ve
         .collect()
 }
 
-/// The prompt of a chat request: through the template's own `tools`
-/// variable when it has one and tools are active (Hugging Face-shaped
-/// messages), else [`messages`] rendered by the template.
-pub(crate) fn prompt(
+/// The prompt text of a chat request (encode it with BOS added only if
+/// missing): through the template's own `tools` variable when it has one
+/// and tools are active (Hugging Face-shaped messages), else [`messages`]
+/// rendered by the template.
+pub(crate) fn prompt_text(
     g: &Gemma,
     raw: &[Value],
     tools: Option<&Tools>,
     content_text: &dyn Fn(&Value) -> Result<String, String>,
     kwargs: &serde_json::Map<String, Value>,
-) -> Result<Vec<u32>, String> {
+) -> Result<String, String> {
     let Some(t) = tools.filter(|t| t.active() && g.tokenizer.chat_template.takes_tools()) else {
         let m = messages(raw, tools, content_text)?;
         if kwargs.is_empty() {
-            return g.encode_chat(&m).map_err(|e| e.to_string());
+            return g.tokenizer.apply_chat_template(&m, true).map_err(|e| e.to_string());
         }
         // Template variables (thinking): the Hugging Face-shaped path, with
         // each assistant turn's `reasoning_content` for the template to use or drop.
@@ -351,10 +352,10 @@ pub(crate) fn prompt(
                 }
             }
         }
-        return g.encode_chat_kwargs(&list, None, kwargs).map_err(|e| e.to_string());
+        return g.tokenizer.apply_chat_template_kwargs(&list, None, true, kwargs).map_err(|e| e.to_string());
     };
     let (msgs, decls) = hf_messages(raw, t, content_text)?;
-    g.encode_chat_kwargs(&msgs, Some(&decls), kwargs).map_err(|e| e.to_string())
+    g.tokenizer.apply_chat_template_kwargs(&msgs, Some(&decls), true, kwargs).map_err(|e| e.to_string())
 }
 
 /// Messages and tools as `apply_chat_template(messages, tools=…)` takes

@@ -6,7 +6,7 @@
 use crate::Gemma;
 use gemma_core::{GemmaError, Result};
 use gemma_generate::MediaInput;
-use gemma_model::towers::{preprocess, VisionSpec, VisionTower};
+use gemma_model::towers::{preprocess, TowerEncoding, VisionSpec, VisionTower};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
@@ -52,6 +52,64 @@ impl Vision {
     }
 }
 
+/// An image decoded and preprocessed: its views (the whole image, then any
+/// pan-and-scan crops) wait for the tower, or came encoded from the cache.
+/// [`Gemma::encode_step`] runs the tower one layer at a time.
+#[derive(Debug, Clone)]
+pub struct PreparedImage {
+    /// SHA-256 of the file's bytes and the pan-and-scan setting.
+    pub key: [u8; 32],
+    /// Views in order (`[channels, size, size]` pixels each; empty once encoded).
+    pixels: Vec<Vec<f32>>,
+    /// Encoded views so far.
+    done: Runs,
+    /// The view being encoded.
+    current: Option<TowerEncoding>,
+    /// Views in all.
+    views: usize,
+}
+
+impl PreparedImage {
+    /// Views (soft-token runs) the image becomes: 1, plus its crops.
+    pub fn views(&self) -> usize {
+        self.views
+    }
+
+    /// Views encoded so far.
+    pub fn encoded_views(&self) -> usize {
+        self.done.len()
+    }
+
+    /// The soft tokens, once every view is encoded.
+    pub fn encoded(&self) -> Option<EncodedImage> {
+        (self.done.len() == self.views).then(|| EncodedImage { runs: self.done.clone(), key: self.key })
+    }
+}
+
+/// Where one soft-token run goes in a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImagePlace {
+    /// Prompt index of its first soft token.
+    pub at: usize,
+    /// Which image (in prompt order).
+    pub image: usize,
+    /// Which view of it (0: the whole image, then the crops).
+    pub view: usize,
+    /// Key of the run (the image's key and the view).
+    pub key: [u8; 32],
+}
+
+/// The media of a prompt from its places and the encoded images.
+pub fn place_media(places: &[ImagePlace], images: &[EncodedImage]) -> Result<Vec<MediaInput>> {
+    places
+        .iter()
+        .map(|p| {
+            let rows = images.get(p.image).and_then(|im| im.runs.get(p.view)).ok_or_else(|| GemmaError::invalid("image", format!("no view {} of image {}", p.view, p.image)))?;
+            Ok(MediaInput { at: p.at, rows: rows.clone(), key: p.key })
+        })
+        .collect()
+}
+
 impl Gemma {
     /// Whether the model takes images.
     pub fn takes_images(&self) -> bool {
@@ -63,12 +121,21 @@ impl Gemma {
     /// pan-and-scan cuts from an elongated image. An image seen before comes
     /// from the cache.
     pub fn encode_image(&self, bytes: &[u8], what: &str, pan_and_scan: bool) -> Result<EncodedImage> {
+        let mut img = self.prepare_image(bytes, what, pan_and_scan)?;
+        while !self.encode_step(&mut img)? {}
+        img.encoded().ok_or_else(|| GemmaError::invalid("image", format!("{what}: the encode did not finish")))
+    }
+
+    /// Decode and preprocess one image file's bytes (`what` names it in
+    /// errors) for [`Gemma::encode_step`]; an image seen before comes
+    /// encoded from the cache.
+    pub fn prepare_image(&self, bytes: &[u8], what: &str, pan_and_scan: bool) -> Result<PreparedImage> {
         let Some(v) = &self.vision else {
             return Err(GemmaError::invalid("image", format!("{what}: this model takes text only (its checkpoint has no vision tower)")));
         };
         let key: [u8; 32] = Sha256::new().chain_update(bytes).chain_update([pan_and_scan as u8]).finalize().into();
         if let Some(runs) = v.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(EncodedImage { runs, key });
+            return Ok(PreparedImage { key, pixels: Vec::new(), views: runs.len(), done: runs, current: None });
         }
         let img = gemma_formats::image_file::decode_rgb8(bytes, what)?;
         let mut views = vec![img.clone()];
@@ -76,14 +143,50 @@ impl Gemma {
             views.extend(preprocess::pan_and_scan(&img, &preprocess::PanAndScan::default()));
         }
         let size = v.spec.tower.image_size;
-        let runs = views.iter().map(|im| v.tower.encode(&preprocess::gemma3_pixels(im, size)).map(Arc::from)).collect::<Result<Runs>>()?;
+        let pixels: Vec<Vec<f32>> = views.iter().map(|im| preprocess::gemma3_pixels(im, size)).collect();
+        Ok(PreparedImage { key, views: pixels.len(), pixels, done: Vec::new(), current: None })
+    }
+
+    /// Run one layer of the tower on `img`'s next view; true once every
+    /// view is encoded (the image is then cached for later requests).
+    pub fn encode_step(&self, img: &mut PreparedImage) -> Result<bool> {
+        if img.done.len() == img.views {
+            return Ok(true);
+        }
+        let Some(v) = &self.vision else { return Err(GemmaError::invalid("image", "this model takes text only (its checkpoint has no vision tower)")) };
+        // Encoded meanwhile by another request (the choices of one request share their images).
+        if img.done.is_empty() && img.current.is_none() {
+            if let Some(runs) = v.cache.lock().ok().and_then(|c| c.get(&img.key).cloned()) {
+                (img.done, img.pixels) = (runs, Vec::new());
+                return Ok(true);
+            }
+        }
+        let current = match &mut img.current {
+            Some(c) => c,
+            None => {
+                let pixels = std::mem::take(&mut img.pixels[img.done.len()]);
+                img.current.insert(v.tower.begin(&pixels)?)
+            }
+        };
+        if let Some(rows) = v.tower.step(current) {
+            img.done.push(Arc::from(rows));
+            img.current = None;
+        }
+        if img.done.len() < img.views {
+            return Ok(false);
+        }
         if let Ok(mut c) = v.cache.lock() {
             if c.len() >= CACHED_IMAGES {
                 c.clear();
             }
-            c.insert(key, runs.clone());
+            c.insert(img.key, img.done.clone());
         }
-        Ok(EncodedImage { runs, key })
+        Ok(true)
+    }
+
+    /// Steps of the tower per view (for progress and scheduling).
+    pub fn encode_steps(&self) -> usize {
+        self.vision.as_ref().map_or(0, |v| v.tower.steps())
     }
 
     /// [`Gemma::encode_image`] of a file.
@@ -104,19 +207,32 @@ impl Gemma {
         if images.is_empty() {
             return Ok((self.encode_chat_kwargs(messages, None, kwargs)?, Vec::new()));
         }
+        let text = self.tokenizer.apply_chat_template_kwargs(messages, None, true, kwargs)?;
+        let slots: Vec<([u8; 32], usize)> = images.iter().map(|im| (im.key, im.runs.len())).collect();
+        let (ids, places) = self.image_prompt(&text, &slots)?;
+        Ok((ids, place_media(&places, images)?))
+    }
+
+    /// A prompt `text` whose `<start_of_image>` marks stand for `images`
+    /// (`(key, views)` each, in order), expanded as `Gemma3Processor` does
+    /// (`\n\n<start_of_image>` + soft tokens + `<end_of_image>\n\n`, so the
+    /// newlines merge with their neighbours as transformers tokenizes them;
+    /// an image with pan-and-scan crops becomes "Here is the original image
+    /// … and here are some crops to help you see better …" with one run per
+    /// crop), encoded; returns the ids and where each run goes.
+    pub fn image_prompt(&self, text: &str, images: &[([u8; 32], usize)]) -> Result<(Vec<u32>, Vec<ImagePlace>)> {
         let Some(v) = &self.vision else { return Err(GemmaError::invalid("image", "this model takes text only (its checkpoint has no vision tower)")) };
         let name = |id: u32| self.tokenizer.id_to_token(id).ok_or_else(|| GemmaError::invalid("image", format!("the tokenizer has no token {id} for images")));
         let (boi, img, eoi) = (name(v.spec.boi_token)?, name(v.spec.image_token)?, name(v.spec.eoi_token)?);
-        let text = self.tokenizer.apply_chat_template_kwargs(messages, None, true, kwargs)?;
         let pieces: Vec<&str> = text.split(boi.as_str()).collect();
         if pieces.len() - 1 != images.len() {
-            return Err(GemmaError::invalid("image", format!("the prompt has {} image places for {} images (one `{{\"type\": \"image\"}}` content part per image)", pieces.len() - 1, images.len())));
+            return Err(GemmaError::invalid("image", format!("the prompt has {} image places for {} images (one image content part per image; the text itself must not hold {boi})", pieces.len() - 1, images.len())));
         }
         let run = format!("\n\n{boi}{}{eoi}\n\n", img.repeat(v.spec.tokens_per_image));
         let mut expanded = pieces[0].to_string();
-        for (im, piece) in images.iter().zip(&pieces[1..]) {
-            if im.runs.len() > 1 {
-                let crops = vec![run.as_str(); im.runs.len() - 1].join(" ");
+        for (&(_, views), piece) in images.iter().zip(&pieces[1..]) {
+            if views > 1 {
+                let crops = vec![run.as_str(); views - 1].join(" ");
                 expanded.push_str(&format!("Here is the original image {run} and here are some crops to help you see better {crops}"));
             } else {
                 expanded.push_str(&run);
@@ -125,14 +241,20 @@ impl Gemma {
         }
         let ids = self.tokenizer.encode(&expanded, self.tokenizer.add_bos)?;
         let starts: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == v.spec.image_token && (i == 0 || ids[i - 1] != v.spec.image_token)).collect();
-        let runs: Vec<(&Arc<[f32]>, [u8; 32])> = images
+        let runs: Vec<(usize, usize, [u8; 32])> = images
             .iter()
-            .flat_map(|im| im.runs.iter().enumerate().map(move |(i, r)| (r, Sha256::new().chain_update(im.key).chain_update([i as u8]).finalize().into())))
+            .enumerate()
+            .flat_map(|(i, &(key, views))| (0..views).map(move |j| (i, j, Sha256::new().chain_update(key).chain_update([j as u8]).finalize().into())))
             .collect();
         if starts.len() != runs.len() {
             return Err(GemmaError::invalid("image", format!("the prompt's text holds {} soft-token runs for {} images and crops (does it contain image tokens itself?)", starts.len(), runs.len())));
         }
-        let media = starts.iter().zip(runs).map(|(&at, (rows, key))| MediaInput { at, rows: rows.clone(), key }).collect();
-        Ok((ids, media))
+        // A run must be whole: text holding soft-token ids itself would lengthen one.
+        let tokens = v.spec.tokens_per_image;
+        if let Some(&at) = starts.iter().find(|&&at| ids.get(at..at + tokens).is_none_or(|r| r.iter().any(|&t| t != v.spec.image_token)) || ids.get(at + tokens) == Some(&v.spec.image_token)) {
+            return Err(GemmaError::invalid("image", format!("the soft-token run at {at} is not {tokens} tokens long (does the text contain image tokens itself?)")));
+        }
+        let places = starts.iter().zip(runs).map(|(&at, (image, view, key))| ImagePlace { at, image, view, key }).collect();
+        Ok((ids, places))
     }
 }

@@ -54,6 +54,20 @@ pub struct Media<'a> {
     pub rows: &'a [f32],
 }
 
+/// Where a prefill chunk that starts at `pos` ends, for a prompt of `len`
+/// tokens cut in chunks of `chunk`, when media runs `spans` (`a..b`, sorted)
+/// must never be split: the chunk ends before a run it would cut, or after
+/// it when the run starts the chunk (so a chunk may be a run longer than
+/// `chunk`). Serving and `forward_media` cut prompts the same way.
+pub fn chunk_end(pos: usize, len: usize, chunk: usize, spans: &[(usize, usize)]) -> usize {
+    let end = (pos + chunk).min(len);
+    match spans.iter().find(|&&(a, b)| a < end && end < b) {
+        Some(&(a, _)) if a > pos => a,
+        Some(&(_, b)) => b,
+        None => end,
+    }
+}
+
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitsMode {
@@ -177,11 +191,7 @@ impl Model {
         };
         let (mut done, mut written) = (0, 0);
         while done < tokens.len() {
-            let mut end = (done + MAX_CHUNK).min(tokens.len());
-            // Never split a run: end the chunk before it, or after it when it starts the chunk.
-            if let Some(&(a, b)) = spans.iter().find(|&&(a, b)| a < end && end < b) {
-                end = if a > done { a } else { b };
-            }
+            let end = chunk_end(done, tokens.len(), MAX_CHUNK, &spans);
             let chunk = &tokens[done..end];
             self.forward_chunk(chunk, media, cache, ws, adapter);
             let want = match mode {
@@ -201,13 +211,16 @@ impl Model {
     /// The runs of `media` as spans `a..b` relative to the new tokens
     /// (`cached` positions already in the cache, `n` new); errors for a run
     /// outside the new tokens, of a partial row, or overlapping another.
-    fn media_spans(&self, media: &[Media], cached: usize, n: usize) -> Result<Vec<(usize, usize)>> {
+    pub(crate) fn media_spans(&self, media: &[Media], cached: usize, n: usize) -> Result<Vec<(usize, usize)>> {
         let hidden = self.config.hidden_size;
         let mut spans = Vec::with_capacity(media.len());
         for m in media {
             let len = m.rows.len() / hidden;
             if m.rows.is_empty() || m.rows.len() % hidden != 0 {
                 return Err(GemmaError::invalid("media", format!("{} values are not whole rows of the model's width {hidden}", m.rows.len())));
+            }
+            if len > MAX_CHUNK {
+                return Err(GemmaError::invalid("media", format!("a run of {len} rows is longer than the {MAX_CHUNK} one step takes")));
             }
             if m.at < cached || m.at + len > cached + n {
                 return Err(GemmaError::invalid("media", format!("rows at positions {}..{} are outside the new tokens {cached}..{}", m.at, m.at + len, cached + n)));

@@ -8,7 +8,7 @@ pub mod siglip;
 use gemma_core::{GemmaError, Result};
 use gemma_formats::SafetensorsSet;
 use serde_json::Value;
-pub use siglip::{SiglipConfig, SiglipTower};
+pub use siglip::{SiglipConfig, SiglipEncoding, SiglipTower};
 
 /// What a multimodal config says about images: the tower's config, the soft
 /// tokens per image and the token ids around them.
@@ -53,6 +53,13 @@ impl VisionSpec {
     }
 }
 
+/// An image part-way through a tower's encoder.
+#[derive(Debug, Clone)]
+pub enum TowerEncoding {
+    /// SigLIP's residual stream and next block.
+    Siglip(SiglipEncoding),
+}
+
 /// A loaded vision tower.
 #[derive(Debug)]
 pub enum VisionTower {
@@ -74,6 +81,28 @@ impl VisionTower {
     pub fn encode(&self, pixels: &[f32]) -> Result<Vec<f32>> {
         match self {
             Self::Siglip(t) => t.encode(pixels),
+        }
+    }
+
+    /// Start encoding one preprocessed image; [`VisionTower::step`] runs it.
+    pub fn begin(&self, pixels: &[f32]) -> Result<TowerEncoding> {
+        match self {
+            Self::Siglip(t) => t.begin(pixels).map(TowerEncoding::Siglip),
+        }
+    }
+
+    /// Run one encoder layer of `e`; after the last, the soft tokens
+    /// `[tokens, text_hidden]` (the encode is then over).
+    pub fn step(&self, e: &mut TowerEncoding) -> Option<Vec<f32>> {
+        match (self, e) {
+            (Self::Siglip(t), TowerEncoding::Siglip(e)) => t.advance(e).then(|| t.finish(std::mem::take(e))),
+        }
+    }
+
+    /// Steps an encode takes (encoder layers).
+    pub fn steps(&self) -> usize {
+        match self {
+            Self::Siglip(t) => t.layers(),
         }
     }
 

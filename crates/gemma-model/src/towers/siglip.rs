@@ -81,6 +81,15 @@ struct Block {
     fc2: (Matrix, Vec<f32>),
 }
 
+/// An image part-way through the encoder.
+#[derive(Debug, Clone, Default)]
+pub struct SiglipEncoding {
+    /// The residual stream `[patches, hidden]`.
+    x: Vec<f32>,
+    /// The next block to run.
+    next: usize,
+}
+
 /// The loaded tower and projector.
 #[derive(Debug)]
 pub struct SiglipTower {
@@ -176,6 +185,16 @@ impl SiglipTower {
     /// image `pixels` `[channels, image_size, image_size]` (rescaled and
     /// normalized as the processor leaves them).
     pub fn encode(&self, pixels: &[f32]) -> Result<Vec<f32>> {
+        let mut e = self.begin(pixels)?;
+        while !self.advance(&mut e) {}
+        Ok(self.finish(e))
+    }
+
+    /// Patch embedding and positions of one preprocessed image: an encode
+    /// that [`SiglipTower::advance`] runs one block at a time (a server
+    /// encodes between decode steps, so an image never stalls other streams
+    /// for its whole encode).
+    pub fn begin(&self, pixels: &[f32]) -> Result<SiglipEncoding> {
         let cfg = &self.config;
         let (c, p, s) = (cfg.num_channels, cfg.patch_size, cfg.image_size);
         if pixels.len() != c * s * s {
@@ -196,18 +215,37 @@ impl SiglipTower {
         }
         let mut x = linear(&rows, n, &self.patch);
         x.iter_mut().zip(&self.positions).for_each(|(a, b)| *a += b);
-        let eps = cfg.layer_norm_eps as f32;
-        for b in &self.blocks {
-            let hn = layer_norm(&x, &b.ln1, eps);
-            let att = self.attention(&linear(&hn, n, &b.q), &linear(&hn, n, &b.k), &linear(&hn, n, &b.v), n);
-            add(&mut x, &linear(&att, n, &b.o));
-            let hn = layer_norm(&x, &b.ln2, eps);
-            let mut mid = linear(&hn, n, &b.fc1);
-            mid.iter_mut().for_each(|v| *v = gelu_tanh(*v));
-            add(&mut x, &linear(&mid, n, &b.fc2));
-        }
-        let x = layer_norm(&x, &self.post, eps);
-        Ok(self.project(&x, side))
+        Ok(SiglipEncoding { x, next: 0 })
+    }
+
+    /// Run the next encoder block of `e`; true once every block has run.
+    pub fn advance(&self, e: &mut SiglipEncoding) -> bool {
+        let Some(b) = self.blocks.get(e.next) else { return true };
+        let eps = self.config.layer_norm_eps as f32;
+        let n = self.config.patches_per_side().pow(2);
+        let x = &mut e.x;
+        let hn = layer_norm(x, &b.ln1, eps);
+        let att = self.attention(&linear(&hn, n, &b.q), &linear(&hn, n, &b.k), &linear(&hn, n, &b.v), n);
+        add(x, &linear(&att, n, &b.o));
+        let hn = layer_norm(x, &b.ln2, eps);
+        let mut mid = linear(&hn, n, &b.fc1);
+        mid.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+        add(x, &linear(&mid, n, &b.fc2));
+        e.next += 1;
+        e.next == self.blocks.len()
+    }
+
+    /// Post-norm and projector of an encode whose blocks have all run:
+    /// the soft tokens `[tokens_per_image, text_hidden]`.
+    pub fn finish(&self, mut e: SiglipEncoding) -> Vec<f32> {
+        while !self.advance(&mut e) {}
+        let x = layer_norm(&e.x, &self.post, self.config.layer_norm_eps as f32);
+        self.project(&x, self.config.patches_per_side())
+    }
+
+    /// Encoder blocks (the steps of an encode).
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
     }
 
     /// Full (bidirectional) multi-head attention over the `n` patches:

@@ -665,6 +665,9 @@ pub struct ModelCard {
     /// The base model, for an adapter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// What prompts may hold: `["text"]`, or `["text", "image"]` for a
+    /// model with a vision tower (image_url content parts).
+    pub input_modalities: Vec<String>,
 }
 
 /// `POST /v1/adapters`.
