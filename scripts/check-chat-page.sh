@@ -3,7 +3,8 @@
 # key on a loopback port, drive GET / in headless Chromium (Debian's
 # `chromium`, installed if missing) with playwright-core from npm, check
 # streaming, multi-turn history, the stop button and tokens/s, and write a
-# screenshot (docs/chat-page.png). Not part of CI (it needs a browser).
+# screenshot (docs/chat-page.png); then the attach button on the tiny vision
+# fixture (target/chat-page-image.png). Not part of CI (it needs a browser).
 #   scripts/check-chat-page.sh [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +32,12 @@ trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
 wait_for_health "http://127.0.0.1:$PORT" || { echo "the server did not start:" >&2; cat "$LOG" >&2; exit 1; }
 cp tools/browser/chat_page_check.mjs "$NODE_DIR/"
 timeout 300 node "$NODE_DIR/chat_page_check.mjs" "http://127.0.0.1:$PORT" "$KEY" "$CHROMIUM" "$PWD/docs/chat-page.png"
+
+# Images: the tiny vision fixture, the attach button, an image sent and resent.
+kill $PID 2>/dev/null || true
+PORT=$(free_port)
+target/release/gemma serve -m testdata/tiny-gemma3-vision --port "$PORT" 2>"$LOG" &
+PID=$!
+wait_for_health "http://127.0.0.1:$PORT" || { echo "the vision server did not start:" >&2; cat "$LOG" >&2; exit 1; }
+cp tools/browser/chat_page_image_check.mjs "$NODE_DIR/"
+timeout 300 node "$NODE_DIR/chat_page_image_check.mjs" "http://127.0.0.1:$PORT" "$CHROMIUM" "$PWD/testdata/tiny-gemma3-vision/images/photo_120x80.jpg" "$PWD/target/chat-page-image.png"

@@ -44,3 +44,15 @@ serve -m testdata/tiny-gemma4-it --enable-thinking
 kill -TERM $PID
 wait $PID || true
 trap - EXIT
+
+# Images (Gemma 3 vision) on the tiny multimodal fixture: the official
+# clients send an image as an OpenAI image_url data URL and a TGI markdown
+# image; the answer must be the CLI's (`gemma generate --chat --image`),
+# the prompt Gemma3Processor's length (42 tokens, checked with transformers 5.x).
+IMG=testdata/tiny-gemma3-vision/images/photo_120x80.jpg
+WANT=$(target/release/gemma generate -m testdata/tiny-gemma3-vision --chat --image "$IMG" -p "Describe this image." -n 8 -t 0 2>/dev/null)
+serve -m testdata/tiny-gemma3-vision
+"$VENV/bin/python" tools/clients_check_vision.py "http://127.0.0.1:$PORT" "$KEY" "$IMG" "$WANT" 42
+kill -TERM $PID
+wait $PID || true
+trap - EXIT
