@@ -46,16 +46,16 @@ pinned_venv() {
 # CPU's own features, each x86 instruction set named ON or OFF with
 # GGML_NATIVE=OFF (-march=native would also switch on ggml's AMX kernels,
 # which crash on Gemma's shapes on some Xeons); AMX only with the argument
-# `amx`. Not x86-64: ggml's native build. Always LLAVA_BUILD=OFF: no mtmd,
-# the multimodal library no script uses (llama_cpp imports it only for image
-# chat), which saves a good part of the build. GEMMA_CPU_FLAGS replaces
+# `amx`. Not x86-64: ggml's native build. Always LLAVA_BUILD=ON: libmtmd,
+# llama.cpp's multimodal library, which scripts/check-mmproj-llama-cpp.sh
+# compares image embeddings and encode times with. GEMMA_CPU_FLAGS replaces
 # /proc/cpuinfo's flags (to test the choice for another CPU).
 llama_cpp_cmake_args() {
   if [ "$(uname -m)" != x86_64 ] || [ ! -r /proc/cpuinfo ]; then
-    echo "-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON"
+    echo "-DLLAVA_BUILD=ON -DGGML_NATIVE=ON"
     return
   fi
-  local flags args="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" opt f v
+  local flags args="-DLLAVA_BUILD=ON -DGGML_NATIVE=OFF" opt f v
   flags=" ${GEMMA_CPU_FLAGS:-$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)} "
   # option, then the cpuinfo flags it needs (all of them)
   while read -r opt need; do

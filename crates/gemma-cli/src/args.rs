@@ -208,6 +208,11 @@ pub struct ModelArgs {
     /// takes NAME=DIR (repeatable): adapters requests pick by name.
     #[arg(long)]
     pub lora: Vec<String>,
+    /// llama.cpp's vision file for a GGUF text model (Gemma 3 4B and up):
+    /// `mmproj-….gguf` from the same release, or written by `gemma quantize`.
+    /// The model then takes images (`--image`, image_url, `/image`).
+    #[arg(long, env = "GEMMA_MMPROJ")]
+    pub mmproj: Option<PathBuf>,
     /// GGUF: copy the weights into huge-page-backed memory instead of
     /// mapping the file (≈1 s longer load per 250 MB, faster decoding; for servers).
     #[arg(long)]
@@ -419,9 +424,14 @@ pub struct QuantizeArgs {
     /// f16, bf16, f32, or a llama.cpp mix: q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m.
     #[arg(long = "type", short = 't')]
     pub qtype: String,
-    /// Output GGUF file.
+    /// Output GGUF file. A model with a vision tower also gets llama.cpp's
+    /// `mmproj-<name>` beside it.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
+    /// Type of the vision tower's weight matrices in the mmproj file: f16
+    /// (llama.cpp's default), bf16, f32 or q8_0.
+    #[arg(long, default_value = "f16", value_parser = parse_dtype)]
+    pub mmproj_type: gemma::DType,
 }
 
 /// `gemma synth`.

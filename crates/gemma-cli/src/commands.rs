@@ -71,7 +71,7 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
     let path = crate::pull::resolve(m.model.as_deref())?;
     let t0 = Instant::now();
     let pb = progress::bar("loading");
-    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora, hugepages: m.hugepages }, &mut |done, total| {
+    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora, hugepages: m.hugepages, mmproj: m.mmproj.clone() }, &mut |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })
@@ -511,11 +511,17 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     let path = crate::pull::resolve(Some(&a.model))?;
     let t0 = Instant::now();
     let pb = progress::bar("quantizing");
-    let report = gemma::quantize::quantize_to_gguf(&path, &plan, &a.out, &mut |done, total| {
+    let g = Gemma::load_with(&path, &LoadOptions::default(), &mut |_, _| {}).with_context(|| format!("cannot load model from {}", path.display()))?;
+    let report = gemma::quantize::write_gguf(&g, &path, &plan, &a.out, &mut |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })?;
     pb.finish_and_clear();
+    if g.takes_images() {
+        let mm = gemma::mmproj_write::default_path(&a.out);
+        let bytes = gemma::mmproj_write::write_mmproj(&g, &mm, a.mmproj_type)?;
+        eprintln!("wrote {} (the vision tower, {:.1} MiB, matrices {}): pass it as --mmproj", mm.display(), bytes as f64 / (1 << 20) as f64, a.mmproj_type);
+    }
     eprintln!(
         "wrote {} ({:.1} MiB, {} tensors: {}) in {:.1}s",
         a.out.display(),

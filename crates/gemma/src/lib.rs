@@ -34,6 +34,7 @@ pub mod merge;
 pub mod pull;
 pub mod quantize;
 pub mod synth;
+pub mod mmproj_write;
 pub mod vision;
 
 pub use gemma_core::{DType, GemmaError, Result};
@@ -59,6 +60,8 @@ pub struct LoadOptions {
     /// GGUF: read the file into huge-page-backed memory instead of mapping it
     /// (slower load, faster decoding; see `GgufFile::open_with`).
     pub hugepages: bool,
+    /// llama.cpp's vision file (`mmproj.gguf`) beside a GGUF text model.
+    pub mmproj: Option<PathBuf>,
 }
 
 /// A loaded Gemma: model, tokenizer and generation defaults.
@@ -133,6 +136,10 @@ impl Gemma {
             let file_type = file.get(keys::GENERAL_FILE_TYPE).and_then(GgufValue::as_u64).map(|v| {
                 gemma_formats::file_type_name(v as u32).map_or_else(|| format!("file type {v}"), String::from)
             });
+            let vision = match &options.mmproj {
+                Some(p) => Some(vision::Vision::load_mmproj(p, &model, &tokenizer)?),
+                None => None,
+            };
             return Ok(Self {
                 model,
                 tokenizer,
@@ -141,14 +148,17 @@ impl Gemma {
                 grammars: Default::default(),
                 sentence: None,
                 file_type,
-                vision: None,
+                vision,
             });
         }
         let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
         let tokenizer = GemmaTokenizer::from_folder(path)?;
         let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;
         let sentence = embed::SentenceModules::load(path)?;
-        let vision = vision::Vision::load(path, model.config.hidden_size)?;
+        let vision = match &options.mmproj {
+            Some(p) => Some(vision::Vision::load_mmproj(p, &model, &tokenizer)?),
+            None => vision::Vision::load(path, model.config.hidden_size)?,
+        };
         Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence, file_type: None, vision })
     }
 

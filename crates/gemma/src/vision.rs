@@ -40,6 +40,20 @@ pub struct EncodedImage {
 }
 
 impl Vision {
+    /// The tower of llama.cpp's `mmproj` GGUF for `model`, its image token
+    /// ids from the text model's tokenizer.
+    pub fn load_mmproj(path: &Path, model: &gemma_model::Model, tokenizer: &gemma_tokenizer::GemmaTokenizer) -> Result<Self> {
+        let file = gemma_formats::GgufFile::open(path)?;
+        let arch = file.get("general.architecture").and_then(gemma_formats::GgufValue::as_str).unwrap_or("");
+        if arch != gemma_model::towers::mmproj::ARCH {
+            return Err(GemmaError::format(path, format!("an mmproj file has general.architecture \"clip\"; this one has \"{arch}\" (is it the text model?)")));
+        }
+        let id = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| GemmaError::invalid("mmproj", format!("the text model's tokenizer has no {t} token: it does not take images")));
+        let ids = (id("<image_soft_token>")?, id("<start_of_image>")?, id("<end_of_image>")?);
+        let (spec, tower) = gemma_model::towers::mmproj::load(&file, model.config.hidden_size, ids).map_err(|e| GemmaError::format(path, e.to_string()))?;
+        Ok(Self { spec, tower, cache: Mutex::new(HashMap::new()) })
+    }
+
     /// The tower of a Hugging Face folder, if its config has one and the
     /// checkpoint holds its weights.
     pub fn load(folder: &Path, text_hidden: usize) -> Result<Option<Self>> {

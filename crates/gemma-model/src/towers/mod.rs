@@ -3,6 +3,7 @@
 //! placeholder tokens' embeddings. One file per tower.
 
 pub mod preprocess;
+pub mod mmproj;
 pub mod siglip;
 
 use gemma_core::{GemmaError, Result};

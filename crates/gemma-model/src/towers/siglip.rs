@@ -70,15 +70,15 @@ impl SiglipConfig {
 
 /// Weights of one encoder block.
 #[derive(Debug)]
-struct Block {
-    ln1: (Vec<f32>, Vec<f32>),
-    q: (Matrix, Vec<f32>),
-    k: (Matrix, Vec<f32>),
-    v: (Matrix, Vec<f32>),
-    o: (Matrix, Vec<f32>),
-    ln2: (Vec<f32>, Vec<f32>),
-    fc1: (Matrix, Vec<f32>),
-    fc2: (Matrix, Vec<f32>),
+pub(super) struct Block {
+    pub(super) ln1: (Vec<f32>, Vec<f32>),
+    pub(super) q: (Matrix, Vec<f32>),
+    pub(super) k: (Matrix, Vec<f32>),
+    pub(super) v: (Matrix, Vec<f32>),
+    pub(super) o: (Matrix, Vec<f32>),
+    pub(super) ln2: (Vec<f32>, Vec<f32>),
+    pub(super) fc1: (Matrix, Vec<f32>),
+    pub(super) fc2: (Matrix, Vec<f32>),
 }
 
 /// An image part-way through the encoder.
@@ -100,15 +100,15 @@ pub struct SiglipTower {
     /// Width of the text model the tokens feed.
     pub text_hidden: usize,
     /// `[hidden, channels·p·p]` (the convolution as a matrix) and its bias.
-    patch: (Matrix, Vec<f32>),
+    pub(super) patch: (Matrix, Vec<f32>),
     /// `[patches, hidden]`.
-    positions: Vec<f32>,
-    blocks: Vec<Block>,
-    post: (Vec<f32>, Vec<f32>),
+    pub(super) positions: Vec<f32>,
+    pub(super) blocks: Vec<Block>,
+    pub(super) post: (Vec<f32>, Vec<f32>),
     /// The projector's RMSNorm gain (applied as `1 + w`).
-    mm_norm: Vec<f32>,
+    pub(super) mm_norm: Vec<f32>,
     /// The projection, transposed to `[text_hidden, hidden]`.
-    mm_proj: Matrix,
+    pub(super) mm_proj: Matrix,
 }
 
 /// Where the tower's tensors live in a checkpoint: transformers 5 saves
