@@ -113,7 +113,7 @@ fn gguf_pair_answers_as_transformers() {
 /// Wrong files are refused by name.
 #[test]
 fn wrong_mmproj_files_are_refused() {
-    let (dir, hf, tmp, text) = fixture();
+    let (dir, _hf, tmp, text) = fixture();
     // The text model given as the mmproj.
     let e = with_mmproj(&text, &text).unwrap_err().to_string();
     assert!(e.contains("general.architecture") && e.contains("gemma3"), "{e}");
