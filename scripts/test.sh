@@ -33,6 +33,9 @@ if MODEL=$(scripts/fetch-model.sh); then
   # on other CPU types with the build stubbed.
   echo "llama.cpp: $(llama_cpp_build_info "$(llama_cpp_venv)")"
   scripts/check-llama-venv.sh
+  # llama.cpp's libmtmd loads the mmproj files we write (and its converter's)
+  # and encodes an image to our soft tokens within f16 rounding.
+  scripts/check-mmproj-llama-cpp.sh
   # llama.cpp loads the demo adapter as `gemma export-lora` writes it and
   # scores held-out text as `gemma perplexity --lora` does.
   scripts/check-lora-llama-cpp.sh "$MODEL" target/finetune-demo/adapter target/finetune-demo/heldout.jsonl

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# llama.cpp's libmtmd (llama-cpp-python's mtmd_cpp bindings, built by
+# scripts/lib.sh's llama_cpp_venv) against gemma-rs on mmproj files:
+# the tiny vision fixture's text model and tower written by `gemma quantize`
+# (mmproj f16, as llama.cpp's converter writes it), and the tower as
+# llama.cpp's own converter writes it; both engines encode the same
+# 42×42 image (no resize, so only the tower is compared) and their soft
+# tokens must agree within f16 rounding. llama.cpp must also load the
+# files we write. Run by scripts/test.sh.
+#   scripts/check-mmproj-llama-cpp.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+VENV=$(llama_cpp_venv)
+cargo build --release -q -p gemma-cli
+cargo build --release -q -p gemma --example image_embeddings
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+target/release/gemma quantize -m testdata/tiny-gemma3-vision -t f32 -o "$tmp/tiny.gguf" 2>&1 | sed 's/^/  /'
+img=testdata/tiny-gemma3-vision/images/gray_42x42.png
+for mm in "$tmp/mmproj-tiny.gguf" testdata/tiny-gemma3-vision/mmproj-llama-cpp.gguf; do
+  target/release/examples/image_embeddings "$tmp/tiny.gguf" "$mm" "$img" "$tmp/ours" >/dev/null
+  r=$("$VENV/bin/python" tools/reference/mtmd_embeddings.py "$tmp/tiny.gguf" "$mm" "$tmp/ours")
+  echo "$(basename "$mm"): $r"
+  python3 - "$r" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+# Both engines round the weights and activations through f16: allow 1% of the largest value.
+ok = r["tokens"] == 9 and r["max_abs_diff"] <= 0.01 * r["max_abs"]
+print("  soft tokens agree with llama.cpp's within f16 rounding" if ok else "FAILED: llama.cpp's image embeddings differ from ours")
+sys.exit(0 if ok else 1)
+PY
+done
