@@ -400,3 +400,58 @@ fn real_model_prefix_reuse_answers_exactly_as_without_it() {
     }
     prefix_reuse_is_invisible(Arc::new(Gemma::load(&path).unwrap()), 16);
 }
+
+/// Image requests in a batch: encoded by the scheduler between steps while
+/// text requests decode, prefilled in chunks that never split an image's
+/// run, and answered as the library answers them alone (with several
+/// prefill chunk sizes, the image run crossing chunk boundaries); a request
+/// whose images overlap or leave the prompt is refused before any work.
+#[test]
+fn image_requests_share_the_batch() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3-vision");
+    let g = Arc::new(Gemma::load(&dir).unwrap());
+    let read = |n: &str| std::fs::read(dir.join("images").join(n)).unwrap();
+    let messages = serde_json::json!([{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Describe both images in detail."}]}]);
+    let text = g.tokenizer.apply_chat_template_kwargs(&messages, None, true, &serde_json::Map::new()).unwrap();
+    let prepare = || vec![g.prepare_image(&read("rgb_50x30.png"), "a", false).unwrap(), g.prepare_image(&read("photo_120x80.jpg"), "b", true).unwrap()];
+    let first = prepare();
+    let slots: Vec<([u8; 32], usize)> = first.iter().map(|im| (im.key, im.views())).collect();
+    let (prompt, places) = g.image_prompt(&text, &slots).unwrap();
+    let mk = |p: &[u32]| {
+        let mut r = g.request(p);
+        r.params = SamplingParams::greedy();
+        r.max_new_tokens = 12;
+        r.stop_ids.clear();
+        r
+    };
+    // The library alone (a session, the whole prompt in one forward).
+    let encoded: Vec<_> = prepare().into_iter().map(|mut im| {
+        while !g.encode_step(&mut im).unwrap() {}
+        im.encoded().unwrap()
+    }).collect();
+    let mut alone = mk(&prompt);
+    alone.media = gemma::vision::place_media(&places, &encoded).unwrap();
+    let want = g.generate(&mut g.new_session(), &alone, &mut |_| true).unwrap().tokens;
+    let texts: Vec<Vec<u32>> = prompts(&g);
+    for chunk in [3, 5, 16, 128] {
+        let engine = Engine::start(Arc::clone(&g), EngineConfig { prefill_chunk: chunk, prefix_cache_bytes: 0, ..EngineConfig::default() }).unwrap();
+        let text_handles: Vec<_> = texts.iter().map(|p| engine.submit(mk(p)).unwrap()).collect();
+        let h = engine.submit_images(mk(&prompt), prepare(), places.clone()).unwrap();
+        assert_eq!(collect(h).0, want, "prefill chunk {chunk}");
+        for h in text_handles {
+            collect(h);
+        }
+    }
+    // Runs outside the prompt or overlapping are refused at submit.
+    let engine = Engine::start(Arc::clone(&g), EngineConfig::default()).unwrap();
+    let mut moved = places.clone();
+    moved[0].at = prompt.len() - 2;
+    let e = engine.submit_images(mk(&prompt), prepare(), moved).unwrap_err();
+    assert!(matches!(&e, SubmitError::Invalid(m) if m.contains("inside the prompt")), "{e}");
+    let mut overlapping = places.clone();
+    overlapping[1].at = overlapping[0].at + 1;
+    let e = engine.submit_images(mk(&prompt), prepare(), overlapping).unwrap_err();
+    assert!(matches!(&e, SubmitError::Invalid(m) if m.contains("overlap")), "{e}");
+    let e = engine.submit_images(mk(&prompt), prepare()[..1].to_vec(), places.clone()).unwrap_err();
+    assert!(matches!(&e, SubmitError::Invalid(_)), "{e}");
+}
