@@ -20,7 +20,7 @@ target/release/gemma quantize -m testdata/tiny-gemma3-vision -t f32 -o "$tmp/tin
 img=testdata/tiny-gemma3-vision/images/gray_42x42.png
 for mm in "$tmp/mmproj-tiny.gguf" testdata/tiny-gemma3-vision/mmproj-llama-cpp.gguf; do
   target/release/examples/image_embeddings "$tmp/tiny.gguf" "$mm" "$img" "$tmp/ours" >/dev/null
-  r=$("$VENV/bin/python" tools/reference/mtmd_embeddings.py "$tmp/tiny.gguf" "$mm" "$tmp/ours")
+  r=$("$VENV/bin/python" tools/reference/mtmd_embeddings.py "$tmp/tiny.gguf" "$mm" "$tmp/ours" 2>"$tmp/mtmd.log") || { cat "$tmp/mtmd.log" >&2; echo "FAILED: libmtmd on $mm" >&2; exit 1; }
   echo "$(basename "$mm"): $r"
   python3 - "$r" <<'PY'
 import json, sys

@@ -29,6 +29,15 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
     geglu_ref(gate, up)
 }
 
+/// `x[i] = gelu_tanh(x[i])` (SIMD where available: [`geglu`] with an `up` of ones, exact).
+pub fn gelu(x: &mut [f32]) {
+    const ONES: [f32; 512] = [1.0; 512];
+    for c in x.chunks_mut(ONES.len()) {
+        let n = c.len();
+        geglu(c, &ONES[..n]);
+    }
+}
+
 /// ggml's tanh-GELU of one f32, as it fills its table: `(½x)·(tanh((√(2/π)·x)·(0.044715·x·x + 1)) + 1)`
 /// with the inner `a·x·x + 1` fused.
 fn gelu_ggml(x: f32) -> f32 {

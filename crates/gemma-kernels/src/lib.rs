@@ -5,6 +5,7 @@ pub mod attn_gemm;
 pub mod dot;
 pub mod geglu;
 pub mod gemm;
+pub mod gemm_nn;
 mod gemm_avx2;
 mod gemm_packed;
 pub mod gemv_packed;

@@ -116,13 +116,14 @@ pub fn matmul_decode(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
 
 thread_local! {
     /// f32 weight rows and a tile of outputs, per worker.
-    static FLOAT_ROWS: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::new(Default::default());
+    static FLOAT_ROWS: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = RefCell::new(Default::default());
 }
 
 /// The prefill product for float weights (f32, bf16, f16, in memory or
-/// memory-mapped): each task converts [`ROWS_PER_TASK`] rows to f32 once and
-/// multiplies every token with them ([`crate::attn_gemm::scores`]). Returns
-/// false for quantized weights or column counts that are not a multiple of 8.
+/// memory-mapped): each task converts [`FLOAT_ROWS_PER_TASK`] rows to f32 once,
+/// transposed, and multiplies every token with them
+/// ([`crate::gemm_nn::gemm_nn`], the broadcast kernel). Returns
+/// false for quantized weights.
 fn float_gemm(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
     float_gemm_any(x, n, w, y, false)
 }
@@ -147,19 +148,28 @@ pub fn matmul_f32_acts(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     }
 }
 
+/// Weight rows per task of [`float_gemm`]: every task reads all the
+/// tokens' activations once, so wide tasks read them few times (64 rows:
+/// the transposed f32 block of a 4304-wide row set is 1.1 MB, passed in
+/// 256-step slices), while wide models still give every thread many tasks.
+const FLOAT_ROWS_PER_TASK: usize = 64;
+/// Tokens per pass of a [`float_gemm`] task (their activations, up to
+/// 128 × 256 values per slice, stay in L2).
+const FLOAT_TOKENS_PER_PASS: usize = 128;
+
 /// The f32 product of [`float_gemm`]; with `quantized` also for block types.
 fn float_gemm_any(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], quantized: bool) -> bool {
     let (rows, cols) = (w.rows, w.cols);
     let raw_ok = matches!(&w.storage, Storage::Raw { dtype, .. } if dtype.block_size() == 1 || quantized);
-    if !(matches!(w.storage, Storage::F32(_) | Storage::BF16(_) | Storage::F16(_)) || raw_ok) || !cols.is_multiple_of(8) {
+    if !(matches!(w.storage, Storage::F32(_) | Storage::BF16(_) | Storage::F16(_)) || raw_ok) {
         return false;
     }
     let out = OutPtr(y.as_mut_ptr());
-    crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
-        let r0 = task * ROWS_PER_TASK;
-        let nr = ROWS_PER_TASK.min(rows - r0);
+    crate::pool::parallel_for(rows.div_ceil(FLOAT_ROWS_PER_TASK), &|task| {
+        let r0 = task * FLOAT_ROWS_PER_TASK;
+        let nr = FLOAT_ROWS_PER_TASK.min(rows - r0);
         FLOAT_ROWS.with(|b| {
-            let (wf, tile) = &mut *b.borrow_mut();
+            let (wf, tile, wt) = &mut *b.borrow_mut();
             wf.resize(nr * cols, 0.0);
             let range = r0 * cols..(r0 + nr) * cols;
             let wrows: &[f32] = match &w.storage {
@@ -178,11 +188,23 @@ fn float_gemm_any(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], quantized: boo
                     &wf[..nr * cols]
                 }
             };
-            tile.resize(n * nr, 0.0);
-            crate::attn_gemm::scores(x, wrows, cols, &mut tile[..n * nr]);
-            for t in 0..n {
-                // SAFETY: row run r0..r0+nr of token t belongs to this task alone.
-                unsafe { std::ptr::copy_nonoverlapping(tile[t * nr..].as_ptr(), out.ptr().add(t * rows + r0), nr) };
+            // The rows transposed, `[cols, nr]`: the broadcast kernel's `B`.
+            wt.resize(cols * nr, 0.0);
+            for (r, row) in wrows.chunks_exact(cols).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    wt[c * nr + r] = v;
+                }
+            }
+            // Tokens a pass at a time, so a pass's activations stay in L2
+            // while every column block of the rows goes over them.
+            tile.resize(FLOAT_TOKENS_PER_PASS.min(n) * nr, 0.0);
+            for t0 in (0..n).step_by(FLOAT_TOKENS_PER_PASS) {
+                let tn = FLOAT_TOKENS_PER_PASS.min(n - t0);
+                crate::gemm_nn::gemm_nn(&x[t0 * cols..(t0 + tn) * cols], tn, cols, &wt[..cols * nr], nr, &mut tile[..tn * nr]);
+                for t in 0..tn {
+                    // SAFETY: row run r0..r0+nr of token t0+t belongs to this task alone.
+                    unsafe { std::ptr::copy_nonoverlapping(tile[t * nr..].as_ptr(), out.ptr().add((t0 + t) * rows + r0), nr) };
+                }
             }
         });
     });

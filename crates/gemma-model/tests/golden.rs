@@ -170,9 +170,11 @@ fn cached_matches_full(name: &str, tol: f32) {
 
 #[test]
 fn cached_steps_equal_full_forward() {
-    // Decode and prefill kernels round differently: ~1e-5 at most.
+    // Decode and prefill kernels round differently (decode's dot products
+    // sum in 8 lanes, prefill's broadcast GEMM each output in order): up to
+    // ~5e-5 on these logits.
     for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma4-unified"] {
-        cached_matches_full(name, 3e-5);
+        cached_matches_full(name, 1e-4);
     }
 }
 

@@ -6,8 +6,8 @@
 //! `Gemma3Model.get_image_features` computes them.
 
 use gemma_core::{GemmaError, Matrix, Result, Storage};
-use gemma_kernels::attn_gemm::scores;
-use gemma_kernels::{gelu_tanh, matmul, pool};
+use gemma_kernels::gemm_nn::gemm_nn;
+use gemma_kernels::{matmul, pool};
 use serde::Deserialize;
 
 /// SigLIP's `vision_config` (transformers' defaults where a field is absent).
@@ -229,7 +229,7 @@ impl SiglipTower {
         add(x, &linear(&att, n, &b.o));
         let hn = layer_norm(x, &b.ln2, eps);
         let mut mid = linear(&hn, n, &b.fc1);
-        mid.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+        gemma_kernels::geglu::gelu(&mut mid);
         add(x, &linear(&mid, n, &b.fc2));
         e.next += 1;
         e.next == self.blocks.len()
@@ -257,8 +257,8 @@ impl SiglipTower {
         let hd = h / heads;
         let scale = (hd as f32).powf(-0.5);
         let head = |m: &[f32], i: usize| -> Vec<f32> { m.chunks_exact(h).flat_map(|r| r[i * hd..(i + 1) * hd].iter().copied()).collect() };
-        // Values transposed per head, `[hd, n]`: `P·V` is then a product of
-        // long rows like the scores (AVX2 for any head width; SigLIP's is 72).
+        // Keys transposed per head, `[hd, n]`: both products are then `A·B`
+        // of row-major matrices for the broadcast kernel (`gemm_nn`).
         let transposed = |m: &[f32], i: usize| -> Vec<f32> {
             let mut t = vec![0f32; hd * n];
             for (j, r) in m.chunks_exact(h).enumerate() {
@@ -268,7 +268,9 @@ impl SiglipTower {
             }
             t
         };
-        let (qs, ks, vs): (Vec<_>, Vec<_>, Vec<_>) = ((0..heads).map(|i| head(q, i)).collect(), (0..heads).map(|i| head(k, i)).collect(), (0..heads).map(|i| transposed(v, i)).collect());
+        // Queries pre-scaled by 1/√hd (`hd` products per row instead of `n`).
+        let scaled = |i: usize| -> Vec<f32> { head(q, i).into_iter().map(|x| x * scale).collect() };
+        let (qs, kts, vs): (Vec<_>, Vec<_>, Vec<_>) = ((0..heads).map(scaled).collect(), (0..heads).map(|i| transposed(k, i)).collect(), (0..heads).map(|i| head(v, i)).collect());
         let mut out = vec![0f32; n * h];
         // Queries in blocks, so the scores stay small at 4096 patches.
         const QUERIES: usize = 128;
@@ -278,16 +280,18 @@ impl SiglipTower {
             let (i, q0) = (task / blocks, (task % blocks) * QUERIES);
             let nq = QUERIES.min(n - q0);
             let mut sc = vec![0f32; nq * n];
-            scores(&qs[i][q0 * hd..(q0 + nq) * hd], &ks[i], hd, &mut sc);
+            gemm_nn(&qs[i][q0 * hd..(q0 + nq) * hd], nq, hd, &kts[i], n, &mut sc);
+            // Unnormalized probabilities; each output row is divided by its sum after `P·V`.
+            let mut inv = Vec::with_capacity(nq);
             for row in sc.chunks_exact_mut(n) {
-                row.iter_mut().for_each(|s| *s *= scale);
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum = gemma_kernels::geglu::exp_shifted(row, max);
-                let inv = (1.0 / sum) as f32;
-                row.iter_mut().for_each(|s| *s *= inv);
+                inv.push((1.0 / gemma_kernels::geglu::exp_shifted(row, max)) as f32);
             }
             let mut acc = vec![0f32; nq * hd];
-            scores(&sc, &vs[i], n, &mut acc);
+            gemm_nn(&sc, nq, n, &vs[i], hd, &mut acc);
+            for (r, &f) in acc.chunks_exact_mut(hd).zip(&inv) {
+                r.iter_mut().for_each(|x| *x *= f);
+            }
             for (t, r) in acc.chunks_exact(hd).enumerate() {
                 let at = (q0 + t) * h + i * hd;
                 // SAFETY: head i's columns of rows q0..q0+nq belong to this task alone.
