@@ -114,24 +114,23 @@ fn ready(mut job: Job, waiting: &mut VecDeque<Job>, stats: &EngineStats) {
     waiting.push_back(job);
 }
 
-/// Encode the first waiting request's images: one tower layer, or (when
-/// nothing else runs, so nobody waits on it) until that request is ready.
-fn encode_pass(gemma: &Gemma, encoding: &mut VecDeque<Job>, waiting: &mut VecDeque<Job>, stats: &EngineStats, alone: bool) {
+/// Encode one tower layer of the first waiting request's images. The loop
+/// calls this once per iteration, between batch steps, also when nothing
+/// else runs: a request arriving meanwhile is admitted after one layer, not
+/// after the whole image.
+fn encode_pass(gemma: &Gemma, encoding: &mut VecDeque<Job>, waiting: &mut VecDeque<Job>, stats: &EngineStats) {
     let Some(job) = encoding.front_mut() else { return };
     let started = Instant::now();
-    let result = loop {
-        let Some(im) = job.images.iter_mut().find(|im| im.encoded().is_none()) else { break Ok(true) };
-        let before = im.encoded_views();
-        match gemma.encode_step(im) {
-            Ok(_) => {
-                stats.images_encoded.fetch_add((im.encoded_views() - before) as u64, Ordering::SeqCst);
-                if !alone {
-                    break Ok(job.images.iter().all(|im| im.encoded().is_some()));
-                }
-            }
-            Err(e) => break Err(e),
+    let result = match job.images.iter_mut().find(|im| im.encoded().is_none()) {
+        None => Ok(()),
+        Some(im) => {
+            let before = im.encoded_views();
+            let r = gemma.encode_step(im).map(|_| ());
+            stats.images_encoded.fetch_add((im.encoded_views() - before) as u64, Ordering::SeqCst);
+            r
         }
-    };
+    }
+    .map(|()| job.images.iter().all(|im| im.encoded().is_some()));
     stats.image_encode_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::SeqCst);
     match result {
         Ok(false) => {}
@@ -189,11 +188,8 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         waiting.retain(|j| !j.cancel.load(Ordering::SeqCst));
         encoding.retain(|j| !j.cancel.load(Ordering::SeqCst));
         let mut left = before - waiting.len() - encoding.len();
-        // Images between steps: one tower layer while others run.
-        if !encoding.is_empty() {
-            let alone = running.is_empty() && waiting.is_empty();
-            encode_pass(gemma, &mut encoding, &mut waiting, stats, alone);
-        }
+        // Images between steps: one tower layer per iteration.
+        encode_pass(gemma, &mut encoding, &mut waiting, stats);
         running.retain(|s| !s.job.cancel.load(Ordering::SeqCst));
         while running.len() < config.max_batch {
             let Some(job) = waiting.pop_front() else { break };
