@@ -167,7 +167,7 @@ pub struct ServeArgs {
     /// Most images one request may hold (more get 400).
     #[arg(long, default_value_t = gemma_engine::DEFAULT_MAX_IMAGES)]
     pub max_images: usize,
-    /// Largest image accepted, in bytes (decoded; 400 beyond).
+    /// Largest image file accepted, in bytes (400 beyond).
     #[arg(long, default_value_t = gemma_server::DEFAULT_MAX_IMAGE_BYTES)]
     pub max_image_bytes: usize,
     /// Gemma 3 pan-and-scan for requests that do not say (they do with
