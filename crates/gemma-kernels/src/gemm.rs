@@ -25,6 +25,12 @@ const ROWS_PER_TASK: usize = 16;
 /// path changes only where decoding begins.
 pub const MIN_TOKENS: usize = 4;
 
+/// Fewest tokens that take the AMX tiles (16 tokens a tile; the result is
+/// bit-identical to the VNNI GEMM's, so the threshold is speed alone: on
+/// a 2-core Xeon, even with VNNI at 16 tokens, 1.1–1.2× at 32, 1.35–1.65×
+/// at 512; `examples/gemm_bench.rs`).
+pub const AMX_MIN_TOKENS: usize = 32;
+
 /// Tokens are padded to a multiple of this (zero rows).
 const PAD: usize = 4;
 
@@ -270,6 +276,12 @@ pub fn gemm_quant(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], force_ref: boo
     }
     assert_eq!(x.len(), n * cols, "gemm input has the wrong length");
     assert_eq!(y.len(), n * rows, "gemm output has the wrong length");
+    #[cfg(target_arch = "x86_64")]
+    if simd && n >= AMX_MIN_TOKENS && crate::gemm_amx::has_amx() {
+        // SAFETY: AMX and AVX-512 VNNI detected, tile state granted; shapes checked above.
+        unsafe { crate::gemm_amx::gemm(x, n, *dtype, form, kind, bytes.as_slice(), rows, cols, y) };
+        return true;
+    }
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: AVX-512 VNNI detected; shapes checked above.

@@ -6,6 +6,7 @@ pub mod dot;
 pub mod geglu;
 pub mod gemm;
 pub mod gemm_nn;
+mod gemm_amx;
 mod gemm_avx2;
 mod gemm_packed;
 pub mod gemv_packed;
@@ -22,9 +23,13 @@ pub use matmul_t::matmul_t;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};
 
 /// The kernel paths this CPU runs, as `gemma --version` reports them:
-/// `avx512-vnni`, `avx2+fma+f16c` or `scalar` (after `GEMMA_FORCE_SCALAR` /
-/// `GEMMA_NO_AVX512`).
+/// `amx-int8` (prefill) with `avx512-vnni`, `avx512-vnni`, `avx2+fma+f16c` or
+/// `scalar` (after `GEMMA_NO_AMX`, `GEMMA_FORCE_SCALAR` / `GEMMA_NO_AVX512`).
 pub fn kernel_paths() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if gemm_amx::has_amx() {
+        return "amx-int8 (prefill) + avx512-vnni (avx512f, avx512bw, avx512dq, avx512vnni) + avx2 fma f16c";
+    }
     if gemm::has_avx512_vnni() {
         "avx512-vnni (avx512f, avx512bw, avx512dq, avx512vnni) + avx2 fma f16c"
     } else if dot::simd_level() == dot::SimdLevel::Avx2 {
