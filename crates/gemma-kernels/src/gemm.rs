@@ -173,7 +173,7 @@ pub fn quantize_acts(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &mut 
         prepare(out, n, cols);
         // SAFETY: AVX-512 F/BW were detected at run time; the buffers hold
         // [n, cols] values (prepare sized them for at least n tokens).
-        unsafe { avx512::quantize(x, n * cols / block, block, kind, out) };
+        unsafe { avx512::quantize(x, n, cols, kind, out) };
         return;
     }
     quantize_acts_ref(x, n, cols, kind, out)
@@ -350,21 +350,36 @@ pub(crate) mod avx512 {
         _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), _mm512_set1_ps(mul))), _mm512_set1_epi32(127))
     }
 
-    /// Quantize `blocks` blocks of `block` values of `x` into the prepared
-    /// `out` (as the reference).
+    /// Quantize `x: [n, cols]` as the reference does, 16 values at a time,
+    /// handing each group to `put(token, group, levels as 16 i8, scale,
+    /// scale · Σ levels)`: one quantizer for every activation layout.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn quantize(x: &[f32], blocks: usize, block: usize, kind: ActKind, out: &mut QuantActs) {
-        let (xp, qp) = (x.as_ptr(), out.qs.as_mut_ptr());
-        for b in 0..blocks {
-            let at = b * block;
-            let (mul, d) = block_scale(xp.add(at), block, kind);
-            for i in (0..block).step_by(16) {
-                let q = levels16(xp.add(at + i), mul);
-                _mm_storeu_si128(qp.add(at + i) as *mut __m128i, _mm512_cvtsepi32_epi8(q));
-                out.d16[(at + i) / 16] = d;
-                out.xs[(at + i) / 16] = d * _mm512_reduce_add_epi32(q) as f32;
+    pub(crate) unsafe fn for_each_group(x: &[f32], n: usize, cols: usize, kind: ActKind, mut put: impl FnMut(usize, usize, __m128i, f32, f32)) {
+        let block = if kind == ActKind::Q8K { 256 } else { 32 };
+        let xp = x.as_ptr();
+        for t in 0..n {
+            for b in 0..cols / block {
+                let at = t * cols + b * block;
+                let (mul, d) = block_scale(xp.add(at), block, kind);
+                for i in (0..block).step_by(16) {
+                    let q = levels16(xp.add(at + i), mul);
+                    put(t, (b * block + i) / 16, _mm512_cvtsepi32_epi8(q), d, d * _mm512_reduce_add_epi32(q) as f32);
+                }
             }
         }
+    }
+
+    /// Quantize `x: [n, cols]` into the prepared `out` (as the reference).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn quantize(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &mut QuantActs) {
+        let ng = cols / 16;
+        let qp = out.qs.as_mut_ptr();
+        for_each_group(x, n, cols, kind, |t, g, bytes, d, xs| {
+            _mm_storeu_si128(qp.add(t * cols + 16 * g) as *mut __m128i, bytes);
+            out.d16[t * ng + g] = d;
+            out.xs[t * ng + g] = xs;
+        });
     }
 }
 

@@ -19,7 +19,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::gemm::avx512::{block_scale, levels16};
+use crate::gemm::avx512::for_each_group;
 use crate::gemm::OutPtr;
 use gemma_core::DType;
 use gemma_quant::act::ActKind;
@@ -167,25 +167,15 @@ unsafe fn quantize(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &mut Am
         v.clear();
         v.resize(nb * ngp * TB, 0.0);
     }
-    let block = if kind == ActKind::Q8K { 256 } else { 32 };
-    let xp = x.as_ptr();
-    for t in 0..n {
+    let (xu, nsc) = (out.xu.mut_ptr(), cp / 256);
+    for_each_group(x, n, cols, kind, |t, g, bytes, d, xs| {
         let (b0, tt) = (t / TB, t % TB);
-        for b in 0..cols / block {
-            let at = t * cols + b * block;
-            let (mul, d) = block_scale(xp.add(at), block, kind);
-            for i in (0..block).step_by(16) {
-                let q = levels16(xp.add(at + i), mul);
-                let g = (b * block + i) / 16;
-                let bytes = _mm512_cvtsepi32_epi8(q);
-                let slot = (b0 * ngp + g) * TB + tt;
-                let at = (b0 * ngp + item_of(g, cp / 256)) * TB + tt;
-                _mm_storeu_si128(out.xu.mut_ptr().add(16 * at) as *mut __m128i, bytes);
-                out.d16[slot] = d;
-                out.xs[slot] = d * _mm512_reduce_add_epi32(q) as f32;
-            }
-        }
-    }
+        let slot = (b0 * ngp + g) * TB + tt;
+        // SAFETY: the item's slot for token t lies within the nb·cp·TB bytes.
+        unsafe { _mm_storeu_si128(xu.add(16 * ((b0 * ngp + item_of(g, nsc)) * TB + tt)) as *mut __m128i, bytes) };
+        out.d16[slot] = d;
+        out.xs[slot] = xs;
+    });
 }
 
 /// Pack the task's rows from their natural-order levels (`p.nq`: `[16,

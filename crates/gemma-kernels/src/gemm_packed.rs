@@ -15,7 +15,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::gemm::avx512::{block_scale, levels16};
+use crate::gemm::avx512::for_each_group;
 use crate::gemm::{OutPtr, R_PACKED as R, T_PACKED as T};
 
 const _: () = assert!(R * T == 8, "the tile reduction sums exactly 8 accumulators");
@@ -103,27 +103,17 @@ unsafe fn quantize(x: &[f32], n: usize, cols: usize, kind: ActKind, out: &mut Pa
     out.d16.resize(np * ngp, 0.0);
     out.xs.clear();
     out.xs.resize(np * ngp, 0.0);
-    let block = if kind == ActKind::Q8K { 256 } else { 32 };
-    let xp = x.as_ptr();
-    for t in 0..n {
-        let row = out.xu.as_mut_ptr().add(t * cp);
-        for b in 0..cols / block {
-            let at = t * cols + b * block;
-            let (mul, d) = block_scale(xp.add(at), block, kind);
-            for i in (0..block).step_by(16) {
-                let q = levels16(xp.add(at + i), mul);
-                let g = (b * block + i) / 16;
-                let bytes = _mm_xor_si128(_mm512_cvtsepi32_epi8(q), _mm_set1_epi8(-128));
-                let mut units = [0u32; 4];
-                _mm_storeu_si128(units.as_mut_ptr() as *mut __m128i, bytes);
-                for (k, u) in units.iter().enumerate() {
-                    (row.add(unit_at(g, k)) as *mut u32).write_unaligned(*u);
-                }
-                out.d16[t * ngp + g] = d;
-                out.xs[t * ngp + g] = d * _mm512_reduce_add_epi32(q) as f32;
-            }
+    let xu = out.xu.as_mut_ptr();
+    for_each_group(x, n, cols, kind, |t, g, bytes, d, xs| {
+        let mut units = [0u32; 4];
+        _mm_storeu_si128(units.as_mut_ptr() as *mut __m128i, _mm_xor_si128(bytes, _mm_set1_epi8(-128)));
+        for (k, u) in units.iter().enumerate() {
+            // SAFETY: unit_at(g, k) < cp and t < np: inside the row of token t.
+            unsafe { (xu.add(t * cp + unit_at(g, k)) as *mut u32).write_unaligned(*u) };
         }
-    }
+        out.d16[t * ngp + g] = d;
+        out.xs[t * ngp + g] = xs;
+    });
 }
 
 /// Pack one natural-order row (`p.nq`, `p.ns`, `p.nm`, `cols` columns) into row `i` of `p`.
