@@ -391,7 +391,9 @@ impl GgufFile {
             m.make_read_only().map_err(|e| GemmaError::io(path, e))?
         } else {
             // SAFETY: read-only map; the file must not change while mapped.
-            unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?
+            let m = unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?;
+            crate::folio_writer::advise_huge(&m);
+            m
         };
         let header = GgufHeader::parse(&map).map_err(|m| GemmaError::format(path, m))?;
         Ok(Self { path: path.to_path_buf(), header, map: Arc::new(map) })

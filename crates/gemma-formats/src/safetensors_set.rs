@@ -84,6 +84,7 @@ impl SafetensorsSet {
             // SAFETY: the file is opened read-only; we assume it is not
             // modified while mapped, as every mmap-based loader does.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?;
+            crate::folio_writer::advise_huge(&mmap);
             let st = SafeTensors::deserialize(&mmap).map_err(|e| GemmaError::format(path, format!("not a valid safetensors file: {e}")))?;
             for (name, view) in st.tensors() {
                 let info = TensorInfo { name: name.clone(), shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()), shard: i };

@@ -246,6 +246,7 @@ pub unsafe fn rows(dtype: DType, row: &[u8], nch: usize, toks: &[&PackedTok], ou
     }
 }
 
+
 thread_local! {
     static TOKS: RefCell<(QuantActs, Vec<PackedTok>)> = RefCell::new(Default::default());
 }
@@ -277,10 +278,9 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
         crate::pool::parallel_for(rows_n.div_ceil(per), &|task| {
             let mut res = [0f32; GEMV_TOKENS];
             let end = ((task + 1) * per).min(rows_n);
-            let ahead = crate::prefetch::rows_ahead(rb);
             for r in task * per..end {
                 let row = &data[r * rb..(r + 1) * rb];
-                crate::prefetch::prefetch(data, (r + ahead).min(end - 1) * rb, rb);
+                crate::prefetch::stream_ahead(&data[..end * rb], r * rb, rb);
                 for (g, group) in toks.chunks(GEMV_TOKENS).enumerate() {
                     let refs: [&PackedTok; GEMV_TOKENS] = std::array::from_fn(|i| &group[i.min(group.len() - 1)]);
                     // SAFETY: AVX-512 with DQ detected; the row holds `cols` columns.

@@ -261,7 +261,7 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
     }
     let acts = &acts[..nacts];
     // Per matrix, not per row: the kernel, the row size, the bytes.
-    let (rb, ahead) = (w.row_bytes(), crate::prefetch::rows_ahead(w.row_bytes()));
+    let rb = w.row_bytes();
     let (data, rowdot) = match &w.storage {
         Storage::Raw { dtype, bytes, .. } => (bytes.as_slice(), Some(RowDot::new(*dtype, cols, acts))),
         _ => (&[][..], None),
@@ -288,7 +288,7 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                     let r = r0 + i;
                     let row = &data[r * rb..(r + 1) * rb];
                     if t0 == 0 {
-                        crate::prefetch::prefetch(data, (r + ahead).min(r0 + nr - 1) * rb, rb);
+                        crate::prefetch::stream_ahead(&data[..(r0 + nr) * rb], r * rb, rb);
                     }
                     for (os, group) in out_row[t0..t0 + tn].chunks_mut(per).zip(acts[t0..t0 + tn].chunks(per)) {
                         if group.len() == 1 {
@@ -307,6 +307,13 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
             }
             let r = r0 + i;
             let range = r * cols..(r + 1) * cols;
+            let task_end = (r0 + nr) * cols;
+            match &w.storage {
+                Storage::F32(v) => crate::prefetch::stream_ahead(&v[..task_end], range.start, cols),
+                Storage::BF16(v) => crate::prefetch::stream_ahead(&v[..task_end], range.start, cols),
+                Storage::F16(v) => crate::prefetch::stream_ahead(&v[..task_end], range.start, cols),
+                Storage::Raw { .. } => {}
+            }
             for (t, o) in out_row.iter_mut().enumerate() {
                 let xt = &x[t * cols..(t + 1) * cols];
                 *o = match &w.storage {
@@ -318,7 +325,7 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
             }
             if let (Storage::Raw { dtype, .. }, Some(_)) = (&w.storage, &rowdot) {
                 let row = &data[r * rb..(r + 1) * rb];
-                crate::prefetch::prefetch(data, (r + ahead).min(r0 + nr - 1) * rb, rb);
+                crate::prefetch::stream_ahead(&data[..(r0 + nr) * rb], r * rb, rb);
                 if n == 1 || per_token {
                     for (t, o) in out_row.iter_mut().enumerate() {
                         *o = dot_blocks(*dtype, row, &x[t * cols..(t + 1) * cols]);

