@@ -6,9 +6,10 @@
 //! page-table entry per page; written in whole 2 MiB-aligned chunks, the
 //! cache holds 2 MiB folios and the map uses huge pages (one TLB entry per
 //! 2 MiB, prefetches not stopped at every 4 KiB). Decoding streams every
-//! weight once per token: on a 2-core Xeon, Gemma 3 4B Q4_K_M decoded at
-//! 5.3–5.7 t/s from a file `gemma synth` wrote through an 8 KiB buffer and
-//! at 6.7–6.8 t/s from the same bytes written 2 MiB at a time (docs/PERFORMANCE.md).
+//! weight once per token: on a 2-core Xeon, Gemma 3 4B Q4_K_M tg64 ran at
+//! 5.15–5.31 t/s from a file written 64 KiB at a time and at 5.55–5.68 t/s
+//! from the same bytes written 2 MiB at a time (alternating runs;
+//! docs/PERFORMANCE.md).
 
 use std::io::{self, Write};
 

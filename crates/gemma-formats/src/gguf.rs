@@ -372,12 +372,13 @@ impl GgufFile {
         Self::open_with(path, false)
     }
 
-    /// Open and parse a GGUF file. With `hugepages`, the file is read into
-    /// anonymous memory backed by transparent huge pages instead of being
-    /// mapped: resident memory stays the same, loading takes longer (about a
-    /// second per 250 MB here), and streaming the weights every decoded token
-    /// is faster (fewer TLB misses, prefetch not stopped at every 4 KiB page;
-    /// +13% decode on the default model).
+    /// Open and parse a GGUF file. The map is advised for huge pages (a file
+    /// cached in 2 MiB folios, as every file gemma writes, maps on huge
+    /// pages: see [`crate::folio_writer`]). With `hugepages`, the file is
+    /// read into anonymous memory backed by transparent huge pages instead:
+    /// resident memory stays the same, loading takes seconds longer, and it
+    /// only decodes faster for a file another tool wrote in small pieces
+    /// that is still cached on 4 KiB pages (5–10%).
     pub fn open_with(path: &Path, hugepages: bool) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| GemmaError::io(path, e))?;
         let map = if hugepages {

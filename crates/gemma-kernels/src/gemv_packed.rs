@@ -246,7 +246,6 @@ pub unsafe fn rows(dtype: DType, row: &[u8], nch: usize, toks: &[&PackedTok], ou
     }
 }
 
-
 thread_local! {
     static TOKS: RefCell<(QuantActs, Vec<PackedTok>)> = RefCell::new(Default::default());
 }
