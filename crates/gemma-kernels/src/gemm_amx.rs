@@ -41,6 +41,15 @@ pub fn has_amx() -> bool {
     *HAS.get_or_init(|| crate::gemm::has_avx512_vnni() && std::env::var_os("GEMMA_NO_AMX").is_none() && cpu_has_amx_int8() && request_tile_state())
 }
 
+/// Whether the bf16 AMX GEMM runs here: [`has_amx`] and AMX-BF16 (CPUID
+/// leaf 7, EDX bit 22).
+#[allow(unused_unsafe)] // CPUID is safe to call since Rust 1.87, unsafe before
+pub fn has_amx_bf16() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    // SAFETY: has_amx checked leaf 7 exists.
+    *HAS.get_or_init(|| has_amx() && unsafe { __cpuid_count(7, 0) }.edx & (1 << 22) != 0)
+}
+
 /// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (bit 25), with the OS
 /// saving the tile state (XCR0 bits 17 and 18).
 #[allow(unused_unsafe)] // CPUID is safe to call since Rust 1.87, unsafe before
@@ -84,26 +93,26 @@ fn request_tile_state() -> bool {
 /// that straddles two cache lines costs two (loads and stores here are
 /// ~15 ns a tile already).
 #[derive(Debug, Default)]
-struct Aligned {
+pub(crate) struct Aligned {
     v: Vec<u8>,
     off: usize,
-    len: usize,
+    pub(crate) len: usize,
 }
 
 impl Aligned {
     /// Resize to `len` bytes, all zero.
-    fn zeroed(&mut self, len: usize) {
+    pub(crate) fn zeroed(&mut self, len: usize) {
         self.v.clear();
         self.v.resize(len + 64, 0);
         self.off = self.v.as_ptr().align_offset(64);
         self.len = len;
     }
 
-    fn ptr(&self) -> *const u8 {
+    pub(crate) fn ptr(&self) -> *const u8 {
         self.v[self.off..].as_ptr()
     }
 
-    fn mut_ptr(&mut self) -> *mut u8 {
+    pub(crate) fn mut_ptr(&mut self) -> *mut u8 {
         self.v[self.off..].as_mut_ptr()
     }
 }
@@ -356,7 +365,7 @@ struct Dest {
 /// Load the tile configuration on this thread.
 /// # Safety
 /// AMX available and the tile state granted ([`has_amx`]).
-unsafe fn configure(cfg: &[u8; 64]) {
+pub(crate) unsafe fn configure(cfg: &[u8; 64]) {
     // SAFETY: cfg is a valid palette-1 configuration of 64 bytes.
     unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack)) };
 }

@@ -7,25 +7,31 @@ pub mod geglu;
 pub mod gemm;
 pub mod gemm_nn;
 mod gemm_amx;
+mod gemm_amx_bf16;
 mod gemm_avx2;
 mod gemm_packed;
 pub mod gemv_packed;
 pub mod matmul;
 pub mod matmul_t;
+mod matmul_t_amx;
 pub mod ops;
 pub mod pool;
 mod prefetch;
 pub mod qdot;
 pub mod vnni;
 
-pub use matmul::{matmul, matmul_decode, matmul_f32_acts};
+pub use matmul::{matmul, matmul_decode, matmul_f32_acts, matmul_train};
 pub use matmul_t::matmul_t;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};
 
 /// The kernel paths this CPU runs, as `gemma --version` reports them:
-/// `amx-int8` (prefill) with `avx512-vnni`, `avx512-vnni`, `avx2+fma+f16c` or
+/// `amx-int8` (prefill, and `amx-bf16` for bf16 weights) with `avx512-vnni`, `avx512-vnni`, `avx2+fma+f16c` or
 /// `scalar` (after `GEMMA_NO_AMX`, `GEMMA_FORCE_SCALAR` / `GEMMA_NO_AVX512`).
 pub fn kernel_paths() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if gemm_amx::has_amx_bf16() {
+        return "amx-int8 + amx-bf16 (prefill) + avx512-vnni (avx512f, avx512bw, avx512dq, avx512vnni) + avx2 fma f16c";
+    }
     #[cfg(target_arch = "x86_64")]
     if gemm_amx::has_amx() {
         return "amx-int8 (prefill) + avx512-vnni (avx512f, avx512bw, avx512dq, avx512vnni) + avx2 fma f16c";

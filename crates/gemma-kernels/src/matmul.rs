@@ -81,6 +81,11 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n < crate::gemm::MIN_TOKENS && crate::gemv_packed::matmul(x, n, w, y) {
         return;
     }
+    // Many tokens and bf16 weights on AMX-BF16: bf16 activations, f32 sums.
+    #[cfg(target_arch = "x86_64")]
+    if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y) {
+        return;
+    }
     // Many tokens and float weights: rows converted to f32 once, then a
     // register-tiled f32 product.
     if n >= crate::gemm::MIN_TOKENS && float_gemm(x, n, w, y) {
@@ -146,6 +151,17 @@ pub fn matmul_f32_acts(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
             y[t * w.rows + r] = crate::dot::dot_f32(&x[t * w.cols..(t + 1) * w.cols], &row);
         }
     }
+}
+
+/// The training product: a bf16 weight as the prefill GEMM multiplies it
+/// (bf16-rounded activations on AMX-BF16, as PyTorch's bf16 layers do),
+/// every other weight type with f32 activations ([`matmul_f32_acts`]).
+pub fn matmul_train(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y) {
+        return;
+    }
+    matmul_f32_acts(x, n, w, y);
 }
 
 /// Weight rows per task of [`float_gemm`]: every task reads all the

@@ -41,6 +41,12 @@ pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
     let (out, inp) = (w.rows, w.cols);
     assert_eq!(dy.len(), n * out, "matmul_t: dy is not [n, out]");
     assert_eq!(dx.len(), n * inp, "matmul_t: dx is not [n, in]");
+    // bf16 weights on AMX-BF16: the gradient rounded to bf16, as the
+    // forward's bf16 product rounds the activations.
+    #[cfg(target_arch = "x86_64")]
+    if n >= crate::gemm::MIN_TOKENS && crate::matmul_t_amx::matmul_t(dy, n, w, dx) {
+        return;
+    }
     dx.fill(0.0);
     let mut panel = vec![0f32; PANEL * inp];
     let tiles = n.div_ceil(TOKEN_TILE);
@@ -193,6 +199,12 @@ mod tests {
                 let dy: Vec<f32> = (0..n * out).map(|i| ((i * 104729) % 997) as f32 / 498.5 - 1.0).collect();
                 let (mut got, mut want) = (vec![1f32; n * inp], vec![0f32; n * inp]);
                 matmul_t(&dy, n, &w, &mut got);
+                // bf16 weights on AMX-BF16 meet the gradient rounded to bf16.
+                #[cfg(target_arch = "x86_64")]
+                let dy: Vec<f32> = match dtype == DType::BF16 && n >= crate::gemm::MIN_TOKENS && crate::gemm_amx::has_amx_bf16() {
+                    true => dy.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
+                    false => dy,
+                };
                 matmul_t_ref(&dy, n, &w, &mut want);
                 for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                     assert!((g - r).abs() <= 1e-4 * (1.0 + r.abs()), "{dtype:?} n={n} at {i}: {g} vs {r}");

@@ -362,10 +362,10 @@ impl Model {
     /// all segments. `drop` = (probability, seed) while training: the LoRA
     /// input's element `i` (of the `[n, in]` rows) is kept by
     /// [`dropout_keep`]`(seed ^ tag, i)` and scaled by `1 / (1 − p)`.
-    /// `exact` (training) multiplies quantized weights with f32 activations.
+    /// `exact` (training) takes the training product ([`gemma_kernels::matmul_train`]).
     fn project(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32], lora: Option<&LoraPair>, drop: Option<(f32, u64)>, exact: bool) {
         if exact {
-            gemma_kernels::matmul_f32_acts(x, y.len() / w.rows, w, y);
+            gemma_kernels::matmul_train(x, y.len() / w.rows, w, y);
         } else {
             Self::project_plain(segs, x, w, y);
         }

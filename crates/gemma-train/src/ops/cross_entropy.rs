@@ -1,13 +1,15 @@
 //! The output head and cross-entropy, fused and chunked over labeled rows:
 //! [`CE_ROWS`] rows of logits (`rows × vocab` floats) exist at a time,
 //! never `tokens × vocab`. Forward: logits = h·Eᵀ (f32 activations, the
-//! head dequantized on the fly), optional final
+//! head dequantized on the fly; a bf16 head with bf16 activations on
+//! AMX-BF16, `matmul_train`),
+//! optional final
 //! soft-cap, log-sum-exp in f64; backward: `dz = softmax − onehot` (times
 //! `1 − (z/cap)²`), `dh = dz·E` through the frozen head.
 
 use crate::real::Real;
 use gemma_core::Matrix;
-use gemma_kernels::{matmul_f32_acts, matmul_t, pool};
+use gemma_kernels::{matmul_t, matmul_train, pool};
 
 /// Rows of logits computed at once.
 pub const CE_ROWS: usize = 128;
@@ -43,7 +45,7 @@ pub fn head_cross_entropy(h: &[f32], targets: &[u32], weight: f32, head: &Matrix
     for r0 in (0..m).step_by(CE_ROWS) {
         let rows = CE_ROWS.min(m - r0);
         let lg = &mut logits[..rows * vocab];
-        matmul_f32_acts(&h[r0 * hidden..(r0 + rows) * hidden], rows, head, lg);
+        matmul_train(&h[r0 * hidden..(r0 + rows) * hidden], rows, head, lg);
         let lossp = pool::Disjoint::new(&mut losses[r0..r0 + rows]);
         pool::parallel_chunks(lg, vocab, &|r, row| {
             let i = r.start / vocab;

@@ -1,0 +1,339 @@
+//! The bf16 prefill GEMM on AMX-BF16 tiles (`TDPBF16PS`): bf16 weights
+//! times activations rounded to bf16 (round to nearest even), summed in
+//! f32 — the product transformers computes for a bf16 checkpoint, whose
+//! hidden states are bf16 at every matmul, and llama.cpp's for BF16 files.
+//!
+//! Tiles: C[16 tokens × 16 rows] (f32) += A[16 tokens × 32 columns] (bf16)
+//! · B[16 column pairs × 16 rows × 2] (bf16), two token tiles by two row
+//! tiles in flight (tmm0–3 C, tmm4–5 A, tmm6–7 B). A is read in place from
+//! the rounded activations (`[tokens, cp]`, one 64-byte row a token); B is
+//! each task's rows packed once into VNNI pair order.
+//!
+//! Every output is summed over the same column steps in the same order
+//! whatever the number of tokens, so a prompt gives the same result however
+//! it is cut into chunks (the reason this path starts at
+//! [`crate::gemm::MIN_TOKENS`], where the float GEMM would, not where AMX
+//! starts paying off).
+
+#![cfg(target_arch = "x86_64")]
+
+use crate::gemm::OutPtr;
+use crate::gemm_amx::{configure, has_amx_bf16, Aligned};
+use gemma_core::{DType, Matrix, Storage};
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Rows of W packed by one task (four 16-row B tiles per column step).
+const ROWS_PER_TASK: usize = 64;
+/// Columns per tile step (32 bf16 = one 64-byte tile row).
+pub(crate) const KB: usize = 32;
+/// Tokens per pass of the tile kernel (two 16-token A tiles).
+pub(crate) const TOKENS_PER_PASS: usize = 32;
+/// Bytes of one tile (16 rows × 64 bytes).
+pub(crate) const TILE: usize = 1024;
+
+thread_local! {
+    /// The activations rounded to bf16, `[tokens padded to 32, cp]`.
+    static ACTS: RefCell<Aligned> = RefCell::new(Aligned::default());
+    /// A task's packed rows `[cp/32 steps, 4 row tiles, 16 pairs, 16 rows, 2]`,
+    /// its rows copied with zero padding where the columns need it
+    /// (`[64, cp]` bf16), and the four C tiles.
+    static ROWS: RefCell<(Aligned, Aligned, Aligned)> = RefCell::new(Default::default());
+}
+
+/// `y = bf16(x) · wᵀ` for bf16 weights on AMX; false (doing nothing) for
+/// other weight types or where AMX-BF16 is not available (`GEMMA_NO_AMX=1`
+/// turns it off).
+pub(crate) fn gemm(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
+    let Some(bytes) = amx_bf16_weight(w, n) else { return false };
+    assert_eq!(x.len(), n * w.cols, "gemm input has the wrong length");
+    assert_eq!(y.len(), n * w.rows, "gemm output has the wrong length");
+    // SAFETY: AMX-BF16 and AVX-512 available, tile state granted (has_amx_bf16); shapes checked.
+    unsafe { gemm_amx(x, n, bytes, w.rows, w.cols, y) };
+    true
+}
+
+/// The bytes of a bf16 weight (in memory or mapped) where the AMX-BF16
+/// products take it: a non-empty product on a CPU with AMX-BF16. None for
+/// other weight types, empty shapes, or without AMX-BF16.
+pub(crate) fn amx_bf16_weight(w: &Matrix, n: usize) -> Option<&[u8]> {
+    let bytes = match &w.storage {
+        // SAFETY: bf16 is two plain bytes; the slice covers the same memory.
+        Storage::BF16(v) => unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) },
+        Storage::Raw { dtype: DType::BF16, bytes, .. } => bytes.as_slice(),
+        _ => return None,
+    };
+    if n == 0 || w.rows == 0 || w.cols == 0 || !has_amx_bf16() {
+        return None;
+    }
+    assert!(bytes.len() >= w.rows * w.cols * 2, "bf16 weight has fewer bytes than its shape");
+    Some(bytes)
+}
+
+/// bf16 bits of `v`, rounded to nearest even (NaN kept a quiet NaN).
+#[inline(always)]
+pub(crate) fn round_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    if b & 0x7fff_ffff > 0x7f80_0000 {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// Round `x: [n, cols]` to bf16 into `out: [n padded to 32, cp]`, zero padded.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn round_acts(x: &[f32], n: usize, cols: usize, cp: usize, out: &mut Aligned) {
+    let np = n.div_ceil(TOKENS_PER_PASS) * TOKENS_PER_PASS;
+    out.zeroed(np * cp * 2);
+    // SAFETY: the buffer holds np·cp u16, 64-byte aligned.
+    let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr() as *mut u16, np * cp) };
+    for (d, s) in dst.chunks_exact_mut(cp).zip(x.chunks_exact(cols)) {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = round_bf16(s);
+        }
+    }
+}
+
+/// Pack rows `src` (`nr ≤ 64` rows, `stride` bytes apart, at least `cp`
+/// bf16 each) into B tiles: the u32 at `(k·4 + rt)·1024 + 64·p + 4·r` is
+/// the column pair `32k + 2p` of row `16·rt + r`; rows past `nr` are zero.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack(src: *const u8, stride: usize, nr: usize, cp: usize, out: *mut u8) {
+    let idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride as i32));
+    for rt in 0..ROWS_PER_TASK / 16 {
+        let valid = nr.saturating_sub(16 * rt).min(16);
+        let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+        // SAFETY: the masked gathers read rows < nr and columns < cp of src;
+        // the stores stay inside the cp/32 · 4 tiles of out.
+        unsafe {
+            // Past the last row the mask is empty: the address is never read.
+            let rows = src.wrapping_add(16 * rt * stride);
+            for k in 0..cp / KB {
+                let tile = out.add((k * 4 + rt) * TILE);
+                for p in 0..16 {
+                    let base = rows.wrapping_add((KB * k + 2 * p) * 2);
+                    let v = _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, idx, base as *const _);
+                    _mm512_store_si512(tile.add(64 * p) as *mut _, v);
+                }
+            }
+        }
+    }
+}
+
+/// The tile configuration: all eight tiles 16 rows × 64 bytes.
+pub(crate) fn tile_config() -> [u8; 64] {
+    let mut cfg = [0u8; 64];
+    cfg[0] = 1; // palette 1
+    for t in 0..8 {
+        cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+        cfg[48 + t] = 16;
+    }
+    cfg
+}
+
+/// C for 32 tokens × 32 rows over `steps` column steps: `a` the first
+/// token's activations (`sa` bytes a token), `b` the first B tile of the
+/// row pair (its second tile 1024 bytes on, the next step's `sb` on); the
+/// four C tiles stored at `c` (tokens 0–15 × rows 0–15, 0–15 × 16–31,
+/// 16–31 × 0–15, 16–31 × 16–31), starting from zero or, with
+/// `accumulate`, from what `c` holds.
+/// # Safety
+/// Tile state configured by [`tile_config`]; the reads within the packed
+/// buffers, `c` 4096 bytes, 64-byte aligned.
+#[inline]
+pub(crate) unsafe fn tiles(a: *const u8, sa: usize, b: *const u8, sb: usize, steps: usize, c: *mut u8, accumulate: bool) {
+    // SAFETY: the caller's contract; the C tiles stay in tmm0–3 between
+    // the two blocks (no compiled code uses tile registers).
+    unsafe {
+        if accumulate {
+            asm!(
+                "tileloadd tmm0, [{c} + {s64} * 1]",
+                "tileloadd tmm1, [{c} + {s64} * 1 + 1024]",
+                "tileloadd tmm2, [{c} + {s64} * 1 + 2048]",
+                "tileloadd tmm3, [{c} + {s64} * 1 + 3072]",
+                c = in(reg) c, s64 = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+        } else {
+            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+        }
+        asm!(
+            "2:",
+            "tileloadd tmm4, [{a0} + {sa} * 1]",
+            "tileloadd tmm6, [{b} + {s64} * 1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b} + {s64} * 1 + 1024]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {sa} * 1]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 64",
+            "add {a1}, 64",
+            "add {b}, {sb}",
+            "dec {k}",
+            "jnz 2b",
+            "tilestored [{c} + {s64} * 1], tmm0",
+            "tilestored [{c} + {s64} * 1 + 1024], tmm1",
+            "tilestored [{c} + {s64} * 1 + 2048], tmm2",
+            "tilestored [{c} + {s64} * 1 + 3072], tmm3",
+            a0 = inout(reg) a => _,
+            a1 = inout(reg) a.add(16 * sa) => _,
+            b = inout(reg) b => _,
+            k = inout(reg) steps => _,
+            sa = in(reg) sa,
+            sb = in(reg) sb,
+            s64 = in(reg) 64usize,
+            c = in(reg) c,
+            options(nostack),
+        );
+    }
+}
+
+/// Token `tt` (of 32) of four stored C tiles (`c`, as [`tiles`] leaves
+/// them) to `dst`: its first `valid` (up to 32) of the 32 columns.
+/// # Safety
+/// AVX-512 available; `c` 4096 bytes, 64-byte aligned; `dst` `valid.min(32)` writable floats.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn store_token(c: *const f32, tt: usize, valid: usize, dst: *mut f32) {
+    for h in 0..2 {
+        let v = valid.saturating_sub(16 * h).min(16);
+        if v > 0 {
+            // SAFETY: tile (tt/16, h) row tt%16 is in c; dst has v floats at 16·h.
+            unsafe { _mm512_mask_storeu_ps(dst.add(16 * h), ((1u32 << v) - 1) as __mmask16, _mm512_load_ps(c.add(((tt / 16) * 2 + h) * 256 + (tt % 16) * 16))) };
+        }
+    }
+}
+
+/// The product on AMX.
+/// # Safety
+/// [`has_amx_bf16`] true; `w` holds `rows · cols` bf16, `x: [n, cols]`, `y: [n, rows]`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn gemm_amx(x: &[f32], n: usize, w: &[u8], rows: usize, cols: usize, y: &mut [f32]) {
+    let cp = cols.div_ceil(KB) * KB;
+    let steps = cp / KB;
+    ACTS.with(|acts| {
+        let acts = &mut *acts.borrow_mut();
+        // SAFETY: AVX-512 available (has_amx_bf16 implies it).
+        unsafe { round_acts(x, n, cols, cp, acts) };
+        let (acts, out, cfg) = (&*acts, OutPtr(y.as_mut_ptr()), tile_config());
+        crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
+            ROWS.with(|b| {
+                let (packed, nat, c) = &mut *b.borrow_mut();
+                let r0 = task * ROWS_PER_TASK;
+                let nr = ROWS_PER_TASK.min(rows - r0);
+                if packed.len != steps * 4 * TILE {
+                    packed.zeroed(steps * 4 * TILE);
+                }
+                if c.len == 0 {
+                    c.zeroed(4 * TILE);
+                }
+                let src = &w[r0 * cols * 2..(r0 + nr) * cols * 2];
+                // SAFETY: AVX-512 available; the rows hold cp columns each
+                // (in place when cols = cp, else copied with zero padding).
+                unsafe {
+                    if cols == cp {
+                        pack(src.as_ptr(), cols * 2, nr, cp, packed.mut_ptr());
+                    } else {
+                        nat.zeroed(ROWS_PER_TASK * cp * 2);
+                        for (i, row) in src.chunks_exact(cols * 2).enumerate() {
+                            std::ptr::copy_nonoverlapping(row.as_ptr(), nat.mut_ptr().add(i * cp * 2), cols * 2);
+                        }
+                        pack(nat.ptr(), cp * 2, nr, cp, packed.mut_ptr());
+                    }
+                }
+                // SAFETY: AMX granted (has_amx_bf16); the configuration is valid.
+                unsafe { configure(&cfg) };
+                let cf = c.ptr() as *const f32;
+                for t0 in (0..n).step_by(TOKENS_PER_PASS) {
+                    for pair in 0..nr.div_ceil(32) {
+                        // SAFETY: tokens t0..t0+32 are in the padded activations,
+                        // the pair's tiles in the packed rows, c holds 4 tiles.
+                        unsafe { tiles(acts.ptr().add(t0 * cp * 2), cp * 2, packed.ptr().add(2 * pair * TILE), 4 * TILE, steps, c.mut_ptr(), false) };
+                        for tt in 0..TOKENS_PER_PASS.min(n - t0) {
+                            // SAFETY: c holds the four tiles; token t0+tt's rows
+                            // r0+32·pair.. (those < rows) are in y, this task's alone.
+                            unsafe { store_token(cf, tt, nr.saturating_sub(32 * pair), out.ptr().add((t0 + tt) * rows + r0 + 32 * pair)) };
+                        }
+                    }
+                }
+            });
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    fn matrix(rows: usize, cols: usize) -> Matrix {
+        let v: Vec<bf16> = (0..rows * cols).map(|i| bf16::from_f32(((i * 7919 % 1000) as f32 / 1000.0 - 0.47) * 0.3)).collect();
+        Matrix { rows, cols, storage: Storage::BF16(v) }
+    }
+
+    fn acts(n: usize, cols: usize) -> Vec<f32> {
+        (0..n * cols).map(|i| ((i * 31 % 97) as f32 / 97.0 - 0.5) * (1.0 + (i % 5) as f32) + 1e-3 * (i % 7) as f32).collect()
+    }
+
+    /// The f64 sum of `bf16(x) · w` for every token and row.
+    fn reference(x: &[f32], n: usize, w: &Matrix) -> Vec<f64> {
+        let Storage::BF16(v) = &w.storage else { unreachable!() };
+        let mut y = vec![0f64; n * w.rows];
+        for t in 0..n {
+            for r in 0..w.rows {
+                y[t * w.rows + r] = (0..w.cols).map(|c| f64::from(bf16::from_f32(x[t * w.cols + c]).to_f32()) * f64::from(v[r * w.cols + c].to_f32())).sum();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn rounding_is_nearest_even_like_half() {
+        for v in [0.0f32, -0.0, 1.0, f32::from_bits(0x3f80_8000), f32::from_bits(0x3f81_8000), -3.3e-39, 3.4e38, f32::INFINITY, f32::NEG_INFINITY, 1.5e-40, 65504.7] {
+            assert_eq!(round_bf16(v), bf16::from_f32(v).to_bits(), "{v}");
+        }
+        assert!(bf16::from_bits(round_bf16(f32::NAN)).is_nan());
+        for i in 0..100_000u32 {
+            let v = f32::from_bits(i.wrapping_mul(2_654_435_761));
+            if !v.is_nan() {
+                assert_eq!(round_bf16(v), bf16::from_f32(v).to_bits(), "{v:e}");
+            }
+        }
+    }
+
+    /// Odd rows and columns (padding of both), token counts around the
+    /// tiles: within f32 rounding of the exact sum of the rounded inputs,
+    /// and every token bit-identical whatever the number of tokens.
+    #[test]
+    fn matches_the_rounded_product_and_is_chunk_invariant() {
+        if !has_amx_bf16() {
+            eprintln!("no AMX-BF16 here (or GEMMA_NO_AMX): skipped");
+            return;
+        }
+        for (rows, cols) in [(64, 64), (37, 96), (130, 1152), (20, 72)] {
+            let w = matrix(rows, cols);
+            let x = acts(40, cols);
+            let want = reference(&x, 40, &w);
+            let mut all = vec![0f32; 40 * rows];
+            assert!(gemm(&x, 40, &w, &mut all));
+            let bound: Vec<f64> = (0..40 * rows).map(|i| 1e-5 * (cols as f64).sqrt() * (1.0 + want[i].abs())).collect();
+            for (i, (&g, &e)) in all.iter().zip(&want).enumerate() {
+                assert!((f64::from(g) - e).abs() <= bound[i], "{rows}x{cols} [{i}]: {g} vs {e}");
+            }
+            for n in [4, 15, 16, 17, 33] {
+                let mut part = vec![0f32; n * rows];
+                assert!(gemm(&x[..n * cols], n, &w, &mut part));
+                assert!(part.iter().zip(&all).all(|(a, b)| a.to_bits() == b.to_bits()), "{rows}x{cols} n={n} differs from n=40");
+            }
+        }
+    }
+
+    #[test]
+    fn other_weight_types_are_left_to_the_float_path() {
+        let w = Matrix { rows: 2, cols: 32, storage: Storage::F32(vec![0.5; 64]) };
+        let mut y = vec![0f32; 8];
+        assert!(!gemm(&[1.0; 128], 4, &w, &mut y));
+    }
+}
