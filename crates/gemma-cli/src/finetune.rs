@@ -103,6 +103,9 @@ pub struct FinetuneArgs {
     /// Keep only each block's input and recompute its activations in the backward (less memory, one more forward).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Compute dtype of the products with a quantized base (QLoRA): bf16 (bitsandbytes' usual `bnb_4bit_compute_dtype`: weights dequantized to bf16, activations and gradients rounded to bf16, f32 sums, on AMX-BF16 tiles; CPUs without them compute in f32) or f32 (exact products on the dequantized weights). A bf16 base always computes in bf16 where AMX-BF16 is available.
+    #[arg(long, default_value = "bf16")]
+    pub compute_dtype: String,
 }
 
 /// Run `gemma finetune`.
@@ -116,7 +119,16 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         bail!("--max-length must be at least 2");
     }
     let targets = LoraSpec::parse_targets(&a.targets)?;
+    match a.compute_dtype.as_str() {
+        "bf16" => gemma_kernels::set_quantized_training_bf16(true),
+        "f32" => gemma_kernels::set_quantized_training_bf16(false),
+        other => bail!("unknown --compute-dtype `{other}` (bf16, f32)"),
+    }
     let g = load(&a.model)?;
+    if g.model.weights.head().dtype().is_quantized() {
+        let bf16 = a.compute_dtype == "bf16" && gemma_kernels::has_bf16_tiles();
+        eprintln!("QLoRA compute: {}", if bf16 { "bf16 (AMX-BF16)" } else { "f32" });
+    }
     let ctx = g.model.config.max_position_embeddings;
     if a.max_length.is_some_and(|n| n > ctx) {
         bail!("--max-length {} exceeds the model's context of {ctx}", a.max_length.unwrap_or(0));

@@ -38,37 +38,80 @@ thread_local! {
     static ACTS: RefCell<Aligned> = RefCell::new(Aligned::default());
     /// A task's packed rows `[cp/32 steps, 4 row tiles, 16 pairs, 16 rows, 2]`,
     /// its rows copied with zero padding where the columns need it
-    /// (`[64, cp]` bf16), and the four C tiles.
-    static ROWS: RefCell<(Aligned, Aligned, Aligned)> = RefCell::new(Default::default());
+    /// (`[64, cp]` bf16), the four C tiles, and a dequantized row.
+    static ROWS: RefCell<(Aligned, Aligned, Aligned, Vec<f32>)> = RefCell::new(Default::default());
 }
 
 /// `y = bf16(x) · wᵀ` for bf16 weights on AMX; false (doing nothing) for
 /// other weight types or where AMX-BF16 is not available (`GEMMA_NO_AMX=1`
 /// turns it off).
-pub(crate) fn gemm(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) -> bool {
-    let Some(bytes) = amx_bf16_weight(w, n) else { return false };
+/// With `quantized`, block types too (dequantized and rounded to bf16).
+pub(crate) fn gemm(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], quantized: bool) -> bool {
+    let Some(rows) = amx_bf16_weight(w, n, quantized) else { return false };
     assert_eq!(x.len(), n * w.cols, "gemm input has the wrong length");
     assert_eq!(y.len(), n * w.rows, "gemm output has the wrong length");
     // SAFETY: AMX-BF16 and AVX-512 available, tile state granted (has_amx_bf16); shapes checked.
-    unsafe { gemm_amx(x, n, bytes, w.rows, w.cols, y) };
+    unsafe { gemm_amx(x, n, rows, w.rows, w.cols, y) };
     true
 }
 
-/// The bytes of a bf16 weight (in memory or mapped) where the AMX-BF16
-/// products take it: a non-empty product on a CPU with AMX-BF16. None for
-/// other weight types, empty shapes, or without AMX-BF16.
-pub(crate) fn amx_bf16_weight(w: &Matrix, n: usize) -> Option<&[u8]> {
-    let bytes = match &w.storage {
+/// Where the AMX-BF16 products read a weight's rows.
+#[derive(Clone, Copy)]
+pub(crate) enum Bf16Rows<'a> {
+    /// bf16 elements (in memory or mapped), `cols` a row.
+    Bf16(&'a [u8]),
+    /// Quantized blocks of `dtype`, `rb` bytes a row: dequantized and
+    /// rounded to bf16 as the product needs them (QLoRA's bf16 compute).
+    Quant { dtype: DType, bytes: &'a [u8], rb: usize },
+}
+
+impl Bf16Rows<'_> {
+    /// Rows `r0..r0 + nr` (`cols` each) as bf16 at `dst`, `stride` elements
+    /// a row (the columns past `cols` untouched); `f` a scratch row.
+    /// # Safety
+    /// `dst` holds `nr` rows of `stride ≥ cols` u16; the rows exist;
+    /// AVX-512 available (the rounding loop is compiled for it).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn rows_to(&self, r0: usize, nr: usize, cols: usize, dst: *mut u16, stride: usize, f: &mut Vec<f32>) {
+        for i in 0..nr {
+            // SAFETY: row i of dst has stride ≥ cols elements (the caller's contract).
+            let d = unsafe { std::slice::from_raw_parts_mut(dst.add(i * stride), cols) };
+            match *self {
+                Bf16Rows::Bf16(w) => {
+                    for (d, b) in d.iter_mut().zip(w[(r0 + i) * cols * 2..(r0 + i + 1) * cols * 2].chunks_exact(2)) {
+                        *d = u16::from_le_bytes([b[0], b[1]]);
+                    }
+                }
+                Bf16Rows::Quant { dtype, bytes, rb } => {
+                    f.resize(cols, 0.0);
+                    gemma_quant::dequantize(dtype, &bytes[(r0 + i) * rb..(r0 + i + 1) * rb], f);
+                    d.iter_mut().zip(f.iter()).for_each(|(d, &v)| *d = round_bf16(v));
+                }
+            }
+        }
+    }
+}
+
+/// The rows of `w` where the AMX-BF16 products take it: a bf16 weight, or
+/// with `quantized` one of block type, in a non-empty product on a CPU
+/// with AMX-BF16. None otherwise.
+pub(crate) fn amx_bf16_weight(w: &Matrix, n: usize, quantized: bool) -> Option<Bf16Rows<'_>> {
+    let rows = match &w.storage {
         // SAFETY: bf16 is two plain bytes; the slice covers the same memory.
-        Storage::BF16(v) => unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) },
-        Storage::Raw { dtype: DType::BF16, bytes, .. } => bytes.as_slice(),
+        Storage::BF16(v) => Bf16Rows::Bf16(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }),
+        Storage::Raw { dtype: DType::BF16, bytes, .. } => Bf16Rows::Bf16(bytes.as_slice()),
+        Storage::Raw { dtype, bytes, .. } if quantized && dtype.is_quantized() => Bf16Rows::Quant { dtype: *dtype, bytes: bytes.as_slice(), rb: w.row_bytes() },
         _ => return None,
     };
     if n == 0 || w.rows == 0 || w.cols == 0 || !has_amx_bf16() {
         return None;
     }
-    assert!(bytes.len() >= w.rows * w.cols * 2, "bf16 weight has fewer bytes than its shape");
-    Some(bytes)
+    let (need, have) = match rows {
+        Bf16Rows::Bf16(b) => (w.rows * w.cols * 2, b.len()),
+        Bf16Rows::Quant { bytes, rb, .. } => (w.rows * rb, bytes.len()),
+    };
+    assert!(have >= need, "weight has fewer bytes than its shape");
+    Some(rows)
 }
 
 /// bf16 bits of `v`, rounded to nearest even (NaN kept a quiet NaN).
@@ -208,9 +251,9 @@ pub(crate) unsafe fn store_token(c: *const f32, tt: usize, valid: usize, dst: *m
 
 /// The product on AMX.
 /// # Safety
-/// [`has_amx_bf16`] true; `w` holds `rows · cols` bf16, `x: [n, cols]`, `y: [n, rows]`.
+/// [`has_amx_bf16`] true; `w` holds `rows` rows of `cols`, `x: [n, cols]`, `y: [n, rows]`.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn gemm_amx(x: &[f32], n: usize, w: &[u8], rows: usize, cols: usize, y: &mut [f32]) {
+unsafe fn gemm_amx(x: &[f32], n: usize, w: Bf16Rows, rows: usize, cols: usize, y: &mut [f32]) {
     let cp = cols.div_ceil(KB) * KB;
     let steps = cp / KB;
     ACTS.with(|acts| {
@@ -220,7 +263,7 @@ unsafe fn gemm_amx(x: &[f32], n: usize, w: &[u8], rows: usize, cols: usize, y: &
         let (acts, out, cfg) = (&*acts, OutPtr(y.as_mut_ptr()), tile_config());
         crate::pool::parallel_for(rows.div_ceil(ROWS_PER_TASK), &|task| {
             ROWS.with(|b| {
-                let (packed, nat, c) = &mut *b.borrow_mut();
+                let (packed, nat, c, f) = &mut *b.borrow_mut();
                 let r0 = task * ROWS_PER_TASK;
                 let nr = ROWS_PER_TASK.min(rows - r0);
                 if packed.len != steps * 4 * TILE {
@@ -229,18 +272,17 @@ unsafe fn gemm_amx(x: &[f32], n: usize, w: &[u8], rows: usize, cols: usize, y: &
                 if c.len == 0 {
                     c.zeroed(4 * TILE);
                 }
-                let src = &w[r0 * cols * 2..(r0 + nr) * cols * 2];
                 // SAFETY: AVX-512 available; the rows hold cp columns each
-                // (in place when cols = cp, else copied with zero padding).
+                // (bf16 rows in place when cols = cp, else copied or
+                // dequantized into nat with zero padding).
                 unsafe {
-                    if cols == cp {
-                        pack(src.as_ptr(), cols * 2, nr, cp, packed.mut_ptr());
-                    } else {
-                        nat.zeroed(ROWS_PER_TASK * cp * 2);
-                        for (i, row) in src.chunks_exact(cols * 2).enumerate() {
-                            std::ptr::copy_nonoverlapping(row.as_ptr(), nat.mut_ptr().add(i * cp * 2), cols * 2);
+                    match w {
+                        Bf16Rows::Bf16(b) if cols == cp => pack(b[r0 * cols * 2..].as_ptr(), cols * 2, nr, cp, packed.mut_ptr()),
+                        _ => {
+                            nat.zeroed(ROWS_PER_TASK * cp * 2);
+                            w.rows_to(r0, nr, cols, nat.mut_ptr() as *mut u16, cp, f);
+                            pack(nat.ptr(), cp * 2, nr, cp, packed.mut_ptr());
                         }
-                        pack(nat.ptr(), cp * 2, nr, cp, packed.mut_ptr());
                     }
                 }
                 // SAFETY: AMX granted (has_amx_bf16); the configuration is valid.
@@ -317,15 +359,41 @@ mod tests {
             let x = acts(40, cols);
             let want = reference(&x, 40, &w);
             let mut all = vec![0f32; 40 * rows];
-            assert!(gemm(&x, 40, &w, &mut all));
+            assert!(gemm(&x, 40, &w, &mut all, false));
             let bound: Vec<f64> = (0..40 * rows).map(|i| 1e-5 * (cols as f64).sqrt() * (1.0 + want[i].abs())).collect();
             for (i, (&g, &e)) in all.iter().zip(&want).enumerate() {
                 assert!((f64::from(g) - e).abs() <= bound[i], "{rows}x{cols} [{i}]: {g} vs {e}");
             }
             for n in [4, 15, 16, 17, 33] {
                 let mut part = vec![0f32; n * rows];
-                assert!(gemm(&x[..n * cols], n, &w, &mut part));
+                assert!(gemm(&x[..n * cols], n, &w, &mut part, false));
                 assert!(part.iter().zip(&all).all(|(a, b)| a.to_bits() == b.to_bits()), "{rows}x{cols} n={n} differs from n=40");
+            }
+        }
+    }
+
+    /// Quantized weights with bf16 compute: the product of the rounded
+    /// activations and the dequantized weight rounded to bf16, and only
+    /// when asked for.
+    #[test]
+    fn quantized_weights_with_bf16_compute() {
+        if !has_amx_bf16() {
+            eprintln!("no AMX-BF16 here (or GEMMA_NO_AMX): skipped");
+            return;
+        }
+        for (dtype, rows, cols) in [(DType::Q4_K, 70, 512), (DType::Q8_0, 33, 96), (DType::Q5_0, 64, 64)] {
+            let vals: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1999) as f32 / 999.5 - 1.0) * 0.3).collect();
+            let w = Matrix { rows, cols, storage: gemma_quant::convert(Storage::F32(vals), dtype).unwrap() };
+            let mut deq = vec![0f32; rows * cols];
+            gemma_quant::read_f32(&w.storage, 0, &mut deq);
+            let wb = Matrix { rows, cols, storage: Storage::BF16(deq.iter().map(|&v| bf16::from_f32(v)).collect()) };
+            let x = acts(37, cols);
+            let want = reference(&x, 37, &wb);
+            let mut got = vec![0f32; 37 * rows];
+            assert!(!gemm(&x, 37, &w, &mut got, false), "{dtype:?}: quantized without asking");
+            assert!(gemm(&x, 37, &w, &mut got, true), "{dtype:?}");
+            for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                assert!((f64::from(g) - e).abs() <= 1e-5 * (cols as f64).sqrt() * (1.0 + e.abs()), "{dtype:?} [{i}]: {g} vs {e}");
             }
         }
     }
@@ -334,6 +402,6 @@ mod tests {
     fn other_weight_types_are_left_to_the_float_path() {
         let w = Matrix { rows: 2, cols: 32, storage: Storage::F32(vec![0.5; 64]) };
         let mut y = vec![0f32; 8];
-        assert!(!gemm(&[1.0; 128], 4, &w, &mut y));
+        assert!(!gemm(&[1.0; 128], 4, &w, &mut y, true));
     }
 }

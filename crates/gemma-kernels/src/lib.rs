@@ -20,9 +20,17 @@ mod prefetch;
 pub mod qdot;
 pub mod vnni;
 
-pub use matmul::{matmul, matmul_decode, matmul_f32_acts, matmul_train};
+pub use matmul::{matmul, matmul_decode, matmul_f32_acts, matmul_train, quantized_training_bf16, set_quantized_training_bf16};
 pub use matmul_t::matmul_t;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};
+
+/// Whether this CPU multiplies bf16 on AMX-BF16 tiles (and `GEMMA_NO_AMX` is unset).
+pub fn has_bf16_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return gemm_amx::has_amx_bf16();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// The kernel paths this CPU runs, as `gemma --version` reports them:
 /// `amx-int8` (prefill, and `amx-bf16` for bf16 weights) with `avx512-vnni`, `avx512-vnni`, `avx2+fma+f16c` or

@@ -7,6 +7,7 @@ use crate::qdot::{dot_q8_multi, RowDot, MULTI};
 use gemma_core::{Matrix, Storage};
 use gemma_quant::act::{act_kind, ActQ8};
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Elements dequantized at a time by the block-wise dot (a multiple of
 /// every block size).
@@ -83,7 +84,7 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     }
     // Many tokens and bf16 weights on AMX-BF16: bf16 activations, f32 sums.
     #[cfg(target_arch = "x86_64")]
-    if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y) {
+    if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y, false) {
         return;
     }
     // Many tokens and float weights: rows converted to f32 once, then a
@@ -153,12 +154,33 @@ pub fn matmul_f32_acts(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     }
 }
 
+/// Whether training multiplies quantized weights in bf16 (see
+/// [`set_quantized_training_bf16`]).
+static QUANT_TRAIN_BF16: AtomicBool = AtomicBool::new(false);
+
+/// QLoRA's compute dtype, for the whole process: on (bitsandbytes'
+/// `bnb_4bit_compute_dtype=bfloat16`, the usual QLoRA recipe), training
+/// products with a quantized weight dequantize it to bf16 and meet
+/// bf16-rounded activations and gradients on AMX-BF16 tiles; off (the
+/// default, and always on CPUs without AMX-BF16) they run in f32 on the
+/// dequantized weight. `gemma finetune --compute-dtype` sets it.
+pub fn set_quantized_training_bf16(on: bool) {
+    QUANT_TRAIN_BF16.store(on, Ordering::Relaxed);
+}
+
+/// See [`set_quantized_training_bf16`].
+pub fn quantized_training_bf16() -> bool {
+    QUANT_TRAIN_BF16.load(Ordering::Relaxed)
+}
+
 /// The training product: a bf16 weight as the prefill GEMM multiplies it
-/// (bf16-rounded activations on AMX-BF16, as PyTorch's bf16 layers do),
-/// every other weight type with f32 activations ([`matmul_f32_acts`]).
+/// (bf16-rounded activations on AMX-BF16, as PyTorch's bf16 layers do), a
+/// quantized one the same way after dequantizing to bf16 where
+/// [`set_quantized_training_bf16`] is on, every other case with f32
+/// activations ([`matmul_f32_acts`]).
 pub fn matmul_train(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y) {
+    if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y, quantized_training_bf16()) {
         return;
     }
     matmul_f32_acts(x, n, w, y);

@@ -41,10 +41,11 @@ pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
     let (out, inp) = (w.rows, w.cols);
     assert_eq!(dy.len(), n * out, "matmul_t: dy is not [n, out]");
     assert_eq!(dx.len(), n * inp, "matmul_t: dx is not [n, in]");
-    // bf16 weights on AMX-BF16: the gradient rounded to bf16, as the
-    // forward's bf16 product rounds the activations.
+    // bf16 weights on AMX-BF16 (and quantized ones with bf16 training
+    // compute): the gradient rounded to bf16, as the forward's bf16 product
+    // rounds the activations.
     #[cfg(target_arch = "x86_64")]
-    if n >= crate::gemm::MIN_TOKENS && crate::matmul_t_amx::matmul_t(dy, n, w, dx) {
+    if n >= crate::gemm::MIN_TOKENS && crate::matmul_t_amx::matmul_t(dy, n, w, dx, crate::matmul::quantized_training_bf16()) {
         return;
     }
     dx.fill(0.0);

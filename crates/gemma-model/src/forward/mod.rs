@@ -427,12 +427,12 @@ impl Model {
 
     /// `y = x · wᵀ` over the rows of all segments: decode rows in one
     /// batch-invariant product, each prefill segment on its own; quantized
-    /// weights in training segments (`exact`) in one product with f32 activations.
+    /// weights in training segments (`exact`) in one training product (`matmul_train`).
     pub(crate) fn project_plain(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
         let (din, dout) = (w.cols, w.rows);
         if w.dtype().is_quantized() && segs.first().is_some_and(|s| s.exact) {
             let rows = segs.iter().map(|s| s.row0 + s.n).max().unwrap_or(0);
-            gemma_kernels::matmul_f32_acts(&x[..rows * din], rows, w, &mut y[..rows * dout]);
+            gemma_kernels::matmul_train(&x[..rows * din], rows, w, &mut y[..rows * dout]);
             return;
         }
         let nd: usize = segs.iter().filter(|s| s.decode).map(|s| s.n).sum();

@@ -239,7 +239,7 @@ pub fn collapse_backward_f32(unembed: &[Matrix], st: &[f32], h: usize, dx: &[f32
     let n = dx.len() / h;
     let y = |i: usize, x: &[f32]| {
         let mut y = vec![0f32; x.len()];
-        gemma_kernels::matmul_f32_acts(x, n, &unembed[i], &mut y);
+        gemma_kernels::matmul_train(x, n, &unembed[i], &mut y);
         y
     };
     let t = |i: usize, dy: &[f32]| {

@@ -187,7 +187,7 @@ pub fn moe_backward(w: &MoeWeights, t: &LayerTape, eps: f64, dsum: &[f32], dr: &
         let (m, ff) = (picked.len(), w.down[e].cols);
         let xs: Vec<f32> = picked.iter().flat_map(|&(_, row, _)| xin[row * h..(row + 1) * h].iter().copied()).collect();
         let mut gu = vec![0f32; m * 2 * ff];
-        gemma_kernels::matmul_f32_acts(&xs, m, &w.gate_up[e], &mut gu);
+        gemma_kernels::matmul_train(&xs, m, &w.gate_up[e], &mut gu);
         let (mut g, mut u) = (Vec::with_capacity(m * ff), Vec::with_capacity(m * ff));
         for row in gu.chunks_exact(2 * ff) {
             g.extend_from_slice(&row[..ff]);
@@ -195,7 +195,7 @@ pub fn moe_backward(w: &MoeWeights, t: &LayerTape, eps: f64, dsum: &[f32], dr: &
         }
         let act: Vec<f32> = g.iter().zip(&u).map(|(&a, &b)| gelu(a) * b).collect();
         let mut y = vec![0f32; m * h];
-        gemma_kernels::matmul_f32_acts(&act, m, &w.down[e], &mut y);
+        gemma_kernels::matmul_train(&act, m, &w.down[e], &mut y);
         let s = w.expert_scale[e];
         let mut dy = vec![0f32; m * h];
         for (k, &(i, row, q)) in picked.iter().enumerate() {
