@@ -19,8 +19,10 @@ if MODEL=$(scripts/fetch-model.sh); then
   cargo test --workspace
   # The narrower kernel paths users' CPUs take, whatever CPU CI has: the
   # kernel tests and the real model's llama.cpp parity with AVX-512 off
-  # (the AVX2 kernels) and with every SIMD path off (the scalar references).
+  # (the AVX2 kernels), AMX off (the AVX-512 VNNI and AVX512-BF16 paths)
+  # and every SIMD path off (the scalar references).
   GEMMA_NO_AVX512=1 cargo test -q -p gemma-kernels -p gemma-quant
+  GEMMA_NO_AMX=1 cargo test -q -p gemma-kernels
   GEMMA_FORCE_SCALAR=1 cargo test -q -p gemma-kernels -p gemma-quant
   GEMMA_NO_AVX512=1 cargo test -q -p gemma --test real_model -- logits_close_to_llama_cpp greedy_continuations_equal_llama_cpp
   scripts/check-clients.sh "$MODEL"

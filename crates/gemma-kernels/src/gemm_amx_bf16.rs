@@ -92,10 +92,18 @@ impl Bf16Rows<'_> {
     }
 }
 
-/// The rows of `w` where the AMX-BF16 products take it: a bf16 weight, or
-/// with `quantized` one of block type, in a non-empty product on a CPU
-/// with AMX-BF16. None otherwise.
+/// The rows of `w` where the AMX-BF16 products take it: [`amx_bf16_rows`]
+/// on a CPU with AMX-BF16. None otherwise.
 pub(crate) fn amx_bf16_weight(w: &Matrix, n: usize, quantized: bool) -> Option<Bf16Rows<'_>> {
+    if !has_amx_bf16() {
+        return None;
+    }
+    amx_bf16_rows(w, n, quantized)
+}
+
+/// The rows of `w` as the bf16 products read them: a bf16 weight, or with
+/// `quantized` one of block type, in a non-empty product. None otherwise.
+pub(crate) fn amx_bf16_rows(w: &Matrix, n: usize, quantized: bool) -> Option<Bf16Rows<'_>> {
     let rows = match &w.storage {
         // SAFETY: bf16 is two plain bytes; the slice covers the same memory.
         Storage::BF16(v) => Bf16Rows::Bf16(unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }),
@@ -103,7 +111,7 @@ pub(crate) fn amx_bf16_weight(w: &Matrix, n: usize, quantized: bool) -> Option<B
         Storage::Raw { dtype, bytes, .. } if quantized && dtype.is_quantized() => Bf16Rows::Quant { dtype: *dtype, bytes: bytes.as_slice(), rb: w.row_bytes() },
         _ => return None,
     };
-    if n == 0 || w.rows == 0 || w.cols == 0 || !has_amx_bf16() {
+    if n == 0 || w.rows == 0 || w.cols == 0 {
         return None;
     }
     let (need, have) = match rows {
@@ -142,7 +150,7 @@ pub(crate) unsafe fn round_acts(x: &[f32], n: usize, cols: usize, cp: usize, out
 /// bf16 each) into B tiles: the u32 at `(k·4 + rt)·1024 + 64·p + 4·r` is
 /// the column pair `32k + 2p` of row `16·rt + r`; rows past `nr` are zero.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn pack(src: *const u8, stride: usize, nr: usize, cp: usize, out: *mut u8) {
+pub(crate) unsafe fn pack(src: *const u8, stride: usize, nr: usize, cp: usize, out: *mut u8) {
     let idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride as i32));
     for rt in 0..ROWS_PER_TASK / 16 {
         let valid = nr.saturating_sub(16 * rt).min(16);
@@ -249,6 +257,31 @@ pub(crate) unsafe fn store_token(c: *const f32, tt: usize, valid: usize, dst: *m
     }
 }
 
+/// Pack rows `r0..r0 + nr` (≤ 64) of `w` into `packed` as [`pack`] does:
+/// bf16 rows in place when `cols` is a multiple of 32, else copied or
+/// dequantized into `nat` with zero padding first (`f` a scratch row).
+/// # Safety
+/// AVX-512 available; the rows exist in `w`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn pack_task(w: Bf16Rows, r0: usize, nr: usize, cols: usize, packed: &mut Aligned, nat: &mut Aligned, f: &mut Vec<f32>) {
+    let cp = cols.div_ceil(KB) * KB;
+    if packed.len != cp / KB * 4 * TILE {
+        packed.zeroed(cp / KB * 4 * TILE);
+    }
+    // SAFETY: the rows hold cp columns each (in place when cols = cp, else
+    // in nat, zero padded), nr ≤ 64 of them; packed holds cp/32 · 4 tiles.
+    unsafe {
+        match w {
+            Bf16Rows::Bf16(b) if cols == cp => pack(b[r0 * cols * 2..].as_ptr(), cols * 2, nr, cp, packed.mut_ptr()),
+            _ => {
+                nat.zeroed(ROWS_PER_TASK * cp * 2);
+                w.rows_to(r0, nr, cols, nat.mut_ptr() as *mut u16, cp, f);
+                pack(nat.ptr(), cp * 2, nr, cp, packed.mut_ptr());
+            }
+        }
+    }
+}
+
 /// The product on AMX.
 /// # Safety
 /// [`has_amx_bf16`] true; `w` holds `rows` rows of `cols`, `x: [n, cols]`, `y: [n, rows]`.
@@ -266,25 +299,11 @@ unsafe fn gemm_amx(x: &[f32], n: usize, w: Bf16Rows, rows: usize, cols: usize, y
                 let (packed, nat, c, f) = &mut *b.borrow_mut();
                 let r0 = task * ROWS_PER_TASK;
                 let nr = ROWS_PER_TASK.min(rows - r0);
-                if packed.len != steps * 4 * TILE {
-                    packed.zeroed(steps * 4 * TILE);
-                }
                 if c.len == 0 {
                     c.zeroed(4 * TILE);
                 }
-                // SAFETY: AVX-512 available; the rows hold cp columns each
-                // (bf16 rows in place when cols = cp, else copied or
-                // dequantized into nat with zero padding).
-                unsafe {
-                    match w {
-                        Bf16Rows::Bf16(b) if cols == cp => pack(b[r0 * cols * 2..].as_ptr(), cols * 2, nr, cp, packed.mut_ptr()),
-                        _ => {
-                            nat.zeroed(ROWS_PER_TASK * cp * 2);
-                            w.rows_to(r0, nr, cols, nat.mut_ptr() as *mut u16, cp, f);
-                            pack(nat.ptr(), cp * 2, nr, cp, packed.mut_ptr());
-                        }
-                    }
-                }
+                // SAFETY: AVX-512 available (has_amx_bf16); the rows exist.
+                unsafe { pack_task(w, r0, nr, cols, packed, nat, f) };
                 // SAFETY: AMX granted (has_amx_bf16); the configuration is valid.
                 unsafe { configure(&cfg) };
                 let cf = c.ptr() as *const f32;

@@ -9,6 +9,7 @@ pub mod gemm_nn;
 mod gemm_amx;
 mod gemm_amx_bf16;
 mod gemm_avx2;
+mod gemm_bf16_dp;
 mod gemm_packed;
 pub mod gemv_packed;
 pub mod matmul;
@@ -43,6 +44,10 @@ pub fn kernel_paths() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     if gemm_amx::has_amx() {
         return "amx-int8 (prefill) + avx512-vnni (avx512f, avx512bw, avx512dq, avx512vnni) + avx2 fma f16c";
+    }
+    #[cfg(target_arch = "x86_64")]
+    if gemm_bf16_dp::has_avx512_bf16() {
+        return "avx512-vnni + avx512-bf16 (avx512f, avx512bw, avx512dq, avx512vnni, avx512bf16) + avx2 fma f16c";
     }
     if gemm::has_avx512_vnni() {
         "avx512-vnni (avx512f, avx512bw, avx512dq, avx512vnni) + avx2 fma f16c"

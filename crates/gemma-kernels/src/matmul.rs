@@ -87,6 +87,11 @@ pub fn matmul(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y, false) {
         return;
     }
+    // The same numerics on AVX512-BF16 (`vdpbf16ps`) where AMX is absent.
+    #[cfg(target_arch = "x86_64")]
+    if n >= crate::gemm::MIN_TOKENS && crate::gemm_bf16_dp::gemm(x, n, w, y, false) {
+        return;
+    }
     // Many tokens and float weights: rows converted to f32 once, then a
     // register-tiled f32 product.
     if n >= crate::gemm::MIN_TOKENS && float_gemm(x, n, w, y) {
@@ -174,13 +179,17 @@ pub fn quantized_training_bf16() -> bool {
 }
 
 /// The training product: a bf16 weight as the prefill GEMM multiplies it
-/// (bf16-rounded activations on AMX-BF16, as PyTorch's bf16 layers do), a
+/// (bf16-rounded activations on AMX-BF16 or AVX512-BF16, as PyTorch's bf16 layers do), a
 /// quantized one the same way after dequantizing to bf16 where
 /// [`set_quantized_training_bf16`] is on, every other case with f32
 /// activations ([`matmul_f32_acts`]).
 pub fn matmul_train(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y, quantized_training_bf16()) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if n >= crate::gemm::MIN_TOKENS && crate::gemm_bf16_dp::gemm(x, n, w, y, quantized_training_bf16()) {
         return;
     }
     matmul_f32_acts(x, n, w, y);
