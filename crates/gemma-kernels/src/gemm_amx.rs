@@ -108,6 +108,15 @@ impl Aligned {
         self.len = len;
     }
 
+    /// Resize to `len` bytes without clearing what an earlier use left
+    /// (new memory is zero): for buffers the caller writes in full.
+    pub(crate) fn reuse(&mut self, len: usize) {
+        if self.v.len() < len + 64 {
+            self.zeroed(len);
+        }
+        self.len = len;
+    }
+
     pub(crate) fn ptr(&self) -> *const u8 {
         self.v[self.off..].as_ptr()
     }

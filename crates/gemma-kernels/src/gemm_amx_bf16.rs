@@ -82,11 +82,88 @@ impl Bf16Rows<'_> {
                         *d = u16::from_le_bytes([b[0], b[1]]);
                     }
                 }
+                Bf16Rows::Quant { dtype: DType::Q8_0, bytes, rb } => {
+                    // SAFETY: AVX-512 available (the caller's contract).
+                    unsafe { q8_0_to_bf16(&bytes[(r0 + i) * rb..(r0 + i + 1) * rb], d, f) };
+                }
+                Bf16Rows::Quant { dtype: DType::Q5_0, bytes, rb } => {
+                    // SAFETY: AVX-512 available (the caller's contract).
+                    unsafe { q5_0_to_bf16(&bytes[(r0 + i) * rb..(r0 + i + 1) * rb], d, f) };
+                }
                 Bf16Rows::Quant { dtype, bytes, rb } => {
                     f.resize(cols, 0.0);
                     gemma_quant::dequantize(dtype, &bytes[(r0 + i) * rb..(r0 + i + 1) * rb], f);
                     d.iter_mut().zip(f.iter()).for_each(|(d, &v)| *d = round_bf16(v));
                 }
+            }
+        }
+    }
+}
+
+/// Q8_0 blocks (`d` f16, 32 × i8) straight to bf16: `round_bf16(q · d)`
+/// for each value, as dequantizing then rounding gives (a block whose scale
+/// is not finite takes that scalar path, for its NaN handling).
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q8_0_to_bf16(row: &[u8], out: &mut [u16], f: &mut Vec<f32>) {
+    for (blk, o) in row.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
+        let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+        if !d.is_finite() {
+            block_to_bf16_scalar(DType::Q8_0, blk, o, f);
+            continue;
+        }
+        for h in 0..2 {
+            // SAFETY: the block holds 32 quants after the scale; o holds 32 values.
+            unsafe {
+                let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(blk.as_ptr().add(2 + 16 * h) as *const _));
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d));
+                _mm256_storeu_si256(o.as_mut_ptr().add(16 * h) as *mut _, round_bf16x16(v));
+            }
+        }
+    }
+}
+
+/// `round_bf16` of 16 finite f32 values, as u16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn round_bf16x16(v: __m512) -> __m256i {
+    let b = _mm512_castps_si512(v);
+    // (b + 0x7fff + ((b >> 16) & 1)) >> 16, as round_bf16 on finite values.
+    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+    _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb)))
+}
+
+/// Quantized blocks whose scale is not finite: dequantize then round, in
+/// scalar code (for its NaN handling).
+fn block_to_bf16_scalar(dtype: DType, blk: &[u8], o: &mut [u16], f: &mut Vec<f32>) {
+    f.resize(o.len(), 0.0);
+    gemma_quant::dequantize(dtype, blk, &mut f[..o.len()]);
+    o.iter_mut().zip(f.iter()).for_each(|(o, &v)| *o = round_bf16(v));
+}
+
+/// Q5_0 blocks (`d` f16, 32 high bits, 16 bytes of low nibbles) straight to
+/// bf16: `round_bf16((q − 16) · d)` for each value, as dequantizing then
+/// rounding gives.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q5_0_to_bf16(row: &[u8], out: &mut [u16], f: &mut Vec<f32>) {
+    let lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (blk, o) in row.chunks_exact(22).zip(out.chunks_exact_mut(32)) {
+        let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+        if !d.is_finite() {
+            block_to_bf16_scalar(DType::Q5_0, blk, o, f);
+            continue;
+        }
+        let qh = _mm512_set1_epi32(i32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
+        // SAFETY: the block holds 16 bytes of nibbles at 6; o holds 32 values.
+        unsafe {
+            let qs = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.as_ptr().add(6) as *const _));
+            let low = _mm512_and_si512(qs, _mm512_set1_epi32(0xf));
+            let high = _mm512_srli_epi32::<4>(qs);
+            for (h, nib) in [low, high].into_iter().enumerate() {
+                // Bit 16·h + j of qh is bit 4 of value 16·h + j.
+                let hb = _mm512_and_si512(_mm512_srlv_epi32(qh, _mm512_add_epi32(lanes, _mm512_set1_epi32(16 * h as i32))), _mm512_set1_epi32(1));
+                let q = _mm512_sub_epi32(_mm512_or_si512(nib, _mm512_slli_epi32::<4>(hb)), _mm512_set1_epi32(16));
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d));
+                _mm256_storeu_si256(o.as_mut_ptr().add(16 * h) as *mut _, round_bf16x16(v));
             }
         }
     }
@@ -136,14 +213,32 @@ pub(crate) fn round_bf16(v: f32) -> u16 {
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn round_acts(x: &[f32], n: usize, cols: usize, cp: usize, out: &mut Aligned) {
     let np = n.div_ceil(TOKENS_PER_PASS) * TOKENS_PER_PASS;
-    out.zeroed(np * cp * 2);
+    // Every element is written below (values, padding columns, padding
+    // tokens): no clearing pass over the buffer.
+    out.reuse(np * cp * 2);
     // SAFETY: the buffer holds np·cp u16, 64-byte aligned.
     let dst = unsafe { std::slice::from_raw_parts_mut(out.mut_ptr() as *mut u16, np * cp) };
-    for (d, s) in dst.chunks_exact_mut(cp).zip(x.chunks_exact(cols)) {
-        for (d, &s) in d.iter_mut().zip(s) {
-            *d = round_bf16(s);
+    dst[n * cp..].fill(0);
+    // Tokens in parallel for large inputs (a training head's gradient is
+    // ~100 × 262,144 values); nested in a pool job this runs inline.
+    let per = (1usize << 16).div_ceil(cp).max(1);
+    crate::pool::parallel_chunks(&mut dst[..n * cp], per * cp, &|r, d| {
+        for (i, d) in d.chunks_exact_mut(cp).enumerate() {
+            let t = r.start / cp + i;
+            // SAFETY: AVX-512 available (the caller's contract).
+            unsafe { round_row(&x[t * cols..(t + 1) * cols], d) };
         }
+    });
+}
+
+/// One token's row: `s` rounded into `d`, the rest of `d` zero.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn round_row(s: &[f32], d: &mut [u16]) {
+    let (v, pad) = d.split_at_mut(s.len());
+    for (d, &s) in v.iter_mut().zip(s) {
+        *d = round_bf16(s);
     }
+    pad.fill(0);
 }
 
 /// Pack rows `src` (`nr ≤ 64` rows, `stride` bytes apart, at least `cp`
@@ -415,6 +510,33 @@ mod tests {
                 assert!((f64::from(g) - e).abs() <= 1e-5 * (cols as f64).sqrt() * (1.0 + e.abs()), "{dtype:?} [{i}]: {g} vs {e}");
             }
         }
+    }
+
+    /// The Q8_0 and Q5_0 fast paths of `rows_to` are dequantize-then-round, bit for bit.
+    #[test]
+    fn q8_0_and_q5_0_rows_round_as_dequantized_values() {
+        if !crate::gemm::has_avx512_vnni() {
+            eprintln!("no AVX-512 here: skipped");
+            return;
+        }
+        for dtype in [DType::Q8_0, DType::Q5_0, DType::Q4_K] {
+            rows_round_as_dequantized_values(dtype);
+        }
+    }
+
+    fn rows_round_as_dequantized_values(dtype: DType) {
+        let (rows, cols) = (5, 256);
+        let vals: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1999) as f32 / 999.5 - 1.0) * 37.0).collect();
+        let w = Matrix { rows, cols, storage: gemma_quant::convert(Storage::F32(vals), dtype).unwrap() };
+        let Storage::Raw { bytes, .. } = &w.storage else { unreachable!() };
+        let src = Bf16Rows::Quant { dtype, bytes: bytes.as_slice(), rb: w.row_bytes() };
+        let mut got = vec![0u16; rows * cols];
+        // SAFETY: AVX-512 available (checked); got holds rows × cols.
+        unsafe { src.rows_to(0, rows, cols, got.as_mut_ptr(), cols, &mut Vec::new()) };
+        let mut deq = vec![0f32; rows * cols];
+        gemma_quant::read_f32(&w.storage, 0, &mut deq);
+        let want: Vec<u16> = deq.iter().map(|&v| bf16::from_f32(v).to_bits()).collect();
+        assert_eq!(got, want, "{dtype:?}");
     }
 
     #[test]

@@ -41,6 +41,19 @@ pub fn gemm_nn(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]
     gemm_nn_ref(a, m, k, b, n, c)
 }
 
+/// [`gemm_nn`] on all threads, rows of `a` split in groups of 6 (the
+/// register tile's height): the same result bit for bit.
+pub fn gemm_nn_parallel(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]) {
+    assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "gemm_nn: shapes disagree");
+    if n == 0 {
+        return;
+    }
+    crate::pool::parallel_chunks(c, 6 * n, &|r, c| {
+        let (i0, rows) = (r.start / n, c.len() / n);
+        gemm_nn(&a[i0 * k..(i0 + rows) * k], rows, k, b, n, c);
+    });
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // tiles index rows and vectors together
 mod avx2 {
@@ -168,6 +181,9 @@ mod tests {
             gemm_nn(&a, m, k, &b, n, &mut got);
             gemm_nn_ref(&a, m, k, &b, n, &mut want);
             assert_eq!(got, want, "{m}×{k}·{k}×{n}");
+            let mut par = vec![f32::NAN; m * n];
+            gemm_nn_parallel(&a, m, k, &b, n, &mut par);
+            assert_eq!(par, want, "parallel {m}×{k}·{k}×{n}");
             if m > 1 {
                 let mut one = vec![0f32; n];
                 gemm_nn(&a[k..2 * k], 1, k, &b, n, &mut one);

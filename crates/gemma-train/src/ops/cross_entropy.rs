@@ -39,7 +39,26 @@ pub fn head_cross_entropy(h: &[f32], targets: &[u32], weight: f32, head: &Matrix
     let (hidden, vocab) = (head.cols, head.rows);
     let m = targets.len();
     assert_eq!(h.len(), m * hidden, "head_cross_entropy: h is not [m, hidden]");
-    let mut logits = vec![0f32; CE_ROWS.min(m) * vocab];
+    LOGITS.with(|buf| {
+        let logits = &mut *buf.borrow_mut();
+        // Reused across micro-batches (up to 128 × 262,144 floats): the
+        // product overwrites every element it is given, so no clearing.
+        if logits.len() < CE_ROWS.min(m) * vocab {
+            logits.resize(CE_ROWS.min(m) * vocab, 0.0);
+        }
+        head_ce_chunks(h, targets, weight, head, cap, dh, logits)
+    })
+}
+
+thread_local! {
+    /// The logits of one chunk of rows, kept between calls.
+    static LOGITS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`head_cross_entropy`] with a logits buffer of at least `CE_ROWS.min(m) × vocab`.
+fn head_ce_chunks(h: &[f32], targets: &[u32], weight: f32, head: &Matrix, cap: Option<f32>, dh: &mut [f32], logits: &mut [f32]) -> (f64, Vec<f64>) {
+    let (hidden, vocab) = (head.cols, head.rows);
+    let m = targets.len();
     let mut losses = vec![0f64; m];
     let mut total = 0f64;
     for r0 in (0..m).step_by(CE_ROWS) {

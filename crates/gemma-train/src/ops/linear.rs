@@ -5,6 +5,7 @@
 
 use crate::real::Real;
 use gemma_core::{Matrix, Storage};
+use gemma_kernels::gemm_nn::gemm_nn_parallel;
 use gemma_kernels::{matmul, matmul_t};
 use gemma_model::lora::dropout_keep;
 
@@ -103,25 +104,35 @@ pub fn linear_backward(w: &Matrix, lora: Option<&mut LoraParam>, drop: Option<(f
     matmul_t(dy, n, w, dx);
     let Some(l) = lora else { return };
     let (r, fin, fout) = (l.r, l.fin, l.fout);
-    let xd = dropped(x, drop);
+    // The LoRA input: x itself without dropout (no copy).
+    let owned;
+    let xd: &[f32] = match drop {
+        Some(_) => {
+            owned = dropped(x, drop);
+            &owned
+        }
+        None => x,
+    };
     let amat = Matrix::new(r, fin, Storage::F32(l.a.clone()));
     let bmat = Matrix::new(fout, r, Storage::F32(l.b.clone()));
     let mut t = vec![0f32; n * r]; // A·xd  [n, r]
-    matmul(&xd, n, &amat, &mut t);
+    matmul(xd, n, &amat, &mut t);
     let mut dt = vec![0f32; n * r]; // s·dy·B  [n, r]
     matmul_t(dy, n, &bmat, &mut dt);
     dt.iter_mut().for_each(|v| *v *= l.scale);
-    // dB += s · dyᵀ·t
-    let mut tmp = vec![0f32; fout * r];
-    matmul_t(&transpose(dy, n, fout), fout, &Matrix::new(n, r, Storage::F32(t)), &mut tmp);
-    l.gb.iter_mut().zip(&tmp).for_each(|(g, v)| *g += l.scale * v);
-    // dA += dtᵀ·xd
+    // dB += s · dyᵀ·t, computed as (tᵀ·dy)ᵀ: only the rank-wide t is
+    // transposed, never the [n, fout] gradient.
+    let mut dbt = vec![0f32; r * fout]; // [r, fout]
+    gemm_nn_parallel(&transpose(&t, n, r), r, n, dy, fout, &mut dbt);
+    for (o, g) in l.gb.chunks_exact_mut(r).enumerate() {
+        g.iter_mut().enumerate().for_each(|(k, g)| *g += l.scale * dbt[k * fout + o]);
+    }
+    // dA += dtᵀ·xd  [r, fin]
     let mut tmp = vec![0f32; r * fin];
-    let dtt = transpose(&dt, n, r);
+    gemm_nn_parallel(&transpose(&dt, n, r), r, n, xd, fin, &mut tmp);
+    l.ga.iter_mut().zip(&tmp).for_each(|(g, v)| *g += v);
     let mut dxd = vec![0f32; n * fin];
     matmul_t(&dt, n, &amat, &mut dxd);
-    matmul_t(&dtt, r, &Matrix::new(n, fin, Storage::F32(xd)), &mut tmp);
-    l.ga.iter_mut().zip(&tmp).for_each(|(g, v)| *g += v);
     // dx += drop'(dxd)
     match drop {
         Some((p, seed)) => {
