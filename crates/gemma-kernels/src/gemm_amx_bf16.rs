@@ -369,7 +369,12 @@ pub(crate) unsafe fn pack_task(w: Bf16Rows, r0: usize, nr: usize, cols: usize, p
         match w {
             Bf16Rows::Bf16(b) if cols == cp => pack(b[r0 * cols * 2..].as_ptr(), cols * 2, nr, cp, packed.mut_ptr()),
             _ => {
-                nat.zeroed(ROWS_PER_TASK * cp * 2);
+                // Padding columns must be zero; rows past nr are never read.
+                if cp > cols {
+                    nat.zeroed(ROWS_PER_TASK * cp * 2);
+                } else {
+                    nat.reuse(ROWS_PER_TASK * cp * 2);
+                }
                 w.rows_to(r0, nr, cols, nat.mut_ptr() as *mut u16, cp, f);
                 pack(nat.ptr(), cp * 2, nr, cp, packed.mut_ptr());
             }

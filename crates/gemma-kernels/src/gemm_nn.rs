@@ -41,14 +41,16 @@ pub fn gemm_nn(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]
     gemm_nn_ref(a, m, k, b, n, c)
 }
 
-/// [`gemm_nn`] on all threads, rows of `a` split in groups of 6 (the
-/// register tile's height): the same result bit for bit.
+/// [`gemm_nn`] on all threads, rows of `a` split in even groups (the
+/// result is the same bit for bit: each output's sum does not depend on
+/// the rows around it).
 pub fn gemm_nn_parallel(a: &[f32], m: usize, k: usize, b: &[f32], n: usize, c: &mut [f32]) {
     assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "gemm_nn: shapes disagree");
     if n == 0 {
         return;
     }
-    crate::pool::parallel_chunks(c, 6 * n, &|r, c| {
+    let rows = m.div_ceil(crate::pool::global().threads()).max(1);
+    crate::pool::parallel_chunks(c, rows * n, &|r, c| {
         let (i0, rows) = (r.start / n, c.len() / n);
         gemm_nn(&a[i0 * k..(i0 + rows) * k], rows, k, b, n, c);
     });

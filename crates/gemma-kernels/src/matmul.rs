@@ -212,9 +212,18 @@ fn float_gemm_any(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], quantized: boo
         return false;
     }
     let out = OutPtr(y.as_mut_ptr());
-    crate::pool::parallel_for(rows.div_ceil(FLOAT_ROWS_PER_TASK), &|task| {
-        let r0 = task * FLOAT_ROWS_PER_TASK;
-        let nr = FLOAT_ROWS_PER_TASK.min(rows - r0);
+    // Few row blocks (a LoRA factor's 16 rows over hundreds of tokens): the
+    // tokens are split too, so every thread has work (each token's outputs
+    // are the same whichever task computes them).
+    let (row_tasks, threads) = (rows.div_ceil(FLOAT_ROWS_PER_TASK), crate::pool::global().threads());
+    let splits = if row_tasks >= 2 * threads { 1 } else { (2 * threads).div_ceil(row_tasks).min(n.div_ceil(16)).max(1) };
+    let per = n.div_ceil(splits);
+    crate::pool::parallel_for(row_tasks * splits, &|task| {
+        let (r0, t_lo) = ((task / splits) * FLOAT_ROWS_PER_TASK, (task % splits) * per);
+        let (nr, t_hi) = (FLOAT_ROWS_PER_TASK.min(rows - r0), (t_lo + per).min(n));
+        if t_lo >= t_hi {
+            return;
+        }
         FLOAT_ROWS.with(|b| {
             let (wf, tile, wt) = &mut *b.borrow_mut();
             wf.resize(nr * cols, 0.0);
@@ -245,8 +254,8 @@ fn float_gemm_any(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], quantized: boo
             // Tokens a pass at a time, so a pass's activations stay in L2
             // while every column block of the rows goes over them.
             tile.resize(FLOAT_TOKENS_PER_PASS.min(n) * nr, 0.0);
-            for t0 in (0..n).step_by(FLOAT_TOKENS_PER_PASS) {
-                let tn = FLOAT_TOKENS_PER_PASS.min(n - t0);
+            for t0 in (t_lo..t_hi).step_by(FLOAT_TOKENS_PER_PASS) {
+                let tn = FLOAT_TOKENS_PER_PASS.min(t_hi - t0);
                 crate::gemm_nn::gemm_nn(&x[t0 * cols..(t0 + tn) * cols], tn, cols, &wt[..cols * nr], nr, &mut tile[..tn * nr]);
                 for t in 0..tn {
                     // SAFETY: row run r0..r0+nr of token t0+t belongs to this task alone.
@@ -478,6 +487,21 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn float_gemm_splits_tokens_without_changing_a_bit() {
+        // 16 rows (one row block): the tokens are split across tasks.
+        let (rows, cols, n) = (16, 96, 300);
+        let w = Matrix::new(rows, cols, Storage::F32((0..rows * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect()));
+        let x: Vec<f32> = (0..n * cols).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0 + 1e-3 * (i % 17) as f32).collect();
+        let mut all = vec![0.0; n * rows];
+        matmul_f32_acts(&x, n, &w, &mut all);
+        for t0 in (0..n).step_by(5) {
+            let mut part = vec![0.0; 5 * rows];
+            matmul_f32_acts(&x[t0 * cols..(t0 + 5) * cols], 5, &w, &mut part);
+            assert!(part.iter().zip(&all[t0 * rows..]).all(|(a, b)| a.to_bits() == b.to_bits()), "tokens {t0}..");
         }
     }
 

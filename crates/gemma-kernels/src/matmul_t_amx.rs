@@ -93,7 +93,8 @@ unsafe fn matmul_t_amx(dy: &[f32], n: usize, w: Bf16Rows, out: usize, inp: usize
         let (g, c, chunk) = &mut *b.borrow_mut();
         // SAFETY: AVX-512 available (has_amx_bf16 implies it).
         unsafe { round_acts(dy, n, out, op, g) };
-        c.zeroed(strips * strip_c);
+        // The first chunk starts its tiles from zero: no clearing here.
+        c.reuse(strips * strip_c);
         let cfg = tile_config();
         let cp = OutPtr(c.mut_ptr() as *mut f32);
         for k0 in (0..op).step_by(K_CHUNK) {
