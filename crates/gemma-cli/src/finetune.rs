@@ -103,7 +103,7 @@ pub struct FinetuneArgs {
     /// Keep only each block's input and recompute its activations in the backward (less memory, one more forward).
     #[arg(long)]
     pub gradient_checkpointing: bool,
-    /// Compute dtype of the products with a quantized base (QLoRA): bf16 (bitsandbytes' usual `bnb_4bit_compute_dtype`: weights dequantized to bf16, activations and gradients rounded to bf16, f32 sums, on AMX-BF16 tiles; CPUs without them compute in f32) or f32 (exact products on the dequantized weights). A bf16 base always computes in bf16 where AMX-BF16 is available.
+    /// Compute dtype of the products with a quantized base (QLoRA): bf16 (bitsandbytes' usual `bnb_4bit_compute_dtype`: weights dequantized to bf16, activations and gradients rounded to bf16, f32 sums, on AMX-BF16 tiles; on AVX512-BF16 without AMX the forward only; other CPUs compute in f32) or f32 (exact products on the dequantized weights). A bf16 base always computes in bf16 where the CPU has these instructions.
     #[arg(long, default_value = "bf16")]
     pub compute_dtype: String,
 }
@@ -126,8 +126,12 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     }
     let g = load(&a.model)?;
     if g.model.weights.head().dtype().is_quantized() {
-        let bf16 = a.compute_dtype == "bf16" && gemma_kernels::has_bf16_tiles();
-        eprintln!("QLoRA compute: {}", if bf16 { "bf16 (AMX-BF16)" } else { "f32" });
+        let compute = match (a.compute_dtype.as_str(), gemma_kernels::bf16_products()) {
+            ("bf16", Some("AMX-BF16")) => "bf16 (AMX-BF16)".to_string(),
+            ("bf16", Some(path)) => format!("bf16 in the forward ({path}), f32 in the backward"),
+            _ => "f32".to_string(),
+        };
+        eprintln!("QLoRA compute: {compute}");
     }
     let ctx = g.model.config.max_position_embeddings;
     if a.max_length.is_some_and(|n| n > ctx) {

@@ -47,7 +47,8 @@ pub fn has_amx() -> bool {
 pub fn has_amx_bf16() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     // SAFETY: has_amx checked leaf 7 exists.
-    *HAS.get_or_init(|| has_amx() && unsafe { __cpuid_count(7, 0) }.edx & (1 << 22) != 0)
+    // AVX-512VL too: the input-gradient packing uses 256-bit masked loads.
+    *HAS.get_or_init(|| has_amx() && unsafe { __cpuid_count(7, 0) }.edx & (1 << 22) != 0 && is_x86_feature_detected!("avx512vl"))
 }
 
 /// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (bit 25), with the OS

@@ -25,12 +25,19 @@ pub use matmul::{matmul, matmul_decode, matmul_f32_acts, matmul_train, quantized
 pub use matmul_t::matmul_t;
 pub use ops::{add_in_place, gelu_tanh, rms_norm, rms_norm_in_place, rope, rope_inv_freq, softcap, softmax};
 
-/// Whether this CPU multiplies bf16 on AMX-BF16 tiles (and `GEMMA_NO_AMX` is unset).
-pub fn has_bf16_tiles() -> bool {
+/// Where this CPU multiplies bf16 by bf16: `Some("AMX-BF16")` (forward and
+/// input gradient), `Some("AVX512-BF16")` (forward), or None (f32 products).
+pub fn bf16_products() -> Option<&'static str> {
     #[cfg(target_arch = "x86_64")]
-    return gemm_amx::has_amx_bf16();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    {
+        if gemm_amx::has_amx_bf16() {
+            return Some("AMX-BF16");
+        }
+        if gemm_bf16_dp::has_avx512_bf16() {
+            return Some("AVX512-BF16");
+        }
+    }
+    None
 }
 
 /// The kernel paths this CPU runs, as `gemma --version` reports them:

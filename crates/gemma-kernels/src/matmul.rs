@@ -166,9 +166,10 @@ static QUANT_TRAIN_BF16: AtomicBool = AtomicBool::new(false);
 /// QLoRA's compute dtype, for the whole process: on (bitsandbytes'
 /// `bnb_4bit_compute_dtype=bfloat16`, the usual QLoRA recipe), training
 /// products with a quantized weight dequantize it to bf16 and meet
-/// bf16-rounded activations and gradients on AMX-BF16 tiles; off (the
-/// default, and always on CPUs without AMX-BF16) they run in f32 on the
-/// dequantized weight. `gemma finetune --compute-dtype` sets it.
+/// bf16-rounded activations and gradients on AMX-BF16 tiles (on
+/// AVX512-BF16 without AMX, the forward only); off (the default, and
+/// always on CPUs with neither) they run in f32 on the dequantized weight.
+/// `gemma finetune --compute-dtype` sets it.
 pub fn set_quantized_training_bf16(on: bool) {
     QUANT_TRAIN_BF16.store(on, Ordering::Relaxed);
 }
@@ -183,13 +184,16 @@ pub fn quantized_training_bf16() -> bool {
 /// quantized one the same way after dequantizing to bf16 where
 /// [`set_quantized_training_bf16`] is on, every other case with f32
 /// activations ([`matmul_f32_acts`]).
+/// Every path it takes gives each row the same result whatever `n` (no
+/// decode kernels here), so a product recomputed over other rows (the
+/// MoE's experts, a backward) equals the forward's bit for bit.
 pub fn matmul_train(x: &[f32], n: usize, w: &Matrix, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if n >= crate::gemm::MIN_TOKENS && crate::gemm_amx_bf16::gemm(x, n, w, y, quantized_training_bf16()) {
+    if crate::gemm_amx_bf16::gemm(x, n, w, y, quantized_training_bf16()) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if n >= crate::gemm::MIN_TOKENS && crate::gemm_bf16_dp::gemm(x, n, w, y, quantized_training_bf16()) {
+    if crate::gemm_bf16_dp::gemm(x, n, w, y, quantized_training_bf16()) {
         return;
     }
     matmul_f32_acts(x, n, w, y);

@@ -45,7 +45,7 @@ pub fn matmul_t(dy: &[f32], n: usize, w: &Matrix, dx: &mut [f32]) {
     // compute): the gradient rounded to bf16, as the forward's bf16 product
     // rounds the activations.
     #[cfg(target_arch = "x86_64")]
-    if n >= crate::gemm::MIN_TOKENS && crate::matmul_t_amx::matmul_t(dy, n, w, dx, crate::matmul::quantized_training_bf16()) {
+    if crate::matmul_t_amx::matmul_t(dy, n, w, dx, crate::matmul::quantized_training_bf16()) {
         return;
     }
     dx.fill(0.0);
@@ -202,7 +202,7 @@ mod tests {
                 matmul_t(&dy, n, &w, &mut got);
                 // bf16 weights on AMX-BF16 meet the gradient rounded to bf16.
                 #[cfg(target_arch = "x86_64")]
-                let dy: Vec<f32> = match dtype == DType::BF16 && n >= crate::gemm::MIN_TOKENS && crate::gemm_amx::has_amx_bf16() {
+                let dy: Vec<f32> = match dtype == DType::BF16 && crate::gemm_amx::has_amx_bf16() {
                     true => dy.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
                     false => dy,
                 };

@@ -426,8 +426,10 @@ impl Model {
     }
 
     /// `y = x · wᵀ` over the rows of all segments: decode rows in one
-    /// batch-invariant product, each prefill segment on its own; quantized
-    /// weights in training segments (`exact`) in one training product (`matmul_train`).
+    /// batch-invariant product, each prefill segment on its own (so the
+    /// training forward's logits equal inference's bit for bit); quantized
+    /// weights in training segments (`exact`) in one training product
+    /// (`matmul_train`).
     pub(crate) fn project_plain(segs: &[Seg], x: &[f32], w: &Matrix, y: &mut [f32]) {
         let (din, dout) = (w.cols, w.rows);
         if w.dtype().is_quantized() && segs.first().is_some_and(|s| s.exact) {

@@ -20,8 +20,9 @@ impl Model {
     /// per-request adapter does, so the model itself is not changed: one
     /// model can serve and train at once. Training always runs the reference
     /// numerics (f32 activations, exact GELU and RoPE angles), except that
-    /// bf16 weights on AMX-BF16 meet bf16-rounded activations, as in
-    /// inference's prefill and PyTorch's bf16 layers (`matmul_train`).
+    /// bf16 weights on AMX-BF16 or AVX512-BF16 meet bf16-rounded
+    /// activations, as in inference's prefill and PyTorch's bf16 layers
+    /// (`matmul_train`).
     pub fn forward_train(&self, seqs: &[&[u32]], tape: &mut Tape, adapter: Option<&LoraAdapter>) -> Result<()> {
         let cfg = &self.config;
         if seqs.is_empty() {

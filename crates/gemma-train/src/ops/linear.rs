@@ -6,7 +6,7 @@
 use crate::real::Real;
 use gemma_core::{Matrix, Storage};
 use gemma_kernels::gemm_nn::gemm_nn_parallel;
-use gemma_kernels::{matmul, matmul_t};
+use gemma_kernels::{matmul_t, matmul_train};
 use gemma_model::lora::dropout_keep;
 
 /// A trainable LoRA pair and its accumulated gradients.
@@ -116,7 +116,7 @@ pub fn linear_backward(w: &Matrix, lora: Option<&mut LoraParam>, drop: Option<(f
     let amat = Matrix::new(r, fin, Storage::F32(l.a.clone()));
     let bmat = Matrix::new(fout, r, Storage::F32(l.b.clone()));
     let mut t = vec![0f32; n * r]; // A·xd  [n, r]
-    matmul(xd, n, &amat, &mut t);
+    matmul_train(xd, n, &amat, &mut t);
     let mut dt = vec![0f32; n * r]; // s·dy·B  [n, r]
     matmul_t(dy, n, &bmat, &mut dt);
     dt.iter_mut().for_each(|v| *v *= l.scale);
