@@ -87,7 +87,7 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
         t0.elapsed().as_secs_f64()
     );
     if let Some(v) = &gemma.vision {
-        eprintln!("(vision tower loaded: images of {0}×{0} pixels, {1} soft tokens each; `--chat --image FILE`)", v.spec.tower.image_size, v.tower.tokens_per_image());
+        eprintln!("(vision tower loaded: {}; `--chat --image FILE`)", v.spec.describe());
     } else if c.has_towers {
         eprintln!("(the checkpoint's config names vision/audio towers this build does not load, or their weights are absent: only the text model was loaded)");
     }
@@ -409,8 +409,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
         writeln!(out, "experts:          {} per layer, top {}, width {} (beside the dense MLP)", m.experts, m.top_k, m.intermediate_size)?;
     }
     if let Some(v) = &gemma.vision {
-        let t = &v.spec.tower;
-        writeln!(out, "vision tower:     SigLIP, {} layers, width {}, {}×{} images in {}-pixel patches → {} soft tokens", t.num_hidden_layers, t.hidden_size, t.image_size, t.image_size, t.patch_size, v.tower.tokens_per_image())?;
+        writeln!(out, "vision tower:     {}", v.spec.describe())?;
     } else if c.has_towers {
         writeln!(out, "towers:           vision/audio towers in the config are not loaded (text only)")?;
     }

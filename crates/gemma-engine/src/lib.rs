@@ -351,14 +351,13 @@ impl Engine {
             if !req.media.is_empty() {
                 return Err(SubmitError::Invalid("a request takes images to encode or encoded media, not both".into()));
             }
-            let tokens = self.gemma.vision.as_ref().map_or(0, |v| v.spec.tokens_per_image);
             if let Some(p) = places.iter().find(|p| images.get(p.image).is_none_or(|im| p.view >= im.views())) {
                 return Err(SubmitError::Invalid(format!("a soft-token run at {} names view {} of image {}, which the request does not hold", p.at, p.view, p.image)));
             }
             if places.len() != images.iter().map(PreparedImage::views).sum::<usize>() {
                 return Err(SubmitError::Invalid(format!("{} soft-token runs for {} images and crops", places.len(), images.iter().map(PreparedImage::views).sum::<usize>())));
             }
-            check_runs(places.iter().map(|p| (p.at, tokens)).collect(), req.prompt.len())?;
+            check_runs(places.iter().map(|p| (p.at, p.tokens)).collect(), req.prompt.len())?;
         }
         if self.stopping.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);

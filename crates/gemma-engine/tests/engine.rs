@@ -415,7 +415,7 @@ fn image_requests_share_the_batch() {
     let text = g.tokenizer.apply_chat_template_kwargs(&messages, None, true, &serde_json::Map::new()).unwrap();
     let prepare = || vec![g.prepare_image(&read("rgb_50x30.png"), "a", false).unwrap(), g.prepare_image(&read("photo_120x80.jpg"), "b", true).unwrap()];
     let first = prepare();
-    let slots: Vec<([u8; 32], usize)> = first.iter().map(|im| (im.key, im.views())).collect();
+    let slots: Vec<gemma::vision::ImageSlot> = first.iter().map(|im| im.slot()).collect();
     let (prompt, places) = g.image_prompt(&text, &slots).unwrap();
     let mk = |p: &[u32]| {
         let mut r = g.request(p);

@@ -58,7 +58,7 @@ fn main() {
         }
         let file = gemma_formats::GgufFile::open(&path).expect("open the mmproj file");
         let (_, loaded) = gemma_model::towers::mmproj::load(&file, 2560, (0, 1, 2)).expect("load the mmproj file");
-        let gemma_model::towers::VisionTower::Siglip(t) = loaded;
+        let gemma_model::towers::VisionTower::Siglip(t) = loaded else { panic!("an mmproj file loads as SigLIP") };
         tower = t;
         eprintln!("the tower from {} (f16 matrices)", path.display());
     }

@@ -70,7 +70,7 @@ async fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
         return Err(invalid("'typical_p' is not supported"));
     }
     // Markdown images (multimodal models only; a text model reads them as text).
-    let boi = g.vision.as_ref().and_then(|vis| g.tokenizer.id_to_token(vis.spec.boi_token));
+    let boi = g.vision.as_ref().and_then(|vis| g.tokenizer.id_to_token(vis.spec.mark_token()));
     let (text, urls) = match &boi {
         Some(b) => crate::images::markdown_images(&inputs, b),
         None => (inputs.clone(), Vec::new()),
@@ -83,7 +83,7 @@ async fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
         }
         let pas = crate::images::pan_and_scan(v, s.config.pan_and_scan)?;
         let images = crate::images::prepare(s, urls, pas).await?;
-        let slots: Vec<([u8; 32], usize)> = images.iter().map(|im| (im.key, im.views())).collect();
+        let slots: Vec<gemma::vision::ImageSlot> = images.iter().map(|im| im.slot()).collect();
         let (ids, places) = g.image_prompt(&text, &slots).map_err(|e| invalid(e.to_string()))?;
         (ids, images, places)
     };

@@ -1,4 +1,4 @@
-//! Images over HTTP on the tiny Gemma 3 vision fixture: OpenAI `image_url`
+//! Images over HTTP on the tiny Gemma 3 (and Gemma 4) vision fixtures: OpenAI `image_url`
 //! data URLs (streamed and not) and TGI markdown images answer as
 //! transformers' `generate` does (tools/reference/make_tiny_gemma3_vision.py);
 //! the prefix cache never shares keys and values between two images behind
@@ -138,4 +138,38 @@ fn image_options_and_bad_images() {
     let r = post(text.addr, "/v1/chat/completions", json!({"messages": image_messages(&["rgb_50x30.png"], "Hi"), "max_tokens": 2}));
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("text only"), "{}", r.body);
+}
+
+/// Gemma 4 (tools/reference/make_tiny_gemma4_vision.py): each image gets its
+/// own number of soft tokens (60 and 64 here); OpenAI `image_url` data URLs,
+/// streamed and not, and TGI markdown images answer as transformers'
+/// `Gemma4Processor` + `generate` do.
+#[test]
+fn gemma4_image_chat_equals_transformers() {
+    let dir = testdata("tiny-gemma4-vision");
+    let s = start_with(dir.clone(), EngineConfig::default(), ServerConfig::default());
+    let g = SafetensorsSet::open_files(&[dir.join("chat_goldens.safetensors")]).unwrap();
+    let ids = |k: &str| -> Vec<u32> { g.load_i64(k).unwrap().into_iter().map(|x| x as u32).collect() };
+    let (want_ids, want_greedy) = (ids("ids"), ids("greedy"));
+    let want = s.gemma.tokenizer.decode(&want_greedy, true).unwrap();
+    let url = |name: &str| {
+        let bytes = std::fs::read(dir.join("images").join(name)).unwrap();
+        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    };
+    let content = json!([{"type": "image_url", "image_url": {"url": url("palette_97x61.png")}}, {"type": "image_url", "image_url": {"url": url("rgba_20x20.png")}}, {"type": "text", "text": "Describe both images."}]);
+    let body = json!({"messages": [{"role": "user", "content": content}], "max_tokens": want_greedy.len(), "temperature": 0, "ignore_eos": true});
+    let r = post(s.addr, "/v1/chat/completions", body.clone());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["usage"]["prompt_tokens"], want_ids.len(), "the expanded prompt differs from Gemma4Processor's");
+    assert_eq!(v["choices"][0]["message"]["content"], want, "greedy differs from transformers' generate");
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let r = post(s.addr, "/v1/chat/completions", streamed);
+    let text: String = r.events().iter().filter(|e| *e != "[DONE]").filter_map(|e| serde_json::from_str::<Value>(e).ok()).filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from)).collect();
+    assert_eq!(text, want, "streamed");
+    let inputs = format!("<|turn>user\n![]({})![]({})Describe both images.<turn|>\n<|turn>model\n", url("palette_97x61.png"), url("rgba_20x20.png"));
+    let r = post(s.addr, "/generate", json!({"inputs": inputs, "parameters": {"max_new_tokens": want_greedy.len(), "stop": []}}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["generated_text"], want, "TGI");
 }

@@ -6,7 +6,7 @@
 use crate::Gemma;
 use gemma_core::{GemmaError, Result};
 use gemma_generate::MediaInput;
-use gemma_model::towers::{preprocess, TowerEncoding, VisionSpec, VisionTower};
+use gemma_model::towers::{preprocess, TowerConfig, TowerEncoding, TowerInput, VisionSpec, VisionTower};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
@@ -60,10 +60,29 @@ impl Vision {
         let path = folder.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| GemmaError::io(&path, e))?;
         let top: serde_json::Value = serde_json::from_str(&text).map_err(|e| GemmaError::format(&path, e.to_string()))?;
-        let Some(spec) = VisionSpec::from_config(&top)? else { return Ok(None) };
+        let Some(mut spec) = VisionSpec::from_config(&top)? else { return Ok(None) };
+        if let Some(n) = processor_soft_tokens(folder)? {
+            spec.tokens_per_image = n;
+        }
         let set = gemma_formats::SafetensorsSet::open_folder(folder)?;
         Ok(VisionTower::from_safetensors(&set, &spec, text_hidden)?.map(|tower| Self { spec, tower, cache: Mutex::new(HashMap::new()) }))
     }
+}
+
+/// Gemma 4's soft-token budget from the folder's processor files
+/// (`preprocessor_config.json`'s `max_soft_tokens`, or
+/// `processor_config.json`'s `image_processor.max_soft_tokens`), if given.
+fn processor_soft_tokens(folder: &Path) -> Result<Option<usize>> {
+    for (file, pointer) in [("preprocessor_config.json", "/max_soft_tokens"), ("processor_config.json", "/image_processor/max_soft_tokens")] {
+        let path = folder.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| GemmaError::format(&path, e.to_string()))?;
+        if let Some(x) = v.pointer(pointer) {
+            let n = x.as_u64().map(|n| n as usize).filter(|n| gemma_model::towers::GEMMA4_SOFT_TOKENS.contains(n));
+            return n.map(Some).ok_or_else(|| GemmaError::format(&path, format!("max_soft_tokens {x} is not one of {:?}", gemma_model::towers::GEMMA4_SOFT_TOKENS)));
+        }
+    }
+    Ok(None)
 }
 
 /// An image decoded and preprocessed: its views (the whole image, then any
@@ -73,20 +92,27 @@ impl Vision {
 pub struct PreparedImage {
     /// SHA-256 of the file's bytes and the pan-and-scan setting.
     pub key: [u8; 32],
-    /// Views in order (`[channels, size, size]` pixels each; empty once encoded).
-    pixels: Vec<Vec<f32>>,
+    /// Views in order, as the tower takes them (taken as each is encoded).
+    pixels: Vec<Option<TowerInput>>,
     /// Encoded views so far.
     done: Runs,
     /// The view being encoded.
     current: Option<TowerEncoding>,
     /// Views in all.
     views: usize,
+    /// Soft tokens of each view.
+    tokens: Vec<usize>,
 }
 
 impl PreparedImage {
     /// Views (soft-token runs) the image becomes: 1, plus its crops.
     pub fn views(&self) -> usize {
         self.views
+    }
+
+    /// The image as a prompt needs it: its key and each view's soft tokens.
+    pub fn slot(&self) -> ImageSlot {
+        (self.key, self.tokens.clone())
     }
 
     /// Views encoded so far.
@@ -97,6 +123,17 @@ impl PreparedImage {
     /// The soft tokens, once every view is encoded.
     pub fn encoded(&self) -> Option<EncodedImage> {
         (self.done.len() == self.views).then(|| EncodedImage { runs: self.done.clone(), key: self.key })
+    }
+}
+
+/// An image as a prompt needs it: its key and the soft tokens of each view
+/// (the whole image, then its crops).
+pub type ImageSlot = ([u8; 32], Vec<usize>);
+
+impl EncodedImage {
+    /// The image as a prompt needs it, for a model `hidden` wide.
+    pub fn slot(&self, hidden: usize) -> ImageSlot {
+        (self.key, self.runs.iter().map(|r| r.len() / hidden.max(1)).collect())
     }
 }
 
@@ -111,6 +148,8 @@ pub struct ImagePlace {
     pub view: usize,
     /// Key of the run (the image's key and the view).
     pub key: [u8; 32],
+    /// Soft tokens in the run.
+    pub tokens: usize,
 }
 
 /// The media of a prompt from its places and the encoded images.
@@ -148,17 +187,26 @@ impl Gemma {
             return Err(GemmaError::invalid("image", format!("{what}: this model takes text only (its checkpoint has no vision tower)")));
         };
         let key: [u8; 32] = Sha256::new().chain_update(bytes).chain_update([pan_and_scan as u8]).finalize().into();
+        let hidden = self.model.config.hidden_size;
         if let Some(runs) = v.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(PreparedImage { key, pixels: Vec::new(), views: runs.len(), done: runs, current: None });
+            let tokens = runs.iter().map(|r| r.len() / hidden).collect();
+            return Ok(PreparedImage { key, pixels: Vec::new(), views: runs.len(), done: runs, current: None, tokens });
         }
         let img = gemma_formats::image_file::decode_rgb8(bytes, what)?;
         let mut views = vec![img.clone()];
-        if pan_and_scan {
+        // Pan-and-scan is Gemma 3's (Gemma 4 keeps the aspect ratio instead).
+        if pan_and_scan && !v.spec.variable_tokens() {
             views.extend(preprocess::pan_and_scan(&img, &preprocess::PanAndScan::default()));
         }
-        let size = v.spec.tower.image_size;
-        let pixels: Vec<Vec<f32>> = views.iter().map(|im| preprocess::gemma3_pixels(im, size)).collect();
-        Ok(PreparedImage { key, views: pixels.len(), pixels, done: Vec::new(), current: None })
+        let pixels: Vec<Option<TowerInput>> = views.iter().map(|im| v.spec.preprocess(im).map(Some)).collect::<Result<_>>()?;
+        let tokens = pixels
+            .iter()
+            .map(|p| match (p, &v.spec.tower) {
+                (Some(TowerInput::Patches(p)), TowerConfig::Gemma4(c)) => p.positions.len() / (c.pooling_kernel_size * c.pooling_kernel_size),
+                _ => v.spec.tokens_per_image,
+            })
+            .collect();
+        Ok(PreparedImage { key, views: pixels.len(), pixels, done: Vec::new(), current: None, tokens })
     }
 
     /// Run one layer of the tower on `img`'s next view; true once every
@@ -178,7 +226,9 @@ impl Gemma {
         let current = match &mut img.current {
             Some(c) => c,
             None => {
-                let pixels = std::mem::take(&mut img.pixels[img.done.len()]);
+                let Some(pixels) = img.pixels.get_mut(img.done.len()).and_then(Option::take) else {
+                    return Err(GemmaError::invalid("image", "an image view was lost before its encode"));
+                };
                 img.current.insert(v.tower.begin(&pixels)?)
             }
         };
@@ -222,53 +272,60 @@ impl Gemma {
             return Ok((self.encode_chat_kwargs(messages, None, kwargs)?, Vec::new()));
         }
         let text = self.tokenizer.apply_chat_template_kwargs(messages, None, true, kwargs)?;
-        let slots: Vec<([u8; 32], usize)> = images.iter().map(|im| (im.key, im.runs.len())).collect();
+        let slots: Vec<ImageSlot> = images.iter().map(|im| im.slot(self.model.config.hidden_size)).collect();
         let (ids, places) = self.image_prompt(&text, &slots)?;
         Ok((ids, place_media(&places, images)?))
     }
 
     /// A prompt `text` whose `<start_of_image>` marks stand for `images`
-    /// (`(key, views)` each, in order), expanded as `Gemma3Processor` does
-    /// (`\n\n<start_of_image>` + soft tokens + `<end_of_image>\n\n`, so the
-    /// newlines merge with their neighbours as transformers tokenizes them;
-    /// an image with pan-and-scan crops becomes "Here is the original image
-    /// … and here are some crops to help you see better …" with one run per
-    /// crop), encoded; returns the ids and where each run goes.
-    pub fn image_prompt(&self, text: &str, images: &[([u8; 32], usize)]) -> Result<(Vec<u32>, Vec<ImagePlace>)> {
+    /// (key and soft tokens of each view, in order), expanded as the
+    /// processors do — Gemma 3: `\n\n<start_of_image>` + soft tokens +
+    /// `<end_of_image>\n\n`, so the newlines merge with their neighbours as
+    /// transformers tokenizes them, and an image with pan-and-scan crops
+    /// becomes "Here is the original image … and here are some crops to
+    /// help you see better …" with one run per crop; Gemma 4: `<|image>` +
+    /// the image's own number of soft tokens + `<image|>`, nothing around —
+    /// encoded; returns the ids and where each run goes.
+    pub fn image_prompt(&self, text: &str, images: &[ImageSlot]) -> Result<(Vec<u32>, Vec<ImagePlace>)> {
         let Some(v) = &self.vision else { return Err(GemmaError::invalid("image", "this model takes text only (its checkpoint has no vision tower)")) };
         let name = |id: u32| self.tokenizer.id_to_token(id).ok_or_else(|| GemmaError::invalid("image", format!("the tokenizer has no token {id} for images")));
         let (boi, img, eoi) = (name(v.spec.boi_token)?, name(v.spec.image_token)?, name(v.spec.eoi_token)?);
-        let pieces: Vec<&str> = text.split(boi.as_str()).collect();
+        let mark = name(v.spec.mark_token())?;
+        let mark = mark.as_str();
+        let pieces: Vec<&str> = text.split(mark).collect();
         if pieces.len() - 1 != images.len() {
-            return Err(GemmaError::invalid("image", format!("the prompt has {} image places for {} images (one image content part per image; the text itself must not hold {boi})", pieces.len() - 1, images.len())));
+            return Err(GemmaError::invalid("image", format!("the prompt has {} image places for {} images (one image content part per image; the text itself must not hold {mark})", pieces.len() - 1, images.len())));
         }
-        let run = format!("\n\n{boi}{}{eoi}\n\n", img.repeat(v.spec.tokens_per_image));
+        let run = |n: usize| if v.spec.variable_tokens() { format!("{boi}{}{eoi}", img.repeat(n)) } else { format!("\n\n{boi}{}{eoi}\n\n", img.repeat(n)) };
         let mut expanded = pieces[0].to_string();
-        for (&(_, views), piece) in images.iter().zip(&pieces[1..]) {
-            if views > 1 {
-                let crops = vec![run.as_str(); views - 1].join(" ");
-                expanded.push_str(&format!("Here is the original image {run} and here are some crops to help you see better {crops}"));
-            } else {
-                expanded.push_str(&run);
+        for ((_, tokens), piece) in images.iter().zip(&pieces[1..]) {
+            match tokens.split_first() {
+                Some((&first, crops)) if !crops.is_empty() => {
+                    let crops: Vec<String> = crops.iter().map(|&n| run(n)).collect();
+                    expanded.push_str(&format!("Here is the original image {} and here are some crops to help you see better {}", run(first), crops.join(" ")));
+                }
+                Some((&first, _)) => expanded.push_str(&run(first)),
+                None => return Err(GemmaError::invalid("image", "an image without views")),
             }
             expanded.push_str(piece);
         }
         let ids = self.tokenizer.encode(&expanded, self.tokenizer.add_bos)?;
         let starts: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == v.spec.image_token && (i == 0 || ids[i - 1] != v.spec.image_token)).collect();
-        let runs: Vec<(usize, usize, [u8; 32])> = images
+        let runs: Vec<(usize, usize, [u8; 32], usize)> = images
             .iter()
             .enumerate()
-            .flat_map(|(i, &(key, views))| (0..views).map(move |j| (i, j, Sha256::new().chain_update(key).chain_update([j as u8]).finalize().into())))
+            .flat_map(|(i, (key, tokens))| tokens.iter().enumerate().map(move |(j, &n)| (i, j, Sha256::new().chain_update(key).chain_update([j as u8]).finalize().into(), n)))
             .collect();
         if starts.len() != runs.len() {
             return Err(GemmaError::invalid("image", format!("the prompt's text holds {} soft-token runs for {} images and crops (does it contain image tokens itself?)", starts.len(), runs.len())));
         }
         // A run must be whole: text holding soft-token ids itself would lengthen one.
-        let tokens = v.spec.tokens_per_image;
-        if let Some(&at) = starts.iter().find(|&&at| ids.get(at..at + tokens).is_none_or(|r| r.iter().any(|&t| t != v.spec.image_token)) || ids.get(at + tokens) == Some(&v.spec.image_token)) {
-            return Err(GemmaError::invalid("image", format!("the soft-token run at {at} is not {tokens} tokens long (does the text contain image tokens itself?)")));
+        for (&at, &(_, _, _, tokens)) in starts.iter().zip(&runs) {
+            if ids.get(at..at + tokens).is_none_or(|r| r.iter().any(|&t| t != v.spec.image_token)) || ids.get(at + tokens) == Some(&v.spec.image_token) {
+                return Err(GemmaError::invalid("image", format!("the soft-token run at {at} is not {tokens} tokens long (does the text contain image tokens itself?)")));
+            }
         }
-        let places = starts.iter().zip(runs).map(|(&at, (image, view, key))| ImagePlace { at, image, view, key }).collect();
+        let places = starts.iter().zip(runs).map(|(&at, (image, view, key, tokens))| ImagePlace { at, image, view, key, tokens }).collect();
         Ok((ids, places))
     }
 }

@@ -1,5 +1,6 @@
 //! A chat turn with two images through the library, against transformers'
-//! `Gemma3Processor` and `generate` (tools/reference/make_tiny_gemma3_vision.py):
+//! `Gemma3Processor` / `Gemma4Processor` and `generate`
+//! (tools/reference/make_tiny_gemma3_vision.py, make_tiny_gemma4_vision.py):
 //! the same expanded prompt ids, the same last logits, the same greedy
 //! tokens; sessions reuse an image prompt only for the same images.
 
@@ -17,27 +18,27 @@ fn messages(images: usize) -> serde_json::Value {
     serde_json::json!([{"role": "user", "content": content}])
 }
 
-#[test]
-fn image_chat_equals_transformers() {
-    let dir = testdata("tiny-gemma3-vision");
-    let gemma = Gemma::load(&dir).unwrap();
+/// A chat turn with `images` of fixture `dir` through the library against
+/// its `chat_goldens.safetensors`: transformers' processor's prompt ids,
+/// `generate`'s greedy tokens and its last logits. Returns the model, the
+/// ids, the media and the greedy request.
+fn chat_equals_goldens(dir: &std::path::Path, images: &[&str], pan_and_scan: bool) -> (Gemma, Vec<u32>, Vec<gemma::MediaInput>, gemma::GenerateRequest) {
+    let gemma = Gemma::load(dir).unwrap();
     assert!(gemma.takes_images());
     let g = SafetensorsSet::open_files(&[dir.join("chat_goldens.safetensors")]).unwrap();
     let want_ids: Vec<u32> = g.load_i64("ids").unwrap().into_iter().map(|x| x as u32).collect();
     let want_greedy: Vec<u32> = g.load_i64("greedy").unwrap().into_iter().map(|x| x as u32).collect();
     let want_last = gemma_quant::to_f32_vec(&g.load("last_logits").unwrap().1);
-    let images: Vec<_> = ["rgb_50x30.png", "smooth_97x61.png"].iter().map(|n| gemma.encode_image_file(&dir.join("images").join(n), false).unwrap()).collect();
-    let (ids, media) = gemma.encode_chat_images(&messages(2), &images, &serde_json::Map::new()).unwrap();
-    assert_eq!(ids, want_ids, "the expanded prompt differs from Gemma3Processor's");
-    assert_eq!(media.iter().map(|m| m.at).collect::<Vec<_>>(), vec![9, 24]);
+    let encoded: Vec<_> = images.iter().map(|n| gemma.encode_image_file(&dir.join("images").join(n), pan_and_scan).unwrap()).collect();
+    let (ids, media) = gemma.encode_chat_images(&messages(images.len()), &encoded, &serde_json::Map::new()).unwrap();
+    assert_eq!(ids, want_ids, "the expanded prompt differs from the processor's");
 
-    let mut session = gemma.new_session();
     let mut req = gemma.request(&ids);
     req.params = gemma::SamplingParams::greedy();
     req.max_new_tokens = want_greedy.len();
     req.stop_ids.clear();
     req.media = media.clone();
-    let out = gemma.generate(&mut session, &req, &mut |_| true).unwrap();
+    let out = gemma.generate(&mut gemma.new_session(), &req, &mut |_| true).unwrap();
     assert_eq!(out.tokens, want_greedy, "greedy tokens differ from transformers' generate");
 
     // The last prompt position's logits.
@@ -46,8 +47,18 @@ fn image_chat_equals_transformers() {
     let m: Vec<gemma_model::Media> = media.iter().map(|m| gemma_model::Media { at: m.at, rows: &m.rows }).collect();
     let last = gemma.model.forward_media(&ids, &m, &mut cache, &mut ws, gemma_model::LogitsMode::Last, None).unwrap();
     let d = last.iter().zip(&want_last).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    eprintln!("last logits within {d:.2e} of transformers");
+    eprintln!("{}: last logits within {d:.2e} of transformers", dir.display());
     assert!(d < 1e-4, "{d}");
+    (gemma, ids, media, req)
+}
+
+#[test]
+fn image_chat_equals_transformers() {
+    let (gemma, ids, media, req) = chat_equals_goldens(&testdata("tiny-gemma3-vision"), &["rgb_50x30.png", "smooth_97x61.png"], false);
+    assert_eq!(media.iter().map(|m| m.at).collect::<Vec<_>>(), vec![9, 24]);
+    let want_greedy = gemma.generate(&mut gemma.new_session(), &req, &mut |_| true).unwrap().tokens;
+    let mut session = gemma.new_session();
+    gemma.generate(&mut session, &req, &mut |_| true).unwrap();
 
     // The session holds this prompt: the same images reuse it all but the
     // last token; swapping the images recomputes from the first image on.
@@ -111,4 +122,29 @@ fn pan_and_scan_equals_transformers() {
     req.media = media;
     assert_eq!(gemma.generate(&mut gemma.new_session(), &req, &mut |_| true).unwrap().tokens, want_greedy);
     assert_eq!(gemma.encode_image_file(&path, false).unwrap().runs.len(), 1);
+}
+
+/// Gemma 4 (tools/reference/make_tiny_gemma4_vision.py): each image its
+/// own number of soft tokens, `<|image>` … `<image|>` with nothing around;
+/// pan-and-scan, Gemma 3's, asked for here changes nothing.
+#[test]
+fn gemma4_image_chat_equals_transformers() {
+    let (_, _, media, _) = chat_equals_goldens(&testdata("tiny-gemma4-vision"), &["palette_97x61.png", "rgba_20x20.png"], true);
+    assert_eq!(media.iter().map(|m| m.rows.len() / 48).collect::<Vec<_>>(), vec![60, 64]);
+}
+
+/// Gemma 4 bad input is refused by name: image places and images that
+/// disagree, an image too wide for the tower's position tables.
+#[test]
+fn gemma4_bad_images_are_refused() {
+    let dir = testdata("tiny-gemma4-vision");
+    let gemma = Gemma::load(&dir).unwrap();
+    let png = std::fs::read(dir.join("images/rgb_50x30.png")).unwrap();
+    let one = gemma.encode_image(&png, "a.png", false).unwrap();
+    let err = gemma.encode_chat_images(&messages(1), &[one.clone(), one], &serde_json::Map::new()).unwrap_err().to_string();
+    assert!(err.contains("1 image places for 2 images"), "{err}");
+    // 200×23 becomes a 72×6 patch grid: past this tiny tower's 64 positions.
+    let wide = std::fs::read(dir.join("images/wide_200x23.png")).unwrap();
+    let err = gemma.encode_image(&wide, "wide.png", false).unwrap_err().to_string();
+    assert!(err.contains("positions"), "{err}");
 }

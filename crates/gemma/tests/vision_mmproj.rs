@@ -64,7 +64,9 @@ fn mmproj_files_give_the_folders_soft_tokens() {
         // The file holds epsilon in f32, the precision the tower computes it in.
         let f32_eps = |g: &Gemma| {
             let mut s = g.vision.as_ref().unwrap().spec.clone();
-            s.tower.layer_norm_eps = s.tower.layer_norm_eps as f32 as f64;
+            if let gemma_model::towers::TowerConfig::Siglip(t) = &mut s.tower {
+                t.layer_norm_eps = t.layer_norm_eps as f32 as f64;
+            }
             s
         };
         assert_eq!(f32_eps(&g), f32_eps(&hf), "{name}");

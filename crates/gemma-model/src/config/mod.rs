@@ -132,6 +132,28 @@ pub struct MoeSpec {
     pub intermediate_size: usize,
 }
 
+/// Where an image's soft tokens attend both ways (transformers' masks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSpans {
+    /// Every layer: causal OR within the same image (Gemma 3).
+    All,
+    /// Sliding layers only (Gemma 4 `"vision"`); global layers stay causal.
+    Sliding,
+    /// No layer: image tokens are causal like text (Gemma 4 without `"vision"`).
+    None,
+}
+
+impl ImageSpans {
+    /// Whether a layer of `kind` applies the image spans.
+    pub fn applies(self, sliding: bool) -> bool {
+        match self {
+            ImageSpans::All => true,
+            ImageSpans::Sliding => sliding,
+            ImageSpans::None => false,
+        }
+    }
+}
+
 /// The typed configuration of one Gemma checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GemmaConfig {
@@ -192,6 +214,10 @@ pub struct GemmaConfig {
     /// Attention sees the whole sequence both ways (EmbeddingGemma): no
     /// generation, one forward over all tokens.
     pub bidirectional: bool,
+    /// Which layers let an image's soft tokens see the whole image (within
+    /// the window): every layer (Gemma 3), the sliding ones (Gemma 4 with
+    /// `use_bidirectional_attention: "vision"`) or none (other Gemma 4).
+    pub image_spans: ImageSpans,
     /// The checkpoint's declared dtype (`dtype` / `torch_dtype`), if any.
     pub dtype: Option<DType>,
     /// BOS id from the config.
@@ -412,7 +438,8 @@ impl GemmaConfig {
             // EmbeddingGemma: every query sees the whole sequence (sliding
             // layers: |i − j| ≤ sliding_window / 2).
             Some(Value::Bool(true)) if family == Family::Gemma3 => true,
-            // Gemma 4: only image tokens attend both ways; text is causal.
+            // Gemma 4: only image tokens attend both ways (on sliding
+            // layers); text is causal.
             Some(Value::String(m)) if m == "vision" && family == Family::Gemma4 => false,
             Some(v) => {
                 return Err(GemmaError::config(f.name("use_bidirectional_attention"), format!("{v} is not supported (bidirectional attention is, for Gemma 3 embedding models)")))
@@ -516,6 +543,11 @@ impl GemmaConfig {
             layer_scalar: family == Family::Gemma4,
             has_towers,
             bidirectional,
+            image_spans: match family {
+                Family::Gemma4 if matches!(f.get("use_bidirectional_attention"), Some(Value::String(m)) if m == "vision") => ImageSpans::Sliding,
+                Family::Gemma4 => ImageSpans::None,
+                _ => ImageSpans::All,
+            },
             dtype,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             eos_token_ids,

@@ -271,7 +271,11 @@ impl Step<'_, '_> {
         for seg in self.segs.iter().filter(|s| !s.decode || decode.len() < 2) {
             let kv = &items[seg.item].1.layers[kv_layer];
             let rows = seg.row0 * qd..(seg.row0 + seg.n) * qd;
-            let spans: Vec<(usize, usize)> = seg.media.iter().map(|m| (m.at, m.at + m.rows.len() / self.hidden())).collect();
+            let spans: Vec<(usize, usize)> = if self.m.config.image_spans.applies(self.m.config.layers[l].attention.is_sliding()) {
+                seg.media.iter().map(|m| (m.at, m.at + m.rows.len() / self.hidden())).collect()
+            } else {
+                Vec::new()
+            };
             attention(shape, &q[rows.clone()], kv, seg.start, &spans, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
         }
         rec.keep(|t| &mut t.att, att);

@@ -46,7 +46,13 @@ pub(crate) fn per_layer_inputs(m: &Model, segs: &[Seg], items: &[(&[u32], &mut K
         for seg in segs {
             for (t, &tok) in items[seg.item].0.iter().enumerate() {
                 // Ids past the per-layer table (Gemma 3n's is shorter than the vocabulary) read row 0.
-                let tok = if (tok as usize) < w.embed.rows { tok as usize } else { 0 };
+                let mut tok = if (tok as usize) < w.embed.rows { tok as usize } else { 0 };
+                // An image's soft tokens read the pad id's row (0 in every
+                // Gemma tokenizer), as transformers replaces their ids.
+                let pos = seg.start + t;
+                if seg.media.iter().any(|m| m.at <= pos && pos < m.at + m.rows.len() / hidden) {
+                    tok = 0;
+                }
                 gemma_quant::read_f32(&w.embed.storage, tok * lp, row);
                 let dst = &mut out[(seg.row0 + t) * lp..(seg.row0 + t + 1) * lp];
                 dst.iter_mut().zip(row.iter()).for_each(|(d, &e)| *d = (*d + e * scale_p) * inv_sqrt2);

@@ -110,7 +110,7 @@ pub fn load(f: &GgufFile, text_hidden: usize, (image_token, boi_token, eoi_token
         Ok((t.shape(), storage))
     };
     let tower = SiglipTower::load(config.clone(), tokens_per_image, text_hidden, PREFIX, &source)?;
-    Ok((VisionSpec { tower: config, tokens_per_image, image_token, boi_token, eoi_token }, VisionTower::Siglip(tower)))
+    Ok((VisionSpec { tower: super::TowerConfig::Siglip(config), tokens_per_image, image_token, boi_token, eoi_token }, VisionTower::Siglip(tower)))
 }
 
 /// One tensor of an mmproj file to write: its name, ggml dims (innermost

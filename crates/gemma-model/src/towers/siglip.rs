@@ -6,8 +6,7 @@
 //! `Gemma3Model.get_image_features` computes them.
 
 use gemma_core::{GemmaError, Matrix, Result, Storage};
-use gemma_kernels::gemm_nn::gemm_nn;
-use gemma_kernels::{matmul, pool};
+use gemma_kernels::matmul;
 use serde::Deserialize;
 
 /// SigLIP's `vision_config` (transformers' defaults where a field is absent).
@@ -225,7 +224,7 @@ impl SiglipTower {
         let n = self.config.patches_per_side().pow(2);
         let x = &mut e.x;
         let hn = layer_norm(x, &b.ln1, eps);
-        let att = self.attention(&linear(&hn, n, &b.q), &linear(&hn, n, &b.k), &linear(&hn, n, &b.v), n);
+        let att = self.attention(&linear(&hn, n, &b.q), &linear(&hn, n, &b.k), &linear(&hn, n, &b.v));
         add(x, &linear(&att, n, &b.o));
         let hn = layer_norm(x, &b.ln2, eps);
         let mut mid = linear(&hn, n, &b.fc1);
@@ -248,57 +247,12 @@ impl SiglipTower {
         self.blocks.len()
     }
 
-    /// Full (bidirectional) multi-head attention over the `n` patches:
-    /// `softmax(q·kᵀ / √hd)·v` per head, one task per (head, block of
-    /// queries) on all threads.
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], n: usize) -> Vec<f32> {
-        let h = self.config.hidden_size;
+    /// Full (bidirectional) multi-head attention over the patches,
+    /// scaled by `1/√hd`.
+    fn attention(&self, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
         let heads = self.config.num_attention_heads;
-        let hd = h / heads;
-        let scale = (hd as f32).powf(-0.5);
-        let head = |m: &[f32], i: usize| -> Vec<f32> { m.chunks_exact(h).flat_map(|r| r[i * hd..(i + 1) * hd].iter().copied()).collect() };
-        // Keys transposed per head, `[hd, n]`: both products are then `A·B`
-        // of row-major matrices for the broadcast kernel (`gemm_nn`).
-        let transposed = |m: &[f32], i: usize| -> Vec<f32> {
-            let mut t = vec![0f32; hd * n];
-            for (j, r) in m.chunks_exact(h).enumerate() {
-                for (c, &x) in r[i * hd..(i + 1) * hd].iter().enumerate() {
-                    t[c * n + j] = x;
-                }
-            }
-            t
-        };
-        // Queries pre-scaled by 1/√hd (`hd` products per row instead of `n`).
-        let scaled = |i: usize| -> Vec<f32> { head(q, i).into_iter().map(|x| x * scale).collect() };
-        let (qs, kts, vs): (Vec<_>, Vec<_>, Vec<_>) = ((0..heads).map(scaled).collect(), (0..heads).map(|i| transposed(k, i)).collect(), (0..heads).map(|i| head(v, i)).collect());
-        let mut out = vec![0f32; n * h];
-        // Queries in blocks, so the scores stay small at 4096 patches.
-        const QUERIES: usize = 128;
-        let blocks = n.div_ceil(QUERIES);
-        let dst = pool::Disjoint::new(&mut out);
-        pool::parallel_for(heads * blocks, &|task| {
-            let (i, q0) = (task / blocks, (task % blocks) * QUERIES);
-            let nq = QUERIES.min(n - q0);
-            let mut sc = vec![0f32; nq * n];
-            gemm_nn(&qs[i][q0 * hd..(q0 + nq) * hd], nq, hd, &kts[i], n, &mut sc);
-            // Unnormalized probabilities; each output row is divided by its sum after `P·V`.
-            let mut inv = Vec::with_capacity(nq);
-            for row in sc.chunks_exact_mut(n) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                inv.push((1.0 / gemma_kernels::geglu::exp_shifted(row, max)) as f32);
-            }
-            let mut acc = vec![0f32; nq * hd];
-            gemm_nn(&sc, nq, n, &vs[i], hd, &mut acc);
-            for (r, &f) in acc.chunks_exact_mut(hd).zip(&inv) {
-                r.iter_mut().for_each(|x| *x *= f);
-            }
-            for (t, r) in acc.chunks_exact(hd).enumerate() {
-                let at = (q0 + t) * h + i * hd;
-                // SAFETY: head i's columns of rows q0..q0+nq belong to this task alone.
-                unsafe { dst.range(at..at + hd) }.copy_from_slice(r);
-            }
-        });
-        out
+        let hd = self.config.hidden_size / heads;
+        super::attention::full_attention(q, k, v, heads, heads, hd, (hd as f32).powf(-0.5))
     }
 
     /// The projector: `x` `[side², hidden]` average-pooled to the token
