@@ -31,3 +31,19 @@ print("  soft tokens agree with llama.cpp's within f16 rounding" if ok else "FAI
 sys.exit(0 if ok else 1)
 PY
 done
+# Gemma 4 ("gemma4v"): the tiny Gemma 4 fixture's text model and tower as
+# `gemma quantize` writes them; a 120x84 image is exactly the 70-token
+# budget, so neither engine resizes it (llama.cpp keeps sizes that are
+# multiples of patch x pooling within its 70-1120 token range). Our files
+# set clip.use_gelu, so llama.cpp runs the tanh-GELU the model has.
+target/release/gemma quantize -m testdata/tiny-gemma4-vision -t f32 -o "$tmp/g4.gguf" 2>&1 | sed 's/^/  /'
+IMAGE_TOKENS=70 target/release/examples/image_embeddings "$tmp/g4.gguf" "$tmp/mmproj-g4.gguf" testdata/tiny-gemma4-vision/images/exact_120x84.png "$tmp/ours4" >/dev/null
+r=$("$VENV/bin/python" tools/reference/mtmd_embeddings.py "$tmp/g4.gguf" "$tmp/mmproj-g4.gguf" "$tmp/ours4" 2>"$tmp/mtmd.log") || { cat "$tmp/mtmd.log" >&2; echo "FAILED: libmtmd on the Gemma 4 mmproj" >&2; exit 1; }
+echo "mmproj-g4.gguf (Gemma 4): $r"
+python3 - "$r" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+ok = r["tokens"] == 70 and r["max_abs_diff"] <= 0.01 * r["max_abs"]
+print("  soft tokens agree with llama.cpp's within f16 rounding" if ok else "FAILED: llama.cpp's Gemma 4 image embeddings differ from ours")
+sys.exit(0 if ok else 1)
+PY

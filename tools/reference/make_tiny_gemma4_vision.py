@@ -27,7 +27,8 @@ processor is only compared with the PIL one). Writes:
   Norm weights are random around 1 (Gemma 4 norms are x̂·w).
 - preprocessor_config.json: the image processor's settings (max_soft_tokens
   70, patch 4, pooling 3), as a Hub checkpoint carries them.
-- images/*.png: test pictures of several modes and sizes.
+- images/*.png: test pictures of several modes and sizes (exact_120x84.png
+  needs no resize at the 70-token budget, here nor in llama.cpp).
 - goldens.safetensors: two images preprocessed by Gemma4ImageProcessorPil
   (max_soft_tokens 70, patch 4, pooling 3): `pixel_values_{i}` [630, 48],
   `position_ids_{i}` [630, 2] (padding rows -1), `vision_out_{i}` [n_i, 32]
@@ -182,6 +183,9 @@ images = {
     "tall_23x200.png": smooth(23, 200),
     "large_300x200.png": smooth(300, 200),
     "tiny_5x5.png": Image.fromarray(rng.integers(0, 256, (5, 5, 3)).astype(np.uint8), "RGB"),
+    # Exactly the 70-token budget (10x7 pooled cells of 12 px): no resize in
+    # transformers nor in llama.cpp (scripts/check-mmproj-llama-cpp.sh).
+    "exact_120x84.png": smooth(120, 84),
 }
 for name, im in images.items():
     im.save(os.path.join(imgdir, name))

@@ -208,11 +208,16 @@ pub struct ModelArgs {
     /// takes NAME=DIR (repeatable): adapters requests pick by name.
     #[arg(long)]
     pub lora: Vec<String>,
-    /// llama.cpp's vision file for a GGUF text model (Gemma 3 4B and up):
+    /// llama.cpp's vision file for a GGUF text model (Gemma 3 4B and up, Gemma 4):
     /// `mmproj-….gguf` from the same release, or written by `gemma quantize`.
     /// The model then takes images (`--image`, image_url, `/image`).
     #[arg(long, env = "GEMMA_MMPROJ")]
     pub mmproj: Option<PathBuf>,
+    /// Gemma 4: the soft-token budget an image is resized to (70, 140, 280,
+    /// 560 or 1120; default the checkpoint's `preprocessor_config.json`, else
+    /// 280). More tokens see finer detail and cost more prefill.
+    #[arg(long, env = "GEMMA_IMAGE_TOKENS")]
+    pub image_tokens: Option<usize>,
     /// GGUF: copy the weights into huge-page-backed memory instead of
     /// mapping the file (≈1 s longer load per 250 MB, faster decoding; for servers).
     #[arg(long)]

@@ -71,7 +71,7 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
     let path = crate::pull::resolve(m.model.as_deref())?;
     let t0 = Instant::now();
     let pb = progress::bar("loading");
-    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora, hugepages: m.hugepages, mmproj: m.mmproj.clone() }, &mut |done, total| {
+    let gemma = Gemma::load_with(&path, &LoadOptions { dtype: m.dtype, lora, hugepages: m.hugepages, mmproj: m.mmproj.clone(), image_tokens: m.image_tokens }, &mut |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })

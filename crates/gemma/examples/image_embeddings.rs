@@ -3,7 +3,7 @@
 //! libmtmd): writes `OUT.rgb` (width and height as u32 LE, then the decoded
 //! RGB bytes) and `OUT.f32` (`[tokens, hidden]` f32 LE), and prints the
 //! encode time.
-//!   cargo run --release -p gemma --example image_embeddings -- MODEL [MMPROJ] IMAGE OUT
+//!   [IMAGE_TOKENS=N] cargo run --release -p gemma --example image_embeddings -- MODEL [MMPROJ] IMAGE OUT
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,7 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [m, p, i, o] => (m, Some(p.into()), i, o),
         _ => return Err("usage: image_embeddings MODEL [MMPROJ] IMAGE OUT".into()),
     };
-    let g = gemma::Gemma::load_with(model, &gemma::LoadOptions { mmproj, ..Default::default() }, &mut |_, _| {})?;
+    // Gemma 4's soft-token budget, when the mmproj does not match the default 280.
+    let image_tokens = std::env::var("IMAGE_TOKENS").ok().and_then(|v| v.parse().ok());
+    let g = gemma::Gemma::load_with(model, &gemma::LoadOptions { mmproj, image_tokens, ..Default::default() }, &mut |_, _| {})?;
     let bytes = std::fs::read(image)?;
     let img = gemma_formats::image_file::decode_rgb8(&bytes, image)?;
     let mut rgb = Vec::with_capacity(8 + img.data.len());

@@ -62,6 +62,8 @@ pub struct LoadOptions {
     pub hugepages: bool,
     /// llama.cpp's vision file (`mmproj.gguf`) beside a GGUF text model.
     pub mmproj: Option<PathBuf>,
+    /// Gemma 4: the soft-token budget of an image (None: the checkpoint's, else 280).
+    pub image_tokens: Option<usize>,
 }
 
 /// A loaded Gemma: model, tokenizer and generation defaults.
@@ -137,7 +139,7 @@ impl Gemma {
                 gemma_formats::file_type_name(v as u32).map_or_else(|| format!("file type {v}"), String::from)
             });
             let vision = match &options.mmproj {
-                Some(p) => Some(vision::Vision::load_mmproj(p, &model, &tokenizer)?),
+                Some(p) => Some(vision::Vision::load_mmproj(p, &model, &tokenizer)?.with_image_tokens(options.image_tokens)?),
                 None => None,
             };
             return Ok(Self {
@@ -159,6 +161,7 @@ impl Gemma {
             Some(p) => Some(vision::Vision::load_mmproj(p, &model, &tokenizer)?),
             None => vision::Vision::load(path, model.config.hidden_size)?,
         };
+        let vision = vision.map(|v| v.with_image_tokens(options.image_tokens)).transpose()?;
         Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence, file_type: None, vision })
     }
 

@@ -24,10 +24,10 @@ pub fn write_mmproj(g: &Gemma, out: &Path, matrices: DType) -> Result<u64> {
     if !matches!(matrices, DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0) {
         return Err(GemmaError::Unsupported(format!("mmproj matrices in {matrices} (llama.cpp's vision encoder takes f32, f16, bf16 or q8_0)")));
     }
-    let VisionTower::Siglip(tower) = &v.tower else {
-        return Err(GemmaError::Unsupported("an mmproj file of a Gemma 4 vision tower (llama.cpp's mmproj writer here covers Gemma 3's SigLIP)".into()));
+    let (kv, tensors) = match &v.tower {
+        VisionTower::Siglip(tower) => mmproj::export(tower),
+        VisionTower::Gemma4(tower) => gemma_model::towers::mmproj_gemma4::export(tower),
     };
-    let (kv, tensors) = mmproj::export(tower);
     let mut w = GgufWriter::new();
     for (k, value) in kv {
         w.set(&k, value);

@@ -49,9 +49,32 @@ impl Vision {
             return Err(GemmaError::format(path, format!("an mmproj file has general.architecture \"clip\"; this one has \"{arch}\" (is it the text model?)")));
         }
         let id = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| GemmaError::invalid("mmproj", format!("the text model's tokenizer has no {t} token: it does not take images")));
-        let ids = (id("<image_soft_token>")?, id("<start_of_image>")?, id("<end_of_image>")?);
-        let (spec, tower) = gemma_model::towers::mmproj::load(&file, model.config.hidden_size, ids).map_err(|e| GemmaError::format(path, e.to_string()))?;
+        let kind = gemma_model::towers::mmproj::projector_type(&file).map_err(|e| GemmaError::format(path, e.to_string()))?;
+        let hidden = model.config.hidden_size;
+        let (spec, tower) = if kind == gemma_model::towers::mmproj_gemma4::PROJECTOR_GEMMA4 {
+            // Gemma 4's tokens; the file holds no soft-token budget: transformers' default.
+            let ids = (id("<|image|>")?, id("<|image>")?, id("<image|>")?);
+            gemma_model::towers::mmproj_gemma4::load(&file, hidden, ids, 280)
+        } else {
+            let ids = (id("<image_soft_token>")?, id("<start_of_image>")?, id("<end_of_image>")?);
+            gemma_model::towers::mmproj::load(&file, hidden, ids)
+        }
+        .map_err(|e| GemmaError::format(path, e.to_string()))?;
         Ok(Self { spec, tower, cache: Mutex::new(HashMap::new()) })
+    }
+
+    /// With Gemma 4's soft-token budget `n` (one of 70, 140, 280, 560,
+    /// 1120), if given; Gemma 3's images have a fixed count and refuse it.
+    pub fn with_image_tokens(mut self, n: Option<usize>) -> Result<Self> {
+        let Some(n) = n else { return Ok(self) };
+        if !self.spec.variable_tokens() {
+            return Err(GemmaError::invalid("image_tokens", format!("Gemma 3 images are always {} soft tokens; the budget is Gemma 4's", self.spec.tokens_per_image)));
+        }
+        if !gemma_model::towers::GEMMA4_SOFT_TOKENS.contains(&n) {
+            return Err(GemmaError::invalid("image_tokens", format!("{n} is not one of {:?}", gemma_model::towers::GEMMA4_SOFT_TOKENS)));
+        }
+        self.spec.tokens_per_image = n;
+        Ok(self)
     }
 
     /// The tower of a Hugging Face folder, if its config has one and the

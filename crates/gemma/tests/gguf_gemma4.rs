@@ -12,13 +12,13 @@ fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
 }
 
-fn write(name: &str, qtype: &str) -> PathBuf {
-    // One folder per test thread: tests writing the same model run in parallel.
-    let dir = std::env::temp_dir().join(format!("gemma-g4-test-{}-{:?}-{name}-{qtype}", std::process::id(), std::thread::current().id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("model.gguf");
+/// `name` written as a GGUF of `qtype` into a temporary folder (removed when
+/// the returned guard drops).
+fn write(name: &str, qtype: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model.gguf");
     quantize_to_gguf(&testdata(name), &QuantPlan::parse(qtype).unwrap(), &out, &mut |_, _| {}).unwrap();
-    out
+    (dir, out)
 }
 
 fn ids(g: &SafetensorsSet, k: usize) -> Option<Vec<u32>> {
@@ -29,7 +29,7 @@ fn ids(g: &SafetensorsSet, k: usize) -> Option<Vec<u32>> {
 #[test]
 fn gemma4_gguf_round_trip_is_exact_in_f32() {
     for name in ["tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma4-it"] {
-        let out = write(name, "f32");
+        let (_tmp, out) = write(name, "f32");
         let hf = Gemma::load(testdata(name)).unwrap();
         let mut gg = Gemma::load(&out).unwrap();
         gg.model.numerics = gemma::Numerics::Reference;
@@ -55,7 +55,7 @@ fn gemma4_gguf_round_trip_is_exact_in_f32() {
 #[test]
 fn quantized_gemma4_gguf_stays_close() {
     for name in ["tiny-gemma4", "tiny-gemma4-moe"] {
-        let out = write(name, "q8_0");
+        let (_tmp, out) = write(name, "q8_0");
         let hf = Gemma::load(testdata(name)).unwrap();
         let gg = Gemma::load(&out).unwrap();
         let toks: Vec<u32> = (0..40).map(|i| 2 + (i * 37 % 400) as u32).collect();
@@ -80,7 +80,7 @@ fn quantized_gemma4_gguf_stays_close() {
 #[test]
 fn llama_cpp_agrees_on_our_gemma4_gguf() {
     for name in ["tiny-gemma4", "tiny-gemma4-moe"] {
-        let out = write(name, "f32");
+        let (_tmp, out) = write(name, "f32");
         let gg = Gemma::load(&out).unwrap();
         let v = gg.model.config.vocab_size;
         let lc = SafetensorsSet::open_files(&[testdata("llama_cpp").join(format!("{name}-gguf.safetensors"))]).unwrap();
@@ -110,7 +110,7 @@ fn llama_cpp_agrees_on_our_gemma4_gguf() {
 /// LAuReL rank 64, 20 KV layers — so it cannot load a tiny 3n; not checked.)
 #[test]
 fn gemma3n_gguf_round_trip_is_exact_in_f32() {
-    let out = write("tiny-gemma3n", "f32");
+    let (_tmp, out) = write("tiny-gemma3n", "f32");
     let hf = Gemma::load(testdata("tiny-gemma3n")).unwrap();
     let mut gg = Gemma::load(&out).unwrap();
     gg.model.numerics = gemma::Numerics::Reference;

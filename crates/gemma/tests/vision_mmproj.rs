@@ -1,4 +1,4 @@
-//! llama.cpp's split form of a multimodal Gemma 3: a text GGUF plus an
+//! llama.cpp's split form of a multimodal Gemma 3 (and Gemma 4): a text GGUF plus an
 //! `mmproj` GGUF. Files `gemma quantize` writes and the one llama.cpp's own
 //! converter writes (testdata/tiny-gemma3-vision/mmproj-llama-cpp.gguf, from
 //! tools/reference/make_tiny_mmproj_llama_cpp.sh) give the Hugging Face
@@ -15,7 +15,12 @@ fn testdata(name: &str) -> PathBuf {
 
 /// The fixture's folder, its model, a temporary folder and the text part written there as f32 GGUF.
 fn fixture() -> (PathBuf, Gemma, tempfile::TempDir, PathBuf) {
-    let dir = testdata("tiny-gemma3-vision");
+    fixture_of("tiny-gemma3-vision")
+}
+
+/// [`fixture`] of any vision fixture.
+fn fixture_of(name: &str) -> (PathBuf, Gemma, tempfile::TempDir, PathBuf) {
+    let dir = testdata(name);
     let hf = Gemma::load(&dir).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let text = tmp.path().join("tiny.gguf");
@@ -24,7 +29,11 @@ fn fixture() -> (PathBuf, Gemma, tempfile::TempDir, PathBuf) {
 }
 
 fn with_mmproj(text: &Path, mmproj: &Path) -> gemma_core::Result<Gemma> {
-    Gemma::load_with(text, &LoadOptions { mmproj: Some(mmproj.to_path_buf()), ..Default::default() }, &mut |_, _| {})
+    with_mmproj_tokens(text, mmproj, None)
+}
+
+fn with_mmproj_tokens(text: &Path, mmproj: &Path, image_tokens: Option<usize>) -> gemma_core::Result<Gemma> {
+    Gemma::load_with(text, &LoadOptions { mmproj: Some(mmproj.to_path_buf()), image_tokens, ..Default::default() }, &mut |_, _| {})
 }
 
 fn open(p: &Path) -> gemma_formats::GgufFile {
@@ -97,9 +106,15 @@ fn mmproj_files_give_the_folders_soft_tokens() {
 fn gguf_pair_answers_as_transformers() {
     let (dir, _hf, _tmp, text) = fixture();
     let g = with_mmproj(&text, &dir.join("mmproj-llama-cpp.gguf")).unwrap();
+    chat_equals_goldens(&g, &dir, &["rgb_50x30.png", "smooth_97x61.png"]);
+}
+
+/// The two-image chat of `images` through `g`: the fixture's
+/// `chat_goldens` prompt ids and 8 greedy tokens.
+fn chat_equals_goldens(g: &Gemma, dir: &Path, images: &[&str]) {
     let goldens = SafetensorsSet::open_files(&[dir.join("chat_goldens.safetensors")]).unwrap();
     let ids = |k: &str| -> Vec<u32> { goldens.load_i64(k).unwrap().into_iter().map(|x| x as u32).collect() };
-    let images: Vec<_> = ["rgb_50x30.png", "smooth_97x61.png"].iter().map(|n| g.encode_image_file(&dir.join("images").join(n), false).unwrap()).collect();
+    let images: Vec<_> = images.iter().map(|n| g.encode_image_file(&dir.join("images").join(n), false).unwrap()).collect();
     let mut content: Vec<serde_json::Value> = images.iter().map(|_| serde_json::json!({"type": "image"})).collect();
     content.push(serde_json::json!({"type": "text", "text": "Describe both images."}));
     let (prompt, media) = g.encode_chat_images(&serde_json::json!([{"role": "user", "content": content}]), &images, &serde_json::Map::new()).unwrap();
@@ -133,4 +148,49 @@ fn wrong_mmproj_files_are_refused() {
     assert!(e.contains("cut.gguf"), "{e}");
     // The writer refuses a model without a tower.
     assert!(gemma::mmproj_write::write_mmproj(&small, &tmp.path().join("x.gguf"), DType::F16).is_err());
+}
+
+/// Gemma 4: the mmproj files we write (f32, f16, q8_0 matrices) give the
+/// folder's soft tokens (exactly in f32), written again from the GGUF pair
+/// they are the same bytes, and the pair answers the two-image chat as
+/// transformers does. The file holds no soft-token budget: the folder's 70
+/// is given as `image_tokens`; Gemma 3 refuses one.
+#[test]
+fn gemma4_mmproj_files_give_the_folders_soft_tokens() {
+    let (dir, hf, tmp, text) = fixture_of("tiny-gemma4-vision");
+    let png = std::fs::read(dir.join("images/palette_97x61.png")).unwrap();
+    let want = hf.encode_image(&png, "palette", false).unwrap().runs[0].clone();
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (t, tol) in [(DType::F32, 0.0), (DType::F16, 2e-3 * scale), (DType::Q8_0, 5e-2 * scale)] {
+        let p = tmp.path().join(format!("mmproj-{t}.gguf"));
+        gemma::mmproj_write::write_mmproj(&hf, &p, t).unwrap();
+        let f = open(&p);
+        assert_eq!(f.get("clip.vision.projector_type").and_then(gemma_formats::GgufValue::as_str), Some("gemma4v"));
+        assert!(f.tensor("v.blk.1.ffn_down.output_max").is_some() && f.tensor("v.std_scale").is_some());
+        let g = with_mmproj_tokens(&text, &p, Some(70)).unwrap();
+        let got = g.encode_image(&png, "palette", false).unwrap().runs[0].clone();
+        let d = max_diff(&got, &want);
+        eprintln!("gemma 4 mmproj, {t}: soft tokens within {d:.2e} (largest value {scale:.2})");
+        assert!(d <= tol, "{t}: {d} > {tol}");
+    }
+    let f32_file = tmp.path().join("mmproj-f32.gguf");
+    let again = tmp.path().join("again.gguf");
+    let pair = with_mmproj_tokens(&text, &f32_file, Some(70)).unwrap();
+    gemma::mmproj_write::write_mmproj(&pair, &again, DType::F32).unwrap();
+    let (x, y) = (open(&again), open(&f32_file));
+    assert_eq!(x.header.tensors.len(), y.header.tensors.len());
+    for t in &y.header.tensors {
+        assert_eq!(x.tensor_bytes(x.tensor(&t.name).unwrap()).as_slice(), y.tensor_bytes(t).as_slice(), "{}", t.name);
+    }
+    // The chat through the pair: transformers' ids and greedy tokens.
+    chat_equals_goldens(&pair, &dir, &["palette_97x61.png", "rgba_20x20.png"]);
+    // Without the budget: transformers' default 280, more soft tokens.
+    let default = with_mmproj(&text, &f32_file).unwrap();
+    assert!(default.encode_image(&png, "palette", false).unwrap().runs[0].len() > want.len());
+    // Bad budgets are refused by name.
+    let e = with_mmproj_tokens(&text, &f32_file, Some(100)).unwrap_err().to_string();
+    assert!(e.contains("image_tokens") && e.contains("100"), "{e}");
+    let (g3, _g3, _tmp3, g3_text) = fixture();
+    let e = with_mmproj_tokens(&g3_text, &g3.join("mmproj-llama-cpp.gguf"), Some(280)).unwrap_err().to_string();
+    assert!(e.contains("Gemma 3"), "{e}");
 }

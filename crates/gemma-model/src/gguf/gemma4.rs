@@ -44,7 +44,15 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     let mut c = Map::new();
     c.insert("architectures".into(), json!(["Gemma4ForCausalLM"]));
     c.insert("vocab_size".into(), json!(vocab));
-    c.insert("hidden_size".into(), json!(need(keys::EMBEDDING_LENGTH)?));
+    let hidden = need(keys::EMBEDDING_LENGTH)?;
+    c.insert("hidden_size".into(), json!(hidden));
+    // GGUF keeps no `use_bidirectional_attention`: llama.cpp's rule (mtmd)
+    // is that images attend both ways except in the E2B/E4B widths (1536,
+    // 2560), whose configs leave it unset. With it, transformers' mask:
+    // both ways within an image on the sliding layers.
+    if hidden != 1536 && hidden != 2560 {
+        c.insert("use_bidirectional_attention".into(), json!("vision"));
+    }
     c.insert("num_hidden_layers".into(), json!(n));
     c.insert("num_attention_heads".into(), json!(need(keys::HEAD_COUNT)?));
     c.insert("max_position_embeddings".into(), json!(need(keys::CONTEXT_LENGTH)?));

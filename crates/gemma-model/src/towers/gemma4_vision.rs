@@ -127,11 +127,11 @@ pub struct PatchInput {
 
 /// A linear without bias whose input and output may be clamped.
 #[derive(Debug)]
-struct Linear {
+pub(super) struct Linear {
     /// `[out, in]`.
-    w: Matrix,
+    pub(super) w: Matrix,
     /// `(input min, input max, output min, output max)`.
-    clip: Option<[f32; 4]>,
+    pub(super) clip: Option<[f32; 4]>,
 }
 
 impl Linear {
@@ -152,20 +152,20 @@ impl Linear {
 
 /// Weights of one encoder block.
 #[derive(Debug)]
-struct Block {
-    input_norm: Vec<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    q_norm: Vec<f32>,
-    k_norm: Vec<f32>,
-    post_attention_norm: Vec<f32>,
-    pre_ffn_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-    post_ffn_norm: Vec<f32>,
+pub(super) struct Block {
+    pub(super) input_norm: Vec<f32>,
+    pub(super) q: Linear,
+    pub(super) k: Linear,
+    pub(super) v: Linear,
+    pub(super) o: Linear,
+    pub(super) q_norm: Vec<f32>,
+    pub(super) k_norm: Vec<f32>,
+    pub(super) post_attention_norm: Vec<f32>,
+    pub(super) pre_ffn_norm: Vec<f32>,
+    pub(super) gate: Linear,
+    pub(super) up: Linear,
+    pub(super) down: Linear,
+    pub(super) post_ffn_norm: Vec<f32>,
 }
 
 /// An image part-way through the encoder.
@@ -187,16 +187,16 @@ pub struct Gemma4VisionTower {
     /// Width of the text model the tokens feed.
     pub text_hidden: usize,
     /// `[hidden, p·p·3]`.
-    patch: Matrix,
+    pub(super) patch: Matrix,
     /// `[2, position_embedding_size, hidden]`: the x table, then the y table.
-    positions: Vec<f32>,
-    blocks: Vec<Block>,
+    pub(super) positions: Vec<f32>,
+    pub(super) blocks: Vec<Block>,
     /// `(std_bias, std_scale)` when the config standardizes.
-    standardize: Option<(Vec<f32>, Vec<f32>)>,
+    pub(super) standardize: Option<(Vec<f32>, Vec<f32>)>,
     /// The embedder's projection `[text_hidden, hidden]`.
-    projection: Matrix,
+    pub(super) projection: Matrix,
     /// `1 / θ^(2i / (hd/2))` for `i < hd/4` (the frequencies of each axis).
-    inv_freq: Vec<f32>,
+    pub(super) inv_freq: Vec<f32>,
 }
 
 /// Where the tower's tensors live: transformers 5 saves `model.vision_tower.*`.

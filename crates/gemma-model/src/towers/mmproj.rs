@@ -1,4 +1,5 @@
-//! llama.cpp's split form of a multimodal Gemma 3: the text model in one
+//! llama.cpp's split form of a multimodal Gemma 3 (Gemma 4's:
+//! `mmproj_gemma4.rs`): the text model in one
 //! GGUF, the vision tower and projector in an `mmproj` GGUF
 //! (`general.architecture = "clip"`, `clip.projector_type = "gemma3"`).
 //! Read into the same [`SiglipTower`] as a Hugging Face checkpoint, and
@@ -57,6 +58,17 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("{mapped}.{leaf}"))
 }
 
+/// The projector type of an mmproj file (`clip.projector_type`, or
+/// `clip.vision.projector_type` as newer converters write it), after
+/// checking it is one: `"gemma3"` or `"gemma4v"` among those we read.
+pub fn projector_type(f: &GgufFile) -> Result<String> {
+    let arch = f.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
+    if arch != ARCH {
+        return Err(GemmaError::Unsupported(format!("an mmproj file has general.architecture \"clip\"; this one has \"{arch}\" (is it the text model?)")));
+    }
+    Ok(f.get("clip.projector_type").or_else(|| f.get("clip.vision.projector_type")).and_then(GgufValue::as_str).unwrap_or("").to_string())
+}
+
 fn key_u64(f: &GgufFile, k: &str) -> Result<usize> {
     f.get(k).and_then(GgufValue::as_u64).map(|v| v as usize).ok_or_else(|| GemmaError::config(k, "missing from the mmproj file"))
 }
@@ -65,13 +77,9 @@ fn key_u64(f: &GgufFile, k: &str) -> Result<usize> {
 /// width `text_hidden`, with the image token ids `(image, boi, eoi)` of the
 /// text model's tokenizer.
 pub fn load(f: &GgufFile, text_hidden: usize, (image_token, boi_token, eoi_token): (u32, u32, u32)) -> Result<(VisionSpec, VisionTower)> {
-    let arch = f.get("general.architecture").and_then(GgufValue::as_str).unwrap_or("");
-    if arch != ARCH {
-        return Err(GemmaError::Unsupported(format!("an mmproj file has general.architecture \"clip\"; this one has \"{arch}\" (is it the text model?)")));
-    }
-    let kind = f.get("clip.projector_type").or_else(|| f.get("clip.vision.projector_type")).and_then(GgufValue::as_str).unwrap_or("");
+    let kind = projector_type(f)?;
     if kind != PROJECTOR_GEMMA3 {
-        return Err(GemmaError::Unsupported(format!("an mmproj with projector type \"{kind}\" (only Gemma 3's \"gemma3\" is supported)")));
+        return Err(GemmaError::Unsupported(format!("an mmproj with projector type \"{kind}\" (Gemma 3's \"gemma3\" and Gemma 4's \"gemma4v\" are supported)")));
     }
     for k in ["clip.vision.image_mean", "clip.vision.image_std"] {
         let ok = f.get(k).and_then(GgufValue::as_array).is_some_and(|a| a.iter().all(|v| v.as_f64().is_some_and(|x| (x - 0.5).abs() < 1e-6)));
@@ -193,13 +201,24 @@ pub fn export(tower: &SiglipTower) -> (Vec<(String, GgufValue)>, Vec<MmprojTenso
     (kv, ts)
 }
 
+/// Checks a name map: each `(hf, gguf)` pair maps, each of `refused` does not.
+#[cfg(test)]
+pub(super) fn check_names(map: fn(&str) -> Option<String>, pairs: &[(&str, &str)], refused: &[&str]) {
+    for (hf, g) in pairs {
+        assert_eq!(map(hf).as_deref(), Some(*g), "{hf}");
+    }
+    for hf in refused {
+        assert_eq!(map(hf), None, "{hf}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::gguf_name;
+    use super::{check_names, gguf_name};
 
     #[test]
     fn names_follow_llama_cpp() {
-        for (hf, g) in [
+        let pairs = [
             ("embeddings.patch_embedding.weight", "v.patch_embd.weight"),
             ("embeddings.position_embedding.weight", "v.position_embd.weight"),
             ("encoder.layers.11.self_attn.out_proj.bias", "v.blk.11.attn_out.bias"),
@@ -208,10 +227,7 @@ mod tests {
             ("post_layernorm.bias", "v.post_ln.bias"),
             ("multi_modal_projector.mm_input_projection_weight", "mm.input_projection.weight"),
             ("multi_modal_projector.mm_soft_emb_norm.weight", "mm.soft_emb_norm.weight"),
-        ] {
-            assert_eq!(gguf_name(hf).as_deref(), Some(g), "{hf}");
-        }
-        assert_eq!(gguf_name("encoder.layers.x.mlp.fc1.weight"), None);
-        assert_eq!(gguf_name("head.attention.in_proj_weight"), None);
+        ];
+        check_names(gguf_name, &pairs, &["encoder.layers.x.mlp.fc1.weight", "head.attention.in_proj_weight"]);
     }
 }

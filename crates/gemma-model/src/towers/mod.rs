@@ -5,6 +5,7 @@
 mod attention;
 pub mod gemma4_vision;
 pub mod mmproj;
+pub mod mmproj_gemma4;
 pub mod preprocess;
 pub mod siglip;
 
