@@ -434,7 +434,8 @@ pub struct QuantizeArgs {
     #[arg(long, short = 'o')]
     pub out: PathBuf,
     /// Type of the vision tower's weight matrices in the mmproj file: f16
-    /// (llama.cpp's default), bf16, f32 or q8_0.
+    /// (llama.cpp's default), bf16 (encodes about 2× faster on CPUs with
+    /// AMX-BF16, same size), f32 or q8_0.
     #[arg(long, default_value = "f16", value_parser = parse_dtype)]
     pub mmproj_type: gemma::DType,
 }

@@ -5,10 +5,14 @@
 //! `cargo run --release -p gemma-model --example siglip_bench [THREADS]`.
 //!
 //! With `MMPROJ=FILE` the tower comes from llama.cpp's mmproj file (written
-//! there first, f16 matrices as llama.cpp's converter writes them, when the
-//! file does not exist), so llama.cpp's libmtmd can time the same weights;
+//! there first, f16 matrices as llama.cpp's converter writes them, or bf16
+//! with `MMPROJ_TYPE=bf16`, when the file does not exist), so llama.cpp's
+//! libmtmd can time the same weights;
 //! with `OUT=PREFIX` the test image is written as `PREFIX.rgb` and its soft
 //! tokens as `PREFIX.f32` (what tools/reference/mtmd_embeddings.py reads).
+
+#[path = "bench_common/mod.rs"]
+mod bench_common;
 
 use gemma_core::Storage;
 use gemma_model::towers::{SiglipConfig, SiglipTower};
@@ -24,17 +28,8 @@ fn main() {
     let state = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15u64);
     let source = |name: &str| -> gemma_core::Result<(Vec<usize>, Storage)> {
         let shape = shape_of(name, &cfg);
-        let vals = (0..shape.iter().product::<usize>())
-            .map(|_| {
-                let mut s = state.get();
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                state.set(s);
-                half::bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04)
-            })
-            .collect();
-        Ok((shape, Storage::BF16(vals)))
+        let s = bench_common::random_bf16(&shape, &state);
+        Ok((shape, s))
     };
     let t0 = Instant::now();
     let mut tower = SiglipTower::load(cfg.clone(), 256, 2560, "vision_tower.", &source).expect("tower");
@@ -43,46 +38,18 @@ fn main() {
         let path = std::path::PathBuf::from(path);
         if !path.exists() {
             let (kv, tensors) = gemma_model::towers::mmproj::export(&tower);
-            let mut w = gemma_formats::GgufWriter::new();
-            for (k, v) in kv {
-                w.set(&k, v);
-            }
-            for t in tensors {
-                let dtype = if t.matrix { gemma_core::DType::F16 } else { gemma_core::DType::F32 };
-                let mut data = Vec::new();
-                gemma_quant::quantize(dtype, &t.values, &mut data).expect("quantize");
-                w.add_tensor(&t.name, t.dims, dtype, data).expect("tensor");
-            }
-            w.write(&path).expect("write the mmproj file");
-            eprintln!("wrote {}", path.display());
+            bench_common::write_mmproj(&path, kv, tensors, bench_common::mmproj_type());
         }
         let file = gemma_formats::GgufFile::open(&path).expect("open the mmproj file");
         let (_, loaded) = gemma_model::towers::mmproj::load(&file, 2560, (0, 1, 2)).expect("load the mmproj file");
         let gemma_model::towers::VisionTower::Siglip(t) = loaded else { panic!("an mmproj file loads as SigLIP") };
         tower = t;
-        eprintln!("the tower from {} (f16 matrices)", path.display());
+        eprintln!("the tower from {}", path.display());
     }
     // A smooth 896×896 test image, preprocessed as Gemma 3's processor does (no resize at this size).
-    let rgb = gemma_formats::image_file::Rgb8 { width: 896, height: 896, data: (0..896 * 896 * 3).map(|i| ((i / 3 % 896 + i / 3 / 896 * 3 + i % 3 * 70) % 256) as u8).collect() };
+    let rgb = bench_common::test_image(896, 896);
     let pixels = gemma_model::towers::preprocess::gemma3_pixels(&rgb, 896);
-    for round in 0..2 {
-        let t = Instant::now();
-        let out = tower.encode(&pixels).expect("encode");
-        if let (Ok(prefix), 0) = (std::env::var("OUT"), round) {
-            let mut head = Vec::new();
-            head.extend_from_slice(&896u32.to_le_bytes());
-            head.extend_from_slice(&896u32.to_le_bytes());
-            head.extend_from_slice(&rgb.data);
-            std::fs::write(format!("{prefix}.rgb"), head).expect("write the image");
-            std::fs::write(format!("{prefix}.f32"), out.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).expect("write the soft tokens");
-        }
-        println!(
-            "round {round}: one 896×896 image → {} soft tokens in {:.2}s on {} threads (random weights: speed only)",
-            out.len() / 2560,
-            t.elapsed().as_secs_f64(),
-            gemma_kernels::pool::global().threads()
-        );
-    }
+    bench_common::time_rounds(&rgb, 2560, &|| tower.encode(&pixels).expect("encode"));
 }
 
 /// The shape the loader asks for under `name`.
