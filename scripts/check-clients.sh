@@ -56,3 +56,14 @@ serve -m testdata/tiny-gemma3-vision
 kill -TERM $PID
 wait $PID || true
 trap - EXIT
+
+# Images on the tiny Gemma 4 fixture: the same checks with Gemma 4's turn
+# markup; the prompt is Gemma4Processor's length (99 tokens: a 120x84 image
+# is 70 soft tokens at the fixture's budget; checked with transformers 5.25).
+IMG=testdata/tiny-gemma4-vision/images/exact_120x84.png
+WANT=$(target/release/gemma generate -m testdata/tiny-gemma4-vision --chat --image "$IMG" -p "Describe this image." -n 8 -t 0 2>/dev/null)
+serve -m testdata/tiny-gemma4-vision
+"$VENV/bin/python" tools/clients_check_vision.py "http://127.0.0.1:$PORT" "$KEY" "$IMG" "$WANT" 99 gemma4
+kill -TERM $PID
+wait $PID || true
+trap - EXIT
