@@ -89,19 +89,19 @@ fn runs(job: &Job, hidden: usize) -> Vec<Run> {
 
 /// Where a request goes on arrival: waiting for a slot, or first to the
 /// image encoder.
-fn arrive(job: Job, waiting: &mut VecDeque<Job>, encoding: &mut VecDeque<Job>, stats: &EngineStats) {
+fn arrive(job: Job, waiting: &mut VecDeque<Job>, encoding: &mut VecDeque<Job>, stats: &EngineStats, hidden: usize) {
     if job.images.iter().all(|im| im.encoded().is_some()) {
-        ready(job, waiting, stats);
+        ready(job, waiting, stats, hidden);
     } else {
         encoding.push_back(job);
     }
 }
 
 /// A request whose images are encoded: its media filled in, it waits for a slot.
-fn ready(mut job: Job, waiting: &mut VecDeque<Job>, stats: &EngineStats) {
+fn ready(mut job: Job, waiting: &mut VecDeque<Job>, stats: &EngineStats, hidden: usize) {
     if !job.images.is_empty() {
         let encoded: Vec<_> = job.images.iter().filter_map(|im| im.encoded()).collect();
-        match gemma::vision::place_media(&job.places, &encoded) {
+        match gemma::vision::place_media(&job.places, &encoded, hidden) {
             Ok(media) => job.req.media = media,
             Err(e) => {
                 stats.queued.fetch_sub(1.min(stats.queued.load(Ordering::SeqCst)), Ordering::SeqCst);
@@ -136,7 +136,7 @@ fn encode_pass(gemma: &Gemma, encoding: &mut VecDeque<Job>, waiting: &mut VecDeq
         Ok(false) => {}
         Ok(true) => {
             if let Some(job) = encoding.pop_front() {
-                ready(job, waiting, stats);
+                ready(job, waiting, stats, gemma.model.config.hidden_size);
             }
         }
         Err(e) => {
@@ -167,14 +167,14 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                 return;
             }
             match rx.recv() {
-                Ok(Work::Generate(job)) => arrive(job, &mut waiting, &mut encoding, stats),
+                Ok(Work::Generate(job)) => arrive(job, &mut waiting, &mut encoding, stats, hidden),
                 Ok(Work::Embed(job)) => embeds.push(job),
                 Err(_) => return,
             }
         }
         loop {
             match rx.try_recv() {
-                Ok(Work::Generate(job)) => arrive(job, &mut waiting, &mut encoding, stats),
+                Ok(Work::Generate(job)) => arrive(job, &mut waiting, &mut encoding, stats, hidden),
                 Ok(Work::Embed(job)) => embeds.push(job),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {

@@ -430,7 +430,7 @@ fn image_requests_share_the_batch() {
         im.encoded().unwrap()
     }).collect();
     let mut alone = mk(&prompt);
-    alone.media = gemma::vision::place_media(&places, &encoded).unwrap();
+    alone.media = gemma::vision::place_media(&places, &encoded, g.model.config.hidden_size).unwrap();
     let want = g.generate(&mut g.new_session(), &alone, &mut |_| true).unwrap().tokens;
     let texts: Vec<Vec<u32>> = prompts(&g);
     for chunk in [3, 5, 16, 128] {

@@ -267,4 +267,5 @@ fn gemma4_resize_rules_follow_transformers() {
     // the width the aspect ratio's whole part of windows, capped at 280 windows.
     assert_eq!(gemma4_size(10, 5000, 16, 2520, 3), Ok((48, 280 * 48)));
     assert_eq!(gemma4_size(5000, 10, 16, 2520, 3), Ok((280 * 48, 48)));
+    assert!(gemma4_size(0, 100, 16, 2520, 3).is_err() && gemma4_size(100, 0, 16, 2520, 3).is_err());
 }

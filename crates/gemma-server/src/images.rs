@@ -21,7 +21,7 @@ use std::time::Duration;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The text of a message's `content` (a string, or text and image parts):
-/// each image part becomes the model's `<start_of_image>` mark (`boi`,
+/// each image part becomes the model's image mark (`boi`: Gemma 3's `<start_of_image>`, Gemma 4's `<|image|>`,
 /// None for a text-only model, which refuses images) and its URL is added
 /// to `urls`. In a message with images, text parts are trimmed, as Gemma
 /// 3's template trims each text part of a list.

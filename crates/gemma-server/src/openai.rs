@@ -289,7 +289,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
     let constrained =
         crate::grammar::openai_response_format(&v).map_err(invalid)?.is_some() || tools.as_ref().is_some_and(|t| t.active() && t.grammar().is_some());
     let (thinking, kwargs) = crate::reasoning::template_kwargs(&v, s.config.enable_thinking, syntax, constrained).map_err(invalid)?;
-    // Image parts become `<start_of_image>` marks in the rendered text, their URLs collected in order.
+    // Image parts become the model's image marks in the rendered text, their URLs collected in order.
     let boi = g.vision.as_ref().and_then(|v| g.tokenizer.id_to_token(v.spec.mark_token()));
     let urls = std::cell::RefCell::new(Vec::new());
     let text = crate::tools::prompt_text(g, msgs, tools.as_ref(), &|c| crate::images::content_text(c, boi.as_deref(), &urls), &kwargs).map_err(invalid)?;

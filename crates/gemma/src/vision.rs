@@ -70,8 +70,9 @@ impl Vision {
         if !self.spec.variable_tokens() {
             return Err(GemmaError::invalid("image_tokens", format!("Gemma 3 images are always {} soft tokens; the budget is Gemma 4's", self.spec.tokens_per_image)));
         }
-        if !gemma_model::towers::GEMMA4_SOFT_TOKENS.contains(&n) {
-            return Err(GemmaError::invalid("image_tokens", format!("{n} is not one of {:?}", gemma_model::towers::GEMMA4_SOFT_TOKENS)));
+        let max = gemma_model::towers::GEMMA4_MAX_BUDGET;
+        if !gemma_model::towers::GEMMA4_SOFT_TOKENS.contains(&n) || n > max {
+            return Err(GemmaError::invalid("image_tokens", format!("{n} is not one of 70, 140, {max} (560 and 1120 make runs longer than the 512 tokens one forward step holds)")));
         }
         self.spec.tokens_per_image = n;
         Ok(self)
@@ -84,8 +85,10 @@ impl Vision {
         let text = std::fs::read_to_string(&path).map_err(|e| GemmaError::io(&path, e))?;
         let top: serde_json::Value = serde_json::from_str(&text).map_err(|e| GemmaError::format(&path, e.to_string()))?;
         let Some(mut spec) = VisionSpec::from_config(&top)? else { return Ok(None) };
-        if let Some(n) = processor_soft_tokens(folder)? {
-            spec.tokens_per_image = n;
+        if spec.variable_tokens() {
+            if let Some(n) = processor_soft_tokens(folder)? {
+                spec.tokens_per_image = n.min(gemma_model::towers::GEMMA4_MAX_BUDGET);
+            }
         }
         let set = gemma_formats::SafetensorsSet::open_folder(folder)?;
         Ok(VisionTower::from_safetensors(&set, &spec, text_hidden)?.map(|tower| Self { spec, tower, cache: Mutex::new(HashMap::new()) }))
@@ -175,12 +178,16 @@ pub struct ImagePlace {
     pub tokens: usize,
 }
 
-/// The media of a prompt from its places and the encoded images.
-pub fn place_media(places: &[ImagePlace], images: &[EncodedImage]) -> Result<Vec<MediaInput>> {
+/// The media of a prompt from its places and the encoded images (soft
+/// tokens `hidden` wide).
+pub fn place_media(places: &[ImagePlace], images: &[EncodedImage], hidden: usize) -> Result<Vec<MediaInput>> {
     places
         .iter()
         .map(|p| {
             let rows = images.get(p.image).and_then(|im| im.runs.get(p.view)).ok_or_else(|| GemmaError::invalid("image", format!("no view {} of image {}", p.view, p.image)))?;
+            if rows.len() != p.tokens * hidden {
+                return Err(GemmaError::invalid("image", format!("view {} of image {} has {} values, not {} soft tokens of width {hidden}", p.view, p.image, rows.len(), p.tokens)));
+            }
             Ok(MediaInput { at: p.at, rows: rows.clone(), key: p.key })
         })
         .collect()
@@ -209,6 +216,9 @@ impl Gemma {
         let Some(v) = &self.vision else {
             return Err(GemmaError::invalid("image", format!("{what}: this model takes text only (its checkpoint has no vision tower)")));
         };
+        // Pan-and-scan is Gemma 3's (Gemma 4 keeps the aspect ratio instead):
+        // for Gemma 4 the flag changes nothing, the cache key included.
+        let pan_and_scan = pan_and_scan && !v.spec.variable_tokens();
         let key: [u8; 32] = Sha256::new().chain_update(bytes).chain_update([pan_and_scan as u8]).finalize().into();
         let hidden = self.model.config.hidden_size;
         if let Some(runs) = v.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
@@ -217,8 +227,7 @@ impl Gemma {
         }
         let img = gemma_formats::image_file::decode_rgb8(bytes, what)?;
         let mut views = vec![img.clone()];
-        // Pan-and-scan is Gemma 3's (Gemma 4 keeps the aspect ratio instead).
-        if pan_and_scan && !v.spec.variable_tokens() {
+        if pan_and_scan {
             views.extend(preprocess::pan_and_scan(&img, &preprocess::PanAndScan::default()));
         }
         let pixels: Vec<Option<TowerInput>> = views.iter().map(|im| v.spec.preprocess(im).map(Some)).collect::<Result<_>>()?;
@@ -284,12 +293,9 @@ impl Gemma {
 
     /// A chat whose messages hold `{"type": "image"}` content parts, with
     /// `images` in the order of those parts: rendered with the chat
-    /// template, each `<start_of_image>` expanded as `Gemma3Processor` does
-    /// (`\n\n<start_of_image>` + soft tokens + `<end_of_image>\n\n`, so the
-    /// newlines merge with their neighbours as transformers tokenizes them;
-    /// an image with pan-and-scan crops becomes "Here is the original image
-    /// … and here are some crops to help you see better …" with one run per
-    /// crop), encoded; returns the ids and every run placed on its soft tokens.
+    /// template, each image mark expanded as the processor does
+    /// ([`Gemma::image_prompt`]), encoded; returns the ids and every run
+    /// placed on its soft tokens.
     pub fn encode_chat_images(&self, messages: &serde_json::Value, images: &[EncodedImage], kwargs: &serde_json::Map<String, serde_json::Value>) -> Result<(Vec<u32>, Vec<MediaInput>)> {
         if images.is_empty() {
             return Ok((self.encode_chat_kwargs(messages, None, kwargs)?, Vec::new()));
@@ -297,10 +303,11 @@ impl Gemma {
         let text = self.tokenizer.apply_chat_template_kwargs(messages, None, true, kwargs)?;
         let slots: Vec<ImageSlot> = images.iter().map(|im| im.slot(self.model.config.hidden_size)).collect();
         let (ids, places) = self.image_prompt(&text, &slots)?;
-        Ok((ids, place_media(&places, images)?))
+        Ok((ids, place_media(&places, images, self.model.config.hidden_size)?))
     }
 
-    /// A prompt `text` whose `<start_of_image>` marks stand for `images`
+    /// A prompt `text` whose image marks (`VisionSpec::mark_token`: Gemma 3's
+    /// `<start_of_image>`, Gemma 4's `<|image|>`) stand for `images`
     /// (key and soft tokens of each view, in order), expanded as the
     /// processors do — Gemma 3: `\n\n<start_of_image>` + soft tokens +
     /// `<end_of_image>\n\n`, so the newlines merge with their neighbours as

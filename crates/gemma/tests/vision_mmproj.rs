@@ -190,6 +190,9 @@ fn gemma4_mmproj_files_give_the_folders_soft_tokens() {
     // Bad budgets are refused by name.
     let e = with_mmproj_tokens(&text, &f32_file, Some(100)).unwrap_err().to_string();
     assert!(e.contains("image_tokens") && e.contains("100"), "{e}");
+    // 560 and 1120 make runs longer than one forward step: refused by name.
+    let e = with_mmproj_tokens(&text, &f32_file, Some(560)).unwrap_err().to_string();
+    assert!(e.contains("560") && e.contains("512"), "{e}");
     let (g3, _g3, _tmp3, g3_text) = fixture();
     let e = with_mmproj_tokens(&g3_text, &g3.join("mmproj-llama-cpp.gguf"), Some(280)).unwrap_err().to_string();
     assert!(e.contains("Gemma 3"), "{e}");

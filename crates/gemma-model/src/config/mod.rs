@@ -222,6 +222,9 @@ pub struct GemmaConfig {
     pub dtype: Option<DType>,
     /// BOS id from the config.
     pub bos_token_id: Option<u32>,
+    /// The pad id (0 when the config has none, as every Gemma tokenizer):
+    /// an image's soft tokens read its per-layer embedding row.
+    pub pad_token_id: u32,
     /// EOS ids from the config.
     pub eos_token_ids: Vec<u32>,
     /// One entry per layer.
@@ -550,6 +553,8 @@ impl GemmaConfig {
             },
             dtype,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
+            // Lenient: some configs write `null`; Gemma's pad id is 0.
+            pad_token_id: f.get("pad_token_id").and_then(Value::as_u64).and_then(|x| u32::try_from(x).ok()).unwrap_or(0),
             eos_token_ids,
             layers,
         })

@@ -26,7 +26,9 @@ thread_local! {
 }
 
 /// The per-layer inputs of every row, `[n, layers · P]` into `sc.ple`, from
-/// the scaled embeddings in `sc.x`: `(norm(proj(e) / √hidden) + table[tok] · √P) / √2`.
+/// the scaled embeddings in `sc.x` (an image's soft tokens where it has
+/// them): `(norm(proj(e) / √hidden) + table[tok] · √P) / √2`, `tok` the pad
+/// id for soft tokens.
 pub(crate) fn per_layer_inputs(m: &Model, segs: &[Seg], items: &[(&[u32], &mut KvCache)], sc: &mut Workspace) {
     let cfg = &m.config;
     let Some(w) = &m.weights.ple else { return };
@@ -47,11 +49,11 @@ pub(crate) fn per_layer_inputs(m: &Model, segs: &[Seg], items: &[(&[u32], &mut K
             for (t, &tok) in items[seg.item].0.iter().enumerate() {
                 // Ids past the per-layer table (Gemma 3n's is shorter than the vocabulary) read row 0.
                 let mut tok = if (tok as usize) < w.embed.rows { tok as usize } else { 0 };
-                // An image's soft tokens read the pad id's row (0 in every
-                // Gemma tokenizer), as transformers replaces their ids.
+                // An image's soft tokens read the pad id's row, as
+                // transformers replaces their ids.
                 let pos = seg.start + t;
                 if seg.media.iter().any(|m| m.at <= pos && pos < m.at + m.rows.len() / hidden) {
-                    tok = 0;
+                    tok = (cfg.pad_token_id as usize).min(w.embed.rows.saturating_sub(1));
                 }
                 gemma_quant::read_f32(&w.embed.storage, tok * lp, row);
                 let dst = &mut out[(seg.row0 + t) * lp..(seg.row0 + t + 1) * lp];

@@ -38,14 +38,16 @@ pub(crate) struct Seg<'a> {
     /// dequantized function), the frozen steps of Gemma 3n/4 included.
     pub exact: bool,
     /// Embedding rows in place of some of the item's tokens (images' soft
-    /// tokens), each run attending to itself in both directions.
+    /// tokens), each run attending to itself in both directions on the
+    /// layers the config's `image_spans` names.
     pub media: &'a [Media<'a>],
 }
 
 /// A run of embedding rows that replaces the embeddings of the placeholder
 /// tokens at positions `at..at + rows/hidden` of a sequence (an image's soft
-/// tokens): within the run, attention goes both ways (Gemma 3: on every
-/// layer, a sliding layer's window still bounding how far back a key may be).
+/// tokens): within the run, attention goes both ways where the config's
+/// `image_spans` says (Gemma 3: every layer; Gemma 4 `"vision"`: the sliding
+/// layers; a sliding layer's window still bounds how far back a key may be).
 #[derive(Debug, Clone, Copy)]
 pub struct Media<'a> {
     /// Position of the first row in the sequence.
@@ -177,7 +179,7 @@ impl Model {
     /// tokens) in place of the embeddings of the placeholder tokens they
     /// cover (positions counted from the start of the sequence, within the
     /// new tokens). A run is never split between prefill chunks, so its
-    /// tokens attend to each other both ways.
+    /// tokens can attend to each other both ways (see [`Media`]).
     pub fn forward_media<'w>(&self, tokens: &[u32], media: &[Media], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode, adapter: Option<&LoraAdapter>) -> Result<&'w mut [f32]> {
         let cfg = &self.config;
         if cfg.bidirectional {

@@ -46,10 +46,11 @@ pub(crate) fn config_json(file: &GgufFile) -> Result<Value> {
     c.insert("vocab_size".into(), json!(vocab));
     let hidden = need(keys::EMBEDDING_LENGTH)?;
     c.insert("hidden_size".into(), json!(hidden));
-    // GGUF keeps no `use_bidirectional_attention`: llama.cpp's rule (mtmd)
-    // is that images attend both ways except in the E2B/E4B widths (1536,
-    // 2560), whose configs leave it unset. With it, transformers' mask:
-    // both ways within an image on the sliding layers.
+    // GGUF keeps no `use_bidirectional_attention`: llama.cpp's rule
+    // (tools/mtmd/mtmd.cpp at 0c1e570, the llama.cpp of llama-cpp-python
+    // 0.3.36) decodes images non-causally except at the E2B/E4B widths
+    // (1536, 2560), whose configs leave the field unset. With it we apply
+    // transformers' mask: both ways within an image on the sliding layers.
     if hidden != 1536 && hidden != 2560 {
         c.insert("use_bidirectional_attention".into(), json!("vision"));
     }

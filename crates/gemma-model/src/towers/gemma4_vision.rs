@@ -222,7 +222,7 @@ impl Gemma4VisionTower {
         };
         let vector = |name: &str, len: usize| tensor(name, &[len]).map(|s| gemma_quant::to_f32_vec(&s));
         let scalar = |name: &str| tensor(name, &[]).map(|s| gemma_quant::to_f32_vec(&s).first().copied().unwrap_or(0.0));
-        let matrix = |name: &str, rows: usize, cols: usize| tensor(name, &[rows, cols]).map(|s| Matrix::new(rows, cols, s));
+        let matrix = |name: &str, rows: usize, cols: usize| tensor(name, &[rows, cols]).map(|s| Matrix::new(rows, cols, super::lossless_bf16(s)));
         let linear = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
             let w = matrix(&format!("{prefix}{name}.linear.weight"), rows, cols)?;
             let clip = if c.use_clipped_linears {
@@ -288,12 +288,12 @@ impl Gemma4VisionTower {
             return Err(GemmaError::Unsupported(format!("an image of {} values in {n} patches; the vision tower takes {pv} values a patch", input.patches.len())));
         }
         let k = c.pooling_kernel_size;
+        if let Some(&[x, y]) = input.positions.iter().find(|&&[x, y]| x.max(y) >= c.position_embedding_size) {
+            return Err(GemmaError::Unsupported(format!("a patch at ({x}, {y}) is past the {} positions of the tower (the image is too large for it)", c.position_embedding_size)));
+        }
         let (gw, gh) = grid(&input.positions);
         if !gw.is_multiple_of(k) || !gh.is_multiple_of(k) || gw * gh != n {
             return Err(GemmaError::Unsupported(format!("a {gw}×{gh} patch grid ({n} patches) does not pool by {k}×{k}")));
-        }
-        if gw.max(gh) > c.position_embedding_size {
-            return Err(GemmaError::Unsupported(format!("a {gw}×{gh} patch grid is past the {} positions of the tower", c.position_embedding_size)));
         }
         // transformers: 2 · (v − 0.5) before the projection.
         let rows: Vec<f32> = input.patches.iter().map(|&v| 2.0 * (v - 0.5)).collect();
@@ -322,7 +322,7 @@ impl Gemma4VisionTower {
         v = rms_norm(&v, None, hd, eps);
         self.rope(&mut q, &e.positions);
         self.rope(&mut k, &e.positions);
-        let att = super::attention::full_attention(&q, &k, &v, c.num_attention_heads, c.num_key_value_heads, hd, 1.0);
+        let att = super::attention::full_attention(&q, &k, &v, (c.num_attention_heads, c.num_key_value_heads, hd), 1.0, b.q.w.dtype() == gemma_core::DType::BF16);
         add(x, &rms_norm(&b.o.apply(&att, n), Some(&b.post_attention_norm), h, eps));
         let hn = rms_norm(x, Some(&b.pre_ffn_norm), h, eps);
         let mut gate = b.gate.apply(&hn, n);

@@ -9,11 +9,30 @@ pub mod mmproj_gemma4;
 pub mod preprocess;
 pub mod siglip;
 
-use gemma_core::{GemmaError, Result};
+use gemma_core::{GemmaError, Result, Storage};
 use gemma_formats::SafetensorsSet;
 use serde_json::Value;
 pub use gemma4_vision::{Gemma4Encoding, Gemma4VisionConfig, Gemma4VisionTower, PatchInput};
 pub use siglip::{SiglipConfig, SiglipEncoding, SiglipTower};
+
+/// A tower's weight matrix, stored in bf16 when it is f16 whose every value
+/// bf16 holds exactly: llama.cpp's converter writes a Gemma tower (trained
+/// and published in bf16) as f16, and each f16 value rounded from a bf16
+/// one converts back without loss — the same weights, on the bf16 products
+/// (AMX-BF16 / AVX512-BF16) instead of the f32 path. Anything else (a
+/// genuinely f16 tower, f32, bf16, quantized) stays as it is.
+pub(crate) fn lossless_bf16(s: Storage) -> Storage {
+    if s.dtype() != gemma_core::DType::F16 {
+        return s;
+    }
+    let vals = gemma_quant::to_f32_vec(&s);
+    let b: Vec<half::bf16> = vals.iter().map(|&v| half::bf16::from_f32(v)).collect();
+    if b.iter().zip(&vals).all(|(x, &v)| x.to_f32() == v || (v.is_nan() && x.is_nan())) {
+        Storage::BF16(b)
+    } else {
+        s
+    }
+}
 
 /// A tower's config, by kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +63,11 @@ pub struct VisionSpec {
 
 /// The soft-token budgets Gemma 4's image processor accepts.
 pub const GEMMA4_SOFT_TOKENS: [usize; 5] = [70, 140, 280, 560, 1120];
+/// The largest budget gemma-rs takes: an image's run of soft tokens must
+/// fit one forward step ([`crate::MAX_CHUNK`], 512 tokens) to attend to
+/// itself both ways, and budgets of 560 and 1120 make longer runs. A
+/// checkpoint asking for more is capped here.
+pub const GEMMA4_MAX_BUDGET: usize = 280;
 
 impl VisionSpec {
     /// The image part of a `Gemma3ForConditionalGeneration` or
@@ -64,6 +88,11 @@ impl VisionSpec {
                 Some((k, x)) => x.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| GemmaError::config(k, format!("{x} is not a token id"))),
             }
         };
+        // transformers takes a `null` field as its default; so does serde when it is absent.
+        let v = &match v {
+            Value::Object(m) => Value::Object(m.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), x.clone())).collect()),
+            other => other.clone(),
+        };
         if gemma4 {
             let tower: Gemma4VisionConfig = serde_json::from_value(v.clone()).map_err(|e| GemmaError::config("vision_config", e.to_string()))?;
             tower.validate()?;
@@ -72,7 +101,8 @@ impl VisionSpec {
             let tokens_per_image = match top.get("vision_soft_tokens_per_image") {
                 None => 280,
                 Some(x) => x.as_u64().filter(|n| GEMMA4_SOFT_TOKENS.contains(&(*n as usize))).ok_or_else(|| GemmaError::config("vision_soft_tokens_per_image", format!("{x} is not one of {GEMMA4_SOFT_TOKENS:?}")))? as usize,
-            };
+            }
+            .min(GEMMA4_MAX_BUDGET);
             return Ok(Some(Self {
                 tower: TowerConfig::Gemma4(tower),
                 tokens_per_image,
@@ -216,5 +246,26 @@ impl VisionTower {
             Self::Siglip(t) => t.layers(),
             Self::Gemma4(t) => t.layers(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    /// f16 weights that came from bf16 ones (llama.cpp's converter on a
+    /// Gemma tower) go back to bf16, values unchanged — small ones that f16
+    /// keeps as subnormals included; other f16 weights stay f16.
+    #[test]
+    fn f16_from_bf16_goes_back_losslessly() {
+        let vals: Vec<f32> = (0..4096).map(|i| ((i * 7919 % 1999) as f32 / 999.5 - 1.0) * if i % 7 == 0 { 1e-6 } else { 0.05 }).collect();
+        let from_bf16: Vec<f16> = vals.iter().map(|&v| f16::from_f32(bf16::from_f32(v).to_f32())).collect();
+        let s = lossless_bf16(Storage::F16(from_bf16.clone()));
+        assert_eq!(s.dtype(), gemma_core::DType::BF16);
+        assert_eq!(gemma_quant::to_f32_vec(&s), from_bf16.iter().map(|x| x.to_f32()).collect::<Vec<_>>());
+        let plain: Vec<f16> = vals.iter().map(|&v| f16::from_f32(v)).collect();
+        assert_eq!(lossless_bf16(Storage::F16(plain)).dtype(), gemma_core::DType::F16);
+        assert_eq!(lossless_bf16(Storage::F32(vals)).dtype(), gemma_core::DType::F32);
     }
 }

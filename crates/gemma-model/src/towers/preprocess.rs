@@ -195,6 +195,9 @@ pub fn gemma3_pixels(img: &Rgb8, size: usize) -> Vec<f32> {
 /// gets one window, the other side the aspect ratio's whole part of
 /// windows, capped) — transformers' `get_aspect_ratio_preserving_size`.
 pub fn gemma4_size(h: usize, w: usize, patch: usize, max_patches: usize, k: usize) -> Result<(usize, usize), String> {
+    if h == 0 || w == 0 || patch == 0 || k == 0 || max_patches == 0 {
+        return Err(format!("a {w}×{h} image at patch {patch}, pooling {k} and {max_patches} patches has no size"));
+    }
     let target_px = (max_patches * patch * patch) as f64;
     let factor = (target_px / (h * w) as f64).sqrt();
     let side = k * patch;

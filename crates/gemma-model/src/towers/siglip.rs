@@ -137,7 +137,7 @@ impl SiglipTower {
             Ok(s)
         };
         let vector = |name: &str, len: usize| tensor(name, &[len]).map(|s| gemma_quant::to_f32_vec(&s));
-        let matrix = |name: &str, rows: usize, cols: usize| tensor(name, &[rows, cols]).map(|s| Matrix::new(rows, cols, s));
+        let matrix = |name: &str, rows: usize, cols: usize| tensor(name, &[rows, cols]).map(|s| Matrix::new(rows, cols, super::lossless_bf16(s)));
         let linear = |name: &str, rows: usize, cols: usize| -> Result<(Matrix, Vec<f32>)> {
             Ok((matrix(&format!("{prefix}{name}.weight"), rows, cols)?, vector(&format!("{prefix}{name}.bias"), rows)?))
         };
@@ -252,7 +252,8 @@ impl SiglipTower {
     fn attention(&self, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
         let heads = self.config.num_attention_heads;
         let hd = self.config.hidden_size / heads;
-        super::attention::full_attention(q, k, v, heads, heads, hd, (hd as f32).powf(-0.5))
+        let bf16 = self.blocks.first().is_some_and(|b| b.q.0.dtype() == gemma_core::DType::BF16);
+        super::attention::full_attention(q, k, v, (heads, heads, hd), (hd as f32).powf(-0.5), bf16)
     }
 
     /// The projector: `x` `[side², hidden]` average-pooled to the token
