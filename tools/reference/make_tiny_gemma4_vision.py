@@ -22,7 +22,7 @@ processor is only compared with the PIL one). Writes:
   and proportional RoPE, `use_bidirectional_attention="vision"` (image tokens
   attend to their whole image on sliding layers only), final softcap 30.
 - The vision tower: hidden 32, 2 layers, 2 heads of 16, patch 4, pooling 3,
-  position table 64, axial RoPE theta 100, `standardize` (random std_bias /
+  position table 128 (images up to 128 patches a side: the 1120 budget), axial RoPE theta 100, `standardize` (random std_bias /
   std_scale), clipped linears with finite random bounds (some values clip).
   Norm weights are random around 1 (Gemma 4 norms are x̂·w).
 - preprocessor_config.json: the image processor's settings (max_soft_tokens
@@ -100,7 +100,7 @@ PATCH, POOL, MAX_SOFT = 4, 3, 70
 MAX_PATCHES = MAX_SOFT * POOL * POOL
 text = Gemma4TextConfig(
     vocab_size=VOCAB, vocab_size_per_layer_input=VOCAB, hidden_size=48, intermediate_size=64, num_hidden_layers=4,
-    num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32, max_position_embeddings=256,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=16, global_head_dim=32, max_position_embeddings=2048,
     rms_norm_eps=1e-6, tie_word_embeddings=True, sliding_window=4, hidden_activation="gelu_pytorch_tanh",
     layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
     rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
@@ -110,7 +110,7 @@ text = Gemma4TextConfig(
     use_bidirectional_attention="vision", bos_token_id=2, eos_token_id=[1, EOT], pad_token_id=0)
 vision = Gemma4VisionConfig(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
-    patch_size=PATCH, pooling_kernel_size=POOL, position_embedding_size=64, rms_norm_eps=1e-6,
+    patch_size=PATCH, pooling_kernel_size=POOL, position_embedding_size=128, rms_norm_eps=1e-6,
     rope_parameters={"rope_type": "axial", "rope_theta": 100.0}, standardize=True, use_clipped_linears=True,
     hidden_activation="gelu_pytorch_tanh")
 cfg = Gemma4Config(text_config=text, vision_config=vision, audio_config=None, boi_token_id=BOI, eoi_token_id=EOI,

@@ -213,10 +213,9 @@ pub struct ModelArgs {
     /// The model then takes images (`--image`, image_url, `/image`).
     #[arg(long, env = "GEMMA_MMPROJ")]
     pub mmproj: Option<PathBuf>,
-    /// Gemma 4: the soft-token budget an image is resized to (70, 140 or
-    /// 280; default the checkpoint's `preprocessor_config.json`, else 280).
-    /// More tokens see finer detail and cost more prefill. (560 and 1120 are
-    /// not taken yet: their runs exceed the 512 tokens of one forward step.)
+    /// Gemma 4: the soft-token budget an image is resized to (70, 140, 280,
+    /// 560 or 1120; default the checkpoint's `preprocessor_config.json`, else
+    /// 280). More tokens see finer detail and cost more encode and prefill.
     #[arg(long, env = "GEMMA_IMAGE_TOKENS")]
     pub image_tokens: Option<usize>,
     /// GGUF: copy the weights into huge-page-backed memory instead of

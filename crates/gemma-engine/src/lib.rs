@@ -316,7 +316,7 @@ impl Engine {
         if let Some(m) = req.media.iter().find(|m| m.rows.is_empty() || m.rows.len() % hidden != 0) {
             return Err(SubmitError::Invalid(format!("a media run of {} values is not whole rows of the model's width {hidden}", m.rows.len())));
         }
-        check_runs(runs, req.prompt.len())?;
+        check_runs(runs, req.prompt.len(), self.gemma.model.config.step_limit())?;
         let n = req.prompt.len();
         if n > c.max_input_tokens {
             return Err(SubmitError::Invalid(format!("the prompt has {n} tokens, more than max_input_tokens = {}", c.max_input_tokens)));
@@ -357,7 +357,7 @@ impl Engine {
             if places.len() != images.iter().map(PreparedImage::views).sum::<usize>() {
                 return Err(SubmitError::Invalid(format!("{} soft-token runs for {} images and crops", places.len(), images.iter().map(PreparedImage::views).sum::<usize>())));
             }
-            check_runs(places.iter().map(|p| (p.at, p.tokens)).collect(), req.prompt.len())?;
+            check_runs(places.iter().map(|p| (p.at, p.tokens)).collect(), req.prompt.len(), self.gemma.model.config.step_limit())?;
         }
         if self.stopping.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
@@ -434,10 +434,10 @@ impl Engine {
     }
 }
 
-/// Media runs `(at, len)` must lie inside the prompt, apart, each within one step.
-fn check_runs(mut runs: Vec<(usize, usize)>, prompt: usize) -> Result<(), SubmitError> {
+/// Media runs `(at, len)` must lie inside the prompt, apart, each within
+/// one step (`max` positions).
+fn check_runs(mut runs: Vec<(usize, usize)>, prompt: usize, max: usize) -> Result<(), SubmitError> {
     runs.sort_unstable();
-    let max = gemma_model::MAX_CHUNK;
     if let Some(&(at, len)) = runs.iter().find(|&&(at, len)| len == 0 || len > max || at + len > prompt) {
         return Err(SubmitError::Invalid(format!("a media run at {at}..{} must be 1 to {max} positions inside the prompt of {prompt} tokens", at + len)));
     }

@@ -11,7 +11,7 @@
 use crate::cache::KvCache;
 use crate::lora::LoraAdapter;
 use crate::workspace::{buf, Workspace};
-use crate::forward::{Media, Model, Seg, MAX_CHUNK};
+use crate::forward::{Media, Model, Seg};
 use gemma_core::{GemmaError, Result};
 use gemma_kernels::{matmul, matmul_decode, ops::rms_norm, softcap};
 
@@ -50,7 +50,7 @@ pub struct BatchWorkspace {
 impl Model {
     /// Advance every item by its tokens; returns the logits of each item's
     /// last token, `[items, vocab]`, in item order. Nothing is changed when
-    /// an item is invalid (empty, unknown ids, longer than [`MAX_CHUNK`],
+    /// an item is invalid (empty, unknown ids, longer than the step limit,
     /// context overflow).
     pub fn forward_batch<'w>(&self, items: &mut [BatchItem], ws: &'w mut BatchWorkspace) -> Result<&'w mut [f32]> {
         self.forward_batch_scored(items, ws, &mut |_, _, _| {})
@@ -66,11 +66,12 @@ impl Model {
         ws: &'w mut BatchWorkspace,
         on_row: &mut dyn FnMut(usize, usize, &[f32]),
     ) -> Result<&'w mut [f32]> {
+        let limit = self.config.step_limit();
         for it in items.iter() {
-            if it.tokens.len() > MAX_CHUNK {
-                // Sliding-window rings hold window + MAX_CHUNK positions: a longer
+            if it.tokens.len() > limit {
+                // Sliding-window rings hold window + step_limit positions: a longer
                 // step would overwrite keys its own first queries still need.
-                return Err(GemmaError::invalid("tokens", format!("a batch item of {} tokens is longer than the {MAX_CHUNK} one step takes", it.tokens.len())));
+                return Err(GemmaError::invalid("tokens", format!("a batch item of {} tokens is longer than the {limit} one step takes", it.tokens.len())));
             }
             self.check_tokens(it.tokens, it.cache.len())?;
         }

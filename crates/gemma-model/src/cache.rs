@@ -1,5 +1,6 @@
 //! The KV cache. Global layers keep every position; sliding-window layers keep
-//! a ring of `window + MAX_CHUNK` positions, so memory stays bounded however
+//! a ring of `window + step_limit` positions (`MAX_CHUNK`, or the longest
+//! media run if longer), so memory stays bounded however
 //! long the sequence grows.
 
 use crate::config::{AttentionKind, GemmaConfig};
@@ -266,6 +267,7 @@ impl KvCache {
     /// (which [`KvType::check`] accepted for `cfg`).
     pub fn with_type(cfg: &GemmaConfig, kind: KvType) -> Self {
         let store = || KvStore::new(kind);
+        let step = cfg.step_limit();
         let layers = cfg
             .layers
             .iter()
@@ -275,7 +277,7 @@ impl KvCache {
                 v: store(),
                 capacity: match l.attention {
                     AttentionKind::Global => usize::MAX,
-                    AttentionKind::Sliding { window } => window + MAX_CHUNK,
+                    AttentionKind::Sliding { window } => window + step,
                 },
                 window: match l.attention {
                     AttentionKind::Global => 0,
@@ -328,7 +330,7 @@ impl KvCache {
     }
 
     /// How many positions [`KvCache::truncate`] can always roll back: the
-    /// sliding-window rings' slack (`MAX_CHUNK`), unlimited without them.
+    /// sliding-window rings' slack (the step limit), unlimited without them.
     pub fn max_rollback(&self) -> usize {
         self.layers.iter().filter(|l| l.capacity != usize::MAX).map(|l| l.capacity - l.window).min().unwrap_or(usize::MAX)
     }

@@ -269,3 +269,60 @@ fn gemma4_resize_rules_follow_transformers() {
     assert_eq!(gemma4_size(5000, 10, 16, 2520, 3), Ok((280 * 48, 48)));
     assert!(gemma4_size(0, 100, 16, 2520, 3).is_err() && gemma4_size(100, 0, 16, 2520, 3).is_err());
 }
+
+/// Gemma 4's 560 and 1120 soft-token budgets: an image run longer than one
+/// 512-token chunk stays one forward step (the sliding rings grow to hold
+/// it), and equals transformers: preprocessing (patch count, level sum),
+/// features, logits inside and after the run, cached greedy decode. Without
+/// room for it (`media_run` unset) the run is refused by name.
+#[test]
+fn gemma4_budgets_past_one_chunk_equal_transformers() {
+    use gemma_model::towers::preprocess::gemma4_patches;
+    use gemma_model::{hf::load_model, LogitsMode, Media, Workspace};
+    let (_, tower) = tower_of(G4);
+    let g = goldens_of(G4, "budget_goldens.safetensors");
+    let bytes = std::fs::read(testdata(G4).join("images/large_300x200.png")).unwrap();
+    let img = gemma_formats::image_file::decode_rgb8(&bytes, "large_300x200.png").unwrap();
+    for budget in [560usize, 1120] {
+        let key = |k: &str| format!("{budget}.{k}");
+        let input = gemma4_patches(&img, 4, budget, 3).unwrap();
+        let n = input.positions.len() / 9;
+        assert!(n > gemma_model::MAX_CHUNK, "{budget}: {n} soft tokens fit one chunk");
+        assert_eq!(input.positions.len() as i64, g.load_i64(&key("patches")).unwrap()[0], "{budget}: patches");
+        let level_sum: i64 = input.patches.iter().map(|v| (v * 255.0).round() as i64).sum();
+        assert_eq!(level_sum, g.load_i64(&key("level_sum")).unwrap()[0], "{budget}: 8-bit levels");
+        let feats = tower.encode(&TowerInput::Patches(input)).unwrap();
+        let (rows, want) = (g.load_i64(&key("feature_rows")).unwrap(), tensor(&g, &key("features")));
+        let got: Vec<f32> = rows.iter().flat_map(|&r| feats[r as usize * 48..(r as usize + 1) * 48].to_vec()).collect();
+        let d = rel_diff(&got, &want);
+        assert!(d < 1e-4, "{budget}: features {d}");
+
+        let ids: Vec<u32> = g.load_i64(&key("ids")).unwrap().into_iter().map(|x| x as u32).collect();
+        let at = ids.iter().position(|&t| t == 422).unwrap();
+        let media = [Media { at, rows: &feats }];
+        let mut model = load_model(&testdata(G4), None, &mut |_, _| {}).unwrap();
+        let mut ws = Workspace::new();
+        let err = model.forward_media(&ids, &media, &mut model.new_cache(), &mut ws, LogitsMode::Last, None).unwrap_err().to_string();
+        assert!(err.contains(&format!("a run of {n} rows")) && err.contains("512"), "{err}");
+        model.config.media_run = n;
+        let all = model.forward_media(&ids, &media, &mut model.new_cache(), &mut ws, LogitsMode::All, None).unwrap().to_vec();
+        let vocab = model.config.vocab_size;
+        let (lrows, want) = (g.load_i64(&key("logit_rows")).unwrap(), tensor(&g, &key("logits")));
+        let got: Vec<f32> = lrows.iter().flat_map(|&r| all[r as usize * vocab..(r as usize + 1) * vocab].to_vec()).collect();
+        let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("budget {budget}: {n} soft tokens, features within {d:.2e}, logits within {worst:.2e} of transformers");
+        assert!(worst < 1e-4, "{budget}: logits {worst}");
+        // Greedy through the cache after the long step (short text chunks
+        // before it, one token at a time after it).
+        let mut cache = model.new_cache();
+        model.forward_media(&ids[..at], &[], &mut cache, &mut ws, LogitsMode::Last, None).unwrap();
+        let mut last = model.forward_media(&ids[at..], &media, &mut cache, &mut ws, LogitsMode::Last, None).unwrap().to_vec();
+        let mut greedy = Vec::new();
+        for _ in 0..6 {
+            let t = (0..vocab).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as u32;
+            greedy.push(t as i64);
+            last = model.forward_into(&[t], &mut cache, &mut ws, LogitsMode::Last).unwrap().to_vec();
+        }
+        assert_eq!(greedy, g.load_i64(&key("greedy")).unwrap(), "{budget}: greedy");
+    }
+}

@@ -173,3 +173,41 @@ fn gemma4_image_chat_equals_transformers() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["generated_text"], want, "TGI");
 }
+
+/// Gemma 4 with a 1120-token budget (the folder's
+/// `preprocessor_config.json`): the image's 1080 soft tokens, more than
+/// one 512-token chunk, go through the engine's batched steps whole; two
+/// requests at once answer as transformers does
+/// (tools/reference/make_tiny_gemma4_budgets.py).
+#[test]
+fn gemma4_budget_1120_on_the_server_equals_transformers() {
+    let src = testdata("tiny-gemma4-vision");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+    }
+    let mut pre: Value = serde_json::from_str(&std::fs::read_to_string(src.join("preprocessor_config.json")).unwrap()).unwrap();
+    pre["max_soft_tokens"] = json!(1120);
+    std::fs::write(tmp.path().join("preprocessor_config.json"), pre.to_string()).unwrap();
+    let s = start_with(tmp.path().to_path_buf(), EngineConfig::default(), ServerConfig::default());
+    let g = SafetensorsSet::open_files(&[src.join("budget_goldens.safetensors")]).unwrap();
+    let ids = |k: &str| -> Vec<u32> { g.load_i64(k).unwrap().into_iter().map(|x| x as u32).collect() };
+    let (want_ids, want_greedy) = (ids("1120.ids"), ids("1120.greedy"));
+    let want = s.gemma.tokenizer.decode(&want_greedy, true).unwrap();
+    let bytes = std::fs::read(src.join("images/large_300x200.png")).unwrap();
+    let url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes));
+    let content = json!([{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is in this picture?"}]);
+    let body = json!({"messages": [{"role": "user", "content": content}], "max_tokens": want_greedy.len(), "temperature": 0, "ignore_eos": true});
+    let addr = s.addr;
+    let both: Vec<_> = (0..2).map(|_| {
+        let body = body.clone();
+        std::thread::spawn(move || post(addr, "/v1/chat/completions", body))
+    }).collect();
+    for r in both {
+        let r = r.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["usage"]["prompt_tokens"], want_ids.len(), "the expanded prompt differs from Gemma4Processor's");
+        assert_eq!(v["choices"][0]["message"]["content"], want, "greedy differs from transformers' generate");
+    }
+}

@@ -133,7 +133,7 @@ impl Gemma {
                 return Err(GemmaError::format(path, "not a GGUF file (expected a GGUF file or a Hugging Face model folder)"));
             }
             let file = gemma_formats::GgufFile::open_with(path, options.hugepages)?;
-            let model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
+            let mut model = gemma_model::gguf::load_model(&file, options.dtype, progress)?;
             let tokenizer = gguf_tokenizer::from_gguf(&file)?;
             let file_type = file.get(keys::GENERAL_FILE_TYPE).and_then(GgufValue::as_u64).map(|v| {
                 gemma_formats::file_type_name(v as u32).map_or_else(|| format!("file type {v}"), String::from)
@@ -142,6 +142,7 @@ impl Gemma {
                 Some(p) => Some(vision::Vision::load_mmproj(p, &model, &tokenizer)?.with_image_tokens(options.image_tokens)?),
                 None => None,
             };
+            model.config.media_run = vision.as_ref().map_or(0, |v| v.spec.tokens_per_image);
             return Ok(Self {
                 model,
                 tokenizer,
@@ -153,7 +154,7 @@ impl Gemma {
                 vision,
             });
         }
-        let model = gemma_model::hf::load_model(path, options.dtype, progress)?;
+        let mut model = gemma_model::hf::load_model(path, options.dtype, progress)?;
         let tokenizer = GemmaTokenizer::from_folder(path)?;
         let generation_config = GenerationConfig::from_file(&path.join("generation_config.json"))?;
         let sentence = embed::SentenceModules::load(path)?;
@@ -162,6 +163,9 @@ impl Gemma {
             None => vision::Vision::load(path, model.config.hidden_size)?,
         };
         let vision = vision.map(|v| v.with_image_tokens(options.image_tokens)).transpose()?;
+        // Every image's run of soft tokens is one forward step (Gemma 4's
+        // 560/1120 budgets make steps longer than MAX_CHUNK).
+        model.config.media_run = vision.as_ref().map_or(0, |v| v.spec.tokens_per_image);
         Ok(Self { model, tokenizer, generation_config, path: path.to_path_buf(), grammars: Default::default(), sentence, file_type: None, vision })
     }
 

@@ -70,9 +70,8 @@ impl Vision {
         if !self.spec.variable_tokens() {
             return Err(GemmaError::invalid("image_tokens", format!("Gemma 3 images are always {} soft tokens; the budget is Gemma 4's", self.spec.tokens_per_image)));
         }
-        let max = gemma_model::towers::GEMMA4_MAX_BUDGET;
-        if !gemma_model::towers::GEMMA4_SOFT_TOKENS.contains(&n) || n > max {
-            return Err(GemmaError::invalid("image_tokens", format!("{n} is not one of 70, 140, {max} (560 and 1120 make runs longer than the 512 tokens one forward step holds)")));
+        if !gemma_model::towers::GEMMA4_SOFT_TOKENS.contains(&n) {
+            return Err(GemmaError::invalid("image_tokens", format!("{n} is not one of {:?}", gemma_model::towers::GEMMA4_SOFT_TOKENS)));
         }
         self.spec.tokens_per_image = n;
         Ok(self)
@@ -87,7 +86,7 @@ impl Vision {
         let Some(mut spec) = VisionSpec::from_config(&top)? else { return Ok(None) };
         if spec.variable_tokens() {
             if let Some(n) = processor_soft_tokens(folder)? {
-                spec.tokens_per_image = n.min(gemma_model::towers::GEMMA4_MAX_BUDGET);
+                spec.tokens_per_image = n;
             }
         }
         let set = gemma_formats::SafetensorsSet::open_folder(folder)?;

@@ -143,8 +143,40 @@ fn gemma4_bad_images_are_refused() {
     let one = gemma.encode_image(&png, "a.png", false).unwrap();
     let err = gemma.encode_chat_images(&messages(1), &[one.clone(), one], &serde_json::Map::new()).unwrap_err().to_string();
     assert!(err.contains("1 image places for 2 images"), "{err}");
-    // 200×23 becomes a 72×6 patch grid: past this tiny tower's 64 positions.
-    let wide = std::fs::read(dir.join("images/wide_200x23.png")).unwrap();
+    // 1000×10 becomes a 210×3 patch grid: past this tiny tower's 128 positions.
+    let mut wide = Vec::new();
+    image::RgbImage::from_pixel(1000, 10, image::Rgb([90, 20, 200])).write_to(&mut std::io::Cursor::new(&mut wide), image::ImageFormat::Png).unwrap();
     let err = gemma.encode_image(&wide, "wide.png", false).unwrap_err().to_string();
     assert!(err.contains("positions"), "{err}");
+}
+
+/// Gemma 4's 560 and 1120 budgets (`image_tokens`): an image of 532 and
+/// 1080 soft tokens, longer than one 512-token chunk, gives
+/// `Gemma4Processor`'s prompt ids and `generate`'s greedy tokens
+/// (tools/reference/make_tiny_gemma4_budgets.py), and a session holding it
+/// reuses its keys and values on the next turn.
+#[test]
+fn gemma4_budgets_past_one_chunk_equal_transformers() {
+    let dir = testdata("tiny-gemma4-vision");
+    let g = SafetensorsSet::open_files(&[dir.join("budget_goldens.safetensors")]).unwrap();
+    let text = serde_json::json!([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in this picture?"}]}]);
+    for budget in [560, 1120] {
+        let ids_of = |k: &str| -> Vec<u32> { g.load_i64(&format!("{budget}.{k}")).unwrap().into_iter().map(|x| x as u32).collect() };
+        let options = gemma::LoadOptions { image_tokens: Some(budget), ..Default::default() };
+        let gemma = Gemma::load_with(&dir, &options, &mut |_, _| {}).unwrap();
+        let image = gemma.encode_image_file(&dir.join("images/large_300x200.png"), false).unwrap();
+        let (ids, media) = gemma.encode_chat_images(&text, &[image], &serde_json::Map::new()).unwrap();
+        assert_eq!(ids, ids_of("ids"), "{budget}: the expanded prompt differs from the processor's");
+        assert!(media[0].rows.len() / 48 > gemma_model::MAX_CHUNK);
+        let mut req = gemma.request(&ids);
+        req.params = gemma::SamplingParams::greedy();
+        req.max_new_tokens = 6;
+        req.stop_ids.clear();
+        req.media = media;
+        let mut session = gemma.new_session();
+        let out = gemma.generate(&mut session, &req, &mut |_| true).unwrap();
+        assert_eq!(out.tokens, ids_of("greedy"), "{budget}: greedy differs from transformers' generate");
+        let again = gemma.generate(&mut session, &req, &mut |_| true).unwrap();
+        assert_eq!((again.tokens, again.prompt_tokens_computed), (out.tokens, 1), "{budget}: the session recomputed");
+    }
 }

@@ -154,7 +154,7 @@ fn wrong_mmproj_files_are_refused() {
 /// folder's soft tokens (exactly in f32), written again from the GGUF pair
 /// they are the same bytes, and the pair answers the two-image chat as
 /// transformers does. The file holds no soft-token budget: the folder's 70
-/// is given as `image_tokens`; Gemma 3 refuses one.
+/// is given as `image_tokens` (1120 as well); Gemma 3 refuses one.
 #[test]
 fn gemma4_mmproj_files_give_the_folders_soft_tokens() {
     let (dir, hf, tmp, text) = fixture_of("tiny-gemma4-vision");
@@ -190,9 +190,15 @@ fn gemma4_mmproj_files_give_the_folders_soft_tokens() {
     // Bad budgets are refused by name.
     let e = with_mmproj_tokens(&text, &f32_file, Some(100)).unwrap_err().to_string();
     assert!(e.contains("image_tokens") && e.contains("100"), "{e}");
-    // 560 and 1120 make runs longer than one forward step: refused by name.
-    let e = with_mmproj_tokens(&text, &f32_file, Some(560)).unwrap_err().to_string();
-    assert!(e.contains("560") && e.contains("512"), "{e}");
+    // 1120: runs longer than one 512-token chunk, the folder's soft tokens
+    // exactly, and the model's steps may now hold them.
+    let large = std::fs::read(dir.join("images/large_300x200.png")).unwrap();
+    let big = with_mmproj_tokens(&text, &f32_file, Some(1120)).unwrap();
+    let folder = Gemma::load_with(&dir, &LoadOptions { image_tokens: Some(1120), ..Default::default() }, &mut |_, _| {}).unwrap();
+    let run = big.encode_image(&large, "large", false).unwrap().runs[0].clone();
+    assert_eq!(run.len() / 48, 1080);
+    assert_eq!(run, folder.encode_image(&large, "large", false).unwrap().runs[0]);
+    assert_eq!((big.model.config.step_limit(), folder.model.config.step_limit()), (1120, 1120));
     let (g3, _g3, _tmp3, g3_text) = fixture();
     let e = with_mmproj_tokens(&g3_text, &g3.join("mmproj-llama-cpp.gguf"), Some(280)).unwrap_err().to_string();
     assert!(e.contains("Gemma 3"), "{e}");

@@ -218,6 +218,10 @@ pub struct GemmaConfig {
     /// the window): every layer (Gemma 3), the sliding ones (Gemma 4 with
     /// `use_bidirectional_attention: "vision"`) or none (other Gemma 4).
     pub image_spans: ImageSpans,
+    /// The longest run of media rows (one image's soft tokens) a forward
+    /// step must hold whole; 0 until a tower is attached. Steps may then be
+    /// as long as `max(MAX_CHUNK, media_run)` ([`GemmaConfig::step_limit`]).
+    pub media_run: usize,
     /// The checkpoint's declared dtype (`dtype` / `torch_dtype`), if any.
     pub dtype: Option<DType>,
     /// BOS id from the config.
@@ -360,6 +364,14 @@ fn parse_rope(obj: &Value, field: &str, default_theta: f64) -> Result<Rope> {
 }
 
 impl GemmaConfig {
+    /// The most new positions one forward step takes: [`crate::MAX_CHUNK`],
+    /// or a longer media run that must stay whole to attend to itself both
+    /// ways (Gemma 4's 560 and 1120 soft-token budgets). Sliding-window
+    /// caches keep `window + step_limit()` positions.
+    pub fn step_limit(&self) -> usize {
+        crate::cache::MAX_CHUNK.max(self.media_run)
+    }
+
     /// Read and parse a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| GemmaError::io(path, e))?;
@@ -551,6 +563,7 @@ impl GemmaConfig {
                 Family::Gemma4 => ImageSpans::None,
                 _ => ImageSpans::All,
             },
+            media_run: 0,
             dtype,
             bos_token_id: f.ids("bos_token_id")?.first().copied(),
             // Lenient: some configs write `null`; Gemma's pad id is 0.

@@ -221,8 +221,9 @@ impl Model {
             if m.rows.is_empty() || m.rows.len() % hidden != 0 {
                 return Err(GemmaError::invalid("media", format!("{} values are not whole rows of the model's width {hidden}", m.rows.len())));
             }
-            if len > MAX_CHUNK {
-                return Err(GemmaError::invalid("media", format!("a run of {len} rows is longer than the {MAX_CHUNK} one step takes")));
+            let limit = self.config.step_limit();
+            if len > limit {
+                return Err(GemmaError::invalid("media", format!("a run of {len} rows is longer than the {limit} one step takes")));
             }
             if m.at < cached || m.at + len > cached + n {
                 return Err(GemmaError::invalid("media", format!("rows at positions {}..{} are outside the new tokens {cached}..{}", m.at, m.at + len, cached + n)));

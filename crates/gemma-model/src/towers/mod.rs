@@ -63,11 +63,6 @@ pub struct VisionSpec {
 
 /// The soft-token budgets Gemma 4's image processor accepts.
 pub const GEMMA4_SOFT_TOKENS: [usize; 5] = [70, 140, 280, 560, 1120];
-/// The largest budget gemma-rs takes: an image's run of soft tokens must
-/// fit one forward step ([`crate::MAX_CHUNK`], 512 tokens) to attend to
-/// itself both ways, and budgets of 560 and 1120 make longer runs. A
-/// checkpoint asking for more is capped here.
-pub const GEMMA4_MAX_BUDGET: usize = 280;
 
 impl VisionSpec {
     /// The image part of a `Gemma3ForConditionalGeneration` or
@@ -101,8 +96,7 @@ impl VisionSpec {
             let tokens_per_image = match top.get("vision_soft_tokens_per_image") {
                 None => 280,
                 Some(x) => x.as_u64().filter(|n| GEMMA4_SOFT_TOKENS.contains(&(*n as usize))).ok_or_else(|| GemmaError::config("vision_soft_tokens_per_image", format!("{x} is not one of {GEMMA4_SOFT_TOKENS:?}")))? as usize,
-            }
-            .min(GEMMA4_MAX_BUDGET);
+            };
             return Ok(Some(Self {
                 tower: TowerConfig::Gemma4(tower),
                 tokens_per_image,
