@@ -175,6 +175,15 @@ pub struct ServeArgs {
     /// is also seen as 2–4 crops.
     #[arg(long)]
     pub pan_and_scan: bool,
+    /// Speculative decoding for requests that do not say (`"speculative":
+    /// false` opts one out): `ngram` drafts by prompt lookup and verifies
+    /// the draft inside the batch. Answers are the same, only faster where
+    /// text repeats. A request's `prediction` is drafted from either way.
+    #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_spec_mode)]
+    pub speculative: gemma::SpecMode,
+    /// Most tokens drafted per step (the length adapts to the acceptance).
+    #[arg(long, default_value_t = gemma::speculative::DEFAULT_DRAFT_MAX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub draft_max: usize,
     /// Fetch remote http(s) image URLs (public addresses only, 10 s, the
     /// size cap). Off: images come as data: URLs. A server that fetches
     /// URLs for anyone can be used to probe networks: turn it on only
@@ -267,6 +276,24 @@ pub struct SamplingArgs {
     /// Stop when this text appears (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    /// Speculative decoding: `ngram` drafts the next tokens by looking up
+    /// the last few in the prompt and the text so far, and verifies them in
+    /// one forward; the output is exactly the same as without it (greedy or
+    /// seeded), only faster where the text repeats (code edits, quotes).
+    #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_spec_mode)]
+    pub speculative: gemma::SpecMode,
+    /// Most tokens drafted per step (the length adapts to the acceptance).
+    #[arg(long, default_value_t = gemma::speculative::DEFAULT_DRAFT_MAX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub draft_max: usize,
+    /// Text the answer is expected to repeat (a file being edited: OpenAI's
+    /// Predicted Outputs), drafted from where the answer follows it; works
+    /// with or without `--speculative`.
+    #[arg(long, value_name = "FILE")]
+    pub prediction_file: Option<PathBuf>,
+}
+
+fn parse_spec_mode(s: &str) -> Result<gemma::SpecMode, String> {
+    gemma::SpecMode::from_name(s).ok_or_else(|| format!("unknown speculative mode `{s}` (off, ngram)"))
 }
 
 /// `gemma generate`.

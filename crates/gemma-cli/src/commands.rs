@@ -132,6 +132,12 @@ fn request(gemma: &Gemma, prompt: &[u32], s: &SamplingArgs) -> Result<GenerateRe
         r.max_new_tokens = n;
     }
     r.stop_strings = s.stop.clone();
+    r.speculation.mode = s.speculative;
+    r.speculation.draft_max = s.draft_max;
+    if let Some(f) = &s.prediction_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read prediction file {} (it must be UTF-8 text)", f.display()))?;
+        r.speculation.prediction = gemma.tokenizer.encode(&text, false)?;
+    }
     Ok(r)
 }
 
@@ -162,6 +168,17 @@ fn stream(gemma: &Gemma, session: &mut gemma::Session, req: &GenerateRequest) ->
         g.tokens.len() as f64 / dt.max(1e-9),
         g.finish
     );
+    let sp = g.speculation;
+    if sp.steps > 0 {
+        eprintln!(
+            "[speculative: {} drafted, {} accepted ({:.0}%), {} tokens in {} forwards]",
+            sp.drafted,
+            sp.accepted,
+            100.0 * sp.accepted as f64 / sp.drafted.max(1) as f64,
+            g.tokens.len(),
+            sp.steps + 1
+        );
+    }
     Ok(g.text)
 }
 
@@ -671,6 +688,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         pan_and_scan: a.pan_and_scan,
         image_urls: a.allow_image_urls,
         max_image_bytes: a.max_image_bytes,
+        speculation: gemma::Speculation { mode: a.speculative, draft_max: a.draft_max, prediction: Vec::new() },
     };
     let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config, adapters });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

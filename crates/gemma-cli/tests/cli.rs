@@ -86,6 +86,38 @@ fn sampling_flags_and_seed_reproduce() {
     assert_eq!(stdout(&a), stdout(&b));
 }
 
+/// `--speculative ngram` and `--prediction-file` print the same text as
+/// plain decoding (sampled with a seed too) and report their drafts; a bad
+/// mode or a missing prediction file is refused by name.
+#[test]
+fn speculative_flags_change_nothing_but_speed() {
+    let m = testdata("tiny-gemma4");
+    let tmp = tempfile::tempdir().unwrap();
+    let prompt = "one two three one two three one two three one two three";
+    for sampling in [&["-t", "0"][..], &["-t", "0.8", "--seed", "3"][..]] {
+        let mut base = vec!["generate", "-m", path(&m), "-p", prompt, "-n", "24"];
+        base.extend_from_slice(sampling);
+        let plain = gemma(&base);
+        assert!(plain.status.success(), "{}", stderr(&plain));
+        let pred = tmp.path().join("prediction.txt");
+        std::fs::write(&pred, stdout(&plain)).unwrap();
+        for extra in [vec!["--speculative", "ngram"], vec!["--speculative", "ngram", "--draft-max", "3"], vec!["--prediction-file", path(&pred)]] {
+            let mut args = base.clone();
+            args.extend_from_slice(&extra);
+            let o = gemma(&args);
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(stdout(&o), stdout(&plain), "{extra:?} {sampling:?}");
+        }
+    }
+    let mut args = vec!["generate", "-m", path(&m), "-p", prompt, "-n", "24", "-t", "0", "--prediction-file"];
+    let pred = tmp.path().join("prediction.txt");
+    args.push(path(&pred));
+    assert!(stderr(&gemma(&args)).contains("[speculative:"));
+    fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--speculative", "eagle"]), &["eagle", "ngram"]);
+    fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--prediction-file", "/nonexistent/p.txt"]), &["prediction file", "/nonexistent/p.txt"]);
+    fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--draft-max", "0"]), &["draft-max"]);
+}
+
 #[test]
 fn chat_flag_and_stop_strings_work() {
     let m = testdata("tiny-gemma1");

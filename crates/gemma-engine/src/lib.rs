@@ -117,6 +117,10 @@ pub struct Summary {
     pub inference_time: Duration,
     /// Remaining text held back by the decoder, emitted at the end.
     pub tail_text: String,
+    /// Draft tokens verified (speculative decoding; 0 without).
+    pub drafted_tokens: usize,
+    /// Draft tokens the model chose too.
+    pub accepted_tokens: usize,
 }
 
 /// What a requester receives, in order: the prompt's scores (when asked
@@ -238,6 +242,10 @@ pub struct EngineStats {
     pub images_encoded: AtomicU64,
     /// Microseconds spent encoding them.
     pub image_encode_micros: AtomicU64,
+    /// Draft tokens verified (speculative decoding).
+    pub drafted_tokens: AtomicU64,
+    /// Draft tokens accepted.
+    pub accepted_tokens: AtomicU64,
 }
 
 impl EngineStats {

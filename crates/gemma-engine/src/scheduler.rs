@@ -6,6 +6,7 @@ use crate::embed_queue::EmbedQueue;
 use crate::prefix_cache::{PrefixCache, Run};
 use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent, Work};
 use gemma::Gemma;
+use gemma_generate::speculative::{Drafter, SpecStats};
 use gemma_generate::{prompt_logprob, PromptLogprob, SequenceState, Step};
 use gemma_model::{BatchItem, BatchWorkspace, KvCache, Media};
 use std::collections::VecDeque;
@@ -21,8 +22,13 @@ struct Seq {
     pos: usize,
     /// Leading prompt tokens taken from the prefix cache.
     cached: usize,
-    /// The token to feed at the next decode step.
-    last: [u32; 1],
+    /// The tokens to feed at the next decode step: the pending token, then
+    /// the draft to verify (speculative decoding).
+    feed: Vec<u32>,
+    /// Proposes drafts (inactive unless the request asks for speculation).
+    drafter: Drafter,
+    /// Drafted and accepted counts so far.
+    spec: SpecStats,
     state: SequenceState,
     /// Prompt scores gathered during prefill (when asked for).
     prompt_scores: Vec<PromptLogprob>,
@@ -45,7 +51,9 @@ impl Seq {
             cache: gemma.model.new_cache(),
             pos: 0,
             cached: 0,
-            last: [0],
+            feed: vec![0],
+            drafter: Drafter::new(job.req.speculation.clone()),
+            spec: SpecStats::default(),
             state,
             prompt_scores,
             prompt_sent: false,
@@ -66,7 +74,24 @@ impl Seq {
             time_to_first_token: self.first_token.unwrap_or_default(),
             inference_time: self.admitted.elapsed(),
             tail_text,
+            drafted_tokens: self.spec.drafted,
+            accepted_tokens: self.spec.accepted,
         }
+    }
+
+    /// Draft after the pending token (`feed[0]`) when the request asks for
+    /// it: as many as the token limit and the context leave room for.
+    fn draft(&mut self) {
+        self.feed.truncate(1);
+        if !self.job.req.speculation.is_on() {
+            return;
+        }
+        let mut context = Vec::with_capacity(self.job.req.prompt.len() + self.state.generated().len());
+        context.extend_from_slice(&self.job.req.prompt);
+        context.extend_from_slice(self.state.generated());
+        let mut d = self.drafter.draft(&context);
+        d.truncate(self.state.remaining().saturating_sub(1).min(gemma_model::MAX_CHUNK - 1));
+        self.feed.extend_from_slice(&d);
     }
 }
 
@@ -242,10 +267,15 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
             .map(|s| if s.pos < s.job.req.prompt.len() { s.job.req.media.iter().map(|m| (m.at, m.rows.clone())).collect() } else { Vec::new() })
             .collect();
         let media: Vec<Vec<Media>> = held.iter().map(|h| h.iter().map(|(at, rows)| Media { at: *at, rows }).collect()).collect();
+        // Drafts of decoding sequences, and room for their verified rows.
+        for s in running.iter_mut().filter(|s| s.pos >= s.job.req.prompt.len()) {
+            s.draft();
+        }
+        let mut verify_rows: Vec<Option<Vec<f32>>> = running.iter().map(|s| (s.pos >= s.job.req.prompt.len() && s.feed.len() > 1).then(|| Vec::with_capacity(s.feed.len() * vocab))).collect();
         let result = {
             let mut items: Vec<BatchItem> = Vec::with_capacity(running.len());
             for (i, s) in running.iter_mut().enumerate() {
-                let Seq { job, cache, pos, last, .. } = s;
+                let Seq { job, cache, pos, feed, .. } = s;
                 let prompt = &job.req.prompt;
                 let adapter = job.req.adapter.as_ref().map(|a| &*a.lora);
                 if *pos < prompt.len() {
@@ -261,19 +291,25 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                     let score_from = job.req.prompt_logprobs_from.map(|from| from.saturating_sub(*pos + 1));
                     // Last-token logits only where a token will be sampled from them.
                     let last_logits = end == prompt.len() && job.req.max_new_tokens > 0;
-                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from, last_logits, adapter, media: &media[i] });
+                    items.push(BatchItem { tokens: &prompt[*pos..end], cache, score_from, last_logits, adapter, verify: false, media: &media[i] });
                     score_info.push(score);
                     *pos = end;
                     samples.push(end == prompt.len());
                     prefilled.push(end == prompt.len());
                 } else {
-                    items.push(BatchItem { tokens: &last[..], cache, score_from: None, last_logits: true, adapter, media: &[] });
+                    let verify = feed.len() > 1;
+                    items.push(BatchItem { tokens: &feed[..], cache, score_from: None, last_logits: !verify, adapter, verify, media: &[] });
                     score_info.push(None);
                     samples.push(true);
                     prefilled.push(false);
                 }
             }
             gemma.model.forward_batch_scored(&mut items, &mut ws, &mut |item, row, logits| {
+                if let Some(rows) = verify_rows.get_mut(item).filter(|r| r.is_some()).and_then(|r| r.as_mut()) {
+                    debug_assert_eq!(rows.len(), row * logits.len());
+                    rows.extend_from_slice(logits);
+                    return;
+                }
                 if let Some(sp) = &score_info[item] {
                     if row + 1 < sp.tokens.len() && sp.chunk0 + row + 1 >= sp.from {
                         scored.push((item, prompt_logprob(logits, sp.tokens[row + 1], sp.top)));
@@ -320,26 +356,65 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                 done[i] = true;
                 continue;
             }
-            let row = &mut logits[i * vocab..(i + 1) * vocab];
-            let step: Step = match s.state.step(row, &gemma.tokenizer) {
-                Ok(step) => step,
-                Err(e) => {
-                    let _ = s.job.tx.send(Event::Error(format!("generation failed: {e}")));
+            // One row, or a verify step's rows in order: each chooses the
+            // token after the one fed before it, until a choice differs
+            // from the draft (see gemma_generate::speculative).
+            let mut verified = verify_rows[i].take();
+            let rows: &mut [f32] = match verified.as_mut() {
+                Some(r) => &mut r[..],
+                None => &mut logits[i * vocab..(i + 1) * vocab],
+            };
+            let drafted = s.feed.len() - 1;
+            let mut accepted = 0;
+            for (r, row) in rows.chunks_exact_mut(vocab).enumerate() {
+                let step: Step = match s.state.step(row, &gemma.tokenizer) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        let _ = s.job.tx.send(Event::Error(format!("generation failed: {e}")));
+                        done[i] = true;
+                        break;
+                    }
+                };
+                if s.first_token.is_none() {
+                    s.first_token = Some(s.admitted.elapsed());
+                }
+                let next = step.id;
+                if step.emitted {
+                    let ev = TokenEvent { id: step.id, text: step.text, special: gemma.tokenizer.is_control(step.id), logprob: step.logprob, top: step.top };
+                    let _ = s.job.tx.send(Event::Token(ev));
+                }
+                if let Some(f) = step.finish {
+                    s.spec.accepted += accepted;
+                    s.spec.drafted += drafted;
+                    stats.drafted_tokens.fetch_add(drafted as u64, Ordering::SeqCst);
+                    stats.accepted_tokens.fetch_add(accepted as u64, Ordering::SeqCst);
+                    let _ = s.job.tx.send(Event::Done(s.summary(f, step.tail)));
                     done[i] = true;
+                    break;
+                }
+                if s.feed.get(r + 1) == Some(&next) {
+                    accepted += 1;
                     continue;
                 }
-            };
-            if s.first_token.is_none() {
-                s.first_token = Some(s.admitted.elapsed());
+                s.feed.clear();
+                s.feed.push(next);
+                break;
             }
-            if step.emitted {
-                s.last = [step.id];
-                let ev = TokenEvent { id: step.id, text: step.text, special: gemma.tokenizer.is_control(step.id), logprob: step.logprob, top: step.top };
-                let _ = s.job.tx.send(Event::Token(ev));
+            if done[i] {
+                continue;
             }
-            if let Some(f) = step.finish {
-                let _ = s.job.tx.send(Event::Done(s.summary(f, step.tail)));
-                done[i] = true;
+            if drafted > 0 {
+                s.spec.drafted += drafted;
+                s.spec.accepted += accepted;
+                stats.drafted_tokens.fetch_add(drafted as u64, Ordering::SeqCst);
+                stats.accepted_tokens.fetch_add(accepted as u64, Ordering::SeqCst);
+                s.drafter.update(drafted, accepted);
+                // The rejected draft rows' keys and values out of the cache.
+                let keep = s.cache.len() - (drafted - accepted);
+                if !s.cache.truncate(keep) {
+                    let _ = s.job.tx.send(Event::Error("generation failed: the cache could not drop a rejected draft".into()));
+                    done[i] = true;
+                }
             }
         }
         let mut i = 0;

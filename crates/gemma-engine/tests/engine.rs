@@ -1,13 +1,26 @@
 //! The engine on the tiny fixture (and the real model when fetched):
-//! batch-invariant greedy outputs, cancellation, queue limits, validation.
+//! batch-invariant greedy outputs, cancellation, queue limits, validation,
+//! speculative decoding in the batch.
 
-use gemma::{Gemma, SamplingParams};
+use gemma::{Gemma, SamplingParams, SpecMode, Speculation};
 use gemma_engine::{Engine, EngineConfig, Event, FinishReason, Request, SubmitError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 fn tiny() -> Arc<Gemma> {
     Arc::new(Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma3")).unwrap())
+}
+
+/// The real 270M (scripts/fetch-model.sh), or None with a loud skip
+/// (an error when GEMMA_REQUIRE_REAL_MODEL is set).
+fn real_model() -> Option<Arc<Gemma>> {
+    let path = gemma::hub::default_model_path();
+    if !path.is_file() {
+        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
+        return None;
+    }
+    Some(Arc::new(Gemma::load(&path).unwrap()))
 }
 
 /// Collect a request's tokens and its summary.
@@ -74,13 +87,8 @@ fn gemma4_outputs_do_not_depend_on_the_batch() {
 
 #[test]
 fn real_model_outputs_do_not_depend_on_the_batch() {
-    let path = gemma::hub::default_model_path();
-    if !path.is_file() {
-        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
-        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
-        return;
-    }
-    batch_invariance(Arc::new(Gemma::load(&path).unwrap()), 8, 4);
+    let Some(g) = real_model() else { return };
+    batch_invariance(g, 8, 4);
 }
 
 /// A request alone in the engine generates what `Gemma::generate` does (the
@@ -196,13 +204,7 @@ fn prefill_chunks_outside_one_step_are_refused() {
 /// sequence, continues exactly as `Gemma::generate` continues it.
 #[test]
 fn real_model_long_prompt_with_any_chunk_equals_generate() {
-    let path = gemma::hub::default_model_path();
-    if !path.is_file() {
-        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
-        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
-        return;
-    }
-    let g = Arc::new(Gemma::load(&path).unwrap());
+    let Some(g) = real_model() else { return };
     let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/llama_cpp/ppl_long.txt")).unwrap();
     let mut end = 9000;
     while !text.is_char_boundary(end) {
@@ -392,13 +394,8 @@ fn prefix_reuse_answers_exactly_as_without_it() {
 
 #[test]
 fn real_model_prefix_reuse_answers_exactly_as_without_it() {
-    let path = gemma::hub::default_model_path();
-    if !path.is_file() {
-        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
-        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
-        return;
-    }
-    prefix_reuse_is_invisible(Arc::new(Gemma::load(&path).unwrap()), 16);
+    let Some(g) = real_model() else { return };
+    prefix_reuse_is_invisible(g, 16);
 }
 
 /// Image requests in a batch: encoded by the scheduler between steps while
@@ -454,4 +451,72 @@ fn image_requests_share_the_batch() {
     assert!(matches!(&e, SubmitError::Invalid(m) if m.contains("overlap")), "{e}");
     let e = engine.submit_images(mk(&prompt), prepare()[..1].to_vec(), places.clone()).unwrap_err();
     assert!(matches!(&e, SubmitError::Invalid(_)), "{e}");
+}
+
+// ---- speculative decoding inside the continuous batch: a sequence verifying
+// drafts beside plain decode steps and prefill chunks of others gets exactly
+// the tokens plain decoding gives it alone (greedy and seeded sampling), and
+// so do the others; drafted and accepted counts reach the summary and the
+// engine's counters.
+
+fn load_fixture(name: &str) -> Arc<Gemma> {
+    Arc::new(Gemma::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)).unwrap())
+}
+
+/// Requests (repetitive prompts, so prompt lookup finds drafts), each run
+/// plain and alone through `Gemma::generate`, then all at once in the
+/// engine with speculation on for some of them: every output equals. (Each
+/// prompt is prefilled in one chunk, as `generate` does: a prompt cut in
+/// other chunks rounds differently, which sampling may notice.)
+fn check(g: Arc<Gemma>, sampled: bool, what: &str) {
+    let units = ["1 2 3 4 5 6 7 8 9 10", "The cat sat on the mat. The cat sat on the mat.", "a b c d e f a b c d e f", "Hello world, hello world"];
+    let engine = Engine::start(Arc::clone(&g), EngineConfig { max_batch: 8, ..EngineConfig::default() }).unwrap();
+    let mut reqs = Vec::new();
+    for (i, u) in units.iter().enumerate() {
+        let prompt = g.encode_prompt(&format!("{u} {u} {u}")).unwrap();
+        let mut r = Request::new(prompt, 20, Vec::new());
+        if sampled {
+            r.params = SamplingParams { temperature: 0.8, top_k: 30, seed: 5 + i as u64, repetition_penalty: 1.05, ..SamplingParams::default() };
+        }
+        reqs.push(r);
+    }
+    let plain: Vec<gemma::Generation> = reqs.iter().map(|r| g.generate(&mut g.new_session(), r, &mut |_| true).unwrap()).collect();
+    // Speculation on the even ones (n-gram) and a prediction on one; the odd ones plain.
+    let mut handles = Vec::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let mut r = r.clone();
+        if i % 2 == 0 {
+            r.speculation = Speculation { mode: SpecMode::Ngram, draft_max: 6, prediction: if i == 2 { plain[i].tokens.clone() } else { Vec::new() } };
+        }
+        handles.push(engine.submit(r).unwrap());
+    }
+    let mut accepted = 0;
+    for (i, h) in handles.into_iter().enumerate() {
+        let (ids, text, s) = collect(h);
+        assert_eq!((&ids, &text), (&plain[i].tokens, &plain[i].text), "{what}: request {i} differs from plain decoding");
+        if i % 2 == 1 {
+            assert_eq!(s.drafted_tokens, 0);
+        }
+        accepted += s.accepted_tokens;
+        eprintln!("{what}: request {i}: {} drafted, {} accepted, {} tokens", s.drafted_tokens, s.accepted_tokens, ids.len());
+    }
+    assert_eq!(engine.stats().accepted_tokens.load(std::sync::atomic::Ordering::SeqCst), accepted as u64);
+    if !sampled {
+        assert!(accepted > 0, "{what}: nothing accepted (the prediction alone should be)");
+    }
+}
+
+#[test]
+fn speculation_in_the_batch_equals_plain_decoding() {
+    for name in ["tiny-gemma3", "tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma3n"] {
+        check(load_fixture(name), false, &format!("{name} greedy"));
+        check(load_fixture(name), true, &format!("{name} sampled"));
+    }
+}
+
+#[test]
+fn real_model_speculation_in_the_batch_equals_plain_decoding() {
+    let Some(g) = real_model() else { return };
+    check(Arc::clone(&g), false, "270m greedy");
+    check(g, true, "270m sampled");
 }

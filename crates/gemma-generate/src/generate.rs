@@ -1,6 +1,7 @@
 //! The prefill/decode loop.
 
 use crate::sequence::{FinishReason, GenerateRequest, SequenceState};
+use crate::speculative::{Drafter, SpecStats};
 use gemma_core::Result;
 use gemma_model::{KvCache, LogitsMode, Media, Model, Workspace};
 use gemma_tokenizer::GemmaTokenizer;
@@ -66,6 +67,8 @@ pub struct Generation {
     pub prompt_tokens: usize,
     /// Prompt tokens actually computed (the rest came from the session).
     pub prompt_tokens_computed: usize,
+    /// Drafted and accepted tokens (speculative decoding; zeros without).
+    pub speculation: SpecStats,
 }
 
 /// Generate a continuation of `req.prompt`, calling `on_text` with each new
@@ -105,23 +108,101 @@ pub fn generate(
     session.media.extend(req.media.iter().filter(|m| m.at >= start).map(|m| (m.at, m.len(hidden), m.key)));
     let emit = |s: &str, on_text: &mut dyn FnMut(&str) -> bool| s.is_empty() || on_text(s);
 
-    while state.finish().is_none() {
-        let step = state.step(logits, tok)?;
-        if !emit(&step.text, on_text) || !emit(&step.tail, on_text) {
-            state.cancel();
-            break;
+    let spec = if req.speculation.is_on() {
+        let first = logits.to_vec();
+        speculate(model, tok, session, &mut state, first, req, on_text)?
+    } else {
+        while state.finish().is_none() {
+            let step = state.step(logits, tok)?;
+            if !emit(&step.text, on_text) || !emit(&step.tail, on_text) {
+                state.cancel();
+                break;
+            }
+            if step.finish.is_some() {
+                break;
+            }
+            logits = model.forward_with(&[step.id], &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
+            session.tokens.push(step.id);
         }
-        if step.finish.is_some() {
-            break;
-        }
-        logits = model.forward_with(&[step.id], &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
-        session.tokens.push(step.id);
-    }
+        SpecStats::default()
+    };
     Ok(Generation {
         tokens: state.generated().to_vec(),
         text: state.text().to_string(),
         finish: state.finish().cloned().unwrap_or(FinishReason::Length),
         prompt_tokens: req.prompt.len(),
         prompt_tokens_computed: req.prompt.len() - start,
+        speculation: spec,
     })
+}
+
+/// Decode with drafts (see [`crate::speculative`]) from the logits `first`
+/// of the last prompt token until `state` finishes; the session keeps only
+/// the keys and values of chosen tokens.
+fn speculate(
+    model: &Model,
+    tok: &GemmaTokenizer,
+    session: &mut Session,
+    state: &mut SequenceState,
+    mut first: Vec<f32>,
+    req: &GenerateRequest,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<SpecStats> {
+    let adapter = req.adapter.as_ref().map(|a| &*a.lora);
+    let (vocab, ctx) = (model.config.vocab_size, model.config.max_position_embeddings);
+    let mut drafter = Drafter::new(req.speculation.clone());
+    let mut stats = SpecStats::default();
+    let mut draft: Vec<u32> = Vec::new();
+    let Session { cache, tokens, workspace, .. } = session;
+    let mut verified: Option<&mut [f32]> = None;
+    loop {
+        let rows: &mut [f32] = match verified.take() {
+            Some(r) => r,
+            None => &mut first[..],
+        };
+        // Row i chooses the token after verify[i]: the pending token's
+        // successor first, then each draft token's.
+        let mut pending = None;
+        let mut accepted = 0;
+        for (i, row) in rows.chunks_exact_mut(vocab).enumerate() {
+            let step = state.step(row, tok)?;
+            if !(step.text.is_empty() || on_text(&step.text)) || !(step.tail.is_empty() || on_text(&step.tail)) {
+                state.cancel();
+                break;
+            }
+            if step.finish.is_some() {
+                break;
+            }
+            if draft.get(i) == Some(&step.id) {
+                // Its keys and values are in the cache already.
+                tokens.push(step.id);
+                accepted += 1;
+                continue;
+            }
+            pending = Some(step.id);
+            break;
+        }
+        stats.accepted += accepted;
+        drafter.update(draft.len(), accepted);
+        // Rejected draft rows out of the cache (at most the draft's length,
+        // within every sliding ring's slack).
+        if !cache.truncate(tokens.len()) {
+            return Err(gemma_core::GemmaError::invalid("speculation", "the cache could not drop a rejected draft"));
+        }
+        let Some(id) = pending.filter(|_| state.finish().is_none()) else { break };
+        let mut context = Vec::with_capacity(tokens.len() + 1);
+        context.extend_from_slice(tokens);
+        context.push(id);
+        draft = drafter.draft(&context);
+        let room = ctx.saturating_sub(tokens.len() + 1);
+        draft.truncate(state.remaining().saturating_sub(1).min(room).min(gemma_model::MAX_CHUNK - 1));
+        let mut verify = Vec::with_capacity(draft.len() + 1);
+        verify.push(id);
+        verify.extend_from_slice(&draft);
+        verified = Some(model.forward_verify(&verify, cache, workspace, adapter)?);
+        tokens.push(id);
+        stats.drafted += draft.len();
+        stats.steps += 1;
+    }
+    Ok(stats)
 }

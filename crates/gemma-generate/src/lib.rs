@@ -13,12 +13,14 @@ pub mod processors;
 pub mod rng;
 pub mod sampling;
 pub mod sequence;
+pub mod speculative;
 pub mod stop;
 
 pub use detokenize::TokenStreamDecoder;
 pub use generate::{generate, Generation, Session};
 pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, top_logprobs, PromptLogprob, TokenLogprob};
 pub use processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
+pub use speculative::{SpecMode, SpecStats, Speculation};
 pub use sequence::{Adapter, FinishReason, GenerateRequest, MediaInput, SequenceState, Step, MAX_TOP_LOGPROBS};
 pub use generation_config::GenerationConfig;
 pub use grammar::{json_without_whitespace, Constraint, Grammar, GrammarCompiler, GrammarCounts, GrammarProcessor, GrammarStats};

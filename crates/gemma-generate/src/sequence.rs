@@ -55,6 +55,8 @@ pub struct GenerateRequest {
     /// Embedding rows in place of runs of placeholder tokens (images' soft
     /// tokens), in prompt order.
     pub media: Vec<MediaInput>,
+    /// Speculative decoding (off by default): the output is the same either way.
+    pub speculation: crate::speculative::Speculation,
 }
 
 /// An encoded image (or other medium) in a prompt: its soft tokens replace
@@ -110,6 +112,7 @@ impl GenerateRequest {
             constraint: None,
             adapter: None,
             media: Vec::new(),
+            speculation: Default::default(),
         }
     }
 
@@ -236,6 +239,12 @@ impl SequenceState {
             finish: (req.max_new_tokens == 0).then_some(FinishReason::Length),
             try_unfiltered: req.constraint.is_some(),
         })
+    }
+
+    /// How many more tokens may still be chosen (the token limit and the
+    /// context's room, whichever ends first).
+    pub fn remaining(&self) -> usize {
+        self.max_new_tokens.min(self.room).saturating_sub(self.generated.len())
     }
 
     /// Add a processor at the end of the chain (before the sampler).

@@ -5,6 +5,8 @@
 //! does not need trained ones), the embedder projecting to width 48 (the
 //! tiny fixture's text model, so llama.cpp's libmtmd can load the pair):
 //! `cargo run --release -p gemma-model --example gemma4_vision_bench [THREADS]`.
+//! `BUDGET=560` or `1120` times those budgets instead (1344×960 and
+//! 1920×1344 images, exactly their budgets).
 //!
 //! With `MMPROJ=FILE` the tower comes from llama.cpp's mmproj file (written
 //! there first when it does not exist: f16 matrices, or bf16 with
@@ -47,9 +49,17 @@ fn main() {
         tower = gemma_model::towers::mmproj_gemma4::load(&file, TEXT_HIDDEN, (0, 1, 2), 280).expect("load the mmproj file").1;
         eprintln!("the tower from {}", path.display());
     }
-    let rgb = bench_common::test_image(960, 672);
-    let input = gemma_model::towers::preprocess::gemma4_patches(&rgb, cfg.patch_size, 280, cfg.pooling_kernel_size).expect("preprocess");
-    assert_eq!(input.positions.len(), 2520, "the image is exactly the budget");
+    let budget: usize = std::env::var("BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(280);
+    let (w, h) = match budget {
+        560 => (1344, 960),
+        1120 => (1920, 1344),
+        _ => (960, 672),
+    };
+    let budget = w * h / (48 * 48);
+    let rgb = bench_common::test_image(w, h);
+    let input = gemma_model::towers::preprocess::gemma4_patches(&rgb, cfg.patch_size, budget, cfg.pooling_kernel_size).expect("preprocess");
+    assert_eq!(input.positions.len(), budget * 9, "the image is exactly the budget");
+    eprintln!("{w}x{h}: {} patches, {budget} soft tokens", input.positions.len());
     let input = TowerInput::Patches(input);
     bench_common::time_rounds(&rgb, TEXT_HIDDEN, &|| tower.encode(&input).expect("encode"));
 }

@@ -35,6 +35,11 @@ pub struct BatchItem<'a> {
     /// This sequence's own LoRA adapter (per request), on top of the
     /// model's `lora` if any.
     pub adapter: Option<&'a LoraAdapter>,
+    /// Verify a draft: every token is a decode row (computed exactly as
+    /// decoding them one at a time would), and the logits of every row go
+    /// to the scoring callback, in order, from the decode product (the
+    /// item's `score_from` must be None). See `Model::forward_verify`.
+    pub verify: bool,
     /// The sequence's media runs (positions from its start; `&[]`: none).
     /// Runs inside `tokens` replace their embeddings; a run must lie wholly
     /// inside the step or wholly outside it (see `chunk_end`).
@@ -74,6 +79,9 @@ impl Model {
                 return Err(GemmaError::invalid("tokens", format!("a batch item of {} tokens is longer than the {limit} one step takes", it.tokens.len())));
             }
             self.check_tokens(it.tokens, it.cache.len())?;
+            if it.verify && it.score_from.is_some() {
+                return Err(GemmaError::invalid("verify", "a verify step hands every row to the callback already: it takes no score_from"));
+            }
         }
         // Each item's runs inside this step (checked before anything changes).
         let hidden = self.config.hidden_size;
@@ -94,35 +102,48 @@ impl Model {
         }
         let cfg = &self.config;
         let (hidden, vocab) = (cfg.hidden_size, cfg.vocab_size);
-        // Decode rows first, then each prefill chunk.
-        let mut order: Vec<usize> = (0..items.len()).filter(|&i| items[i].tokens.len() == 1).collect();
-        order.extend((0..items.len()).filter(|&i| items[i].tokens.len() > 1));
+        // Decode rows first (single tokens and verify steps, one row each),
+        // then each prefill chunk.
+        let decodes = |i: &usize| items[*i].tokens.len() == 1 || items[*i].verify;
+        let mut order: Vec<usize> = (0..items.len()).filter(decodes).collect();
+        order.extend((0..items.len()).filter(|i| !decodes(i)));
         let mut segs = Vec::with_capacity(items.len());
         let mut row0 = 0;
         for &i in &order {
-            let n = items[i].tokens.len();
-            segs.push(Seg { row0, n, start: items[i].cache.len(), item: i, decode: n == 1, adapter: items[i].adapter, exact: false, media: &inside[i] });
+            let (n, start) = (items[i].tokens.len(), items[i].cache.len());
+            if items[i].verify {
+                for t in 0..n {
+                    segs.push(Seg { row0: row0 + t, n: 1, start: start + t, item: i, decode: true, adapter: items[i].adapter, exact: false, media: &inside[i] });
+                }
+            } else {
+                segs.push(Seg { row0, n, start, item: i, decode: n == 1, adapter: items[i].adapter, exact: false, media: &inside[i] });
+            }
             row0 += n;
         }
         let scored: Vec<Option<usize>> = items.iter().map(|it| it.score_from).collect();
+        let verifying: Vec<bool> = items.iter().map(|it| it.verify).collect();
+        let pairs_len: Vec<usize> = items.iter().map(|it| it.tokens.len()).collect();
         let wants_last: Vec<bool> = items.iter().map(|it| it.last_logits).collect();
         let mut pairs: Vec<(&[u32], &mut KvCache)> = items.iter_mut().map(|it| (it.tokens, &mut *it.cache)).collect();
         let sc = &mut ws.sc;
         self.run_segments(&segs, &mut pairs, sc, None);
+        // Verify rows, from the decode product, a few at a time.
+        for &i in order.iter().filter(|&&i| verifying[i]) {
+            let first = segs.iter().find(|s| s.item == i).map_or(0, |s| s.row0);
+            let n = pairs_len[i];
+            for r0 in (0..n).step_by(SCORE_ROWS) {
+                let rows = SCORE_ROWS.min(n - r0);
+                for (k, row) in self.head_rows(sc, first + r0, rows, true).chunks_exact(vocab).enumerate() {
+                    on_row(i, r0 + k, row);
+                }
+            }
+        }
         // Scored rows, a few at a time.
         for s in segs.iter() {
             let Some(first) = scored[s.item] else { continue };
             for r0 in (first.min(s.n)..s.n).step_by(SCORE_ROWS) {
                 let rows = SCORE_ROWS.min(s.n - r0);
-                let x = &sc.x[(s.row0 + r0) * hidden..(s.row0 + r0 + rows) * hidden];
-                let h = buf(&mut sc.h, rows * hidden);
-                rms_norm(x, &self.weights.final_norm, cfg.rms_norm_eps, h);
-                let logits = buf(&mut sc.logits, rows * vocab);
-                matmul(h, rows, self.weights.head(), logits);
-                if let Some(cap) = cfg.final_softcap {
-                    softcap(logits, cap);
-                }
-                for (i, row) in logits.chunks_exact(vocab).enumerate() {
+                for (i, row) in self.head_rows(sc, s.row0 + r0, rows, false).chunks_exact(vocab).enumerate() {
                     on_row(s.item, r0 + i, row);
                 }
             }
@@ -132,6 +153,14 @@ impl Model {
         // other row.
         let mut want: Vec<(usize, usize)> = segs.iter().filter(|s| wants_last[s.item]).map(|s| (s.item, s.row0 + s.n - 1)).collect();
         want.sort_unstable();
+        // (A verify item's rows are several segments: its last row only.)
+        want.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 = earlier.1.max(later.1);
+            }
+            same
+        });
         let m = want.len();
         let last = buf(&mut sc.att, m * hidden);
         for (k, &(_, r)) in want.iter().enumerate() {
@@ -162,6 +191,29 @@ impl Model {
     }
 }
 
+impl Model {
+    /// The logits `[rows, vocab]` of residual rows `first..first + rows`:
+    /// final norm, output head (the batch-invariant decode product with
+    /// `decode`, else the prefill product), final softcap.
+    pub(crate) fn head_rows<'s>(&self, sc: &'s mut Workspace, first: usize, rows: usize, decode: bool) -> &'s [f32] {
+        let cfg = &self.config;
+        let (hidden, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let x = &sc.x[first * hidden..(first + rows) * hidden];
+        let h = buf(&mut sc.h, rows * hidden);
+        rms_norm(x, &self.weights.final_norm, cfg.rms_norm_eps, h);
+        let logits = buf(&mut sc.logits, rows * vocab);
+        if decode {
+            matmul_decode(h, rows, self.weights.head(), logits);
+        } else {
+            matmul(h, rows, self.weights.head(), logits);
+        }
+        if let Some(cap) = cfg.final_softcap {
+            softcap(logits, cap);
+        }
+        logits
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::hf;
@@ -180,10 +232,10 @@ mod tests {
         let mut alone = Vec::new();
         for p in prompts {
             let mut c = model.new_cache();
-            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap());
+            let mut tok = argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: &mut c, score_from: None, last_logits: true, adapter: None, verify: false, media: &[] }], &mut ws).unwrap());
             let mut steps = Vec::new();
             for _ in 0..5 {
-                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap().to_vec();
+                let l = model.forward_batch(&mut [BatchItem { tokens: &[tok], cache: &mut c, score_from: None, last_logits: true, adapter: None, verify: false, media: &[] }], &mut ws).unwrap().to_vec();
                 tok = argmax(&l);
                 steps.push(l);
             }
@@ -193,7 +245,7 @@ mod tests {
         let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
         let mut toks = Vec::new();
         for (p, c) in prompts.iter().zip(caches.iter_mut()).take(2) {
-            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap()));
+            toks.push(argmax(model.forward_batch(&mut [BatchItem { tokens: p, cache: c, score_from: None, last_logits: true, adapter: None, verify: false, media: &[] }], &mut ws).unwrap()));
         }
         let (a, rest) = caches.split_at_mut(1);
         let (b, c) = rest.split_at_mut(1);
@@ -201,9 +253,9 @@ mod tests {
         let l = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None, last_logits: true, adapter: None, media: &[] },
-                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None, last_logits: true, adapter: None, media: &[] },
-                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None, last_logits: true, adapter: None, media: &[] },
+                    BatchItem { tokens: &[t[0]], cache: &mut a[0], score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
+                    BatchItem { tokens: prompts[2], cache: &mut c[0], score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
+                    BatchItem { tokens: &[t[1]], cache: &mut b[0], score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
                 ],
                 &mut ws,
             )
@@ -232,7 +284,7 @@ mod tests {
         let mut seen = 0;
         model
             .forward_batch_scored(
-                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None, last_logits: true, adapter: None, media: &[] }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0), last_logits: true, adapter: None, media: &[] }],
+                &mut [BatchItem { tokens: &[2], cache: &mut other, score_from: None, last_logits: true, adapter: None, verify: false, media: &[] }, BatchItem { tokens: &prompt, cache: &mut c, score_from: Some(0), last_logits: true, adapter: None, verify: false, media: &[] }],
                 &mut ws,
                 &mut |item, row, l| {
                     assert_eq!(item, 1);
@@ -248,9 +300,9 @@ mod tests {
         let both = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
-                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
-                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
                 ],
                 &mut ws,
             )
@@ -259,9 +311,9 @@ mod tests {
         let some = model
             .forward_batch(
                 &mut [
-                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None, media: &[] },
-                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, media: &[] },
-                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None, media: &[] },
+                    BatchItem { tokens: &[2, 7, 9], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None, verify: false, media: &[] },
+                    BatchItem { tokens: &[3], cache: &mut model.new_cache(), score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
+                    BatchItem { tokens: &[4, 5], cache: &mut model.new_cache(), score_from: None, last_logits: false, adapter: None, verify: false, media: &[] },
                 ],
                 &mut ws,
             )
@@ -272,7 +324,7 @@ mod tests {
         // Scoring from row 30 hands over rows 30.. only, with the same values.
         let mut rows = Vec::new();
         model
-            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30), last_logits: true, adapter: None, media: &[] }], &mut ws, &mut |_, row, l| {
+            .forward_batch_scored(&mut [BatchItem { tokens: &prompt, cache: &mut model.new_cache(), score_from: Some(30), last_logits: true, adapter: None, verify: false, media: &[] }], &mut ws, &mut |_, row, l| {
                 assert_eq!(l, &got[row * vocab..(row + 1) * vocab]);
                 rows.push(row);
             })
@@ -280,7 +332,7 @@ mod tests {
         assert_eq!(rows, (30..prompt.len()).collect::<Vec<_>>());
         let long = vec![2u32; crate::forward::MAX_CHUNK + 1];
         let mut fresh = model.new_cache();
-        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None, last_logits: true, adapter: None, media: &[] }], &mut ws).unwrap_err();
+        let e = model.forward_batch(&mut [BatchItem { tokens: &long, cache: &mut fresh, score_from: None, last_logits: true, adapter: None, verify: false, media: &[] }], &mut ws).unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
         assert_eq!(fresh.len(), 0);
     }

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub image_urls: bool,
     /// Largest image accepted, in bytes.
     pub max_image_bytes: usize,
+    /// Speculative decoding for requests that do not say (`"speculative":
+    /// false` opts a request out, `true` in): the drafter and most tokens
+    /// drafted per step. A request's `prediction` is drafted from either way.
+    pub speculation: gemma::Speculation,
 }
 
 /// Default of [`ServerConfig::max_image_bytes`]: 20 MiB (OpenAI's limit).
@@ -85,6 +89,7 @@ impl Default for ServerConfig {
             pan_and_scan: false,
             image_urls: false,
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            speculation: gemma::Speculation::default(),
         }
     }
 }

@@ -159,6 +159,8 @@ impl Metrics {
             ("tgi_request_failure", "Requests that failed", self.failure.load(Ordering::Relaxed)),
             ("gemma_prefix_cache_hit_tokens", "Prompt tokens reused from the prefix cache", engine.cached_tokens.load(Ordering::Relaxed)),
             ("gemma_images_encoded_total", "Images and pan-and-scan crops the vision tower encoded", engine.images_encoded.load(Ordering::Relaxed)),
+            ("vllm:spec_decode_num_draft_tokens_total", "Draft tokens verified (speculative decoding)", engine.drafted_tokens.load(Ordering::Relaxed)),
+            ("vllm:spec_decode_num_accepted_tokens_total", "Draft tokens accepted", engine.accepted_tokens.load(Ordering::Relaxed)),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }

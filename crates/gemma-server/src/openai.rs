@@ -136,6 +136,18 @@ pub(crate) fn build_request(s: &Shared, v: &Value, sp: &SamplingParams, prompt: 
     // base model (clients send arbitrary names by habit, as TGI and
     // llama-server accept).
     req.adapter = sp.model.as_deref().and_then(|m| s.adapters.get(m));
+    req.speculation = s.config.speculation.clone();
+    match sp.speculative {
+        Some(false) => req.speculation.mode = gemma::SpecMode::Off,
+        Some(true) if req.speculation.mode == gemma::SpecMode::Off => req.speculation.mode = gemma::SpecMode::Ngram,
+        _ => {}
+    }
+    if let Some(p) = &sp.prediction {
+        let text = p.text().map_err(invalid)?;
+        if sp.speculative != Some(false) {
+            req.speculation.prediction = g.tokenizer.encode(&text, false).map_err(|e| invalid(e.to_string()))?;
+        }
+    }
     Ok(req)
 }
 
@@ -180,10 +192,6 @@ pub(crate) fn finish_reason(f: &FinishReason) -> &'static str {
         FinishReason::StopToken(_) | FinishReason::StopString(_) | FinishReason::Cancelled => "stop",
         FinishReason::Length | FinishReason::ContextFull => "length",
     }
-}
-
-fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
-    json!(Usage::new(prompt, completion, cached))
 }
 
 /// A token's text for logprobs (control tokens included).
@@ -396,6 +404,7 @@ pub(crate) async fn run_choices(
         let all = futures_util::future::join_all(handles.into_iter().map(collect)).await;
         let mut choices = Vec::with_capacity(n);
         let (mut prompt_tokens, mut completion_tokens, mut cached_tokens, mut chars) = (0, 0, 0, 0);
+        let (mut drafted, mut accepted) = (0, 0);
         let mut last = None;
         for (i, c) in all.into_iter().enumerate() {
             let c = c.map_err(|e| ApiError::new(Flavor::OpenAi, StatusCode::INTERNAL_SERVER_ERROR, "generation", e))?;
@@ -405,6 +414,8 @@ pub(crate) async fn run_choices(
                 cached_tokens += c.summary.cached_tokens;
             }
             completion_tokens += c.summary.generated_tokens;
+            drafted += c.summary.drafted_tokens;
+            accepted += c.summary.accepted_tokens;
             chars += c.text.len();
             let fr = finish_reason(&c.summary.finish);
             choices.push(match kind {
@@ -453,7 +464,7 @@ pub(crate) async fn run_choices(
             model,
             system_fingerprint: None,
             choices,
-            usage: Usage::new(prompt_tokens, completion_tokens, cached_tokens),
+            usage: Usage::new(prompt_tokens, completion_tokens, cached_tokens).with_drafts(drafted, accepted),
         };
         let headers = last.map(|sum| crate::timing_headers(&sum, started, chars)).unwrap_or_default();
         return Ok((headers, Json(body)).into_response());
@@ -472,6 +483,7 @@ pub(crate) async fn run_choices(
     let st = std::sync::Arc::clone(s);
     let mut started_choice = vec![false; n];
     let (mut done, mut prompt_tokens, mut completion_tokens, mut cached_tokens) = (0, 0, 0, 0);
+    let (mut drafted, mut accepted) = (0, 0);
     let mut offsets = vec![0usize; n];
     // With tools: text held back per choice while it may be a call (`None`:
     // known to be plain text).
@@ -584,6 +596,8 @@ pub(crate) async fn run_choices(
                     cached_tokens += sum.cached_tokens;
                 }
                 completion_tokens += sum.generated_tokens;
+                drafted += sum.drafted_tokens;
+                accepted += sum.accepted_tokens;
                 finished(&st, kind.route(), &sum, started);
                 done += 1;
             }
@@ -597,7 +611,7 @@ pub(crate) async fn run_choices(
             if include_usage {
                 let mut u = chunk(0, json!({}));
                 u["choices"] = json!([]);
-                u["usage"] = usage(prompt_tokens, completion_tokens, cached_tokens);
+                u["usage"] = json!(Usage::new(prompt_tokens, completion_tokens, cached_tokens).with_drafts(drafted, accepted));
                 out.push(data(u));
             }
             out.push(SseEvent::default().data("[DONE]"));

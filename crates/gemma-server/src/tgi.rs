@@ -154,6 +154,12 @@ async fn parse_request(s: &Shared, v: &Value) -> Result<Parsed, ApiError> {
     if top_n > MAX_TOP_N {
         return Err(invalid(format!("'top_n_tokens' must be <= {MAX_TOP_N}")));
     }
+    req.speculation = s.config.speculation.clone();
+    match params.speculative {
+        Some(false) => req.speculation.mode = gemma::SpecMode::Off,
+        Some(true) if req.speculation.mode == gemma::SpecMode::Off => req.speculation.mode = gemma::SpecMode::Ngram,
+        _ => {}
+    }
     let details = b(params.details);
     let prefill_details = b(params.decoder_input_details);
     req.logprobs = details || top_n > 0;

@@ -40,8 +40,9 @@ pub mod vision;
 pub use gemma_core::{DType, GemmaError, Result};
 /// LoRA / QLoRA fine-tuning (`gemma finetune`).
 pub use gemma_train as train;
+pub use gemma_generate::speculative;
 pub use gemma_generate::{
-    generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, MediaInput, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob,
+    generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, MediaInput, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob, SpecMode, SpecStats, Speculation,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
 pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, KvType, LogitsMode, LoraAdapter, Media, Model, Numerics, Workspace};

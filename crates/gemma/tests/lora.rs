@@ -112,14 +112,14 @@ fn per_request_adapters_equal_the_adapter_loaded_alone() {
     let mut ws = BatchWorkspace::default();
     let vocab = base.model.config.vocab_size;
     let mut items: Vec<BatchItem> =
-        caches.iter_mut().zip(prompts).zip(which).map(|((c, p), a)| BatchItem { tokens: p, cache: c, score_from: None, last_logits: true, adapter: a, media: &[] }).collect();
+        caches.iter_mut().zip(prompts).zip(which).map(|((c, p), a)| BatchItem { tokens: p, cache: c, score_from: None, last_logits: true, adapter: a, verify: false, media: &[] }).collect();
     let first = base.model.forward_batch(&mut items, &mut ws).unwrap().to_vec();
     let nexts = [5u32, 9, 11];
     let mut items: Vec<BatchItem> = caches
         .iter_mut()
         .zip(&nexts)
         .zip(which)
-        .map(|((c, t), a)| BatchItem { tokens: std::slice::from_ref(t), cache: c, score_from: None, last_logits: true, adapter: a, media: &[] })
+        .map(|((c, t), a)| BatchItem { tokens: std::slice::from_ref(t), cache: c, score_from: None, last_logits: true, adapter: a, verify: false, media: &[] })
         .collect();
     let second = base.model.forward_batch(&mut items, &mut ws).unwrap().to_vec();
     for i in 0..3 {

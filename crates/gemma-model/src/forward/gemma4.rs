@@ -46,7 +46,7 @@ pub(crate) fn per_layer_inputs(m: &Model, segs: &[Seg], items: &[(&[u32], &mut K
         let mut m = m.borrow_mut();
         let row = buf(&mut m.table_row, lp);
         for seg in segs {
-            for (t, &tok) in items[seg.item].0.iter().enumerate() {
+            for (t, &tok) in super::seg_tokens(seg, items).iter().enumerate() {
                 // Ids past the per-layer table (Gemma 3n's is shorter than the vocabulary) read row 0.
                 let mut tok = if (tok as usize) < w.embed.rows { tok as usize } else { 0 };
                 // An image's soft tokens read the pad id's row, as

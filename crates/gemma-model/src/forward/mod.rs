@@ -56,6 +56,16 @@ pub struct Media<'a> {
     pub rows: &'a [f32],
 }
 
+/// The tokens of segment `seg` among its item's new tokens (an item may be
+/// cut into several segments: a verify step's rows are one decode segment
+/// each). Caches advance only after the step, so an item's first new token
+/// is at its cache's length.
+pub(crate) fn seg_tokens<'t>(seg: &Seg, items: &'t [(&[u32], &mut KvCache)]) -> &'t [u32] {
+    let (tokens, cache) = &items[seg.item];
+    let off = seg.start - cache.len();
+    &tokens[off..off + seg.n]
+}
+
 /// Where a prefill chunk that starts at `pos` ends, for a prompt of `len`
 /// tokens cut in chunks of `chunk`, when media runs `spans` (`a..b`, sorted)
 /// must never be split: the chunk ends before a run it would cut, or after
@@ -173,6 +183,28 @@ impl Model {
     /// of the model's own (`lora`), computed as a batch of requests does.
     pub fn forward_with<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace, mode: LogitsMode, adapter: Option<&LoraAdapter>) -> Result<&'w mut [f32]> {
         self.forward_media(tokens, &[], cache, ws, mode, adapter)
+    }
+
+    /// Logits of every one of `tokens` (`[tokens, vocab]`), each row
+    /// computed exactly as decoding the tokens one at a time would compute it
+    /// (one decode row per token through the batch-invariant kernels, keys
+    /// and values stored before any row attends): what speculative decoding
+    /// verifies a draft with, so its greedy output is bit-identical to plain
+    /// decoding. Rejected rows are dropped with [`KvCache::truncate`].
+    pub fn forward_verify<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace, adapter: Option<&LoraAdapter>) -> Result<&'w mut [f32]> {
+        let cfg = &self.config;
+        if cfg.bidirectional {
+            return Err(GemmaError::invalid("model", "this is a bidirectional embedding model: it does not generate"));
+        }
+        if tokens.len() > MAX_CHUNK {
+            return Err(GemmaError::invalid("tokens", format!("a verify step of {} tokens is longer than the {MAX_CHUNK} one step takes", tokens.len())));
+        }
+        self.check_tokens(tokens, cache.len())?;
+        let start = cache.len();
+        let segs: Vec<Seg> = (0..tokens.len()).map(|i| Seg { row0: i, n: 1, start: start + i, item: 0, decode: true, adapter, exact: false, media: &[] }).collect();
+        self.run_segments(&segs, &mut [(tokens, cache)], ws, None);
+        self.head_rows(ws, 0, tokens.len(), true);
+        Ok(&mut ws.logits[..tokens.len() * cfg.vocab_size])
     }
 
     /// As [`Model::forward_with`], with `media` rows (an image's soft
@@ -328,7 +360,7 @@ impl Model {
         let n: usize = segs.iter().map(|s| s.n).sum();
         let x = buf(&mut sc.x, n * hidden);
         for seg in segs {
-            for (t, &tok) in items[seg.item].0.iter().enumerate() {
+            for (t, &tok) in seg_tokens(seg, items).iter().enumerate() {
                 let row = &mut x[(seg.row0 + t) * hidden..(seg.row0 + t + 1) * hidden];
                 gemma_quant::read_f32(&self.weights.embed.storage, tok as usize * hidden, row);
                 row.iter_mut().for_each(|v| *v *= cfg.embed_scale);

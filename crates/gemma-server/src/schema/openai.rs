@@ -46,6 +46,46 @@ pub struct SamplingParams {
     /// Constrain the output: `text`, `json_object` or `json_schema`.
     #[schema(value_type = Option<ResponseFormat>)]
     pub response_format: Option<Value>,
+    /// OpenAI's Predicted Outputs: text the answer is expected to repeat
+    /// (a file being edited). Drafted from and verified in one forward per
+    /// step; the answer is the same as without it, only faster where it
+    /// follows the prediction.
+    pub prediction: Option<Prediction>,
+    /// gemma-rs: speculative decoding for this request (`false`: off even
+    /// when the server drafts; `true`: prompt-lookup drafts even when it
+    /// does not). The output is the same either way.
+    pub speculative: Option<bool>,
+}
+
+/// `prediction`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct Prediction {
+    /// Always `content`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The expected text, or a list of `{"type": "text", "text": …}` parts.
+    #[schema(value_type = Object)]
+    pub content: Value,
+}
+
+impl Prediction {
+    /// The expected text, or why the field is malformed.
+    pub fn text(&self) -> Result<String, String> {
+        if self.kind != "content" {
+            return Err(format!("prediction.type must be \"content\", got {:?}", self.kind));
+        }
+        match &self.content {
+            Value::String(s) => Ok(s.clone()),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => Ok(t.to_string()),
+                    _ => Err("prediction.content parts must be {\"type\": \"text\", \"text\": …}".to_string()),
+                })
+                .collect(),
+            _ => Err("prediction.content must be a string or a list of text parts".into()),
+        }
+    }
 }
 
 /// One stop string or several.
@@ -396,6 +436,19 @@ pub struct Usage {
     pub total_tokens: usize,
     /// How the prompt tokens were processed.
     pub prompt_tokens_details: PromptTokensDetails,
+    /// How the completion tokens were produced.
+    pub completion_tokens_details: CompletionTokensDetails,
+}
+
+/// OpenAI's `usage.completion_tokens_details`.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct CompletionTokensDetails {
+    /// Draft tokens (from the prediction or prompt lookup) the model chose too.
+    pub accepted_prediction_tokens: usize,
+    /// Draft tokens verified and not taken (computed, not output).
+    pub rejected_prediction_tokens: usize,
+    /// Always 0 here (thinking tokens are part of the completion).
+    pub reasoning_tokens: usize,
 }
 
 /// OpenAI's `usage.prompt_tokens_details`.
@@ -408,7 +461,20 @@ pub struct PromptTokensDetails {
 impl Usage {
     /// Counts with their total.
     pub fn new(prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens, prompt_tokens_details: PromptTokensDetails { cached_tokens } }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptTokensDetails { cached_tokens },
+            completion_tokens_details: CompletionTokensDetails::default(),
+        }
+    }
+
+    /// With the drafted and accepted counts of speculative decoding.
+    pub fn with_drafts(mut self, drafted: usize, accepted: usize) -> Self {
+        self.completion_tokens_details.accepted_prediction_tokens = accepted;
+        self.completion_tokens_details.rejected_prediction_tokens = drafted.saturating_sub(accepted);
+        self
     }
 }
 

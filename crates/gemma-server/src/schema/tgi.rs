@@ -72,6 +72,10 @@ pub struct GenerateParameters {
     pub grammar: Option<Value>,
     /// A loaded adapter's name (the base model's id or empty: the base model).
     pub adapter_id: Option<String>,
+    /// gemma-rs: speculative decoding for this request (`false`: off even
+    /// when the server drafts; `true`: prompt lookup even when it does
+    /// not). The output is the same either way.
+    pub speculative: Option<bool>,
     /// Generate to `max_new_tokens` whatever the model says (vLLM's name).
     pub ignore_eos: Option<bool>,
 }

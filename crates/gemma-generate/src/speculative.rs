@@ -1,0 +1,241 @@
+//! Speculative decoding: a drafter proposes the next tokens, one forward
+//! verifies them all ([`gemma_model::Model::forward_verify`]: every row as
+//! plain decoding computes it), and the sequence takes the verified rows one
+//! by one through its ordinary [`crate::SequenceState::step`] until a chosen
+//! token differs from the draft.
+//!
+//! Why the output is exactly plain decoding's: row `i` of the verify step
+//! is bit-identical to the logits plain decoding computes after the same
+//! tokens, and the sequence state (penalties, grammar, stop strings, the
+//! seeded sampler's draws) advances through those rows in the same order,
+//! so every choice is the one plain decoding makes — greedy or sampled with
+//! a seed. Only the keys and values of rejected draft rows are undone
+//! ([`gemma_model::KvCache::truncate`]). For drafts that are a single
+//! proposal per position (n-gram lookup, a prediction) taking the target's
+//! own draw and comparing it with the draft accepts with probability
+//! `p(draft)`, exactly what rejection sampling accepts with for such a
+//! drafter, so nothing is lost by keeping the plain draws.
+
+/// Which drafter a sequence uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpecMode {
+    /// Plain decoding, one token per forward.
+    #[default]
+    Off,
+    /// Prompt lookup: the continuation of the latest earlier occurrence of
+    /// the last few tokens (in the prediction, then in the prompt and the
+    /// text so far), as llama.cpp's and vLLM's n-gram modes.
+    Ngram,
+}
+
+impl SpecMode {
+    /// Parse `off`/`none` or `ngram`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "off" | "none" => Some(Self::Off),
+            "ngram" => Some(Self::Ngram),
+            _ => None,
+        }
+    }
+}
+
+/// Default most tokens drafted per step.
+pub const DEFAULT_DRAFT_MAX: usize = 8;
+/// Longest suffix the n-gram drafter matches.
+pub const NGRAM_MAX: usize = 4;
+/// Shortest suffix the n-gram drafter matches.
+pub const NGRAM_MIN: usize = 2;
+
+/// A sequence's speculative-decoding settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Speculation {
+    /// The drafter.
+    pub mode: SpecMode,
+    /// Most tokens drafted per step (the length adapts below it).
+    pub draft_max: usize,
+    /// Tokens the output is expected to repeat (OpenAI's Predicted Outputs:
+    /// an editor sends the file it expects back), searched before the
+    /// context.
+    pub prediction: Vec<u32>,
+}
+
+impl Default for Speculation {
+    fn default() -> Self {
+        Self { mode: SpecMode::Off, draft_max: DEFAULT_DRAFT_MAX, prediction: Vec::new() }
+    }
+}
+
+impl Speculation {
+    /// Whether any drafting happens.
+    pub fn is_on(&self) -> bool {
+        self.draft_max > 0 && (self.mode != SpecMode::Off || !self.prediction.is_empty())
+    }
+}
+
+/// Drafted and accepted token counts of one sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpecStats {
+    /// Draft tokens sent to verification.
+    pub drafted: usize,
+    /// Draft tokens the target chose too.
+    pub accepted: usize,
+    /// Verify forwards run.
+    pub steps: usize,
+}
+
+/// Proposes tokens by prompt lookup and adapts how many to the acceptance.
+#[derive(Debug, Clone)]
+pub struct Drafter {
+    spec: Speculation,
+    /// Tokens drafted next time (1..=draft_max).
+    len: usize,
+    /// Where in the prediction the output is expected to go on (matches
+    /// ending at or after it are preferred, so a prediction that repeats
+    /// itself is followed in order).
+    cursor: usize,
+    /// Start in the prediction of the last draft taken from it.
+    from: Option<usize>,
+}
+
+impl Drafter {
+    /// A drafter for `spec`.
+    pub fn new(spec: Speculation) -> Self {
+        let len = spec.draft_max.max(1);
+        Self { spec, len, cursor: 0, from: None }
+    }
+
+    /// Up to the current draft length of tokens to follow `context` (the
+    /// prompt, the generated tokens and the pending one, in order).
+    pub fn draft(&mut self, context: &[u32]) -> Vec<u32> {
+        self.from = None;
+        if !self.spec.is_on() {
+            return Vec::new();
+        }
+        let want = self.len.min(self.spec.draft_max);
+        // The prediction first: an edit repeats it from wherever the output now is.
+        if let Some((from, d)) = lookup(&self.spec.prediction, context, want, Some(self.cursor)) {
+            self.from = Some(from);
+            return d;
+        }
+        if self.spec.mode == SpecMode::Ngram {
+            if let Some((_, d)) = lookup(context, context, want, None) {
+                return d;
+            }
+        }
+        Vec::new()
+    }
+
+    /// Record that `accepted` of `drafted` tokens were taken: all taken
+    /// grows the next draft, a rejection shrinks it to what was taken + 1.
+    pub fn update(&mut self, drafted: usize, accepted: usize) {
+        if let Some(from) = self.from.take() {
+            self.cursor = from + accepted;
+        }
+        if drafted == 0 {
+            return;
+        }
+        self.len = if accepted == drafted { (self.len + 2).min(self.spec.draft_max) } else { (accepted + 1).min(self.spec.draft_max) };
+        self.len = self.len.max(1);
+    }
+}
+
+/// Where a draft starts in `corpus` and its tokens: what follows an
+/// occurrence of the longest suffix of `context` (NGRAM_MAX tokens down to
+/// NGRAM_MIN; down to 1 in a prediction), at most `want` tokens.
+/// In the context itself (`cursor` None) the latest earlier occurrence is
+/// taken; in a prediction the first one ending at or after `cursor`, else
+/// the latest.
+fn lookup(corpus: &[u32], context: &[u32], want: usize, cursor: Option<usize>) -> Option<(usize, Vec<u32>)> {
+    if corpus.is_empty() || context.is_empty() || want == 0 {
+        return None;
+    }
+    let min = if cursor.is_some() { 1 } else { NGRAM_MIN };
+    for n in (min..=NGRAM_MAX.min(context.len())).rev() {
+        let suffix = &context[context.len() - n..];
+        // Occurrences with at least one token after them (in the context,
+        // not the suffix's own place).
+        let last_start = match cursor {
+            None => context.len().checked_sub(n + 1),
+            Some(_) => corpus.len().checked_sub(n + 1),
+        };
+        let Some(last_start) = last_start else { continue };
+        let mut found = (0..=last_start).filter(|&s| &corpus[s..s + n] == suffix);
+        let s = match cursor {
+            Some(c) => {
+                let all: Vec<usize> = found.collect();
+                all.iter().copied().find(|&s| s + n >= c).or(all.last().copied())
+            }
+            None => found.next_back(),
+        };
+        if let Some(s) = s {
+            let from = s + n;
+            return Some((from, corpus[from..(from + want).min(corpus.len())].to_vec()));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drafter(mode: SpecMode, max: usize, prediction: &[u32]) -> Drafter {
+        Drafter::new(Speculation { mode, draft_max: max, prediction: prediction.to_vec() })
+    }
+
+    #[test]
+    fn ngram_lookup_continues_the_latest_match() {
+        let mut d = drafter(SpecMode::Ngram, 3, &[]);
+        // "1 2 3 4 5 ... 1 2 3 9 ... 1 2 3" → the latest "1 2 3" is followed by 9.
+        assert_eq!(d.draft(&[1, 2, 3, 4, 5, 7, 1, 2, 3, 9, 8, 1, 2, 3]), vec![9, 8, 1]);
+        // Only a 2-gram matches.
+        assert_eq!(d.draft(&[5, 6, 7, 8, 0, 7, 8]), vec![0, 7, 8]);
+        // Single tokens are not enough, nor is the suffix itself.
+        assert!(d.draft(&[1, 2, 3, 4, 3]).is_empty());
+        assert!(d.draft(&[1, 2]).is_empty());
+        assert!(drafter(SpecMode::Off, 3, &[]).draft(&[1, 2, 3, 1, 2]).is_empty());
+        // Occurrences of the suffix that end the context have nothing after them.
+        assert_eq!(d.draft(&[7, 7, 7, 7, 7]), vec![7]);
+    }
+
+    #[test]
+    fn the_prediction_is_searched_first() {
+        let mut d = drafter(SpecMode::Off, 4, &[10, 11, 12, 13, 14, 15]);
+        assert_eq!(d.draft(&[1, 2, 12]), vec![13, 14, 15]);
+        assert_eq!(d.draft(&[1, 11, 12]), vec![13, 14, 15]);
+        // Nothing matches: no draft (Off does not search the context).
+        assert!(d.draft(&[1, 2, 3, 1, 2]).is_empty());
+        let mut both = drafter(SpecMode::Ngram, 2, &[10, 11, 12]);
+        assert_eq!(both.draft(&[1, 2, 3, 1, 2]), vec![3, 1]);
+    }
+
+    /// A prediction that repeats itself is followed in order: the match
+    /// at or after the cursor (where the last accepted draft ended).
+    #[test]
+    fn a_repeating_prediction_is_followed_in_order() {
+        let p = [1, 2, 9, 1, 2, 8, 1, 2, 7];
+        let mut d = drafter(SpecMode::Off, 2, &p);
+        assert_eq!(d.draft(&[0, 1, 2]), vec![9, 1]);
+        d.update(2, 2);
+        assert_eq!(d.draft(&[0, 1, 2, 9, 1, 2]), vec![8, 1]);
+        d.update(2, 2);
+        assert_eq!(d.draft(&[0, 1, 2, 9, 1, 2, 8, 1, 2]), vec![7]);
+    }
+
+    #[test]
+    fn draft_length_adapts() {
+        let mut d = drafter(SpecMode::Ngram, 6, &[]);
+        let ctx: Vec<u32> = (0..20).chain(0..3).collect();
+        assert_eq!(d.draft(&ctx).len(), 6);
+        d.update(6, 1);
+        assert_eq!(d.draft(&ctx).len(), 2);
+        d.update(2, 2);
+        assert_eq!(d.draft(&ctx).len(), 4);
+        d.update(4, 0);
+        assert_eq!(d.draft(&ctx).len(), 1);
+        for _ in 0..5 {
+            d.update(1, 1);
+        }
+        assert_eq!(d.draft(&ctx).len(), 6);
+    }
+}

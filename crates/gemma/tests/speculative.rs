@@ -1,0 +1,131 @@
+//! Speculative decoding through `Gemma::generate`: the output (ids, text,
+//! finish) is exactly plain decoding's, greedy and seeded sampling with
+//! penalties, on every generation's tiny fixture and on the real 270M;
+//! prompt lookup drafts are accepted where the text repeats, a prediction
+//! (OpenAI's Predicted Outputs) is accepted where the output follows it,
+//! and the session is left as plain decoding leaves it.
+
+use gemma::{Gemma, GenerateRequest, SamplingParams, SpecMode, Speculation};
+use std::path::PathBuf;
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)
+}
+
+fn run(g: &Gemma, req: &GenerateRequest) -> gemma::Generation {
+    let mut pieces = String::new();
+    let out = g.generate(&mut g.new_session(), req, &mut |t| {
+        pieces.push_str(t);
+        true
+    })
+    .unwrap();
+    assert_eq!(pieces, out.text, "streamed pieces");
+    out
+}
+
+/// Plain and speculative runs of `req` agree; returns the speculative run.
+fn same_output(g: &Gemma, req: &GenerateRequest, spec: Speculation, what: &str) -> gemma::Generation {
+    let want = run(g, req);
+    let mut s = req.clone();
+    s.speculation = spec;
+    let got = run(g, &s);
+    assert_eq!((&got.tokens, &got.text, &got.finish), (&want.tokens, &want.text, &want.finish), "{what}");
+    assert_eq!(want.speculation.drafted, 0);
+    got
+}
+
+fn ngram(max: usize) -> Speculation {
+    Speculation { mode: SpecMode::Ngram, draft_max: max, prediction: Vec::new() }
+}
+
+fn check_model(g: &Gemma, prompt: &[u32], max_new: usize, what: &str) {
+    let mut req = g.request(prompt);
+    req.max_new_tokens = max_new;
+    req.stop_ids.clear();
+    // Greedy, n-gram drafts.
+    let got = same_output(g, &req, ngram(6), &format!("{what}: greedy, ngram"));
+    eprintln!("{what}: ngram drafted {} accepted {} in {} verify steps for {} tokens", got.speculation.drafted, got.speculation.accepted, got.speculation.steps, got.tokens.len());
+    // The plain output as the prediction: every draft is accepted.
+    let plain = run(g, &req);
+    let spec = Speculation { mode: SpecMode::Off, draft_max: 5, prediction: plain.tokens.clone() };
+    let got = same_output(g, &req, spec, &format!("{what}: greedy, prediction"));
+    assert!(got.speculation.accepted * 2 >= plain.tokens.len(), "{what}: a correct prediction was mostly rejected: {:?}", got.speculation);
+    assert!(got.speculation.steps < plain.tokens.len(), "{what}: no fewer forwards with a correct prediction");
+    // A wrong prediction changes nothing either.
+    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 4, prediction: plain.tokens.iter().map(|t| (t + 1) % 200).collect() };
+    same_output(g, &req, spec, &format!("{what}: greedy, wrong prediction"));
+    // Seeded sampling with penalties draws the same tokens.
+    req.params = SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.95, seed: 11, repetition_penalty: 1.1, ..SamplingParams::default() };
+    req.presence_penalty = 0.3;
+    same_output(g, &req, ngram(8), &format!("{what}: sampled, ngram"));
+    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() };
+    same_output(g, &req, spec, &format!("{what}: sampled, prediction"));
+}
+
+#[test]
+fn speculative_output_equals_plain_decoding_on_every_generation() {
+    for name in ["tiny-gemma1", "tiny-gemma2", "tiny-gemma3", "tiny-gemma3n", "tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma4-unified"] {
+        let g = Gemma::load(testdata(name)).unwrap();
+        // A prompt that repeats itself, so n-gram drafts exist.
+        let unit: Vec<u32> = (0..9).map(|i| 5 + (i * 7) % 40).collect();
+        let prompt: Vec<u32> = [2u32].into_iter().chain(unit.iter().copied().cycle().take(30)).collect();
+        check_model(&g, &prompt, 24, name);
+    }
+}
+
+/// Stops inside an accepted draft end the output where plain decoding
+/// ends it (a stop id, a stop string, the token limit), and the session
+/// holds what plain decoding leaves: a next turn reuses it the same way.
+#[test]
+fn stops_limits_and_sessions_match_plain_decoding() {
+    let g = Gemma::load(testdata("tiny-gemma3")).unwrap();
+    let prompt: Vec<u32> = [2u32].into_iter().chain((0..40).map(|i| 5 + (i % 6) * 3)).collect();
+    let mut req = g.request(&prompt);
+    req.stop_ids.clear();
+    req.max_new_tokens = 20;
+    let plain = run(&g, &req);
+    for cut in [1, 3, 7] {
+        let mut r = req.clone();
+        r.stop_ids = vec![plain.tokens[cut]];
+        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() }, &format!("stop id at {cut}"));
+        let mut r = req.clone();
+        r.max_new_tokens = cut;
+        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() }, &format!("limit {cut}"));
+    }
+    if plain.text.chars().count() > 6 {
+        let mut r = req.clone();
+        r.stop_strings = vec![plain.text.chars().skip(3).take(2).collect()];
+        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() }, "stop string");
+    }
+    // Sessions: a second turn on the same session computes as much as after plain decoding.
+    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() };
+    let mut s_req = req.clone();
+    s_req.speculation = spec;
+    let (mut a, mut b) = (g.new_session(), g.new_session());
+    g.generate(&mut a, &req, &mut |_| true).unwrap();
+    g.generate(&mut b, &s_req, &mut |_| true).unwrap();
+    assert_eq!(a.tokens, b.tokens, "the session's tokens");
+    assert_eq!(a.cache.len(), b.cache.len());
+    let mut next = prompt.clone();
+    next.extend_from_slice(&plain.tokens);
+    next.extend_from_slice(&[9, 10, 11]);
+    let mut r2 = req.clone();
+    r2.prompt = next;
+    let x = g.generate(&mut a, &r2, &mut |_| true).unwrap();
+    let y = g.generate(&mut b, &r2, &mut |_| true).unwrap();
+    assert_eq!((x.tokens, x.prompt_tokens_computed), (y.tokens, y.prompt_tokens_computed));
+}
+
+#[test]
+fn real_model_speculative_output_equals_plain_decoding() {
+    let path = gemma::hub::default_model_path();
+    if !path.is_file() {
+        eprintln!("\n!!!!!!!!!! SKIPPED: real model not found at {} — run scripts/fetch-model.sh !!!!!!!!!!\n", path.display());
+        assert!(std::env::var_os("GEMMA_REQUIRE_REAL_MODEL").is_none(), "the real model is required (GEMMA_REQUIRE_REAL_MODEL is set)");
+        return;
+    }
+    let g = Gemma::load(&path).unwrap();
+    let text = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef mul(a, b):\n    return a * b\n\ndef div(a, b):\n";
+    let prompt = g.encode_prompt(text).unwrap();
+    check_model(&g, &prompt, 40, "gemma-3-270m Q4_K_M");
+}
