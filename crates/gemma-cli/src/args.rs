@@ -184,6 +184,10 @@ pub struct ServeArgs {
     /// Most tokens drafted per step (the length adapts to the acceptance).
     #[arg(long, default_value_t = gemma::speculative::DEFAULT_DRAFT_MAX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub draft_max: usize,
+    /// A smaller model with the same tokenizer that drafts for this one
+    /// (implies `--speculative draft` for requests that do not opt out).
+    #[arg(long, value_name = "MODEL")]
+    pub draft: Option<String>,
     /// Fetch remote http(s) image URLs (public addresses only, 10 s, the
     /// size cap). Off: images come as data: URLs. A server that fetches
     /// URLs for anyone can be used to probe networks: turn it on only
@@ -285,6 +289,11 @@ pub struct SamplingArgs {
     /// Most tokens drafted per step (the length adapts to the acceptance).
     #[arg(long, default_value_t = gemma::speculative::DEFAULT_DRAFT_MAX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub draft_max: usize,
+    /// A smaller model with the same tokenizer that drafts for this one
+    /// (the same forms as --model; implies `--speculative draft`): the
+    /// Q4_K_M 270M for its bf16 self, a 1B for a 4B.
+    #[arg(long, value_name = "MODEL")]
+    pub draft: Option<String>,
     /// Text the answer is expected to repeat (a file being edited: OpenAI's
     /// Predicted Outputs), drafted from where the answer follows it; works
     /// with or without `--speculative`.
@@ -293,7 +302,7 @@ pub struct SamplingArgs {
 }
 
 fn parse_spec_mode(s: &str) -> Result<gemma::SpecMode, String> {
-    gemma::SpecMode::from_name(s).ok_or_else(|| format!("unknown speculative mode `{s}` (off, ngram)"))
+    gemma::SpecMode::from_name(s).ok_or_else(|| format!("unknown speculative mode `{s}` (off, ngram, draft)"))
 }
 
 /// `gemma generate`.

@@ -99,7 +99,19 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
 }
 
 /// The checkpoint's defaults overridden by the flags given.
-fn request(gemma: &Gemma, prompt: &[u32], s: &SamplingArgs) -> Result<GenerateRequest> {
+/// The model `--draft` names, checked against `gemma`'s tokenizer.
+pub(crate) fn load_draft(draft: Option<&str>, gemma: &Gemma) -> Result<Option<gemma::speculative::DraftModel>> {
+    let Some(name) = draft else { return Ok(None) };
+    let path = crate::pull::resolve(Some(name))?;
+    let t0 = Instant::now();
+    let d = Gemma::load(&path).with_context(|| format!("cannot load the draft model from {}", path.display()))?;
+    let summary = format!("{} layers, hidden {}, weights {}", d.model.config.num_layers(), d.model.config.hidden_size, d.weights_summary());
+    let d = d.into_draft_for(gemma)?;
+    eprintln!("draft model: {} ({summary}) in {:.2}s", path.display(), t0.elapsed().as_secs_f64());
+    Ok(Some(d))
+}
+
+fn request(gemma: &Gemma, prompt: &[u32], s: &SamplingArgs, draft: Option<&gemma::speculative::DraftModel>) -> Result<GenerateRequest> {
     let mut r = gemma.request(prompt);
     let p = &mut r.params;
     if let Some(t) = s.temperature {
@@ -134,6 +146,14 @@ fn request(gemma: &Gemma, prompt: &[u32], s: &SamplingArgs) -> Result<GenerateRe
     r.stop_strings = s.stop.clone();
     r.speculation.mode = s.speculative;
     r.speculation.draft_max = s.draft_max;
+    if let Some(d) = draft {
+        if s.speculative == gemma::SpecMode::Off {
+            r.speculation.mode = gemma::SpecMode::Draft;
+        }
+        r.speculation.draft_model = Some(d.clone());
+    } else if s.speculative == gemma::SpecMode::Draft {
+        bail!("--speculative draft needs --draft MODEL");
+    }
     if let Some(f) = &s.prediction_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read prediction file {} (it must be UTF-8 text)", f.display()))?;
         r.speculation.prediction = gemma.tokenizer.encode(&text, false)?;
@@ -214,7 +234,8 @@ fn generate(a: GenerateArgs) -> Result<()> {
     } else {
         gemma.encode_prompt(&prompt)?
     };
-    let mut req = request(&gemma, &ids, &a.sampling)?;
+    let draft = load_draft(a.sampling.draft.as_deref(), &gemma)?;
+    let mut req = request(&gemma, &ids, &a.sampling, draft.as_ref())?;
     req.media = media;
     if let Some(grammar) = grammar(&a.grammar)? {
         let c = gemma.compile_grammar(&grammar)?;
@@ -258,6 +279,7 @@ fn grammar(a: &crate::args::GrammarArgs) -> Result<Option<gemma::Grammar>> {
 
 fn chat(a: ChatArgs) -> Result<()> {
     let gemma = load(&a.model)?;
+    let draft = load_draft(a.sampling.draft.as_deref(), &gemma)?;
     if gemma.tokenizer.chat_template.builtin {
         eprintln!("(the model ships no chat template: using the built-in Gemma template)");
     }
@@ -312,7 +334,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         };
         history.push(user);
         let (ids, media) = gemma.encode_chat_images(&serde_json::Value::Array(history.clone()), &images, &serde_json::Map::new())?;
-        let mut req = request(&gemma, &ids, &a.sampling)?;
+        let mut req = request(&gemma, &ids, &a.sampling, draft.as_ref())?;
         req.media = media;
         let reply = stream(&gemma, &mut session, &req)?;
         println!();
@@ -653,6 +675,12 @@ fn bench(mut a: BenchArgs) -> Result<()> {
 
 fn serve(a: ServeArgs) -> Result<()> {
     let gemma = Arc::new(load_allowing(&a.model, true)?);
+    let draft = load_draft(a.draft.as_deref(), &gemma)?;
+    let mode = match (&draft, a.speculative) {
+        (Some(_), gemma::SpecMode::Off) => gemma::SpecMode::Draft,
+        (None, gemma::SpecMode::Draft) => bail!("--speculative draft needs --draft MODEL"),
+        (_, m) => m,
+    };
     let adapters = gemma_server::adapters::Registry::default();
     for (name, dir) in lora_args(&a.model)?.1 {
         adapters.load(&name, &dir, &gemma.model.config).with_context(|| format!("--lora {name}={}", dir.display()))?;
@@ -688,7 +716,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         pan_and_scan: a.pan_and_scan,
         image_urls: a.allow_image_urls,
         max_image_bytes: a.max_image_bytes,
-        speculation: gemma::Speculation { mode: a.speculative, draft_max: a.draft_max, prediction: Vec::new() },
+        speculation: gemma::Speculation { mode, draft_max: a.draft_max, prediction: Vec::new(), draft_model: draft },
     };
     let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config, adapters });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

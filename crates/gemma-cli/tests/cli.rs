@@ -101,7 +101,7 @@ fn speculative_flags_change_nothing_but_speed() {
         assert!(plain.status.success(), "{}", stderr(&plain));
         let pred = tmp.path().join("prediction.txt");
         std::fs::write(&pred, stdout(&plain)).unwrap();
-        for extra in [vec!["--speculative", "ngram"], vec!["--speculative", "ngram", "--draft-max", "3"], vec!["--prediction-file", path(&pred)]] {
+        for extra in [vec!["--speculative", "ngram"], vec!["--speculative", "ngram", "--draft-max", "3"], vec!["--prediction-file", path(&pred)], vec!["--draft", path(&m)]] {
             let mut args = base.clone();
             args.extend_from_slice(&extra);
             let o = gemma(&args);
@@ -116,6 +116,8 @@ fn speculative_flags_change_nothing_but_speed() {
     fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--speculative", "eagle"]), &["eagle", "ngram"]);
     fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--prediction-file", "/nonexistent/p.txt"]), &["prediction file", "/nonexistent/p.txt"]);
     fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--draft-max", "0"]), &["draft-max"]);
+    fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--speculative", "draft"]), &["--draft MODEL"]);
+    fails_with(&gemma(&["generate", "-m", path(&m), "-p", "x", "--draft", path(&testdata("tiny-embeddinggemma"))]), &["draft"]);
 }
 
 #[test]

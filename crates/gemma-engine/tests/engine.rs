@@ -486,7 +486,7 @@ fn check(g: Arc<Gemma>, sampled: bool, what: &str) {
     for (i, r) in reqs.iter().enumerate() {
         let mut r = r.clone();
         if i % 2 == 0 {
-            r.speculation = Speculation { mode: SpecMode::Ngram, draft_max: 6, prediction: if i == 2 { plain[i].tokens.clone() } else { Vec::new() } };
+            r.speculation = Speculation { mode: SpecMode::Ngram, draft_max: 6, prediction: if i == 2 { plain[i].tokens.clone() } else { Vec::new() }, draft_model: None };
         }
         handles.push(engine.submit(r).unwrap());
     }
@@ -511,6 +511,37 @@ fn speculation_in_the_batch_equals_plain_decoding() {
     for name in ["tiny-gemma3", "tiny-gemma4", "tiny-gemma4-moe", "tiny-gemma3n"] {
         check(load_fixture(name), false, &format!("{name} greedy"));
         check(load_fixture(name), true, &format!("{name} sampled"));
+    }
+}
+
+/// A draft model in the batch: each sequence keeps its own cache of the
+/// drafter; outputs equal plain decoding, and a model drafting for itself
+/// has every greedy draft accepted.
+#[test]
+fn draft_model_in_the_batch_equals_plain_decoding() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma4");
+    let g = Arc::new(Gemma::load(&dir).unwrap());
+    let draft = Gemma::load(&dir).unwrap().into_draft_for(&g).unwrap();
+    let engine = Engine::start(Arc::clone(&g), EngineConfig::default()).unwrap();
+    let prompts = prompts(&g);
+    let reqs: Vec<Request> = prompts.iter().map(|p| {
+        let mut r = Request::new(p.clone(), 16, Vec::new());
+        r.params = SamplingParams::greedy();
+        r
+    }).collect();
+    let plain: Vec<gemma::Generation> = reqs.iter().map(|r| g.generate(&mut g.new_session(), r, &mut |_| true).unwrap()).collect();
+    let handles: Vec<_> = reqs.iter().enumerate().map(|(i, r)| {
+        let mut r = r.clone();
+        if i % 2 == 0 {
+            r.speculation = Speculation { mode: SpecMode::Draft, draft_max: 4, prediction: Vec::new(), draft_model: Some(draft.clone()) };
+        }
+        engine.submit(r).unwrap()
+    }).collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (ids, _, s) = collect(h);
+        assert_eq!(ids, plain[i].tokens, "request {i}");
+        assert_eq!(s.accepted_tokens, s.drafted_tokens, "request {i}: the model drafting for itself");
+        assert_eq!(s.drafted_tokens > 0, i % 2 == 0);
     }
 }
 

@@ -14,7 +14,11 @@
 //! proposal per position (n-gram lookup, a prediction) taking the target's
 //! own draw and comparing it with the draft accepts with probability
 //! `p(draft)`, exactly what rejection sampling accepts with for such a
-//! drafter, so nothing is lost by keeping the plain draws.
+//! drafter, so nothing is lost by keeping the plain draws. A draft model's
+//! greedy draft is checked the same way: exact, though under sampling it
+//! is accepted less often than rejection sampling would accept it.
+
+use gemma_model::{KvCache, LogitsMode, Model, Workspace};
 
 /// Which drafter a sequence uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,14 +30,18 @@ pub enum SpecMode {
     /// the last few tokens (in the prediction, then in the prompt and the
     /// text so far), as llama.cpp's and vLLM's n-gram modes.
     Ngram,
+    /// A smaller model with the same tokenizer drafts greedily
+    /// ([`Speculation::draft_model`]; a prediction is still searched first).
+    Draft,
 }
 
 impl SpecMode {
-    /// Parse `off`/`none` or `ngram`.
+    /// Parse `off`/`none`, `ngram` or `draft`.
     pub fn from_name(s: &str) -> Option<Self> {
         match s {
             "off" | "none" => Some(Self::Off),
             "ngram" => Some(Self::Ngram),
+            "draft" => Some(Self::Draft),
             _ => None,
         }
     }
@@ -57,11 +65,32 @@ pub struct Speculation {
     /// an editor sends the file it expects back), searched before the
     /// context.
     pub prediction: Vec<u32>,
+    /// The drafting model of [`SpecMode::Draft`].
+    pub draft_model: Option<DraftModel>,
+}
+
+/// A model that drafts for another with the same tokenizer (shared; each
+/// sequence keeps its own cache of it). Equal when it is the same model.
+#[derive(Clone)]
+pub struct DraftModel(pub std::sync::Arc<Model>);
+
+impl PartialEq for DraftModel {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for DraftModel {}
+
+impl std::fmt::Debug for DraftModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DraftModel({}, {} layers)", self.0.config.architecture, self.0.config.num_layers())
+    }
 }
 
 impl Default for Speculation {
     fn default() -> Self {
-        Self { mode: SpecMode::Off, draft_max: DEFAULT_DRAFT_MAX, prediction: Vec::new() }
+        Self { mode: SpecMode::Off, draft_max: DEFAULT_DRAFT_MAX, prediction: Vec::new(), draft_model: None }
     }
 }
 
@@ -83,8 +112,9 @@ pub struct SpecStats {
     pub steps: usize,
 }
 
-/// Proposes tokens by prompt lookup and adapts how many to the acceptance.
-#[derive(Debug, Clone)]
+/// Proposes tokens (prediction, prompt lookup or a draft model) and adapts
+/// how many to the acceptance.
+#[derive(Debug)]
 pub struct Drafter {
     spec: Speculation,
     /// Tokens drafted next time (1..=draft_max).
@@ -95,13 +125,73 @@ pub struct Drafter {
     cursor: usize,
     /// Start in the prediction of the last draft taken from it.
     from: Option<usize>,
+    /// The draft model's state for this sequence.
+    model: Option<DraftState>,
+}
+
+/// A draft model's cache for one sequence and the ids it holds.
+#[derive(Debug)]
+struct DraftState {
+    model: std::sync::Arc<Model>,
+    cache: KvCache,
+    tokens: Vec<u32>,
+    ws: Workspace,
+}
+
+impl DraftState {
+    /// `want` greedy tokens after `context`, reusing the cached common
+    /// prefix (rejected drafts are rolled back). Empty when the draft model
+    /// cannot take the context (an id past its vocabulary, its context full).
+    fn draft(&mut self, context: &[u32], want: usize) -> Vec<u32> {
+        let cfg = &self.model.config;
+        if context.is_empty() || context.iter().any(|&t| t as usize >= cfg.vocab_size) || context.len() + want > cfg.max_position_embeddings {
+            return Vec::new();
+        }
+        let common = self.tokens.iter().zip(context).take_while(|(a, b)| a == b).count().min(context.len() - 1);
+        if self.cache.truncate(common) {
+            self.tokens.truncate(common);
+        } else {
+            self.cache.clear();
+            self.tokens.clear();
+        }
+        let mut out = Vec::with_capacity(want);
+        let new = &context[self.tokens.len()..];
+        let Ok(logits) = self.model.forward_with(new, &mut self.cache, &mut self.ws, LogitsMode::Last, None) else { return out };
+        self.tokens.extend_from_slice(new);
+        let mut next = argmax(logits);
+        while out.len() < want {
+            out.push(next);
+            if out.len() == want {
+                break;
+            }
+            let Ok(logits) = self.model.forward_with(&[next], &mut self.cache, &mut self.ws, LogitsMode::Last, None) else { break };
+            self.tokens.push(next);
+            next = argmax(logits);
+        }
+        out
+    }
+}
+
+/// The most likely id (the first of equals).
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 impl Drafter {
     /// A drafter for `spec`.
     pub fn new(spec: Speculation) -> Self {
         let len = spec.draft_max.max(1);
-        Self { spec, len, cursor: 0, from: None }
+        let model = match (&spec.mode, &spec.draft_model) {
+            (SpecMode::Draft, Some(m)) => Some(DraftState { cache: m.0.new_cache(), model: std::sync::Arc::clone(&m.0), tokens: Vec::new(), ws: Workspace::new() }),
+            _ => None,
+        };
+        Self { spec, len, cursor: 0, from: None, model }
     }
 
     /// Up to the current draft length of tokens to follow `context` (the
@@ -122,7 +212,10 @@ impl Drafter {
                 return d;
             }
         }
-        Vec::new()
+        match &mut self.model {
+            Some(m) => m.draft(context, want),
+            None => Vec::new(),
+        }
     }
 
     /// Record that `accepted` of `drafted` tokens were taken: all taken
@@ -180,7 +273,7 @@ mod tests {
     use super::*;
 
     fn drafter(mode: SpecMode, max: usize, prediction: &[u32]) -> Drafter {
-        Drafter::new(Speculation { mode, draft_max: max, prediction: prediction.to_vec() })
+        Drafter::new(Speculation { mode, draft_max: max, prediction: prediction.to_vec(), draft_model: None })
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn body(prompt: &str, extra: Value) -> Value {
 #[test]
 fn predictions_and_prompt_lookup_answer_as_plain_decoding() {
     let plain = start(EngineConfig::default(), ServerConfig::default());
-    let cfg = ServerConfig { speculation: gemma::Speculation { mode: gemma::SpecMode::Ngram, draft_max: 6, prediction: Vec::new() }, ..ServerConfig::default() };
+    let cfg = ServerConfig { speculation: gemma::Speculation { mode: gemma::SpecMode::Ngram, draft_max: 6, prediction: Vec::new(), draft_model: None }, ..ServerConfig::default() };
     let spec = start(EngineConfig::default(), cfg);
     let prompt = "one two three four one two three four one two three four";
     let want = plain.addr;

@@ -194,6 +194,24 @@ impl Gemma {
         ids
     }
 
+    /// This model as the drafter of `target` (speculative decoding,
+    /// [`SpecMode::Draft`]): refused unless both tokenize alike (the same
+    /// vocabulary size, special tokens and ids for a probe text), since
+    /// drafts are ids.
+    pub fn into_draft_for(self, target: &Gemma) -> Result<gemma_generate::speculative::DraftModel> {
+        let (a, b) = (&self.tokenizer, &target.tokenizer);
+        let probe = "Speculative decoding drafts ids: 12 345 ÿ 日本語 <end_of_turn>\n\n  def f(x):\n\treturn x";
+        let specials = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"];
+        let same = a.vocab_size() == b.vocab_size() && specials.iter().all(|t| a.token_to_id(t) == b.token_to_id(t)) && a.encode(probe, true)? == b.encode(probe, true)?;
+        if !same {
+            return Err(GemmaError::invalid("draft", format!("the draft model's tokenizer ({} tokens) differs from the model's ({} tokens): drafts are token ids, so both need the same tokenizer", a.vocab_size(), b.vocab_size())));
+        }
+        if self.model.config.bidirectional {
+            return Err(GemmaError::invalid("draft", "the draft model is an embedding model: it does not generate"));
+        }
+        Ok(gemma_generate::speculative::DraftModel(std::sync::Arc::new(self.model)))
+    }
+
     /// Whether this is an embedding model (bidirectional attention, or
     /// sentence-transformers modules beside it).
     pub fn is_embedding_model(&self) -> bool {

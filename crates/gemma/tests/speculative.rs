@@ -35,11 +35,12 @@ fn same_output(g: &Gemma, req: &GenerateRequest, spec: Speculation, what: &str) 
 }
 
 fn ngram(max: usize) -> Speculation {
-    Speculation { mode: SpecMode::Ngram, draft_max: max, prediction: Vec::new() }
+    Speculation { mode: SpecMode::Ngram, draft_max: max, prediction: Vec::new(), draft_model: None }
 }
 
 fn check_model(g: &Gemma, prompt: &[u32], max_new: usize, what: &str) {
     let mut req = g.request(prompt);
+    req.params = SamplingParams::greedy();
     req.max_new_tokens = max_new;
     req.stop_ids.clear();
     // Greedy, n-gram drafts.
@@ -47,18 +48,18 @@ fn check_model(g: &Gemma, prompt: &[u32], max_new: usize, what: &str) {
     eprintln!("{what}: ngram drafted {} accepted {} in {} verify steps for {} tokens", got.speculation.drafted, got.speculation.accepted, got.speculation.steps, got.tokens.len());
     // The plain output as the prediction: every draft is accepted.
     let plain = run(g, &req);
-    let spec = Speculation { mode: SpecMode::Off, draft_max: 5, prediction: plain.tokens.clone() };
+    let spec = Speculation { mode: SpecMode::Off, draft_max: 5, prediction: plain.tokens.clone(), draft_model: None };
     let got = same_output(g, &req, spec, &format!("{what}: greedy, prediction"));
     assert!(got.speculation.accepted * 2 >= plain.tokens.len(), "{what}: a correct prediction was mostly rejected: {:?}", got.speculation);
     assert!(got.speculation.steps < plain.tokens.len(), "{what}: no fewer forwards with a correct prediction");
     // A wrong prediction changes nothing either.
-    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 4, prediction: plain.tokens.iter().map(|t| (t + 1) % 200).collect() };
+    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 4, prediction: plain.tokens.iter().map(|t| (t + 1) % 200).collect(), draft_model: None };
     same_output(g, &req, spec, &format!("{what}: greedy, wrong prediction"));
     // Seeded sampling with penalties draws the same tokens.
     req.params = SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.95, seed: 11, repetition_penalty: 1.1, ..SamplingParams::default() };
     req.presence_penalty = 0.3;
     same_output(g, &req, ngram(8), &format!("{what}: sampled, ngram"));
-    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() };
+    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone(), draft_model: None };
     same_output(g, &req, spec, &format!("{what}: sampled, prediction"));
 }
 
@@ -87,18 +88,18 @@ fn stops_limits_and_sessions_match_plain_decoding() {
     for cut in [1, 3, 7] {
         let mut r = req.clone();
         r.stop_ids = vec![plain.tokens[cut]];
-        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() }, &format!("stop id at {cut}"));
+        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone(), draft_model: None }, &format!("stop id at {cut}"));
         let mut r = req.clone();
         r.max_new_tokens = cut;
-        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() }, &format!("limit {cut}"));
+        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone(), draft_model: None }, &format!("limit {cut}"));
     }
     if plain.text.chars().count() > 6 {
         let mut r = req.clone();
         r.stop_strings = vec![plain.text.chars().skip(3).take(2).collect()];
-        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() }, "stop string");
+        same_output(&g, &r, Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone(), draft_model: None }, "stop string");
     }
     // Sessions: a second turn on the same session computes as much as after plain decoding.
-    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone() };
+    let spec = Speculation { mode: SpecMode::Ngram, draft_max: 8, prediction: plain.tokens.clone(), draft_model: None };
     let mut s_req = req.clone();
     s_req.speculation = spec;
     let (mut a, mut b) = (g.new_session(), g.new_session());
@@ -114,6 +115,40 @@ fn stops_limits_and_sessions_match_plain_decoding() {
     let x = g.generate(&mut a, &r2, &mut |_| true).unwrap();
     let y = g.generate(&mut b, &r2, &mut |_| true).unwrap();
     assert_eq!((x.tokens, x.prompt_tokens_computed), (y.tokens, y.prompt_tokens_computed));
+}
+
+/// A draft model (`SpecMode::Draft`): the model itself (every greedy
+/// draft accepted), its bf16 copy and a Q8_0 copy drafting for it; outputs
+/// unchanged, greedy and sampled; a draft with another tokenizer is refused.
+#[test]
+fn draft_models_leave_the_output_unchanged() {
+    let dir = testdata("tiny-gemma3");
+    let g = Gemma::load(&dir).unwrap();
+    let prompt: Vec<u32> = [2u32].into_iter().chain((0..20).map(|i| 5 + (i * 3) % 17)).collect();
+    let mut req = g.request(&prompt);
+    req.params = SamplingParams::greedy();
+    req.max_new_tokens = 24;
+    req.stop_ids.clear();
+    for (what, dtype) in [("itself", None), ("bf16", Some(gemma::DType::BF16)), ("q8_0", Some(gemma::DType::Q8_0))] {
+        let d = Gemma::load_with(&dir, &gemma::LoadOptions { dtype, ..Default::default() }, &mut |_, _| {}).unwrap().into_draft_for(&g).unwrap();
+        let spec = Speculation { mode: SpecMode::Draft, draft_max: 5, prediction: Vec::new(), draft_model: Some(d) };
+        let got = same_output(&g, &req, spec.clone(), &format!("draft {what}, greedy"));
+        eprintln!("draft {what}: {:?} for {} tokens", got.speculation, got.tokens.len());
+        if what == "itself" {
+            assert_eq!(got.speculation.accepted, got.speculation.drafted, "the model drafting for itself: every greedy draft is right");
+            assert!(got.speculation.steps * 3 < got.tokens.len() * 2);
+        }
+        let mut sampled = req.clone();
+        sampled.params = SamplingParams { temperature: 0.7, top_k: 20, seed: 9, ..SamplingParams::default() };
+        same_output(&g, &sampled, spec, &format!("draft {what}, sampled"));
+    }
+    let other = Gemma::load(testdata("tiny-gemma1")).unwrap();
+    if other.tokenizer.vocab_size() != g.tokenizer.vocab_size() {
+        let e = other.into_draft_for(&g).unwrap_err().to_string();
+        assert!(e.contains("tokenizer"), "{e}");
+    }
+    let emb = Gemma::load(testdata("tiny-embeddinggemma")).unwrap();
+    assert!(emb.into_draft_for(&g).is_err());
 }
 
 #[test]
