@@ -68,6 +68,20 @@ pub fn dot_bf16(a: &[f32], w: &[bf16]) -> f32 {
     dot_bf16_ref(a, w)
 }
 
+/// `[a₀·w, a₁·w, a₂·w, a₃·w]`: four tokens against one bf16 weight row,
+/// the row converted once; each result bit-identical to [`dot_bf16`] of
+/// that token alone (the same accumulators in the same order), so decode
+/// rows stay batch-invariant.
+pub fn dot_bf16_x4(a: [&[f32]; 4], w: &[bf16]) -> [f32; 4] {
+    debug_assert!(a.iter().all(|x| x.len() == w.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd_level() == SimdLevel::Avx2 {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { avx2::dot_bf16_x4(a, w) };
+    }
+    a.map(|x| dot_bf16_ref(x, w))
+}
+
 /// `a · w` for an f16 weight row.
 pub fn dot_f16(a: &[f32], w: &[f16]) -> f32 {
     debug_assert_eq!(a.len(), w.len());
@@ -178,6 +192,42 @@ mod avx2 {
         s
     }
 
+    /// Four tokens' [`dot_bf16`], each with its own two accumulators
+    /// updated exactly as the single-token loop updates them.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_bf16_x4(a: [&[f32]; 4], w: &[bf16]) -> [f32; 4] {
+        let n = w.len();
+        let pw = w.as_ptr();
+        let pa = a.map(|x| x.as_ptr());
+        let mut acc0 = [_mm256_setzero_ps(); 4];
+        let mut acc1 = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 16 <= n {
+            let (w0, w1) = (load_bf16(pw.add(i)), load_bf16(pw.add(i + 8)));
+            for t in 0..4 {
+                acc0[t] = _mm256_fmadd_ps(_mm256_loadu_ps(pa[t].add(i)), w0, acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(_mm256_loadu_ps(pa[t].add(i + 8)), w1, acc1[t]);
+            }
+            i += 16;
+        }
+        if i + 8 <= n {
+            let w0 = load_bf16(pw.add(i));
+            for t in 0..4 {
+                acc0[t] = _mm256_fmadd_ps(_mm256_loadu_ps(pa[t].add(i)), w0, acc0[t]);
+            }
+            i += 8;
+        }
+        let mut out = [0f32; 4];
+        for t in 0..4 {
+            let mut s = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+            for j in i..n {
+                s += *pa[t].add(j) * (*pw.add(j)).to_f32();
+            }
+            out[t] = s;
+        }
+        out
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
         let n = x.len().min(y.len());
@@ -251,6 +301,19 @@ mod tests {
     fn close(a: f32, b: f32, n: usize) {
         let tol = 1e-5 * (n as f32).sqrt().max(1.0);
         assert!((a - b).abs() <= tol, "{a} vs {b} (n={n})");
+    }
+
+    /// Four tokens at once equal each alone, bit for bit.
+    #[test]
+    fn bf16_x4_equals_single_token_dots() {
+        for n in [0, 1, 7, 8, 15, 16, 17, 24, 33, 64, 255, 640, 1000] {
+            let xs: Vec<Vec<f32>> = (0..4).map(|t| data(n, 10 + t)).collect();
+            let w: Vec<bf16> = data(n, 3).iter().map(|&x| bf16::from_f32(x)).collect();
+            let got = dot_bf16_x4([&xs[0], &xs[1], &xs[2], &xs[3]], &w);
+            for t in 0..4 {
+                assert_eq!(got[t].to_bits(), dot_bf16(&xs[t], &w).to_bits(), "n={n} token {t}");
+            }
+        }
     }
 
     #[test]

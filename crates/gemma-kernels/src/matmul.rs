@@ -374,7 +374,18 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                 Storage::F16(v) => crate::prefetch::stream_ahead(&v[..task_end], range.start, cols),
                 Storage::Raw { .. } => {}
             }
-            for (t, o) in out_row.iter_mut().enumerate() {
+            // bf16 rows (decode steps of several tokens, verify steps): four
+            // tokens per pass over the row, each as alone.
+            let mut first = 0;
+            if let Storage::BF16(v) = &w.storage {
+                let wr = &v[range.clone()];
+                while first + 4 <= n {
+                    let xs: [&[f32]; 4] = std::array::from_fn(|k| &x[(first + k) * cols..(first + k + 1) * cols]);
+                    out_row[first..first + 4].copy_from_slice(&crate::dot::dot_bf16_x4(xs, wr));
+                    first += 4;
+                }
+            }
+            for (t, o) in out_row.iter_mut().enumerate().skip(first) {
                 let xt = &x[t * cols..(t + 1) * cols];
                 *o = match &w.storage {
                     Storage::F32(v) => dot_f32(xt, &v[range.clone()]),
