@@ -6,7 +6,7 @@ use crate::embed_queue::EmbedQueue;
 use crate::prefix_cache::{PrefixCache, Run};
 use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent, Work};
 use gemma::Gemma;
-use gemma_generate::speculative::{Drafter, SpecStats};
+use gemma_generate::speculative::{take_rows, Drafter, SpecStats, Taken};
 use gemma_generate::{prompt_logprob, PromptLogprob, SequenceState, Step};
 use gemma_model::{BatchItem, BatchWorkspace, KvCache, Media};
 use std::collections::VecDeque;
@@ -365,49 +365,46 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                 None => &mut logits[i * vocab..(i + 1) * vocab],
             };
             let drafted = s.feed.len() - 1;
-            let mut accepted = 0;
-            for (r, row) in rows.chunks_exact_mut(vocab).enumerate() {
-                let step: Step = match s.state.step(row, &gemma.tokenizer) {
-                    Ok(step) => step,
-                    Err(e) => {
-                        let _ = s.job.tx.send(Event::Error(format!("generation failed: {e}")));
-                        done[i] = true;
-                        break;
-                    }
-                };
-                if s.first_token.is_none() {
-                    s.first_token = Some(s.admitted.elapsed());
-                }
-                let next = step.id;
+            if s.first_token.is_none() {
+                s.first_token = Some(s.admitted.elapsed());
+            }
+            let tx = &s.job.tx;
+            let taken = take_rows(&mut s.state, rows, &s.feed[1..], &gemma.tokenizer, &mut |step: &Step| {
                 if step.emitted {
-                    let ev = TokenEvent { id: step.id, text: step.text, special: gemma.tokenizer.is_control(step.id), logprob: step.logprob, top: step.top };
-                    let _ = s.job.tx.send(Event::Token(ev));
+                    let ev = TokenEvent { id: step.id, text: step.text.clone(), special: gemma.tokenizer.is_control(step.id), logprob: step.logprob, top: step.top.clone() };
+                    let _ = tx.send(Event::Token(ev));
                 }
-                if let Some(f) = step.finish {
-                    s.spec.accepted += accepted;
-                    s.spec.drafted += drafted;
-                    stats.drafted_tokens.fetch_add(drafted as u64, Ordering::SeqCst);
-                    stats.accepted_tokens.fetch_add(accepted as u64, Ordering::SeqCst);
-                    let _ = s.job.tx.send(Event::Done(s.summary(f, step.tail)));
+                true
+            });
+            let (accepted, taken) = match taken {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = s.job.tx.send(Event::Error(format!("generation failed: {e}")));
                     done[i] = true;
-                    break;
-                }
-                if s.feed.get(r + 1) == Some(&next) {
-                    accepted += 1;
                     continue;
                 }
-                s.feed.clear();
-                s.feed.push(next);
-                break;
-            }
-            if done[i] {
-                continue;
+            };
+            s.spec.drafted += drafted;
+            s.spec.accepted += accepted;
+            stats.drafted_tokens.fetch_add(drafted as u64, Ordering::SeqCst);
+            stats.accepted_tokens.fetch_add(accepted as u64, Ordering::SeqCst);
+            match taken {
+                Taken::Next(id) => {
+                    s.feed.clear();
+                    s.feed.push(id);
+                }
+                Taken::Finished(step) => {
+                    let f = step.finish.unwrap_or(FinishReason::Length);
+                    let _ = s.job.tx.send(Event::Done(s.summary(f, step.tail)));
+                    done[i] = true;
+                    continue;
+                }
+                Taken::Cancelled => {
+                    done[i] = true;
+                    continue;
+                }
             }
             if drafted > 0 {
-                s.spec.drafted += drafted;
-                s.spec.accepted += accepted;
-                stats.drafted_tokens.fetch_add(drafted as u64, Ordering::SeqCst);
-                stats.accepted_tokens.fetch_add(accepted as u64, Ordering::SeqCst);
                 s.drafter.update(drafted, accepted);
                 // The rejected draft rows' keys and values out of the cache.
                 let keep = s.cache.len() - (drafted - accepted);

@@ -1,7 +1,7 @@
 //! The prefill/decode loop.
 
 use crate::sequence::{FinishReason, GenerateRequest, SequenceState};
-use crate::speculative::{Drafter, SpecStats};
+use crate::speculative::{take_rows, Drafter, SpecStats, Taken};
 use gemma_core::Result;
 use gemma_model::{KvCache, LogitsMode, Media, Model, Workspace};
 use gemma_tokenizer::GemmaTokenizer;
@@ -149,7 +149,7 @@ fn speculate(
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<SpecStats> {
     let adapter = req.adapter.as_ref().map(|a| &*a.lora);
-    let (vocab, ctx) = (model.config.vocab_size, model.config.max_position_embeddings);
+    let ctx = model.config.max_position_embeddings;
     let mut drafter = Drafter::new(req.speculation.clone());
     let mut stats = SpecStats::default();
     let mut draft: Vec<u32> = Vec::new();
@@ -162,26 +162,15 @@ fn speculate(
         };
         // Row i chooses the token after verify[i]: the pending token's
         // successor first, then each draft token's.
-        let mut pending = None;
-        let mut accepted = 0;
-        for (i, row) in rows.chunks_exact_mut(vocab).enumerate() {
-            let step = state.step(row, tok)?;
-            if !(step.text.is_empty() || on_text(&step.text)) || !(step.tail.is_empty() || on_text(&step.tail)) {
-                state.cancel();
-                break;
-            }
-            if step.finish.is_some() {
-                break;
-            }
-            if draft.get(i) == Some(&step.id) {
-                // Its keys and values are in the cache already.
-                tokens.push(step.id);
-                accepted += 1;
-                continue;
-            }
-            pending = Some(step.id);
-            break;
-        }
+        let (accepted, taken) = take_rows(state, rows, &draft, tok, &mut |step| {
+            (step.text.is_empty() || on_text(&step.text)) && (step.tail.is_empty() || on_text(&step.tail))
+        })?;
+        // The chosen draft tokens' keys and values are in the cache already.
+        tokens.extend_from_slice(&draft[..accepted]);
+        let pending = match taken {
+            Taken::Next(id) => Some(id),
+            Taken::Finished(_) | Taken::Cancelled => None,
+        };
         stats.accepted += accepted;
         drafter.update(draft.len(), accepted);
         // Rejected draft rows out of the cache (at most the draft's length,

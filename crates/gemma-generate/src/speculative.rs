@@ -47,6 +47,52 @@ impl SpecMode {
     }
 }
 
+/// How a verify step's rows ended for a sequence ([`take_rows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Taken {
+    /// A choice differed from the draft, or the draft was all taken: this
+    /// token is chosen and not yet fed.
+    Next(u32),
+    /// The sequence finished with this step (its tail text is released).
+    Finished(crate::Step),
+    /// The caller's `emit` asked to stop.
+    Cancelled,
+}
+
+/// Take the rows of a verify step (`rows`: `[draft.len() + 1, vocab]`,
+/// row `i` choosing the token after the `i`-th token fed) through the
+/// sequence's ordinary [`crate::SequenceState::step`], in order, handing
+/// each step to `emit` (false: cancel), until a choice differs from the
+/// draft: the one loop both `generate` and the engine's scheduler run.
+/// Returns how many draft tokens were chosen too (their keys and values
+/// are valid; the caller drops the rest) and how it ended.
+pub fn take_rows(
+    state: &mut crate::SequenceState,
+    rows: &mut [f32],
+    draft: &[u32],
+    tok: &gemma_tokenizer::GemmaTokenizer,
+    emit: &mut dyn FnMut(&crate::Step) -> bool,
+) -> gemma_core::Result<(usize, Taken)> {
+    let vocab = rows.len() / (draft.len() + 1);
+    let mut accepted = 0;
+    for (i, row) in rows.chunks_exact_mut(vocab).enumerate() {
+        let step = state.step(row, tok)?;
+        if !emit(&step) {
+            state.cancel();
+            return Ok((accepted, Taken::Cancelled));
+        }
+        if step.finish.is_some() {
+            return Ok((accepted, Taken::Finished(step)));
+        }
+        if draft.get(i) == Some(&step.id) {
+            accepted += 1;
+            continue;
+        }
+        return Ok((accepted, Taken::Next(step.id)));
+    }
+    Err(gemma_core::GemmaError::invalid("speculation", "a verify step without rows"))
+}
+
 /// Default most tokens drafted per step.
 pub const DEFAULT_DRAFT_MAX: usize = 8;
 /// Longest suffix the n-gram drafter matches.
