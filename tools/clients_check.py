@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Drive a running `gemma serve` with the official clients from PyPI:
-`openai` (chat and completions, streaming and not, models, errors) and
+`openai` (chat and completions, streaming and not, models, errors,
+Predicted Outputs) and
 `huggingface_hub`'s InferenceClient (text_generation, streaming and not,
 details). Greedy requests must give the same text streamed and not.
 Usage: clients_check.py BASE_URL [API_KEY]"""
@@ -68,6 +69,17 @@ try:
 except openai.BadRequestError as e:
     check(e.status_code == 400, "openai: n=99 -> BadRequestError 400")
 
+
+# Predicted Outputs (speculative decoding): the same answer, the prediction's
+# tokens counted in usage.completion_tokens_details as OpenAI reports them.
+code = "def area(r):\n    return 3.14159 * r * r\n\ndef perimeter(r):\n    return 2 * 3.14159 * r\n"
+pmsgs = [{"role": "user", "content": "Repeat this code exactly:\n" + code}]
+plain = oa.chat.completions.create(model=model, messages=pmsgs, max_tokens=48, temperature=0)
+pred = oa.chat.completions.create(model=model, messages=pmsgs, max_tokens=48, temperature=0,
+                                  prediction={"type": "content", "content": plain.choices[0].message.content})
+det = pred.usage.completion_tokens_details
+check(pred.choices[0].message.content == plain.choices[0].message.content and det is not None and det.accepted_prediction_tokens > 0,
+      f"openai: prediction= leaves the answer unchanged, {det.accepted_prediction_tokens if det else None} predicted tokens accepted")
 
 # Structured output: the base 270M model, constrained, returns a valid instance.
 class City(BaseModel):
