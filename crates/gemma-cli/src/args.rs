@@ -175,19 +175,8 @@ pub struct ServeArgs {
     /// is also seen as 2–4 crops.
     #[arg(long)]
     pub pan_and_scan: bool,
-    /// Speculative decoding for requests that do not say (`"speculative":
-    /// false` opts one out): `ngram` drafts by prompt lookup and verifies
-    /// the draft inside the batch. Answers are the same, only faster where
-    /// text repeats. A request's `prediction` is drafted from either way.
-    #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_spec_mode)]
-    pub speculative: gemma::SpecMode,
-    /// Most tokens drafted per step (the length adapts to the acceptance).
-    #[arg(long, default_value_t = gemma::speculative::DEFAULT_DRAFT_MAX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
-    pub draft_max: usize,
-    /// A smaller model with the same tokenizer that drafts for this one
-    /// (implies `--speculative draft` for requests that do not opt out).
-    #[arg(long, value_name = "MODEL")]
-    pub draft: Option<String>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// Fetch remote http(s) image URLs (public addresses only, 10 s, the
     /// size cap). Off: images come as data: URLs. A server that fetches
     /// URLs for anyone can be used to probe networks: turn it on only
@@ -280,10 +269,24 @@ pub struct SamplingArgs {
     /// Stop when this text appears (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Text the answer is expected to repeat (a file being edited: OpenAI's
+    /// Predicted Outputs), drafted from where the answer follows it; works
+    /// with or without `--speculative`.
+    #[arg(long, value_name = "FILE")]
+    pub prediction_file: Option<PathBuf>,
+}
+
+/// Speculative decoding flags (generate, chat, serve).
+#[derive(Debug, Args)]
+pub struct SpecArgs {
     /// Speculative decoding: `ngram` drafts the next tokens by looking up
-    /// the last few in the prompt and the text so far, and verifies them in
-    /// one forward; the output is exactly the same as without it (greedy or
-    /// seeded), only faster where the text repeats (code edits, quotes).
+    /// the last few in the prompt and the text so far, `draft` by a smaller
+    /// model (--draft), and one forward verifies them (in the server, inside
+    /// the batch; a request's `"speculative": false` opts out). The output
+    /// is exactly the same as without it (greedy or seeded), only faster
+    /// where the drafts are right (code edits, quotes).
     #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_spec_mode)]
     pub speculative: gemma::SpecMode,
     /// Most tokens drafted per step (the length adapts to the acceptance).
@@ -294,11 +297,18 @@ pub struct SamplingArgs {
     /// Q4_K_M 270M for its bf16 self, a 1B for a 4B.
     #[arg(long, value_name = "MODEL")]
     pub draft: Option<String>,
-    /// Text the answer is expected to repeat (a file being edited: OpenAI's
-    /// Predicted Outputs), drafted from where the answer follows it; works
-    /// with or without `--speculative`.
-    #[arg(long, value_name = "FILE")]
-    pub prediction_file: Option<PathBuf>,
+}
+
+impl SpecArgs {
+    /// The mode to use: `draft` when a draft model is given and no other
+    /// mode is; `draft` without one is refused.
+    pub fn mode(&self, has_draft: bool) -> Result<gemma::SpecMode, String> {
+        match (has_draft, self.speculative) {
+            (true, gemma::SpecMode::Off) => Ok(gemma::SpecMode::Draft),
+            (false, gemma::SpecMode::Draft) => Err("--speculative draft needs --draft MODEL".into()),
+            (_, m) => Ok(m),
+        }
+    }
 }
 
 fn parse_spec_mode(s: &str) -> Result<gemma::SpecMode, String> {

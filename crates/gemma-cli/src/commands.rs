@@ -144,16 +144,9 @@ fn request(gemma: &Gemma, prompt: &[u32], s: &SamplingArgs, draft: Option<&gemma
         r.max_new_tokens = n;
     }
     r.stop_strings = s.stop.clone();
-    r.speculation.mode = s.speculative;
-    r.speculation.draft_max = s.draft_max;
-    if let Some(d) = draft {
-        if s.speculative == gemma::SpecMode::Off {
-            r.speculation.mode = gemma::SpecMode::Draft;
-        }
-        r.speculation.draft_model = Some(d.clone());
-    } else if s.speculative == gemma::SpecMode::Draft {
-        bail!("--speculative draft needs --draft MODEL");
-    }
+    r.speculation.mode = s.spec.mode(draft.is_some()).map_err(anyhow::Error::msg)?;
+    r.speculation.draft_max = s.spec.draft_max;
+    r.speculation.draft_model = draft.cloned();
     if let Some(f) = &s.prediction_file {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read prediction file {} (it must be UTF-8 text)", f.display()))?;
         r.speculation.prediction = gemma.tokenizer.encode(&text, false)?;
@@ -234,7 +227,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     } else {
         gemma.encode_prompt(&prompt)?
     };
-    let draft = load_draft(a.sampling.draft.as_deref(), &gemma)?;
+    let draft = load_draft(a.sampling.spec.draft.as_deref(), &gemma)?;
     let mut req = request(&gemma, &ids, &a.sampling, draft.as_ref())?;
     req.media = media;
     if let Some(grammar) = grammar(&a.grammar)? {
@@ -279,7 +272,7 @@ fn grammar(a: &crate::args::GrammarArgs) -> Result<Option<gemma::Grammar>> {
 
 fn chat(a: ChatArgs) -> Result<()> {
     let gemma = load(&a.model)?;
-    let draft = load_draft(a.sampling.draft.as_deref(), &gemma)?;
+    let draft = load_draft(a.sampling.spec.draft.as_deref(), &gemma)?;
     if gemma.tokenizer.chat_template.builtin {
         eprintln!("(the model ships no chat template: using the built-in Gemma template)");
     }
@@ -675,12 +668,8 @@ fn bench(mut a: BenchArgs) -> Result<()> {
 
 fn serve(a: ServeArgs) -> Result<()> {
     let gemma = Arc::new(load_allowing(&a.model, true)?);
-    let draft = load_draft(a.draft.as_deref(), &gemma)?;
-    let mode = match (&draft, a.speculative) {
-        (Some(_), gemma::SpecMode::Off) => gemma::SpecMode::Draft,
-        (None, gemma::SpecMode::Draft) => bail!("--speculative draft needs --draft MODEL"),
-        (_, m) => m,
-    };
+    let draft = load_draft(a.spec.draft.as_deref(), &gemma)?;
+    let mode = a.spec.mode(draft.is_some()).map_err(anyhow::Error::msg)?;
     let adapters = gemma_server::adapters::Registry::default();
     for (name, dir) in lora_args(&a.model)?.1 {
         adapters.load(&name, &dir, &gemma.model.config).with_context(|| format!("--lora {name}={}", dir.display()))?;
@@ -716,7 +705,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         pan_and_scan: a.pan_and_scan,
         image_urls: a.allow_image_urls,
         max_image_bytes: a.max_image_bytes,
-        speculation: gemma::Speculation { mode, draft_max: a.draft_max, prediction: Vec::new(), draft_model: draft },
+        speculation: gemma::Speculation { mode, draft_max: a.spec.draft_max, prediction: Vec::new(), draft_model: draft },
     };
     let state = Arc::new(gemma_server::AppState { engine, metrics: Default::default(), config, adapters });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

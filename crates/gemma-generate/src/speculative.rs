@@ -204,7 +204,7 @@ impl DraftState {
         let new = &context[self.tokens.len()..];
         let Ok(logits) = self.model.forward_with(new, &mut self.cache, &mut self.ws, LogitsMode::Last, None) else { return out };
         self.tokens.extend_from_slice(new);
-        let mut next = argmax(logits);
+        let mut next = crate::sampling::argmax(logits);
         while out.len() < want {
             out.push(next);
             if out.len() == want {
@@ -212,21 +212,10 @@ impl DraftState {
             }
             let Ok(logits) = self.model.forward_with(&[next], &mut self.cache, &mut self.ws, LogitsMode::Last, None) else { break };
             self.tokens.push(next);
-            next = argmax(logits);
+            next = crate::sampling::argmax(logits);
         }
         out
     }
-}
-
-/// The most likely id (the first of equals).
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 impl Drafter {
