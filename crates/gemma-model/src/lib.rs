@@ -1,6 +1,7 @@
 //! The Gemma model: a typed config parsed once from the checkpoint, weights,
 //! a KV cache, and one config-driven forward for every Gemma generation.
 
+pub mod assistant;
 pub mod attention;
 pub mod batch;
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod variants;
 pub mod weights;
 pub mod workspace;
 
+pub use assistant::Assistant;
 pub use batch::{BatchItem, BatchWorkspace};
 pub use cache::{KvCache, KvType};
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};

@@ -40,6 +40,15 @@ impl Workspace {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The final-normed hidden states `[rows, hidden]` the latest logits
+    /// were computed from (row `i` chose logits row `i`): after
+    /// [`crate::Model::forward`]'s `Last` the last token's, after
+    /// [`crate::Model::forward_verify`] every row's. What Gemma 4's MTP
+    /// assistants draft from.
+    pub fn head_input(&self, rows: usize, hidden: usize) -> &[f32] {
+        &self.h[..rows * hidden]
+    }
 }
 
 /// The first `len` elements of `v`, growing it if needed (contents unspecified).

@@ -79,10 +79,14 @@ pub(crate) fn parse(f: &Fields, layers: &mut [LayerSpec]) -> Result<Extra> {
         layers[first..].iter_mut().for_each(|l| l.intermediate_size *= 2);
     }
     let per_layer_input_size = count(f, "hidden_size_per_layer_input")?;
-    let per_layer_vocab_size = match f.usize_opt("vocab_size_per_layer_input")? {
-        Some(v) => v,
-        None => f.usize("vocab_size")?,
+    // 0 (a model without per-layer inputs: the MTP assistants) is allowed.
+    let per_layer_vocab_size = match f.get("vocab_size_per_layer_input") {
+        Some(v) if !v.is_null() => count(f, "vocab_size_per_layer_input")?,
+        _ => f.usize("vocab_size")?,
     };
+    if per_layer_input_size > 0 && per_layer_vocab_size == 0 {
+        return Err(GemmaError::config(f.name("vocab_size_per_layer_input"), "is 0, but hidden_size_per_layer_input asks for per-layer inputs"));
+    }
     let moe = if f.bool_opt("enable_moe_block")?.unwrap_or(false) {
         let experts = f.usize("num_experts")?;
         let top_k = f.usize("top_k_experts")?;

@@ -105,6 +105,10 @@ pub struct LayerSpec {
     /// k·std(g)))` before the GELU; this is `k`, the standard normal
     /// quantile of the layer's target sparsity.
     pub gate_sparsity_k: Option<f32>,
+    /// The query sits one position past the last key it reads (Gemma 4 MTP
+    /// assistants: the drafted token's own keys are not in the target's
+    /// cache they read).
+    pub query_ahead: bool,
 }
 
 /// Gemma 3n's AltUp: the residual is `streams` parallel copies of the
@@ -663,6 +667,7 @@ impl GemmaConfig {
                     kv_source: None,
                     k_eq_v: false,
                     gate_sparsity_k: None,
+                    query_ahead: false,
                 }
             })
             .collect())

@@ -263,8 +263,11 @@ impl Step<'_, '_> {
         let att = buf(&mut sc.att, n * qd);
         let decode: Vec<&Seg> = self.segs.iter().filter(|s| s.decode).collect();
         let shape = self.m.attn_shape(l);
+        // The last position a row's query reads (one before its own for a
+        // `query_ahead` layer, whose driver never starts at 0).
+        let last = |s: &Seg| s.start - usize::from(self.spec.query_ahead);
         if decode.len() >= 2 {
-            let caches: Vec<(&LayerCache, usize)> = decode.iter().map(|s| (&items[s.item].1.layers[kv_layer], s.start)).collect();
+            let caches: Vec<(&LayerCache, usize)> = decode.iter().map(|s| (&items[s.item].1.layers[kv_layer], last(s))).collect();
             let rows = decode[0].row0 * qd..(decode[0].row0 + decode.len()) * qd;
             decode_attention(shape, &q[rows.clone()], &caches, &mut att[rows]);
         }
@@ -276,7 +279,7 @@ impl Step<'_, '_> {
             } else {
                 Vec::new()
             };
-            attention(shape, &q[rows.clone()], kv, seg.start, &spans, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
+            attention(shape, &q[rows.clone()], kv, last(seg), &spans, &mut att[rows], &mut sc.kf, &mut sc.vf, &mut sc.tiles);
         }
         rec.keep(|t| &mut t.att, att);
     }
