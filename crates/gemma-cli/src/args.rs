@@ -283,10 +283,11 @@ pub struct SamplingArgs {
 pub struct SpecArgs {
     /// Speculative decoding: `ngram` drafts the next tokens by looking up
     /// the last few in the prompt and the text so far, `draft` by a smaller
-    /// model (--draft), and one forward verifies them (in the server, inside
-    /// the batch; a request's `"speculative": false` opts out). The output
-    /// is exactly the same as without it (greedy or seeded), only faster
-    /// where the drafts are right (code edits, quotes).
+    /// model (--draft), `mtp` by a Gemma 4 assistant (--draft
+    /// gemma-4-*-assistant), and one forward verifies them (in the server,
+    /// inside the batch; a request's `"speculative": false` opts out). The
+    /// output is exactly the same as without it (greedy or seeded), only
+    /// faster where the drafts are right (code edits, quotes).
     #[arg(long, value_name = "MODE", default_value = "off", value_parser = parse_spec_mode)]
     pub speculative: gemma::SpecMode,
     /// Most tokens drafted per step (the length adapts to the acceptance).
@@ -294,25 +295,31 @@ pub struct SpecArgs {
     pub draft_max: usize,
     /// A smaller model with the same tokenizer that drafts for this one
     /// (the same forms as --model; implies `--speculative draft`): the
-    /// Q4_K_M 270M for its bf16 self, a 1B for a 4B.
+    /// Q4_K_M 270M for its bf16 self, a 1B for a 4B. A Gemma 4 MTP
+    /// assistant folder (`gemma4_assistant`) implies `--speculative mtp`.
     #[arg(long, value_name = "MODEL")]
     pub draft: Option<String>,
 }
 
 impl SpecArgs {
-    /// The mode to use: `draft` when a draft model is given and no other
-    /// mode is; `draft` without one is refused.
-    pub fn mode(&self, has_draft: bool) -> Result<gemma::SpecMode, String> {
-        match (has_draft, self.speculative) {
-            (true, gemma::SpecMode::Off) => Ok(gemma::SpecMode::Draft),
-            (false, gemma::SpecMode::Draft) => Err("--speculative draft needs --draft MODEL".into()),
+    /// The mode to use: the drafter's own (`draft` or `mtp`) when one is
+    /// given and no other mode is; `draft`/`mtp` without their kind of
+    /// drafter is refused.
+    pub fn mode(&self, draft: Option<&gemma::speculative::DraftModel>) -> Result<gemma::SpecMode, String> {
+        use gemma::SpecMode::{Draft, Mtp, Off};
+        match (draft.map(|d| d.mode()), self.speculative) {
+            (Some(kind), Off) => Ok(kind),
+            (None, Draft) => Err("--speculative draft needs --draft MODEL".into()),
+            (None, Mtp) => Err("--speculative mtp needs --draft with a Gemma 4 assistant (gemma-4-*-assistant)".into()),
+            (Some(Draft), Mtp) => Err("--speculative mtp needs a Gemma 4 assistant as --draft; this is an ordinary model (use --speculative draft)".into()),
+            (Some(Mtp), Draft) => Err("--draft is a Gemma 4 MTP assistant: use --speculative mtp".into()),
             (_, m) => Ok(m),
         }
     }
 }
 
 fn parse_spec_mode(s: &str) -> Result<gemma::SpecMode, String> {
-    gemma::SpecMode::from_name(s).ok_or_else(|| format!("unknown speculative mode `{s}` (off, ngram, draft)"))
+    gemma::SpecMode::from_name(s).ok_or_else(|| format!("unknown speculative mode `{s}` (off, ngram, draft, mtp)"))
 }
 
 /// `gemma generate`.

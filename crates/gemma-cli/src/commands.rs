@@ -104,6 +104,11 @@ pub(crate) fn load_draft(draft: Option<&str>, gemma: &Gemma) -> Result<Option<ge
     let Some(name) = draft else { return Ok(None) };
     let path = crate::pull::resolve(Some(name))?;
     let t0 = Instant::now();
+    if gemma::is_assistant(&path) {
+        let d = gemma.assistant_draft(&path).with_context(|| format!("cannot use the assistant in {} as a drafter", path.display()))?;
+        eprintln!("MTP assistant: {} ({d:?}) in {:.2}s", path.display(), t0.elapsed().as_secs_f64());
+        return Ok(Some(d));
+    }
     let d = Gemma::load(&path).with_context(|| format!("cannot load the draft model from {}", path.display()))?;
     let summary = format!("{} layers, hidden {}, weights {}", d.model.config.num_layers(), d.model.config.hidden_size, d.weights_summary());
     let d = d.into_draft_for(gemma)?;
@@ -144,7 +149,7 @@ fn request(gemma: &Gemma, prompt: &[u32], s: &SamplingArgs, draft: Option<&gemma
         r.max_new_tokens = n;
     }
     r.stop_strings = s.stop.clone();
-    r.speculation.mode = s.spec.mode(draft.is_some()).map_err(anyhow::Error::msg)?;
+    r.speculation.mode = s.spec.mode(draft).map_err(anyhow::Error::msg)?;
     r.speculation.draft_max = s.spec.draft_max;
     r.speculation.draft_model = draft.cloned();
     if let Some(f) = &s.prediction_file {
@@ -669,7 +674,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
 fn serve(a: ServeArgs) -> Result<()> {
     let gemma = Arc::new(load_allowing(&a.model, true)?);
     let draft = load_draft(a.spec.draft.as_deref(), &gemma)?;
-    let mode = a.spec.mode(draft.is_some()).map_err(anyhow::Error::msg)?;
+    let mode = a.spec.mode(draft.as_ref()).map_err(anyhow::Error::msg)?;
     let adapters = gemma_server::adapters::Registry::default();
     for (name, dir) in lora_args(&a.model)?.1 {
         adapters.load(&name, &dir, &gemma.model.config).with_context(|| format!("--lora {name}={}", dir.display()))?;

@@ -81,7 +81,7 @@ impl Seq {
 
     /// Draft after the pending token (`feed[0]`) when the request asks for
     /// it: as many as the token limit and the context leave room for.
-    fn draft(&mut self) {
+    fn draft(&mut self, model: &gemma_model::Model) {
         self.feed.truncate(1);
         if !self.job.req.speculation.is_on() {
             return;
@@ -89,7 +89,7 @@ impl Seq {
         let mut context = Vec::with_capacity(self.job.req.prompt.len() + self.state.generated().len());
         context.extend_from_slice(&self.job.req.prompt);
         context.extend_from_slice(self.state.generated());
-        let mut d = self.drafter.draft(&context);
+        let mut d = self.drafter.draft(&context, Some((model, &mut self.cache)));
         d.truncate(self.state.remaining().saturating_sub(1).min(gemma_model::MAX_CHUNK - 1));
         self.feed.extend_from_slice(&d);
     }
@@ -269,7 +269,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         let media: Vec<Vec<Media>> = held.iter().map(|h| h.iter().map(|(at, rows)| Media { at: *at, rows }).collect()).collect();
         // Drafts of decoding sequences, and room for their verified rows.
         for s in running.iter_mut().filter(|s| s.pos >= s.job.req.prompt.len()) {
-            s.draft();
+            s.draft(&gemma.model);
         }
         let mut verify_rows: Vec<Option<Vec<f32>>> = running.iter().map(|s| (s.pos >= s.job.req.prompt.len() && s.feed.len() > 1).then(|| Vec::with_capacity(s.feed.len() * vocab))).collect();
         let result = {
@@ -304,7 +304,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                     prefilled.push(false);
                 }
             }
-            gemma.model.forward_batch_scored(&mut items, &mut ws, &mut |item, row, logits| {
+            gemma.model.forward_batch_out(&mut items, &mut ws, &mut |item, row, logits| {
                 if let Some(rows) = verify_rows.get_mut(item).filter(|r| r.is_some()).and_then(|r| r.as_mut()) {
                     debug_assert_eq!(rows.len(), row * logits.len());
                     rows.extend_from_slice(logits);
@@ -329,8 +329,8 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
             stats.prefix_cache_bytes.store(prefixes.bytes(), Ordering::SeqCst);
         }
         stats.steps.fetch_add(1, Ordering::SeqCst);
-        let logits = match result {
-            Ok(l) => l,
+        let (logits, out_hidden) = match result {
+            Ok(o) => (o.logits, o.hidden),
             Err(e) => {
                 for s in running.drain(..) {
                     let _ = s.job.tx.send(Event::Error(format!("generation failed: {e}")));
@@ -386,6 +386,12 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
             };
             s.spec.drafted += drafted;
             s.spec.accepted += accepted;
+            if s.drafter.wants_hidden() {
+                // The row that chose the pending token.
+                if let Some(h) = out_hidden[i].get(accepted * hidden..(accepted + 1) * hidden) {
+                    s.drafter.set_hidden(h);
+                }
+            }
             stats.drafted_tokens.fetch_add(drafted as u64, Ordering::SeqCst);
             stats.accepted_tokens.fetch_add(accepted as u64, Ordering::SeqCst);
             match taken {

@@ -514,17 +514,11 @@ fn speculation_in_the_batch_equals_plain_decoding() {
     }
 }
 
-/// A draft model in the batch: each sequence keeps its own cache of the
-/// drafter; outputs equal plain decoding, and a model drafting for itself
-/// has every greedy draft accepted.
-#[test]
-fn draft_model_in_the_batch_equals_plain_decoding() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma4");
-    let g = Arc::new(Gemma::load(&dir).unwrap());
-    let draft = Gemma::load(&dir).unwrap().into_draft_for(&g).unwrap();
+/// Greedy requests on `g` in one engine, the even ones with `spec`:
+/// each output equals plain decoding; returns each request's summary.
+fn speculation_in_the_batch(g: Arc<Gemma>, spec: Speculation) -> Vec<gemma_engine::Summary> {
     let engine = Engine::start(Arc::clone(&g), EngineConfig::default()).unwrap();
-    let prompts = prompts(&g);
-    let reqs: Vec<Request> = prompts.iter().map(|p| {
+    let reqs: Vec<Request> = prompts(&g).iter().map(|p| {
         let mut r = Request::new(p.clone(), 16, Vec::new());
         r.params = SamplingParams::greedy();
         r
@@ -533,16 +527,41 @@ fn draft_model_in_the_batch_equals_plain_decoding() {
     let handles: Vec<_> = reqs.iter().enumerate().map(|(i, r)| {
         let mut r = r.clone();
         if i % 2 == 0 {
-            r.speculation = Speculation { mode: SpecMode::Draft, draft_max: 4, prediction: Vec::new(), draft_model: Some(draft.clone()) };
+            r.speculation = spec.clone();
         }
         engine.submit(r).unwrap()
     }).collect();
-    for (i, h) in handles.into_iter().enumerate() {
+    handles.into_iter().enumerate().map(|(i, h)| {
         let (ids, _, s) = collect(h);
         assert_eq!(ids, plain[i].tokens, "request {i}");
+        assert_eq!(s.drafted_tokens > 0, i % 2 == 0, "request {i}: {s:?}");
+        s
+    }).collect()
+}
+
+/// A draft model in the batch: each sequence keeps its own cache of the
+/// drafter; outputs equal plain decoding, and a model drafting for itself
+/// has every greedy draft accepted.
+#[test]
+fn draft_model_in_the_batch_equals_plain_decoding() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma4");
+    let g = Arc::new(Gemma::load(&dir).unwrap());
+    let draft = Gemma::load(&dir).unwrap().into_draft_for(&g).unwrap();
+    let spec = Speculation { mode: SpecMode::Draft, draft_max: 4, prediction: Vec::new(), draft_model: Some(draft) };
+    for (i, s) in speculation_in_the_batch(g, spec).iter().enumerate() {
         assert_eq!(s.accepted_tokens, s.drafted_tokens, "request {i}: the model drafting for itself");
-        assert_eq!(s.drafted_tokens > 0, i % 2 == 0);
     }
+}
+
+/// A Gemma 4 MTP assistant in the batch: it reads each sequence's own
+/// cache and the hidden state behind its last chosen row; outputs equal
+/// plain decoding beside sequences without speculation.
+#[test]
+fn mtp_assistant_in_the_batch_equals_plain_decoding() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let g = Arc::new(Gemma::load(dir.join("tiny-gemma4")).unwrap());
+    let draft = g.assistant_draft(&dir.join("tiny-gemma4-assistant-ordered")).unwrap();
+    speculation_in_the_batch(g, Speculation { mode: SpecMode::Mtp, draft_max: 3, prediction: Vec::new(), draft_model: Some(draft) });
 }
 
 #[test]

@@ -155,6 +155,9 @@ fn speculate(
     let mut draft: Vec<u32> = Vec::new();
     let Session { cache, tokens, workspace, .. } = session;
     let mut verified: Option<&mut [f32]> = None;
+    let hidden = model.config.hidden_size;
+    // Rows of the last logits (the prompt's last; then each verify step's).
+    let mut fed = 1;
     loop {
         let rows: &mut [f32] = match verified.take() {
             Some(r) => r,
@@ -173,6 +176,10 @@ fn speculate(
         };
         stats.accepted += accepted;
         drafter.update(draft.len(), accepted);
+        if drafter.wants_hidden() && matches!(taken, Taken::Next(_)) {
+            // The row that chose the pending token.
+            drafter.set_hidden(&workspace.head_input(fed, hidden)[accepted * hidden..(accepted + 1) * hidden]);
+        }
         // Rejected draft rows out of the cache (at most the draft's length,
         // within every sliding ring's slack).
         if !cache.truncate(tokens.len()) {
@@ -182,12 +189,13 @@ fn speculate(
         let mut context = Vec::with_capacity(tokens.len() + 1);
         context.extend_from_slice(tokens);
         context.push(id);
-        draft = drafter.draft(&context);
+        draft = drafter.draft(&context, Some((model, &mut *cache)));
         let room = ctx.saturating_sub(tokens.len() + 1);
         draft.truncate(state.remaining().saturating_sub(1).min(room).min(gemma_model::MAX_CHUNK - 1));
         let mut verify = Vec::with_capacity(draft.len() + 1);
         verify.push(id);
         verify.extend_from_slice(&draft);
+        fed = verify.len();
         verified = Some(model.forward_verify(&verify, cache, workspace, adapter)?);
         tokens.push(id);
         stats.drafted += draft.len();

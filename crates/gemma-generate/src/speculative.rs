@@ -17,8 +17,13 @@
 //! drafter, so nothing is lost by keeping the plain draws. A draft model's
 //! greedy draft is checked the same way: exact, though under sampling it
 //! is accepted less often than rejection sampling would accept it.
+//!
+//! Gemma 4's MTP assistants ([`gemma_model::Assistant`]) draft from the
+//! target's own cache and the final-normed hidden state that chose the
+//! pending token, which the driver hands over ([`Drafter::set_hidden`]).
 
-use gemma_model::{KvCache, LogitsMode, Model, Workspace};
+use gemma_model::{Assistant, KvCache, LogitsMode, Model, Workspace};
+use std::sync::Arc;
 
 /// Which drafter a sequence uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,15 +38,19 @@ pub enum SpecMode {
     /// A smaller model with the same tokenizer drafts greedily
     /// ([`Speculation::draft_model`]; a prediction is still searched first).
     Draft,
+    /// A Gemma 4 MTP assistant drafts greedily from the target's keys and
+    /// last hidden state ([`DraftModel::Assistant`]).
+    Mtp,
 }
 
 impl SpecMode {
-    /// Parse `off`/`none`, `ngram` or `draft`.
+    /// Parse `off`/`none`, `ngram`, `draft` or `mtp`.
     pub fn from_name(s: &str) -> Option<Self> {
         match s {
             "off" | "none" => Some(Self::Off),
             "ngram" => Some(Self::Ngram),
             "draft" => Some(Self::Draft),
+            "mtp" => Some(Self::Mtp),
             _ => None,
         }
     }
@@ -111,18 +120,39 @@ pub struct Speculation {
     /// an editor sends the file it expects back), searched before the
     /// context.
     pub prediction: Vec<u32>,
-    /// The drafting model of [`SpecMode::Draft`].
+    /// The drafting model of [`SpecMode::Draft`] or [`SpecMode::Mtp`].
     pub draft_model: Option<DraftModel>,
 }
 
-/// A model that drafts for another with the same tokenizer (shared; each
-/// sequence keeps its own cache of it). Equal when it is the same model.
+/// What drafts for a model besides lookups (shared by every sequence).
+/// Equal when it is the same one.
 #[derive(Clone)]
-pub struct DraftModel(pub std::sync::Arc<Model>);
+pub enum DraftModel {
+    /// A smaller Gemma with the same tokenizer; each sequence keeps its own
+    /// cache of it ([`SpecMode::Draft`]).
+    Model(Arc<Model>),
+    /// A Gemma 4 MTP assistant bound to the target; it reads the target's
+    /// cache ([`SpecMode::Mtp`]).
+    Assistant(Arc<Assistant>),
+}
+
+impl DraftModel {
+    /// The mode this drafter serves.
+    pub fn mode(&self) -> SpecMode {
+        match self {
+            DraftModel::Model(_) => SpecMode::Draft,
+            DraftModel::Assistant(_) => SpecMode::Mtp,
+        }
+    }
+}
 
 impl PartialEq for DraftModel {
     fn eq(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, &other.0)
+        match (self, other) {
+            (DraftModel::Model(a), DraftModel::Model(b)) => Arc::ptr_eq(a, b),
+            (DraftModel::Assistant(a), DraftModel::Assistant(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
@@ -130,7 +160,11 @@ impl Eq for DraftModel {}
 
 impl std::fmt::Debug for DraftModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DraftModel({}, {} layers)", self.0.config.architecture, self.0.config.num_layers())
+        let (kind, c) = match self {
+            DraftModel::Model(m) => ("DraftModel", &m.config),
+            DraftModel::Assistant(a) => ("Assistant", &a.model.config),
+        };
+        write!(f, "{kind}({}, {} layers)", c.architecture, c.num_layers())
     }
 }
 
@@ -173,6 +207,38 @@ pub struct Drafter {
     from: Option<usize>,
     /// The draft model's state for this sequence.
     model: Option<DraftState>,
+    /// The MTP assistant's state for this sequence.
+    mtp: Option<MtpState>,
+}
+
+/// An MTP assistant's scratch for one sequence and the hidden state it
+/// drafts from next.
+#[derive(Debug)]
+struct MtpState {
+    assistant: Arc<Assistant>,
+    ws: Workspace,
+    /// The target's final-normed hidden state that chose the pending token
+    /// (empty: not handed over since the last draft).
+    hidden: Vec<f32>,
+}
+
+impl MtpState {
+    /// `want` greedy tokens after `pending` at the target cache's end.
+    fn draft(&mut self, target: &Model, cache: &mut KvCache, pending: u32, want: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(want);
+        if self.hidden.len() != target.config.hidden_size {
+            return out;
+        }
+        let pos = cache.len();
+        let mut token = pending;
+        while out.len() < want {
+            let Ok(logits) = self.assistant.step(target, cache, token, pos, &mut self.hidden, &mut self.ws) else { break };
+            token = crate::sampling::argmax(logits);
+            out.push(token);
+        }
+        self.hidden.clear();
+        out
+    }
 }
 
 /// A draft model's cache for one sequence and the ids it holds.
@@ -223,15 +289,36 @@ impl Drafter {
     pub fn new(spec: Speculation) -> Self {
         let len = spec.draft_max.max(1);
         let model = match (&spec.mode, &spec.draft_model) {
-            (SpecMode::Draft, Some(m)) => Some(DraftState { cache: m.0.new_cache(), model: std::sync::Arc::clone(&m.0), tokens: Vec::new(), ws: Workspace::new() }),
+            (SpecMode::Draft, Some(DraftModel::Model(m))) => Some(DraftState { cache: m.new_cache(), model: Arc::clone(m), tokens: Vec::new(), ws: Workspace::new() }),
             _ => None,
         };
-        Self { spec, len, cursor: 0, from: None, model }
+        let mtp = match (&spec.mode, &spec.draft_model) {
+            (SpecMode::Mtp, Some(DraftModel::Assistant(a))) => Some(MtpState { assistant: Arc::clone(a), ws: Workspace::new(), hidden: Vec::new() }),
+            _ => None,
+        };
+        Self { spec, len, cursor: 0, from: None, model, mtp }
+    }
+
+    /// Whether the driver hands over the target's hidden states
+    /// ([`Drafter::set_hidden`]): an MTP assistant drafts from them.
+    pub fn wants_hidden(&self) -> bool {
+        self.mtp.is_some()
+    }
+
+    /// The target's final-normed hidden state `[hidden]` of the row that
+    /// chose the pending token (MTP assistants; ignored otherwise).
+    pub fn set_hidden(&mut self, hidden: &[f32]) {
+        if let Some(m) = &mut self.mtp {
+            m.hidden.clear();
+            m.hidden.extend_from_slice(hidden);
+        }
     }
 
     /// Up to the current draft length of tokens to follow `context` (the
     /// prompt, the generated tokens and the pending one, in order).
-    pub fn draft(&mut self, context: &[u32]) -> Vec<u32> {
+    /// `target`: the model and its cache (every position before the
+    /// pending token), which an MTP assistant reads (and leaves as it was).
+    pub fn draft(&mut self, context: &[u32], target: Option<(&Model, &mut KvCache)>) -> Vec<u32> {
         self.from = None;
         if !self.spec.is_on() {
             return Vec::new();
@@ -247,9 +334,12 @@ impl Drafter {
                 return d;
             }
         }
-        match &mut self.model {
-            Some(m) => m.draft(context, want),
-            None => Vec::new(),
+        if let Some(m) = &mut self.model {
+            return m.draft(context, want);
+        }
+        match (&mut self.mtp, target, context.last()) {
+            (Some(m), Some((model, cache)), Some(&pending)) if cache.len() + 1 == context.len() => m.draft(model, cache, pending, want),
+            _ => Vec::new(),
         }
     }
 
@@ -315,26 +405,26 @@ mod tests {
     fn ngram_lookup_continues_the_latest_match() {
         let mut d = drafter(SpecMode::Ngram, 3, &[]);
         // "1 2 3 4 5 ... 1 2 3 9 ... 1 2 3" → the latest "1 2 3" is followed by 9.
-        assert_eq!(d.draft(&[1, 2, 3, 4, 5, 7, 1, 2, 3, 9, 8, 1, 2, 3]), vec![9, 8, 1]);
+        assert_eq!(d.draft(&[1, 2, 3, 4, 5, 7, 1, 2, 3, 9, 8, 1, 2, 3], None), vec![9, 8, 1]);
         // Only a 2-gram matches.
-        assert_eq!(d.draft(&[5, 6, 7, 8, 0, 7, 8]), vec![0, 7, 8]);
+        assert_eq!(d.draft(&[5, 6, 7, 8, 0, 7, 8], None), vec![0, 7, 8]);
         // Single tokens are not enough, nor is the suffix itself.
-        assert!(d.draft(&[1, 2, 3, 4, 3]).is_empty());
-        assert!(d.draft(&[1, 2]).is_empty());
-        assert!(drafter(SpecMode::Off, 3, &[]).draft(&[1, 2, 3, 1, 2]).is_empty());
+        assert!(d.draft(&[1, 2, 3, 4, 3], None).is_empty());
+        assert!(d.draft(&[1, 2], None).is_empty());
+        assert!(drafter(SpecMode::Off, 3, &[]).draft(&[1, 2, 3, 1, 2], None).is_empty());
         // Occurrences of the suffix that end the context have nothing after them.
-        assert_eq!(d.draft(&[7, 7, 7, 7, 7]), vec![7]);
+        assert_eq!(d.draft(&[7, 7, 7, 7, 7], None), vec![7]);
     }
 
     #[test]
     fn the_prediction_is_searched_first() {
         let mut d = drafter(SpecMode::Off, 4, &[10, 11, 12, 13, 14, 15]);
-        assert_eq!(d.draft(&[1, 2, 12]), vec![13, 14, 15]);
-        assert_eq!(d.draft(&[1, 11, 12]), vec![13, 14, 15]);
+        assert_eq!(d.draft(&[1, 2, 12], None), vec![13, 14, 15]);
+        assert_eq!(d.draft(&[1, 11, 12], None), vec![13, 14, 15]);
         // Nothing matches: no draft (Off does not search the context).
-        assert!(d.draft(&[1, 2, 3, 1, 2]).is_empty());
+        assert!(d.draft(&[1, 2, 3, 1, 2], None).is_empty());
         let mut both = drafter(SpecMode::Ngram, 2, &[10, 11, 12]);
-        assert_eq!(both.draft(&[1, 2, 3, 1, 2]), vec![3, 1]);
+        assert_eq!(both.draft(&[1, 2, 3, 1, 2], None), vec![3, 1]);
     }
 
     /// A prediction that repeats itself is followed in order: the match
@@ -343,27 +433,27 @@ mod tests {
     fn a_repeating_prediction_is_followed_in_order() {
         let p = [1, 2, 9, 1, 2, 8, 1, 2, 7];
         let mut d = drafter(SpecMode::Off, 2, &p);
-        assert_eq!(d.draft(&[0, 1, 2]), vec![9, 1]);
+        assert_eq!(d.draft(&[0, 1, 2], None), vec![9, 1]);
         d.update(2, 2);
-        assert_eq!(d.draft(&[0, 1, 2, 9, 1, 2]), vec![8, 1]);
+        assert_eq!(d.draft(&[0, 1, 2, 9, 1, 2], None), vec![8, 1]);
         d.update(2, 2);
-        assert_eq!(d.draft(&[0, 1, 2, 9, 1, 2, 8, 1, 2]), vec![7]);
+        assert_eq!(d.draft(&[0, 1, 2, 9, 1, 2, 8, 1, 2], None), vec![7]);
     }
 
     #[test]
     fn draft_length_adapts() {
         let mut d = drafter(SpecMode::Ngram, 6, &[]);
         let ctx: Vec<u32> = (0..20).chain(0..3).collect();
-        assert_eq!(d.draft(&ctx).len(), 6);
+        assert_eq!(d.draft(&ctx, None).len(), 6);
         d.update(6, 1);
-        assert_eq!(d.draft(&ctx).len(), 2);
+        assert_eq!(d.draft(&ctx, None).len(), 2);
         d.update(2, 2);
-        assert_eq!(d.draft(&ctx).len(), 4);
+        assert_eq!(d.draft(&ctx, None).len(), 4);
         d.update(4, 0);
-        assert_eq!(d.draft(&ctx).len(), 1);
+        assert_eq!(d.draft(&ctx, None).len(), 1);
         for _ in 0..5 {
             d.update(1, 1);
         }
-        assert_eq!(d.draft(&ctx).len(), 6);
+        assert_eq!(d.draft(&ctx, None).len(), 6);
     }
 }

@@ -50,6 +50,21 @@ pub struct BatchItem<'a> {
 #[derive(Debug, Default)]
 pub struct BatchWorkspace {
     sc: Workspace,
+    /// Per item, the final-normed hidden states of the rows whose logits
+    /// the last step gave: a verify item's rows, else its last row.
+    kept: Vec<Vec<f32>>,
+}
+
+/// What a batched step gives: [`Model::forward_batch_scored`]'s logits,
+/// and per item the final-normed hidden states `[rows, hidden]` behind its
+/// logits (a verify item's rows in order, else its last row; empty when
+/// it had none): what Gemma 4's MTP assistants draft from.
+#[derive(Debug)]
+pub struct BatchOut<'w> {
+    /// `[items, vocab]`, as [`Model::forward_batch`] returns them.
+    pub logits: &'w mut [f32],
+    /// Per item, `[rows, hidden]`.
+    pub hidden: &'w [Vec<f32>],
 }
 
 impl Model {
@@ -71,6 +86,17 @@ impl Model {
         ws: &'w mut BatchWorkspace,
         on_row: &mut dyn FnMut(usize, usize, &[f32]),
     ) -> Result<&'w mut [f32]> {
+        self.forward_batch_out(items, ws, on_row).map(|o| o.logits)
+    }
+
+    /// As [`Model::forward_batch_scored`], with the hidden states behind
+    /// the logits ([`BatchOut`]).
+    pub fn forward_batch_out<'w>(
+        &self,
+        items: &mut [BatchItem],
+        ws: &'w mut BatchWorkspace,
+        on_row: &mut dyn FnMut(usize, usize, &[f32]),
+    ) -> Result<BatchOut<'w>> {
         let limit = self.config.step_limit();
         for it in items.iter() {
             if it.tokens.len() > limit {
@@ -125,7 +151,9 @@ impl Model {
         let pairs_len: Vec<usize> = items.iter().map(|it| it.tokens.len()).collect();
         let wants_last: Vec<bool> = items.iter().map(|it| it.last_logits).collect();
         let mut pairs: Vec<(&[u32], &mut KvCache)> = items.iter_mut().map(|it| (it.tokens, &mut *it.cache)).collect();
-        let sc = &mut ws.sc;
+        let BatchWorkspace { sc, kept } = ws;
+        kept.resize_with(pairs.len(), Vec::new);
+        kept.iter_mut().for_each(Vec::clear);
         self.run_segments(&segs, &mut pairs, sc, None);
         // Verify rows, from the decode product, a few at a time.
         for &i in order.iter().filter(|&&i| verifying[i]) {
@@ -136,6 +164,7 @@ impl Model {
                 for (k, row) in self.head_rows(sc, first + r0, rows, true).chunks_exact(vocab).enumerate() {
                     on_row(i, r0 + k, row);
                 }
+                kept[i].extend_from_slice(&sc.h[..rows * hidden]);
             }
         }
         // Scored rows, a few at a time.
@@ -170,6 +199,9 @@ impl Model {
         if m > 0 {
             let h = buf(&mut sc.h, m * hidden);
             rms_norm(last, &self.weights.final_norm, cfg.rms_norm_eps, h);
+            for (k, &(item, _)) in want.iter().enumerate() {
+                kept[item].extend_from_slice(&h[k * hidden..(k + 1) * hidden]);
+            }
             matmul_decode(h, m, self.weights.head(), &mut logits[..m * vocab]);
             if let Some(cap) = cfg.final_softcap {
                 softcap(&mut logits[..m * vocab], cap);
@@ -187,7 +219,7 @@ impl Model {
         for skipped in 0..slot {
             logits[skipped * vocab..(skipped + 1) * vocab].fill(f32::NAN);
         }
-        Ok(logits)
+        Ok(BatchOut { logits, hidden: kept })
     }
 }
 

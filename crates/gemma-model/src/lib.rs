@@ -21,7 +21,7 @@ pub mod weights;
 pub mod workspace;
 
 pub use assistant::Assistant;
-pub use batch::{BatchItem, BatchWorkspace};
+pub use batch::{BatchItem, BatchOut, BatchWorkspace};
 pub use cache::{KvCache, KvType};
 pub use config::{Activation, AttentionKind, Family, GemmaConfig, LayerSpec};
 pub use forward::{chunk_end, LogitsMode, Media, Model, Numerics, MAX_CHUNK};

@@ -82,3 +82,39 @@ fn an_assistant_for_another_target_is_refused() {
     assert!(Assistant::load(&testdata("tiny-gemma4"), &target.config, None).unwrap_err().to_string().contains("text_config"));
     assert!(Assistant::load(&testdata("tiny-gemma4"), &g3.config, None).is_err());
 }
+
+/// What an assistant drafts from does not depend on how the target got
+/// there: the hidden states behind a verify step's rows, and behind a
+/// batch's rows (verify or last), equal plain decoding's bit for bit, so
+/// a draft after a partly rejected step is the draft after plain decoding.
+#[test]
+fn hidden_states_behind_verify_and_batch_rows_equal_plain_decoding() {
+    use gemma_model::{BatchItem, BatchWorkspace};
+    let target = hf::load_model(&testdata("tiny-gemma4"), None, &mut |_, _| {}).unwrap();
+    let hidden = target.config.hidden_size;
+    let prompt = [2u32, 17, 45, 99, 3, 250, 7, 64];
+    let (mut cache, mut ws) = (target.new_cache(), Workspace::new());
+    let mut next = gemma_generate_argmax(target.forward_into(&prompt, &mut cache, &mut ws, LogitsMode::Last).unwrap());
+    let mut fed = vec![];
+    let mut plain = vec![];
+    for _ in 0..4 {
+        fed.push(next);
+        next = gemma_generate_argmax(target.forward_into(&[next], &mut cache, &mut ws, LogitsMode::Last).unwrap());
+        plain.extend_from_slice(ws.head_input(1, hidden));
+    }
+    let mut cache = target.new_cache();
+    target.forward_into(&prompt, &mut cache, &mut ws, LogitsMode::Last).unwrap();
+    let mut other = cache.clone();
+    target.forward_verify(&fed, &mut cache, &mut ws, None).unwrap();
+    assert_eq!(ws.head_input(4, hidden), &plain[..], "verify rows");
+    // In a batch: the verify item beside a plain decode step of another copy.
+    let mut cache = other.clone();
+    let mut bws = BatchWorkspace::default();
+    let mut items = vec![
+        BatchItem { tokens: &fed, cache: &mut cache, score_from: None, last_logits: false, adapter: None, verify: true, media: &[] },
+        BatchItem { tokens: &fed[..1], cache: &mut other, score_from: None, last_logits: true, adapter: None, verify: false, media: &[] },
+    ];
+    let out = target.forward_batch_out(&mut items, &mut bws, &mut |_, _, _| {}).unwrap();
+    assert_eq!(out.hidden[0], plain, "batch verify rows");
+    assert_eq!(out.hidden[1], plain[..hidden], "batch last row");
+}

@@ -45,7 +45,8 @@ pub use gemma_generate::{
     generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, MediaInput, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob, SpecMode, SpecStats, Speculation,
     SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
-pub use gemma_model::{variants, AttentionKind, Family, GemmaConfig, KvCache, KvType, LogitsMode, LoraAdapter, Media, Model, Numerics, Workspace};
+pub use gemma_model::assistant::is_assistant;
+pub use gemma_model::{variants, Assistant, AttentionKind, Family, GemmaConfig, KvCache, KvType, LogitsMode, LoraAdapter, Media, Model, Numerics, Workspace};
 pub use gemma_tokenizer::{ChatMessage, ChatTemplate, GemmaTokenizer};
 
 /// Default number of new tokens when neither caller nor checkpoint says.
@@ -209,7 +210,16 @@ impl Gemma {
         if self.model.config.bidirectional {
             return Err(GemmaError::invalid("draft", "the draft model is an embedding model: it does not generate"));
         }
-        Ok(gemma_generate::speculative::DraftModel(std::sync::Arc::new(self.model)))
+        Ok(gemma_generate::speculative::DraftModel::Model(std::sync::Arc::new(self.model)))
+    }
+
+    /// The Gemma 4 MTP assistant in `folder` (`gemma4_assistant`, Google's
+    /// `gemma-4-*-assistant`) as this model's drafter ([`SpecMode::Mtp`]):
+    /// refused unless it was made for a model of this shape (backbone
+    /// width, vocabulary, the head geometry of the layers it reads).
+    pub fn assistant_draft(&self, folder: &std::path::Path) -> Result<gemma_generate::speculative::DraftModel> {
+        let a = gemma_model::Assistant::load(folder, &self.model.config, None)?;
+        Ok(gemma_generate::speculative::DraftModel::Assistant(std::sync::Arc::new(a)))
     }
 
     /// Whether this is an embedding model (bidirectional attention, or

@@ -151,6 +151,40 @@ fn draft_models_leave_the_output_unchanged() {
     assert!(emb.into_draft_for(&g).is_err());
 }
 
+/// Gemma 4 MTP assistants (`SpecMode::Mtp`, plain and centroid heads)
+/// drafting for tiny-gemma4: outputs unchanged, greedy and sampled, with
+/// a prediction searched first; an assistant for another shape is refused.
+#[test]
+fn mtp_assistants_leave_the_output_unchanged() {
+    let g = Gemma::load(testdata("tiny-gemma4")).unwrap();
+    let prompt: Vec<u32> = [2u32].into_iter().chain((0..14).map(|i| 5 + (i * 7) % 31)).collect();
+    let mut req = g.request(&prompt);
+    req.params = SamplingParams::greedy();
+    req.max_new_tokens = 24;
+    req.stop_ids.clear();
+    for name in ["tiny-gemma4-assistant", "tiny-gemma4-assistant-ordered"] {
+        assert!(gemma::is_assistant(&testdata(name)));
+        let d = g.assistant_draft(&testdata(name)).unwrap();
+        assert_eq!(d.mode(), SpecMode::Mtp);
+        let spec = Speculation { mode: SpecMode::Mtp, draft_max: 4, prediction: Vec::new(), draft_model: Some(d) };
+        let got = same_output(&g, &req, spec.clone(), &format!("{name}, greedy"));
+        eprintln!("{name}: {:?} for {} tokens", got.speculation, got.tokens.len());
+        assert!(got.speculation.drafted > 0, "{name}: the assistant drafted nothing");
+        let mut sampled = req.clone();
+        sampled.params = SamplingParams { temperature: 0.8, top_k: 30, seed: 5, ..SamplingParams::default() };
+        same_output(&g, &sampled, spec.clone(), &format!("{name}, sampled"));
+        // A correct prediction first, the assistant where it has none.
+        let plain = run(&g, &req);
+        let half: Vec<u32> = plain.tokens[..12].to_vec();
+        let got = same_output(&g, &req, Speculation { prediction: half, ..spec }, &format!("{name}, prediction"));
+        assert!(got.speculation.accepted >= 8, "{name}: {:?}", got.speculation);
+    }
+    assert!(!gemma::is_assistant(&testdata("tiny-gemma4")));
+    let g3 = Gemma::load(testdata("tiny-gemma3")).unwrap();
+    let e = g3.assistant_draft(&testdata("tiny-gemma4-assistant")).unwrap_err().to_string();
+    assert!(e.contains("Gemma 4"), "{e}");
+}
+
 #[test]
 fn real_model_speculative_output_equals_plain_decoding() {
     let path = gemma::hub::default_model_path();
