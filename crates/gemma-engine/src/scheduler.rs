@@ -6,7 +6,8 @@ use crate::embed_queue::EmbedQueue;
 use crate::prefix_cache::{PrefixCache, Run};
 use crate::{EngineConfig, EngineStats, Event, FinishReason, Job, Summary, TokenEvent, Work};
 use gemma::Gemma;
-use gemma_generate::speculative::{take_rows, Drafter, SpecStats, Taken};
+use gemma_generate::speculative::Taken;
+use gemma_generate::Decoding;
 use gemma_generate::{prompt_logprob, PromptLogprob, SequenceState, Step};
 use gemma_model::{BatchItem, BatchWorkspace, KvCache, Media};
 use std::collections::VecDeque;
@@ -22,14 +23,9 @@ struct Seq {
     pos: usize,
     /// Leading prompt tokens taken from the prefix cache.
     cached: usize,
-    /// The tokens to feed at the next decode step: the pending token, then
-    /// the draft to verify (speculative decoding).
-    feed: Vec<u32>,
-    /// Proposes drafts (inactive unless the request asks for speculation).
-    drafter: Drafter,
-    /// Drafted and accepted counts so far.
-    spec: SpecStats,
-    state: SequenceState,
+    /// The stepping core `Gemma::generate` runs too: the state, the
+    /// drafter and the next feed (the pending token, then a draft).
+    dec: Decoding,
     /// Prompt scores gathered during prefill (when asked for).
     prompt_scores: Vec<PromptLogprob>,
     /// Whether the `Prompt` event went out.
@@ -51,10 +47,7 @@ impl Seq {
             cache: gemma.model.new_cache(),
             pos: 0,
             cached: 0,
-            feed: vec![0],
-            drafter: Drafter::new(job.req.speculation.clone()),
-            spec: SpecStats::default(),
-            state,
+            dec: Decoding::new(state, &job.req.speculation),
             prompt_scores,
             prompt_sent: false,
             admitted: now,
@@ -68,30 +61,15 @@ impl Seq {
         Summary {
             finish,
             prompt_tokens: self.job.req.prompt.len(),
-            generated_tokens: self.state.generated().len(),
+            generated_tokens: self.dec.state.generated().len(),
             cached_tokens: self.cached,
             queue_time: self.queue_time,
             time_to_first_token: self.first_token.unwrap_or_default(),
             inference_time: self.admitted.elapsed(),
             tail_text,
-            drafted_tokens: self.spec.drafted,
-            accepted_tokens: self.spec.accepted,
+            drafted_tokens: self.dec.stats.drafted,
+            accepted_tokens: self.dec.stats.accepted,
         }
-    }
-
-    /// Draft after the pending token (`feed[0]`) when the request asks for
-    /// it: as many as the token limit and the context leave room for.
-    fn draft(&mut self, model: &gemma_model::Model) {
-        self.feed.truncate(1);
-        if !self.job.req.speculation.is_on() {
-            return;
-        }
-        let mut context = Vec::with_capacity(self.job.req.prompt.len() + self.state.generated().len());
-        context.extend_from_slice(&self.job.req.prompt);
-        context.extend_from_slice(self.state.generated());
-        let mut d = self.drafter.draft(&context, Some((model, &mut self.cache)));
-        d.truncate(self.state.remaining().saturating_sub(1).min(gemma_model::MAX_CHUNK - 1));
-        self.feed.extend_from_slice(&d);
     }
 }
 
@@ -269,13 +247,13 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
         let media: Vec<Vec<Media>> = held.iter().map(|h| h.iter().map(|(at, rows)| Media { at: *at, rows }).collect()).collect();
         // Drafts of decoding sequences, and room for their verified rows.
         for s in running.iter_mut().filter(|s| s.pos >= s.job.req.prompt.len()) {
-            s.draft(&gemma.model);
+            s.dec.plan(&s.job.req.prompt, &gemma.model, &mut s.cache);
         }
-        let mut verify_rows: Vec<Option<Vec<f32>>> = running.iter().map(|s| (s.pos >= s.job.req.prompt.len() && s.feed.len() > 1).then(|| Vec::with_capacity(s.feed.len() * vocab))).collect();
+        let mut verify_rows: Vec<Option<Vec<f32>>> = running.iter().map(|s| (s.pos >= s.job.req.prompt.len() && s.dec.verifies()).then(|| Vec::with_capacity(s.dec.feed().len() * vocab))).collect();
         let result = {
             let mut items: Vec<BatchItem> = Vec::with_capacity(running.len());
             for (i, s) in running.iter_mut().enumerate() {
-                let Seq { job, cache, pos, feed, .. } = s;
+                let Seq { job, cache, pos, dec, .. } = s;
                 let prompt = &job.req.prompt;
                 let adapter = job.req.adapter.as_ref().map(|a| &*a.lora);
                 if *pos < prompt.len() {
@@ -297,8 +275,8 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                     samples.push(end == prompt.len());
                     prefilled.push(end == prompt.len());
                 } else {
-                    let verify = feed.len() > 1;
-                    items.push(BatchItem { tokens: &feed[..], cache, score_from: None, last_logits: !verify, adapter, verify, media: &[] });
+                    let verify = dec.verifies();
+                    items.push(BatchItem { tokens: dec.feed(), cache, score_from: None, last_logits: !verify, adapter, verify, media: &[] });
                     score_info.push(None);
                     samples.push(true);
                     prefilled.push(false);
@@ -349,7 +327,7 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                 s.prompt_sent = true;
                 let _ = s.job.tx.send(Event::Prompt(std::mem::take(&mut s.prompt_scores)));
             }
-            if s.state.finish().is_some() {
+            if s.dec.state.finish().is_some() {
                 // Scoring only (max_new_tokens = 0).
                 let summary = s.summary(FinishReason::Length, String::new());
                 let _ = s.job.tx.send(Event::Done(summary));
@@ -364,19 +342,19 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                 Some(r) => &mut r[..],
                 None => &mut logits[i * vocab..(i + 1) * vocab],
             };
-            let drafted = s.feed.len() - 1;
             if s.first_token.is_none() {
                 s.first_token = Some(s.admitted.elapsed());
             }
             let tx = &s.job.tx;
-            let taken = take_rows(&mut s.state, rows, &s.feed[1..], &gemma.tokenizer, &mut |step: &Step| {
+            let before = s.dec.stats;
+            let taken = s.dec.take(rows, &out_hidden[i], &mut s.cache, &gemma.tokenizer, &mut |step: &Step| {
                 if step.emitted {
                     let ev = TokenEvent { id: step.id, text: step.text.clone(), special: gemma.tokenizer.is_control(step.id), logprob: step.logprob, top: step.top.clone() };
                     let _ = tx.send(Event::Token(ev));
                 }
                 true
             });
-            let (accepted, taken) = match taken {
+            let taken = match taken {
                 Ok(t) => t,
                 Err(e) => {
                     let _ = s.job.tx.send(Event::Error(format!("generation failed: {e}")));
@@ -384,40 +362,17 @@ pub(crate) fn run(gemma: &Gemma, config: &EngineConfig, rx: mpsc::Receiver<Work>
                     continue;
                 }
             };
-            s.spec.drafted += drafted;
-            s.spec.accepted += accepted;
-            if s.drafter.wants_hidden() {
-                // The row that chose the pending token.
-                if let Some(h) = out_hidden[i].get(accepted * hidden..(accepted + 1) * hidden) {
-                    s.drafter.set_hidden(h);
-                }
-            }
-            stats.drafted_tokens.fetch_add(drafted as u64, Ordering::SeqCst);
-            stats.accepted_tokens.fetch_add(accepted as u64, Ordering::SeqCst);
+            stats.drafted_tokens.fetch_add((s.dec.stats.drafted - before.drafted) as u64, Ordering::SeqCst);
+            stats.accepted_tokens.fetch_add((s.dec.stats.accepted - before.accepted) as u64, Ordering::SeqCst);
             match taken {
-                Taken::Next(id) => {
-                    s.feed.clear();
-                    s.feed.push(id);
-                }
+                Taken::Next(_) => {}
                 Taken::Finished(step) => {
                     let f = step.finish.unwrap_or(FinishReason::Length);
                     let _ = s.job.tx.send(Event::Done(s.summary(f, step.tail)));
                     done[i] = true;
                     continue;
                 }
-                Taken::Cancelled => {
-                    done[i] = true;
-                    continue;
-                }
-            }
-            if drafted > 0 {
-                s.drafter.update(drafted, accepted);
-                // The rejected draft rows' keys and values out of the cache.
-                let keep = s.cache.len() - (drafted - accepted);
-                if !s.cache.truncate(keep) {
-                    let _ = s.job.tx.send(Event::Error("generation failed: the cache could not drop a rejected draft".into()));
-                    done[i] = true;
-                }
+                Taken::Cancelled => done[i] = true,
             }
         }
         let mut i = 0;

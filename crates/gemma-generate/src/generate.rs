@@ -1,7 +1,8 @@
 //! The prefill/decode loop.
 
 use crate::sequence::{FinishReason, GenerateRequest, SequenceState};
-use crate::speculative::{take_rows, Drafter, SpecStats, Taken};
+use crate::decoding::Decoding;
+use crate::speculative::{SpecStats, Taken};
 use gemma_core::Result;
 use gemma_model::{KvCache, LogitsMode, Media, Model, Workspace};
 use gemma_tokenizer::GemmaTokenizer;
@@ -83,7 +84,7 @@ pub fn generate(
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
     let ctx = model.config.max_position_embeddings;
-    let mut state = SequenceState::new(req, model.config.vocab_size, ctx)?;
+    let state = SequenceState::new(req, model.config.vocab_size, ctx)?;
     let adapter = req.adapter.as_ref().map(|a| &*a.lora);
     // Keys and values computed under another adapter are not this one's.
     if session.adapter != req.adapter {
@@ -103,103 +104,39 @@ pub fn generate(
     }
     let start = session.tokens.len();
     let media: Vec<Media> = req.media.iter().filter(|m| m.at >= start).map(|m| Media { at: m.at, rows: &m.rows }).collect();
-    let mut logits = model.forward_media(&req.prompt[start..], &media, &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
+    model.forward_media(&req.prompt[start..], &media, &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
     session.tokens.extend_from_slice(&req.prompt[start..]);
     session.media.extend(req.media.iter().filter(|m| m.at >= start).map(|m| (m.at, m.len(hidden), m.key)));
-    let emit = |s: &str, on_text: &mut dyn FnMut(&str) -> bool| s.is_empty() || on_text(s);
 
-    let spec = if req.speculation.is_on() {
-        let first = logits.to_vec();
-        speculate(model, tok, session, &mut state, first, req, on_text)?
-    } else {
-        while state.finish().is_none() {
-            let step = state.step(logits, tok)?;
-            if !emit(&step.text, on_text) || !emit(&step.tail, on_text) {
-                state.cancel();
-                break;
-            }
-            if step.finish.is_some() {
-                break;
-            }
-            logits = model.forward_with(&[step.id], &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
-            session.tokens.push(step.id);
+    // The stepping core the engine's scheduler runs too, with a batch of one.
+    let mut dec = Decoding::new(state, &req.speculation);
+    let vocab = model.config.vocab_size;
+    let mut emit = |step: &crate::Step| (step.text.is_empty() || on_text(&step.text)) && (step.tail.is_empty() || on_text(&step.tail));
+    // Rows of the latest logits: the prompt's last, then each step's feed.
+    let mut rows = 1;
+    while dec.state.finish().is_none() {
+        let (logits, behind) = session.workspace.last_output(rows, vocab, hidden);
+        let taken = dec.take(logits, behind, &mut session.cache, tok, &mut emit)?;
+        session.tokens.extend_from_slice(dec.kept());
+        if !matches!(taken, Taken::Next(_)) {
+            break;
         }
-        SpecStats::default()
-    };
+        dec.plan(&req.prompt, model, &mut session.cache);
+        rows = dec.feed().len();
+        if dec.verifies() {
+            model.forward_verify(dec.feed(), &mut session.cache, &mut session.workspace, adapter)?;
+        } else {
+            model.forward_with(dec.feed(), &mut session.cache, &mut session.workspace, LogitsMode::Last, adapter)?;
+        }
+    }
+    let state = &dec.state;
     Ok(Generation {
         tokens: state.generated().to_vec(),
         text: state.text().to_string(),
         finish: state.finish().cloned().unwrap_or(FinishReason::Length),
         prompt_tokens: req.prompt.len(),
         prompt_tokens_computed: req.prompt.len() - start,
-        speculation: spec,
+        speculation: dec.stats,
     })
 }
 
-/// Decode with drafts (see [`crate::speculative`]) from the logits `first`
-/// of the last prompt token until `state` finishes; the session keeps only
-/// the keys and values of chosen tokens.
-fn speculate(
-    model: &Model,
-    tok: &GemmaTokenizer,
-    session: &mut Session,
-    state: &mut SequenceState,
-    mut first: Vec<f32>,
-    req: &GenerateRequest,
-    on_text: &mut dyn FnMut(&str) -> bool,
-) -> Result<SpecStats> {
-    let adapter = req.adapter.as_ref().map(|a| &*a.lora);
-    let ctx = model.config.max_position_embeddings;
-    let mut drafter = Drafter::new(req.speculation.clone());
-    let mut stats = SpecStats::default();
-    let mut draft: Vec<u32> = Vec::new();
-    let Session { cache, tokens, workspace, .. } = session;
-    let mut verified: Option<&mut [f32]> = None;
-    let hidden = model.config.hidden_size;
-    // Rows of the last logits (the prompt's last; then each verify step's).
-    let mut fed = 1;
-    loop {
-        let rows: &mut [f32] = match verified.take() {
-            Some(r) => r,
-            None => &mut first[..],
-        };
-        // Row i chooses the token after verify[i]: the pending token's
-        // successor first, then each draft token's.
-        let (accepted, taken) = take_rows(state, rows, &draft, tok, &mut |step| {
-            (step.text.is_empty() || on_text(&step.text)) && (step.tail.is_empty() || on_text(&step.tail))
-        })?;
-        // The chosen draft tokens' keys and values are in the cache already.
-        tokens.extend_from_slice(&draft[..accepted]);
-        let pending = match taken {
-            Taken::Next(id) => Some(id),
-            Taken::Finished(_) | Taken::Cancelled => None,
-        };
-        stats.accepted += accepted;
-        drafter.update(draft.len(), accepted);
-        if drafter.wants_hidden() && matches!(taken, Taken::Next(_)) {
-            // The row that chose the pending token.
-            drafter.set_hidden(&workspace.head_input(fed, hidden)[accepted * hidden..(accepted + 1) * hidden]);
-        }
-        // Rejected draft rows out of the cache (at most the draft's length,
-        // within every sliding ring's slack).
-        if !cache.truncate(tokens.len()) {
-            return Err(gemma_core::GemmaError::invalid("speculation", "the cache could not drop a rejected draft"));
-        }
-        let Some(id) = pending.filter(|_| state.finish().is_none()) else { break };
-        let mut context = Vec::with_capacity(tokens.len() + 1);
-        context.extend_from_slice(tokens);
-        context.push(id);
-        draft = drafter.draft(&context, Some((model, &mut *cache)));
-        let room = ctx.saturating_sub(tokens.len() + 1);
-        draft.truncate(state.remaining().saturating_sub(1).min(room).min(gemma_model::MAX_CHUNK - 1));
-        let mut verify = Vec::with_capacity(draft.len() + 1);
-        verify.push(id);
-        verify.extend_from_slice(&draft);
-        fed = verify.len();
-        verified = Some(model.forward_verify(&verify, cache, workspace, adapter)?);
-        tokens.push(id);
-        stats.drafted += draft.len();
-        stats.steps += 1;
-    }
-    Ok(stats)
-}

@@ -3,6 +3,7 @@
 //! limits, grammar constraints), driven by the library's prefill/decode loop over a [`Session`]
 //! and by the serving engine alike.
 
+pub mod decoding;
 pub mod detokenize;
 pub mod generate;
 pub mod generation_config;
@@ -16,6 +17,7 @@ pub mod sequence;
 pub mod speculative;
 pub mod stop;
 
+pub use decoding::Decoding;
 pub use detokenize::TokenStreamDecoder;
 pub use generate::{generate, Generation, Session};
 pub use logprobs::{log_sum_exp, logprobs, prompt_logprob, top_logprobs, PromptLogprob, TokenLogprob};

@@ -49,6 +49,12 @@ impl Workspace {
     pub fn head_input(&self, rows: usize, hidden: usize) -> &[f32] {
         &self.h[..rows * hidden]
     }
+
+    /// The latest forward's logits `[rows, vocab]` (as it returned them)
+    /// and the hidden states behind them ([`Workspace::head_input`]).
+    pub fn last_output(&mut self, rows: usize, vocab: usize, hidden: usize) -> (&mut [f32], &[f32]) {
+        (&mut self.logits[..rows * vocab], &self.h[..rows * hidden])
+    }
 }
 
 /// The first `len` elements of `v`, growing it if needed (contents unspecified).
