@@ -26,6 +26,9 @@ if MODEL=$(scripts/fetch-model.sh); then
   GEMMA_FORCE_SCALAR=1 cargo test -q -p gemma-kernels -p gemma-quant
   GEMMA_NO_AVX512=1 cargo test -q -p gemma --test real_model -- logits_close_to_llama_cpp greedy_continuations_equal_llama_cpp
   scripts/check-clients.sh "$MODEL"
+  # The Python package: the wheel built by maturin, installed into a fresh
+  # venv, its pytest suite against the CLI, the goldens and the real model.
+  scripts/check-python.sh "$MODEL"
   # The fine-tuning demo end to end: QLoRA on the real model must teach it
   # the task (held-out exact match from <= 0.2 to >= 0.8).
   scripts/finetune-demo.sh target/finetune-demo

@@ -1,0 +1,112 @@
+"""Type stubs of gemma_rs (the native module gemma_rs._native)."""
+from os import PathLike
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload
+
+from typing_extensions import TypedDict, Unpack
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+Message = Mapping[str, Any]
+
+class SamplingKwargs(TypedDict, total=False):
+    """Sampling keywords; unset ones take the model's generation_config."""
+    max_tokens: int
+    temperature: float
+    """0 is greedy."""
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    stop: Union[str, Sequence[str]]
+    seed: int
+    """Without one, each call draws a fresh seed."""
+
+class GenerateKwargs(SamplingKwargs, total=False):
+    """Sampling keywords and at most one output constraint."""
+    json_schema: Union[str, Mapping[str, Any]]
+    regex: str
+    grammar: str
+    """A Lark grammar."""
+
+class TextStream(Iterator[Any]):
+    """A generation as it is made: text pieces (`generate(stream=True)`) or
+    OpenAI `chat.completion.chunk` dicts (`create_chat_completion(stream=True)`).
+    Leaving the loop early (or `close()`) cancels the rest."""
+    def __iter__(self) -> "TextStream": ...
+    def __next__(self) -> Any: ...
+    def close(self) -> None:
+        """Stop generating; the rest is cancelled."""
+
+class Gemma:
+    """A Gemma model with its continuous-batching engine. Thread-safe:
+    generations from several threads on one object share batched steps,
+    each getting exactly what it would get alone."""
+
+    def __init__(
+        self,
+        model: Optional[Union[str, "PathLike[str]"]] = None,
+        *,
+        threads: Optional[int] = None,
+        dtype: Optional[str] = None,
+        lora: Optional[Union[str, "PathLike[str]"]] = None,
+        kv_type: Optional[Literal["f32", "f16", "q8_0"]] = None,
+        ctx: Optional[int] = None,
+    ) -> None:
+        """Load a model: None is the default model (Gemma 3 270M, fetched on
+        first use), else a GGUF file, a Hugging Face folder or repo id, or a
+        cached name (the CLI's --model). `threads`: compute threads (the first
+        model of a process sets them); `dtype`: convert the weights at load
+        (`q4_k`, `q8_0`, `bf16`, ...); `lora`: a PEFT adapter folder;
+        `kv_type`: how the KV cache stores values; `ctx`: cap the context.
+        Raises FileNotFoundError for a missing model, ValueError for a bad
+        argument or file."""
+    @property
+    def path(self) -> str:
+        """Where the model was loaded from."""
+    @property
+    def n_ctx(self) -> int:
+        """Context length in tokens."""
+    @property
+    def n_vocab(self) -> int:
+        """Vocabulary size."""
+    def tokenize(self, text: str, add_bos: bool = True) -> List[int]:
+        """Token ids of `text` (with <bos> first when `add_bos`)."""
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        """The text of `ids` (control tokens dropped unless `special`)."""
+    @overload
+    def generate(self, prompt: Union[str, Sequence[int]], *, stream: Literal[False] = False, **kwargs: Unpack[GenerateKwargs]) -> str: ...
+    @overload
+    def generate(self, prompt: Union[str, Sequence[int]], *, stream: Literal[True], **kwargs: Unpack[GenerateKwargs]) -> TextStream: ...
+    def generate(self, prompt: Union[str, Sequence[int]], *, stream: bool = False, **kwargs: Unpack[GenerateKwargs]) -> Union[str, TextStream]:
+        """Complete `prompt` (text, given <bos>, or token ids): the text, or
+        with stream=True an iterator of text pieces (GenerateKwargs: sampling
+        and at most one constraint). The GIL is released while the engine
+        works; Ctrl-C stops between tokens with KeyboardInterrupt; an unknown
+        keyword is a TypeError."""
+    def create_chat_completion(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Optional[Sequence[Mapping[str, Any]]] = None,
+        tool_choice: Optional[Literal["auto", "none"]] = None,
+        response_format: Optional[Mapping[str, Any]] = None,
+        stream: bool = False,
+        **kwargs: Unpack[SamplingKwargs],
+    ) -> Union[Dict[str, Any], TextStream]:
+        """An OpenAI-shaped chat completion dict (or, with stream=True, an
+        iterator of chat.completion.chunk dicts) for `messages` rendered by the
+        model's chat template (`tools` passed to it; tool_choice "none" drops
+        them). response_format {"type": "json_object"} or {"type":
+        "json_schema", "json_schema": {"schema": ...}} constrains the answer."""
+    chat = create_chat_completion
+    def embed(self, texts: Union[str, Sequence[str]], dimensions: Optional[int] = None, prompt_name: Optional[str] = None) -> npt.NDArray[np.float32]:
+        """Embeddings (n, d) float32 of an embedding model (EmbeddingGemma);
+        `dimensions` truncates and renormalizes (Matryoshka), `prompt_name`
+        picks one of the model's prompts (e.g. "query")."""
+    def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Logits (len(ids), n_vocab) float32 of every position of `ids`."""

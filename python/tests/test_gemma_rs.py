@@ -1,0 +1,217 @@
+"""The gemma_rs Python package against the CLI and transformers' goldens.
+
+Run by scripts/check-python.sh (in CI) with the installed wheel:
+GEMMA_BIN is the CLI to compare with, GEMMA_TESTDATA the fixtures. The
+real-model tests skip when the model is absent unless
+GEMMA_REQUIRE_REAL_MODEL is set.
+"""
+import json
+import os
+import signal
+import struct
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gemma_rs import Gemma, TextStream
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTDATA = Path(os.environ.get("GEMMA_TESTDATA", ROOT / "testdata"))
+GEMMA_BIN = os.environ.get("GEMMA_BIN", str(ROOT / "target" / "release" / "gemma"))
+REAL = Path(os.environ.get("GEMMA_MODEL", Path.home() / ".cache" / "gemma-rs" / "models" / "gemma-3-270m-q4_k_m.gguf"))
+
+
+def safetensors(path):
+    """{name: numpy array} of a safetensors file (F32 and I64 only)."""
+    b = Path(path).read_bytes()
+    n = struct.unpack("<Q", b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        a, e = v["data_offsets"]
+        dt = {"F32": np.float32, "I64": np.int64}[v["dtype"]]
+        out[k] = np.frombuffer(b[8 + n + a:8 + n + e], dtype=dt).reshape(v["shape"])
+    return out
+
+
+def cli(*args):
+    """stdout of the gemma CLI."""
+    r = subprocess.run([GEMMA_BIN, *args], capture_output=True, text=True, check=True, timeout=600)
+    return r.stdout
+
+
+def real_model():
+    if not REAL.is_file():
+        if os.environ.get("GEMMA_REQUIRE_REAL_MODEL"):
+            pytest.fail(f"the real model is required (GEMMA_REQUIRE_REAL_MODEL) and absent: {REAL}")
+        pytest.skip(f"real model not found at {REAL} (scripts/fetch-model.sh)")
+    return REAL
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Gemma(str(TESTDATA / "tiny-gemma3"))
+
+
+def test_logits_equal_transformers(tiny):
+    g = safetensors(TESTDATA / "tiny-gemma3" / "goldens.safetensors")
+    for i in range(6):
+        ids = g[f"seq{i}.ids"].tolist()
+        got = tiny.logits(ids)
+        assert got.shape == (len(ids), tiny.n_vocab) and got.dtype == np.float32
+        want = g[f"seq{i}.logits"]
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), f"seq{i}"
+
+
+def test_greedy_equals_transformers_and_the_cli(tiny):
+    g = safetensors(TESTDATA / "tiny-gemma3" / "goldens.safetensors")
+    for i in range(2):
+        prompt = g[f"greedy.{i}.prompt"].tolist()
+        want = g[f"greedy.{i}.ids"].tolist()
+        text = tiny.generate(prompt, max_tokens=len(want), temperature=0)
+        assert tiny.tokenize(text, add_bos=False) == want or text == tiny.detokenize(want)
+    text = tiny.generate("hello world", max_tokens=20, temperature=0)
+    out = cli("generate", "-m", str(TESTDATA / "tiny-gemma3"), "-p", "hello world", "-n", "20", "-t", "0")
+    assert out.rstrip("\n") == text
+
+
+def test_streaming_pieces_make_the_text(tiny):
+    text = tiny.generate("hello world", max_tokens=30, temperature=0)
+    stream = tiny.generate("hello world", max_tokens=30, temperature=0, stream=True)
+    assert isinstance(stream, TextStream)
+    pieces = list(stream)
+    assert "".join(pieces) == text and len(pieces) > 1
+
+
+def test_stop_strings_cut_the_text(tiny):
+    text = tiny.generate("hello world", max_tokens=30, temperature=0, seed=1)
+    assert len(text) >= 4
+    stop = text[len(text) // 2:len(text) // 2 + 2]
+    cut = tiny.generate("hello world", max_tokens=30, temperature=0, stop=stop)
+    assert cut == text[:text.index(stop)]
+    assert "".join(tiny.generate("hello world", max_tokens=30, temperature=0, stop=[stop, "never"], stream=True)) == cut
+
+
+def test_seeded_sampling_repeats(tiny):
+    a = tiny.generate("hello", max_tokens=20, temperature=0.9, seed=7)
+    assert a == tiny.generate("hello", max_tokens=20, temperature=0.9, seed=7)
+    out = cli("generate", "-m", str(TESTDATA / "tiny-gemma3"), "-p", "hello", "-n", "20", "--temperature", "0.9", "--seed", "7")
+    assert out.rstrip("\n") == a
+
+
+def test_json_schema_answer_parses(tiny):
+    schema = {"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"enum": ["red", "green"]}},
+              "required": ["a", "b"], "additionalProperties": False}
+    text = tiny.generate("json:", json_schema=schema, max_tokens=200, temperature=0)
+    v = json.loads(text)
+    assert isinstance(v["a"], bool) and v["b"] in ("red", "green")
+    assert tiny.generate("x", regex="[0-9]{3}", max_tokens=10, temperature=0).isdigit()
+
+
+def test_chat_completion_is_openai_shaped():
+    g = Gemma(str(TESTDATA / "tiny-gemma4-it"))
+    msgs = [{"role": "user", "content": "Why is the sky blue?"}]
+    out = g.create_chat_completion(msgs, max_tokens=12, temperature=0)
+    assert out["object"] == "chat.completion" and out["choices"][0]["message"]["role"] == "assistant"
+    assert out["usage"]["completion_tokens"] == 12 and out["choices"][0]["finish_reason"] == "length"
+    assert g.chat(msgs, max_tokens=12, temperature=0)["choices"] == out["choices"]
+    with pytest.raises(TypeError, match="regex"):
+        g.chat(msgs, regex="a")
+    chunks = list(g.create_chat_completion(msgs, max_tokens=12, temperature=0, stream=True))
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == out["choices"][0]["message"]["content"]
+    fmt = {"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"], "additionalProperties": False}}}
+    ans = g.create_chat_completion(msgs, response_format=fmt, max_tokens=200, temperature=0)
+    assert isinstance(json.loads(ans["choices"][0]["message"]["content"])["x"], bool)
+
+
+def test_lora_adapter_equals_the_cli_and_peft():
+    g = Gemma(str(TESTDATA / "tiny-gemma3"), lora=str(TESTDATA / "tiny-gemma3-lora"))
+    want = safetensors(TESTDATA / "tiny-gemma3-lora" / "goldens.safetensors")
+    got = g.logits(want["ids"].tolist())
+    assert np.abs(got - want["logits"]).max() <= 1e-4 * np.abs(want["logits"]).max()
+    out = cli("generate", "-m", str(TESTDATA / "tiny-gemma3"), "--lora", str(TESTDATA / "tiny-gemma3-lora"), "-p", "hello", "-n", "16", "-t", "0")
+    assert out.rstrip("\n") == g.generate("hello", max_tokens=16, temperature=0)
+
+
+def test_embeddings_equal_sentence_transformers():
+    e = Gemma(str(TESTDATA / "tiny-embeddinggemma"))
+    gold = json.loads((TESTDATA / "tiny-embeddinggemma" / "goldens.json").read_text())
+    v = e.embed(gold["texts"])
+    want = np.array(gold["none.embeddings"], dtype=np.float32)
+    assert v.shape == want.shape and v.dtype == np.float32
+    assert np.abs(v - want).max() < 1e-4
+    q = e.embed(gold["texts"], prompt_name="query", dimensions=16)
+    assert q.shape == (3, 16) and np.abs(q - np.array(gold["query.dim16"], dtype=np.float32)).max() < 1e-4
+    assert e.embed("one").shape == (1, want.shape[1])
+
+
+def test_eight_threads_equal_sequential(tiny):
+    prompts = [f"prompt number {i} says" for i in range(8)]
+    kw = [dict(max_tokens=24, temperature=0), dict(max_tokens=24, temperature=0.8, seed=3)]
+    for k in kw:
+        alone = [tiny.generate(p, **k) for p in prompts]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda p: tiny.generate(p, **k), prompts))
+        assert together == alone, k
+
+
+def test_bad_input_raises_the_right_exception(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Gemma("/nonexistent/model.gguf")
+    with pytest.raises(ValueError, match="dtype"):
+        Gemma(str(TESTDATA / "tiny-gemma3"), dtype="q9_z")
+    with pytest.raises(ValueError, match="kv_type"):
+        Gemma(str(TESTDATA / "tiny-gemma3"), kv_type="f8")
+    with pytest.raises(ValueError, match="temperature"):
+        tiny.generate("x", temperature=-1)
+    with pytest.raises(ValueError, match="at most one"):
+        tiny.generate("x", regex="a", grammar="start: \"a\"")
+    with pytest.raises(TypeError):
+        tiny.generate(3.5)
+    with pytest.raises(ValueError):
+        tiny.detokenize([10**6])
+    with pytest.raises(ValueError):
+        tiny.logits([10**6])
+    with pytest.raises(TypeError, match="max_token"):
+        tiny.generate("x", max_token=3)
+    with pytest.raises(TypeError, match="temperature"):
+        tiny.generate("x", temperature="hot")
+    with pytest.raises(ValueError, match="json_schema"):
+        tiny.generate("x", json_schema="{not json")
+    # The context: a prompt longer than it is refused, not truncated.
+    with pytest.raises(ValueError):
+        tiny.generate([2] + [5] * (tiny.n_ctx + 5), max_tokens=4)
+    bad = tmp_path / "bad-model.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 20)
+    with pytest.raises(ValueError):
+        Gemma(str(bad))
+
+
+def test_real_model_equals_the_cli():
+    path = str(real_model())
+    g = Gemma(path)
+    text = g.generate("The capital of France is", max_tokens=24, temperature=0)
+    out = cli("generate", "-m", path, "-p", "The capital of France is", "-n", "24", "-t", "0")
+    assert out.rstrip("\n") == text
+    logits = g.logits(g.tokenize("The capital of France is"))
+    assert g.detokenize([int(logits[-1].argmax())]) == g.generate("The capital of France is", max_tokens=1, temperature=0)
+
+
+def test_ctrl_c_stops_a_generation():
+    g = Gemma(str(real_model()))
+    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        g.generate("Once upon a time", max_tokens=4000, temperature=0.8, seed=1)
+    assert time.perf_counter() - t0 < 10
+    # The engine goes on serving.
+    assert g.generate("Hello", max_tokens=4, temperature=0)
