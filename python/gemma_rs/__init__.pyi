@@ -1,6 +1,6 @@
 """Type stubs of gemma_rs (the native module gemma_rs._native)."""
 from os import PathLike
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload, Tuple
 
 from typing_extensions import TypedDict, Unpack
 
@@ -110,3 +110,15 @@ class Gemma:
         picks one of the model's prompts (e.g. "query")."""
     def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
         """Logits (len(ids), n_vocab) float32 of every position of `ids`."""
+    def score(self, context: str, continuations: Sequence[str]) -> List[Tuple[float, bool]]:
+        """(log-likelihood, is_greedy) of each continuation after `context`, as
+        lm-eval's loglikelihood requests compute them (the context's trailing
+        whitespace moves to the continuation; <bos> first); batched."""
+    def perplexity(self, text: str, ctx: int = 512) -> Dict[str, float]:
+        """{"ppl", "nll", "tokens"} of `text` as `gemma perplexity --file`
+        computes it (windows of `ctx` tokens after <bos>)."""
+
+def quantize(src: str, dst: Union[str, "PathLike[str]"], type: str = "q4_k_m") -> Dict[str, Any]:
+    """Write `dst`, a GGUF of the model at `src` (folder, GGUF or repo id)
+    quantized to `type` (q4_k_m, q8_0, q4_k, bf16, ...), as `gemma quantize`;
+    returns {"tensors", "bytes", "types": {type: count}}."""

@@ -215,3 +215,64 @@ def test_ctrl_c_stops_a_generation():
     assert time.perf_counter() - t0 < 10
     # The engine goes on serving.
     assert g.generate("Hello", max_tokens=4, temperature=0)
+
+
+def log_softmax(x):
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def test_score_equals_the_logits(tiny):
+    context, conts = "hello world and", [" more", " the end", " x"]
+    got = tiny.score(context, conts)
+    assert len(got) == 3
+    for cont, (lp, greedy) in zip(conts, got):
+        # lm-eval's split: the context's trailing space joins the continuation.
+        ctx_ids = tiny.tokenize(context.rstrip(), add_bos=False)
+        whole = tiny.tokenize(context.rstrip() + cont, add_bos=False)
+        ids = [2] + whole
+        n = len(whole) - len(ctx_ids)
+        lsm = log_softmax(tiny.logits(ids))
+        rows = range(len(ids) - n - 1, len(ids) - 1)
+        want = sum(lsm[r, ids[r + 1]] for r in rows)
+        assert abs(lp - want) < 1e-3, (cont, lp, want)
+        assert greedy == all(int(lsm[r].argmax()) == ids[r + 1] for r in rows)
+    with pytest.raises(ValueError):
+        tiny.score("context", [""])
+
+
+def test_perplexity_equals_the_cli(tiny, tmp_path):
+    text = "The quick brown fox jumps over the lazy dog. " * 12
+    got = tiny.perplexity(text, ctx=32)
+    f = tmp_path / "text.txt"
+    f.write_text(text)
+    want = json.loads(cli("perplexity", "-m", str(TESTDATA / "tiny-gemma3"), "--file", str(f), "--ctx", "32", "--json"))
+    assert got["tokens"] == want["tokens"] and abs(got["ppl"] - want["ppl"]) <= 1e-9 * want["ppl"]
+
+
+def test_quantize_writes_what_the_cli_writes(tmp_path):
+    from gemma_rs import quantize
+    a, b = tmp_path / "py.gguf", tmp_path / "cli.gguf"
+    report = quantize(str(TESTDATA / "tiny-gemma3"), str(a), "q8_0")
+    assert report["tensors"] > 0 and report["bytes"] == a.stat().st_size
+    cli("quantize", "-m", str(TESTDATA / "tiny-gemma3"), "-t", "q8_0", "-o", str(b))
+    assert a.read_bytes() == b.read_bytes()
+    assert Gemma(str(a)).generate("hello", max_tokens=4, temperature=0)
+    with pytest.raises(ValueError, match="q9"):
+        quantize(str(TESTDATA / "tiny-gemma3"), str(a), "q9")
+
+
+def test_real_model_scores_as_gemma_eval(tmp_path):
+    path = str(real_model())
+    g = Gemma(path)
+    item = json.loads((TESTDATA / "eval" / "mc.jsonl").read_text().splitlines()[0])
+    got = g.score(item["context"], item["choices"])
+    task = tmp_path / "one.jsonl"
+    task.write_text(json.dumps(item) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    cli("eval", "-m", path, "--task", str(task), "--samples", str(samples))
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    want = [r["loglikelihood"] for r in rows]
+    assert [round(x[0], 4) for x in got] == [round(w, 4) for w in want]
+    assert all(isinstance(x[1], bool) for x in got)

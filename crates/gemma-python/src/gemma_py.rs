@@ -396,6 +396,64 @@ impl PyGemma {
         Ok(PyArray1::from_vec(py, v).reshape([n, vocab])?.into_any())
     }
 
+    /// Log-likelihoods of `continuations` after `context`, as lm-eval's
+    /// `loglikelihood` computes them (the context's trailing whitespace
+    /// moves to the continuation; `<bos>` first): a list of `(logprob,
+    /// is_greedy)`, all scored in one batch by the engine.
+    fn score(&self, py: Python<'_>, context: &str, continuations: Vec<String>) -> PyResult<Vec<(f64, bool)>> {
+        let mut pending = Vec::with_capacity(continuations.len());
+        for c in &continuations {
+            let (req, n) = gemma_engine::eval::choice_request(&self.gemma, context, c).map_err(to_py)?;
+            if n == 0 {
+                return Err(PyValueError::new_err(format!("the continuation {c:?} has no tokens")));
+            }
+            let prompt = req.prompt.clone();
+            pending.push((self.engine.submit(req).map_err(submit)?, prompt, n));
+        }
+        let waiter = Waiter::new()?;
+        let mut out = Vec::with_capacity(pending.len());
+        for (mut h, prompt, n) in pending {
+            let mut scores = Vec::new();
+            loop {
+                match waiter.next_event(py, &mut h)? {
+                    Some(Event::Prompt(p)) => scores = p,
+                    Some(Event::Done(_)) => break,
+                    Some(Event::Error(e)) => return Err(PyRuntimeError::new_err(e)),
+                    Some(Event::Token(_)) => {}
+                    None => return Err(PyRuntimeError::new_err("the engine stopped")),
+                }
+            }
+            if scores.len() != n {
+                return Err(PyRuntimeError::new_err(format!("expected {n} scored tokens, got {}", scores.len())));
+            }
+            let logprob = scores.iter().map(|s| s.logprob.unwrap_or(f32::NEG_INFINITY) as f64).sum();
+            let greedy = scores.iter().zip(&prompt[prompt.len() - n..]).all(|(s, &id)| s.top.first().is_some_and(|t| t.id == id));
+            out.push((logprob, greedy));
+        }
+        Ok(out)
+    }
+
+    /// Perplexity of `text` as `gemma perplexity --file` computes it
+    /// (llama.cpp's windows of `ctx` tokens, each after `<bos>`, the second
+    /// half of each scored): a dict with `ppl`, `nll` (mean) and `tokens`.
+    #[pyo3(signature = (text, ctx=512))]
+    fn perplexity<'py>(&self, py: Python<'py>, text: &str, ctx: usize) -> PyResult<Bound<'py, PyDict>> {
+        let g = Arc::clone(&self.gemma);
+        let text = text.to_string();
+        let p = py
+            .detach(move || -> gemma::Result<gemma::Perplexity> {
+                let ids = g.tokenizer.encode(&text, false)?;
+                let windows = gemma::windows_with_bos(&ids, g.tokenizer.bos_id, ctx)?;
+                gemma::perplexity(&g.model, &windows, &mut |_, _| {})
+            })
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("ppl", p.ppl)?;
+        d.set_item("nll", p.nll)?;
+        d.set_item("tokens", p.tokens)?;
+        Ok(d)
+    }
+
     fn __repr__(&self) -> String {
         let c = &self.gemma.model.config;
         format!("Gemma({:?}: {}, {} layers, hidden {}, weights {})", self.path.display().to_string(), c.family.name(), c.num_layers(), c.hidden_size, self.gemma.weights_summary())
