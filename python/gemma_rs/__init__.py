@@ -8,7 +8,7 @@ One `Gemma` object may be used from many threads: their generations are
 batched together by the engine. See docs/PYTHON.md.
 """
 from ._native import Gemma as _NativeGemma
-from ._native import TextStream, __version__, quantize
+from ._native import TextStream, __version__, finetune, quantize
 
 
 class Gemma(_NativeGemma):
@@ -16,4 +16,4 @@ class Gemma(_NativeGemma):
     # The short name llama-cpp-python users also know from other libraries.
     chat = _NativeGemma.create_chat_completion
 
-__all__ = ["Gemma", "TextStream", "__version__", "quantize"]
+__all__ = ["Gemma", "TextStream", "__version__", "finetune", "quantize"]

@@ -1,6 +1,6 @@
 """Type stubs of gemma_rs (the native module gemma_rs._native)."""
 from os import PathLike
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union, overload, Tuple
 
 from typing_extensions import TypedDict, Unpack
 
@@ -122,3 +122,48 @@ def quantize(src: str, dst: Union[str, "PathLike[str]"], type: str = "q4_k_m") -
     """Write `dst`, a GGUF of the model at `src` (folder, GGUF or repo id)
     quantized to `type` (q4_k_m, q8_0, q4_k, bf16, ...), as `gemma quantize`;
     returns {"tensors", "bytes", "types": {type: count}}."""
+
+def finetune(
+    model: Union[Gemma, str],
+    data: Union[str, "PathLike[str]"],
+    out: Union[str, "PathLike[str]"],
+    *,
+    eval_data: Optional[Union[str, "PathLike[str]"]] = None,
+    learning_rate: float = 2e-4,
+    num_train_epochs: int = 1,
+    max_steps: Optional[int] = None,
+    per_device_train_batch_size: int = 8,
+    gradient_accumulation_steps: int = 1,
+    warmup_steps: int = 0,
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = "linear",
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    adam_beta1: float = 0.9,
+    adam_beta2: float = 0.999,
+    adam_epsilon: float = 1e-8,
+    seed: int = 42,
+    r: int = 16,
+    lora_alpha: float = 32.0,
+    lora_dropout: float = 0.0,
+    target_modules: Optional[Union[str, Sequence[str]]] = None,
+    use_rslora: bool = False,
+    max_length: Optional[int] = None,
+    packing: bool = False,
+    gradient_checkpointing: bool = False,
+    eval_steps: Optional[int] = None,
+    save_steps: Optional[int] = None,
+    loss: Literal["auto", "all", "completion-only", "assistant-only"] = "auto",
+    init_lora: Optional[Union[str, "PathLike[str]"]] = None,
+    resume_from_checkpoint: Optional[Union[str, "PathLike[str]"]] = None,
+    callback: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None,
+) -> Dict[str, Any]:
+    """Train a LoRA adapter (QLoRA on a quantized model) of `model` on `data`
+    (JSONL: text, prompt/completion or messages per line) into the PEFT folder
+    `out`, as `gemma finetune` does (same adapter for the same settings).
+    Keywords are transformers' TrainingArguments and PEFT's LoraConfig names
+    (target_modules: "all-linear" or module names). `callback(dict)` hears each
+    step (step, total_steps, loss, learning_rate, grad_norm, tokens_per_second,
+    epoch), evaluation (eval_loss) and checkpoint; returning False stops the run
+    (RuntimeError, no adapter written), as does Ctrl-C (KeyboardInterrupt).
+    Returns a summary (steps, seconds, tokens_per_second, first_loss, last_loss,
+    eval_loss, examples, trainable_parameters)."""

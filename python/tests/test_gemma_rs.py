@@ -276,3 +276,29 @@ def test_real_model_scores_as_gemma_eval(tmp_path):
     want = [r["loglikelihood"] for r in rows]
     assert [round(x[0], 4) for x in got] == [round(w, 4) for w in want]
     assert all(isinstance(x[1], bool) for x in got)
+
+
+def test_finetune_equals_the_cli_and_reports_each_step(tiny, tmp_path):
+    from gemma_rs import finetune
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}:", "completion": f" answer {i % 3}"}) + "\n" for i in range(12)))
+    steps = []
+    report = finetune(tiny, str(data), str(tmp_path / "py"), max_steps=3, per_device_train_batch_size=4, r=4,
+                      lora_alpha=8, learning_rate=1e-3, seed=5, target_modules=["q_proj", "v_proj"], callback=steps.append)
+    assert [s["step"] for s in steps] == [1, 2, 3] and steps[0]["total_steps"] == 3
+    assert report["steps"] == 3 and report["last_loss"] == steps[-1]["loss"] and report["trainable_parameters"] > 0
+    cli("finetune", "-m", str(TESTDATA / "tiny-gemma3"), "--data", str(data), "--out", str(tmp_path / "cli"), "--max-steps", "3",
+        "--batch-size", "4", "--rank", "4", "--alpha", "8", "--lr", "1e-3", "--seed", "5", "--targets", "q_proj,v_proj")
+    a = (tmp_path / "py" / "adapter_model.safetensors").read_bytes()
+    assert a == (tmp_path / "cli" / "adapter_model.safetensors").read_bytes()
+    # The adapter loads and changes the model.
+    tuned = Gemma(str(TESTDATA / "tiny-gemma3"), lora=str(tmp_path / "py"))
+    assert not np.array_equal(tuned.logits([2, 5, 6]), tiny.logits([2, 5, 6]))
+    # A callback returning False stops the run; nothing is written.
+    with pytest.raises(RuntimeError, match="stopped"):
+        finetune(str(TESTDATA / "tiny-gemma3"), str(data), str(tmp_path / "stopped"), max_steps=5, callback=lambda s: s["step"] < 2)
+    assert not (tmp_path / "stopped" / "adapter_model.safetensors").exists()
+    with pytest.raises(ValueError, match="lr_scheduler_type"):
+        finetune(tiny, str(data), str(tmp_path / "x"), lr_scheduler_type="zigzag")
+    with pytest.raises(FileNotFoundError):
+        finetune(tiny, str(tmp_path / "missing.jsonl"), str(tmp_path / "x"))

@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use gemma::train::data::{self, LossMask};
 use gemma::train::optim::{AdamW, Schedule};
-use gemma::train::trainer::{Progress, TrainConfig, Trainer};
-use gemma::train::{LoraSpec, TrainableLora};
+use gemma::train::trainer::{Progress, TrainConfig};
+use gemma::train::LoraSpec;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -133,22 +133,9 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         };
         eprintln!("QLoRA compute: {compute}");
     }
-    let ctx = g.model.config.max_position_embeddings;
-    if a.max_length.is_some_and(|n| n > ctx) {
-        bail!("--max-length {} exceeds the model's context of {ctx}", a.max_length.unwrap_or(0));
-    }
-    let max_length = a.max_length.unwrap_or(1024.min(ctx));
-    let train = data::load(&a.data, &g.tokenizer, mask, max_length)?;
-    let eval = a.eval_data.as_ref().map(|p| data::load(p, &g.tokenizer, mask, max_length)).transpose()?;
-    eprintln!(
-        "data: {} examples, {} tokens, {} learned{}{}",
-        train.examples.len(),
-        train.tokens(),
-        train.examples.iter().map(|e| e.count()).sum::<usize>(),
-        if train.skipped > 0 { format!(", {} lines skipped (nothing left to learn)", train.skipped) } else { String::new() },
-        eval.as_ref().map_or(String::new(), |e| format!("; eval: {} examples", e.examples.len()))
-    );
     if a.dry_run {
+        let ctx = g.model.config.max_position_embeddings;
+        let train = data::load(&a.data, &g.tokenizer, mask, a.max_length.unwrap_or(1024.min(ctx)))?;
         std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
         let path = a.out.join("tokenized.jsonl");
         let mut text = String::new();
@@ -158,90 +145,69 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
             text.push('\n');
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        eprintln!("wrote {} ({} examples)", path.display(), train.examples.len());
         return Ok(());
     }
-    let spec = LoraSpec { rank: a.rank, alpha: a.alpha, rslora: a.use_rslora, targets, dropout: a.dropout };
-    let lora = match &a.init_lora {
-        Some(dir) => {
-            let l = TrainableLora::load(dir, &g.model.config, a.dropout).with_context(|| format!("cannot load --init-lora {}", dir.display()))?;
-            eprintln!("starting from {} (rank {}, alpha {})", dir.display(), l.spec.rank, l.spec.alpha);
-            l
-        }
-        None => TrainableLora::init(&g.model.config, spec, a.seed)?,
+    let o = gemma::finetune::FinetuneOptions {
+        data: a.data.clone(),
+        eval_data: a.eval_data.clone(),
+        out: a.out.clone(),
+        lora: LoraSpec { rank: a.rank, alpha: a.alpha, rslora: a.use_rslora, targets, dropout: a.dropout },
+        init_lora: a.init_lora.clone(),
+        loss: mask,
+        max_length: a.max_length,
+        train: TrainConfig {
+            lr: a.lr,
+            schedule,
+            warmup_steps: a.warmup_steps,
+            adam: AdamW { beta1: a.adam_beta1, beta2: a.adam_beta2, eps: a.adam_eps, weight_decay: a.weight_decay },
+            max_grad_norm: a.max_grad_norm,
+            epochs: a.epochs,
+            max_steps: a.max_steps,
+            batch_size: a.batch_size,
+            grad_accum: a.grad_accum,
+            packing: a.packing,
+            max_length: 0,
+            seed: a.seed,
+            eval_every: a.eval_every,
+            save_every: a.save_every,
+            gradient_checkpointing: a.gradient_checkpointing,
+        },
+        resume: a.resume.clone(),
+        base_model: a.model.model.clone().unwrap_or_default(),
+        targets: a.targets.clone(),
     };
-    let cfg = TrainConfig {
-        lr: a.lr,
-        schedule,
-        warmup_steps: a.warmup_steps,
-        adam: AdamW { beta1: a.adam_beta1, beta2: a.adam_beta2, eps: a.adam_eps, weight_decay: a.weight_decay },
-        max_grad_norm: a.max_grad_norm,
-        epochs: a.epochs,
-        max_steps: a.max_steps,
-        batch_size: a.batch_size,
-        grad_accum: a.grad_accum,
-        packing: a.packing,
-        max_length,
-        seed: a.seed,
-        eval_every: a.eval_every,
-        save_every: a.save_every,
-        gradient_checkpointing: a.gradient_checkpointing,
-    };
-    let arch = format!("{:?}", g.model.config.family);
-    let base = a.model.model.clone().unwrap_or_default();
-    let trainable = lora.count();
-    let mut t = Trainer::new(&g.model, lora, cfg, &train.examples, eval.as_ref().map(|e| &e.examples[..]), &a.out)?;
-    if let Some(dir) = &a.resume {
-        t.resume(dir).with_context(|| format!("cannot resume from {}", dir.display()))?;
-        eprintln!("resuming at step {}", t.step);
-    }
-    let total = t.total_steps();
-    eprintln!("training {trainable} LoRA parameters (rank {}), {total} steps", t.lora.spec.rank);
-    let pb = ProgressBar::new(total as u64);
+    let pb = ProgressBar::new(0);
     pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, ETA {eta})").expect("valid template").progress_chars("=> "));
-    pb.set_position(t.step as u64);
-    let t0 = Instant::now();
-    let (mut tokens, mut first_loss, mut last_loss, mut last_eval) = (0usize, None, f64::NAN, None);
-    t.run(&mut |p| match p {
-        Progress::Step(s, total) => {
-            tokens += s.tokens;
-            first_loss.get_or_insert(s.loss);
-            last_loss = s.loss;
-            pb.set_position(s.step as u64);
-            pb.set_message(format!("loss {:.4} {:.0} tok/s", s.loss, s.tokens_per_second));
-            if a.log_every > 0 && (s.step % a.log_every == 0 || s.step == *total) {
-                pb.suspend(|| eprintln!("step {:>5}/{total}  loss {:.4}  lr {:.3e}  grad_norm {:.3}  {:.0} tok/s", s.step, s.loss, s.learning_rate, s.grad_norm, s.tokens_per_second));
+    let r = gemma::finetune::finetune(
+        &g,
+        &o,
+        &mut |p| {
+            match p {
+                Progress::Step(s, total) => {
+                    pb.set_length(*total as u64);
+                    pb.set_position(s.step as u64);
+                    pb.set_message(format!("loss {:.4} {:.0} tok/s", s.loss, s.tokens_per_second));
+                    if a.log_every > 0 && (s.step % a.log_every == 0 || s.step == *total) {
+                        pb.suspend(|| eprintln!("step {:>5}/{total}  loss {:.4}  lr {:.3e}  grad_norm {:.3}  {:.0} tok/s", s.step, s.loss, s.learning_rate, s.grad_norm, s.tokens_per_second));
+                    }
+                }
+                Progress::Eval { step, eval_loss } => pb.suspend(|| eprintln!("step {step:>5}  eval_loss {eval_loss:.4}")),
+                Progress::Saved(dir) => pb.suspend(|| eprintln!("saved {}", dir.display())),
             }
-        }
-        Progress::Eval { step, eval_loss } => {
-            last_eval = Some(*eval_loss);
-            pb.suspend(|| eprintln!("step {step:>5}  eval_loss {eval_loss:.4}"));
-        }
-        Progress::Saved(dir) => pb.suspend(|| eprintln!("saved {}", dir.display())),
-    })?;
+            true
+        },
+        &mut |line| pb.suspend(|| eprintln!("{line}")),
+    )?;
     pb.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-    let card = format!(
-        "---\nbase_model: {base}\nlibrary_name: peft\ntags: [lora, gemma-rs]\n---\n\n# LoRA adapter for {base}\n\nTrained with `gemma finetune` (gemma-rs) on `{}`: {} examples, rank {}, alpha {}, targets {}, lr {}, {} steps.\nFinal training loss {:.4}{}.\n\nLoad it with PEFT (`PeftModel.from_pretrained(base, \"{}\")`), or `gemma generate --lora {}`.\n",
-        a.data.display(),
-        train.examples.len(),
-        t.lora.spec.rank,
-        t.lora.spec.alpha,
-        a.targets,
-        a.lr,
-        total,
-        last_loss,
-        last_eval.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
-        a.out.display(),
-        a.out.display()
-    );
-    t.save_final(&base, &arch, &card)?;
     eprintln!(
-        "done: {} steps in {secs:.1}s ({:.0} tokens/s), loss {:.4} → {last_loss:.4}{}; adapter in {}",
-        total,
-        tokens as f64 / secs.max(1e-9),
-        first_loss.unwrap_or(f64::NAN),
-        last_eval.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
+        "done: {} steps in {:.1}s ({:.0} tokens/s), loss {:.4} → {:.4}{}; adapter in {}",
+        r.steps,
+        r.seconds,
+        r.tokens as f64 / r.seconds.max(1e-9),
+        r.first_loss,
+        r.last_loss,
+        r.eval_loss.map_or(String::new(), |e| format!(", eval loss {e:.4}")),
         a.out.display()
     );
     Ok(())

@@ -113,6 +113,11 @@ fn fresh_seed() -> u64 {
 }
 
 impl PyGemma {
+    /// The model, shared.
+    pub fn shared(&self) -> Arc<Gemma> {
+        Arc::clone(&self.gemma)
+    }
+
     /// The engine request for prompt ids `ids` with `s` over the model's defaults.
     fn request(&self, ids: Vec<u32>, s: Sampling) -> PyResult<Request> {
         let g = &self.gemma;
@@ -210,7 +215,7 @@ impl PyGemma {
     /// request; `kv_type`: `f32`, `f16` or `q8_0`; `ctx`: cap the context.
     #[new]
     #[pyo3(signature = (model=None, *, threads=None, dtype=None, lora=None, kv_type=None, ctx=None))]
-    fn new(py: Python<'_>, model: Option<String>, threads: Option<usize>, dtype: Option<String>, lora: Option<PathBuf>, kv_type: Option<String>, ctx: Option<usize>) -> PyResult<Self> {
+    pub fn new(py: Python<'_>, model: Option<String>, threads: Option<usize>, dtype: Option<String>, lora: Option<PathBuf>, kv_type: Option<String>, ctx: Option<usize>) -> PyResult<Self> {
         if let Some(n) = threads {
             if n == 0 {
                 return Err(PyValueError::new_err("threads must be at least 1"));

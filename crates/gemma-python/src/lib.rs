@@ -5,6 +5,7 @@
 //! works, Ctrl-C cancels between tokens, errors become Python exceptions.
 
 mod errors;
+mod finetune_py;
 mod gemma_py;
 mod stream;
 
@@ -37,6 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gemma_py::PyGemma>()?;
     m.add_class::<stream::TextStream>()?;
     m.add_function(wrap_pyfunction!(quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(finetune_py::finetune, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -265,8 +265,9 @@ impl<'a> Trainer<'a> {
         Ok(Some(sum / count.max(1) as f64))
     }
 
-    /// Run until the last step, reporting through `on`.
-    pub fn run(&mut self, on: &mut dyn FnMut(&Progress)) -> Result<()> {
+    /// Run until the last step, reporting through `on`, which returns
+    /// false to stop the run (an error naming the last checkpoint).
+    pub fn run(&mut self, on: &mut dyn FnMut(&Progress) -> bool) -> Result<()> {
         std::fs::create_dir_all(&self.out).map_err(|e| TrainError::Io(self.out.display().to_string(), e))?;
         let total = self.total_steps();
         let spe = self.steps_per_epoch();
@@ -316,19 +317,25 @@ impl<'a> Trainer<'a> {
             };
             self.curve.push((k + 1, loss));
             self.log.push(serde_json::to_string(&log).map_err(|e| TrainError::Invalid(e.to_string()))?);
-            on(&Progress::Step(log, total));
+            if !on(&Progress::Step(log, total)) {
+                return Err(self.stopped(k + 1, "stopped by the caller"));
+            }
             let last = k + 1 == total;
             if self.eval.is_some() && (last || self.cfg.eval_every.is_some_and(|n| n > 0 && (k + 1).is_multiple_of(n))) {
                 if let Some(e) = self.evaluate()? {
                     self.eval_curve.push((k + 1, e));
                     self.log.push(format!("{{\"step\":{},\"eval_loss\":{e}}}", k + 1));
-                    on(&Progress::Eval { step: k + 1, eval_loss: e });
+                    if !on(&Progress::Eval { step: k + 1, eval_loss: e }) {
+                        return Err(self.stopped(k + 1, "stopped by the caller"));
+                    }
                 }
             }
             self.write_log()?;
             if self.cfg.save_every.is_some_and(|n| n > 0 && (k + 1).is_multiple_of(n)) && !last {
                 let dir = self.save_checkpoint()?;
-                on(&Progress::Saved(dir));
+                if !on(&Progress::Saved(dir)) {
+                    return Err(self.stopped(k + 1, "stopped by the caller"));
+                }
             }
         }
         Ok(())

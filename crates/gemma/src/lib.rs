@@ -29,6 +29,7 @@ mod gguf_gemma3n_write;
 mod gguf_gemma4_write;
 pub mod gguf_tokenizer;
 pub mod embed;
+pub mod finetune;
 pub mod hub;
 pub mod merge;
 pub mod pull;
