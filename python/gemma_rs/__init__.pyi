@@ -93,16 +93,20 @@ class Gemma:
         messages: Sequence[Message],
         *,
         tools: Optional[Sequence[Mapping[str, Any]]] = None,
-        tool_choice: Optional[Literal["auto", "none"]] = None,
+        tool_choice: Optional[Union[Literal["auto", "none", "required"], Mapping[str, Any]]] = None,
+        parallel_tool_calls: Optional[bool] = None,
         response_format: Optional[Mapping[str, Any]] = None,
         stream: bool = False,
         **kwargs: Unpack[SamplingKwargs],
     ) -> Union[Dict[str, Any], TextStream]:
         """An OpenAI-shaped chat completion dict (or, with stream=True, an
-        iterator of chat.completion.chunk dicts) for `messages` rendered by the
-        model's chat template (`tools` passed to it; tool_choice "none" drops
-        them). response_format {"type": "json_object"} or {"type":
-        "json_schema", "json_schema": {"schema": ...}} constrains the answer."""
+        iterator of chat.completion.chunk dicts) for `messages` rendered as
+        `gemma serve` renders them. With `tools`, calls are written in the
+        model's convention, constrained to the tools' schemas (tool_choice
+        "required" or a named function forces one) and returned as
+        message.tool_calls. response_format {"type": "json_object"} or
+        {"type": "json_schema", "json_schema": {"schema": ...}} constrains a
+        text answer."""
     chat = create_chat_completion
     def embed(self, texts: Union[str, Sequence[str]], dimensions: Optional[int] = None, prompt_name: Optional[str] = None) -> npt.NDArray[np.float32]:
         """Embeddings (n, d) float32 of an embedding model (EmbeddingGemma);

@@ -302,3 +302,66 @@ def test_finetune_equals_the_cli_and_reports_each_step(tiny, tmp_path):
         finetune(tiny, str(data), str(tmp_path / "x"), lr_scheduler_type="zigzag")
     with pytest.raises(FileNotFoundError):
         finetune(tiny, str(tmp_path / "missing.jsonl"), str(tmp_path / "x"))
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["C", "F"]}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "add", "description": "Sum",
+     "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}},
+]
+
+
+def serve_chat(model, body):
+    """One chat completion from `gemma serve` (the CLI's server) on loopback."""
+    import socket
+    import urllib.request
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([GEMMA_BIN, "serve", "-m", model, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(),
+                                     {"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.load(r)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def test_tool_calls_are_parsed_as_the_server_parses_them():
+    model = str(TESTDATA / "tiny-functiongemma")
+    g = Gemma(model)
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    out = g.chat(msgs, tools=TOOLS, tool_choice=named, max_tokens=60, temperature=0)
+    c = out["choices"][0]
+    call = c["message"]["tool_calls"][0]
+    assert c["message"]["content"] is None and c["finish_reason"] == "stop"
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    args = json.loads(call["function"]["arguments"])
+    assert isinstance(args["city"], str) and len(args["city"]) <= 12
+    served = serve_chat(model, {"messages": msgs, "tools": TOOLS, "tool_choice": named, "max_tokens": 60, "temperature": 0})
+    assert served["choices"][0]["message"]["tool_calls"][0]["function"] == call["function"]
+    for seed in range(3):
+        r = g.chat(msgs, tools=TOOLS, tool_choice="required", parallel_tool_calls=False, max_tokens=60, temperature=1.0, seed=seed)
+        assert r["choices"][0]["finish_reason"] == "tool_calls"
+        assert r["choices"][0]["message"]["tool_calls"][0]["function"]["name"] in ("get_weather", "add")
+    chunks = list(g.chat(msgs, tools=TOOLS, tool_choice=named, max_tokens=60, temperature=0, stream=True))
+    assert chunks[0]["choices"][0]["delta"]["tool_calls"][0]["function"] == call["function"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    none = g.chat(msgs, tools=TOOLS, tool_choice="none", max_tokens=8, temperature=0)
+    assert none["choices"][0]["message"]["content"] == g.chat(msgs, max_tokens=8, temperature=0)["choices"][0]["message"]["content"]
+    with pytest.raises(ValueError, match="fly"):
+        g.chat(msgs, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "fly"}})
+    with pytest.raises(ValueError, match="together"):
+        g.chat(msgs, tools=TOOLS, tool_choice="required", response_format={"type": "json_object"})

@@ -7,7 +7,7 @@ use gemma_engine::{Engine, EngineConfig, Event, Handle, Request};
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyString};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,14 +15,14 @@ use std::sync::Arc;
 /// Python threads at once: generations on one object are batched together.
 #[pyclass(name = "Gemma", module = "gemma_rs", frozen, subclass)]
 pub struct PyGemma {
-    gemma: Arc<Gemma>,
+    pub(crate) gemma: Arc<Gemma>,
     engine: Engine,
     path: PathBuf,
 }
 
 /// Sampling and constraint keywords shared by `generate` and the chat calls.
 #[derive(Default)]
-struct Sampling {
+pub(crate) struct Sampling {
     max_tokens: Option<usize>,
     temperature: Option<f32>,
     top_k: Option<usize>,
@@ -33,7 +33,7 @@ struct Sampling {
     frequency_penalty: Option<f32>,
     stop: Vec<String>,
     seed: Option<u64>,
-    grammar: Option<Grammar>,
+    pub(crate) grammar: Option<Grammar>,
 }
 
 /// `--model` resolution as the CLI's: None is the default model (fetched
@@ -60,7 +60,7 @@ fn stop_list(stop: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
 }
 
 /// A JSON value from a Python object (dict, list, str of JSON, …) through `json.dumps`.
-fn to_json(py: Python<'_>, v: &Bound<'_, PyAny>, what: &str) -> PyResult<serde_json::Value> {
+pub(crate) fn to_json(py: Python<'_>, v: &Bound<'_, PyAny>, what: &str) -> PyResult<serde_json::Value> {
     let text: String = if let Ok(s) = v.downcast::<PyString>() {
         s.to_string()
     } else {
@@ -107,7 +107,7 @@ fn sampling(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>, constraints: boo
 }
 
 /// A seed for sampling without one: a fresh one per call (as llama-cpp-python's default).
-fn fresh_seed() -> u64 {
+pub(crate) fn fresh_seed() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     t ^ (std::process::id() as u64).rotate_left(32)
 }
@@ -119,7 +119,7 @@ impl PyGemma {
     }
 
     /// The engine request for prompt ids `ids` with `s` over the model's defaults.
-    fn request(&self, ids: Vec<u32>, s: Sampling) -> PyResult<Request> {
+    pub(crate) fn request(&self, ids: Vec<u32>, s: Sampling) -> PyResult<Request> {
         let g = &self.gemma;
         let mut r = g.request(&ids);
         let p = &mut r.params;
@@ -158,37 +158,48 @@ impl PyGemma {
 
     /// Submit and either stream (`shape`) or collect the text, with the
     /// finish reason and usage.
-    fn run(&self, py: Python<'_>, req: Request, stream: bool, shape: Shape) -> PyResult<Run> {
+    pub(crate) fn run(&self, py: Python<'_>, req: Request, stream: bool, shape: Shape) -> PyResult<Run> {
         let prompt_tokens = req.prompt.len();
         let mut handle = self.engine.submit(req).map_err(submit)?;
         if stream {
             return Ok(Run::Stream(TextStream::new(handle, shape, self.name())?));
         }
-        let (text, summary) = collect(py, &mut handle)?;
-        Ok(Run::Done { text, finish: summary.finish, prompt_tokens, completion_tokens: summary.generated_tokens })
+        let (text, spelled, summary) = collect(py, &mut handle, &self.gemma.tokenizer)?;
+        Ok(Run::Done { text, spelled, finish: summary.finish, prompt_tokens, completion_tokens: summary.generated_tokens })
     }
 
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
     }
 }
 
 /// A finished or streaming generation.
-enum Run {
+pub(crate) enum Run {
+    /// Chunks as they come.
     Stream(TextStream),
-    Done { text: String, finish: gemma::FinishReason, prompt_tokens: usize, completion_tokens: usize },
+    /// The whole answer: its text, the text with control tokens spelled
+    /// (tool calls are parsed from it), how it ended, token counts.
+    Done { text: String, spelled: String, finish: gemma::FinishReason, prompt_tokens: usize, completion_tokens: usize },
 }
 
-/// The whole text of a request and how it ended (GIL released while waiting).
-fn collect(py: Python<'_>, handle: &mut Handle) -> PyResult<(String, gemma_engine::Summary)> {
-    let mut text = String::new();
+/// The whole text of a request (and with control tokens spelled) and how
+/// it ended (GIL released while waiting).
+fn collect(py: Python<'_>, handle: &mut Handle, tok: &gemma::GemmaTokenizer) -> PyResult<(String, String, gemma_engine::Summary)> {
+    let (mut text, mut spelled) = (String::new(), String::new());
     let waiter = Waiter::new()?;
     loop {
         match waiter.next_event(py, handle)? {
-            Some(Event::Token(t)) => text.push_str(&t.text),
+            Some(Event::Token(t)) => {
+                text.push_str(&t.text);
+                match t.special.then(|| tok.id_to_token(t.id)).flatten() {
+                    Some(name) => spelled.push_str(&name),
+                    None => spelled.push_str(&t.text),
+                }
+            }
             Some(Event::Done(s)) => {
                 text.push_str(&s.tail_text);
-                return Ok((text, s));
+                spelled.push_str(&s.tail_text);
+                return Ok((text, spelled, s));
             }
             Some(Event::Error(e)) => return Err(PyRuntimeError::new_err(e)),
             Some(Event::Prompt(_)) => {}
@@ -315,60 +326,25 @@ impl PyGemma {
     /// `{"role", "content"}` dicts) rendered by the model's chat template.
     /// `response_format={"type": "json_schema", "json_schema": {"schema":
     /// …}}` or `{"type": "json_object"}` constrains the answer.
-    #[pyo3(signature = (messages, *, tools=None, tool_choice=None, response_format=None, stream=false, **kwargs))]
+    #[pyo3(signature = (messages, *, tools=None, tool_choice=None, parallel_tool_calls=None, response_format=None, stream=false, **kwargs))]
     #[allow(clippy::too_many_arguments)] // Python's keywords
     fn create_chat_completion(
         &self,
         py: Python<'_>,
         messages: &Bound<'_, PyAny>,
         tools: Option<&Bound<'_, PyAny>>,
-        tool_choice: Option<&str>,
+        tool_choice: Option<&Bound<'_, PyAny>>,
+        parallel_tool_calls: Option<bool>,
         response_format: Option<&Bound<'_, PyAny>>,
         stream: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let tools = match tool_choice {
-            None | Some("auto") => tools,
-            Some("none") => None,
-            Some(other) => return Err(PyValueError::new_err(format!("tool_choice `{other}`: only \"auto\" and \"none\" are supported here (gemma serve also forces a named tool)"))),
-        };
-        let msgs = to_json(py, messages, "messages")?;
-        let tools = match tools {
-            Some(t) if !t.is_none() => Some(to_json(py, t, "tools")?),
-            _ => None,
-        };
-        let ids = self.gemma.encode_chat_json(&msgs, tools.as_ref()).map_err(to_py)?;
-        let g = match response_format {
+        let tools = crate::chat_py::ToolArgs { tools, tool_choice, parallel_tool_calls };
+        let rf = match response_format {
             Some(f) if !f.is_none() => response_grammar(&to_json(py, f, "response_format")?)?,
             _ => None,
         };
-        let mut s = sampling(py, kwargs, false)?;
-        s.grammar = g;
-        let req = self.request(ids, s)?;
-        match self.run(py, req, stream, Shape::ChatChunk)? {
-            Run::Stream(s) => Ok(Py::new(py, s)?.into_any()),
-            Run::Done { text, finish, prompt_tokens, completion_tokens } => {
-                let d = PyDict::new(py);
-                d.set_item("id", format!("chatcmpl-{}", fresh_seed() % 1_000_000_000))?;
-                d.set_item("object", "chat.completion")?;
-                d.set_item("created", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))?;
-                d.set_item("model", self.name())?;
-                let msg = PyDict::new(py);
-                msg.set_item("role", "assistant")?;
-                msg.set_item("content", text)?;
-                let choice = PyDict::new(py);
-                choice.set_item("index", 0)?;
-                choice.set_item("message", msg)?;
-                choice.set_item("finish_reason", finish_reason(&finish))?;
-                d.set_item("choices", PyList::new(py, [choice])?)?;
-                let usage = PyDict::new(py);
-                usage.set_item("prompt_tokens", prompt_tokens)?;
-                usage.set_item("completion_tokens", completion_tokens)?;
-                usage.set_item("total_tokens", prompt_tokens + completion_tokens)?;
-                d.set_item("usage", usage)?;
-                Ok(d.into_any().unbind())
-            }
-        }
+        crate::chat_py::complete(self, py, messages, tools, rf, stream, sampling(py, kwargs, false)?)
     }
 
     /// Embeddings of `texts` as a float32 array `(n, d)` (embedding models

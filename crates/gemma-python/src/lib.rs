@@ -4,6 +4,7 @@
 //! same object share batched steps; the GIL is released while the engine
 //! works, Ctrl-C cancels between tokens, errors become Python exceptions.
 
+mod chat_py;
 mod errors;
 mod finetune_py;
 mod gemma_py;

@@ -64,6 +64,11 @@ impl TextStream {
         Ok(Self { handle: Some(handle), waiter: Waiter::new()?, shape, model, pending: Default::default(), first: true })
     }
 
+    /// A stream of chunks already made (an answer known only at its end).
+    pub fn done(chunks: Vec<Py<PyAny>>, model: String) -> PyResult<Self> {
+        Ok(Self { handle: None, waiter: Waiter::new()?, shape: Shape::ChatChunk, model, pending: chunks.into(), first: false })
+    }
+
     /// A chat chunk with `delta` and `finish`.
     fn chunk(&mut self, py: Python<'_>, content: Option<&str>, finish: Option<&str>) -> PyResult<Py<PyAny>> {
         let d = PyDict::new(py);

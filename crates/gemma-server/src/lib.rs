@@ -20,11 +20,9 @@ pub mod openapi;
 mod reasoning;
 pub mod schema;
 mod tgi;
-mod call_syntax;
 mod chat_page;
 mod embeddings;
 mod images;
-mod tools;
 #[cfg(test)]
 mod tool_call_goldens;
 mod tokenizer_routes;

@@ -179,10 +179,10 @@ pub(crate) fn tool_text_of<'a>(tok: &gemma::GemmaTokenizer, t: &'a gemma_engine:
 
 /// OpenAI's finish reason of an answer that is a call: `tool_calls` for
 /// `auto` and `required`, `stop` for a named function.
-fn call_finish(t: &crate::tools::Tools, fr: &str) -> &'static str {
+fn call_finish(t: &gemma::tools::Tools, fr: &str) -> &'static str {
     match (&t.choice, fr) {
         (_, "length") => "length",
-        (crate::tools::ToolChoice::Named(_), _) => "stop",
+        (gemma::tools::ToolChoice::Named(_), _) => "stop",
         _ => "tool_calls",
     }
 }
@@ -291,7 +291,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
     if chat.messages.is_empty() {
         return Err(invalid("'messages' must not be empty"));
     }
-    let tools = crate::tools::parse(&v, crate::call_syntax::CallSyntax::detect(&g.tokenizer)).map_err(invalid)?;
+    let tools = gemma::tools::parse(&v, gemma::call_syntax::CallSyntax::detect(&g.tokenizer)).map_err(invalid)?;
     // Thinking (Gemma 4): decided before the prompt, which the template writes with or without it.
     let syntax = crate::reasoning::ThinkingSyntax::detect(g);
     let constrained =
@@ -300,7 +300,7 @@ async fn chat_inner(s: &Shared, body: &Bytes, started: Instant) -> Result<Respon
     // Image parts become the model's image marks in the rendered text, their URLs collected in order.
     let boi = g.vision.as_ref().and_then(|v| g.tokenizer.id_to_token(v.spec.mark_token()));
     let urls = std::cell::RefCell::new(Vec::new());
-    let text = crate::tools::prompt_text(g, msgs, tools.as_ref(), &|c| crate::images::content_text(c, boi.as_deref(), &urls), &kwargs).map_err(invalid)?;
+    let text = gemma::tools::prompt_text(g, msgs, tools.as_ref(), &|c| crate::images::content_text(c, boi.as_deref(), &urls), &kwargs).map_err(invalid)?;
     let urls = urls.into_inner();
     let (prompt, images, places) = if urls.is_empty() {
         (g.tokenizer.encode(&text, g.tokenizer.add_bos).map_err(|e| invalid(e.to_string()))?, Vec::new(), Vec::new())
@@ -376,7 +376,7 @@ pub(crate) async fn run_choices(
     choices: Vec<Choice>,
     kind: Kind,
     started: Instant,
-    tools: Option<std::sync::Arc<crate::tools::Tools>>,
+    tools: Option<std::sync::Arc<gemma::tools::Tools>>,
     thinking: Option<(ThinkingSyntax, bool)>,
 ) -> Result<Response, ApiError> {
     let g = std::sync::Arc::clone(s.engine.gemma());
@@ -439,7 +439,7 @@ pub(crate) async fn run_choices(
                     let spelled: String = tokens.iter().map(|t| tool_text(&g, t)).collect::<String>() + &tail;
                     let mut choice = match tools.as_ref().and_then(|t| t.parse_calls(&spelled).map(|calls| (t, calls))) {
                         Some((t, calls)) => json!({"index": i, "message": {"role": "assistant", "content": null,
-                            "tool_calls": crate::tools::tool_calls_json(&calls, handle_ids[i])}, "logprobs": lp, "finish_reason": call_finish(t, fr)}),
+                            "tool_calls": gemma::tools::tool_calls_json(&calls, handle_ids[i])}, "logprobs": lp, "finish_reason": call_finish(t, fr)}),
                         None => json!({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": fr}),
                     };
                     if thinking.is_some_and(|(_, on)| on) || !reasoning.is_empty() {
@@ -565,14 +565,14 @@ pub(crate) async fn run_choices(
                 match kind {
                     Kind::Chat if calls.is_some() => {
                         let (t, calls) = calls.expect("checked");
-                        for (k, c) in crate::tools::tool_calls_json(&calls, handle_ids[i]).as_array().expect("a list").iter().enumerate() {
+                        for (k, c) in gemma::tools::tool_calls_json(&calls, handle_ids[i]).as_array().expect("a list").iter().enumerate() {
                             // The name first, then the arguments in fragments (as OpenAI streams them).
                             let mut head = c.clone();
                             head["index"] = json!(k);
                             head["function"]["arguments"] = json!("");
                             out.push(data(chunk(i, json!({"delta": {"tool_calls": [head]}, "logprobs": null, "finish_reason": null}))));
                             let args = c["function"]["arguments"].as_str().unwrap_or("");
-                            for frag in crate::tools::fragments(args, 16) {
+                            for frag in gemma::tools::fragments(args, 16) {
                                 out.push(data(chunk(i, json!({"delta": {"tool_calls": [{"index": k, "function": {"arguments": frag}}]}, "logprobs": null, "finish_reason": null}))));
                             }
                         }

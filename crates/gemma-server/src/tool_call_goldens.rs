@@ -5,8 +5,8 @@
 //! token through the tiny Gemma 4 tokenizer as the streaming path sees them
 //! (held while it may be a call, parsed at the end).
 
-use crate::call_syntax::{CallSyntax, GEMMA4};
-use crate::tools::{self, Call, Tools};
+use gemma::call_syntax::{CallSyntax, GEMMA4};
+use gemma::tools::{self, Call, Tools};
 use gemma::{GemmaTokenizer, TokenStreamDecoder};
 use gemma_engine::TokenEvent;
 use serde_json::{json, Value};

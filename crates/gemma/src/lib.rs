@@ -25,6 +25,7 @@ use gemma_formats::GgufValue;
 use std::path::{Path, PathBuf};
 
 pub mod bench;
+pub mod call_syntax;
 mod gguf_gemma3n_write;
 mod gguf_gemma4_write;
 pub mod gguf_tokenizer;
@@ -35,6 +36,7 @@ pub mod merge;
 pub mod pull;
 pub mod quantize;
 pub mod synth;
+pub mod tools;
 pub mod mmproj_write;
 pub mod vision;
 

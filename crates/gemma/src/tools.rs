@@ -17,31 +17,41 @@
 //! call).
 
 use crate::call_syntax::CallSyntax;
-use gemma::{ChatMessage, Gemma, Grammar};
+use crate::{ChatMessage, Gemma, Grammar};
 use serde_json::{json, Value};
 
 /// One function the model may call.
 #[derive(Debug, Clone)]
-pub(crate) struct Tool {
+pub struct Tool {
+    /// The function's name.
     pub name: String,
+    /// What it does (for the model).
     pub description: String,
+    /// JSON schema of its arguments.
     pub parameters: Value,
 }
 
 /// `tool_choice`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ToolChoice {
+pub enum ToolChoice {
+    /// No call: the tools are not offered.
     None,
+    /// A call or text, as the model likes.
     Auto,
+    /// A call of any of the tools.
     Required,
+    /// A call of this function.
     Named(String),
 }
 
 /// The tools of one request.
 #[derive(Debug, Clone)]
-pub(crate) struct Tools {
+pub struct Tools {
+    /// The functions offered.
     pub tools: Vec<Tool>,
+    /// `tool_choice`.
     pub choice: ToolChoice,
+    /// `parallel_tool_calls`: several calls at once.
     pub parallel: bool,
     /// Control-token calls (None: Gemma 3's JSON calls).
     pub syntax: Option<&'static CallSyntax>,
@@ -49,14 +59,16 @@ pub(crate) struct Tools {
 
 /// A parsed call: the function and its arguments as a JSON string.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Call {
+pub struct Call {
+    /// The function called.
     pub name: String,
+    /// Its arguments, JSON text.
     pub arguments: String,
 }
 
 /// `tools`, `tool_choice` and `parallel_tool_calls` of a request (None
 /// without tools), calls written in `syntax` (None: JSON calls).
-pub(crate) fn parse(v: &Value, syntax: Option<&'static CallSyntax>) -> Result<Option<Tools>, String> {
+pub fn parse(v: &Value, syntax: Option<&'static CallSyntax>) -> Result<Option<Tools>, String> {
     let list = match v.get("tools") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(a)) if a.is_empty() => return Ok(None),
@@ -132,7 +144,7 @@ impl Tools {
             call
         };
         // Calls are read by programs: compact JSON, no whitespace to wander in.
-        gemma::json_without_whitespace(schema)
+        crate::json_without_whitespace(schema)
     }
 
     /// The constraint of the answer (None for `none`).
@@ -218,7 +230,7 @@ impl Tools {
 }
 
 /// The OpenAI `tool_calls` of `calls`, ids `call_<req>_<i>`.
-pub(crate) fn tool_calls_json(calls: &[Call], req_id: u64) -> Value {
+pub fn tool_calls_json(calls: &[Call], req_id: u64) -> Value {
     Value::Array(
         calls
             .iter()
@@ -229,7 +241,7 @@ pub(crate) fn tool_calls_json(calls: &[Call], req_id: u64) -> Value {
 }
 
 /// `s` in pieces of about `n` bytes, cut at character boundaries.
-pub(crate) fn fragments(s: &str, n: usize) -> Vec<&str> {
+pub fn fragments(s: &str, n: usize) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < s.len() {
@@ -248,7 +260,7 @@ pub(crate) fn fragments(s: &str, n: usize) -> Vec<&str> {
 /// function (`tool_call_id` must match an earlier call), consecutive turns
 /// of one role merged (Gemma's template alternates roles), and the tool
 /// declarations before the first user text.
-pub(crate) fn messages(raw: &[Value], tools: Option<&Tools>, content_text: &dyn Fn(&Value) -> Result<String, String>) -> Result<Vec<ChatMessage>, String> {
+pub fn messages(raw: &[Value], tools: Option<&Tools>, content_text: &dyn Fn(&Value) -> Result<String, String>) -> Result<Vec<ChatMessage>, String> {
     let mut calls: Vec<(String, String)> = Vec::new(); // (id, name)
     let mut out: Vec<ChatMessage> = Vec::new();
     for m in raw {
@@ -330,7 +342,7 @@ fn assistant_calls(tc: &[Value], calls: &mut Vec<(String, String)>) -> Result<Ve
 /// missing): through the template's own `tools` variable when it has one
 /// and tools are active (Hugging Face-shaped messages), else [`messages`]
 /// rendered by the template.
-pub(crate) fn prompt_text(
+pub fn prompt_text(
     g: &Gemma,
     raw: &[Value],
     tools: Option<&Tools>,

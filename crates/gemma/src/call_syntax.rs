@@ -10,25 +10,32 @@
 //! schema, as a Lark grammar for llguidance) needs no escaping rules.
 
 use crate::tools::{Call, Tool};
-use gemma::GemmaTokenizer;
+use crate::GemmaTokenizer;
 use serde_json::{Map, Number, Value};
 
 /// The control tokens of one model family's call syntax.
 #[derive(Debug, PartialEq)]
-pub(crate) struct CallSyntax {
+pub struct CallSyntax {
     /// Family name, for messages.
     pub name: &'static str,
+    /// Opens a call.
     pub open: &'static str,
+    /// Closes a call.
     pub close: &'static str,
+    /// Around a string value.
     pub quote: &'static str,
+    /// Opens a declaration.
     pub decl_open: &'static str,
+    /// Closes a declaration.
     pub decl_close: &'static str,
+    /// Opens a tool's response.
     pub resp_open: &'static str,
+    /// Closes a tool's response.
     pub resp_close: &'static str,
 }
 
 /// FunctionGemma (Gemma 3 270M with function-call tokens).
-pub(crate) const FUNCTION_GEMMA: CallSyntax = CallSyntax {
+pub const FUNCTION_GEMMA: CallSyntax = CallSyntax {
     name: "FunctionGemma",
     open: "<start_function_call>",
     close: "<end_function_call>",
@@ -40,7 +47,7 @@ pub(crate) const FUNCTION_GEMMA: CallSyntax = CallSyntax {
 };
 
 /// Gemma 4.
-pub(crate) const GEMMA4: CallSyntax = CallSyntax {
+pub const GEMMA4: CallSyntax = CallSyntax {
     name: "Gemma 4",
     open: "<|tool_call>",
     close: "<tool_call|>",
