@@ -7,6 +7,11 @@ alternating rounds:
 - free: free-form continuation of an essay opening (little to look up),
   greedy with repetition penalty 1.1 (the base 270M loops without one):
   prompt lookup must back off, never slower than plain;
+- draft: a draft model on ordinary text: the model converted to bf16 (the
+  reference precision) as the target and the GGUF itself (Q4_K_M) drafting
+  for it, free-form continuations of four openings with repetition penalty
+  1.1, greedy; plain, drafted (the default draft vocabulary) and drafted
+  with the draft's whole head (`--draft-vocab 0`);
 - server: the code task as 4 concurrent streams to one `gemma serve
   --speculative ngram`, each request plain (`"speculative": false`) or
   drafted; aggregate tok/s over the 4 (continuous batching; verify rows
@@ -77,12 +82,18 @@ FREE = "The history of the printing press begins in"
 TASKS = {"code": (PROMPT, 1.0), "free": (FREE, 1.1)}
 
 
-def ours(mode, task):
-    prompt, penalty = TASKS[task]
+OPENINGS = ["The history of the printing press begins in",
+            "The history of the Roman Empire spans many centuries. In the beginning,",
+            "Photosynthesis is the process by which plants",
+            "My favourite recipe for a quick weeknight dinner is"]
+
+
+def ours(mode, task, target=None, extra=()):
+    prompt, penalty = TASKS[task] if task in TASKS else (task, 1.1)
     with open("/tmp/bench_speculative_prompt.txt", "w") as f:
         f.write(prompt)
-    r = subprocess.run([gemma, "generate", "-m", model, "--prompt-file", "/tmp/bench_speculative_prompt.txt", "-n", str(tokens), "-t", "0",
-                        "--threads", str(threads), "--speculative", mode, "--repeat-penalty", str(penalty)],
+    r = subprocess.run([gemma, "generate", "-m", target or model, "--prompt-file", "/tmp/bench_speculative_prompt.txt", "-n", str(tokens), "-t", "0",
+                        "--threads", str(threads), "--speculative", mode, "--repeat-penalty", str(penalty), *extra],
                        capture_output=True, text=True, check=True)
     m = re.search(r"(\d+) generated in ([\d.]+)s", r.stderr)
     spec = re.search(r"\[speculative: (\d+) drafted, (\d+) accepted", r.stderr)
@@ -147,6 +158,26 @@ for _ in range(rounds):
             if name == "ours ngram" and res[3]:
                 drafted, accepted = map(int, res[3])
                 accept[task] = accepted / max(drafted, 1)
+# A draft model: the Q4_K_M file drafting for its bf16 conversion.
+bf16 = f"/tmp/bench_speculative_bf16_{os.getpid()}.gguf"
+subprocess.run([gemma, "quantize", "-m", model, "--type", "bf16", "--out", bf16], capture_output=True, check=True)
+DRAFT_MODES = {"plain": ("off", ()), "draft": ("draft", ("--draft", model)), "draft, whole head": ("draft", ("--draft", model, "--draft-vocab", "0"))}
+drafts = {m: [] for m in DRAFT_MODES}
+draft_accept = {m: [0, 0] for m in DRAFT_MODES}
+try:
+    for _ in range(rounds):
+        for m, (mode, extra) in DRAFT_MODES.items():
+            n_all, s_all = 0, 0.0
+            for i, opening in enumerate(OPENINGS):
+                out, n, dt, spec = ours(mode, opening, bf16, extra)
+                texts[f"draft {i} {m}"] = out
+                n_all, s_all = n_all + n, s_all + dt
+                if spec:
+                    draft_accept[m][0] += int(spec[0])
+                    draft_accept[m][1] += int(spec[1])
+            drafts[m].append(n_all / s_all)
+finally:
+    os.remove(bf16)
 # The server, one instance, alternating plain and drafted rounds.
 server, port = start_server()
 try:
@@ -175,6 +206,16 @@ for task in TASKS:
     same &= ident
     print(f"  our output identical with and without speculation: {ident}; llama.cpp's identical: "
           f"{texts[f'{task} llama.cpp plain'] == texts[f'{task} llama.cpp lookup']}")
+print()
+print(f"| draft model (Q4_K_M drafting for its bf16 self), {len(OPENINGS)} openings, repetition penalty 1.1 | tok/s ({rounds} rounds) | best | vs plain | drafts accepted |")
+print("| --- | --- | ---: | ---: | ---: |")
+for m, v in drafts.items():
+    d, a = draft_accept[m]
+    print(f"| {m} | {' / '.join(f'{x:.1f}' for x in v)} | {max(v):.1f} | {max(v) / max(drafts['plain']):.2f}x | {a / d if d else 0:.0%} |")
+for m in ("draft", "draft, whole head"):
+    ident = all(texts[f"draft {i} {m}"] == texts[f"draft {i} plain"] for i in range(len(OPENINGS)))
+    same &= ident
+    print(f"  {m}: outputs identical to plain decoding: {ident}")
 ident = texts["server plain"] == texts["server ngram"] and texts["server plain"][0].strip() != ""
 same &= ident
 print(f"server, 4 streams: speedup from speculation {best['server ngram'] / best['server plain']:.2f}x; "

@@ -100,8 +100,8 @@ fn load_allowing(m: &ModelArgs, allow_named: bool) -> Result<Gemma> {
 
 /// The checkpoint's defaults overridden by the flags given.
 /// The model `--draft` names, checked against `gemma`'s tokenizer.
-pub(crate) fn load_draft(draft: Option<&str>, gemma: &Gemma) -> Result<Option<gemma::speculative::DraftModel>> {
-    let Some(name) = draft else { return Ok(None) };
+pub(crate) fn load_draft(spec: &crate::args::SpecArgs, gemma: &Gemma) -> Result<Option<gemma::speculative::DraftModel>> {
+    let Some(name) = spec.draft.as_deref() else { return Ok(None) };
     let path = crate::pull::resolve(Some(name))?;
     let t0 = Instant::now();
     if gemma::is_assistant(&path) {
@@ -111,8 +111,12 @@ pub(crate) fn load_draft(draft: Option<&str>, gemma: &Gemma) -> Result<Option<ge
     }
     let d = Gemma::load(&path).with_context(|| format!("cannot load the draft model from {}", path.display()))?;
     let summary = format!("{} layers, hidden {}, weights {}", d.model.config.num_layers(), d.model.config.hidden_size, d.weights_summary());
-    let d = d.into_draft_for(gemma)?;
-    eprintln!("draft model: {} ({summary}) in {:.2}s", path.display(), t0.elapsed().as_secs_f64());
+    let d = d.into_draft_for(gemma, spec.draft_vocab)?;
+    let vocab = match &d {
+        gemma::speculative::DraftModel::Model(m) => m.vocab(),
+        gemma::speculative::DraftModel::Assistant(_) => 0,
+    };
+    eprintln!("draft model: {} ({summary}; scores {vocab} ids and those of the context) in {:.2}s", path.display(), t0.elapsed().as_secs_f64());
     Ok(Some(d))
 }
 
@@ -232,7 +236,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     } else {
         gemma.encode_prompt(&prompt)?
     };
-    let draft = load_draft(a.sampling.spec.draft.as_deref(), &gemma)?;
+    let draft = load_draft(&a.sampling.spec, &gemma)?;
     let mut req = request(&gemma, &ids, &a.sampling, draft.as_ref())?;
     req.media = media;
     if let Some(grammar) = grammar(&a.grammar)? {
@@ -277,7 +281,7 @@ fn grammar(a: &crate::args::GrammarArgs) -> Result<Option<gemma::Grammar>> {
 
 fn chat(a: ChatArgs) -> Result<()> {
     let gemma = load(&a.model)?;
-    let draft = load_draft(a.sampling.spec.draft.as_deref(), &gemma)?;
+    let draft = load_draft(&a.sampling.spec, &gemma)?;
     if gemma.tokenizer.chat_template.builtin {
         eprintln!("(the model ships no chat template: using the built-in Gemma template)");
     }
@@ -673,7 +677,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
 
 fn serve(a: ServeArgs) -> Result<()> {
     let gemma = Arc::new(load_allowing(&a.model, true)?);
-    let draft = load_draft(a.spec.draft.as_deref(), &gemma)?;
+    let draft = load_draft(&a.spec, &gemma)?;
     let mode = a.spec.mode(draft.as_ref()).map_err(anyhow::Error::msg)?;
     let adapters = gemma_server::adapters::Registry::default();
     for (name, dir) in lora_args(&a.model)?.1 {

@@ -283,4 +283,64 @@ impl Matrix {
     pub fn row_bytes(&self) -> usize {
         self.dtype().bytes_for(self.cols)
     }
+
+    /// The first `n` rows (all of them when `n` is larger): the same mapped
+    /// bytes where the matrix is mapped, a copy otherwise.
+    pub fn first_rows(&self, n: usize) -> Matrix {
+        let (n, cols) = (n.min(self.rows), self.cols);
+        let storage = match &self.storage {
+            Storage::F32(v) => Storage::F32(v[..n * cols].to_vec()),
+            Storage::F16(v) => Storage::F16(v[..n * cols].to_vec()),
+            Storage::BF16(v) => Storage::BF16(v[..n * cols].to_vec()),
+            Storage::Raw { dtype, bytes, .. } => {
+                let len = n * self.row_bytes();
+                let bytes = match bytes {
+                    Bytes::Mapped { map, start, .. } => Bytes::Mapped { map: Arc::clone(map), start: *start, len },
+                    Bytes::Owned(v) => Bytes::Owned(v[..len].to_vec()),
+                };
+                Storage::Raw { dtype: *dtype, len: n * cols, bytes }
+            }
+        };
+        Matrix { rows: n, cols, storage }
+    }
+
+    /// A copy of the rows `ids` (each below `rows`), in that order.
+    pub fn rows_of(&self, ids: &[u32]) -> Matrix {
+        fn pick<T: Copy>(v: &[T], ids: &[u32], width: usize) -> Vec<T> {
+            ids.iter().flat_map(|&i| &v[i as usize * width..(i as usize + 1) * width]).copied().collect()
+        }
+        let cols = self.cols;
+        let storage = match &self.storage {
+            Storage::F32(v) => Storage::F32(pick(v, ids, cols)),
+            Storage::F16(v) => Storage::F16(pick(v, ids, cols)),
+            Storage::BF16(v) => Storage::BF16(pick(v, ids, cols)),
+            Storage::Raw { dtype, bytes, .. } => Storage::Raw { dtype: *dtype, len: ids.len() * cols, bytes: Bytes::Owned(pick(bytes.as_slice(), ids, self.row_bytes())) },
+        };
+        Matrix { rows: ids.len(), cols, storage }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_rows_are_the_leading_rows_and_share_a_map() {
+        let m = Matrix::new(3, 2, Storage::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        assert!(matches!(m.first_rows(2).storage, Storage::F32(ref v) if v == &[1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(m.first_rows(9).rows, 3);
+        // Two Q8_0 rows of 32 columns: 34 bytes each.
+        let owned = Matrix::new(2, 32, Storage::Raw { dtype: DType::Q8_0, len: 64, bytes: Bytes::Owned((0..68).collect()) });
+        let first = owned.first_rows(1);
+        assert_eq!((first.rows, first.storage.len()), (1, 32));
+        assert!(matches!(first.storage, Storage::Raw { bytes: Bytes::Owned(ref v), .. } if v[..] == (0..34).collect::<Vec<u8>>()[..]));
+        let mapped = Matrix::new(2, 32, Storage::Raw { dtype: DType::Q8_0, len: 64, bytes: Bytes::zeroed(68).unwrap() });
+        let Storage::Raw { bytes: Bytes::Mapped { map, len, .. }, .. } = mapped.first_rows(1).storage else { panic!("not mapped") };
+        let Storage::Raw { bytes: Bytes::Mapped { map: whole, .. }, .. } = &mapped.storage else { panic!("not mapped") };
+        assert!(Arc::ptr_eq(&map, whole) && len == 34);
+        let picked = owned.rows_of(&[1, 0, 1]);
+        let want: Vec<u8> = (34..68).chain(0..34).chain(34..68).collect();
+        assert!(picked.rows == 3 && matches!(picked.storage, Storage::Raw { len: 96, bytes: Bytes::Owned(ref v), .. } if v == &want));
+        assert!(matches!(m.rows_of(&[2]).storage, Storage::F32(ref v) if v == &[5.0, 6.0]));
+    }
 }

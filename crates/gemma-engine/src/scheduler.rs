@@ -47,7 +47,7 @@ impl Seq {
             cache: gemma.model.new_cache(),
             pos: 0,
             cached: 0,
-            dec: Decoding::new(state, &job.req.speculation),
+            dec: Decoding::new(state, &job.req),
             prompt_scores,
             prompt_sent: false,
             admitted: now,

@@ -546,7 +546,7 @@ fn speculation_in_the_batch(g: Arc<Gemma>, spec: Speculation) -> Vec<gemma_engin
 fn draft_model_in_the_batch_equals_plain_decoding() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tiny-gemma4");
     let g = Arc::new(Gemma::load(&dir).unwrap());
-    let draft = Gemma::load(&dir).unwrap().into_draft_for(&g).unwrap();
+    let draft = Gemma::load(&dir).unwrap().into_draft_for(&g, 0).unwrap();
     let spec = Speculation { mode: SpecMode::Draft, draft_max: 4, prediction: Vec::new(), draft_model: Some(draft) };
     for (i, s) in speculation_in_the_batch(g, spec).iter().enumerate() {
         assert_eq!(s.accepted_tokens, s.drafted_tokens, "request {i}: the model drafting for itself");

@@ -7,8 +7,8 @@
 //! how it did, rejected draft rows leave the cache). Only the forward
 //! differs between the drivers; every decision is made here.
 
-use crate::sequence::{SequenceState, Step};
-use crate::speculative::{take_rows, Drafter, SpecStats, Speculation, Taken};
+use crate::sequence::{GenerateRequest, SequenceState, Step};
+use crate::speculative::{take_rows, DraftPenalties, Drafter, SpecStats, Taken};
 use gemma_core::{GemmaError, Result};
 use gemma_model::{KvCache, Model};
 use gemma_tokenizer::GemmaTokenizer;
@@ -31,9 +31,12 @@ pub struct Decoding {
 }
 
 impl Decoding {
-    /// The decoding of a sequence in `state`, drafting as `spec` says.
-    pub fn new(state: SequenceState, spec: &Speculation) -> Self {
-        Self { state, drafter: Drafter::new(spec.clone()), speculating: spec.is_on(), feed: Vec::new(), fed: Vec::new(), kept: 0, stats: SpecStats::default() }
+    /// The decoding of `req` in `state`, drafting as its speculation says (a
+    /// draft model penalizing its drafts as the request's sampler does).
+    pub fn new(state: SequenceState, req: &GenerateRequest) -> Self {
+        let spec = &req.speculation;
+        let drafter = Drafter::new(spec.clone()).with_penalties(DraftPenalties::of(req));
+        Self { state, drafter, speculating: spec.is_on(), feed: Vec::new(), fed: Vec::new(), kept: 0, stats: SpecStats::default() }
     }
 
     /// The tokens the next forward feeds (the pending token, then the draft).

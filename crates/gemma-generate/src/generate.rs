@@ -109,7 +109,7 @@ pub fn generate(
     session.media.extend(req.media.iter().filter(|m| m.at >= start).map(|m| (m.at, m.len(hidden), m.key)));
 
     // The stepping core the engine's scheduler runs too, with a batch of one.
-    let mut dec = Decoding::new(state, &req.speculation);
+    let mut dec = Decoding::new(state, req);
     let vocab = model.config.vocab_size;
     let mut emit = |step: &crate::Step| (step.text.is_empty() || on_text(&step.text)) && (step.tail.is_empty() || on_text(&step.tail));
     // Rows of the latest logits: the prompt's last, then each step's feed.

@@ -103,11 +103,39 @@ impl Sampler {
 
     /// Pick the next token from `logits` (`[vocab]`, penalties already applied).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let p = &self.params;
-        if p.is_greedy() {
+        if self.params.is_greedy() {
             return argmax(logits);
         }
-        // Candidates sorted by logit, best first; top-k cut before sorting.
+        let keep = self.candidates(logits);
+        let probs = &self.probs;
+        let mass: f64 = probs[..keep].iter().sum();
+        let mut r = self.rng.next_f64() * mass;
+        for (i, &x) in probs[..keep].iter().enumerate() {
+            r -= x;
+            if r < 0.0 {
+                return self.idx[i];
+            }
+        }
+        self.idx[keep - 1]
+    }
+
+    /// The distribution [`Sampler::sample`] draws from for `logits`:
+    /// `(id, probability)` of every token it can choose, most likely first,
+    /// summing to 1 (greedy: the argmax, certain). Draws nothing.
+    pub fn distribution(&mut self, logits: &[f32]) -> Vec<(u32, f64)> {
+        if self.params.is_greedy() {
+            return vec![(argmax(logits), 1.0)];
+        }
+        let keep = self.candidates(logits);
+        let mass: f64 = self.probs[..keep].iter().sum();
+        self.idx[..keep].iter().zip(&self.probs[..keep]).map(|(&i, &p)| (i, p / mass)).collect()
+    }
+
+    /// Sort the candidates into `idx` (best first; the top-k cut before
+    /// sorting) with their probabilities under the temperature in `probs`,
+    /// and return how many the top-p and min-p cuts keep.
+    fn candidates(&mut self, logits: &[f32]) -> usize {
+        let p = &self.params;
         let idx = &mut self.idx;
         idx.clear();
         idx.extend(0..logits.len() as u32);
@@ -139,15 +167,7 @@ impl Sampler {
             let floor = probs[0] * p.min_p as f64;
             keep = keep.min(probs.iter().take_while(|&&x| x >= floor).count().max(1));
         }
-        let mass: f64 = probs[..keep].iter().sum();
-        let mut r = self.rng.next_f64() * mass;
-        for (i, &x) in probs[..keep].iter().enumerate() {
-            r -= x;
-            if r < 0.0 {
-                return idx[i];
-            }
-        }
-        idx[keep - 1]
+        keep
     }
 }
 
@@ -157,6 +177,31 @@ mod tests {
 
     fn params(t: f32) -> SamplingParams {
         SamplingParams { temperature: t, seed: 7, ..Default::default() }
+    }
+
+    /// The handed-out distribution is what the draws follow: the top-p and
+    /// min-p cuts, renormalized, and 20k draws within 1% of it.
+    #[test]
+    fn distribution_is_what_sample_draws_from() {
+        let logits = [2.0f32, 1.0, 0.0, -1.0];
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.95, seed: 3, ..Default::default() }).unwrap();
+        let d = s.distribution(&logits);
+        let ids: Vec<u32> = d.iter().map(|x| x.0).collect();
+        assert_eq!(ids, [0, 1, 2]);
+        assert!((d.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-12);
+        let e = [2.0f64.exp(), 1.0f64.exp(), 1.0];
+        for (k, &(_, p)) in d.iter().enumerate() {
+            assert!((p - e[k] / e.iter().sum::<f64>()).abs() < 1e-12);
+        }
+        let mut counts = [0usize; 4];
+        for _ in 0..20000 {
+            counts[s.sample(&logits) as usize] += 1;
+        }
+        for &(id, p) in &d {
+            assert!((counts[id as usize] as f64 / 20000.0 - p).abs() < 0.01, "{counts:?} vs {d:?}");
+        }
+        assert_eq!(counts[3], 0);
+        assert_eq!(Sampler::new(SamplingParams::greedy()).unwrap().distribution(&logits), vec![(0, 1.0)]);
     }
 
     #[test]

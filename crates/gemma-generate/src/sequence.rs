@@ -252,6 +252,19 @@ impl SequenceState {
         self.chain.push(p);
     }
 
+    /// The distribution the next [`SequenceState::step`] draws from for the
+    /// model's `logits` (`[vocab]`, edited in place by the processors —
+    /// penalties, grammar — as a step edits them): `(id, probability)` of
+    /// every token it can choose, most likely first. Draws and advances
+    /// nothing (what a sampling drafter or a caller weighing alternatives
+    /// needs).
+    pub fn distribution(&mut self, logits: &mut [f32]) -> Result<Vec<(u32, f64)>> {
+        for p in self.chain.iter_mut() {
+            p.apply(logits)?;
+        }
+        Ok(self.sampler.distribution(logits))
+    }
+
     /// Choose the next token from the model's `logits` (`[vocab]`, edited in
     /// place) and advance. Must not be called once finished.
     pub fn step(&mut self, logits: &mut [f32], tok: &GemmaTokenizer) -> Result<Step> {

@@ -124,13 +124,189 @@ pub struct Speculation {
     pub draft_model: Option<DraftModel>,
 }
 
+/// Default number of leading token ids a draft model scores
+/// ([`DraftLm::new`]); with a Gemma tokenizer's single-character pieces
+/// (which sit at the end of its vocabulary) they cover about 92% of the
+/// tokens of English prose and code (docs/SERVING.md).
+pub const DEFAULT_DRAFT_VOCAB: usize = 32768;
+
+/// A draft model and the part of its output head it scores: a 262k-row
+/// head is most of what a small Gemma reads per token, and a draft only
+/// needs the likely tokens (a draft outside them is rejected like any
+/// other wrong one: the output does not change).
+#[derive(Debug)]
+pub struct DraftLm {
+    /// The model.
+    pub model: Model,
+    /// The rows it scores, when fewer than the whole vocabulary.
+    head: Option<DraftHead>,
+}
+
+/// A part of a head: its first rows (mapped as they are) and a copy of
+/// some rows after them.
+#[derive(Debug)]
+struct DraftHead {
+    /// Rows `0..first.rows`.
+    first: gemma_core::Matrix,
+    /// The rows of `extra_ids`.
+    extra: gemma_core::Matrix,
+    extra_ids: Vec<u32>,
+}
+
+impl DraftLm {
+    /// `model` scoring token ids `0..vocab` and `extra` (ids past `vocab`;
+    /// others are ignored), plus every id a sequence's context holds;
+    /// `vocab` 0 or at least the model's vocabulary: every id.
+    pub fn new(model: Model, vocab: usize, extra: &[u32]) -> Self {
+        let head = model.weights.head();
+        let head = (vocab > 0 && vocab < head.rows).then(|| {
+            let mut extra_ids: Vec<u32> = extra.iter().copied().filter(|&i| i as usize >= vocab && (i as usize) < head.rows).collect();
+            extra_ids.sort_unstable();
+            extra_ids.dedup();
+            DraftHead { first: head.first_rows(vocab), extra: head.rows_of(&extra_ids), extra_ids }
+        });
+        Self { model, head }
+    }
+
+    /// How many ids it drafts from besides those of a sequence's context.
+    pub fn vocab(&self) -> usize {
+        self.head.as_ref().map_or(self.model.config.vocab_size, |h| h.first.rows + h.extra.rows)
+    }
+
+    /// Add the ids of `tokens` it does not score already to `seen`.
+    fn see(&self, tokens: &[u32], seen: &mut Seen) {
+        let Some(head) = &self.head else { return };
+        let before = seen.ids.len();
+        for &t in tokens {
+            let known = (t as usize) < head.first.rows || head.extra_ids.binary_search(&t).is_ok() || (t as usize) >= self.model.config.vocab_size;
+            if !known && seen.ids[..before].binary_search(&t).is_err() {
+                seen.ids.push(t);
+            }
+        }
+        if seen.ids.len() > before {
+            seen.ids.sort_unstable();
+            seen.ids.dedup();
+            seen.rows = Some(self.model.weights.head().rows_of(&seen.ids));
+        }
+    }
+
+    /// The most likely next id after `tokens` (appended to `cache`) among
+    /// those it scores and `seen`, after the request's penalties (`pen`:
+    /// the penalties, the context, scratch): the argmax of the model's own
+    /// logits over those ids (the first of equal ones, in id order within
+    /// each part).
+    fn next(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace, scores: &mut Vec<f32>, seen: &Seen, pen: (&DraftPenalties, &[u32], &mut Vec<(u32, u32)>)) -> Option<u32> {
+        let (penalties, context, counts) = pen;
+        let Some(head) = &self.head else {
+            let logits = self.model.forward_with(tokens, cache, ws, LogitsMode::Last, None).ok()?;
+            penalties.apply(context, logits, |id| Some(id as usize), counts);
+            return Some(crate::sampling::argmax(logits));
+        };
+        let h = self.model.forward_last_hidden(tokens, cache, ws).ok()?;
+        let (n, e) = (head.first.rows, head.extra.rows);
+        scores.resize(n + e + seen.ids.len(), 0.0);
+        let (first, rest) = scores.split_at_mut(n);
+        let (extra, ctx) = rest.split_at_mut(e);
+        gemma_kernels::matmul(h, 1, &head.first, first);
+        gemma_kernels::matmul(h, 1, &head.extra, extra);
+        if let Some(rows) = &seen.rows {
+            gemma_kernels::matmul(h, 1, rows, ctx);
+        }
+        // As the full logits: the penalties act on soft-capped values.
+        if let Some(cap) = self.model.config.final_softcap {
+            gemma_kernels::softcap(scores, cap);
+        }
+        let index = |id: u32| match id as usize {
+            i if i < n => Some(i),
+            _ => head.extra_ids.binary_search(&id).ok().map(|j| n + j).or_else(|| seen.ids.binary_search(&id).ok().map(|j| n + e + j)),
+        };
+        penalties.apply(context, scores, index, counts);
+        let best = crate::sampling::argmax(scores) as usize;
+        Some(match best {
+            b if b < n => b as u32,
+            b if b < n + e => head.extra_ids[b - n],
+            b => seen.ids[b - n - e],
+        })
+    }
+}
+
+/// The penalties a draft model applies to its own scores, as the request's
+/// sampler applies them to the target's logits, so that its greedy draft
+/// follows a penalized target (a base model's free text needs a repetition
+/// penalty, and an unpenalized draft is rejected wherever it bites).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DraftPenalties {
+    /// transformers' repetition penalty over the whole context (1: none).
+    pub repetition: f32,
+    /// OpenAI's presence penalty over the generated tokens.
+    pub presence: f32,
+    /// OpenAI's frequency penalty over the generated tokens.
+    pub frequency: f32,
+    /// Where the generated tokens start in the context.
+    pub prompt_len: usize,
+}
+
+impl Default for DraftPenalties {
+    fn default() -> Self {
+        Self { repetition: 1.0, presence: 0.0, frequency: 0.0, prompt_len: 0 }
+    }
+}
+
+impl DraftPenalties {
+    /// The penalties of `req`.
+    pub fn of(req: &crate::GenerateRequest) -> Self {
+        Self { repetition: req.params.repetition_penalty, presence: req.presence_penalty, frequency: req.frequency_penalty, prompt_len: req.prompt.len() }
+    }
+
+    fn is_on(&self) -> bool {
+        self.repetition != 1.0 || self.presence != 0.0 || self.frequency != 0.0
+    }
+
+    /// Apply to `scores` after `context`: each distinct id's score at
+    /// `index(id)` (None: not scored), as the sampler's processors do.
+    fn apply(&self, context: &[u32], scores: &mut [f32], index: impl Fn(u32) -> Option<usize>, counts: &mut Vec<(u32, u32)>) {
+        if !self.is_on() {
+            return;
+        }
+        // (id, times generated) of each distinct id, sorted by id.
+        counts.clear();
+        counts.extend(context.iter().enumerate().map(|(i, &t)| (t, (i >= self.prompt_len) as u32)));
+        counts.sort_unstable();
+        counts.dedup_by(|b, a| {
+            let same = a.0 == b.0;
+            if same {
+                a.1 += b.1;
+            }
+            same
+        });
+        for &(id, n) in counts.iter() {
+            let Some(s) = index(id).and_then(|i| scores.get_mut(i)) else { continue };
+            if self.repetition != 1.0 {
+                *s = if *s > 0.0 { *s / self.repetition } else { *s * self.repetition };
+            }
+            if n > 0 {
+                *s -= self.presence + self.frequency * n as f32;
+            }
+        }
+    }
+}
+
+/// The ids of a sequence's context that a [`DraftLm`] does not score
+/// already, and their head rows.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Sorted.
+    ids: Vec<u32>,
+    rows: Option<gemma_core::Matrix>,
+}
+
 /// What drafts for a model besides lookups (shared by every sequence).
 /// Equal when it is the same one.
 #[derive(Clone)]
 pub enum DraftModel {
     /// A smaller Gemma with the same tokenizer; each sequence keeps its own
     /// cache of it ([`SpecMode::Draft`]).
-    Model(Arc<Model>),
+    Model(Arc<DraftLm>),
     /// A Gemma 4 MTP assistant bound to the target; it reads the target's
     /// cache ([`SpecMode::Mtp`]).
     Assistant(Arc<Assistant>),
@@ -161,7 +337,7 @@ impl Eq for DraftModel {}
 impl std::fmt::Debug for DraftModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (kind, c) = match self {
-            DraftModel::Model(m) => ("DraftModel", &m.config),
+            DraftModel::Model(m) => ("DraftModel", &m.model.config),
             DraftModel::Assistant(a) => ("Assistant", &a.model.config),
         };
         write!(f, "{kind}({}, {} layers)", c.architecture, c.num_layers())
@@ -244,10 +420,19 @@ impl MtpState {
 /// A draft model's cache for one sequence and the ids it holds.
 #[derive(Debug)]
 struct DraftState {
-    model: std::sync::Arc<Model>,
+    draft: Arc<DraftLm>,
     cache: KvCache,
     tokens: Vec<u32>,
     ws: Workspace,
+    /// Scores of the draft's head rows.
+    scores: Vec<f32>,
+    /// Context ids outside the draft's vocabulary, scored too.
+    seen: Seen,
+    /// The request's penalties, and the context they count (with the
+    /// tokens drafted so far).
+    penalties: DraftPenalties,
+    counted: Vec<u32>,
+    counts: Vec<(u32, u32)>,
 }
 
 impl DraftState {
@@ -255,7 +440,7 @@ impl DraftState {
     /// prefix (rejected drafts are rolled back). Empty when the draft model
     /// cannot take the context (an id past its vocabulary, its context full).
     fn draft(&mut self, context: &[u32], want: usize) -> Vec<u32> {
-        let cfg = &self.model.config;
+        let cfg = &self.draft.model.config;
         if context.is_empty() || context.iter().any(|&t| t as usize >= cfg.vocab_size) || context.len() + want > cfg.max_position_embeddings {
             return Vec::new();
         }
@@ -268,17 +453,22 @@ impl DraftState {
         }
         let mut out = Vec::with_capacity(want);
         let new = &context[self.tokens.len()..];
-        let Ok(logits) = self.model.forward_with(new, &mut self.cache, &mut self.ws, LogitsMode::Last, None) else { return out };
+        self.draft.see(new, &mut self.seen);
+        self.counted.clear();
+        self.counted.extend_from_slice(context);
+        let pen = (&self.penalties, &self.counted[..], &mut self.counts);
+        let Some(mut next) = self.draft.next(new, &mut self.cache, &mut self.ws, &mut self.scores, &self.seen, pen) else { return out };
         self.tokens.extend_from_slice(new);
-        let mut next = crate::sampling::argmax(logits);
         while out.len() < want {
             out.push(next);
             if out.len() == want {
                 break;
             }
-            let Ok(logits) = self.model.forward_with(&[next], &mut self.cache, &mut self.ws, LogitsMode::Last, None) else { break };
+            self.counted.push(next);
+            let pen = (&self.penalties, &self.counted[..], &mut self.counts);
+            let Some(n) = self.draft.next(&[next], &mut self.cache, &mut self.ws, &mut self.scores, &self.seen, pen) else { break };
             self.tokens.push(next);
-            next = crate::sampling::argmax(logits);
+            next = n;
         }
         out
     }
@@ -289,7 +479,7 @@ impl Drafter {
     pub fn new(spec: Speculation) -> Self {
         let len = spec.draft_max.max(1);
         let model = match (&spec.mode, &spec.draft_model) {
-            (SpecMode::Draft, Some(DraftModel::Model(m))) => Some(DraftState { cache: m.new_cache(), model: Arc::clone(m), tokens: Vec::new(), ws: Workspace::new() }),
+            (SpecMode::Draft, Some(DraftModel::Model(m))) => Some(DraftState { cache: m.model.new_cache(), draft: Arc::clone(m), tokens: Vec::new(), ws: Workspace::new(), scores: Vec::new(), seen: Seen::default(), penalties: DraftPenalties::default(), counted: Vec::new(), counts: Vec::new() }),
             _ => None,
         };
         let mtp = match (&spec.mode, &spec.draft_model) {
@@ -297,6 +487,15 @@ impl Drafter {
             _ => None,
         };
         Self { spec, len, cursor: 0, from: None, model, mtp }
+    }
+
+    /// A draft model penalizes its drafts with `penalties` (those of the
+    /// request; other drafters ignore them).
+    pub fn with_penalties(mut self, penalties: DraftPenalties) -> Self {
+        if let Some(m) = &mut self.model {
+            m.penalties = penalties;
+        }
+        self
     }
 
     /// Whether the driver hands over the target's hidden states
@@ -396,6 +595,40 @@ fn lookup(corpus: &[u32], context: &[u32], want: usize, cursor: Option<usize>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A draft's penalties equal the sampler's processors over the same
+    /// context (prompt, then generated tokens), value for value, for ids
+    /// scored where they sit and for ids not scored (left alone).
+    #[test]
+    fn draft_penalties_equal_the_samplers_processors() {
+        use crate::processors::{LogitsProcessor, PresenceFrequencyPenalty, RepetitionPenalty};
+        let vocab = 40;
+        let prompt = [2u32, 7, 7, 11, 30];
+        let generated = [7u32, 12, 12, 12, 5, 30];
+        let logits: Vec<f32> = (0..vocab).map(|i| ((i * 37 % 23) as f32 - 11.0) / 3.0).collect();
+        let mut want = logits.clone();
+        let mut rep = RepetitionPenalty::new(1.3, vocab, &prompt);
+        let mut pf = PresenceFrequencyPenalty::new(0.4, 0.25);
+        for &t in &generated {
+            rep.accept(t).unwrap();
+            pf.accept(t).unwrap();
+        }
+        rep.apply(&mut want).unwrap();
+        pf.apply(&mut want).unwrap();
+        let pen = DraftPenalties { repetition: 1.3, presence: 0.4, frequency: 0.25, prompt_len: prompt.len() };
+        let context: Vec<u32> = prompt.iter().chain(&generated).copied().collect();
+        let mut got = logits.clone();
+        pen.apply(&context, &mut got, |id| Some(id as usize), &mut Vec::new());
+        assert_eq!(got, want);
+        // Scores of a part of the vocabulary: ids below 20 at their place,
+        // 30 at index 20, the rest not scored.
+        let mut part: Vec<f32> = logits[..20].iter().chain([&logits[30]]).copied().collect();
+        pen.apply(&context, &mut part, |id| if id < 20 { Some(id as usize) } else { (id == 30).then_some(20) }, &mut Vec::new());
+        assert_eq!(part, want[..20].iter().chain([&want[30]]).copied().collect::<Vec<_>>());
+        let mut none = logits.clone();
+        DraftPenalties::default().apply(&context, &mut none, |id| Some(id as usize), &mut Vec::new());
+        assert_eq!(none, logits);
+    }
 
     fn drafter(mode: SpecMode, max: usize, prediction: &[u32]) -> Drafter {
         Drafter::new(Speculation { mode, draft_max: max, prediction: prediction.to_vec(), draft_model: None })

@@ -4,7 +4,7 @@
 use crate::dot::{dot_bf16, dot_f16, dot_f32};
 use crate::gemm::OutPtr;
 use crate::qdot::{dot_q8_multi, RowDot, MULTI};
-use gemma_core::{Matrix, Storage};
+use gemma_core::{DType, Matrix, Storage};
 use gemma_quant::act::{act_kind, ActQ8};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -374,15 +374,29 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                 Storage::F16(v) => crate::prefetch::stream_ahead(&v[..task_end], range.start, cols),
                 Storage::Raw { .. } => {}
             }
-            // bf16 rows (decode steps of several tokens, verify steps): four
-            // tokens per pass over the row, each as alone.
+            // bf16 rows, in memory or mapped (decode steps of several
+            // tokens, verify steps): four tokens per pass over the row, each
+            // as alone.
             let mut first = 0;
-            if let Storage::BF16(v) = &w.storage {
-                let wr = &v[range.clone()];
-                while first + 4 <= n {
-                    let xs: [&[f32]; 4] = std::array::from_fn(|k| &x[(first + k) * cols..(first + k + 1) * cols]);
-                    out_row[first..first + 4].copy_from_slice(&crate::dot::dot_bf16_x4(xs, wr));
-                    first += 4;
+            let bf16_row = match &w.storage {
+                Storage::BF16(v) => Some(&v[range.clone()]),
+                // SAFETY: bf16 is a u16 newtype; every bit pattern is a value, and align_to only yields aligned elements.
+                Storage::Raw { dtype: DType::BF16, .. } => match unsafe { data[r * rb..(r + 1) * rb].align_to::<half::bf16>() } {
+                    ([], wr, []) => Some(wr),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(wr) = bf16_row {
+                // Two or three left: one more pass, the last token repeated.
+                while n - first >= 2 {
+                    let xs: [&[f32]; 4] = std::array::from_fn(|k| {
+                        let t = (first + k).min(n - 1);
+                        &x[t * cols..(t + 1) * cols]
+                    });
+                    let take = (n - first).min(4);
+                    out_row[first..first + take].copy_from_slice(&crate::dot::dot_bf16_x4(xs, wr)[..take]);
+                    first += take;
                 }
             }
             for (t, o) in out_row.iter_mut().enumerate().skip(first) {
@@ -398,7 +412,7 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                 let row = &data[r * rb..(r + 1) * rb];
                 crate::prefetch::stream_ahead(&data[..(r0 + nr) * rb], r * rb, rb);
                 if n == 1 || per_token {
-                    for (t, o) in out_row.iter_mut().enumerate() {
+                    for (t, o) in out_row.iter_mut().enumerate().skip(first) {
                         *o = dot_blocks(*dtype, row, &x[t * cols..(t + 1) * cols]);
                     }
                 } else {
@@ -407,7 +421,7 @@ fn matmul_rows(x: &[f32], n: usize, w: &Matrix, y: &mut [f32], acts: &mut Vec<Ac
                         let mut buf = buf.borrow_mut();
                         buf.resize(cols, 0.0);
                         gemma_quant::dequantize(*dtype, row, &mut buf);
-                        for (t, o) in out_row.iter_mut().enumerate() {
+                        for (t, o) in out_row.iter_mut().enumerate().skip(first) {
                             *o = dot_f32(&x[t * cols..(t + 1) * cols], &buf);
                         }
                     });
@@ -557,12 +571,15 @@ mod tests {
                 Matrix::new(rows, cols, Storage::Raw { dtype: dt, len: rows * cols, bytes: gemma_core::tensor::Bytes::Owned(raw.clone()) }),
                 Matrix::new(rows, cols, gemma_quant::convert(Storage::F32(wv.clone()), if dt.block_size() == 1 { dt } else { DType::F32 }).unwrap()),
             ] {
-                let mut all = vec![0.0; 9 * rows];
-                matmul_decode(&x, 9, &w, &mut all);
-                for t in 0..9 {
-                    let mut one = vec![0.0; rows];
-                    matmul_decode(&x[t * cols..(t + 1) * cols], 1, &w, &mut one);
-                    assert_eq!(&all[t * rows..(t + 1) * rows], &one[..], "{dt} token {t}");
+                // Float rows take four tokens a pass, the last pass padded.
+                for n in [2, 3, 6, 9] {
+                    let mut all = vec![0.0; n * rows];
+                    matmul_decode(&x[..n * cols], n, &w, &mut all);
+                    for t in 0..n {
+                        let mut one = vec![0.0; rows];
+                        matmul_decode(&x[t * cols..(t + 1) * cols], 1, &w, &mut one);
+                        assert_eq!(&all[t * rows..(t + 1) * rows], &one[..], "{dt} token {t} of {n}");
+                    }
                 }
             }
         }

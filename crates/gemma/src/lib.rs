@@ -46,7 +46,7 @@ pub use gemma_train as train;
 pub use gemma_generate::speculative;
 pub use gemma_generate::{
     generate, json_without_whitespace, perplexity, windows_exact, windows_with_bos, Adapter, Constraint, FinishReason, MediaInput, GenerateRequest, Grammar, GrammarCounts, GrammarProcessor, GrammarStats, Generation, LogitsProcessor, GenerationConfig, Perplexity, PromptLogprob, SpecMode, SpecStats, Speculation,
-    SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
+    Sampler, SamplingParams, SequenceState, Session, Step, TokenLogprob, TokenStreamDecoder, MAX_TOP_LOGPROBS,
 };
 pub use gemma_model::assistant::is_assistant;
 pub use gemma_model::{variants, Assistant, AttentionKind, Family, GemmaConfig, KvCache, KvType, LogitsMode, LoraAdapter, Media, Model, Numerics, Workspace};
@@ -199,10 +199,12 @@ impl Gemma {
     }
 
     /// This model as the drafter of `target` (speculative decoding,
-    /// [`SpecMode::Draft`]): refused unless both tokenize alike (the same
-    /// vocabulary size, special tokens and ids for a probe text), since
-    /// drafts are ids.
-    pub fn into_draft_for(self, target: &Gemma) -> Result<gemma_generate::speculative::DraftModel> {
+    /// [`SpecMode::Draft`]), scoring ids `0..vocab` and the single
+    /// characters and bytes of the vocabulary only (`0`: every id; see
+    /// [`gemma_generate::speculative::DEFAULT_DRAFT_VOCAB`]): refused unless
+    /// both tokenize alike (the same vocabulary size, special tokens and ids
+    /// for a probe text), since drafts are ids.
+    pub fn into_draft_for(self, target: &Gemma, vocab: usize) -> Result<gemma_generate::speculative::DraftModel> {
         let (a, b) = (&self.tokenizer, &target.tokenizer);
         let probe = "Speculative decoding drafts ids: 12 345 ÿ 日本語 <end_of_turn>\n\n  def f(x):\n\treturn x";
         let specials = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"];
@@ -213,7 +215,23 @@ impl Gemma {
         if self.model.config.bidirectional {
             return Err(GemmaError::invalid("draft", "the draft model is an embedding model: it does not generate"));
         }
-        Ok(gemma_generate::speculative::DraftModel::Model(std::sync::Arc::new(self.model)))
+        let chars = if vocab == 0 { Vec::new() } else { self.single_character_ids(vocab) };
+        Ok(gemma_generate::speculative::DraftModel::Model(std::sync::Arc::new(gemma_generate::speculative::DraftLm::new(self.model, vocab, &chars))))
+    }
+
+    /// The ids from `from` on whose piece is one character (`▁` counted as
+    /// a space) or one byte (`<0x..>`): SentencePiece puts a vocabulary's
+    /// alphabet at its end, and text needs it (digits, punctuation, CJK).
+    fn single_character_ids(&self, from: usize) -> Vec<u32> {
+        (from..self.tokenizer.vocab_size())
+            .filter(|&i| {
+                self.tokenizer.id_to_token(i as u32).is_some_and(|t| {
+                    let byte = t.len() == 6 && t.starts_with("<0x") && t.ends_with('>');
+                    byte || t.chars().count() == 1
+                })
+            })
+            .map(|i| i as u32)
+            .collect()
     }
 
     /// The Gemma 4 MTP assistant in `folder` (`gemma4_assistant`, Google's

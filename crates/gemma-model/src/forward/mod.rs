@@ -185,6 +185,29 @@ impl Model {
         self.forward_media(tokens, &[], cache, ws, mode, adapter)
     }
 
+    /// The final-normed hidden state `[hidden]` after the last of `tokens`
+    /// (appended to `cache` as [`Model::forward_with`] does), without the
+    /// output head: for a drafter that scores a part of the vocabulary
+    /// itself. The head's input for that row, bit for bit.
+    pub fn forward_last_hidden<'w>(&self, tokens: &[u32], cache: &mut KvCache, ws: &'w mut Workspace) -> Result<&'w [f32]> {
+        let cfg = &self.config;
+        if cfg.bidirectional {
+            return Err(GemmaError::invalid("model", "this is a bidirectional embedding model: it does not generate"));
+        }
+        self.check_tokens(tokens, cache.len())?;
+        let (mut done, mut last) = (0, 0);
+        while done < tokens.len() {
+            let end = chunk_end(done, tokens.len(), MAX_CHUNK, &[]);
+            self.forward_chunk(&tokens[done..end], &[], cache, ws, None);
+            last = end - done - 1;
+            done = end;
+        }
+        let hidden = cfg.hidden_size;
+        let h = buf(&mut ws.h, hidden);
+        rms_norm(&ws.x[last * hidden..(last + 1) * hidden], &self.weights.final_norm, cfg.rms_norm_eps, h);
+        Ok(&ws.h[..hidden])
+    }
+
     /// Logits of every one of `tokens` (`[tokens, vocab]`), each row
     /// computed exactly as decoding the tokens one at a time would compute it
     /// (one decode row per token through the batch-invariant kernels, keys
