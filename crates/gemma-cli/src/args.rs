@@ -299,11 +299,11 @@ pub struct SpecArgs {
     /// assistant folder (`gemma4_assistant`) implies `--speculative mtp`.
     #[arg(long, value_name = "MODEL")]
     pub draft: Option<String>,
-    /// How many token ids a draft model (--draft) scores: the first ids of
-    /// a Gemma tokenizer are its most frequent pieces, and scoring 32k of
-    /// them instead of 262k makes a small draft model several times
-    /// cheaper per token; a draft outside them is rejected like any wrong
-    /// one (the output never changes). 0 scores every id.
+    /// How many leading token ids a draft model (--draft) scores, besides
+    /// the vocabulary's single characters and every id of the context: a
+    /// small Gemma's cost is its 262k-row head, and scoring ~52k rows makes
+    /// it several times cheaper per token; a draft outside them is rejected
+    /// like any wrong one (the output never changes). 0 scores every id.
     #[arg(long, value_name = "N", default_value_t = gemma::speculative::DEFAULT_DRAFT_VOCAB)]
     pub draft_vocab: usize,
 }
